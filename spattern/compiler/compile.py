@@ -1,0 +1,235 @@
+"""Pattern -> BlockLayout.
+
+Two paths that must give identical layouts:
+
+- ``analytic``: each built-in family enumerates its blocks in O(nnz) (``Pattern.blocks``) and
+  compositions merge sorted block lists or filter them by O(1) per-block classifiers; blocks
+  whose state composition cannot decide (partial | partial, partial & partial, partial - partial)
+  are resolved by evaluating the predicate on just those blocks.
+- ``generic``: evaluates the predicate block row by block row (block_q x kv_len at a time, never
+  N x N at once) and reduces to blocks. Works for any pattern, custom predicates included.
+
+``auto`` takes the analytic path when every part of the pattern has an enumerator.
+Partial blocks carry the group's mask program when the pattern has one (the kernel evaluates it
+per element) and a bitmask otherwise. Static patterns are compiled once and cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+
+from spattern.compiler import program as prog
+from spattern.compiler.blocks import FULL as S_FULL
+from spattern.compiler.blocks import UNKNOWN, Grid
+from spattern.compiler.layout import BITMASK, FULL, PROGRAM, BlockLayout, pack_bits
+from spattern.patterns.base import Geometry, Heads, Pattern
+from spattern.patterns.parse import parse
+
+PATHS = ("auto", "analytic", "generic")
+_EVAL_CHUNK = 1 << 20  # token pairs evaluated at once when resolving blocks
+
+
+@dataclass
+class _Group:
+    counts: np.ndarray  # int64 [R]
+    cols: np.ndarray  # int64 [nnz]
+    kinds: np.ndarray  # uint8 [nnz]
+    mask_idx: np.ndarray  # int64 [nnz], local
+    bitmasks: np.ndarray  # uint32 [m, bq, W]
+    program: list | None
+
+
+def _check_block(block) -> tuple[int, int]:
+    if isinstance(block, (int, np.integer)) and not isinstance(block, bool):
+        block = (int(block), int(block))
+    try:
+        bq, bk = (int(b) for b in block)
+    except (TypeError, ValueError):
+        raise TypeError(f"block: expected an int or a pair (block_q, block_k), got {block!r}") from None
+    if bq < 16 or bk < 16 or bq % 16 or bk % 16:
+        raise ValueError(f"block: expected sizes that are positive multiples of 16, got ({bq}, {bk})")
+    return bq, bk
+
+
+def _check_len(value, what) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+def compile(
+    pattern: Pattern | str,
+    q_len: int,
+    kv_len: int | None = None,
+    block: int | tuple[int, int] = (64, 64),
+    context: Any = None,
+    path: str = "auto",
+) -> BlockLayout:
+    """Compile a pattern (or its string) into a BlockLayout.
+
+    ``context``: what content-dependent patterns need (e.g. ``{"cu_seqlens": [...]}``), or a list
+    of such contexts, one per batch element (one layout group each). Per-head stacks
+    (``heads(...)``) give one group per head.
+    """
+    if isinstance(pattern, str):
+        pattern = parse(pattern)
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern: expected a Pattern or its string, got {type(pattern).__name__}")
+    q_len = _check_len(q_len, "q_len")
+    kv_len = q_len if kv_len is None else _check_len(kv_len, "kv_len")
+    bq, bk = _check_block(block)
+    if path not in PATHS:
+        raise ValueError(f"path: expected one of {PATHS}, got {path!r}")
+    if pattern.is_static and not isinstance(context, (list, tuple)):
+        return _compile_static(pattern, q_len, kv_len, bq, bk, path)
+    contexts = list(context) if isinstance(context, (list, tuple)) else [context]
+    if not contexts:
+        raise ValueError("context: expected a context or a non-empty list of them, got []")
+    if pattern.is_static:
+        contexts = [None]  # a static pattern ignores the context: one shared group
+    head_patterns = pattern.patterns if isinstance(pattern, Heads) else (pattern,)
+    groups = []
+    for ctx in contexts:
+        for p in head_patterns:
+            bound = p.bind(ctx) if ctx is not None else p
+            if not bound.is_static:
+                raise ValueError(f"pattern {p} needs a context to compile (got {ctx!r})")
+            groups.append(_compile_group(bound, q_len, kv_len, bq, bk, path))
+    return _assemble(groups, (len(contexts), len(head_patterns)), q_len, kv_len, bq, bk, str(pattern))
+
+
+@lru_cache(maxsize=128)
+def _compile_static(pattern, q_len, kv_len, bq, bk, path) -> BlockLayout:
+    head_patterns = pattern.patterns if isinstance(pattern, Heads) else (pattern,)
+    groups = [_compile_group(p, q_len, kv_len, bq, bk, path) for p in head_patterns]
+    return _assemble(groups, (1, len(head_patterns)), q_len, kv_len, bq, bk, str(pattern))
+
+
+def _assemble(groups: Sequence[_Group], group_shape, q_len, kv_len, bq, bk, text) -> BlockLayout:
+    G = len(groups)
+    R = -(-q_len // bq)
+    row_ptr = np.zeros((G, R + 1), dtype=np.int64)
+    off, moff = 0, 0
+    mask_idx = []
+    for g, grp in enumerate(groups):
+        row_ptr[g, 0] = off
+        row_ptr[g, 1:] = off + np.cumsum(grp.counts)
+        off = int(row_ptr[g, -1])
+        mask_idx.append(np.where(grp.mask_idx >= 0, grp.mask_idx + moff, -1))
+        moff += grp.bitmasks.shape[0]
+    W = -(-bk // 32)
+    P = max([len(g.program) for g in groups if g.program] + [1])
+    programs = np.zeros((G, P, 4), dtype=np.int32)
+    program_len = np.zeros(G, dtype=np.int32)
+    for g, grp in enumerate(groups):
+        if grp.program:
+            programs[g] = prog.to_array(grp.program, P)
+            program_len[g] = len(grp.program)
+    cat = lambda arrs, dt: np.concatenate(arrs).astype(dt) if arrs else np.zeros(0, dt)  # noqa: E731
+    bitmasks = [g.bitmasks for g in groups if g.bitmasks.shape[0]]
+    return BlockLayout(
+        q_len=q_len, kv_len=kv_len, block_q=bq, block_k=bk, group_shape=tuple(int(x) for x in group_shape),
+        row_ptr=row_ptr.astype(np.int32),
+        col_idx=cat([g.cols for g in groups], np.int32),
+        block_kind=cat([g.kinds for g in groups], np.uint8),
+        mask_idx=cat(mask_idx, np.int32),
+        bitmasks=np.concatenate(bitmasks).astype(np.uint32) if bitmasks else np.zeros((0, bq, W), np.uint32),
+        programs=programs, program_len=program_len, pattern=text,
+    )
+
+
+def _program_of(pattern: Pattern) -> list | None:
+    p = pattern.program()
+    if p is None:
+        return None
+    try:
+        prog.validate(p)
+    except ValueError:
+        return None  # too long or too deep for a kernel: bitmasks instead
+    return [tuple(int(x) for x in ins) for ins in p]
+
+
+@lru_cache(maxsize=256)
+def _compile_group(pattern: Pattern, q_len, kv_len, bq, bk, path) -> _Group:
+    geom = Geometry(q_len, kv_len)
+    grid = Grid(q_len, kv_len, bq, bk)
+    bs = pattern.blocks(geom, bq, bk) if path != "generic" else None
+    if bs is None and path == "analytic":
+        raise ValueError(f"path='analytic': pattern {pattern} has no analytic block enumerator "
+                         "(custom predicates don't); use path='auto' or 'generic'")
+    if bs is not None:
+        rows, cols, state = bs.rows, bs.cols, bs.state
+        unk = np.flatnonzero(state == UNKNOWN)
+        if unk.size:
+            masks = block_token_masks(pattern, grid, rows[unk], cols[unk])
+            n = masks.sum(axis=(1, 2))
+            area = _areas(grid, rows[unk], cols[unk])
+            state = state.copy()
+            state[unk] = np.where(n == area, S_FULL, np.where(n > 0, 0, -1))
+            keep = state >= 0
+            rows, cols, state = rows[keep], cols[keep], state[keep]
+        full = state == S_FULL
+    else:
+        rows, cols, full = _generic_blocks(pattern, grid)
+    counts = np.bincount(rows, minlength=grid.n_rows).astype(np.int64)
+    program = _program_of(pattern)
+    kinds = np.where(full, FULL, PROGRAM if program is not None else BITMASK).astype(np.uint8)
+    mask_idx = np.full(rows.size, -1, dtype=np.int64)
+    W = -(-bk // 32)
+    bitmasks = np.zeros((0, bq, W), dtype=np.uint32)
+    if program is None:
+        part = np.flatnonzero(~full)
+        mask_idx[part] = np.arange(part.size)
+        bitmasks = pack_bits(block_token_masks(pattern, grid, rows[part], cols[part]))
+    return _Group(counts, cols.astype(np.int64), kinds, mask_idx, bitmasks, program)
+
+
+def _areas(grid: Grid, rows, cols) -> np.ndarray:
+    q0, q1 = grid.row_extent(rows)
+    k0, k1 = grid.col_extent(cols)
+    return (q1 - q0 + 1) * (k1 - k0 + 1)
+
+
+def block_token_masks(pattern: Pattern, grid: Grid, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """bool [n, block_q, block_k]: the predicate on blocks (rows, cols); out-of-range bits False."""
+    bq, bk = grid.block_q, grid.block_k
+    geom = Geometry(grid.q_len, grid.kv_len)
+    out = np.zeros((rows.size, bq, bk), dtype=bool)
+    step = max(1, _EVAL_CHUNK // (bq * bk))
+    for s in range(0, rows.size, step):
+        r, c = rows[s : s + step], cols[s : s + step]
+        qi = r[:, None, None] * bq + np.arange(bq)[None, :, None]
+        kj = c[:, None, None] * bk + np.arange(bk)[None, None, :]
+        ok = (qi < grid.q_len) & (kj < grid.kv_len)
+        m = np.asarray(pattern.allowed(np.minimum(qi, grid.q_len - 1), np.minimum(kj, grid.kv_len - 1), geom))
+        out[s : s + step] = np.broadcast_to(m, ok.shape) & ok
+    return out
+
+
+def _generic_blocks(pattern: Pattern, grid: Grid):
+    """Evaluate the predicate block row by block row: (rows, cols, full) of present blocks."""
+    bq, bk, C = grid.block_q, grid.block_k, grid.n_cols
+    geom = Geometry(grid.q_len, grid.kv_len)
+    k = np.arange(grid.kv_len, dtype=np.int64)[None, :]
+    col_w = np.minimum((np.arange(C) + 1) * bk, grid.kv_len) - np.arange(C) * bk
+    rows, cols, fulls = [], [], []
+    for r in range(grid.n_rows):
+        q = np.arange(r * bq, min((r + 1) * bq, grid.q_len), dtype=np.int64)[:, None]
+        m = np.broadcast_to(np.asarray(pattern.allowed(q, k, geom), dtype=bool), (q.shape[0], grid.kv_len))
+        padded = np.zeros((q.shape[0], C * bk), dtype=bool)
+        padded[:, : grid.kv_len] = m
+        n = padded.reshape(q.shape[0], C, bk).sum(axis=(0, 2))
+        c = np.flatnonzero(n)
+        rows.append(np.full(c.size, r, dtype=np.int64))
+        cols.append(c)
+        fulls.append(n[c] == q.shape[0] * col_w[c])
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(fulls)
+
+
+def clear_cache() -> None:
+    _compile_static.cache_clear()
+    _compile_group.cache_clear()

@@ -1,0 +1,370 @@
+"""BlockLayout: the CSR block metadata that is the contract between compiler and runtime.
+
+Query blocks of ``block_q`` tokens are rows, key blocks of ``block_k`` tokens are columns. One CSR
+per layout group; groups broadcast over (batch, heads) and are stored concatenated.
+
+Arrays (numpy, host):
+
+- ``row_ptr``     int32  [G, R+1]  offsets into the flat arrays below; global, so ``row_ptr[g, 0]``
+                                    is where group g starts and ``row_ptr[G-1, R]`` is the total nnz.
+                                    R = ceil(q_len / block_q).
+- ``col_idx``     int32  [nnz]     key-block index, ascending and unique within a row.
+- ``block_kind``  uint8  [nnz]     FULL (0): every in-range pair allowed; PROGRAM (1): partial, the
+                                    group's mask program decides per element; BITMASK (2): partial,
+                                    ``bitmasks[mask_idx]`` decides.
+- ``mask_idx``    int32  [nnz]     index into ``bitmasks`` for BITMASK blocks, -1 otherwise.
+- ``bitmasks``    uint32 [M, block_q, ceil(block_k/32)]  bit c%32 of word c//32 of row r: query
+                                    row*block_q + r may attend key col*block_k + c. Bits of
+                                    out-of-range tokens are 0.
+- ``programs``    int32  [G, P, 4] each group's mask program (``spattern.compiler.program``).
+- ``program_len`` int32  [G]       its length; 0 when the group has none.
+
+Scalars: ``q_len``, ``kv_len``, ``block_q``, ``block_k``, ``group_shape = (Bg, Hg)`` with Bg in
+{1, B} and Hg in {1, H}: (b, h) uses group (b if Bg > 1 else 0) * Hg + (h if Hg > 1 else 0).
+Out-of-range tokens of the last row/column blocks are never attended, whatever the kind says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spattern.compiler import program as prog
+
+FULL, PROGRAM, BITMASK = 0, 1, 2
+KIND_NAMES = {FULL: "full", PROGRAM: "program", BITMASK: "bitmask"}
+
+
+class LayoutError(ValueError):
+    """An invalid BlockLayout (what is wrong, where)."""
+
+
+@dataclass(eq=False)
+class BlockLayout:
+    q_len: int
+    kv_len: int
+    block_q: int
+    block_k: int
+    group_shape: tuple[int, int]
+    row_ptr: np.ndarray
+    col_idx: np.ndarray
+    block_kind: np.ndarray
+    mask_idx: np.ndarray
+    bitmasks: np.ndarray
+    programs: np.ndarray
+    program_len: np.ndarray
+    pattern: str = ""
+    _device_cache: dict = field(default_factory=dict, repr=False)
+    _csc: Any = field(default=None, repr=False)
+
+    # --- shapes ----------------------------------------------------------------------------
+    @property
+    def n_groups(self) -> int:
+        return int(self.group_shape[0] * self.group_shape[1])
+
+    @property
+    def n_rows(self) -> int:
+        return -(-self.q_len // self.block_q)
+
+    @property
+    def n_cols(self) -> int:
+        return -(-self.kv_len // self.block_k)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col_idx.size)
+
+    @property
+    def words_per_row(self) -> int:
+        return -(-self.block_k // 32)
+
+    def group_of(self, b: int, h: int) -> int:
+        Bg, Hg = self.group_shape
+        return (b if Bg > 1 else 0) * Hg + (h if Hg > 1 else 0)
+
+    def row_counts(self) -> np.ndarray:
+        """int [G, R]: blocks per row."""
+        return np.diff(self.row_ptr.astype(np.int64), axis=1)
+
+    def group_slice(self, g: int) -> slice:
+        return slice(int(self.row_ptr[g, 0]), int(self.row_ptr[g, -1]))
+
+    def block_rows(self) -> np.ndarray:
+        """int64 [nnz]: the row of each stored block."""
+        counts = self.row_counts().reshape(-1)
+        return np.repeat(np.tile(np.arange(self.n_rows), self.n_groups), counts)
+
+    def block_groups(self) -> np.ndarray:
+        """int64 [nnz]: the group of each stored block."""
+        return np.repeat(np.arange(self.n_groups), self.row_counts().sum(axis=1))
+
+    # --- validation ------------------------------------------------------------------------
+    def validate(self) -> "BlockLayout":
+        """Check dtypes, shapes, monotone row pointers, sorted unique in-range columns, kinds."""
+
+        def fail(msg):
+            raise LayoutError(f"invalid BlockLayout: {msg}")
+
+        for name, dt in (("row_ptr", np.int32), ("col_idx", np.int32), ("block_kind", np.uint8),
+                         ("mask_idx", np.int32), ("bitmasks", np.uint32), ("programs", np.int32),
+                         ("program_len", np.int32)):
+            arr = getattr(self, name)
+            if not isinstance(arr, np.ndarray) or arr.dtype != dt:
+                fail(f"{name}: expected a numpy {np.dtype(dt).name} array, got "
+                     f"{getattr(arr, 'dtype', type(arr).__name__)}")
+        for name in ("q_len", "kv_len", "block_q", "block_k"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                fail(f"{name}: expected a positive int, got {v!r}")
+        if self.block_q % 16 or self.block_k % 16:
+            fail(f"block sizes must be multiples of 16, got ({self.block_q}, {self.block_k})")
+        if len(self.group_shape) != 2 or min(self.group_shape) < 1:
+            fail(f"group_shape: expected (Bg, Hg) >= 1, got {self.group_shape}")
+        G, R, C = self.n_groups, self.n_rows, self.n_cols
+        if self.row_ptr.shape != (G, R + 1):
+            fail(f"row_ptr: expected shape {(G, R + 1)}, got {self.row_ptr.shape}")
+        rp = self.row_ptr.astype(np.int64)
+        if rp[0, 0] != 0:
+            fail(f"row_ptr[0, 0]: expected 0, got {rp[0, 0]}")
+        if np.any(np.diff(rp, axis=1) < 0):
+            g, r = np.argwhere(np.diff(rp, axis=1) < 0)[0]
+            fail(f"row_ptr of group {g} decreases at row {r}")
+        if G > 1 and np.any(rp[1:, 0] != rp[:-1, -1]):
+            fail("row_ptr: each group must start where the previous one ends")
+        nnz = int(rp[-1, -1])
+        for name in ("col_idx", "block_kind", "mask_idx"):
+            if getattr(self, name).shape != (nnz,):
+                fail(f"{name}: expected shape ({nnz},), got {getattr(self, name).shape}")
+        if nnz:
+            if self.col_idx.min() < 0 or self.col_idx.max() >= C:
+                fail(f"col_idx: expected values in [0, {C}), got [{self.col_idx.min()}, {self.col_idx.max()}]")
+            rows = self.block_rows()
+            same_row = np.ones(nnz - 1, dtype=bool)
+            starts = rp[:, :-1].reshape(-1)
+            starts = starts[(starts > 0) & (starts < nnz)]
+            same_row[starts - 1] = False
+            bad = same_row & (np.diff(self.col_idx.astype(np.int64)) <= 0)
+            if bad.any():
+                n = int(np.argmax(bad))
+                fail(f"col_idx not strictly ascending within row {rows[n]} (entry {n}: "
+                     f"{self.col_idx[n]} then {self.col_idx[n + 1]})")
+            kinds = self.block_kind
+            if np.any(kinds > BITMASK):
+                fail(f"block_kind: expected values in {{0, 1, 2}}, got {sorted(set(kinds.tolist()))}")
+            is_bm = kinds == BITMASK
+            if np.any(self.mask_idx[~is_bm] != -1):
+                fail("mask_idx: expected -1 for blocks that are not BITMASK")
+            M = self.bitmasks.shape[0]
+            if is_bm.any() and (self.mask_idx[is_bm].min() < 0 or self.mask_idx[is_bm].max() >= M):
+                fail(f"mask_idx: BITMASK blocks must index bitmasks [0, {M})")
+            groups = self.block_groups()
+            if np.any((kinds == PROGRAM) & (self.program_len[groups] == 0)):
+                fail("a PROGRAM block belongs to a group without a mask program")
+        if self.bitmasks.ndim != 3 or self.bitmasks.shape[1:] != (self.block_q, self.words_per_row):
+            fail(f"bitmasks: expected shape (M, {self.block_q}, {self.words_per_row}), got {self.bitmasks.shape}")
+        if self.programs.ndim != 3 or self.programs.shape[0] != G or self.programs.shape[2] != 4:
+            fail(f"programs: expected shape ({G}, P, 4), got {self.programs.shape}")
+        if self.program_len.shape != (G,):
+            fail(f"program_len: expected shape ({G},), got {self.program_len.shape}")
+        for g in range(G):
+            n = int(self.program_len[g])
+            if n:
+                try:
+                    prog.validate(self.programs[g, :n].tolist())
+                except ValueError as e:
+                    fail(f"program of group {g}: {e}")
+        return self
+
+    # --- token masks -----------------------------------------------------------------------
+    def block_masks(self, idx: np.ndarray) -> np.ndarray:
+        """bool [n, block_q, block_k]: token masks of stored blocks ``idx`` (in-range bits only)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        bq, bk = self.block_q, self.block_k
+        rows, groups = self.block_rows()[idx], self.block_groups()[idx]
+        cols = self.col_idx[idx].astype(np.int64)
+        qi = rows[:, None, None] * bq + np.arange(bq)[None, :, None]
+        kj = cols[:, None, None] * bk + np.arange(bk)[None, None, :]
+        in_range = (qi < self.q_len) & (kj < self.kv_len)
+        out = np.broadcast_to(in_range, (idx.size, bq, bk)).copy()
+        kinds = self.block_kind[idx]
+        for g in np.unique(groups[kinds == PROGRAM]):
+            sel = (kinds == PROGRAM) & (groups == g)
+            p = self.programs[g, : self.program_len[g]].tolist()
+            out[sel] &= np.asarray(prog.evaluate(p, qi[sel], kj[sel]), dtype=bool)
+        bm = kinds == BITMASK
+        if bm.any():
+            out[bm] &= unpack_bits(self.bitmasks[self.mask_idx[idx[bm]]], bk)
+        return out
+
+    def to_dense(self, group: int | None = None) -> np.ndarray:
+        """Token mask: bool [q_len, kv_len] for one group, or [G, q_len, kv_len] for all."""
+        groups = range(self.n_groups) if group is None else [group]
+        out = np.zeros((len(groups), self.q_len, self.kv_len), dtype=bool)
+        bq, bk = self.block_q, self.block_k
+        rows_all, grp_all = self.block_rows(), self.block_groups()
+        for n, g in enumerate(groups):
+            sl = self.group_slice(g)
+            idx = np.arange(sl.start, sl.stop)
+            masks = self.block_masks(idx) if idx.size else np.zeros((0, bq, bk), dtype=bool)
+            for m, e in enumerate(idx):
+                r, c = rows_all[e], self.col_idx[e]
+                q0, k0 = r * bq, c * bk
+                q1, k1 = min(q0 + bq, self.q_len), min(k0 + bk, self.kv_len)
+                out[n, q0:q1, k0:k1] = masks[m, : q1 - q0, : k1 - k0]
+        return out[0] if group is not None else out
+
+    def block_grid(self, group: int = 0) -> np.ndarray:
+        """int8 [R, C]: -1 absent, else the block kind (for drawing)."""
+        out = np.full((self.n_rows, self.n_cols), -1, dtype=np.int8)
+        sl = self.group_slice(group)
+        out[self.block_rows()[sl], self.col_idx[sl]] = self.block_kind[sl]
+        return out
+
+    # --- transpose (CSC) for backward passes ------------------------------------------------
+    def csc(self) -> dict[str, np.ndarray]:
+        """Per group, blocks by key-block column: ``col_ptr`` int32 [G, C+1] (global offsets),
+        ``row_idx`` int32 [nnz] ascending within a column, ``perm`` int32 [nnz]: CSR position of
+        each CSC entry (so block_kind[perm], mask_idx[perm] follow)."""
+        if self._csc is None:
+            G, C = self.n_groups, self.n_cols
+            rows, groups = self.block_rows(), self.block_groups()
+            key = (groups * C + self.col_idx) * self.n_rows + rows
+            perm = np.argsort(key, kind="stable")
+            counts = np.bincount(groups * C + self.col_idx, minlength=G * C).reshape(G, C)
+            col_ptr = np.zeros((G, C + 1), dtype=np.int64)
+            col_ptr[:, 1:] = np.cumsum(counts, axis=1)
+            col_ptr += self.row_ptr[:, :1].astype(np.int64)
+            self._csc = {
+                "col_ptr": col_ptr.astype(np.int32),
+                "row_idx": rows[perm].astype(np.int32),
+                "perm": perm.astype(np.int32),
+            }
+        return self._csc
+
+    # --- statistics --------------------------------------------------------------------------
+    def pair_counts(self) -> np.ndarray:
+        """int64 [G]: exact number of attended (query, key) pairs per group."""
+        bq, bk = self.block_q, self.block_k
+        rows, groups = self.block_rows(), self.block_groups()
+        cols = self.col_idx.astype(np.int64)
+        h = np.minimum((rows + 1) * bq, self.q_len) - rows * bq
+        w = np.minimum((cols + 1) * bk, self.kv_len) - cols * bk
+        per = np.where(self.block_kind == FULL, h * w, 0).astype(np.int64)
+        part = np.flatnonzero(self.block_kind != FULL)
+        for s in range(0, part.size, 2048):
+            chunk = part[s : s + 2048]
+            per[chunk] = self.block_masks(chunk).sum(axis=(1, 2))
+        return np.bincount(groups, weights=per, minlength=self.n_groups).astype(np.int64)
+
+    def metadata_bytes(self) -> int:
+        return int(sum(getattr(self, n).nbytes for n in
+                       ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs", "program_len")))
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for one layout (summed over groups): blocks by kind, pairs, densities, bytes."""
+        G = self.n_groups
+        kinds = np.bincount(self.block_kind, minlength=3)
+        pairs = int(self.pair_counts().sum())
+        total_pairs = G * self.q_len * self.kv_len
+        total_blocks = G * self.n_rows * self.n_cols
+        return {
+            "pattern": self.pattern,
+            "q_len": self.q_len,
+            "kv_len": self.kv_len,
+            "block": (self.block_q, self.block_k),
+            "groups": G,
+            "blocks": self.nnz,
+            "full_blocks": int(kinds[FULL]),
+            "program_blocks": int(kinds[PROGRAM]),
+            "bitmask_blocks": int(kinds[BITMASK]),
+            "pairs": pairs,
+            "density": pairs / total_pairs,
+            "block_density": self.nnz / total_blocks,
+            "metadata_bytes": self.metadata_bytes(),
+        }
+
+    # --- device copies ---------------------------------------------------------------------
+    def to_device(self, device) -> dict[str, Any]:
+        """torch tensors of the arrays on ``device`` (cached per device; uint32 bitmasks as int32)."""
+        import torch
+
+        key = str(torch.device(device))
+        if key not in self._device_cache:
+            t = {}
+            for name in ("row_ptr", "col_idx", "mask_idx", "programs", "program_len"):
+                t[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name))).to(device)
+            t["block_kind"] = torch.from_numpy(self.block_kind.astype(np.uint8)).to(device)
+            t["bitmasks"] = torch.from_numpy(self.bitmasks.view(np.int32)).to(device)
+            self._device_cache[key] = t
+        return self._device_cache[key]
+
+    # --- persistence -----------------------------------------------------------------------
+    _ARRAYS = ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs", "program_len")
+
+    def save(self, path: str | Path) -> Path:
+        """Write an .npz file with every array and the scalars (as JSON)."""
+        path = Path(path)
+        meta = {"q_len": self.q_len, "kv_len": self.kv_len, "block_q": self.block_q,
+                "block_k": self.block_k, "group_shape": list(self.group_shape),
+                "pattern": self.pattern, "format": 1}
+        with open(path, "wb") as f:
+            np.savez_compressed(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                                **{n: getattr(self, n) for n in self._ARRAYS})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BlockLayout":
+        with np.load(Path(path)) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            arrays = {n: z[n] for n in cls._ARRAYS}
+        return cls(q_len=meta["q_len"], kv_len=meta["kv_len"], block_q=meta["block_q"],
+                   block_k=meta["block_k"], group_shape=tuple(meta["group_shape"]),
+                   pattern=meta.get("pattern", ""), **arrays).validate()
+
+    def equals(self, other: "BlockLayout") -> bool:
+        """Same shapes and the same arrays (bitmasks compared per block, not by storage order)."""
+        if (self.q_len, self.kv_len, self.block_q, self.block_k, tuple(self.group_shape)) != (
+            other.q_len, other.kv_len, other.block_q, other.block_k, tuple(other.group_shape)):
+            return False
+        for n in ("row_ptr", "col_idx", "block_kind", "program_len"):
+            if not np.array_equal(getattr(self, n), getattr(other, n)):
+                return False
+        P = max(self.programs.shape[1], other.programs.shape[1])
+        pa, pb = np.zeros((self.n_groups, P, 4), np.int32), np.zeros((other.n_groups, P, 4), np.int32)
+        pa[:, : self.programs.shape[1]] = self.programs
+        pb[:, : other.programs.shape[1]] = other.programs
+        if not np.array_equal(pa, pb):
+            return False
+        bm = self.block_kind == BITMASK
+        return np.array_equal(self.bitmasks[self.mask_idx[bm]], other.bitmasks[other.mask_idx[bm]])
+
+    def __repr__(self):
+        return (f"BlockLayout({self.pattern!r}, q_len={self.q_len}, kv_len={self.kv_len}, "
+                f"block=({self.block_q}, {self.block_k}), groups={tuple(self.group_shape)}, nnz={self.nnz})")
+
+
+def pack_bits(mask: np.ndarray) -> np.ndarray:
+    """bool [..., block_k] -> uint32 [..., ceil(block_k/32)] (bit c%32 of word c//32)."""
+    bk = mask.shape[-1]
+    W = -(-bk // 32)
+    padded = np.zeros(mask.shape[:-1] + (W * 32,), dtype=bool)
+    padded[..., :bk] = mask
+    return np.packbits(padded, axis=-1, bitorder="little").view("<u4").astype(np.uint32)
+
+
+def unpack_bits(words: np.ndarray, block_k: int) -> np.ndarray:
+    """uint32 [..., W] -> bool [..., block_k]."""
+    b = np.unpackbits(np.ascontiguousarray(words).astype("<u4").view(np.uint8), axis=-1, bitorder="little")
+    return b[..., :block_k].astype(bool)
+
+
+def replace(layout: BlockLayout, **changes) -> BlockLayout:
+    """A copy with fields changed (device caches are not carried over)."""
+    changes.setdefault("_device_cache", {})
+    changes.setdefault("_csc", None)
+    return dataclasses.replace(layout, **changes)

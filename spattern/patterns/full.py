@@ -1,0 +1,90 @@
+"""full() and causal: dense attention and the causal (lower-triangular) mask.
+
+``causal`` is a pattern value and a function: ``p & causal`` and ``causal(p)`` are the same.
+Run ``python -m spattern.patterns.full`` to draw both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from spattern.compiler import program as P
+from spattern.compiler.blocks import INF, Grid, band_blocks, band_state
+from spattern.patterns.base import Pattern
+from spattern.patterns.registry import register
+
+
+@register("full")
+@dataclass(frozen=True, repr=False)
+class Full(Pattern):
+    """Every query attends every key: O(N^2)."""
+
+    name = "full"
+    filter_first = True  # in an intersection, filter by it rather than enumerate it
+
+    def allowed(self, q_idx, kv_idx, geom):
+        return (q_idx - kv_idx) == (q_idx - kv_idx)
+
+    def blocks(self, geom, block_q, block_k):
+        return band_blocks(Grid(geom.q_len, geom.kv_len, block_q, block_k), -INF, INF)
+
+    def classify(self, grid, rows, cols):
+        return band_state(grid, rows, cols, -INF, INF)
+
+    def program(self):
+        return [(P.TRUE, 0, 0, 0)]
+
+    def pairs_expr(self, N, causal=False):
+        return N * (N + 1) / 2 if causal else N**2
+
+    def blocks_expr(self, N, b, causal=False):
+        R = sp.ceiling(N / b)
+        return R * (R + 1) / 2 if causal else R**2
+
+
+@register("causal")
+@dataclass(frozen=True, repr=False)
+class Causal(Pattern):
+    """Query i attends keys j <= i (absolute positions). Call it to restrict a pattern:
+    ``causal(local(64)) == local(64) & causal``."""
+
+    name = "causal"
+    filter_first = True
+    claims_causal = True
+
+    def __call__(self, pattern: Pattern) -> Pattern:
+        if not isinstance(pattern, Pattern):
+            raise TypeError(f"causal(...): expected a Pattern, got {type(pattern).__name__}")
+        return pattern & self
+
+    def allowed(self, q_idx, kv_idx, geom):
+        return kv_idx <= q_idx
+
+    def blocks(self, geom, block_q, block_k):
+        return band_blocks(Grid(geom.q_len, geom.kv_len, block_q, block_k), 0, INF)
+
+    def classify(self, grid, rows, cols):
+        return band_state(grid, rows, cols, 0, INF)
+
+    def program(self):
+        return [(P.BAND, 0, P.INF, 0)]
+
+    def pairs_expr(self, N, causal=False):
+        return N * (N + 1) / 2
+
+    def blocks_expr(self, N, b, causal=False):
+        R = sp.ceiling(N / b)
+        return R * (R + 1) / 2
+
+    def __str__(self):
+        return "causal"
+
+
+full = Full
+causal = Causal()
+
+if __name__ == "__main__":
+    Full().draw(128, path="full.png")
+    causal.draw(128, path="causal.png")

@@ -1,0 +1,117 @@
+"""landmark(every=..., positions=[...]): global tokens (Longformer's global attention, BigBird's
+ITC global tokens, Child et al.'s "summary" positions).
+
+A token is global when its position is a multiple of ``every`` or is listed in ``positions``.
+Global tokens attend to all keys and are attended by all queries:
+allowed(i, j) = global(i) or global(j).
+
+With G global tokens below N: pairs 2*G*N - G^2; causal G*N - G*(G - 1)/2 (position-independent:
+the causal row and column of each global token together hold N + 1 pairs). G = floor((N-1)/e) + 1
+for ``every=e``. O(N) for a fixed number of globals, O(N^2/e) for a fixed spacing e.
+Blocks (b | e, b | N): global rows and columns of blocks: 2*G*R - G^2; causal G*R - G*(G - 1)/2.
+
+Run ``python -m spattern.patterns.landmark`` to draw it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from spattern.compiler import program as P
+from spattern.compiler.blocks import FULL, PARTIAL, BlockSet, Grid, count_in_range, key_set_blocks, query_set_blocks
+from spattern.patterns.base import Pattern, as_int_tuple, check_int
+from spattern.patterns.registry import register
+
+
+@register("landmark")
+@dataclass(frozen=True, repr=False)
+class Landmark(Pattern):
+    every: int | None = None
+    positions: tuple[int, ...] = ()
+
+    name = "landmark"
+
+    def __post_init__(self):
+        if self.every is not None:
+            check_int(self.every, "landmark(every)", minimum=1)
+        object.__setattr__(self, "positions", tuple(sorted(set(as_int_tuple(self.positions, "positions")))))
+        if any(p < 0 for p in self.positions):
+            raise ValueError(f"landmark(positions): expected positions >= 0, got {list(self.positions)}")
+        if self.every is None and not self.positions:
+            raise ValueError("landmark: expected every=<int> and/or positions=[...], got neither")
+
+    # positions that are not already multiples of `every`
+    @property
+    def _extra(self) -> np.ndarray:
+        pos = np.asarray(self.positions, dtype=np.int64)
+        if self.every is not None:
+            pos = pos[pos % self.every != 0]
+        return pos
+
+    def is_global(self, t):
+        out = (t % self.every == 0) if self.every is not None else (t != t)
+        for p in self.positions:
+            out = out | (t == p)
+        return out
+
+    def count_upto(self, x: np.ndarray) -> np.ndarray:
+        """Number of global positions in [0, x] (x may be -1)."""
+        x = np.asarray(x, dtype=np.int64)
+        n = np.where(x >= 0, x // self.every + 1, 0) if self.every is not None else np.zeros_like(x)
+        return n + np.searchsorted(self._extra, x, side="right")
+
+    def allowed(self, q_idx, kv_idx, geom):
+        return self.is_global(q_idx + 0 * kv_idx) | self.is_global(kv_idx + 0 * q_idx)
+
+    def blocks(self, geom, block_q, block_k):
+        g = Grid(geom.q_len, geom.kv_len, block_q, block_k)
+        cand = key_set_blocks(g, self.count_upto).union(query_set_blocks(g, self.count_upto))
+        st = self.classify(g, cand.rows, cand.cols)
+        return BlockSet(g, cand.rows, cand.cols, st)
+
+    def classify(self, grid, rows, cols):
+        # exact: nq global rows and nk global columns in an h x w block allow
+        # nq*w + nk*h - nq*nk pairs (global rows and columns overlap in nq*nk pairs)
+        q0, q1 = grid.row_extent(rows)
+        k0, k1 = grid.col_extent(cols)
+        h, w = q1 - q0 + 1, k1 - k0 + 1
+        nq = count_in_range(self.count_upto, q0, q1)
+        nk = count_in_range(self.count_upto, k0, k1)
+        n = nq * w + nk * h - nq * nk
+        return np.where(n > 0, np.where(n == h * w, FULL, PARTIAL), -1).astype(np.int8)
+
+    def program(self):
+        def terms(mod_op, range_op):
+            out = []
+            if self.every is not None:
+                out.append((mod_op, self.every, 0, 0))
+            for p in self._extra.tolist():
+                out.append((range_op, p, p + 1, 0))
+            return out + [(P.OR, 0, 0, 0)] * (len(out) - 1)
+
+        prog = terms(P.KEY_MOD, P.KEY_RANGE) + terms(P.QUERY_MOD, P.QUERY_RANGE) + [(P.OR, 0, 0, 0)]
+        return prog if len(prog) <= P.MAX_PROGRAM else None
+
+    def n_global(self, N):
+        G = sp.floor((N - 1) / self.every) + 1 if self.every is not None else 0
+        return G + len(self._extra)
+
+    def pairs_expr(self, N, causal=False):
+        G = self.n_global(N)
+        return G * N - G * (G - 1) / 2 if causal else 2 * G * N - G**2
+
+    def blocks_expr(self, N, b, causal=False):
+        if self.positions or self.every is None or self.every % b:
+            return None
+        R = sp.ceiling(N / b)
+        G = self.n_global(N)
+        return G * R - G * (G - 1) / 2 if causal else 2 * G * R - G**2
+
+
+landmark = Landmark
+
+if __name__ == "__main__":
+    Landmark(every=32, positions=(5,)).draw(128, path="landmark.png")
