@@ -95,12 +95,13 @@ class Landmark(Pattern):
         prog = terms(P.KEY_MOD, P.KEY_RANGE) + terms(P.QUERY_MOD, P.QUERY_RANGE) + [(P.OR, 0, 0, 0)]
         return prog if len(prog) <= P.MAX_PROGRAM else None
 
-    def n_global(self, N):
-        G = sp.floor((N - 1) / self.every) + 1 if self.every is not None else 0
+    def n_global(self, N, e=None):
+        e = self.every if e is None else e
+        G = sp.floor((N - 1) / e) + 1 if self.every is not None else 0
         return G + len(self._extra)
 
-    def pairs_expr(self, N, causal=False):
-        G = self.n_global(N)
+    def pairs_expr(self, N, causal=False, e=None):
+        G = self.n_global(N, e)
         return G * N - G * (G - 1) / 2 if causal else 2 * G * N - G**2
 
     def blocks_expr(self, N, b, causal=False):
