@@ -220,10 +220,10 @@ def query_set_blocks(grid: Grid, count_upto) -> BlockSet:
     return BlockSet(grid, rows, cols, np.repeat(st1, grid.n_cols))
 
 
-def rect_blocks(grid: Grid, rect_rows: np.ndarray, rect_cols: np.ndarray, B: int) -> BlockSet:
-    """Blocks of a union of disjoint B x B token rectangles on a pattern grid of size B.
+def rect_blocks(grid: Grid, rect_rows: np.ndarray, rect_cols: np.ndarray, B: int, Bk: int | None = None) -> BlockSet:
+    """Blocks of a union of disjoint B x Bk token rectangles on a pattern grid (Bk defaults to B).
 
-    Rectangle (rho, gamma) covers queries [rho*B, (rho+1)*B) and keys [gamma*B, (gamma+1)*B).
+    Rectangle (rho, gamma) covers queries [rho*B, (rho+1)*B) and keys [gamma*Bk, (gamma+1)*Bk).
     Exact for any compile block sizes: a block is full when the covered in-range area equals
     the block's in-range area.
     """
@@ -233,8 +233,9 @@ def rect_blocks(grid: Grid, rect_rows: np.ndarray, rect_cols: np.ndarray, B: int
     # clip rectangles to the token extents
     q0 = rect_rows * B
     q1 = np.minimum(q0 + B, grid.q_len) - 1
-    k0 = rect_cols * B
-    k1 = np.minimum(k0 + B, grid.kv_len) - 1
+    Bk = B if Bk is None else Bk
+    k0 = rect_cols * Bk
+    k1 = np.minimum(k0 + Bk, grid.kv_len) - 1
     ok = (q0 <= q1) & (k0 <= k1)
     q0, q1, k0, k1 = q0[ok], q1[ok], k0[ok], k1[ok]
     if q0.size == 0:

@@ -95,7 +95,7 @@ def compile(
     groups = []
     for ctx in contexts:
         for p in head_patterns:
-            bound = p.bind(ctx) if ctx is not None else p
+            bound = p.bind(ctx)  # a pattern that needs a context says what it needs
             if not bound.is_static:
                 raise ValueError(f"pattern {p} needs a context to compile (got {ctx!r})")
             groups.append(_compile_group(bound, q_len, kv_len, bq, bk, path))

@@ -22,6 +22,19 @@ from spattern.patterns.parse import PatternSyntaxError, parse
 from spattern.patterns.random import Random, random
 from spattern.patterns.registry import REGISTRY, register, register_predicate
 from spattern.patterns.sink import Sink, sink
+from spattern.patterns.topk import BlockSelection, TopK, topk
+from spattern.patterns.tree import (
+    AstScope,
+    Tree,
+    ancestors,
+    ast_scope,
+    char_tree,
+    children,
+    parent,
+    python_tree,
+    same_node,
+    siblings,
+)
 from spattern.patterns.strided import BlockStrided, Strided, blockstrided, strided
 
 REGISTRY.setdefault("heads", Heads)

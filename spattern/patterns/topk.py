@@ -1,0 +1,115 @@
+"""topk(k, sink, local, block): learned top-k block selection (DeepSeek-V3.2-style sparse attention).
+
+A content-dependent pattern: which key blocks a query block attends is decided by indexer scores
+(``spattern.indexer``). Unbound, ``topk(32)`` is a value in the string syntax; compiled with a
+context that holds the block scores of one sequence (``{"block_scores": (R, C) tensor}``, or a list
+of such contexts for a batch) it binds to a ``BlockSelection``: query block r attends the chosen
+key blocks of row r, intersected with causal when ``causal`` (the default).
+
+Every row holds exactly min(k, available) blocks, the forced ones (the first ``sink`` key blocks
+and the ``local`` blocks ending at the diagonal) included; see ``spattern.indexer.select``.
+On the GPU, ``spattern.indexer.topk_block_layout`` builds the same layout directly from the
+scores with torch operations and no host synchronization; this pattern is its host-side twin.
+Pairs: at most N * k * block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spattern.compiler.blocks import Grid, rect_blocks
+from spattern.patterns.base import Pattern, check_int
+from spattern.patterns.document import context_value
+from spattern.patterns.full import causal as _causal
+from spattern.patterns.registry import register
+
+
+@dataclass(frozen=True, repr=False)
+class BlockSelection(Pattern):
+    """Query block r (of ``block_q`` tokens) attends the key blocks (of ``block_k``) in rows[r]."""
+
+    rows: tuple[tuple[int, ...], ...]
+    block_q: int = 64
+    block_k: int = 64
+
+    name = "blockselection"
+
+    def __str__(self):
+        return f"blockselection(<{len(self.rows)} rows>, block_q={self.block_q}, block_k={self.block_k})"
+
+    def _table(self):
+        n = max((len(r) for r in self.rows), default=0)
+        t = np.full((len(self.rows), max(n, 1)), -1, dtype=np.int64)
+        for i, r in enumerate(self.rows):
+            t[i, : len(r)] = r
+        return t
+
+    def allowed(self, q_idx, kv_idx, geom):
+        t = self._table()
+        q_idx, kv_idx = np.broadcast_arrays(q_idx, kv_idx)
+        r = np.clip(q_idx // self.block_q, 0, len(self.rows) - 1)
+        return (t[r] == (kv_idx // self.block_k)[..., None]).any(axis=-1)
+
+    def blocks(self, geom, block_q, block_k):
+        counts = [len(r) for r in self.rows]
+        rr = np.repeat(np.arange(len(self.rows)), counts)
+        cc = np.array([c for r in self.rows for c in r], dtype=np.int64)
+        return rect_blocks(Grid(geom.q_len, geom.kv_len, block_q, block_k), rr, cc, self.block_q, self.block_k)
+
+
+@register("topk")
+@dataclass(frozen=True, repr=False)
+class TopK(Pattern):
+    k: int
+    sink: int = 1
+    local: int = 1
+    block: int = 64
+    causal: bool = True
+
+    name = "topk"
+    positional = ("k",)
+
+    def __post_init__(self):
+        check_int(self.k, "topk(k)", minimum=1)
+        check_int(self.sink, "topk(sink)", minimum=0)
+        check_int(self.local, "topk(local)", minimum=0)
+        check_int(self.block, "topk(block)", minimum=16)
+        if self.k < self.sink + self.local:
+            raise ValueError(f"topk: expected k >= sink + local = {self.sink + self.local}, got k={self.k}")
+
+    @property
+    def is_static(self):
+        return False
+
+    @property
+    def is_causal(self):
+        return self.causal
+
+    def allowed(self, q_idx, kv_idx, geom):
+        raise ValueError("topk(...) is content-dependent: compile it with context={'block_scores': ...}")
+
+    def bind(self, context):
+        from spattern.indexer.select import topk_block_table
+
+        bs = context_value(context, "block_scores")
+        if bs is None:
+            raise ValueError("topk(...) needs context={'block_scores': (R, C) tensor} (from spattern.indexer)")
+        import torch
+
+        bs = torch.as_tensor(bs)
+        if bs.dim() == 2:
+            bs = bs[None]
+        q_len = context_value(context, "q_len") or bs.shape[1] * self.block
+        kv_len = context_value(context, "kv_len") or bs.shape[2] * self.block
+        table = topk_block_table(bs, self.k, int(q_len), int(kv_len), self.block, self.block,
+                                 self.causal, self.sink, self.local)[0]
+        sel = BlockSelection(tuple(table), self.block, self.block)
+        return sel & _causal if self.causal else sel
+
+    def pairs_expr(self, N, causal=False):
+        return N * self.k * self.block
+
+
+topk = TopK
