@@ -128,6 +128,7 @@ def _delegate(module: str, argv: list[str]) -> int:
 
 DELEGATED = {
     ("bench", "attention"): "spattern.evaluation.bench_attention",
+    ("bench", "topk"): "spattern.evaluation.bench_topk",
     ("data",): "spattern.data.cli",
     ("train",): "spattern.train.cli",
     ("generate",): "spattern.train.generate_cli",
@@ -172,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("patterns", help="list the registered pattern families and examples")
     p.set_defaults(fn=cmd_patterns)
 
-    b = sub.add_parser("bench", help="benchmarks: 'spattern bench attention --help'")
-    b.add_argument("what", choices=["attention"])
+    b = sub.add_parser("bench", help="GPU benchmarks: 'spattern bench attention --help', 'spattern bench topk --help'")
+    b.add_argument("what", choices=["attention", "topk"])
     for name in ("data", "train", "generate"):
         sub.add_parser(name, help=f"see 'spattern {name} --help'", add_help=False)
     return ap

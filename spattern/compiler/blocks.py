@@ -83,13 +83,15 @@ class BlockSet:
     def union(self, other: "BlockSet") -> "BlockSet":
         keys = np.concatenate([self.keys, other.keys])
         state = np.concatenate([self.state, other.state])
-        uniq, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        any_full = np.zeros(len(uniq), dtype=bool)
-        np.logical_or.at(any_full, inv, state == FULL)
-        first = np.full(len(uniq), PARTIAL, dtype=np.int8)
-        first[inv[::-1]] = state[::-1]  # the state of a block present once
-        out = np.where(any_full, FULL, np.where(counts > 1, UNKNOWN, first))
-        return self._from_keys(uniq, out)
+        order = np.argsort(keys, kind="stable")  # two sorted runs: timsort merges them in O(n)
+        keys, state = keys[order], state[order]
+        first = np.ones(keys.size, dtype=bool)
+        first[1:] = keys[1:] != keys[:-1]
+        starts = np.flatnonzero(first)
+        counts = np.diff(np.append(starts, keys.size))
+        any_full = np.logical_or.reduceat(state == FULL, starts) if keys.size else np.zeros(0, bool)
+        out = np.where(any_full, FULL, np.where(counts > 1, UNKNOWN, state[starts]))
+        return self._from_keys(keys[starts], out)
 
     def intersection(self, other: "BlockSet") -> "BlockSet":
         keys, ia, ib = np.intersect1d(self.keys, other.keys, assume_unique=True, return_indices=True)

@@ -153,6 +153,88 @@ def _program_of(pattern: Pattern) -> list | None:
     return [tuple(int(x) for x in ins) for ins in p]
 
 
+def _states_on(pattern: Pattern, grid: Grid, rows, cols) -> np.ndarray:
+    """Exact state of ``pattern`` on given blocks: -1 absent, 0 partial, 1 full."""
+    st = pattern.classify(grid, rows, cols)
+    if st is not None and not (st == UNKNOWN).any():
+        return st
+    n = block_token_masks(pattern, grid, rows, cols).sum(axis=(1, 2))
+    area = _areas(grid, rows, cols)
+    return np.where(n == area, S_FULL, np.where(n > 0, 0, -1)).astype(np.int8)
+
+
+def _program_on(pattern: Pattern, grid: Grid, rows, cols) -> list | None:
+    """A mask program that is exact on the given (partial) blocks, or None.
+
+    A part without a program of its own can still be described on these blocks when its state is
+    the same on all of them: full inside an intersection (drop it), absent inside a union (drop
+    it), and so on. E.g. ``blockstrided(4) & causal`` compiled with the pattern's block size:
+    its partial blocks are the diagonal ones, where blockstrided is full, so the causal program
+    alone is exact there and no bitmask is needed. The kernel evaluates a group's program only on
+    its PROGRAM blocks, which are these blocks.
+    """
+    own = _program_of(pattern)
+    if own is not None or rows.size == 0:
+        return own
+    from spattern.patterns.base import Difference, Intersection, Union
+
+    TRUE, FALSE = [(prog.TRUE, 0, 0, 0)], [(prog.FALSE, 0, 0, 0)]
+
+    def uniform(p):  # the part's state if it is the same on every block, else None
+        st = _states_on(p, grid, rows, cols)
+        return int(st[0]) if (st == st[0]).all() else None
+
+    if isinstance(pattern, (Intersection, Union)):
+        neutral, absorbing, op = ((S_FULL, -1, prog.AND) if isinstance(pattern, Intersection)
+                                  else (-1, S_FULL, prog.OR))
+        parts = []
+        for p in pattern.parts:
+            sub = _program_on(p, grid, rows, cols)
+            if sub is None:
+                u = uniform(p)
+                if u == absorbing:
+                    return FALSE if op == prog.AND else TRUE
+                if u != neutral:
+                    return None
+                continue
+            if sub == (TRUE if op == prog.AND else FALSE):
+                continue  # neutral element
+            if sub == (FALSE if op == prog.AND else TRUE):
+                return sub  # absorbing element
+            parts.append(sub)
+        if not parts:
+            return TRUE if op == prog.AND else FALSE
+        out = list(parts[0])
+        for sub in parts[1:]:
+            out += list(sub) + [(op, 0, 0, 0)]
+        return _valid_or_none(out)
+    if isinstance(pattern, Difference):
+        left = _program_on(pattern.left, grid, rows, cols)
+        if left is None:
+            if uniform(pattern.left) != S_FULL:
+                return None
+            left = TRUE
+        right = _program_on(pattern.right, grid, rows, cols)
+        if right is None:
+            u = uniform(pattern.right)
+            if u == -1:
+                return _valid_or_none(list(left))
+            if u == S_FULL:
+                return FALSE
+            return None
+        return _valid_or_none(list(left) + list(right) + [(prog.ANDNOT, 0, 0, 0)])
+    u = uniform(pattern)
+    return TRUE if u == S_FULL else (FALSE if u == -1 else None)
+
+
+def _valid_or_none(p):
+    try:
+        prog.validate(p)
+    except ValueError:
+        return None
+    return [tuple(int(x) for x in ins) for ins in p]
+
+
 @lru_cache(maxsize=256)
 def _compile_group(pattern: Pattern, q_len, kv_len, bq, bk, path) -> _Group:
     geom = Geometry(q_len, kv_len)
@@ -176,13 +258,15 @@ def _compile_group(pattern: Pattern, q_len, kv_len, bq, bk, path) -> _Group:
     else:
         rows, cols, full = _generic_blocks(pattern, grid)
     counts = np.bincount(rows, minlength=grid.n_rows).astype(np.int64)
-    program = _program_of(pattern)
+    part = np.flatnonzero(~full)
+    program = _program_on(pattern, grid, rows[part], cols[part])
     kinds = np.where(full, FULL, PROGRAM if program is not None else BITMASK).astype(np.uint8)
+    if program is not None and part.size == 0:
+        program = None  # no partial block: nothing to evaluate
     mask_idx = np.full(rows.size, -1, dtype=np.int64)
     W = -(-bk // 32)
     bitmasks = np.zeros((0, bq, W), dtype=np.uint32)
-    if program is None:
-        part = np.flatnonzero(~full)
+    if program is None and part.size:
         mask_idx[part] = np.arange(part.size)
         bitmasks = pack_bits(block_token_masks(pattern, grid, rows[part], cols[part]))
     return _Group(counts, cols.astype(np.int64), kinds, mask_idx, bitmasks, program)

@@ -116,7 +116,9 @@ def _select(bscores: torch.Tensor, k: int, q_len: int, kv_len: int, block_q: int
     s = torch.nan_to_num(bscores.float(), nan=NEG, neginf=NEG, posinf=-NEG)
     s = torch.where(forced, torch.full_like(s, float("inf")), torch.where(valid, s, torch.full_like(s, float("-inf"))))
     order = torch.sort(s, dim=-1, descending=True, stable=True).indices[..., :kk]  # (B, R, kk)
-    keep = torch.arange(kk, device=dev)[None, :] < torch.as_tensor(counts, device=dev)[:, None]
+    counts_t = _device_static(("counts", B, q_len, kv_len, block_q, block_k, k, causal), dev,
+                              lambda: torch.from_numpy(counts))
+    keep = torch.arange(kk, device=dev)[None, :] < counts_t[:, None]
     cols = torch.sort(torch.where(keep, order, torch.full_like(order, C)), dim=-1).values
     return cols, kk, counts, row_ptr, flat, rows
 
@@ -169,7 +171,9 @@ def topk_block_layout(bscores: torch.Tensor, k: int, q_len: int, kv_len: int | N
     cols, kk, counts, row_ptr, flat, rows = _select(bscores, k, q_len, kv_len, bq, bk, causal, sink, local)
     dev = bscores.device
     B = bscores.shape[0]
-    flat_t, rows_t = _device_plan(flat, rows, dev)
+    key = (B, q_len, kv_len, bq, bk, k, causal)
+    flat_t = _device_static(("flat",) + key, dev, lambda: torch.from_numpy(flat))
+    rows_t = _device_static(("rows",) + key, dev, lambda: torch.from_numpy(rows))
     col_idx = cols.reshape(-1)[flat_t].to(torch.int32)
     if causal:  # blocks holding a key later than some query of the row: the causal program decides
         partial = (col_idx.long() * bk + bk - 1) > rows_t * bq
@@ -188,24 +192,27 @@ def topk_block_layout(bscores: torch.Tensor, k: int, q_len: int, kv_len: int | N
         bitmasks=np.zeros((0, bq, -(-bk // 32)), dtype=np.uint32), programs=programs,
         program_len=np.full(B, len(program), dtype=np.int32), pattern=pattern or f"topk({k})",
     )
+    # arrays fixed by the shape: copied to the device once and reused (no copies per call, so the
+    # build can be captured in a CUDA graph)
     device_arrays = {
-        "row_ptr": torch.from_numpy(row_ptr).to(dev), "col_idx": col_idx, "block_kind": kind,
-        "mask_idx": torch.from_numpy(host["mask_idx"]).to(dev),
-        "bitmasks": torch.from_numpy(host["bitmasks"].view(np.int32)).to(dev),
-        "programs": torch.from_numpy(programs).to(dev),
-        "program_len": torch.from_numpy(host["program_len"]).to(dev),
+        name: _device_static((name,) + key, dev, lambda a=arr: torch.from_numpy(np.ascontiguousarray(a)))
+        for name, arr in (("row_ptr", row_ptr), ("mask_idx", host["mask_idx"]),
+                          ("bitmasks", host["bitmasks"].view(np.int32)), ("programs", programs),
+                          ("program_len", host["program_len"]))
     }
+    device_arrays.update(col_idx=col_idx, block_kind=kind)
     return DeviceBlockLayout(device_arrays=device_arrays, **host)
 
 
-_DEVICE_PLANS: dict = {}
+_DEVICE_STATIC: dict = {}
 
 
-def _device_plan(flat, rows, dev):
-    key = (id(flat), str(dev))
-    if key not in _DEVICE_PLANS:
-        _DEVICE_PLANS[key] = (torch.from_numpy(flat).to(dev), torch.from_numpy(rows).to(dev))
-    return _DEVICE_PLANS[key]
+def _device_static(key, dev, make):
+    """A tensor that depends only on shapes, moved to ``dev`` once and cached."""
+    full = key + (str(dev),)
+    if full not in _DEVICE_STATIC:
+        _DEVICE_STATIC[full] = make().to(dev)
+    return _DEVICE_STATIC[full]
 
 
 # ------------------------------------------------------------------------------------------

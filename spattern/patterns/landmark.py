@@ -21,7 +21,7 @@ import numpy as np
 import sympy as sp
 
 from spattern.compiler import program as P
-from spattern.compiler.blocks import FULL, PARTIAL, BlockSet, Grid, count_in_range, key_set_blocks, query_set_blocks
+from spattern.compiler.blocks import FULL, PARTIAL, BlockSet, Grid, count_in_range
 from spattern.patterns.base import Pattern, as_int_tuple, check_int
 from spattern.patterns.registry import register
 
@@ -67,10 +67,20 @@ class Landmark(Pattern):
         return self.is_global(q_idx + 0 * kv_idx) | self.is_global(kv_idx + 0 * q_idx)
 
     def blocks(self, geom, block_q, block_k):
+        # rows holding a global query take every column; other rows the columns holding a global
+        # key; built already sorted by (row, col), then classified exactly
         g = Grid(geom.q_len, geom.kv_len, block_q, block_k)
-        cand = key_set_blocks(g, self.count_upto).union(query_set_blocks(g, self.count_upto))
-        st = self.classify(g, cand.rows, cand.cols)
-        return BlockSet(g, cand.rows, cand.cols, st)
+        r, c = np.arange(g.n_rows, dtype=np.int64), np.arange(g.n_cols, dtype=np.int64)
+        q0, q1 = g.row_extent(r)
+        k0, k1 = g.col_extent(c)
+        global_row = count_in_range(self.count_upto, q0, q1) > 0
+        key_cols = c[count_in_range(self.count_upto, k0, k1) > 0]
+        counts = np.where(global_row, g.n_cols, key_cols.size)
+        rows = np.repeat(r, counts)
+        k = np.arange(rows.size, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        cols = np.where(global_row[rows], k, key_cols[np.minimum(k, max(key_cols.size - 1, 0))] if key_cols.size else k)
+        st = self.classify(g, rows, cols)
+        return BlockSet(g, rows, cols, st)
 
     def classify(self, grid, rows, cols):
         # exact: nq global rows and nk global columns in an h x w block allow
