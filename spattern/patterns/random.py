@@ -37,6 +37,15 @@ def _choices(k: int, seed: int, n_rows: int, n_cols: int) -> np.ndarray:
     return chosen
 
 
+@lru_cache(maxsize=16)
+def _chosen_matrix(k: int, seed: int, n_rows: int, n_cols: int) -> np.ndarray:
+    table = _choices(k, seed, n_rows, n_cols)
+    m = np.zeros((n_rows, n_cols), dtype=bool)
+    m[np.repeat(np.arange(n_rows), table.shape[1]), table.reshape(-1)] = True
+    m.setflags(write=False)
+    return m
+
+
 @register("random")
 @dataclass(frozen=True, repr=False)
 class Random(Pattern):
@@ -56,14 +65,23 @@ class Random(Pattern):
         B = self.block
         return _choices(self.k, self.seed, -(-q_len // B), -(-kv_len // B))
 
+    def chosen(self, q_len: int, kv_len: int) -> np.ndarray:
+        """bool [n_rows, n_cols]: whether pattern block (rho, gamma) is chosen."""
+        return _chosen_matrix(self.k, self.seed, -(-q_len // self.block), -(-kv_len // self.block))
+
     def allowed(self, q_idx, kv_idx, geom):
-        table = self.table(geom.q_len, geom.kv_len)
-        if table.shape[1] == 0:
-            return (q_idx - kv_idx) != (q_idx - kv_idx)
-        q_idx, kv_idx = np.broadcast_arrays(q_idx, kv_idx)
-        rows = np.clip(q_idx // self.block, 0, table.shape[0] - 1)
-        cols = kv_idx // self.block
-        return (table[rows] == cols[..., None]).any(axis=-1)
+        m = self.chosen(geom.q_len, geom.kv_len)
+        rows = np.clip(q_idx // self.block, 0, m.shape[0] - 1)
+        cols = np.clip(kv_idx // self.block, 0, m.shape[1] - 1)
+        return m[rows, cols]
+
+    def classify(self, grid, rows, cols):
+        # exact when every compile block lies inside one pattern block
+        if self.block % grid.block_q or self.block % grid.block_k:
+            return None
+        m = self.chosen(grid.q_len, grid.kv_len)
+        hit = m[rows * grid.block_q // self.block, cols * grid.block_k // self.block]
+        return np.where(hit, 1, -1).astype(np.int8)
 
     def blocks(self, geom, block_q, block_k):
         table = self.table(geom.q_len, geom.kv_len)

@@ -17,8 +17,11 @@ def register(name: str):
     """Class decorator: make a pattern family available by ``name`` in strings and configs."""
 
     def deco(cls):
-        if name in REGISTRY and REGISTRY[name] is not cls:
-            raise ValueError(f"pattern name {name!r} is already registered to {REGISTRY[name]!r}")
+        prev = REGISTRY.get(name)
+        if prev is not None and prev is not cls:
+            if cls.__module__ == "__main__" and prev.__qualname__ == cls.__qualname__:
+                return cls  # a family file run as a script (python -m ...) re-defines its class
+            raise ValueError(f"pattern name {name!r} is already registered to {prev!r}")
         REGISTRY[name] = cls
         return cls
 

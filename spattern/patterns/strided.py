@@ -103,6 +103,13 @@ class BlockStrided(Pattern):
         ok = (gg >= 0) & (gg < n_c)
         return rect_blocks(Grid(geom.q_len, geom.kv_len, block_q, block_k), rr[ok], gg[ok], B)
 
+    def classify(self, grid, rows, cols):
+        # exact when every compile block lies inside one pattern block
+        if self.block % grid.block_q or self.block % grid.block_k:
+            return None
+        hit = ((rows * grid.block_q // self.block - cols * grid.block_k // self.block) % self.stride) == 0
+        return np.where(hit, 1, -1).astype(np.int8)
+
     def program(self):
         return None  # not expressible in the op table; partial blocks (other block sizes) use bitmasks
 
