@@ -49,10 +49,10 @@ def _family_exact(p: Pattern, kind: str, n_val, b) -> bool:
     name = p.name
     divides = lambda m: n_val is None or (int(n_val) % int(m) == 0)  # noqa: E731
     if kind == "pairs":
-        if name in ("full", "causal", "local", "strided", "dilated", "sink", "document"):
+        if name in ("full", "causal", "local", "strided", "dilated", "sink", "landmark"):
             return True
-        if name == "landmark":
-            return n_val is None or all(x < int(n_val) for x in p.positions)
+        if name == "document":  # exact once N covers the packed sequence (later tokens attend nothing)
+            return n_val is None or int(n_val) >= p.cu_seqlens[-1]
         if name in ("random", "blockstrided"):
             return divides(p.block) and (name != "random" or n_val is None or p.k <= int(n_val) // p.block)
         return False
@@ -63,7 +63,9 @@ def _family_exact(p: Pattern, kind: str, n_val, b) -> bool:
         return divides(b)
     if name == "landmark":
         return divides(b)
-    if name in ("random", "blockstrided"):
+    if name == "random":
+        return b == p.block and divides(b) and (n_val is None or p.k <= int(n_val) // b)
+    if name == "blockstrided":
         return b == p.block and divides(b)
     return False  # dilated: bound
 

@@ -108,7 +108,8 @@ class Landmark(Pattern):
     def n_global(self, N, e=None):
         e = self.every if e is None else e
         G = sp.floor((N - 1) / e) + 1 if self.every is not None else 0
-        return G + len(self._extra)
+        # listed positions count only when they lie inside the sequence
+        return G + sp.Add(*[sp.Piecewise((1, N > p), (0, True)) for p in self._extra.tolist()])
 
     def pairs_expr(self, N, causal=False, e=None):
         G = self.n_global(N, e)

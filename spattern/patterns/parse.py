@@ -125,7 +125,7 @@ class _Parser:
         if not (self.tok.kind == "op" and self.tok.text == "("):
             try:
                 return cls()
-            except TypeError:
+            except (TypeError, ValueError):
                 self.error(f"expected '(' and arguments after {name!r}")
         self.i += 1
         args, kwargs = self.arguments()
@@ -150,7 +150,7 @@ class _Parser:
             return args, kwargs
         while True:
             tok = self.tok
-            nxt = self.toks[self.i + 1]
+            nxt = self.toks[min(self.i + 1, len(self.toks) - 1)]
             if tok.kind == "name" and nxt.kind == "op" and nxt.text == "=":
                 self.i += 2
                 if tok.text in kwargs:
@@ -166,7 +166,7 @@ class _Parser:
 
     def value(self) -> Any:
         tok = self.tok
-        if tok.kind == "op" and tok.text == "-" and self.toks[self.i + 1].kind == "num":
+        if tok.kind == "op" and tok.text == "-" and self.toks[min(self.i + 1, len(self.toks) - 1)].kind == "num":
             self.i += 1
             return -self.number()
         if tok.kind == "num":

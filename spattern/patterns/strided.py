@@ -116,7 +116,7 @@ class BlockStrided(Pattern):
     def pairs_expr(self, N, causal=False, s=None, B=None):
         s = self.stride if s is None else s
         B = self.block if B is None else B
-        n = N / B
+        n = sp.ceiling(N / B)  # exact when B divides N; else the partial last block counts as full
         m = sp.floor((n - 1) / s)
         if causal:
             return n * B * (B + 1) / 2 + B**2 * (n * m - s * m * (m + 1) / 2)
