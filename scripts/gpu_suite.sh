@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: environment, gpu tests, compute-sanitizer, benchmark.
+# Usage: OUT=/some/dir [STAGES="env tests sanitize bench"] [BENCH_ARGS="--seq 4096 ..."] scripts/gpu_suite.sh
+set -u -o pipefail
+OUT=${OUT:-/tmp/spattern_gpu_suite}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+STAGES=${STAGES:-"env tests sanitize bench"}
+BENCH_ARGS=${BENCH_ARGS:-}
+PYTEST_ARGS=${PYTEST_ARGS:-}
+declare -A RC
+t0=$(date +%s)
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+
+if has env; then
+  { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
+    python3 -c "import torch, cupy, sys; print('python', sys.version.split()[0]); print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name()); print('cupy', cupy.__version__, 'nvrtc', cupy.cuda.nvrtc.getVersion())"
+    nvcc --version | tail -2; which compute-sanitizer ncu; } 2>&1 | tee "$OUT/env.txt"
+fi
+if has tests; then
+  python3 -m pytest -m gpu tests/gpu -q -rs -p no:cacheprovider $PYTEST_ARGS 2>&1 | tee "$OUT/pytest_gpu.log"
+  RC[tests]=$?
+fi
+if has sanitize; then
+  compute-sanitizer --tool memcheck --error-exitcode 9 python3 scripts/sanitize_case.py 2>&1 | tee "$OUT/memcheck.log"
+  RC[memcheck]=$?
+  compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 9 python3 scripts/sanitize_case.py 2>&1 | tee "$OUT/racecheck.log"
+  RC[racecheck]=$?
+fi
+if has bench; then
+  python3 -m spattern.evaluation.bench_attention --json "$OUT/bench_attention.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
+  RC[bench]=$?
+fi
+{
+  echo "{"
+  echo "  \"wall_s\": $(( $(date +%s) - t0 )),"
+  echo "  \"stages\": \"$STAGES\","
+  first=1; echo "  \"rc\": {"
+  for k in "${!RC[@]}"; do [[ $first == 1 ]] || echo ","; first=0; printf '    "%s": %s' "$k" "${RC[$k]}"; done
+  echo; echo "  },"
+  echo "  \"pytest_summary\": \"$(grep -E '[0-9]+ (passed|failed)' "$OUT/pytest_gpu.log" 2>/dev/null | tail -1 | tr -d '"=')\","
+  echo "  \"memcheck_summary\": \"$(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" 2>/dev/null | tail -1)\","
+  echo "  \"racecheck_summary\": \"$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" 2>/dev/null | tail -1)\""
+  echo "}"
+} > "$OUT/gpu_suite.json"
+cat "$OUT/gpu_suite.json"

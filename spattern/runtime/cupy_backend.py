@@ -1,0 +1,451 @@
+"""CuPy launcher for the block-sparse flash-attention forward kernel.
+
+Thin layer: checks inputs (before any CUDA call), moves the layout arrays to the device once
+(cached on the layout), orders the work items (long rows first, on the GPU, no host sync),
+compiles the kernel once per key (in memory + CuPy's on-disk cache, or an nvcc cubin cache)
+and launches it on torch's current stream with tensors shared through DLPack.
+
+Kernel: ``kernels/block_sparse_fwd.cu``; contract: docs/design.md, "Concrete contract".
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import subprocess
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:  # torch is a hard dependency of the runtime, but keep import errors readable
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None  # type: ignore
+
+KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+KERNEL_FILE = KERNEL_DIR / "block_sparse_fwd.cu"
+KERNEL_NAME = "sp_block_sparse_fwd"
+
+SUPPORTED_HEAD_DIMS = (64, 128)
+SUPPORTED_BLOCKS = ((64, 64), (64, 128), (128, 64), (128, 128))
+MAX_PROGRAM = 64
+TILE_K = 64  # keys per kernel tile (kernel constant BK)
+
+# Which compile route produced the last module ("nvrtc" or "nvcc"), for logs and tests.
+last_compile_route: str | None = None
+
+
+# --------------------------------------------------------------------------- availability
+def is_available() -> bool:
+    """True when CuPy imports and a CUDA device exists."""
+    try:
+        import cupy  # noqa: F401
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return False
+    except Exception:
+        return False
+    return torch is not None and torch.cuda.is_available()
+
+
+# --------------------------------------------------------------------------- input checks
+def _dtype_name(dt) -> str:
+    return str(dt).replace("torch.", "")
+
+
+def check_inputs(q, k, v, layout, scale, return_lse, cu_seqlens) -> dict:
+    """Validate arguments without touching the GPU. Returns the launch geometry.
+
+    Raises TypeError/ValueError naming the argument, what was expected and what came.
+    """
+    if torch is None:  # pragma: no cover
+        raise ImportError("spattern cupy backend needs torch")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dtype not in (torch.float16, torch.bfloat16):
+            raise TypeError(f"{name}: expected dtype float16 or bfloat16, got {_dtype_name(t.dtype)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(
+            f"k, v: expected the dtype of q ({_dtype_name(q.dtype)}), got k {_dtype_name(k.dtype)}, "
+            f"v {_dtype_name(v.dtype)}"
+        )
+    packed = cu_seqlens is not None
+    want = 3 if packed else 4
+    shape_txt = "(T, H, D) with cu_seqlens" if packed else "(B, H, N, D)"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != want:
+            raise ValueError(f"{name}: expected {want} dims {shape_txt}, got shape {tuple(t.shape)}")
+    if tuple(k.shape) != tuple(v.shape):
+        raise ValueError(f"v: expected the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
+    D = q.shape[-1]
+    if D not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"q: expected head_dim in {SUPPORTED_HEAD_DIMS}, got {D}")
+    if k.shape[-1] != D:
+        raise ValueError(f"k: expected head_dim {D} (that of q), got {k.shape[-1]}")
+    H = q.shape[-2] if packed else q.shape[1]
+    Hkv = k.shape[-2] if packed else k.shape[1]
+    if Hkv < 1 or H % Hkv != 0:
+        raise ValueError(f"k: expected a number of heads dividing q's {H}, got {Hkv}")
+
+    bq, bk = int(layout.block_q), int(layout.block_k)
+    if (bq, bk) not in SUPPORTED_BLOCKS:
+        raise ValueError(f"layout: expected (block_q, block_k) in {SUPPORTED_BLOCKS}, got {(bq, bk)}")
+    q_len, kv_len = int(layout.q_len), int(layout.kv_len)
+    Bg, Hg = (int(x) for x in layout.group_shape)
+    if packed:
+        if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError(
+                f"cu_seqlens: expected a 1-D int32 tensor of S+1 offsets, got "
+                f"{type(cu_seqlens).__name__} {tuple(getattr(cu_seqlens, 'shape', ()))}"
+            )
+        if cu_seqlens.dtype != torch.int32:
+            raise TypeError(f"cu_seqlens: expected dtype int32, got {_dtype_name(cu_seqlens.dtype)}")
+        if cu_seqlens.device != q.device:
+            raise ValueError(f"cu_seqlens: expected device {q.device} (that of q), got {cu_seqlens.device}")
+        if k.shape[0] != q.shape[0]:
+            raise ValueError(f"k: expected {q.shape[0]} tokens (packed self-attention), got {k.shape[0]}")
+        if q_len != kv_len:
+            raise ValueError(f"layout: packed input needs q_len == kv_len, got {q_len} and {kv_len}")
+        B = cu_seqlens.numel() - 1
+        Nq = Nk = q_len  # per-sequence bound; the kernel reads the true lengths from cu_seqlens
+    else:
+        B, Nq, Nk = q.shape[0], q.shape[2], k.shape[2]
+        if k.shape[0] != B:
+            raise ValueError(f"k: expected batch {B} (that of q), got {k.shape[0]}")
+        if Nq != q_len:
+            raise ValueError(f"q: expected {q_len} queries (layout.q_len), got {Nq}")
+        if Nk != kv_len:
+            raise ValueError(f"k: expected {kv_len} keys (layout.kv_len), got {Nk}")
+    if Bg not in (1, B):
+        raise ValueError(f"layout.group_shape: expected batch groups 1 or {B}, got {Bg}")
+    if Hg not in (1, H):
+        raise ValueError(f"layout.group_shape: expected head groups 1 or {H}, got {Hg}")
+    plen = np.asarray(layout.program_len)
+    if plen.size and int(plen.max()) > MAX_PROGRAM:
+        raise ValueError(f"layout.program_len: expected at most {MAX_PROGRAM}, got {int(plen.max())}")
+    if scale is None or not isinstance(scale, (int, float)) or not math.isfinite(float(scale)):
+        raise ValueError(f"scale: expected a finite float, got {scale!r}")
+    if return_lse not in (True, False):
+        raise TypeError(f"return_lse: expected a bool, got {return_lse!r}")
+    devs = {str(t.device) for t in (q, k, v)}
+    if len(devs) != 1 or not q.is_cuda:
+        raise ValueError(f"q, k, v: expected tensors on one CUDA device, got devices {sorted(devs)}")
+    R = -(-q_len // bq)
+    return dict(packed=packed, B=B, H=H, Hkv=Hkv, D=D, Nq=Nq, Nk=Nk, R=R, Bg=Bg, Hg=Hg,
+                block_q=bq, block_k=bk, bf16=q.dtype == torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- compilation
+_modules: dict[tuple, Any] = {}
+
+
+def _source() -> tuple[str, str]:
+    src = KERNEL_FILE.read_text()
+    return src, hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+def kernel_defines(bf16: bool, head_dim: int, block_q: int, block_k: int, warp_rows: int = 16,
+                   cta_rows: int | None = None, nstage: int = 3) -> list[str]:
+    """-D defines of one instantiation; block_q/block_k are the layout's, cta_rows the CTA's query rows."""
+    cta_rows = block_q if cta_rows is None else cta_rows
+    kk_unroll = 8 if warp_rows == 16 else 2  # wm32: a partly rolled QK^T loop frees address registers
+    return [f"-DSP_BF16={int(bool(bf16))}", f"-DSP_BQ={cta_rows}", f"-DSP_LQ={block_q}", f"-DSP_HD={head_dim}",
+            f"-DSP_LK={block_k}", f"-DSP_WM={warp_rows}", f"-DSP_NSTAGE={nstage}", f"-DSP_KK_UNROLL={kk_unroll}"]
+
+
+# Selectable kernel configurations: (cta_rows, warp_rows, nstage) by name (SPATTERN_KERNEL_CONFIG).
+KERNEL_CONFIGS = {
+    "cta128_wm16_s3": (128, 16, 3),  # 8 warps x 16 rows, 1 CTA/SM (registers), 3-stage K/V
+    "cta128_wm16_s2": (128, 16, 2),
+    "cta128_wm32_s2": (128, 32, 2),  # 4 warps x 32 rows (FA2-like), 2 CTAs/SM
+    "cta64_wm16_s3": (64, 16, 3),    # 4 warps x 16 rows; a 128-row layout row is split over 2 CTAs
+}
+# Defaults per head dim, measured on the H100 (notes/kernel.md): D=128 wm16 (wm32 spills and is slow on
+# partial blocks), D=64 wm32 (20-25% faster than wm16 there).
+DEFAULT_CONFIG = {128: "cta128_wm16_s2", 64: "cta128_wm32_s2"}
+
+
+def kernel_config(block_q: int, head_dim: int = 128) -> tuple[int, int, int]:
+    """(cta_rows, warp_rows, nstage) for a layout block_q and head dim (64-row layouts: always (64, 16, 3)).
+
+    SPATTERN_KERNEL_CONFIG=<name in KERNEL_CONFIGS> overrides the default."""
+    name = os.environ.get("SPATTERN_KERNEL_CONFIG") or DEFAULT_CONFIG.get(head_dim, "cta128_wm16_s2")
+    cta, wm, ns = KERNEL_CONFIGS.get(name, KERNEL_CONFIGS["cta128_wm16_s2"])
+    if block_q == 64 or cta > block_q:
+        return 64, 16, 3
+    return cta, wm, ns
+
+
+def smem_bytes(head_dim: int, cta_rows: int, nstage: int = 3) -> int:
+    return MAX_PROGRAM * 16 + (cta_rows * head_dim + 2 * nstage * TILE_K * head_dim) * 2
+
+
+def _cache_dir() -> Path:
+    d = Path(os.environ.get("SPATTERN_KERNEL_CACHE", Path.home() / ".cache" / "spattern" / "kernels"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def get_kernel(device_index: int, bf16: bool, head_dim: int, block_q: int, block_k: int,
+               warp_rows: int = 16, cta_rows: int | None = None, nstage: int = 3):
+    """Compiled kernel function, once per (arch, dtype, head dim, blocks, variant, source hash)."""
+    global last_compile_route
+    import cupy
+
+    with cupy.cuda.Device(device_index):
+        cc = cupy.cuda.Device(device_index).compute_capability  # e.g. "90"
+    arch = f"sm_{cc}a" if cc == "90" else f"sm_{cc}"
+    src, h = _source()
+    cta_rows = block_q if cta_rows is None else cta_rows
+    variant = f"cta{cta_rows}_wm{warp_rows}_s{nstage}"
+    key = (arch, bool(bf16), head_dim, block_q, block_k, variant, h)
+    fn = _modules.get(key)
+    if fn is not None:
+        return fn
+    defines = kernel_defines(bf16, head_dim, block_q, block_k, warp_rows, cta_rows, nstage)
+    errors = []
+    fn = None
+    with cupy.cuda.Device(device_index):
+        route = os.environ.get("SPATTERN_COMPILE", "nvrtc")
+        if route == "nvrtc":
+            for opts in ((f"--gpu-architecture={arch}", "-std=c++17", *defines), ("-std=c++17", *defines)):
+                try:
+                    mod = cupy.RawModule(code=src, options=tuple(opts))
+                    fn = mod.get_function(KERNEL_NAME)
+                    last_compile_route = "nvrtc " + " ".join(opts[:1])
+                    break
+                except Exception as e:  # try the next option set / route
+                    errors.append(f"nvrtc {opts[0]}: {e}")
+        if fn is None and shutil.which("nvcc"):
+            cubin = _cache_dir() / f"bsfwd_{arch}_{'bf16' if bf16 else 'fp16'}_d{head_dim}_q{block_q}_k{block_k}_{variant}_{h}.cubin"
+            if not cubin.exists():
+                tmp = cubin.with_suffix(f".{os.getpid()}.tmp")
+                gencode = f"-gencode=arch=compute_{arch[3:]},code={arch}"
+                cmd = ["nvcc", gencode, "-std=c++17", "-O3", "-cubin", *defines, "-o", str(tmp), str(KERNEL_FILE)]
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode != 0:
+                    errors.append("nvcc: " + r.stderr[-2000:])
+                else:
+                    os.replace(tmp, cubin)
+            if cubin.exists():
+                mod = cupy.RawModule(path=str(cubin))
+                fn = mod.get_function(KERNEL_NAME)
+                last_compile_route = "nvcc"
+        if fn is None:
+            raise RuntimeError("spattern: could not compile the attention kernel:\n" + "\n".join(errors))
+        smem = smem_bytes(head_dim, cta_rows, nstage)
+        if hasattr(fn, "max_dynamic_shared_size_bytes"):
+            fn.max_dynamic_shared_size_bytes = smem  # RawKernel
+            try:
+                fn.preferred_shared_memory_carveout = 100  # all of L1/smem as smem: 2 CTAs/SM fit
+            except Exception:
+                pass
+        else:
+            drv = cupy.cuda.driver
+            drv.funcSetAttribute(fn.ptr, drv.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
+    _modules[key] = fn
+    return fn
+
+
+# --------------------------------------------------------------------------- layout on device
+_fallback_cache: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+_id_cache: dict[int, dict] = {}
+
+
+def _layout_cache(layout) -> dict:
+    c = getattr(layout, "_device_cache", None)
+    if isinstance(c, dict):
+        return c
+    try:
+        layout._device_cache = {}
+        return layout._device_cache
+    except Exception:
+        pass
+    try:
+        return _fallback_cache.setdefault(layout, {})
+    except TypeError:
+        return _id_cache.setdefault(id(layout), {})
+
+
+def _layout_tensors(layout, device) -> dict:
+    """int32/uint8 flat torch tensors of the layout on `device`, built once per device."""
+    cache = _layout_cache(layout)
+    key = ("cupy_backend", str(device))
+    if key in cache:
+        return cache[key]
+    src = None
+    if hasattr(layout, "to_device"):
+        try:
+            src = layout.to_device(device)
+        except Exception:
+            src = None
+
+    def get(name, dtype):
+        if isinstance(src, dict) and name in src and isinstance(src[name], torch.Tensor):
+            t = src[name]
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(np.asarray(getattr(layout, name)))).to(device)
+        t = t.to(device=device, dtype=dtype).contiguous().reshape(-1)
+        if t.numel() == 0:
+            t = torch.zeros(1, dtype=dtype, device=device)
+        return t
+
+    G = int(np.prod(layout.group_shape))
+    programs = np.asarray(layout.programs)
+    P = int(programs.shape[1]) if programs.ndim == 3 else 0
+    d = dict(
+        row_ptr=get("row_ptr", torch.int32),
+        col_idx=get("col_idx", torch.int32),
+        block_kind=get("block_kind", torch.uint8),
+        mask_idx=get("mask_idx", torch.int32),
+        programs=get("programs", torch.int32),
+        program_len=get("program_len", torch.int32),
+        P=P,
+        G=G,
+    )
+    # uint32 bitmasks: numpy uint32 -> torch int32 needs a bit-preserving view, not a value cast.
+    bm = np.ascontiguousarray(np.asarray(layout.bitmasks, dtype=np.uint32)).view(np.int32).reshape(-1)
+    d["bitmasks"] = (torch.from_numpy(bm).to(device) if bm.size else torch.zeros(1, dtype=torch.int32, device=device))
+    cache[key] = d
+    return d
+
+
+def _work_order(layout, lt: dict, Bv: int, H: int, R: int, Bg: int, Hg: int, device, split: int = 1):
+    """Work items w = ((b*H + h)*R + r)*split + part sorted by row length, longest first (GPU ops, no sync)."""
+    cache = _layout_cache(layout)
+    key = ("cupy_work", str(device), Bv, H, split)
+    w = cache.get(key)
+    if w is not None:
+        return w
+    G = Bg * Hg
+    rp = lt["row_ptr"][: G * (R + 1)].view(G, R + 1)
+    lens = (rp[:, 1:] - rp[:, :-1])  # (G, R)
+    gb = torch.arange(Bv, device=device) if Bg > 1 else torch.zeros(Bv, dtype=torch.long, device=device)
+    gh = torch.arange(H, device=device) if Hg > 1 else torch.zeros(H, dtype=torch.long, device=device)
+    g = gb[:, None] * Hg + gh[None, :]  # (Bv, H)
+    per = lens[g.reshape(-1)].reshape(-1)  # (Bv*H*R,)
+    if split > 1:
+        per = per.repeat_interleave(split)
+    w = torch.argsort(per, descending=True, stable=True).to(torch.int32)
+    cache[key] = w
+    return w
+
+
+# --------------------------------------------------------------------------- entry point
+_streams: dict[int, Any] = {}
+_fast_kernels: dict[tuple, Any] = {}
+# How per-call tensors reach the kernel: "dlpack" (cupy.from_dlpack views) or "ptr" (data_ptr()).
+# Measured on the H100 (notes/kernel.md): dlpack ~260 us of host time per call, ptr ~80 us.
+ARG_MODE = os.environ.get("SPATTERN_CUPY_ARGS", "ptr")
+
+
+def _layout_cupy(layout, lt: dict, dev, B: int, H: int, R: int, Bg: int, Hg: int, split: int) -> dict:
+    """CuPy views (DLPack, zero-copy) of the cached device layout arrays and work order."""
+    import cupy
+
+    cache = _layout_cache(layout)
+    key = ("cupy_views", str(dev), B, H, split)
+    d = cache.get(key)
+    if d is None:
+        work = _work_order(layout, lt, B, H, R, Bg, Hg, dev, split)
+        dummy = torch.empty(1, dtype=torch.float32, device=dev)
+        d = {n: cupy.from_dlpack(lt[n]) for n in
+             ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs", "program_len")}
+        d["work"] = cupy.from_dlpack(work)
+        d["dummy_f32"] = cupy.from_dlpack(dummy)
+        d["_keep"] = (work, dummy)
+        cache[key] = d
+    return d
+
+
+def attention_cupy(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, *, out=None, lse_out=None):
+    """Block-sparse attention forward. q (B,H,Nq,D) or packed (T,H,D) + cu_seqlens.
+
+    Returns (out, lse_or_None); lse fp32 (B,H,Nq), or (H,T) for packed input.
+    ``out`` / ``lse_out`` (optional, contiguous, right shape and dtype) are written in place.
+    """
+    info = check_inputs(q, k, v, layout, scale, return_lse, cu_seqlens)
+    import cupy
+
+    q = q if q.is_contiguous() and q.data_ptr() % 16 == 0 else q.contiguous()
+    k = k if k.is_contiguous() and k.data_ptr() % 16 == 0 else k.contiguous()
+    v = v if v.is_contiguous() and v.data_ptr() % 16 == 0 else v.contiguous()
+    dev = q.device
+    packed, B, H, Hkv, D, R = info["packed"], info["B"], info["H"], info["Hkv"], info["D"], info["R"]
+    if out is None:
+        out = torch.empty_like(q)
+    elif out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous() or out.device != dev:
+        raise ValueError(f"out: expected a contiguous {tuple(q.shape)} {_dtype_name(q.dtype)} tensor on {dev}, "
+                         f"got {tuple(out.shape)} {_dtype_name(out.dtype)} on {out.device}")
+    if packed:
+        T = q.shape[0]
+        lse = torch.empty((H, T), dtype=torch.float32, device=dev) if return_lse else None
+        qs = (0, D, H * D)
+        ks = (0, D, Hkv * D)
+        ls = (0, T)
+    else:
+        Nq, Nk = q.shape[2], k.shape[2]
+        lse = torch.empty((B, H, Nq), dtype=torch.float32, device=dev) if return_lse else None
+        qs = (H * Nq * D, Nq * D, D)
+        ks = (Hkv * Nk * D, Nk * D, D)
+        ls = (H * Nq, Nq)
+    if return_lse and lse_out is not None:
+        if lse_out.shape != lse.shape or lse_out.dtype != torch.float32 or not lse_out.is_contiguous():
+            raise ValueError(f"lse_out: expected a contiguous {tuple(lse.shape)} float32 tensor, "
+                             f"got {tuple(lse_out.shape)} {_dtype_name(lse_out.dtype)}")
+        lse = lse_out
+    n_work = B * H * R
+    if n_work == 0 or q.numel() == 0:
+        if return_lse and lse is not None:
+            lse.fill_(-math.inf)
+        return out.zero_(), lse
+
+    lt = _layout_tensors(layout, dev)
+    dev_index = dev.index if dev.index is not None else torch.cuda.current_device()
+    cta, wm, ns = kernel_config(info["block_q"], D)
+    split = info["block_q"] // cta
+    kkey = (dev_index, info["bf16"], D, info["block_q"], info["block_k"], wm, cta, ns)
+    fn = _fast_kernels.get(kkey)
+    if fn is None:
+        fn = _fast_kernels[kkey] = get_kernel(dev_index, info["bf16"], D, info["block_q"], info["block_k"], wm, cta,
+                                              ns)
+    threads = cta // wm * 32
+    smem = smem_bytes(D, cta, ns)
+
+    sptr = torch.cuda.current_stream(dev).cuda_stream
+    stream = _streams.get(sptr)
+    if stream is None:
+        stream = _streams[sptr] = cupy.cuda.ExternalStream(sptr, dev_index)
+    i64, i32, f32 = np.int64, np.int32, np.float32
+    with stream:
+        lcp = _layout_cupy(layout, lt, dev, B, H, R, info["Bg"], info["Hg"], split)
+        if ARG_MODE == "ptr":  # raw device pointers: same zero-copy sharing, less host work
+            tens = [np.uint64(t.data_ptr()) for t in (q, k, v, out)]
+            lse_a = np.uint64(lse.data_ptr()) if lse is not None else lcp["dummy_f32"]
+            cu_a = np.uint64(cu_seqlens.data_ptr()) if packed else lcp["program_len"]
+        else:  # DLPack views (int16 views: CuPy has no bfloat16 dtype)
+            as_cp = cupy.from_dlpack
+            tens = [as_cp(t.view(torch.int16)) for t in (q, k, v, out)]
+            lse_a = as_cp(lse) if lse is not None else lcp["dummy_f32"]
+            cu_a = as_cp(cu_seqlens) if packed else lcp["program_len"]
+        args = (
+            *tens, lse_a,
+            i64(qs[0]), i64(qs[1]), i64(qs[2]),
+            i64(ks[0]), i64(ks[1]), i64(ks[2]),
+            i64(ks[0]), i64(ks[1]), i64(ks[2]),
+            i64(qs[0]), i64(qs[1]), i64(qs[2]),
+            i64(ls[0]), i64(ls[1]),
+            i32(H), i32(Hkv), i32(info["Nq"]), i32(info["Nk"]),
+            cu_a, i32(1 if packed else 0),
+            lcp["row_ptr"], lcp["col_idx"], lcp["block_kind"], lcp["mask_idx"],
+            lcp["bitmasks"], lcp["programs"], lcp["program_len"],
+            i32(info["Bg"]), i32(info["Hg"]), i32(R), i32(lt["P"]),
+            lcp["work"], f32(float(scale) * math.log2(math.e)), i32(1 if return_lse else 0),
+        )
+        fn((n_work * split, 1, 1), (threads, 1, 1), args, shared_mem=smem)  # on `stream` (context)
+    return out, lse

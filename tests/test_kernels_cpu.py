@@ -1,0 +1,160 @@
+"""CPU-only checks of the CuPy kernel backend: the .cu sources compile with nvcc for sm_90a for
+every instantiation the launcher can request (skipped without nvcc), and the launcher's argument
+checks fire before any CUDA call, with messages naming argument, expectation and value."""
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spattern.evaluation.bench_attention import band_landmark_layout, layout_dense_mask, layout_from_masks  # noqa: E402
+from spattern.runtime import cupy_backend as cb  # noqa: E402
+
+NVCC = shutil.which("nvcc")
+# (dtype, head dim, layout block_q, block_k, warp rows, CTA rows, stages): every config kernel_config can pick
+INSTANTIATIONS = sorted({
+    (bf16, hd, bq, bk, *(lambda c: (c[1], c[0], c[2]))(cb.kernel_config(bq, hd) if name is None else
+                                                       (cb.KERNEL_CONFIGS[name] if bq == 128 else (64, 16, 3))))
+    for bf16, hd, (bq, bk), name in itertools.product((0, 1), cb.SUPPORTED_HEAD_DIMS, cb.SUPPORTED_BLOCKS,
+                                                      [None, *cb.KERNEL_CONFIGS])
+})
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+@pytest.mark.parametrize("bf16,hd,bq,bk,wm,cta,ns", INSTANTIATIONS)
+def test_kernel_compiles_sm90a(tmp_path: Path, bf16, hd, bq, bk, wm, cta, ns):
+    out = tmp_path / "k.cubin"
+    cmd = [NVCC, "-gencode=arch=compute_90a,code=sm_90a", "-std=c++17", "-cubin", "-Xptxas", "-v",
+           *cb.kernel_defines(bf16, hd, bq, bk, wm, cta, ns), "-o", str(out), str(cb.KERNEL_FILE)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert out.stat().st_size > 0
+    # no significant register spills
+    assert "spill stores" in r.stderr
+    main = [ln for ln in r.stderr.splitlines() if "spill" in ln]
+    spills = [int(ln.split(",")[1].split()[0]) for ln in main]
+    assert max(spills) <= (64 if wm == 16 else 256), r.stderr  # wm=32 (opt-in variant) spills a little
+
+
+def test_every_cu_file_is_known():
+    files = sorted(p.name for p in cb.KERNEL_DIR.glob("*.cu"))
+    assert files == [cb.KERNEL_FILE.name]
+
+
+def test_smem_fits_hopper():
+    for hd in cb.SUPPORTED_HEAD_DIMS:
+        for cta, wm, ns in cb.KERNEL_CONFIGS.values():
+            assert cb.smem_bytes(hd, cta, ns) <= 227 * 1024
+
+
+# ----------------------------------------------------------------------------- argument checks
+def _lay(n=128, block=(64, 64)):
+    return band_landmark_layout(n, block, W=16, L=8)
+
+
+def _t(*shape, dtype=torch.bfloat16):
+    return torch.zeros(*shape, dtype=dtype)  # CPU: the checks must fail before any CUDA call
+
+
+def _check(q, k, v, lay, scale=0.125, lse=False, cu=None):
+    return cb.check_inputs(q, k, v, lay, scale, lse, cu)
+
+
+def test_rejects_dtype():
+    q = _t(1, 2, 128, 64, dtype=torch.float32)
+    with pytest.raises(TypeError, match=r"q: expected dtype float16 or bfloat16, got float32"):
+        _check(q, q, q, _lay())
+
+
+def test_rejects_mixed_dtypes():
+    q = _t(1, 2, 128, 64)
+    k = _t(1, 2, 128, 64, dtype=torch.float16)
+    with pytest.raises(TypeError, match=r"k, v: expected the dtype of q"):
+        _check(q, k, k, _lay())
+
+
+def test_rejects_head_dim():
+    q = _t(1, 2, 128, 96)
+    with pytest.raises(ValueError, match=r"q: expected head_dim in \(64, 128\), got 96"):
+        _check(q, q, q, _lay())
+
+
+def test_rejects_rank():
+    q = _t(2, 128, 64)
+    with pytest.raises(ValueError, match=r"q: expected 4 dims \(B, H, N, D\), got shape \(2, 128, 64\)"):
+        _check(q, q, q, _lay())
+
+
+def test_rejects_gqa_heads():
+    q = _t(1, 6, 128, 64)
+    k = _t(1, 4, 128, 64)
+    with pytest.raises(ValueError, match=r"k: expected a number of heads dividing q's 6, got 4"):
+        _check(q, k, k, _lay())
+
+
+def test_rejects_block_sizes():
+    q = _t(1, 2, 128, 64)
+    lay = band_landmark_layout(128, (32, 64), W=16, L=8)
+    with pytest.raises(ValueError, match=r"layout: expected \(block_q, block_k\) in .* got \(32, 64\)"):
+        _check(q, q, q, lay)
+
+
+def test_rejects_lengths():
+    q = _t(1, 2, 100, 64)
+    with pytest.raises(ValueError, match=r"q: expected 128 queries \(layout.q_len\), got 100"):
+        _check(q, q, q, _lay())
+
+
+def test_rejects_groups():
+    q = _t(1, 2, 128, 64)
+    lay = _lay()
+    lay.group_shape = (1, 3)
+    with pytest.raises(ValueError, match=r"layout.group_shape: expected head groups 1 or 2, got 3"):
+        _check(q, q, q, lay)
+
+
+def test_rejects_cu_seqlens_dtype():
+    q = _t(300, 2, 64)
+    cu = torch.tensor([0, 128, 300], dtype=torch.int64)
+    with pytest.raises(TypeError, match=r"cu_seqlens: expected dtype int32, got int64"):
+        _check(q, q, q, _lay(), cu=cu)
+
+
+def test_rejects_scale():
+    q = _t(1, 2, 128, 64)
+    with pytest.raises(ValueError, match=r"scale: expected a finite float, got nan"):
+        _check(q, q, q, _lay(), scale=float("nan"))
+
+
+def test_rejects_cpu_tensors_last():
+    q = _t(1, 2, 128, 64)
+    with pytest.raises(ValueError, match=r"q, k, v: expected tensors on one CUDA device, got devices \['cpu'\]"):
+        _check(q, q, q, _lay())
+
+
+def test_attention_cupy_checks_before_cuda():
+    q = _t(1, 2, 128, 64, dtype=torch.float32)
+    with pytest.raises(TypeError, match="q: expected dtype"):
+        cb.attention_cupy(q, q, q, _lay(), 0.125, False, None)
+
+
+# ----------------------------------------------------------------------------- test-layout helpers
+def test_analytic_layout_matches_its_program():
+    for causal in (False, True):
+        lay = band_landmark_layout(300, (64, 64), W=40, L=20, causal=causal)
+        i, j = np.meshgrid(np.arange(300), np.arange(300), indexing="ij")
+        want = ((np.abs(i - j) <= 40) | (j < 20) | (i < 20)) & ((i >= j) if causal else True)
+        assert np.array_equal(layout_dense_mask(lay)[0], want)
+
+
+def test_layout_from_masks_roundtrip_bitmask():
+    rng = np.random.default_rng(0)
+    m = rng.random((2, 130, 200)) < 0.1
+    lay = layout_from_masks(m, 64, 128, group_shape=(1, 2))
+    assert np.array_equal(layout_dense_mask(lay), m)
