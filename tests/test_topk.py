@@ -122,3 +122,17 @@ def test_bad_arguments():
         topk_block_layout(s, 1, 64, 64, (16, 16), sink=1, local=1)
     with pytest.raises(ValueError, match="bscores"):
         topk_block_layout(s, 3, 100, 100, (16, 16))
+
+
+def test_fused_selection_kernel_compiles_for_sm90():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not installed")
+    src = Path(sp.__file__).parent / "indexer" / "kernels" / "topk_select.cu"
+    r = subprocess.run([nvcc, "-arch=sm_90", "-std=c++17", "-c", str(src), "-o", "/dev/null"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr

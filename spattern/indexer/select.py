@@ -97,14 +97,27 @@ def _plan(B, q_len, kv_len, bq, bk, k, causal):
     return kk, counts, row_ptr.astype(np.int32), flat, np.tile(rows, B)
 
 
-def _select(bscores: torch.Tensor, k: int, q_len: int, kv_len: int, block_q: int, block_k: int,
-            causal: bool, sink: int, local: int):
+def _check_scores(bscores, k, q_len, kv_len, block_q, block_k, sink, local):
+    if bscores.dim() != 3:
+        raise ValueError(f"bscores: expected (batch, rows, cols), got {tuple(bscores.shape)}")
     B, R, C = bscores.shape
     if R != -(-q_len // block_q) or C != -(-kv_len // block_k):
         raise ValueError(f"bscores: expected (B, {-(-q_len // block_q)}, {-(-kv_len // block_k)}) for "
                          f"q_len={q_len}, kv_len={kv_len}, block=({block_q}, {block_k}), got {tuple(bscores.shape)}")
     if k < 1 or k < sink + local:
         raise ValueError(f"k: expected k >= 1 and >= sink + local = {sink + local} (forced blocks), got {k}")
+
+
+def _cuda_ok(bscores, k) -> bool:
+    from spattern.indexer import cuda_select
+
+    return cuda_select.available() and bscores.shape[2] <= cuda_select.MAX_C and k <= cuda_select.MAX_K
+
+
+def _select(bscores: torch.Tensor, k: int, q_len: int, kv_len: int, block_q: int, block_k: int,
+            causal: bool, sink: int, local: int):
+    B, R, C = bscores.shape
+    _check_scores(bscores, k, q_len, kv_len, block_q, block_k, sink, local)
     dev = bscores.device
     kk, counts, row_ptr, flat, rows = _plan(B, q_len, kv_len, block_q, block_k, k, causal)
     r = torch.arange(R, device=dev)[:, None]
@@ -163,25 +176,44 @@ class DeviceBlockLayout(BlockLayout):
 
 def topk_block_layout(bscores: torch.Tensor, k: int, q_len: int, kv_len: int | None = None,
                       block: tuple[int, int] = (64, 64), causal: bool = True, sink: int = 1,
-                      local: int = 1, pattern: str = "") -> DeviceBlockLayout:
+                      local: int = 1, pattern: str = "", impl: str = "auto") -> DeviceBlockLayout:
     """Top-k key blocks per query block from block scores (B, R, C): a layout with one group per
-    batch element, built on ``bscores.device`` without host synchronization."""
+    batch element, built on ``bscores.device`` without host synchronization.
+
+    ``impl``: "cuda" (one fused kernel, ``kernels/topk_select.cu``), "torch" (about 30 torch
+    operations; the twin the kernel is tested against), "auto" (cuda on a GPU with CuPy).
+    """
     kv_len = q_len if kv_len is None else kv_len
     bq, bk = block
-    cols, kk, counts, row_ptr, flat, rows = _select(bscores, k, q_len, kv_len, bq, bk, causal, sink, local)
-    dev = bscores.device
+    if impl not in ("auto", "cuda", "torch"):
+        raise ValueError(f"impl: expected 'auto', 'cuda' or 'torch', got {impl!r}")
     B = bscores.shape[0]
+    dev = bscores.device
     key = (B, q_len, kv_len, bq, bk, k, causal)
-    flat_t = _device_static(("flat",) + key, dev, lambda: torch.from_numpy(flat))
-    rows_t = _device_static(("rows",) + key, dev, lambda: torch.from_numpy(rows))
-    col_idx = cols.reshape(-1)[flat_t].to(torch.int32)
-    if causal:  # blocks holding a key later than some query of the row: the causal program decides
-        partial = (col_idx.long() * bk + bk - 1) > rows_t * bq
-        kind = torch.where(partial, PROGRAM, FULL).to(torch.uint8)
-        program = [(prog.BAND, 0, prog.INF, 0)]
+    use_cuda = impl == "cuda" or (impl == "auto" and bscores.is_cuda and _cuda_ok(bscores, k))
+    if use_cuda:
+        from spattern.indexer import cuda_select
+
+        _check_scores(bscores, k, q_len, kv_len, bq, bk, sink, local)
+        kk, counts, row_ptr, flat, rows = _plan(B, q_len, kv_len, bq, bk, k, causal)
+        nnz = int(row_ptr[-1, -1])
+        rp_t = _device_static(("row_ptr",) + key, dev, lambda: torch.from_numpy(row_ptr))
+        col_idx = torch.empty(nnz, dtype=torch.int32, device=dev)
+        kind = torch.empty(nnz, dtype=torch.uint8, device=dev)
+        cuda_select.select_into(bscores, rp_t, col_idx, kind, q_len, bq, bk, causal, sink, local)
+        program = [(prog.BAND, 0, prog.INF, 0)] if causal else []
     else:
-        kind = torch.full_like(col_idx, FULL, dtype=torch.uint8)
-        program = []
+        cols, kk, counts, row_ptr, flat, rows = _select(bscores, k, q_len, kv_len, bq, bk, causal, sink, local)
+        flat_t = _device_static(("flat",) + key, dev, lambda: torch.from_numpy(flat))
+        rows_t = _device_static(("rows",) + key, dev, lambda: torch.from_numpy(rows))
+        col_idx = cols.reshape(-1)[flat_t].to(torch.int32)
+        if causal:  # blocks holding a key later than some query of the row: the causal program decides
+            partial = (col_idx.long() * bk + bk - 1) > rows_t * bq
+            kind = torch.where(partial, PROGRAM, FULL).to(torch.uint8)
+            program = [(prog.BAND, 0, prog.INF, 0)]
+        else:
+            kind = torch.full_like(col_idx, FULL, dtype=torch.uint8)
+            program = []
     nnz = int(row_ptr[-1, -1])
     programs = np.zeros((B, 1, 4), dtype=np.int32)
     if program:
