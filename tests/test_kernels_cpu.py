@@ -114,7 +114,9 @@ def test_rejects_lengths():
 def test_rejects_groups():
     q = _t(1, 2, 128, 64)
     lay = _lay()
-    lay.group_shape = (1, 3)
+    from spattern.compiler.layout import replace
+
+    lay = replace(lay, group_shape=(1, 3))
     with pytest.raises(ValueError, match=r"layout.group_shape: expected head groups 1 or 2, got 3"):
         _check(q, q, q, lay)
 

@@ -131,7 +131,7 @@ def _assemble(groups: Sequence[_Group], group_shape, q_len, kv_len, bq, bk, text
             program_len[g] = len(grp.program)
     cat = lambda arrs, dt: np.concatenate(arrs).astype(dt) if arrs else np.zeros(0, dt)  # noqa: E731
     bitmasks = [g.bitmasks for g in groups if g.bitmasks.shape[0]]
-    return BlockLayout(
+    layout = BlockLayout(
         q_len=q_len, kv_len=kv_len, block_q=bq, block_k=bk, group_shape=tuple(int(x) for x in group_shape),
         row_ptr=row_ptr.astype(np.int32),
         col_idx=cat([g.cols for g in groups], np.int32),
@@ -140,6 +140,9 @@ def _assemble(groups: Sequence[_Group], group_shape, q_len, kv_len, bq, bk, text
         bitmasks=np.concatenate(bitmasks).astype(np.uint32) if bitmasks else np.zeros((0, bq, W), np.uint32),
         programs=programs, program_len=program_len, pattern=text,
     )
+    for name in BlockLayout._ARRAYS:  # cached and shared: read-only
+        getattr(layout, name).setflags(write=False)
+    return layout
 
 
 def _program_of(pattern: Pattern) -> list | None:

@@ -44,8 +44,12 @@ class LayoutError(ValueError):
     """An invalid BlockLayout (what is wrong, where)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class BlockLayout:
+    """Frozen: layouts are shared (the compiler caches them), so nothing may change one in place;
+    use ``spattern.compiler.layout.replace(layout, ...)`` for a modified copy. Only the internal
+    caches (device copies, the CSC transpose, the validated flag) are filled in lazily."""
+
     q_len: int
     kv_len: int
     block_q: int
@@ -104,6 +108,9 @@ class BlockLayout:
         return np.repeat(np.arange(self.n_groups), self.row_counts().sum(axis=1))
 
     # --- validation ------------------------------------------------------------------------
+    def mark_validated(self) -> None:
+        object.__setattr__(self, "_validated", True)
+
     def validate(self) -> "BlockLayout":
         """Check dtypes, shapes, monotone row pointers, sorted unique in-range columns, kinds."""
 
@@ -239,11 +246,11 @@ class BlockLayout:
             col_ptr = np.zeros((G, C + 1), dtype=np.int64)
             col_ptr[:, 1:] = np.cumsum(counts, axis=1)
             col_ptr += self.row_ptr[:, :1].astype(np.int64)
-            self._csc = {
+            object.__setattr__(self, "_csc", {
                 "col_ptr": col_ptr.astype(np.int32),
                 "row_idx": rows[perm].astype(np.int32),
                 "perm": perm.astype(np.int32),
-            }
+            })
         return self._csc
 
     # --- statistics --------------------------------------------------------------------------
@@ -297,9 +304,9 @@ class BlockLayout:
         if key not in self._device_cache:
             t = {}
             for name in ("row_ptr", "col_idx", "mask_idx", "programs", "program_len"):
-                t[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name))).to(device)
+                t[name] = torch.from_numpy(np.array(getattr(self, name))).to(device)  # writable copy
             t["block_kind"] = torch.from_numpy(self.block_kind.astype(np.uint8)).to(device)
-            t["bitmasks"] = torch.from_numpy(self.bitmasks.view(np.int32)).to(device)
+            t["bitmasks"] = torch.from_numpy(self.bitmasks.view(np.int32).copy()).to(device)
             self._device_cache[key] = t
         return self._device_cache[key]
 

@@ -3,9 +3,9 @@
 Layouts are structured: a token band around the diagonal (|i - j| <= W) plus landmark tokens
 (the first L queries attend everywhere, every query attends the first L keys), optionally
 causal; W is chosen so that the fraction of computed blocks hits the requested density.
-The layout is built directly in the BlockLayout contract (docs/design.md) by
-``band_landmark_layout`` (analytic per-block classification, O(blocks)); its partial blocks
-carry the mask program ``BAND(-W, W) OR KEY_RANGE(0, L) OR QUERY_RANGE(0, L) [AND BAND(0, INF)]``.
+The layout is compiled by spattern from the pattern ``local(W + 1) | landmark(positions=[0..L))``
+(``& causal``), so the benchmark runs exactly what a user of the toolkit gets; its partial blocks
+carry the mask program (a band OR a key range OR a query range [AND causal]).
 
 TFLOP/s are counted on computed blocks: 4 * block_q * block_k * D per computed block per head
 (two matmuls), the same count for every method (dense methods: the dense count for density 1).
@@ -24,77 +24,28 @@ from typing import Any, Sequence
 
 import numpy as np
 
-INF = 1 << 30
-# opcodes (docs/design.md, "Mask programs")
+from spattern.compiler import program as _prog
+from spattern.compiler.layout import BlockLayout
+
+INF = _prog.INF
+# opcodes (docs/design.md, "Mask programs"); re-exported for the kernel tests and scripts
 TRUE, FALSE, BAND, DIFF_MOD, KEY_MOD, QUERY_MOD, KEY_RANGE, QUERY_RANGE, OR, AND, ANDNOT, NOT = range(12)
+eval_program = _prog.evaluate  # the numpy/torch evaluator of mask programs
+
+
+def block_density(layout) -> float:
+    """Fraction of the (groups x rows x cols) block grid that is computed."""
+    G = int(np.prod(layout.group_shape))
+    R = -(-layout.q_len // layout.block_q)
+    C = -(-layout.kv_len // layout.block_k)
+    return int(layout.row_ptr[-1, -1]) / (G * R * C)
 
 
 # ============================================================================ layouts
-@dataclass
-class ContractLayout:
-    """Minimal object with the BlockLayout contract arrays (used when no compiler layout is given)."""
-
-    q_len: int
-    kv_len: int
-    block_q: int
-    block_k: int
-    group_shape: tuple
-    row_ptr: np.ndarray
-    col_idx: np.ndarray
-    block_kind: np.ndarray
-    mask_idx: np.ndarray
-    bitmasks: np.ndarray
-    programs: np.ndarray
-    program_len: np.ndarray
-    _device_cache: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def nnz(self) -> int:
-        return int(self.row_ptr[-1, -1])
-
-    def density(self) -> float:
-        G = int(np.prod(self.group_shape))
-        R = -(-self.q_len // self.block_q)
-        C = -(-self.kv_len // self.block_k)
-        return self.nnz / (G * R * C)
-
-
-def eval_program(program, i, j):
-    """numpy evaluator of a postfix mask program (same semantics as compiler/program.py)."""
-    st = []
-    for op, a, b, c in (tuple(int(x) for x in ins) for ins in program):
-        if op == TRUE:
-            st.append(np.ones(np.broadcast(i, j).shape, bool))
-        elif op == FALSE:
-            st.append(np.zeros(np.broadcast(i, j).shape, bool))
-        elif op == BAND:
-            st.append((i - j >= a) & (i - j <= b))
-        elif op == DIFF_MOD:
-            st.append(np.mod(i - j, a) == b)
-        elif op == KEY_MOD:
-            m = np.mod(j + 0 * i, a)
-            st.append((m >= b) & (m <= c))
-        elif op == QUERY_MOD:
-            m = np.mod(i + 0 * j, a)
-            st.append((m >= b) & (m <= c))
-        elif op == KEY_RANGE:
-            jj = j + 0 * i
-            st.append((jj >= a) & (jj < b))
-        elif op == QUERY_RANGE:
-            ii = i + 0 * j
-            st.append((ii >= a) & (ii < b))
-        elif op == NOT:
-            st.append(~st.pop())
-        else:
-            y, x = st.pop(), st.pop()
-            st.append({OR: x | y, AND: x & y, ANDNOT: x & ~y}[op])
-    assert len(st) == 1
-    return st[0]
-
-
 def layout_from_masks(masks: np.ndarray, block_q: int, block_k: int, group_shape=(1, 1),
-                      programs: Sequence | None = None, bitmask_every: int = 0) -> ContractLayout:
-    """Contract layout from dense boolean masks (G, q_len, kv_len); for tests and small N.
+                      programs: Sequence | None = None, bitmask_every: int = 0) -> BlockLayout:
+    """A BlockLayout built block by block from dense boolean masks (G, q_len, kv_len), with the
+    block kinds chosen here rather than by the compiler: the kernel tests' independent twin.
 
     Partial blocks of a group with a program become PROGRAM blocks (every ``bitmask_every``-th
     partial block a BITMASK block instead, to exercise both paths), otherwise BITMASK.
@@ -150,86 +101,33 @@ def layout_from_masks(masks: np.ndarray, block_q: int, block_k: int, group_shape
                     bms.append(words.astype(np.uint32))
             row_ptr[g, r + 1] = len(cols)
     bitmasks = np.stack(bms).astype(np.uint32) if bms else np.zeros((0, block_q, W), np.uint32)
-    return ContractLayout(q_len, kv_len, block_q, block_k, tuple(group_shape), row_ptr,
-                          np.asarray(cols, np.int32), np.asarray(kinds, np.uint8),
-                          np.asarray(midx, np.int32), bitmasks, prog_arr, prog_len)
+    return BlockLayout(q_len, kv_len, block_q, block_k, tuple(group_shape), row_ptr,
+                       np.asarray(cols, np.int32), np.asarray(kinds, np.uint8),
+                       np.asarray(midx, np.int32), bitmasks, prog_arr, prog_len).validate()
 
 
 def layout_dense_mask(layout) -> np.ndarray:
-    """(G, q_len, kv_len) token mask of a contract layout (small N; tests)."""
-    G = int(np.prod(layout.group_shape))
-    bq, bk = layout.block_q, layout.block_k
-    R = -(-layout.q_len // bq)
-    out = np.zeros((G, R * bq, (-(-layout.kv_len // bk)) * bk), bool)
-    for g in range(G):
-        prog = np.asarray(layout.programs[g][: int(layout.program_len[g])])
-        for r in range(R):
-            for p in range(int(layout.row_ptr[g, r]), int(layout.row_ptr[g, r + 1])):
-                c = int(layout.col_idx[p])
-                kind = int(layout.block_kind[p])
-                sl = (g, slice(r * bq, (r + 1) * bq), slice(c * bk, (c + 1) * bk))
-                if kind == 0:
-                    out[sl] = True
-                elif kind == 1:
-                    ii, jj = np.meshgrid(np.arange(r * bq, (r + 1) * bq), np.arange(c * bk, (c + 1) * bk),
-                                         indexing="ij")
-                    out[sl] = eval_program(prog, ii, jj)
-                else:
-                    w = layout.bitmasks[int(layout.mask_idx[p])]  # (bq, W)
-                    bits = (w[:, :, None] >> np.arange(32, dtype=np.uint32)) & 1
-                    out[sl] = bits.reshape(bq, -1)[:, :bk].astype(bool)
-    return out[:, : layout.q_len, : layout.kv_len]
+    """(G, q_len, kv_len) token mask of a layout (small N; tests)."""
+    return layout.to_dense()
 
 
-def band_landmark_program(W: int, L: int, causal: bool):
-    p = [(BAND, -W, W, 0), (KEY_RANGE, 0, L, 0), (OR, 0, 0, 0), (QUERY_RANGE, 0, L, 0), (OR, 0, 0, 0)]
-    if causal:
-        p += [(BAND, 0, INF, 0), (AND, 0, 0, 0)]
-    return p
+def band_landmark_pattern(W: int, L: int, causal: bool, dense: bool = False):
+    """|i - j| <= W, or i < L, or j < L (the landmark tokens); ``& causal`` when causal."""
+    import spattern
+
+    p = spattern.full() if dense else spattern.local(W + 1) | spattern.landmark(positions=list(range(L)))
+    return p & spattern.causal if causal else p
 
 
 def band_landmark_layout(n: int, block=(128, 128), W: int = 256, L: int = 64, causal: bool = False,
-                         dense: bool = False) -> ContractLayout:
-    """Analytic contract layout of the band+landmark pattern (or a dense one), O(R*C) host work."""
-    bq, bk = block
-    R, C = -(-n // bq), -(-n // bk)
-    r = np.arange(R)[:, None]
-    c = np.arange(C)[None, :]
-    i0, i1 = r * bq, np.minimum((r + 1) * bq, n) - 1  # inclusive token ranges
-    j0, j1 = c * bk, np.minimum((c + 1) * bk, n) - 1
-    if dense:
-        full = np.ones((R, C), bool)
-        anyb = full
-    else:
-        dmin, dmax = i0 - j1, i1 - j0
-        band_any = (dmax >= -W) & (dmin <= W)
-        band_full = (dmin >= -W) & (dmax <= W)
-        key_any, key_full = j0 < L, j1 < L
-        q_any, q_full = i0 < L, i1 < L
-        anyb = band_any | key_any | q_any
-        full = band_full | key_full | q_full
-    if causal:
-        c_any = (i1 - j0) >= 0
-        c_full = (i0 - j1) >= 0
-        anyb = anyb & c_any
-        full = full & c_full
-    full = full & anyb
-    row_ptr = np.zeros((1, R + 1), np.int32)
-    row_ptr[0, 1:] = np.cumsum(anyb.sum(1))
-    rr, cc = np.nonzero(anyb)
-    kinds = np.where(full[rr, cc], 0, 1).astype(np.uint8)
-    prog = [] if (dense and not causal) else (
-        [(BAND, 0, INF, 0)] if dense else band_landmark_program(W, L, causal))
-    P = max(1, len(prog))
-    programs = np.zeros((1, P, 4), np.int32)
-    if prog:
-        programs[0, : len(prog)] = np.asarray(prog, np.int32)
-    return ContractLayout(n, n, bq, bk, (1, 1), row_ptr, cc.astype(np.int32), kinds,
-                          np.full(len(cc), -1, np.int32), np.zeros((0, bq, -(-bk // 32)), np.uint32),
-                          programs, np.asarray([len(prog)], np.int32))
+                         dense: bool = False) -> BlockLayout:
+    """The band+landmark pattern (or a dense one) compiled by spattern (analytic path)."""
+    import spattern
+
+    return spattern.compile(band_landmark_pattern(W, L, causal, dense), n, block=tuple(block))
 
 
-def structured_layout(n: int, density: float, block=(128, 128), causal: bool = False) -> ContractLayout:
+def structured_layout(n: int, density: float, block=(128, 128), causal: bool = False) -> BlockLayout:
     """Band+landmark layout whose computed-block fraction (of the full grid) is close to `density`."""
     if density >= 0.999:
         return band_landmark_layout(n, block, causal=causal, dense=True)
@@ -240,7 +138,7 @@ def structured_layout(n: int, density: float, block=(128, 128), causal: bool = F
     for _ in range(40):  # bisection on the band half-width
         W = (lo + hi) // 2
         lay = band_landmark_layout(n, block, W=W, L=L, causal=False)
-        d = lay.density()
+        d = block_density(lay)
         best = (W, d) if best is None or abs(d - density) < abs(best[1] - density) else best
         if d < density:
             lo = W + 1
@@ -323,7 +221,7 @@ def run_benchmark(seqs=(4096, 8192, 16384, 32768), head_dims=(64, 128), densitie
                     lay = structured_layout(n, dens, block, causal)
                     nnz = lay.nnz
                     flops = 4.0 * block[0] * block[1] * D * nnz * heads * batch
-                    row = dict(N=n, D=D, causal=causal, density_target=dens, density=lay.density(),
+                    row = dict(N=n, D=D, causal=causal, density_target=dens, density=block_density(lay),
                                nnz_blocks=nnz, block=list(block), flops_computed=flops, ms={}, tflops={},
                                speedup_vs_flash={})
                     row["ms"].update(dense_t)

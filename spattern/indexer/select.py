@@ -154,9 +154,9 @@ class DeviceBlockLayout(BlockLayout):
     def __init__(self, *, device_arrays: dict, **fields):
         for name, value in fields.items():
             object.__setattr__(self, name, value)
-        self._device_cache = {str(device_arrays["col_idx"].device): device_arrays}
-        self._csc = None
-        self._validated = True  # valid by construction
+        object.__setattr__(self, "_device_cache", {str(device_arrays["col_idx"].device): device_arrays})
+        object.__setattr__(self, "_csc", None)
+        object.__setattr__(self, "_validated", True)  # valid by construction
 
     def __getattr__(self, name):
         if name in DeviceBlockLayout._LAZY:

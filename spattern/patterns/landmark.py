@@ -94,13 +94,18 @@ class Landmark(Pattern):
         return np.where(n > 0, np.where(n == h * w, FULL, PARTIAL), -1).astype(np.int8)
 
     def program(self):
+        # listed positions merge into ranges: positions 0..63 are one KEY_RANGE and one QUERY_RANGE
+        runs = []
+        for p in self._extra.tolist():
+            if runs and p == runs[-1][1]:
+                runs[-1][1] = p + 1
+            else:
+                runs.append([p, p + 1])
+
         def terms(mod_op, range_op):
-            out = []
-            if self.every is not None:
-                out.append((mod_op, self.every, 0, 0))
-            for p in self._extra.tolist():
-                out.append((range_op, p, p + 1, 0))
-            return out + [(P.OR, 0, 0, 0)] * (len(out) - 1)
+            out = [(mod_op, self.every, 0, 0)] if self.every is not None else []
+            out += [(range_op, a, b, 0) for a, b in runs]
+            return out[:1] + [t for x in out[1:] for t in (x, (P.OR, 0, 0, 0))]
 
         prog = terms(P.KEY_MOD, P.KEY_RANGE) + terms(P.QUERY_MOD, P.QUERY_RANGE) + [(P.OR, 0, 0, 0)]
         return prog if len(prog) <= P.MAX_PROGRAM else None

@@ -117,7 +117,7 @@ def check_inputs(q, k, v, layout, cu_seqlens=None, trusted=False):
             layout.validate()
         except LayoutError as e:
             raise ValueError(f"layout: {e}") from None
-        layout._validated = True
+        layout.mark_validated()
 
 
 def attention(q, k, v, layout: BlockLayout, *, scale: float | None = None, backend: str = "auto",

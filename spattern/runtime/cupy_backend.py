@@ -289,7 +289,7 @@ def _layout_tensors(layout, device) -> dict:
         if isinstance(src, dict) and name in src and isinstance(src[name], torch.Tensor):
             t = src[name]
         else:
-            t = torch.from_numpy(np.ascontiguousarray(np.asarray(getattr(layout, name)))).to(device)
+            t = torch.from_numpy(np.array(getattr(layout, name))).to(device)  # a writable copy
         t = t.to(device=device, dtype=dtype).contiguous().reshape(-1)
         if t.numel() == 0:
             t = torch.zeros(1, dtype=dtype, device=device)
@@ -310,7 +310,7 @@ def _layout_tensors(layout, device) -> dict:
     )
     # uint32 bitmasks: numpy uint32 -> torch int32 needs a bit-preserving view, not a value cast.
     bm = np.ascontiguousarray(np.asarray(layout.bitmasks, dtype=np.uint32)).view(np.int32).reshape(-1)
-    d["bitmasks"] = (torch.from_numpy(bm).to(device) if bm.size else torch.zeros(1, dtype=torch.int32, device=device))
+    d["bitmasks"] = (torch.from_numpy(bm.copy()).to(device) if bm.size else torch.zeros(1, dtype=torch.int32, device=device))
     cache[key] = d
     return d
 

@@ -91,7 +91,7 @@ def block_mask_from_layout(layout, device, B: int | None = None, H: int | None =
              for g in range(G)]
     bm_np = np.asarray(layout.bitmasks, dtype=np.uint32)
     has_bm = bm_np.size > 0
-    bitmasks = t(np.ascontiguousarray(bm_np).view(np.int32)) if has_bm else None
+    bitmasks = t(bm_np.view(np.int32).copy()) if has_bm else None
     kind_t, midx_t = t(kind_tab), t(midx_tab)
 
     def mask_mod(b, h, q_idx, kv_idx):
