@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, ".")
 from spattern.evaluation.bench_attention import (AND, BAND, INF, KEY_RANGE, OR, QUERY_RANGE, ANDNOT,  # noqa: E402
-                                                 eval_program, layout_from_masks)
+                                                 layout_from_masks)
 from spattern.runtime import cupy_backend  # noqa: E402
 
 

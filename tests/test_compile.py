@@ -222,7 +222,7 @@ def test_load_rejects_a_corrupted_file(tmp_path):
 @given(sst.layouts())
 def test_csc_is_the_transpose_of_csr(layout):
     csc = layout.csc()
-    G, R, C = layout.n_groups, layout.n_rows, layout.n_cols
+    G, _R, C = layout.n_groups, layout.n_rows, layout.n_cols
     col_ptr, row_idx, perm = csc["col_ptr"], csc["row_idx"], csc["perm"]
     assert col_ptr.dtype == row_idx.dtype == perm.dtype == np.int32
     assert col_ptr.shape == (G, C + 1) and row_idx.shape == perm.shape == (layout.nnz,)
@@ -415,7 +415,6 @@ def _leaves(p):
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(sst.patterns(max_depth=2, heads_stacks=True), sst.lengths(1, 200), st.sampled_from((16, 32, 48, 64)))
 def test_closed_forms_match_exact_counts(p, N, b):
-    from hypothesis import assume
 
     assert_closed_form_matches(p, N, b)
 

@@ -19,8 +19,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -325,7 +325,7 @@ def assert_algebra_laws(a: Pattern, b: Pattern, c: Pattern, n: int, kv_len: int 
     commutative, associative and idempotent, ``&`` distributes over ``|``, and ``a - b == a & ~b``.
     With ``block`` given, the compiled layouts of both sides of each law are compared too."""
     kv = n if kv_len is None else kv_len
-    A, B, C = _m(a, n, kv), _m(b, n, kv), _m(c, n, kv)
+    A, B, _C = _m(a, n, kv), _m(b, n, kv), _m(c, n, kv)
     laws = [
         ("a | b == A or B", a | b, A | B),
         ("a & b == A and B", a & b, A & B),
