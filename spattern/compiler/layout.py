@@ -213,7 +213,7 @@ class BlockLayout:
         groups = range(self.n_groups) if group is None else [group]
         out = np.zeros((len(groups), self.q_len, self.kv_len), dtype=bool)
         bq, bk = self.block_q, self.block_k
-        rows_all, _grp_all = self.block_rows(), self.block_groups()
+        rows_all = self.block_rows()
         for n, g in enumerate(groups):
             sl = self.group_slice(g)
             idx = np.arange(sl.start, sl.stop)

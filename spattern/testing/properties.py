@@ -325,7 +325,7 @@ def assert_algebra_laws(a: Pattern, b: Pattern, c: Pattern, n: int, kv_len: int 
     commutative, associative and idempotent, ``&`` distributes over ``|``, and ``a - b == a & ~b``.
     With ``block`` given, the compiled layouts of both sides of each law are compared too."""
     kv = n if kv_len is None else kv_len
-    A, B, _C = _m(a, n, kv), _m(b, n, kv), _m(c, n, kv)
+    A, B, C = _m(a, n, kv), _m(b, n, kv), _m(c, n, kv)
     laws = [
         ("a | b == A or B", a | b, A | B),
         ("a & b == A and B", a & b, A & B),
@@ -337,6 +337,8 @@ def assert_algebra_laws(a: Pattern, b: Pattern, c: Pattern, n: int, kv_len: int 
         ("a | a == a", a | a, A),
         ("a & a == a", a & a, A),
         ("a & (b | c) == (a & b) | (a & c)", a & (b | c), _m((a & b) | (a & c), n, kv)),
+        ("(a | b) | c == A or B or C", (a | b) | c, A | B | C),
+        ("a & (b | c) == A and (B or C)", a & (b | c), A & (B | C)),
         ("a - b == a & ~b (on masks)", a - b, _m(a, n, kv) & ~_m(b, n, kv)),
         ("(a - b) | (a & b) == a", (a - b) | (a & b), A),
     ]
