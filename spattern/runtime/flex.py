@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from spattern.compiler import program as _program
+
 _compiled = None
 
 
@@ -23,37 +25,8 @@ def _flex():
     return _compiled
 
 
-def _eval_program_torch(prog, i, j):
-    """Postfix program (list of (op,a,b,c)) on broadcastable int tensors i, j -> bool tensor."""
-    st = []
-    for op, a, b, c in prog:
-        if op == 0:
-            st.append((i - j) == (i - j))
-        elif op == 1:
-            st.append((i - j) != (i - j))
-        elif op == 2:
-            d = i - j
-            st.append((d >= a) & (d <= b))
-        elif op == 3:
-            st.append(torch.remainder(i - j, a) == b)
-        elif op == 4:
-            m = torch.remainder(j + 0 * i, a)
-            st.append((m >= b) & (m <= c))
-        elif op == 5:
-            m = torch.remainder(i + 0 * j, a)
-            st.append((m >= b) & (m <= c))
-        elif op == 6:
-            jj = j + 0 * i
-            st.append((jj >= a) & (jj < b))
-        elif op == 7:
-            ii = i + 0 * j
-            st.append((ii >= a) & (ii < b))
-        elif op == 11:
-            st.append(~st.pop())
-        else:
-            y, x = st.pop(), st.pop()
-            st.append(x | y if op == 8 else (x & y if op == 9 else x & ~y))
-    return st[0]
+# the mask-program evaluator is the compiler's own (it works on torch tensors: % is remainder)
+_eval_program_torch = _program.evaluate
 
 
 def block_mask_from_layout(layout, device, B: int | None = None, H: int | None = None):
