@@ -132,6 +132,7 @@ DELEGATED = {
     ("data",): "spattern.data.cli",
     ("train",): "spattern.train.cli",
     ("generate",): "spattern.train.generate_cli",
+    ("perplexity",): "spattern.train.perplexity_cli",
 }
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="GPU benchmarks: 'spattern bench attention --help', 'spattern bench topk --help'")
     b.add_argument("what", choices=["attention", "topk"])
-    for name in ("data", "train", "generate"):
+    for name in ("data", "train", "generate", "perplexity"):
         sub.add_parser(name, help=f"see 'spattern {name} --help'", add_help=False)
     return ap
 

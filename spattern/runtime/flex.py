@@ -122,8 +122,24 @@ def make_flex_callable(layout, B, H, Nq, Nk, device, kernel_options=None):
     return fn
 
 
+# kernel options that compiled, per (head dim, dtype, device, block): FlexAttention's default Triton
+# configuration can need more shared memory than the GPU has (seen on the H100 at head dim 64 with
+# 128 x 128 blocks: 245,760 bytes needed, 232,448 available); fewer pipeline stages fit
+_OPTIONS: dict = {}
+_FALLBACK_OPTIONS = (None, {"num_stages": 2}, {"num_stages": 1, "BLOCK_M": 64, "BLOCK_N": 64})
+
+
+def _is_resource_error(e: Exception) -> bool:
+    msg = str(e)
+    return "out of resource" in msg or "No valid triton configs" in msg or "Hardware limit" in msg
+
+
 def attention_flex(q, k, v, layout, scale, return_lse=False, cu_seqlens=None):
-    """Same signature as the other backends; q (B,H,Nq,D). Packed input is not supported."""
+    """Same signature as the other backends; q (B,H,Nq,D). Packed input is not supported.
+
+    The first call per (head dim, dtype, device, block) tries flex's default kernel options and,
+    if the kernel does not fit the GPU's shared memory, fewer stages (then smaller tiles); the
+    options that compiled are kept for later calls (and their backward pass)."""
     if cu_seqlens is not None:
         raise ValueError("cu_seqlens: the flex backend does not take packed input; expected None, got a tensor")
     if q.dim() != 4:
@@ -131,7 +147,23 @@ def attention_flex(q, k, v, layout, scale, return_lse=False, cu_seqlens=None):
     bm = _cached_block_mask(layout, q.device)
     fa = _flex()
     gqa = q.shape[1] != k.shape[1]
-    if return_lse:
-        out, lse = fa(q, k, v, block_mask=bm, scale=scale, enable_gqa=gqa, return_lse=True)
-        return out, lse.float()
-    return fa(q, k, v, block_mask=bm, scale=scale, enable_gqa=gqa), None
+    key = (q.shape[-1], q.dtype, str(q.device), layout.block_q, layout.block_k)
+    candidates = [_OPTIONS[key]] if key in _OPTIONS else list(_FALLBACK_OPTIONS)
+    for n, opts in enumerate(candidates):
+        try:
+            res = fa(q, k, v, block_mask=bm, scale=scale, enable_gqa=gqa, return_lse=return_lse,
+                     kernel_options=opts)
+        except Exception as e:  # noqa: BLE001 - only resource errors are retried
+            if not _is_resource_error(e) or n == len(candidates) - 1:
+                raise
+            import warnings
+
+            warnings.warn(f"flex_attention: kernel options {opts} need more shared memory than the GPU has; "
+                          f"retrying with {candidates[n + 1]}", RuntimeWarning, stacklevel=2)
+            torch._dynamo.reset()
+            continue
+        _OPTIONS[key] = opts
+        if return_lse:
+            out, lse = res
+            return out, lse.float()
+        return res, None

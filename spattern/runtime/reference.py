@@ -72,9 +72,11 @@ def _row_tables(layout: BlockLayout, g: int, rows: np.ndarray):
     slot = np.arange(L)[None, :]
     valid = slot < count[:, None]
     idx = np.where(valid, start[:, None] + slot, 0)
-    cols = np.where(valid, layout.col_idx[idx] if layout.nnz else 0, -1)
-    kinds = np.where(valid, layout.block_kind[idx] if layout.nnz else 0, -1)
-    midx = np.where(valid, layout.mask_idx[idx] if layout.nnz else 0, -1)
+    # widen before mixing in -1 (block_kind is uint8: NumPy >= 2.5 refuses the implicit cast)
+    take = lambda a: a[idx].astype(np.int64) if layout.nnz else np.zeros(idx.shape, np.int64)  # noqa: E731
+    cols = np.where(valid, take(layout.col_idx), -1)
+    kinds = np.where(valid, take(layout.block_kind), -1)
+    midx = np.where(valid, take(layout.mask_idx), -1)
     return cols, kinds, midx
 
 

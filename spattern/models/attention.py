@@ -1,0 +1,67 @@
+"""The one attention call every model makes: dense causal SDPA, or a sparse pattern through
+`spattern.compile` + `spattern.attention`.
+
+`pattern=None` (or "dense") is causal attention through torch's SDPA. Any other string is parsed
+with `spattern.parse` and compiled once per (pattern, q_len, kv_len, block) into a BlockLayout
+(cached); the pattern must include causality itself (e.g. "local(128) & causal").
+"""
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+DENSE = (None, "", "dense")
+_LAYOUTS: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+def is_dense(pattern: str | None) -> bool:
+    return pattern in DENSE
+
+
+def compiled_layout(pattern: str, q_len: int, kv_len: int | None = None, block: tuple[int, int] = (64, 64)):
+    """The BlockLayout of a pattern string at these lengths (compiled once, then cached)."""
+    key = (pattern, int(q_len), int(kv_len if kv_len is not None else q_len), tuple(block))
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        import spattern  # noqa: PLC0415 (the pattern API is optional for dense models)
+
+        p = spattern.parse(pattern)
+        layout = spattern.compile(p, key[1], key[2], block=key[3])
+        layout.validate()  # once here; every call after passes trusted=True
+        with _LOCK:
+            _LAYOUTS[key] = layout
+    return layout
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | None = None,
+           backend: str = "auto", block: tuple[int, int] = (64, 64)) -> torch.Tensor:
+    """Causal (or patterned) attention. q (B, H, N, D), k/v (B, Hkv, N, D), H % Hkv == 0 -> (B, H, N, D)."""
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"q, k, v: expected 4-D (B, H, N, D), got {tuple(q.shape)}, {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
+    H, Hkv = q.shape[1], k.shape[1]
+    if H % Hkv:
+        raise ValueError(f"heads: expected q heads divisible by kv heads, got {H} and {Hkv}")
+    if is_dense(pattern):
+        if Hkv != H:  # (B, Hkv, N, D) -> (B, H, N, D)
+            k = k.repeat_interleave(H // Hkv, dim=1)
+            v = v.repeat_interleave(H // Hkv, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    import spattern  # noqa: PLC0415
+
+    layout = compiled_layout(pattern, q.shape[2], k.shape[2], block)
+    return spattern.attention(q, k, v, layout, backend=backend, trusted=True)
+
+
+def per_layer_patterns(pattern: str | None | Sequence[str | None], n_layers: int) -> list[str | None]:
+    """One pattern for all layers, or a list with one entry per layer."""
+    if pattern is None or isinstance(pattern, str):
+        return [None if is_dense(pattern) else pattern] * n_layers
+    pats = list(pattern)
+    if len(pats) != n_layers:
+        raise ValueError(f"pattern: expected a string or a list of {n_layers} (one per layer), got {len(pats)}")
+    return [None if is_dense(p) else p for p in pats]

@@ -1,0 +1,90 @@
+"""Building blocks shared by the decoders: self-attention with a pattern, MLPs, RMSNorm."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import attend
+from .rotary import Rotary
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+class SelfAttention(nn.Module):
+    """Projections, optional rotary, one `attend` call with this layer's pattern and backend."""
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, bias: bool, rotary: Rotary | None,
+                 pattern: str | None, backend: str, block: tuple[int, int]) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
+        self.q_proj = nn.Linear(d_model, n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)
+        self.rotary = rotary
+        self.pattern, self.backend, self.block = pattern, backend, block
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """x (B, N, C) -> (B, N, C). `cache` (dense layers, generation): a dict holding this layer's
+        past keys/values; x is then the N tokens after them."""
+        B, N, _ = x.shape                                                          # (B, N, C)
+        past = 0 if cache is None or "k" not in cache else cache["k"].shape[2]
+        q = self.q_proj(x).view(B, N, self.n_heads, self.head_dim).transpose(1, 2)     # (B, H, N, D)
+        k = self.k_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, N, D)
+        v = self.v_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, N, D)
+        if self.rotary is not None:
+            q, k = self.rotary(q, past), self.rotary(k, past)
+        if cache is None:
+            y = attend(q, k, v, self.pattern, self.backend, self.block)            # (B, H, N, D)
+        else:
+            if self.pattern is not None:
+                raise ValueError(f"cache: expected a dense layer, got pattern {self.pattern!r} "
+                                 "(patterned layers recompute the context instead)")
+            if past:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)  # (B, Hkv, past+N, D)
+            cache["k"], cache["v"] = k, v
+            y = _attend_after(q, k, v, past)                                       # (B, H, N, D)
+        return self.o_proj(y.transpose(1, 2).reshape(B, N, -1))                   # (B, N, C)
+
+
+def _attend_after(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
+    """Causal attention of N queries at positions past..past+N-1 over all past+N keys."""
+    if past == 0:
+        return attend(q, k, v, None)
+    H, Hkv = q.shape[1], k.shape[1]
+    if H != Hkv:  # (B, Hkv, T, D) -> (B, H, T, D)
+        k, v = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
+    N, T = q.shape[2], k.shape[2]
+    mask = torch.ones(N, T, dtype=torch.bool, device=q.device).tril(diagonal=past)  # (N, T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class MLP(nn.Module):
+    """act in {"gelu", "relu"}: fc2(act(fc1(x))); "swiglu": down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, d_model: int, d_ff: int, act: str, bias: bool) -> None:
+        super().__init__()
+        self.act = act
+        if act == "swiglu":
+            self.gate = nn.Linear(d_model, d_ff, bias=bias)
+            self.up = nn.Linear(d_model, d_ff, bias=bias)
+            self.down = nn.Linear(d_ff, d_model, bias=bias)
+        else:
+            self.fc1 = nn.Linear(d_model, d_ff, bias=bias)
+            self.fc2 = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act == "swiglu":
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        h = self.fc1(x)
+        return self.fc2(F.gelu(h) if self.act == "gelu" else F.relu(h))
