@@ -440,3 +440,14 @@ def test_65536_tokens_single_head_blockwise(monkeypatch):
         want = w @ v[0, 0, allowed].double()
         assert torch.allclose(out[0, 0, i].double(), want, atol=1e-5), (i, (out[0, 0, i].double() - want).abs().max())
         assert abs(lse[0, 0, i].item() - torch.logsumexp(s, 0).item()) < 1e-4, i
+
+
+def test_forward_only_backend_refuses_inputs_that_need_gradients():
+    layout = sp.compile(sp.local(4) & sp.causal, 32, block=16)
+    q = torch.randn(1, 1, 32, 8, requires_grad=True)
+    with pytest.raises(ValueError, match="forward-only"):
+        sp.attention(q, q, q, layout, backend="cupy")
+    with torch.no_grad():  # auto on the CPU: the reference, with or without gradients
+        assert sp.attention(q, q, q, layout).shape == q.shape
+    sp.attention(q, q, q, layout).sum().backward()
+    assert q.grad is not None

@@ -8,8 +8,8 @@ Semantics: softmax over the keys the layout allows, scaled by ``scale`` (default
 A query with no allowed key gives zeros and LSE = -inf. The LSE is natural-log, fp32, shaped
 (B, H, Nq) (packed: (H, T)). k/v may have fewer heads than q (grouped-query attention: query
 head h reads kv head h // (H / Hkv)). Backends: ``reference`` (torch, any device, the oracle),
-``cupy`` (CUDA kernels), ``flex`` (FlexAttention), ``auto`` (cupy on CUDA fp16/bf16 when CuPy
-works, otherwise reference).
+``cupy`` (CUDA kernels, forward only), ``flex`` (FlexAttention), ``auto`` (cupy on CUDA fp16/bf16
+when CuPy works and no gradient is needed; flex on CUDA when one is; otherwise reference).
 """
 
 from __future__ import annotations
@@ -49,6 +49,14 @@ def cupy_available() -> bool:
     except ImportError:
         return False
     return is_available()
+
+
+def flex_available() -> bool:
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _fail(arg: str, expected: str, got) -> None:
@@ -130,9 +138,19 @@ def attention(q, k, v, layout: BlockLayout, *, scale: float | None = None, backe
         _fail("scale", "a float or None", repr(scale))
     if backend not in ("auto", *BACKENDS):
         _fail("backend", f"one of {('auto', *BACKENDS)}", repr(backend))
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if backend == "auto":
-        backend = ("cupy" if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and cupy_available()
-                   else "reference")
+        # the CUDA kernels are forward-only: when gradients are needed on a GPU, FlexAttention
+        # (which has a backward) for unpacked input, else the differentiable reference
+        if q.is_cuda and not needs_grad and q.dtype in (torch.float16, torch.bfloat16) and cupy_available():
+            backend = "cupy"
+        elif q.is_cuda and needs_grad and cu_seqlens is None and flex_available():
+            backend = "flex"
+        else:
+            backend = "reference"
+    elif backend == "cupy" and needs_grad:
+        _fail("backend", "'flex' or 'reference' when gradients are needed ('cupy' is forward-only)",
+              "'cupy' with inputs that require grad")
     fn = BACKENDS[backend]()
     out, lse = fn(q, k, v, layout, float(scale), return_lse, cu_seqlens)
     return (out, lse) if return_lse else out
