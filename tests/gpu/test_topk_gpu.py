@@ -63,3 +63,25 @@ def test_build_is_graph_capturable_and_replays_new_scores():
     fresh = topk_block_layout(s, k, n, n, (block, block), impl="torch")
     got = captured.to_device("cuda")["col_idx"].cpu().numpy()
     assert np.array_equal(got, fresh.col_idx)
+
+
+def test_indexed_sparse_training_step_on_cuda():
+    """The sparse stage on the GPU: selection by the fused kernel, attention through a backend
+    with a backward (auto picks flex when gradients are needed), gradients reach the model."""
+    from spattern.indexer.train import attach_indexers, indexer_modules, set_mode
+    from spattern.models import build_model, get_config
+
+    torch.manual_seed(0)
+    model = build_model(get_config("neox-tiny", vocab_size=256)).cuda()
+    attach_indexers(model, k=3, block=(128, 128), n_heads=2, head_dim=16)
+    model.cuda()
+    set_mode(model, "sparse")
+    idx = torch.randint(0, 256, (2, 513), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        aux = sum(m.aux_loss for m in indexer_modules(model))
+    (loss + aux).backward()
+    assert torch.isfinite(loss) and torch.isfinite(aux)
+    for m in indexer_modules(model):
+        assert m.indexer.wq.weight.grad is not None and torch.isfinite(m.indexer.wq.weight.grad).all()
+        assert m.attn.v_proj.weight.grad is not None and m.attn.v_proj.weight.grad.abs().sum() > 0
