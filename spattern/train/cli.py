@@ -47,6 +47,16 @@ def main_generate(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from .generate import chat_prompt, generate  # noqa: PLC0415
 
+    model, tok = _load_model(args)
+    prompt = chat_prompt(args.prompt) if args.chat else args.prompt
+    ids = generate(model, tok.encode(prompt), args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                   eos_id=tok.eos_id, seed=args.seed)
+    sys.stdout.write(prompt + tok.decode(ids) + "\n")
+    return 0
+
+
+def _load_model(args):
+    """The model and tokenizer that --smollm2 or --checkpoint name, on --device, with --pattern."""
     if args.smollm2:
         from ..models.pretrained import load_smollm2  # noqa: PLC0415
 
@@ -62,11 +72,7 @@ def main_generate(argv: list[str] | None = None) -> int:
     model = model.to(args.device)
     if args.pattern is not None:
         model.set_pattern(args.pattern, args.backend)
-    prompt = chat_prompt(args.prompt) if args.chat else args.prompt
-    ids = generate(model, tok.encode(prompt), args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                   eos_id=tok.eos_id, seed=args.seed)
-    sys.stdout.write(prompt + tok.decode(ids) + "\n")
-    return 0
+    return model, tok
 
 
 def main_perplexity(argv: list[str] | None = None) -> int:
@@ -86,24 +92,11 @@ def main_perplexity(argv: list[str] | None = None) -> int:
     ap.add_argument("--obtain", action="store_true", help="fetch a missing corpus source")
     args = ap.parse_args(argv)
     import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
 
     from ..data import iter_documents, split_of  # noqa: PLC0415
     from .perplexity import window_perplexity  # noqa: PLC0415
 
-    if args.smollm2:
-        from ..models.pretrained import load_smollm2  # noqa: PLC0415
-
-        model, tok = load_smollm2()
-    else:
-        from .loop import load_checkpoint, load_data  # noqa: PLC0415
-
-        model = load_checkpoint(args.checkpoint, args.device)
-        tok = load_data(torch.load(args.checkpoint, map_location="cpu", weights_only=False)["config"],
-                        log=lambda *a: None).tokenizer()
-    model = model.to(args.device)
-    if args.pattern is not None:
-        model.set_pattern(args.pattern, args.backend)
+    model, tok = _load_model(args)
     ids = []
     for d in iter_documents(args.corpus, obtain=args.obtain):
         if split_of(d.id) != args.split:
