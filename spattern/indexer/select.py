@@ -187,53 +187,54 @@ def topk_block_layout(bscores: torch.Tensor, k: int, q_len: int, kv_len: int | N
     bq, bk = block
     if impl not in ("auto", "cuda", "torch"):
         raise ValueError(f"impl: expected 'auto', 'cuda' or 'torch', got {impl!r}")
+    _check_scores(bscores, k, q_len, kv_len, bq, bk, sink, local)
     B = bscores.shape[0]
     dev = bscores.device
-    key = (B, q_len, kv_len, bq, bk, k, causal)
+    host, static = _static_parts(B, int(q_len), int(kv_len), int(bq), int(bk), int(k), bool(causal), str(dev),
+                                 pattern or f"topk({k})")
+    nnz = int(host["row_ptr"][-1, -1])
     use_cuda = impl == "cuda" or (impl == "auto" and bscores.is_cuda and _cuda_ok(bscores, k))
     if use_cuda:
         from spattern.indexer import cuda_select
 
-        _check_scores(bscores, k, q_len, kv_len, bq, bk, sink, local)
-        kk, counts, row_ptr, flat, rows = _plan(B, q_len, kv_len, bq, bk, k, causal)
-        nnz = int(row_ptr[-1, -1])
-        rp_t = _device_static(("row_ptr",) + key, dev, lambda: torch.from_numpy(row_ptr))
         col_idx = torch.empty(nnz, dtype=torch.int32, device=dev)
         kind = torch.empty(nnz, dtype=torch.uint8, device=dev)
-        cuda_select.select_into(bscores, rp_t, col_idx, kind, q_len, bq, bk, causal, sink, local)
-        program = [(prog.BAND, 0, prog.INF, 0)] if causal else []
+        cuda_select.select_into(bscores, static["row_ptr"], col_idx, kind, q_len, bq, bk, causal, sink, local)
     else:
-        cols, kk, counts, row_ptr, flat, rows = _select(bscores, k, q_len, kv_len, bq, bk, causal, sink, local)
-        flat_t = _device_static(("flat",) + key, dev, lambda: torch.from_numpy(flat))
-        rows_t = _device_static(("rows",) + key, dev, lambda: torch.from_numpy(rows))
-        col_idx = cols.reshape(-1)[flat_t].to(torch.int32)
+        cols, *_ = _select(bscores, k, q_len, kv_len, bq, bk, causal, sink, local)
+        col_idx = cols.reshape(-1)[static["flat"]].to(torch.int32)
         if causal:  # blocks holding a key later than some query of the row: the causal program decides
-            partial = (col_idx.long() * bk + bk - 1) > rows_t * bq
+            partial = (col_idx.long() * bk + bk - 1) > static["rows"] * bq
             kind = torch.where(partial, PROGRAM, FULL).to(torch.uint8)
-            program = [(prog.BAND, 0, prog.INF, 0)]
         else:
             kind = torch.full_like(col_idx, FULL, dtype=torch.uint8)
-            program = []
+    device_arrays = {n: static[n] for n in ("row_ptr", "mask_idx", "bitmasks", "programs", "program_len")}
+    device_arrays.update(col_idx=col_idx, block_kind=kind)
+    return DeviceBlockLayout(device_arrays=device_arrays, **host)
+
+
+@lru_cache(maxsize=32)
+def _static_parts(B, q_len, kv_len, bq, bk, k, causal, dev, pattern):
+    """Everything of a top-k layout that depends only on its shape: the host arrays (read-only,
+    shared by every layout of this shape) and their device copies, made once. Nothing is copied
+    per call, so the build can be captured in a CUDA graph."""
+    kk, counts, row_ptr, flat, rows = _plan(B, q_len, kv_len, bq, bk, k, causal)
     nnz = int(row_ptr[-1, -1])
+    program = [(prog.BAND, 0, prog.INF, 0)] if causal else []
     programs = np.zeros((B, 1, 4), dtype=np.int32)
     if program:
         programs[:, 0] = program[0]
-    host = dict(
-        q_len=int(q_len), kv_len=int(kv_len), block_q=int(bq), block_k=int(bk), group_shape=(B, 1),
-        row_ptr=row_ptr, mask_idx=np.full(nnz, -1, dtype=np.int32),
-        bitmasks=np.zeros((0, bq, -(-bk // 32)), dtype=np.uint32), programs=programs,
-        program_len=np.full(B, len(program), dtype=np.int32), pattern=pattern or f"topk({k})",
-    )
-    # arrays fixed by the shape: copied to the device once and reused (no copies per call, so the
-    # build can be captured in a CUDA graph)
-    device_arrays = {
-        name: _device_static((name,) + key, dev, lambda a=arr: torch.from_numpy(np.ascontiguousarray(a)))
-        for name, arr in (("row_ptr", row_ptr), ("mask_idx", host["mask_idx"]),
-                          ("bitmasks", host["bitmasks"].view(np.int32)), ("programs", programs),
-                          ("program_len", host["program_len"]))
-    }
-    device_arrays.update(col_idx=col_idx, block_kind=kind)
-    return DeviceBlockLayout(device_arrays=device_arrays, **host)
+    arrays = dict(row_ptr=row_ptr, mask_idx=np.full(nnz, -1, dtype=np.int32),
+                  bitmasks=np.zeros((0, bq, -(-bk // 32)), dtype=np.uint32), programs=programs,
+                  program_len=np.full(B, len(program), dtype=np.int32))
+    static = {n: torch.from_numpy(np.array(a.view(np.int32) if n == "bitmasks" else a)).to(dev)
+              for n, a in arrays.items()}
+    static["flat"] = torch.from_numpy(flat).to(dev)
+    static["rows"] = torch.from_numpy(rows).to(dev)
+    for a in arrays.values():
+        a.setflags(write=False)
+    host = dict(q_len=q_len, kv_len=kv_len, block_q=bq, block_k=bk, group_shape=(B, 1), pattern=pattern, **arrays)
+    return host, static
 
 
 _DEVICE_STATIC: dict = {}
