@@ -27,6 +27,9 @@ from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
+# program opcodes used by combinators (the full table lives in spattern.compiler.program)
+OP_OR, OP_AND, OP_ANDNOT = 8, 9, 10
+
 # Operator precedence of the string syntax (as in Python): '|' < '&' < '-' < atom.
 PREC_OR, PREC_AND, PREC_SUB, PREC_ATOM = 1, 2, 3, 4
 
@@ -169,18 +172,65 @@ def check_int(value: Any, what: str, minimum: int | None = None) -> int:
 # ------------------------------------------------------------------------------------------
 # Combinators
 # ------------------------------------------------------------------------------------------
-@dataclass(frozen=True, repr=False)
-class Union(Pattern):
-    """Allowed where any part allows. Nested unions are flattened."""
+class _NAry(Pattern):
+    """What unions and intersections share: n parts folded with one boolean operator, one block
+    state rule and one program opcode. Subclasses set the class attributes below and ``blocks``."""
 
     parts: tuple[Pattern, ...]
-    name: ClassVar[str] = "union"
+    _fold: ClassVar[Any]  # numpy operator on masks
+    _fold_state: ClassVar[Any]  # rule on per-block states
+    _op: ClassVar[int]  # mask-program opcode
+    _prec: ClassVar[int]
+    _symbol: ClassVar[str]
 
     def allowed(self, q_idx, kv_idx, geom):
         out = np.asarray(self.parts[0].allowed(q_idx, kv_idx, geom), dtype=bool)
         for p in self.parts[1:]:
-            out = out | p.allowed(q_idx, kv_idx, geom)
+            out = type(self)._fold(out, p.allowed(q_idx, kv_idx, geom))
         return out
+
+    def classify(self, grid, rows, cols):
+        states = [p.classify(grid, rows, cols) for p in self.parts]
+        if any(st is None for st in states):
+            return None
+        out = states[0]
+        for st in states[1:]:
+            out = type(self)._fold_state(out, st)
+        return out
+
+    def program(self):
+        return _combine_programs(self.parts, self._op)
+
+    def bind(self, context):
+        return (union if isinstance(self, Union) else intersection)(*(p.bind(context) for p in self.parts))
+
+    @property
+    def is_static(self):
+        return all(p.is_static for p in self.parts)
+
+    @property
+    def precedence(self):
+        return self._prec
+
+    def __str__(self):
+        return f" {self._symbol} ".join(_paren(p, self._prec) for p in self.parts)
+
+
+@dataclass(frozen=True, repr=False)
+class Union(_NAry):
+    """Allowed where any part allows. Nested unions are flattened."""
+
+    parts: tuple[Pattern, ...]
+    name: ClassVar[str] = "union"
+    _op, _prec, _symbol = OP_OR, PREC_OR, "|"
+
+    @staticmethod
+    def _fold(x, y):
+        return x | y
+
+    @staticmethod
+    def _fold_state(a, b):
+        return _union_state(a, b)
 
     def blocks(self, geom, block_q, block_k):
         sets = [p.blocks(geom, block_q, block_k) for p in self.parts]
@@ -191,49 +241,26 @@ class Union(Pattern):
             out = out.union(s)
         return out
 
-    def classify(self, grid, rows, cols):
-        states = [p.classify(grid, rows, cols) for p in self.parts]
-        if any(st is None for st in states):
-            return None
-        out = states[0]
-        for st in states[1:]:
-            out = _union_state(out, st)
-        return out
-
-    def program(self):
-        return _combine_programs(self.parts, OP_OR)
-
-    def bind(self, context):
-        return union(*(p.bind(context) for p in self.parts))
-
-    @property
-    def is_static(self):
-        return all(p.is_static for p in self.parts)
-
     @property
     def is_causal(self):
         return all(p.is_causal for p in self.parts)
 
-    @property
-    def precedence(self):
-        return PREC_OR
-
-    def __str__(self):
-        return " | ".join(_paren(p, PREC_OR) for p in self.parts)
-
 
 @dataclass(frozen=True, repr=False)
-class Intersection(Pattern):
+class Intersection(_NAry):
     """Allowed where every part allows. Nested intersections are flattened."""
 
     parts: tuple[Pattern, ...]
     name: ClassVar[str] = "intersection"
+    _op, _prec, _symbol = OP_AND, PREC_AND, "&"
 
-    def allowed(self, q_idx, kv_idx, geom):
-        out = np.asarray(self.parts[0].allowed(q_idx, kv_idx, geom), dtype=bool)
-        for p in self.parts[1:]:
-            out = out & p.allowed(q_idx, kv_idx, geom)
-        return out
+    @staticmethod
+    def _fold(x, y):
+        return x & y
+
+    @staticmethod
+    def _fold_state(a, b):
+        return _intersection_state(a, b)
 
     def blocks(self, geom, block_q, block_k):
         # Enumerate one part (not a filter-first one such as causal, if any other exists), then
@@ -254,35 +281,9 @@ class Intersection(Pattern):
             out = out.intersection(other)
         return out
 
-    def classify(self, grid, rows, cols):
-        states = [p.classify(grid, rows, cols) for p in self.parts]
-        if any(st is None for st in states):
-            return None
-        out = states[0]
-        for st in states[1:]:
-            out = _intersection_state(out, st)
-        return out
-
-    def program(self):
-        return _combine_programs(self.parts, OP_AND)
-
-    def bind(self, context):
-        return intersection(*(p.bind(context) for p in self.parts))
-
-    @property
-    def is_static(self):
-        return all(p.is_static for p in self.parts)
-
     @property
     def is_causal(self):
         return any(p.is_causal for p in self.parts)
-
-    @property
-    def precedence(self):
-        return PREC_AND
-
-    def __str__(self):
-        return " & ".join(_paren(p, PREC_AND) for p in self.parts)
 
 
 @dataclass(frozen=True, repr=False)
@@ -392,8 +393,6 @@ def _paren(p: Pattern, min_prec: int) -> str:
     return f"({s})" if p.precedence < min_prec else s
 
 
-# program opcodes used by combinators (the full table lives in spattern.compiler.program)
-OP_OR, OP_AND, OP_ANDNOT = 8, 9, 10
 
 
 def _combine_programs(parts: Sequence[Pattern], op: int):
