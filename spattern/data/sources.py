@@ -28,6 +28,17 @@ def _run(cmd: list[str], cwd: Path | None = None) -> tuple[bool, str]:
     return proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
 
 
+
+def _from_apt(corpus: str, package: str, path: Path, obtain: bool) -> Path:
+    """``path`` once Debian's ``package`` is installed: installs it when ``obtain``, else says how."""
+    if obtain:
+        ok, log = _apt_install(package)
+        if ok and path.is_dir():
+            return path
+        raise SourceMissing(f"{corpus}: `apt-get install {package}` failed:\n{log}")
+    raise SourceMissing(f"{corpus}: {path} not found; run `apt-get install {package}` "
+                        f"(or `spattern data prepare {corpus} --obtain`)")
+
 def _apt_install(package: str) -> tuple[bool, str]:
     if shutil.which("apt-get") is None:
         return False, "apt-get not found"
@@ -47,14 +58,7 @@ def python_docs_root(obtain: bool = False) -> Path:
     for c in candidates:
         if c.is_dir():
             return c
-    package = f"python{ver}-doc"
-    if obtain:
-        ok, log = _apt_install(package)
-        if ok and preferred.is_dir():
-            return preferred
-        raise SourceMissing(f"python-docs: `apt-get install {package}` failed:\n{log}")
-    raise SourceMissing(f"python-docs: not found under /usr/share/doc; run `apt-get install {package}` "
-                        "(or `spattern data prepare python-docs --obtain`)")
+    return _from_apt("python-docs", f"python{ver}-doc", preferred, obtain)
 
 
 def linux_docs_root(obtain: bool = False, version: str = "6.1") -> Path:
@@ -62,14 +66,7 @@ def linux_docs_root(obtain: bool = False, version: str = "6.1") -> Path:
     root = Path(f"/usr/share/doc/linux-doc-{version}/Documentation")
     if root.is_dir():
         return root
-    package = f"linux-doc-{version}"
-    if obtain:
-        ok, log = _apt_install(package)
-        if ok and root.is_dir():
-            return root
-        raise SourceMissing(f"linux-docs: `apt-get install {package}` failed:\n{log}")
-    raise SourceMissing(f"linux-docs: {root} not found; run `apt-get install {package}` "
-                        "(or `spattern data prepare linux-docs --obtain`)")
+    return _from_apt("linux-docs", f"linux-doc-{version}", root, obtain)
 
 
 def sotu_tarball(obtain: bool = False) -> Path:
