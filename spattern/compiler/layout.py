@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from spattern.compiler import program as prog
 
 FULL, PROGRAM, BITMASK = 0, 1, 2
+DEVICE_CACHE_SIZE = 32  # entries per layout in ``BlockLayout.cached``
 KIND_NAMES = {FULL: "full", PROGRAM: "program", BITMASK: "bitmask"}
 
 
@@ -63,7 +65,7 @@ class BlockLayout:
     programs: np.ndarray
     program_len: np.ndarray
     pattern: str = ""
-    _device_cache: dict = field(default_factory=dict, repr=False)
+    _device_cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _csc: Any = field(default=None, repr=False)
 
     # --- shapes ----------------------------------------------------------------------------
@@ -296,19 +298,38 @@ class BlockLayout:
         }
 
     # --- device copies ---------------------------------------------------------------------
+    def cached(self, device, purpose: str, build: Callable[[], Any], *key) -> Any:
+        """The one device-side cache of everything derived from this layout.
+
+        ``build()`` runs once per (device, purpose, *key) and its result is kept on the layout
+        itself (so it lives exactly as long as the layout: no global dict, no ``id()`` keys).
+        Bounded: at most ``DEVICE_CACHE_SIZE`` entries, least recently used evicted first.
+        Users: the CUDA launcher (tensors, work orders), the flex interop (BlockMasks), the top-k
+        builder (shape-only parts)."""
+        k = (str(device), purpose, *key)
+        c = self._device_cache
+        if k in c:
+            c.move_to_end(k)
+            return c[k]
+        value = build()
+        c[k] = value
+        while len(c) > DEVICE_CACHE_SIZE:
+            c.popitem(last=False)
+        return value
+
     def to_device(self, device) -> dict[str, Any]:
         """torch tensors of the arrays on ``device`` (cached per device; uint32 bitmasks as int32)."""
         import torch
 
-        key = str(torch.device(device))
-        if key not in self._device_cache:
+        def build():
             t = {}
             for name in ("row_ptr", "col_idx", "mask_idx", "programs", "program_len"):
                 t[name] = torch.from_numpy(np.array(getattr(self, name))).to(device)  # writable copy
             t["block_kind"] = torch.from_numpy(self.block_kind.astype(np.uint8)).to(device)
             t["bitmasks"] = torch.from_numpy(self.bitmasks.view(np.int32).copy()).to(device)
-            self._device_cache[key] = t
-        return self._device_cache[key]
+            return t
+
+        return self.cached(torch.device(device), "arrays", build)
 
     # --- persistence -----------------------------------------------------------------------
     _ARRAYS = ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs", "program_len")
@@ -372,6 +393,6 @@ def unpack_bits(words: np.ndarray, block_k: int) -> np.ndarray:
 
 def replace(layout: BlockLayout, **changes) -> BlockLayout:
     """A copy with fields changed (device caches are not carried over)."""
-    changes.setdefault("_device_cache", {})
+    changes.setdefault("_device_cache", OrderedDict())
     changes.setdefault("_csc", None)
     return dataclasses.replace(layout, **changes)
