@@ -1,0 +1,253 @@
+"""Paired statistics for comparing two runs on the same examples, thin over scipy/statsmodels.
+
+Notation: ``x`` (a run) and ``y`` (its baseline) are per-example values paired by position,
+``d = x - y``, ``n = len(d)``.
+
+- Mean difference ``mean(d)`` with a paired BCa bootstrap CI (``scipy.stats.bootstrap`` on
+  ``(x, y)`` with ``paired=True``, statistic ``mean(x) - mean(y)``; Efron's bias-corrected and
+  accelerated interval; resampling from a seeded ``numpy.random.Generator`` so it is reproducible).
+- One-sample mean CI: the same BCa bootstrap of ``mean(x)``.
+- Tests of ``H0: the distribution of d is symmetric about 0`` (two-sided by default):
+  Wilcoxon signed-rank (``scipy.stats.wilcoxon``, zero differences dropped: ``zero_method="wilcox"``;
+  exact null distribution for small n without ties, normal approximation otherwise) and the paired
+  permutation test (``scipy.stats.permutation_test`` with ``permutation_type="samples"``: the signs of
+  the d_i are flipped at random, statistic ``mean(d)``; exact when 2^n <= n_resamples).
+- Holm's step-down correction over a family of p-values
+  (``statsmodels.stats.multitest.multipletests(method="holm")``):
+  ``p_(i) -> max_{j<=i} min(1, (m - j + 1) p_(j))`` for sorted p-values.
+- Effect sizes: Cohen's ``d_z = mean(d) / sd(d)`` (sd with ddof = 1) and the matched-pairs
+  rank-biserial correlation ``r = (T+ - T-) / (T+ + T-)`` (T+/T-: sums of the ranks of |d_i| over
+  positive/negative d_i, zeros dropped as in the Wilcoxon test).
+- Seeds as the unit: ``per_seed_means`` turns values keyed by (seed, example) into one mean per
+  seed, to be paired across runs by seed.
+
+Degenerate cases, each explicit (never a scipy warning or a NaN):
+
+- all ``d_i`` equal (e.g. identical inputs, or a constant shift): the bootstrap CI is the zero-width
+  interval ``[d_0, d_0]``; if moreover ``d = 0``, both tests give ``p = 1``; ``d_z`` is ``None``
+  (sd(d) = 0) with the reason in ``note``.
+- ``n < 2``: no CI (``None``) and no ``d_z``, with the reason; the tests still run (p = 1 at n = 1).
+- a BCa interval scipy cannot compute (too few distinct values): ``None`` with the reason.
+- NaN/inf in an input: ``StatsInputError`` naming the argument.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import scipy.stats
+
+from spattern.utils.errors import UserError
+
+TESTS = ("wilcoxon", "permutation")
+N_RESAMPLES = 9999
+
+
+class StatsInputError(UserError, ValueError):
+    """Values that cannot be tested (NaN, wrong shape, unequal lengths): names the argument."""
+
+
+def as_values(x, name: str) -> np.ndarray:
+    """float64 [n] from a sequence of numbers; NaN/inf or a non-1-D input is a ``StatsInputError``."""
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise StatsInputError(f"{name}: expected a sequence of numbers, got {type(x).__name__} ({e})") from None
+    if a.ndim != 1:
+        raise StatsInputError(f"{name}: expected a 1-D sequence of numbers, got shape {a.shape}")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise StatsInputError(f"{name}: expected finite numbers, got {int(bad.sum())} non-finite "
+                              f"value(s) (first at index {i}: {a[i]})")
+    return a
+
+
+def _pair(x, y, xname: str = "x", yname: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    x, y = as_values(x, xname), as_values(y, yname)
+    if x.size != y.size:
+        raise StatsInputError(f"{xname}, {yname}: expected paired values of equal length, got {x.size} and {y.size}")
+    if x.size == 0:
+        raise StatsInputError(f"{xname}, {yname}: expected at least one pair, got none")
+    return x, y
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval of ``estimate``; ``low``/``high`` are None when it cannot be computed
+    (``reason`` says why); ``reason`` also notes a zero-width interval from constant data."""
+
+    estimate: float
+    low: float | None
+    high: float | None
+    level: float
+    n: int
+    reason: str | None = None
+
+
+def _bootstrap(data: tuple, statistic, level: float, n_resamples: int, seed: int, paired: bool,
+               estimate: float, spread: np.ndarray) -> Interval:
+    n = int(data[0].size)
+    if n < 2:
+        return Interval(estimate, None, None, level, n, f"n = {n} < 2: no confidence interval")
+    if np.ptp(spread) == 0:  # constant: every resample gives the same statistic
+        return Interval(estimate, estimate, estimate, level, n, "constant values: zero-width interval")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = scipy.stats.bootstrap(data, statistic, paired=paired, vectorized=True, method="BCa",
+                                    confidence_level=level, n_resamples=n_resamples,
+                                    rng=np.random.default_rng(seed))
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        why = "; ".join(sorted({str(w.message).split(".")[0] for w in caught})) or "non-finite bounds"
+        return Interval(estimate, None, None, level, n, f"BCa interval undefined at n = {n} ({why})")
+    return Interval(estimate, lo, hi, level, n)
+
+
+def mean_ci(x, level: float = 0.95, n_resamples: int = N_RESAMPLES, seed: int = 0, name: str = "x") -> Interval:
+    """BCa bootstrap CI of ``mean(x)`` (``scipy.stats.bootstrap``, ``method="BCa"``, seeded)."""
+    x = as_values(x, name)
+    if x.size == 0:
+        raise StatsInputError(f"{name}: expected at least one value, got none")
+    return _bootstrap((x,), np.mean, level, n_resamples, seed, False, float(x.mean()), x)
+
+
+def _mean_diff(x, y, axis=-1):
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def paired_diff_ci(x, y, level: float = 0.95, n_resamples: int = N_RESAMPLES, seed: int = 0) -> Interval:
+    """Paired BCa bootstrap CI of ``mean(x) - mean(y)`` (pairs resampled together)."""
+    x, y = _pair(x, y)
+    d = x - y
+    return _bootstrap((x, y), _mean_diff, level, n_resamples, seed, True, float(d.mean()), d)
+
+
+@dataclass(frozen=True)
+class TestResult:
+    test: str
+    statistic: float
+    p: float
+    n: int
+    note: str | None = None
+
+
+def paired_test(x, y, test: str = "wilcoxon", alternative: str = "two-sided",
+                n_resamples: int = N_RESAMPLES, seed: int = 0) -> TestResult:
+    """p-value of ``H0: d = x - y is symmetric about 0``.
+
+    ``"wilcoxon"``: ``scipy.stats.wilcoxon(x, y, zero_method="wilcox")``, statistic as scipy
+    reports it (two-sided: min(T+, T-)). ``"permutation"``: ``scipy.stats.permutation_test`` on
+    ``(x, y)`` with ``permutation_type="samples"`` (sign flips of d), statistic ``mean(d)``.
+    All ``d_i = 0``: ``p = 1`` (no evidence either way) without calling scipy."""
+    if test not in TESTS:
+        raise StatsInputError(f"test: expected one of {TESTS}, got {test!r}")
+    x, y = _pair(x, y)
+    d = x - y
+    n = int(d.size)
+    if not d.any():
+        return TestResult(test, 0.0, 1.0, n, "all differences are zero: p = 1")
+    if test == "wilcoxon":
+        res = scipy.stats.wilcoxon(x, y, zero_method="wilcox", alternative=alternative)
+        zeros = int((d == 0).sum())
+        note = f"{zeros} zero difference(s) dropped" if zeros else None
+        return TestResult(test, float(res.statistic), float(res.pvalue), n, note)
+    res = scipy.stats.permutation_test((x, y), lambda a, b, axis: np.mean(a - b, axis=axis),
+                                       permutation_type="samples", vectorized=True, alternative=alternative,
+                                       n_resamples=n_resamples, rng=np.random.default_rng(seed))
+    return TestResult(test, float(res.statistic), float(res.pvalue), n)
+
+
+def holm(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[list[float], list[bool]]:
+    """Holm-adjusted p-values and rejections at ``alpha``
+    (``statsmodels.stats.multitest.multipletests(p, alpha, method="holm")``)."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = as_values(pvalues, "pvalues")
+    if ((p < 0) | (p > 1)).any():
+        raise StatsInputError(f"pvalues: expected values in [0, 1], got {p[(p < 0) | (p > 1)].tolist()}")
+    if p.size == 0:
+        return [], []
+    reject, p_adj, _, _ = multipletests(p, alpha=alpha, method="holm")
+    return [float(v) for v in p_adj], [bool(r) for r in reject]
+
+
+def cohen_dz(x, y) -> tuple[float | None, str | None]:
+    """``d_z = mean(d) / sd(d)`` (ddof = 1); ``(None, reason)`` when n < 2 or sd(d) = 0."""
+    x, y = _pair(x, y)
+    d = x - y
+    if d.size < 2:
+        return None, f"n = {d.size} < 2: d_z undefined"
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        return None, "sd of differences is 0: d_z undefined"
+    return float(d.mean()) / sd, None
+
+
+def rank_biserial(x, y) -> float | None:
+    """Matched-pairs rank-biserial ``(T+ - T-) / (T+ + T-)`` over the nonzero ``d_i``
+    (ranks of |d_i| by ``scipy.stats.rankdata``, ties averaged); None when every d_i is 0."""
+    x, y = _pair(x, y)
+    d = x - y
+    d = d[d != 0]
+    if d.size == 0:
+        return None
+    r = scipy.stats.rankdata(np.abs(d))
+    t_plus, t_minus = float(r[d > 0].sum()), float(r[d < 0].sum())
+    return (t_plus - t_minus) / (t_plus + t_minus)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Everything one paired comparison of ``x`` against ``y`` reports."""
+
+    n: int
+    mean_x: float
+    mean_y: float
+    diff: Interval
+    test: TestResult
+    cohen_dz: float | None
+    rank_biserial: float | None
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_compare(x, y, test: str = "wilcoxon", level: float = 0.95, n_resamples: int = N_RESAMPLES,
+                   seed: int = 0, alternative: str = "two-sided") -> PairedComparison:
+    """Mean difference with its BCa CI, the paired test, ``d_z`` and the rank-biserial r."""
+    x, y = _pair(x, y)
+    ci = paired_diff_ci(x, y, level, n_resamples, seed)
+    t = paired_test(x, y, test, alternative, n_resamples, seed)
+    dz, dz_note = cohen_dz(x, y)
+    notes = tuple(s for s in (ci.reason, t.note, dz_note) if s)
+    return PairedComparison(int(x.size), float(x.mean()), float(y.mean()), ci, t, dz, rank_biserial(x, y),
+                            tuple(dict.fromkeys(notes)))
+
+
+def per_seed_means(values: Mapping[tuple, float], require_same_examples: bool = True) -> dict:
+    """``{(seed, example): value}`` -> ``{seed: mean over that seed's examples}`` (seeds sorted).
+
+    Where training is involved the seed is the unit of replication: two runs are compared on their
+    per-seed means, paired by seed. ``require_same_examples``: every seed must cover the same
+    example ids (otherwise the means are not comparable), else a ``StatsInputError``."""
+    groups: dict = {}
+    for key, v in values.items():
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise StatsInputError(f"values: expected keys (seed, example), got {key!r}")
+        if not (isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v)):
+            raise StatsInputError(f"values[{key!r}]: expected a finite number, got {v!r}")
+        groups.setdefault(key[0], {})[key[1]] = float(v)
+    if require_same_examples and groups:
+        sets = {s: frozenset(ex) for s, ex in groups.items()}
+        first = next(iter(sets))
+        for s, ex in sets.items():
+            if ex != sets[first]:
+                raise StatsInputError(f"values: seed {s!r} covers {len(ex)} examples, seed {first!r} "
+                                      f"{len(sets[first])}; {len(ex ^ sets[first])} ids differ")
+    return {s: float(np.mean(list(groups[s].values()))) for s in sorted(groups)}

@@ -1,0 +1,90 @@
+"""compare.py: pairing, Holm over the family, the JSON schema, the rich table, errors."""
+
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from spattern.evaluation import compare as cmp
+from spattern.evaluation import stats
+from spattern.utils.errors import UserError
+
+RNG = np.random.default_rng(0)
+IDS = [f"doc{i}" for i in range(30)]
+BASE = RNG.normal(3.0, 0.5, 30)
+VALUES = {
+    "dense": dict(zip(IDS, BASE)),
+    "local": dict(zip(IDS, BASE + 0.4 + RNG.normal(0, 0.1, 30))),
+    "same": dict(zip(IDS, BASE.copy())),
+    "noise": dict(zip(IDS, BASE + RNG.normal(0, 0.5, 30))),
+}
+SCHEMA = {"metric", "run", "baseline", "n", "mean", "ci_low", "ci_high", "baseline_mean", "diff", "diff_ci_low",
+          "diff_ci_high", "p", "p_holm", "effect_size", "effect_size_name", "test", "higher_is_better",
+          "significant", "note"}
+
+
+def test_compare_rows_against_stats():
+    rows = cmp.compare(VALUES, "dense", "nll", higher_is_better=False, n_resamples=1000)
+    assert [r.run for r in rows] == ["dense", "local", "noise", "same"]
+    base, local, noise, same = rows
+    assert base.note == "baseline" and base.p == 1.0 and base.diff == 0.0 and not base.significant
+    x, y = [VALUES["local"][i] for i in sorted(IDS)], [VALUES["dense"][i] for i in sorted(IDS)]
+    ref = stats.paired_compare(x, y, n_resamples=1000)
+    assert local.diff == pytest.approx(ref.diff.estimate) and local.p == pytest.approx(ref.test.p)
+    assert (local.diff_ci_low, local.diff_ci_high) == pytest.approx((ref.diff.low, ref.diff.high))
+    assert local.effect_size == pytest.approx(ref.cohen_dz) and local.n == 30
+    assert local.significant and local.diff_ci_low < 0.4 < local.diff_ci_high
+    assert same.p == 1.0 and same.p_holm == 1.0 and (same.diff_ci_low, same.diff_ci_high) == (0.0, 0.0)
+    # Holm over the three non-baseline comparisons
+    adj, _ = stats.holm([local.p, noise.p, same.p])
+    assert [local.p_holm, noise.p_holm, same.p_holm] == pytest.approx(adj)
+
+
+def test_compare_many_holm_over_whole_family():
+    metrics = {"nll": VALUES, "acc": {k: {i: -v for i, v in d.items()} for k, d in VALUES.items()}}
+    rows = cmp.compare_many(metrics, "dense", {"nll": False, "acc": True}, test="permutation", n_resamples=500)
+    family = [r for r in rows if r.run != "dense"]
+    assert len(family) == 6
+    adj, _ = stats.holm([r.p for r in family])
+    assert [r.p_holm for r in family] == pytest.approx(adj)
+    single = cmp.compare(VALUES, "dense", "nll", False, test="permutation", n_resamples=500)
+    assert family[0].p_holm >= single[1].p_holm  # a bigger family corrects more
+    with pytest.raises(UserError, match="missing \\['acc'\\]"):
+        cmp.compare_many(metrics, "dense", {"nll": False})
+
+
+def test_json_schema_roundtrip_and_table():
+    rows = cmp.compare(VALUES, "dense", "nll", False, n_resamples=500)
+    table = cmp.to_json(rows, "exp1")
+    assert set(table) == {"experiment", "baseline", "alpha", "correction", "rows"}
+    assert table["baseline"] == "dense" and table["correction"] == "holm"
+    for row in table["rows"]:
+        assert set(row) == SCHEMA and row["effect_size_name"] == "cohen_dz"
+    back = cmp.to_rows(json.loads(json.dumps(table)))
+    assert [r.as_dict() for r in back] == [r.as_dict() for r in rows]
+    with pytest.raises(UserError, match="missing \\['p'\\]"):
+        cmp.to_rows({"rows": [{k: v for k, v in table["rows"][0].items() if k != "p"}]})
+    console = Console(record=True, width=200)
+    console.print(cmp.render_table(rows, title="nll"))
+    text = console.export_text()
+    assert "local" in text and "noise" in text and f"{rows[1].diff:+.4g}" in text
+
+
+def test_errors():
+    with pytest.raises(UserError, match="available: dense, local, noise, same"):
+        cmp.compare(VALUES, "full", "nll", False)
+    bad = dict(VALUES, short={i: 1.0 for i in IDS[:27]})
+    with pytest.raises(UserError, match="3 baseline id\\(s\\) missing"):
+        cmp.compare(bad, "dense", "nll", False)
+    with pytest.raises(UserError, match="test: expected one of"):
+        cmp.compare(VALUES, "dense", "nll", False, test="ttest")
+    nan = dict(VALUES, broken=dict(VALUES["dense"], doc3=float("nan")))
+    with pytest.raises(UserError, match="broken/nll"):
+        cmp.compare(nan, "dense", "nll", False)
+
+
+def test_single_example_rows_have_null_cis():
+    rows = cmp.compare({"a": {"x": 1.0}, "b": {"x": 2.0}}, "a", "m", True, n_resamples=100)
+    assert rows[1].ci_low is None and rows[1].diff_ci_low is None and rows[1].effect_size is None
+    assert "n = 1" in rows[1].note

@@ -1,0 +1,111 @@
+"""stats.py against scipy/statsmodels called directly, and on cases with known answers."""
+
+import numpy as np
+import pytest
+import scipy.stats
+from statsmodels.stats.multitest import multipletests
+
+from spattern.evaluation import stats
+from spattern.utils.errors import UserError
+
+RNG = np.random.default_rng(1234)
+X = RNG.normal(1.0, 1.0, 40)
+Y = X - 0.3 + RNG.normal(0, 0.5, 40)
+
+
+def test_paired_diff_ci_matches_scipy_bootstrap():
+    ci = stats.paired_diff_ci(X, Y, n_resamples=2000, seed=7)
+    ref = scipy.stats.bootstrap((X, Y), lambda a, b, axis: a.mean(axis) - b.mean(axis), paired=True,
+                                vectorized=True, method="BCa", n_resamples=2000, rng=np.random.default_rng(7))
+    assert ci.low == pytest.approx(ref.confidence_interval.low, rel=1e-12)
+    assert ci.high == pytest.approx(ref.confidence_interval.high, rel=1e-12)
+    assert ci.estimate == pytest.approx((X - Y).mean())
+    assert ci.low < ci.estimate < ci.high
+    assert stats.paired_diff_ci(X, Y, n_resamples=2000, seed=7) == ci  # seeded: reproducible
+
+
+def test_mean_ci_matches_scipy_bootstrap():
+    ci = stats.mean_ci(X, level=0.9, n_resamples=1500, seed=3)
+    ref = scipy.stats.bootstrap((X,), np.mean, method="BCa", confidence_level=0.9, n_resamples=1500,
+                                rng=np.random.default_rng(3))
+    assert (ci.low, ci.high) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high), rel=1e-12)
+
+
+def test_tests_match_scipy():
+    w = stats.paired_test(X, Y, "wilcoxon")
+    assert w.p == pytest.approx(scipy.stats.wilcoxon(X, Y).pvalue, rel=1e-12)
+    p = stats.paired_test(X, Y, "permutation", n_resamples=3000, seed=5)
+    ref = scipy.stats.permutation_test((X, Y), lambda a, b, axis: np.mean(a - b, axis=axis), vectorized=True,
+                                       permutation_type="samples", n_resamples=3000, rng=np.random.default_rng(5))
+    assert p.p == pytest.approx(ref.pvalue, rel=1e-12)
+    assert p.statistic == pytest.approx((X - Y).mean())
+
+
+def test_small_n_permutation_is_exact():
+    x, y = np.array([3.0, 2.0, 5.0, 4.0]), np.zeros(4)  # all positive: 1 of 16 sign patterns each side
+    assert stats.paired_test(x, y, "permutation").p == pytest.approx(2 / 16)
+    assert stats.paired_test(x, y, "wilcoxon").p == pytest.approx(2 / 16)
+
+
+def test_identical_inputs_give_p1_and_zero_ci():
+    r = stats.paired_compare(X, X.copy())
+    assert r.test.p == 1.0 and r.diff.estimate == 0.0
+    assert (r.diff.low, r.diff.high) == (0.0, 0.0)
+    assert r.cohen_dz is None and r.rank_biserial is None
+    assert any("zero" in n for n in r.notes)
+    assert stats.paired_test(X, X, "permutation").p == 1.0
+
+
+def test_constant_shift_tiny_p_ci_contains_shift():
+    y = RNG.normal(0, 1, 60)
+    r = stats.paired_compare(y + 2.5, y)
+    assert r.test.p < 1e-8
+    assert r.diff.low <= 2.5 <= r.diff.high and r.diff.high - r.diff.low < 1e-9
+    noisy = stats.paired_compare(y + 2.5 + RNG.normal(0, 0.1, 60), y, test="permutation", n_resamples=2000)
+    assert noisy.test.p <= 1 / 2000 * 2 and noisy.diff.low < 2.5 < noisy.diff.high
+    assert noisy.cohen_dz > 10
+
+
+def test_holm_hand_checked_and_against_statsmodels():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted 0.005, 0.01, 0.03, 0.04 -> 4*0.005=0.02, 3*0.01=0.03, 2*0.03=0.06, max(0.06, 1*0.04)=0.06
+    adj, rej = stats.holm(p, alpha=0.05)
+    assert adj == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert rej == [True, False, False, True]
+    assert adj == pytest.approx(multipletests(p, method="holm")[1].tolist())
+    assert stats.holm([]) == ([], [])
+    with pytest.raises(stats.StatsInputError, match="pvalues"):
+        stats.holm([0.5, 1.5])
+
+
+def test_effect_sizes_known_values():
+    x, y = np.array([2.0, 4.0, 3.0, 1.0]), np.array([1.0, 1.0, 1.0, 2.0])  # d = 1, 3, 2, -1
+    dz, _ = stats.cohen_dz(x, y)
+    assert dz == pytest.approx(1.25 / np.std([1, 3, 2, -1], ddof=1))
+    # |d| ranks: 1 -> 1.5, 3 -> 4, 2 -> 3, 1 -> 1.5; T+ = 8.5, T- = 1.5
+    assert stats.rank_biserial(x, y) == pytest.approx((8.5 - 1.5) / 10)
+
+
+def test_degenerate_small_n_and_bad_inputs():
+    r = stats.paired_compare([1.0], [0.0])
+    assert r.n == 1 and r.diff.low is None and r.diff.high is None and "n = 1" in r.diff.reason
+    assert r.cohen_dz is None and r.test.p == 1.0
+    assert stats.mean_ci([3.0]).low is None
+    with pytest.raises(stats.StatsInputError, match="baseline_values"):
+        stats.as_values([1.0, float("nan")], "baseline_values")
+    with pytest.raises(UserError, match="x, y: expected paired values of equal length"):
+        stats.paired_compare([1.0, 2.0], [1.0])
+    with pytest.raises(stats.StatsInputError, match="y: expected finite"):
+        stats.paired_test([1.0, 2.0], [1.0, float("inf")])
+    with pytest.raises(stats.StatsInputError, match="test: expected one of"):
+        stats.paired_test([1.0, 2.0], [1.0, 3.0], test="t")
+
+
+def test_per_seed_means():
+    vals = {(0, "a"): 1.0, (0, "b"): 3.0, (1, "a"): 2.0, (1, "b"): 2.0}
+    assert stats.per_seed_means(vals) == {0: 2.0, 1: 2.0}
+    with pytest.raises(stats.StatsInputError, match="seed 1"):
+        stats.per_seed_means({(0, "a"): 1.0, (0, "b"): 2.0, (1, "a"): 2.0})
+    assert stats.per_seed_means({(0, "a"): 1.0, (1, "b"): 2.0}, require_same_examples=False) == {0: 1.0, 1: 2.0}
+    with pytest.raises(stats.StatsInputError, match="finite"):
+        stats.per_seed_means({(0, "a"): float("nan")})
