@@ -20,6 +20,7 @@ min(k, available) blocks.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
@@ -154,24 +155,21 @@ class DeviceBlockLayout(BlockLayout):
     def __init__(self, *, device_arrays: dict, **fields):
         for name, value in fields.items():
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "_device_cache", {str(device_arrays["col_idx"].device): device_arrays})
+        # the device arrays seed the layout's one device cache (``BlockLayout.cached``) under the
+        # key ``to_device`` reads; ``_device_arrays`` keeps them for the lazy host copies
+        dev = torch.device(device_arrays["col_idx"].device)
+        object.__setattr__(self, "_device_cache", OrderedDict({(str(dev), "arrays"): device_arrays}))
+        object.__setattr__(self, "_device_arrays", device_arrays)
         object.__setattr__(self, "_csc", None)
         object.__setattr__(self, "_validated", True)  # valid by construction
 
     def __getattr__(self, name):
         if name in DeviceBlockLayout._LAZY:
-            dev = next(iter(self.__dict__["_device_cache"].values()))
-            arr = dev[name].cpu().numpy()
+            arr = self.__dict__["_device_arrays"][name].cpu().numpy()
             arr = arr.astype(np.int32) if name == "col_idx" else arr.astype(np.uint8)
             object.__setattr__(self, name, arr)
             return arr
         raise AttributeError(name)
-
-    def to_device(self, device):
-        key = str(torch.device(device))
-        if key not in self._device_cache:
-            return super().to_device(device)
-        return self._device_cache[key]
 
 
 def topk_block_layout(bscores: torch.Tensor, k: int, q_len: int, kv_len: int | None = None,
@@ -237,14 +235,20 @@ def _static_parts(B, q_len, kv_len, bq, bk, k, causal, dev, pattern):
     return host, static
 
 
-_DEVICE_STATIC: dict = {}
+_DEVICE_STATIC: OrderedDict = OrderedDict()
+_STATIC_SIZE = 64
 
 
 def _device_static(key, dev, make):
-    """A tensor that depends only on shapes, moved to ``dev`` once and cached."""
+    """A tensor that depends only on shapes (not on one layout: many layouts share it), moved to
+    ``dev`` once and kept in a bounded LRU (``_STATIC_SIZE`` entries)."""
     full = key + (str(dev),)
-    if full not in _DEVICE_STATIC:
+    if full in _DEVICE_STATIC:
+        _DEVICE_STATIC.move_to_end(full)
+    else:
         _DEVICE_STATIC[full] = make().to(dev)
+        while len(_DEVICE_STATIC) > _STATIC_SIZE:
+            _DEVICE_STATIC.popitem(last=False)
     return _DEVICE_STATIC[full]
 
 

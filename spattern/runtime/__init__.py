@@ -1,5 +1,6 @@
 """Executes attention over a BlockLayout: reference (torch), cupy (CUDA kernels), flex."""
 
-from spattern.runtime.api import BACKENDS, attention, check_inputs
+from spattern.runtime.api import BACKENDS, attention, backend_for
+from spattern.runtime.problem import Problem, describe
 
-__all__ = ["attention", "check_inputs", "BACKENDS"]
+__all__ = ["attention", "backend_for", "describe", "Problem", "BACKENDS"]

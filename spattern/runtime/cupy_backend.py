@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import subprocess
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -51,93 +50,37 @@ def is_available() -> bool:
     return torch is not None and torch.cuda.is_available()
 
 
-# --------------------------------------------------------------------------- input checks
+# --------------------------------------------------------------------------- what it runs
 def _dtype_name(dt) -> str:
     return str(dt).replace("torch.", "")
 
 
-def check_inputs(q, k, v, layout, scale, return_lse, cu_seqlens) -> dict:
-    """Validate arguments without touching the GPU. Returns the launch geometry.
+def supports(prob) -> str | None:
+    """This backend's declaration: None when it runs ``prob`` (a ``runtime.problem.Problem``),
+    else the reason it cannot (the API's ``auto`` reads it; an explicit request raises it)."""
+    if prob.dtype not in (torch.float16, torch.bfloat16):
+        return f"q: expected dtype float16 or bfloat16, got {_dtype_name(prob.dtype)}"
+    if prob.D not in SUPPORTED_HEAD_DIMS:
+        return f"q: expected head_dim in {SUPPORTED_HEAD_DIMS}, got {prob.D}"
+    if (prob.block_q, prob.block_k) not in SUPPORTED_BLOCKS:
+        return f"layout: expected (block_q, block_k) in {SUPPORTED_BLOCKS}, got {(prob.block_q, prob.block_k)}"
+    if prob.max_program > MAX_PROGRAM:
+        return f"layout.program_len: expected at most {MAX_PROGRAM}, got {prob.max_program}"
+    if prob.device.type != "cuda":  # last: every other reason can be found without a GPU
+        return f"q, k, v: expected tensors on a CUDA device, got {prob.device}"
+    return None
 
-    Raises TypeError/ValueError naming the argument, what was expected and what came.
-    """
-    if torch is None:  # pragma: no cover
-        raise ImportError("spattern cupy backend needs torch")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dtype not in (torch.float16, torch.bfloat16):
-            raise TypeError(f"{name}: expected dtype float16 or bfloat16, got {_dtype_name(t.dtype)}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(
-            f"k, v: expected the dtype of q ({_dtype_name(q.dtype)}), got k {_dtype_name(k.dtype)}, "
-            f"v {_dtype_name(v.dtype)}"
-        )
-    packed = cu_seqlens is not None
-    want = 3 if packed else 4
-    shape_txt = "(T, H, D) with cu_seqlens" if packed else "(B, H, N, D)"
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != want:
-            raise ValueError(f"{name}: expected {want} dims {shape_txt}, got shape {tuple(t.shape)}")
-    if tuple(k.shape) != tuple(v.shape):
-        raise ValueError(f"v: expected the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
-    D = q.shape[-1]
-    if D not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"q: expected head_dim in {SUPPORTED_HEAD_DIMS}, got {D}")
-    if k.shape[-1] != D:
-        raise ValueError(f"k: expected head_dim {D} (that of q), got {k.shape[-1]}")
-    H = q.shape[-2] if packed else q.shape[1]
-    Hkv = k.shape[-2] if packed else k.shape[1]
-    if Hkv < 1 or H % Hkv != 0:
-        raise ValueError(f"k: expected a number of heads dividing q's {H}, got {Hkv}")
 
-    bq, bk = int(layout.block_q), int(layout.block_k)
-    if (bq, bk) not in SUPPORTED_BLOCKS:
-        raise ValueError(f"layout: expected (block_q, block_k) in {SUPPORTED_BLOCKS}, got {(bq, bk)}")
-    q_len, kv_len = int(layout.q_len), int(layout.kv_len)
-    Bg, Hg = (int(x) for x in layout.group_shape)
-    if packed:
-        if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
-            raise ValueError(
-                f"cu_seqlens: expected a 1-D int32 tensor of S+1 offsets, got "
-                f"{type(cu_seqlens).__name__} {tuple(getattr(cu_seqlens, 'shape', ()))}"
-            )
-        if cu_seqlens.dtype != torch.int32:
-            raise TypeError(f"cu_seqlens: expected dtype int32, got {_dtype_name(cu_seqlens.dtype)}")
-        if cu_seqlens.device != q.device:
-            raise ValueError(f"cu_seqlens: expected device {q.device} (that of q), got {cu_seqlens.device}")
-        if k.shape[0] != q.shape[0]:
-            raise ValueError(f"k: expected {q.shape[0]} tokens (packed self-attention), got {k.shape[0]}")
-        if q_len != kv_len:
-            raise ValueError(f"layout: packed input needs q_len == kv_len, got {q_len} and {kv_len}")
-        B = cu_seqlens.numel() - 1
-        Nq = Nk = q_len  # per-sequence bound; the kernel reads the true lengths from cu_seqlens
-    else:
-        B, Nq, Nk = q.shape[0], q.shape[2], k.shape[2]
-        if k.shape[0] != B:
-            raise ValueError(f"k: expected batch {B} (that of q), got {k.shape[0]}")
-        if Nq != q_len:
-            raise ValueError(f"q: expected {q_len} queries (layout.q_len), got {Nq}")
-        if Nk != kv_len:
-            raise ValueError(f"k: expected {kv_len} keys (layout.kv_len), got {Nk}")
-    if Bg not in (1, B):
-        raise ValueError(f"layout.group_shape: expected batch groups 1 or {B}, got {Bg}")
-    if Hg not in (1, H):
-        raise ValueError(f"layout.group_shape: expected head groups 1 or {H}, got {Hg}")
-    plen = np.asarray(layout.program_len)
-    if plen.size and int(plen.max()) > MAX_PROGRAM:
-        raise ValueError(f"layout.program_len: expected at most {MAX_PROGRAM}, got {int(plen.max())}")
-    if scale is None or not isinstance(scale, (int, float)) or not math.isfinite(float(scale)):
-        raise ValueError(f"scale: expected a finite float, got {scale!r}")
-    if return_lse not in (True, False):
-        raise TypeError(f"return_lse: expected a bool, got {return_lse!r}")
-    devs = {str(t.device) for t in (q, k, v)}
-    if len(devs) != 1 or not q.is_cuda:
-        raise ValueError(f"q, k, v: expected tensors on one CUDA device, got devices {sorted(devs)}")
-    R = -(-q_len // bq)
-    return dict(packed=packed, B=B, H=H, Hkv=Hkv, D=D, Nq=Nq, Nk=Nk, R=R, Bg=Bg, Hg=Hg,
-                block_q=bq, block_k=bk, bf16=q.dtype == torch.bfloat16)
+def check(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, trusted=False):
+    """The runtime's one input check (``describe``) plus this backend's declaration; raises
+    ValueError/TypeError naming the argument. Returns the Problem."""
+    from spattern.runtime.problem import describe
+
+    prob = describe(q, k, v, layout, scale, return_lse, cu_seqlens, trusted)
+    reason = supports(prob)
+    if reason is not None:
+        raise (TypeError if "dtype" in reason else ValueError)(reason)
+    return prob
 
 
 # --------------------------------------------------------------------------- compilation
@@ -253,44 +196,17 @@ def get_kernel(device_index: int, bf16: bool, head_dim: int, block_q: int, block
 
 
 # --------------------------------------------------------------------------- layout on device
-_fallback_cache: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-_id_cache: dict[int, dict] = {}
-
-
-def _layout_cache(layout) -> dict:
-    c = getattr(layout, "_device_cache", None)
-    if isinstance(c, dict):
-        return c
-    try:
-        layout._device_cache = {}
-        return layout._device_cache
-    except Exception:
-        pass
-    try:
-        return _fallback_cache.setdefault(layout, {})
-    except TypeError:
-        return _id_cache.setdefault(id(layout), {})
-
-
 def _layout_tensors(layout, device) -> dict:
-    """int32/uint8 flat torch tensors of the layout on `device`, built once per device."""
-    cache = _layout_cache(layout)
-    key = ("cupy_backend", str(device))
-    if key in cache:
-        return cache[key]
-    src = None
-    if hasattr(layout, "to_device"):
-        try:
-            src = layout.to_device(device)
-        except Exception:
-            src = None
+    """int32/uint8 flat torch tensors of the layout on `device`, built once per device
+    (kept in the layout's one device cache, ``BlockLayout.cached``)."""
+    return layout.cached(device, "cupy_tensors", lambda: _build_layout_tensors(layout, device))
+
+
+def _build_layout_tensors(layout, device) -> dict:
+    src = layout.to_device(device)
 
     def get(name, dtype):
-        if isinstance(src, dict) and name in src and isinstance(src[name], torch.Tensor):
-            t = src[name]
-        else:
-            t = torch.from_numpy(np.array(getattr(layout, name))).to(device)  # a writable copy
-        t = t.to(device=device, dtype=dtype).contiguous().reshape(-1)
+        t = src[name].to(device=device, dtype=dtype).contiguous().reshape(-1)
         if t.numel() == 0:
             t = torch.zeros(1, dtype=dtype, device=device)
         return t
@@ -305,23 +221,20 @@ def _layout_tensors(layout, device) -> dict:
         mask_idx=get("mask_idx", torch.int32),
         programs=get("programs", torch.int32),
         program_len=get("program_len", torch.int32),
+        bitmasks=get("bitmasks", torch.int32),  # uint32 words, bit-preserving int32 view (to_device)
         P=P,
         G=G,
     )
-    # uint32 bitmasks: numpy uint32 -> torch int32 needs a bit-preserving view, not a value cast.
-    bm = np.ascontiguousarray(np.asarray(layout.bitmasks, dtype=np.uint32)).view(np.int32).reshape(-1)
-    d["bitmasks"] = (torch.from_numpy(bm.copy()).to(device) if bm.size else torch.zeros(1, dtype=torch.int32, device=device))
-    cache[key] = d
     return d
 
 
 def _work_order(layout, lt: dict, Bv: int, H: int, R: int, Bg: int, Hg: int, device, split: int = 1):
     """Work items w = ((b*H + h)*R + r)*split + part sorted by row length, longest first (GPU ops, no sync)."""
-    cache = _layout_cache(layout)
-    key = ("cupy_work", str(device), Bv, H, split)
-    w = cache.get(key)
-    if w is not None:
-        return w
+    return layout.cached(device, "cupy_work", lambda: _build_work_order(lt, Bv, H, R, Bg, Hg, device, split),
+                         Bv, H, split)
+
+
+def _build_work_order(lt: dict, Bv: int, H: int, R: int, Bg: int, Hg: int, device, split: int):
     G = Bg * Hg
     rp = lt["row_ptr"][: G * (R + 1)].view(G, R + 1)
     lens = (rp[:, 1:] - rp[:, :-1])  # (G, R)
@@ -331,9 +244,7 @@ def _work_order(layout, lt: dict, Bv: int, H: int, R: int, Bg: int, Hg: int, dev
     per = lens[g.reshape(-1)].reshape(-1)  # (Bv*H*R,)
     if split > 1:
         per = per.repeat_interleave(split)
-    w = torch.argsort(per, descending=True, stable=True).to(torch.int32)
-    cache[key] = w
-    return w
+    return torch.argsort(per, descending=True, stable=True).to(torch.int32)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -348,10 +259,7 @@ def _layout_cupy(layout, lt: dict, dev, B: int, H: int, R: int, Bg: int, Hg: int
     """CuPy views (DLPack, zero-copy) of the cached device layout arrays and work order."""
     import cupy
 
-    cache = _layout_cache(layout)
-    key = ("cupy_views", str(dev), B, H, split)
-    d = cache.get(key)
-    if d is None:
+    def build():
         work = _work_order(layout, lt, B, H, R, Bg, Hg, dev, split)
         dummy = torch.empty(1, dtype=torch.float32, device=dev)
         d = {n: cupy.from_dlpack(lt[n]) for n in
@@ -359,17 +267,25 @@ def _layout_cupy(layout, lt: dict, dev, B: int, H: int, R: int, Bg: int, Hg: int
         d["work"] = cupy.from_dlpack(work)
         d["dummy_f32"] = cupy.from_dlpack(dummy)
         d["_keep"] = (work, dummy)
-        cache[key] = d
-    return d
+        return d
+
+    return layout.cached(dev, "cupy_views", build, B, H, split)
 
 
-def attention_cupy(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, *, out=None, lse_out=None):
+def attention_cupy(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, *, out=None, lse_out=None,
+                   problem=None):
     """Block-sparse attention forward. q (B,H,Nq,D) or packed (T,H,D) + cu_seqlens.
 
     Returns (out, lse_or_None); lse fp32 (B,H,Nq), or (H,T) for packed input.
     ``out`` / ``lse_out`` (optional, contiguous, right shape and dtype) are written in place.
+    ``problem``: the API's already-checked description (then nothing is checked again).
     """
-    info = check_inputs(q, k, v, layout, scale, return_lse, cu_seqlens)
+    prob = problem if problem is not None else check(q, k, v, layout, scale, return_lse, cu_seqlens)
+    if prob.packed and cu_seqlens.dtype != torch.int32:
+        cu_seqlens = cu_seqlens.to(torch.int32)
+    info = dict(packed=prob.packed, B=prob.B, H=prob.H, Hkv=prob.Hkv, D=prob.D, Nq=prob.Nq, Nk=prob.Nk,
+                R=prob.R, Bg=prob.Bg, Hg=prob.Hg, block_q=prob.block_q, block_k=prob.block_k,
+                bf16=prob.dtype == torch.bfloat16)
     import cupy
 
     q = q if q.is_contiguous() and q.data_ptr() % 16 == 0 else q.contiguous()
