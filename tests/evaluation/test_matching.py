@@ -1,0 +1,75 @@
+"""Equal-cost matching against brute force over every parameter value."""
+
+import numpy as np
+import pytest
+
+import spattern
+from spattern.evaluation.matching import match, matched_patterns, measure_cost
+from spattern.utils.errors import UserError
+
+N = 4096
+
+
+def brute(fam, target, lo, hi, measure="block_density", block=64):
+    costs = np.array([measure_cost(fam.replace("{w}", "{}").replace("{s}", "{}").format(k), N, block, measure) for k in range(lo, hi + 1)])
+    gaps = np.abs(costs - target)
+    best = np.flatnonzero(gaps == gaps.min()) + lo
+    return best, costs[best[0] - lo]
+
+
+def test_local_window_at_25_percent_matches_brute_force():
+    fam = "local({w}) & causal"
+    m = match(fam, 0.25, N, block=64)
+    best, cost = brute(fam, 0.25, 1, N)
+    assert m.method == "bisection" and m.evaluations < 40
+    assert m.param == best[0] and m.achieved == cost  # the smallest of the equally close windows
+    assert abs(m.param - best[0]) <= 64 and m.rel_gap == pytest.approx(abs(cost - 0.25) / 0.25)
+    assert spattern.parse(m.pattern) == spattern.parse("local(%d) & causal" % m.param)
+
+
+def test_decreasing_family_and_token_density():
+    fam = "(local(64) | strided({s})) & causal"  # fewer blocks as the stride grows
+    m = match(fam, 0.2, N, block=64, lo=16, hi=600)
+    best, cost = brute(fam, 0.2, 16, 600)
+    assert m.method == "bisection" and m.param == best[0] and m.achieved == cost
+    md = match("local({w}) & causal", 0.1, N, block=64, measure="density")
+    c = spattern.cost(md.pattern, N, block=(64, 64))
+    assert md.achieved == pytest.approx(c.density)
+    assert measure_cost(md.pattern, N, 64, "flops") == c.flops_fwd
+    assert measure_cost(md.pattern, N, 64) == pytest.approx(c.block_density)
+
+
+def test_non_monotone_family_falls_back_to_scan():
+    def vee(k):  # window shrinks then grows again: not monotone in k
+        return spattern.local(abs(k - 300) * 4 + 1) & spattern.causal
+
+    m = match(vee, 0.15, N, block=64, lo=1, hi=600)
+    costs = np.array([measure_cost(vee(k), N, 64) for k in range(1, 601)])
+    gaps = np.abs(costs - 0.15)
+    assert m.method == "scan" and m.param == int(np.flatnonzero(gaps == gaps.min())[0]) + 1
+    big = match(vee, 0.15, N, block=64, lo=1, hi=600, max_scan=50)  # grid + refinement
+    assert abs(big.achieved - 0.15) <= abs(costs[::12] - 0.15).min() + 1e-12
+
+
+def test_unreachable_target_reports_gap_or_raises():
+    m = match("local({w}) & causal", 0.9, N, block=64)
+    full = measure_cost("causal", N, 64)
+    assert m.achieved == full and m.rel_gap == pytest.approx((0.9 - full) / 0.9)
+    assert "outside the reachable range" in m.note
+    with pytest.raises(UserError, match=r"nearest is k = \d+ with .*relative gap"):
+        match("local({w}) & causal", 0.9, N, block=64, tolerance=0.05)
+
+
+def test_families_and_errors():
+    fams = {"local": "local({w}) & causal", "sink": "(local({w}) | sink(64)) & causal",
+            "strided": "(local(128) | strided({s})) & causal"}
+    pats = matched_patterns(fams, 0.125, 2048, block=64)
+    assert set(pats) == set(fams)
+    for p in pats.values():
+        assert abs(measure_cost(p, 2048, 64) - 0.125) / 0.125 < 0.05
+    with pytest.raises(UserError, match="exactly one field"):
+        match("local({a}) | strided({b})", 0.1, N)
+    with pytest.raises(UserError, match="measure: expected one of"):
+        match("local({w})", 0.1, N, measure="time")
+    with pytest.raises(UserError, match="at parameter 0"):
+        match("local({w}) & causal", 0.1, 256, lo=0, hi=10)
