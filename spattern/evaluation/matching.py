@@ -125,7 +125,8 @@ def match(family, target: float, N: int, block=(64, 64), measure: str = "block_d
     lo_c, hi_c = min(cache.values()), max(cache.values())
     note = None
     if not lo_c <= target <= hi_c:
-        note = f"target {target:.6g} is outside the reachable range [{lo_c:.6g}, {hi_c:.6g}] (seen) over k in [{lo}, {hi}]"
+        note = (f"target {target:.6g} is outside the reachable range [{lo_c:.6g}, {hi_c:.6g}] (seen) "
+                f"over k in [{lo}, {hi}]")
     if tolerance is not None and gap > tolerance:
         raise UserError(f"family {name!r}: no parameter in [{lo}, {hi}] reaches {measure} = {target:.6g} at N = {N} "
                         f"within {tolerance:.3g}; nearest is k = {best} with {achieved:.6g} (relative gap {gap:.3g})")

@@ -11,7 +11,8 @@ N = 4096
 
 
 def brute(fam, target, lo, hi, measure="block_density", block=64):
-    costs = np.array([measure_cost(fam.replace("{w}", "{}").replace("{s}", "{}").format(k), N, block, measure) for k in range(lo, hi + 1)])
+    text = fam.replace("{w}", "{}").replace("{s}", "{}")
+    costs = np.array([measure_cost(text.format(k), N, block, measure) for k in range(lo, hi + 1)])
     gaps = np.abs(costs - target)
     best = np.flatnonzero(gaps == gaps.min()) + lo
     return best, costs[best[0] - lo]
