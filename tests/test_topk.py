@@ -136,3 +136,20 @@ def test_fused_selection_kernel_compiles_for_sm90():
     r = subprocess.run([nvcc, "-arch=sm_90", "-std=c++17", "-c", str(src), "-o", "/dev/null"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_host_selection_rule_equals_the_device_builder(causal, seed):
+    """patterns.topk.select_blocks (numpy, the pattern's twin) == indexer's torch selection."""
+    from spattern.patterns.topk import select_blocks
+
+    rng = np.random.default_rng(seed)
+    n, bq, k = int(rng.integers(100, 700)), 64, int(rng.integers(2, 7))
+    R = -(-n // bq)
+    s = rng.standard_normal((1, R, R)).astype(np.float32)
+    s[0, rng.random((R, R)) < 0.1] = np.nan
+    s[0, rng.random((R, R)) < 0.05] = -np.inf
+    s[0, :, ::3] = 0.5  # ties
+    want = topk_block_table(torch.from_numpy(s), k, n, n, bq, bq, causal, 1, 1)[0]
+    assert select_blocks(s[0], k, n, n, bq, bq, causal, 1, 1) == [tuple(r) for r in want]

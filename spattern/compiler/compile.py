@@ -22,9 +22,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from spattern.compiler import program as prog
-from spattern.compiler.blocks import FULL as S_FULL
-from spattern.compiler.blocks import UNKNOWN, Grid
+from spattern.ir import program as prog
+from spattern.ir.blocks import FULL as S_FULL
+from spattern.ir.blocks import UNKNOWN, Grid
 from spattern.compiler.layout import BITMASK, FULL, PROGRAM, BlockLayout, pack_bits
 from spattern.patterns.base import Geometry, Heads, Pattern
 from spattern.patterns.parse import parse

@@ -245,16 +245,6 @@ def _exact_here(p: Pattern, kind: str, n_val: int, b: int) -> bool:
     return _family_exact(p, kind, n_val, b)
 
 
-def cost_table(patterns: dict[str, str], sizes, block=(64, 64), head_dim: int = 64) -> list[dict]:
-    """Rows for a table: one per (pattern, N)."""
-    rows = []
-    for name, text in patterns.items():
-        for n in sizes:
-            c = cost(text, n, block=block, head_dim=head_dim)
-            rows.append({"name": name, **c.as_dict()})
-    return rows
-
-
 def densities(layout) -> np.ndarray:
     """Per-group token density of a layout."""
     return layout.pair_counts() / (layout.q_len * layout.kv_len)

@@ -16,7 +16,7 @@ Arrays (numpy, host):
 - ``bitmasks``    uint32 [M, block_q, ceil(block_k/32)]  bit c%32 of word c//32 of row r: query
                                     row*block_q + r may attend key col*block_k + c. Bits of
                                     out-of-range tokens are 0.
-- ``programs``    int32  [G, P, 4] each group's mask program (``spattern.compiler.program``).
+- ``programs``    int32  [G, P, 4] each group's mask program (``spattern.ir.program``).
 - ``program_len`` int32  [G]       its length; 0 when the group has none.
 
 Scalars: ``q_len``, ``kv_len``, ``block_q``, ``block_k``, ``group_shape = (Bg, Hg)`` with Bg in
@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from spattern.compiler import program as prog
+from spattern.ir import program as prog
 
 FULL, PROGRAM, BITMASK = 0, 1, 2
 DEVICE_CACHE_SIZE = 32  # entries per layout in ``BlockLayout.cached``

@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from spattern.compiler import program as prog
+from spattern.ir import program as prog
 from spattern.compiler.layout import FULL, PROGRAM, BlockLayout
 
 NEG = -3.0e38  # a finite floor for valid blocks, so that invalid (-inf) ones always sort last
@@ -56,20 +56,6 @@ def block_scores(scores: torch.Tensor, block_q: int, block_k: int, pooling: str 
         tot = torch.where(valid, m, torch.zeros_like(m)).view(B, R, block_q, C).sum(dim=2)
         out = tot / valid.view(B, R, block_q, C).sum(dim=2).clamp(min=1)
     return torch.where(any_valid, out, torch.full_like(out, float("-inf")))
-
-
-def block_scores_from_indexer(indexer, x: torch.Tensor, block_q: int, block_k: int,
-                              causal: bool = True, chunk: int = 1024, pooling: str = "mass") -> torch.Tensor:
-    """Block scores without the full (N, N) score matrix: query chunks of ``chunk`` tokens."""
-    B, N, _ = x.shape
-    chunk = max(block_q, chunk // block_q * block_q)
-    outs = []
-    for s in range(0, N, chunk):
-        e = min(N, s + chunk)
-        sc = indexer.score_rows(x, s, e, causal=causal) if hasattr(indexer, "score_rows") else \
-            indexer(x, causal=causal)[:, s:e]
-        outs.append(block_scores(sc, block_q, block_k, pooling))
-    return torch.cat(outs, dim=1)
 
 
 def available_blocks(q_len: int, kv_len: int, block_q: int, block_k: int, causal: bool) -> np.ndarray:

@@ -92,7 +92,7 @@ class IndexedAttention(nn.Module):
         return q, k, v
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        import spattern
+        from spattern.runtime.api import attention
 
         if cache is not None:  # incremental decoding (generation)
             if self.mode == "dense":
@@ -113,7 +113,7 @@ class IndexedAttention(nn.Module):
             self.aux_loss = indexer_kl(scores, target)
         elif self.mode == "sparse":
             layout = topk_block_layout(bs, self.k, N, N, self.block, True, self.sink, self.local)
-            y = spattern.attention(q, k, v, layout, backend=self.backend, trusted=True)
+            y = attention(q, k, v, layout, backend=self.backend, trusted=True)
             self.aux_loss = indexer_kl(scores, target, select)
         else:
             raise ValueError(f"mode: expected 'dense' or 'sparse', got {self.mode!r}")

@@ -16,6 +16,6 @@ def load_smollm2(*args, **kwargs):
 
 def from_hf(*args, **kwargs):
     """A transformers-style Llama checkpoint, local folder or hub id (see spattern.models.pretrained)."""
-    from .pretrained import from_hf as _load  # noqa: PLC0415
+    from .hf import from_hf as _load  # noqa: PLC0415
 
     return _load(*args, **kwargs)

@@ -7,15 +7,12 @@ with `spattern.parse` and compiled once per (pattern, q_len, kv_len, block) into
 """
 from __future__ import annotations
 
-import threading
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 DENSE = (None, "", "dense")
-_LAYOUTS: dict[tuple, object] = {}
-_LOCK = threading.Lock()
 
 
 def is_dense(pattern: str | None) -> bool:
@@ -24,16 +21,13 @@ def is_dense(pattern: str | None) -> bool:
 
 def compiled_layout(pattern: str, q_len: int, kv_len: int | None = None, block: tuple[int, int] = (64, 64)):
     """The BlockLayout of a pattern string at these lengths (compiled once, then cached)."""
-    key = (pattern, int(q_len), int(kv_len if kv_len is not None else q_len), tuple(block))
-    layout = _LAYOUTS.get(key)
-    if layout is None:
-        import spattern  # noqa: PLC0415 (the pattern API is optional for dense models)
+    from spattern.compiler.compile import compile as compile_pattern  # noqa: PLC0415
 
-        p = spattern.parse(pattern)
-        layout = spattern.compile(p, key[1], key[2], block=key[3])
+    # the compiler's own cache returns the same (validated) layout for a static pattern string
+    layout = compile_pattern(pattern, int(q_len), int(kv_len if kv_len is not None else q_len), block=tuple(block))
+    if not getattr(layout, "_validated", False):
         layout.validate()  # once here; every call after passes trusted=True
-        with _LOCK:
-            _LAYOUTS[key] = layout
+        layout.mark_validated()
     return layout
 
 
@@ -51,10 +45,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | Non
             k = k.repeat_interleave(H // Hkv, dim=1)
             v = v.repeat_interleave(H // Hkv, dim=1)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    import spattern  # noqa: PLC0415
+    from spattern.runtime.api import attention  # noqa: PLC0415
 
     layout = compiled_layout(pattern, q.shape[2], k.shape[2], block)
-    return spattern.attention(q, k, v, layout, backend=backend, trusted=True)
+    return attention(q, k, v, layout, backend=backend, trusted=True)
 
 
 def per_layer_patterns(pattern: str | None | Sequence[str | None], n_layers: int) -> list[str | None]:

@@ -126,3 +126,18 @@ class DecoderLM(nn.Module):
 
 def build_model(cfg: ModelConfig) -> DecoderLM:
     return DecoderLM(cfg)
+
+
+def materialize(cfg: ModelConfig, sd: dict[str, torch.Tensor], dtype: torch.dtype) -> DecoderLM:
+    """A DecoderLM built on the meta device and filled from a state dict (loaders of checkpoints)."""
+    with torch.device("meta"):
+        model = DecoderLM(cfg)
+    if cfg.tie_embeddings:
+        sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    missing = [m for m in missing if not (cfg.tie_embeddings and m == "lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    return model.to(dtype).eval()

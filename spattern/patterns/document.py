@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spattern.compiler.blocks import Grid, _finish, ranges_to_pairs
+from spattern.ir.blocks import Grid, _finish, ranges_to_pairs
 from spattern.patterns.base import Pattern, as_int_tuple
 from spattern.patterns.registry import register
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sympy as sp
 
-from spattern.compiler import program as P
-from spattern.compiler.blocks import INF, Grid, band_blocks, band_state
+from spattern.ir import program as P
+from spattern.ir.blocks import INF, Grid, band_blocks, band_state
 from spattern.patterns.base import Pattern
 from spattern.patterns.registry import register
 
@@ -40,6 +39,7 @@ class Full(Pattern):
         return N * (N + 1) / 2 if causal else N**2
 
     def blocks_expr(self, N, b, causal=False):
+        import sympy as sp  # lazy: `import spattern` stays light
         R = sp.ceiling(N / b)
         return R * (R + 1) / 2 if causal else R**2
 
@@ -75,6 +75,7 @@ class Causal(Pattern):
         return N * (N + 1) / 2
 
     def blocks_expr(self, N, b, causal=False):
+        import sympy as sp  # lazy: `import spattern` stays light
         R = sp.ceiling(N / b)
         return R * (R + 1) / 2
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
 
-from spattern.compiler import program as P
-from spattern.compiler.blocks import FULL, PARTIAL, BlockSet, Grid, count_in_range
+from spattern.ir import program as P
+from spattern.ir.blocks import FULL, PARTIAL, BlockSet, Grid, count_in_range
 from spattern.patterns.base import Pattern, as_int_tuple, check_int
 from spattern.patterns.registry import register
 
@@ -111,6 +110,7 @@ class Landmark(Pattern):
         return prog if len(prog) <= P.MAX_PROGRAM else None
 
     def n_global(self, N, e=None):
+        import sympy as sp  # lazy: `import spattern` stays light
         e = self.every if e is None else e
         G = sp.floor((N - 1) / e) + 1 if self.every is not None else 0
         # listed positions count only when they lie inside the sequence
@@ -121,6 +121,7 @@ class Landmark(Pattern):
         return G * N - G * (G - 1) / 2 if causal else 2 * G * N - G**2
 
     def blocks_expr(self, N, b, causal=False):
+        import sympy as sp  # lazy: `import spattern` stays light
         if self.positions or self.every is None or self.every % b:
             return None
         R = sp.ceiling(N / b)

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sympy as sp
 
-from spattern.compiler import program as P
-from spattern.compiler.blocks import Grid, band_blocks, band_state
+from spattern.ir import program as P
+from spattern.ir.blocks import Grid, band_blocks, band_state
 from spattern.patterns.base import Pattern, check_int
 from spattern.patterns.registry import register
 
@@ -63,12 +62,14 @@ class Local(Pattern):
         return [(P.BAND, lo, hi, 0)]
 
     def pairs_expr(self, N, causal=False, w=None):
+        import sympy as sp  # lazy: `import spattern` stays light
         w = self.window if w is None else w
         if causal or self.causal:
             return sp.Piecewise((N * (N + 1) / 2, N < w), (N * w - w * (w - 1) / 2, True))
         return sp.Piecewise((N**2, N < w), (N * (2 * w - 1) - w * (w - 1), True))
 
     def blocks_expr(self, N, b, causal=False, w=None):
+        import sympy as sp  # lazy: `import spattern` stays light
         w = self.window if w is None else w
         R = sp.ceiling(N / b)
         K = sp.floor((w + b - 2) / b)

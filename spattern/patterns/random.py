@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from spattern.compiler.blocks import Grid, rect_blocks
+from spattern.ir.blocks import Grid, rect_blocks
 from spattern.patterns.base import Pattern, check_int
 from spattern.patterns.registry import register
 
@@ -92,6 +92,7 @@ class Random(Pattern):
         return None if causal else N * self.k * self.block
 
     def blocks_expr(self, N, b, causal=False):
+        import sympy as sp  # lazy: `import spattern` stays light
         if causal or b != self.block:
             return None
         import sympy as sp

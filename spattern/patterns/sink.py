@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
 
-from spattern.compiler import program as P
-from spattern.compiler.blocks import Grid, key_set_blocks, key_set_state
+from spattern.ir import program as P
+from spattern.ir.blocks import Grid, key_set_blocks, key_set_state
 from spattern.patterns.base import Pattern, check_int
 from spattern.patterns.registry import register
 
@@ -46,12 +45,14 @@ class Sink(Pattern):
         return [(P.KEY_RANGE, 0, self.n, 0)]
 
     def pairs_expr(self, N, causal=False, n=None):
+        import sympy as sp  # lazy: `import spattern` stays light
         n = self.n if n is None else n
         if causal:
             return sp.Piecewise((N * (N + 1) / 2, N <= n), (n * (n + 1) / 2 + (N - n) * n, True))
         return N * sp.Min(n, N)
 
     def blocks_expr(self, N, b, causal=False):
+        import sympy as sp  # lazy: `import spattern` stays light
         R = sp.ceiling(N / b)
         nb = sp.Min(sp.ceiling(sp.Integer(self.n) / b), R)
         if causal:

@@ -20,16 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
 
-from spattern.compiler import program as P
-from spattern.compiler.blocks import INF, Grid, band_blocks, band_state, rect_blocks
+from spattern.ir import program as P
+from spattern.ir.blocks import INF, Grid, band_blocks, band_state, rect_blocks
 from spattern.patterns.base import Pattern, check_int
 from spattern.patterns.registry import register
 
 
 def _offset_pairs(N, s, m_cap=None, causal=False):
     """Pairs (i, j) in [0, N)^2 with i - j a multiple of s and |i - j|/s <= m_cap."""
+    import sympy as sp  # lazy: `import spattern` stays light
     m = sp.floor((N - 1) / s)
     if m_cap is not None:
         m = sp.Min(m, m_cap)
@@ -66,6 +66,7 @@ class Strided(Pattern):
         return _offset_pairs(N, self.stride if s is None else s, causal=causal)
 
     def blocks_expr(self, N, b, causal=False, s=None):
+        import sympy as sp  # lazy: `import spattern` stays light
         s = self.stride if s is None else s
         R = sp.ceiling(N / b)
         # a b x b block spans 2b - 1 offsets: with s <= 2b - 1 every block holds a multiple of s
@@ -114,6 +115,7 @@ class BlockStrided(Pattern):
         return None  # not expressible in the op table; partial blocks (other block sizes) use bitmasks
 
     def pairs_expr(self, N, causal=False, s=None, B=None):
+        import sympy as sp  # lazy: `import spattern` stays light
         s = self.stride if s is None else s
         B = self.block if B is None else B
         n = sp.ceiling(N / B)  # exact when B divides N; else the partial last block counts as full
@@ -123,6 +125,7 @@ class BlockStrided(Pattern):
         return B**2 * (n * (2 * m + 1) - s * m * (m + 1))
 
     def blocks_expr(self, N, b, causal=False, s=None):
+        import sympy as sp  # lazy: `import spattern` stays light
         if b != self.block:
             return None
         s = self.stride if s is None else s

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spattern.compiler.blocks import Grid, rect_blocks
+from spattern.ir.blocks import Grid, rect_blocks
 from spattern.patterns.base import Pattern, check_int
 from spattern.patterns.document import context_value
 from spattern.patterns.full import causal as _causal
@@ -91,20 +91,18 @@ class TopK(Pattern):
         raise ValueError("topk(...) is content-dependent: compile it with context={'block_scores': ...}")
 
     def bind(self, context):
-        from spattern.indexer.select import topk_block_table
-
         bs = context_value(context, "block_scores")
         if bs is None:
             raise ValueError("topk(...) needs context={'block_scores': (R, C) tensor} (from spattern.indexer)")
-        import torch
-
-        bs = torch.as_tensor(bs)
-        if bs.dim() == 2:
-            bs = bs[None]
-        q_len = context_value(context, "q_len") or bs.shape[1] * self.block
-        kv_len = context_value(context, "kv_len") or bs.shape[2] * self.block
-        table = topk_block_table(bs, self.k, int(q_len), int(kv_len), self.block, self.block,
-                                 self.causal, self.sink, self.local)[0]
+        bs = np.asarray(bs.detach().cpu() if hasattr(bs, "detach") else bs, dtype=np.float32)
+        if bs.ndim == 3 and bs.shape[0] == 1:
+            bs = bs[0]
+        if bs.ndim != 2:
+            raise ValueError(f"block_scores: expected (R, C) or (1, R, C) scores, got shape {bs.shape}")
+        q_len = context_value(context, "q_len") or bs.shape[0] * self.block
+        kv_len = context_value(context, "kv_len") or bs.shape[1] * self.block
+        table = select_blocks(bs, self.k, int(q_len), int(kv_len), self.block, self.block,
+                              self.causal, self.sink, self.local)
         sel = BlockSelection(tuple(table), self.block, self.block)
         return sel & _causal if self.causal else sel
 
@@ -113,3 +111,27 @@ class TopK(Pattern):
 
 
 topk = TopK
+
+NEG = -3.0e38  # a finite floor for valid blocks, so that invalid ones always sort last
+
+
+def select_blocks(scores: np.ndarray, k: int, q_len: int, kv_len: int, block_q: int, block_k: int,
+                  causal: bool = True, sink: int = 1, local: int = 1) -> list[tuple[int, ...]]:
+    """The top-k selection rule, on the host in numpy (the twin of ``spattern.indexer``'s device
+    builders, which are tested equal to it). scores (R, C) -> per query-block row, the ascending
+    key blocks kept: the forced blocks (the first ``sink`` key blocks and the ``local`` blocks
+    ending at the diagonal), then the highest-scoring valid blocks (ties: the lower index first;
+    NaN and -inf count as the lowest valid score), min(k, valid blocks) in all."""
+    R, C = scores.shape
+    out = []
+    for r in range(R):
+        last_q = min((r + 1) * block_q, q_len) - 1
+        n_valid = min(C, last_q // block_k + 1) if causal else C
+        diag = min(last_q // block_k, C - 1)
+        c = np.arange(n_valid)
+        s = np.nan_to_num(scores[r, :n_valid].astype(np.float64), nan=NEG, neginf=NEG, posinf=-NEG)
+        forced = (c < sink) | ((c > diag - local) & (c <= diag))
+        s = np.where(forced, np.inf, s)
+        keep = np.argsort(-s, kind="stable")[: min(k, n_valid)]
+        out.append(tuple(int(x) for x in np.sort(keep)))
+    return out

@@ -123,7 +123,3 @@ def to_array(program: Sequence[Sequence[int]], length: int | None = None) -> np.
     if len(program):
         out[: len(program)] = np.asarray(program, dtype=np.int64).clip(-INF, INF)
     return out
-
-
-def describe(program: Sequence[Sequence[int]]) -> str:
-    return " ".join(f"{NAMES[int(o)]}({a},{b},{c})" for o, a, b, c in program)
