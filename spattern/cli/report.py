@@ -1,0 +1,44 @@
+"""``spattern report [results dirs...] --out report/build``: figures, tables, the PDF and the HTML
+page from results folders only (``spattern.report.build_report``)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="build the report (figures, tables, typst PDF, HTML page) from results/")
+    p.add_argument("results", nargs="*", default=["results"],
+                   help="results folders to read (default: results)")
+    p.add_argument("--out", default="report/build", help="output folder (default: report/build)")
+    p.add_argument("--no-pdf", action="store_true", help="skip compiling the typst PDF")
+    p.add_argument("--no-html", action="store_true", help="skip the HTML page")
+    p.add_argument("--quiet", action="store_true", help="do not list what is missing")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from spattern.report.build import build_report
+    from spattern.utils.errors import UserError
+
+    dirs = [Path(d) for d in args.results]
+    absent = [str(d) for d in dirs if not d.is_dir()]
+    if absent:
+        raise UserError(f"results: expected existing folders, got {', '.join(absent)} (not a folder)")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = build_report(dirs, args.out, pdf=not args.no_pdf, html=not args.no_html)
+    missing = [str(w.message) for w in caught if str(w.message).startswith("report: missing")]
+    for name in ("pdf", "html", "manifest"):
+        if name in paths:
+            print(f"{name:9s} {paths[name]}")
+    n_fig = sum(k.startswith("figure:") for k in paths)
+    n_tab = sum(k.startswith("table:") for k in paths)
+    print(f"{n_fig} figures, {n_tab} tables, {len(missing)} missing, {time.perf_counter() - t0:.1f} s")
+    if not args.quiet:
+        for m in missing:
+            print(f"  {m}")
+    return 0

@@ -1,0 +1,195 @@
+"""``build_report(results_dirs, out_dir)``: figures, tables, numbers, the typst PDF, the HTML page
+and the manifest, from ``results/`` only.
+
+Out folder::
+
+    figures/<name>.svg|png      one per figure (SVG in the PDF, PNG inlined in the HTML)
+    tables/<name>.csv|json|typ  one per table
+    data/numbers.json           every number the prose shows, formatted (and ``missing``)
+    data/figures.json           figure index (file, caption, width) the typst source reads
+    typst/*.typ, refs.bib       a copy of ``report/`` (the prose), compiled with the out folder as root
+    report.pdf, report.html, manifest.json
+
+Whatever cannot be built (no such results) is recorded as missing: a Python warning, a
+``missing: <what>`` box in the PDF and the HTML, never an old number.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from spattern.report import collect, numbers as numbers_mod
+from spattern.report.data import Study, load_study
+from spattern.report.manifest import Manifest
+from spattern.report.style import Palette, save_figure
+from spattern.report import tables as T
+from spattern.utils.io import atomic_write_bytes, write_json
+
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "report"
+COST_SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+
+class _Builder:
+    def __init__(self, study: Study, out: Path, formats: Sequence[str]):
+        self.study, self.out, self.formats = study, out, tuple(formats)
+        self.manifest = Manifest(study.roots, out)
+        self.figs: dict[str, dict] = {}
+        self.tables: dict[str, T.Table] = {}
+        keys = [r.key for r in study.runs] + [c.key for c in study.curves]
+        self.palette = Palette(keys)
+
+    def figure(self, name: str, make, inputs, caption: str, wide: bool, what: str, derived: str | None = None):
+        """Build one figure; a ValueError (no data) or an empty input becomes a 'missing' record."""
+        import matplotlib.pyplot as plt  # noqa: F401 - registers the backends savefig needs
+
+        try:
+            fig = make()
+        except ValueError as e:
+            self.manifest.miss("figure", name, f"{what} ({e})")
+            return
+        paths = save_figure(fig, self.out / "figures" / name, self.formats)
+        self.manifest.add("figure", name, inputs, paths, derived)
+        self.figs[name] = {"file": f"figures/{name}.svg", "png": f"figures/{name}.png", "caption": caption,
+                           "wide": wide}
+
+    def table(self, t: T.Table | None, name: str, what: str, derived: str | None = None):
+        if t is None or not t.rows:
+            self.manifest.miss("table", name, what)
+            return
+        paths = T.write_table(t, self.out / "tables")
+        self.manifest.add("table", t.name, t.sources, paths, derived)
+        self.tables[t.name] = t
+
+
+def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
+                 formats: Sequence[str] = ("svg", "png"), source_dir: str | Path | None = None,
+                 title: str = "Sparse attention patterns with spattern") -> dict[str, Path]:
+    """Build the report from ``results_dirs`` (one path or several) into ``out_dir``; returns the
+    written paths by name (``pdf``, ``html``, ``manifest``, ``numbers``, figures and tables)."""
+    from spattern.report.figures import (ablation_figure, cost_figure, cost_points, heatmap_figure, indexer_figure,
+                                         kernel_figure, quality_figure, synthetic_figure, training_figure)
+    from spattern.report.figures.kernels import select_cells, target_rows
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("figures", "tables", "data"):  # nothing stale survives from an earlier build
+        shutil.rmtree(out / sub, ignore_errors=True)
+    study = load_study(results_dirs)
+    b = _Builder(study, out, formats)
+    s = study
+
+    # --- patterns: heatmaps and costs (compiled from the pattern strings the runs recorded) -------
+    pats, pat_src, n_seq = collect.patterns_of(s)
+    derived = "compiled from the runs' pattern strings with spattern.compile / spattern.cost"
+    b.figure("heatmap", lambda: heatmap_figure(pats, n_block=n_seq, palette=b.palette), pat_src,
+             f"Each pattern family of the study: token mask at small N (top) and block layout at N = {n_seq} "
+             "(bottom), with their densities.", True, "pattern heatmaps (no run records a static pattern)", derived)
+    rows = cost_points(pats, sorted(set(COST_SIZES) | {n_seq}), exact_at=(n_seq,)) if pats else []
+    b.figure("cost", lambda: cost_figure(rows, palette=b.palette), pat_src,
+             "Attended pairs against sequence length: exact counts (markers) and closed forms (lines; dashed: "
+             "upper bound), log-log.", False, "cost curves (no static pattern in the results)", derived)
+    b.table(T.cost_table([r for r in rows if r["N"] == n_seq], pat_src) if rows else None, "cost",
+            "cost table (no static pattern in the results)", derived)
+
+    # --- kernels -----------------------------------------------------------------------------------
+    cells_src = s.bench_cells()
+    cells = [c for c, _ in cells_src]
+    bench_src = sorted({p for _, p in cells_src})
+    sel_f, sl_f = select_cells(cells, backward=False)
+    sel_b, sl_b = select_cells(cells, backward=True)
+    b.figure("kernels", lambda: kernel_figure(cells, backward=False), bench_src,
+             "Forward attention: time against N, TFLOP/s against density at the largest N, and speed-up over "
+             "dense SDPA against density with the Project C targets (stars).", True,
+             "forward kernel benchmark (no spattern bench attention results)")
+    b.figure("kernels_backward", lambda: kernel_figure(cells, backward=True), bench_src,
+             "Forward+backward attention: time, TFLOP/s and speed-up over dense SDPA, as in the forward figure.",
+             True, "forward+backward kernel benchmark (no cells with backward = true)")
+    desc = lambda sl: f"{'forward+backward' if sl['backward'] else 'forward'}, head dim {sl['D']}, " \
+                      f"{'causal' if sl['causal'] else 'non-causal'}"  # noqa: E731
+    b.table(T.kernel_table(sel_f, desc(sl_f), bench_src) if sel_f else None, "kernels",
+            "kernel benchmark table (no forward benchmark cells)")
+    if sel_b:
+        b.table(T.kernel_table(sel_b, desc(sl_b), bench_src, name="kernels_backward"), "kernels_backward", "")
+    targets = target_rows(sel_f)
+    b.table(T.target_table(targets, bench_src) if sel_f else None, "targets",
+            "speed-up targets (no forward benchmark cells)")
+
+    # --- quality -------------------------------------------------------------------------------------
+    q_exps = collect.quality_experiments(s)
+    q_points: dict[str, list[dict]] = {}
+    for e in q_exps:
+        pts, src = collect.collect_quality(s, e)
+        q_points[e] = pts
+        b.figure(f"quality_{e}", lambda pts=pts, e=e: quality_figure(pts, palette=b.palette), src,
+                 f"Quality against density in {e}: each pattern family's value with its 95% CI band; dense "
+                 "attention dashed.", True, f"quality curves of {e}")
+        b.table(T.quality_table(pts, e, src), f"quality_{e}", f"quality table of {e}")
+    if not q_exps:
+        b.manifest.miss("figure", "quality", "quality vs density (no run compares against dense with KL, "
+                        "top-1 agreement or recall)")
+
+    # --- synthetic tasks, training, ablations, indexer ------------------------------------------------
+    syn, syn_src, xname = collect.collect_synthetic(s)
+    b.figure("synthetic", lambda: synthetic_figure(syn, palette=b.palette,
+                                                   xlabel=f"{xname} (tokens)"), syn_src,
+             f"Synthetic long-range task: accuracy against {xname}, mean over seeds with 95% CI.", False,
+             "synthetic-task accuracy (no per-example distance/correct values)")
+    curves, cur_src, cur_exp = collect.training_curves(s)
+    b.figure("training", lambda: training_figure(curves, palette=b.palette), cur_src,
+             f"Training curves of {cur_exp}: mean over seeds, band from the lowest to the highest seed.", True,
+             "training curves (no training metrics.jsonl)")
+    abl, abl_src = collect.collect_ablation(s)
+    b.figure("ablation", lambda: ablation_figure(abl, palette=b.palette), abl_src,
+             "Ablations: one parameter varied at a time, the rest fixed (95% CI).", False,
+             "ablations (no experiment named ablation*)")
+    snap, idx_curves, idx_src = collect.collect_indexer(s)
+    b.figure("indexer", lambda: indexer_figure(snap, idx_curves, palette=b.palette), idx_src,
+             "The top-k indexer: raw index scores, the key blocks it selects, the attention on that selection "
+             "(per indexer head), and its recall of dense attention mass over training.", True,
+             "top-k indexer results (no snapshot and no indexer recall logged)")
+
+    # --- tables from other results -------------------------------------------------------------------
+    sig_docs = [(f.data, f.path) for f in s.significance]
+    b.table(T.significance_table(sig_docs) if sig_docs else None, "significance",
+            "significance table (no spattern compare --json output)")
+    b.table(T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
+
+    # --- numbers, figure index, typst, html, manifest -------------------------------------------------
+    nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn, curves, abl, out, title)
+    paths: dict[str, Path] = {"numbers": write_json(out / "data" / "numbers.json", nums),
+                              "figures_index": write_json(out / "data" / "figures.json", b.figs)}
+    tab_index = {name: {"file": f"tables/{name}.json"} for name in b.tables}
+    paths["tables_index"] = write_json(out / "data" / "tables.json", tab_index)
+    if pdf:
+        paths["pdf"] = _compile_pdf(out, Path(source_dir) if source_dir else SOURCE_DIR)
+        b.manifest.add("document", "report.pdf", [], [paths["pdf"]], "typst sources of report/ and the files above")
+    if html:
+        from spattern.report.html import build_html
+
+        paths["html"] = build_html(out, nums, b.figs, b.tables)
+        b.manifest.add("document", "report.html", [], [paths["html"]], "figures (PNG) and tables above")
+    paths["manifest"] = b.manifest.write({"build_seconds_note": "not recorded (keeps the manifest reproducible)"})
+    for name, f in b.figs.items():
+        paths[f"figure:{name}"] = out / f["file"]
+    for name in b.tables:
+        paths[f"table:{name}"] = out / "tables" / f"{name}.json"
+    return paths
+
+
+def _compile_pdf(out: Path, source_dir: Path) -> Path:
+    import typst
+
+    if not (source_dir / "main.typ").exists():
+        raise FileNotFoundError(f"report sources: expected {source_dir}/main.typ (the report/ folder of the repository)")
+    dst = out / "typst"
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    for p in sorted(source_dir.iterdir()):
+        if p.is_file() and p.suffix in (".typ", ".bib", ".yml", ".csl"):
+            shutil.copy2(p, dst / p.name)
+    with warnings.catch_warnings():
+        data = typst.compile(str(dst / "main.typ"), root=str(out), ignore_system_fonts=True)
+    return atomic_write_bytes(out / "report.pdf", data)

@@ -1,0 +1,313 @@
+"""Readers of ``results/``: everything the report shows comes through here, with the files it came from.
+
+``load_study(dirs)`` walks the given results folders (sorted, so the order never depends on the
+file system) and classifies what it finds by content, tolerating extra keys:
+
+- **runs**: a folder with ``metrics.json`` holding ``experiment`` and ``run_id`` (the experiment
+  runner's layout: ``config.toml``, ``metrics.json``, ``per_example.jsonl``, ``env.json``; a training
+  run adds the loop's ``metrics.jsonl``; an indexer run may add ``indexer_snapshot.json``).
+- **significance tables**: JSON with ``rows`` and ``correction`` (``spattern compare --json``).
+- **attention benchmarks**: JSON with a ``results`` list of cells holding ``N`` and ``ms``
+  (``spattern bench attention``); a cell with ``"backward": true`` is forward+backward.
+- **top-k build benchmarks**: JSON with ``build_eager_ms``; **compile benchmarks**: JSON with
+  ``headline``/``analytic_vs_generic``.
+- **training curves** outside run folders: ``<name>_metrics.jsonl`` beside ``<name>_run.json``
+  (the training loop's files, as in ``results/train_h100/``).
+- **indexer snapshots** (``indexer_snapshot.json``): ``{"block": int, "heads": [{"scores":
+  [[float]] (N, N), "selected": [[0/1]] (R, C) blocks, "attention": [[float]] (N, N)}, ...]}``.
+
+Anything else is listed in ``Study.skipped`` with the reason. Every object keeps ``sources`` (the
+files it was read from) so the manifest can trace each figure and table to its inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spattern.utils.io import read_jsonl
+
+QUALITY_METRICS = ("ppl", "nll", "kl", "top1_agreement", "recall")
+_FAMILY_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+_NOT_FAMILIES = {"causal", "heads"}
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def family(pattern: str | None) -> str:
+    """The series key of a pattern string: its family names in order of appearance, joined by '+'
+    (``"(local(512) | sink(64)) & causal"`` -> ``"local+sink"``); no pattern or dense -> ``"dense"``."""
+    if pattern is None or str(pattern).strip() in ("", "dense", "none", "full", "causal"):
+        return "dense"
+    names: list[str] = []
+    for m in _FAMILY_RE.finditer(str(pattern)):
+        n = m.group(1)
+        if n not in _NOT_FAMILIES and n not in names:
+            names.append(n)
+    return "+".join(names) if names else str(pattern).strip()
+
+
+def _read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return read_jsonl(path, on_torn=lambda msg: warnings.warn(msg, stacklevel=3))
+
+
+@dataclass
+class Run:
+    """One finished (or partial) run of an experiment."""
+
+    dir: Path
+    experiment: str
+    run_id: str
+    label: str
+    pattern: str | None
+    params: dict
+    status: str
+    metrics: dict
+    timings: dict
+    env: dict | None
+    sources: list[Path]
+    per_example_path: Path | None = None
+    curve_path: Path | None = None
+    snapshot_path: Path | None = None
+
+    @property
+    def key(self) -> str:
+        """Series key (colour, legend): ``params.family`` if the run names one, else ``family(pattern)``."""
+        fam = self.params.get("family") if isinstance(self.params, dict) else None
+        return str(fam) if fam else family(self.pattern)
+
+    @property
+    def seed(self):
+        return self.params.get("seed") if isinstance(self.params, dict) else None
+
+    @property
+    def density(self) -> float | None:
+        v = self.metrics.get("density", self.params.get("density") if isinstance(self.params, dict) else None)
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+    @cached_property
+    def per_example(self) -> list[dict]:
+        return _jsonl(self.per_example_path) if self.per_example_path else []
+
+    @cached_property
+    def curve(self) -> list[dict]:
+        return _jsonl(self.curve_path) if self.curve_path else []
+
+    def values(self, metric: str) -> np.ndarray:
+        """Finite per-example values of ``metric`` (float64 [n]), in file order."""
+        vals = [float(v) for v in (r.get(metric) for r in self.per_example) if isinstance(v, (int, float))]
+        arr = np.array(vals, dtype=np.float64)  # bools count as 0/1 (e.g. ``correct``)
+        return arr[np.isfinite(arr)]
+
+
+@dataclass
+class Curve:
+    """A training curve: the loop's ``metrics.jsonl`` records of one (pattern, seed)."""
+
+    name: str
+    key: str
+    seed: Any
+    records: list[dict]
+    sources: list[Path]
+    experiment: str | None = None
+
+
+@dataclass
+class Found:
+    """A JSON document of a known kind and the file it came from."""
+
+    kind: str
+    data: dict
+    path: Path
+
+
+@dataclass
+class Study:
+    roots: list[Path]
+    runs: list[Run] = field(default_factory=list)
+    significance: list[Found] = field(default_factory=list)
+    bench: list[Found] = field(default_factory=list)
+    topk: list[Found] = field(default_factory=list)
+    compile_bench: list[Found] = field(default_factory=list)
+    curves: list[Curve] = field(default_factory=list)
+    snapshots: list[Found] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def experiments(self) -> list[str]:
+        return sorted({r.experiment for r in self.runs})
+
+    def bench_cells(self) -> list[tuple[dict, Path]]:
+        """Attention benchmark cells with their file; a later file's cell replaces an earlier one
+        with the same (N, D, causal, density_target, backward)."""
+        cells: dict[tuple, tuple[dict, Path]] = {}
+        for f in self.bench:
+            for c in f.data.get("results", []):
+                if not isinstance(c, dict) or "N" not in c or not isinstance(c.get("ms"), dict):
+                    continue
+                k = (c.get("N"), c.get("D"), bool(c.get("causal")), c.get("density_target", c.get("density")),
+                     bool(c.get("backward")))
+                cells[k] = (c, f.path)
+        return [cells[k] for k in sorted(cells, key=lambda t: tuple(str(x) for x in t))]
+
+    def envs(self) -> list[tuple[dict, Path]]:
+        out = [(r.env, r.dir / "env.json") for r in self.runs if r.env]
+        for f in self.bench:
+            env = f.data.get("env") or next((r.get("env") for r in f.data.get("runs", {}).values()
+                                              if isinstance(r, dict) and r.get("env")), None)
+            if isinstance(env, dict):
+                out.append((env, f.path))
+        return out
+
+
+def _load_run(d: Path, study: Study) -> None:
+    mpath = d / "metrics.json"
+    try:
+        m = _read_json(mpath)
+    except (OSError, json.JSONDecodeError) as e:
+        study.skipped.append((mpath, f"unreadable metrics.json: {e}"))
+        return
+    if not isinstance(m, dict) or "experiment" not in m or "run_id" not in m:
+        study.skipped.append((mpath, "metrics.json without experiment/run_id"))
+        return
+    sources = [mpath]
+    env = None
+    if (d / "env.json").exists():
+        try:
+            env = _read_json(d / "env.json")
+            sources.append(d / "env.json")
+        except (OSError, json.JSONDecodeError) as e:
+            study.skipped.append((d / "env.json", f"unreadable: {e}"))
+    if (d / "config.toml").exists():
+        sources.append(d / "config.toml")
+    per_ex = d / "per_example.jsonl"
+    curve = d / "metrics.jsonl"
+    snap = d / "indexer_snapshot.json"
+    run = Run(dir=d, experiment=str(m["experiment"]), run_id=str(m["run_id"]), label=str(m.get("label") or m["run_id"]),
+              pattern=m.get("pattern"), params=m.get("params") or {}, status=str(m.get("status", "unknown")),
+              metrics={k: v for k, v in (m.get("metrics") or {}).items()}, timings=m.get("timings") or {},
+              env=env, sources=sources, per_example_path=per_ex if per_ex.exists() else None,
+              curve_path=curve if curve.exists() else None, snapshot_path=snap if snap.exists() else None)
+    study.runs.append(run)
+    if run.curve_path is not None:
+        study.curves.append(Curve(name=run.label, key=run.key, seed=run.seed, records=run.curve,
+                                  sources=[run.curve_path, mpath], experiment=run.experiment))
+    if run.snapshot_path is not None:
+        try:
+            study.snapshots.append(Found("indexer_snapshot", _read_json(snap), snap))
+        except (OSError, json.JSONDecodeError) as e:
+            study.skipped.append((snap, f"unreadable: {e}"))
+
+
+def _classify(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    if "rows" in data and "correction" in data:
+        return "significance"
+    res = data.get("results")
+    if isinstance(res, list) and any(isinstance(c, dict) and "N" in c and "ms" in c for c in res):
+        return "bench"
+    if "build_eager_ms" in data:
+        return "topk"
+    if "headline" in data and "analytic_vs_generic" in data:
+        return "compile_bench"
+    if "heads" in data and isinstance(data.get("heads"), list) and data["heads"] and "scores" in data["heads"][0]:
+        return "indexer_snapshot"
+    return None
+
+
+def load_study(dirs) -> Study:
+    """Read every results folder in ``dirs`` (a path or a list of paths). Missing folders warn."""
+    roots = [Path(d) for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs)]
+    study = Study(roots=roots)
+    for root in roots:
+        if not root.exists():
+            warnings.warn(f"results folder {root} does not exist; nothing read from it", stacklevel=2)
+            continue
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        run_dirs = sorted({p.parent for p in files if p.name == "metrics.json"})
+        for d in run_dirs:
+            _load_run(d, study)
+        in_run = {d for d in run_dirs if any(r.dir == d for r in study.runs)}
+        for p in files:
+            if any(d in p.parents for d in in_run):
+                continue
+            if p.suffix == ".jsonl" and p.name.endswith("_metrics.jsonl"):
+                _load_loose_curve(p, study)
+                continue
+            if p.suffix != ".json" or p.name.endswith("_run.json"):
+                continue
+            try:
+                data = _read_json(p)
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+                study.skipped.append((p, f"unreadable JSON: {e}"))
+                continue
+            kind = _classify(data)
+            if kind is None:
+                study.skipped.append((p, "not a kind the report reads"))
+            else:
+                getattr(study, {"indexer_snapshot": "snapshots"}.get(kind, kind)).append(Found(kind, data, p))
+    return study
+
+
+def _load_loose_curve(p: Path, study: Study) -> None:
+    stem = p.name[: -len("_metrics.jsonl")]
+    run_json = p.with_name(f"{stem}_run.json")
+    pattern, seed, sources = None, None, [p]
+    if run_json.exists():
+        try:
+            info = _read_json(run_json)
+            sources.append(run_json)
+            model = (info.get("config") or {}).get("model") or {}
+            pattern = model.get("pattern")
+            seed = info.get("seed", ((info.get("config") or {}).get("train") or {}).get("seed"))
+        except (OSError, json.JSONDecodeError) as e:
+            study.skipped.append((run_json, f"unreadable: {e}"))
+    records = _jsonl(p)
+    if not any("loss" in r for r in records):
+        study.skipped.append((p, "no training loss records"))
+        return
+    study.curves.append(Curve(name=stem, key=family(pattern), seed=seed, records=records, sources=sources,
+                              experiment=p.parent.name))
+
+
+# --- statistics for bands ------------------------------------------------------------------------
+
+def mean_ci(values, confidence: float = 0.95, method: str = "t", seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high). ``t`` (default): mean +- t_{n-1, (1+confidence)/2} * s / sqrt(n);
+    ``bootstrap``: percentile bootstrap of the mean (scipy, 2000 resamples, fixed seed).
+    Fewer than two values: (mean, nan, nan)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    m = float(x.mean())
+    if x.size < 2 or float(x.std()) == 0.0:
+        return (m, math.nan, math.nan) if x.size < 2 else (m, m, m)
+    if method == "t":
+        h = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+        return m, m - h, m + h
+    res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=2000, method="percentile",
+                          random_state=np.random.default_rng(seed), vectorized=True)
+    return m, float(res.confidence_interval.low), float(res.confidence_interval.high)

@@ -1,0 +1,58 @@
+"""Pattern heatmaps: the token mask at a small N and the compiled block grid at the study's N."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from matplotlib.colors import ListedColormap, to_rgba
+
+from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
+
+
+def _pool(mask: np.ndarray, cells: int) -> np.ndarray:
+    """Max-pool a bool [R, C] grid to at most ``cells`` a side (thin bands stay visible)."""
+    r, c = mask.shape
+    fr, fc = max(1, -(-r // cells)), max(1, -(-c // cells))
+    pad = np.zeros((-(-r // fr) * fr, -(-c // fc) * fc), dtype=bool)
+    pad[:r, :c] = mask
+    return pad.reshape(pad.shape[0] // fr, fr, pad.shape[1] // fc, fc).any(axis=(1, 3))
+
+
+@styled
+def heatmap_figure(patterns: Sequence[tuple[str, str]], n_token: int = 256, n_block: int = 4096,
+                   block: int = 64, palette: Palette | None = None, max_cells: int = 256):
+    """One column per pattern ``(key, pattern string)``: top, the token mask at ``n_token`` (query
+    rows, key columns; density = allowed pairs / N^2); bottom, the layout's block grid at
+    ``n_block`` with ``block`` x ``block`` blocks (block density = stored blocks / (N/b)^2).
+    Per-head patterns show head 0. Compiled with ``spattern.compile`` (deterministic)."""
+    from spattern.compiler.compile import compile as compile_pattern
+
+    if not patterns:
+        raise ValueError("patterns: expected at least one (key, pattern string), got none")
+    palette = palette or Palette(k for k, _ in patterns)
+    n = len(patterns)
+    fig, axes = new_figure(ncols=2 * n, nrows=1, width=WIDTH_PAGE if n > 1 else WIDTH_PAGE * 0.5,
+                           height=1.65 if n > 2 else 2.1)
+    axes = np.atleast_1d(axes)
+    for j, (key, text) in enumerate(patterns):
+        colour = palette(key)
+        cmap = ListedColormap([(1, 1, 1, 1), to_rgba(colour)])
+        small = compile_pattern(text, n_token, block=(min(block, 64), min(block, 64)))
+        tok = small.to_dense(0)
+        ax = axes[2 * j]
+        ax.imshow(_pool(tok, max_cells), cmap=cmap, vmin=0, vmax=1, extent=(0, n_token, n_token, 0))
+        ax.set_title(f"{key}: tokens, N={n_token}\ndensity {tok.mean():.3f}", fontsize=6.5, loc="left")
+        ax.set_xlabel("key (token)", fontsize=6)
+        ax.set_ylabel("query (token)", fontsize=6)
+        big = compile_pattern(text, n_block, block=(block, block))
+        grid = big.block_grid(0) >= 0
+        ax = axes[2 * j + 1]
+        ax.imshow(_pool(grid, max_cells), cmap=cmap, vmin=0, vmax=1, extent=(0, grid.shape[1], grid.shape[0], 0))
+        ax.set_title(f"blocks of {block}, N={n_block}\nblock density {grid.mean():.3f}", fontsize=6.5)
+        ax.set_xlabel("key block", fontsize=6)
+        ax.set_ylabel("query block", fontsize=6)
+    for ax in axes:
+        ax.grid(False)
+        ax.tick_params(labelsize=5.5)
+    return fig

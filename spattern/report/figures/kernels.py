@@ -1,0 +1,136 @@
+"""Kernel time, TFLOP/s and speed-up against dense attention, with the Project C targets drawn in."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+
+from spattern.report.style import WIDTH_PAGE, label_method, new_figure, styled
+
+# Project C: block-sparse attention must beat dense attention by these factors (density, N, speed-up).
+TARGETS = ({"density": 0.5, "N": 4096, "speedup": 1.5},
+           {"density": 0.25, "N": 8192, "speedup": 2.5},
+           {"density": 0.1, "N": 16384, "speedup": 5.0})
+DENSE = ("sdpa_flash", "sdpa_cudnn")
+
+
+def select_cells(cells: Sequence[dict], backward: bool = False, head_dim: int | None = None,
+                 causal: bool | None = None) -> tuple[list[dict], dict]:
+    """The cells of one (mode, head dim, causal) slice: by default the most common head dim and
+    non-causal when present. Returns (cells, {"D", "causal", "backward"})."""
+    cs = [c for c in cells if bool(c.get("backward")) == backward and isinstance(c.get("ms"), dict)]
+    if not cs:
+        return [], {"D": head_dim, "causal": causal, "backward": backward}
+    if head_dim is None:
+        head_dim = Counter(c.get("D") for c in cs).most_common(1)[0][0]
+    if causal is None:
+        causal = not any(not c.get("causal") for c in cs if c.get("D") == head_dim)
+    cs = [c for c in cs if c.get("D") == head_dim and bool(c.get("causal")) == causal]
+    return cs, {"D": head_dim, "causal": causal, "backward": backward}
+
+
+def speedup(cell: dict, method: str = "spattern", dense: str = "sdpa_flash") -> float | None:
+    """dense ms / method ms within one cell (times from the same process run)."""
+    ms = cell.get("ms") or {}
+    a, b = ms.get(dense), ms.get(method)
+    return float(a) / float(b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else None
+
+
+def target_rows(cells: Sequence[dict]) -> list[dict]:
+    """For each target: the cell at its N whose measured density is closest to the target density,
+    its speed-up against each dense SDPA backend, and whether the target is met."""
+    out = []
+    for t in TARGETS:
+        at_n = [c for c in cells if c.get("N") == t["N"] and c.get("density_target", c.get("density")) is not None]
+        best = min(at_n, key=lambda c: abs(float(c.get("density_target", c.get("density"))) - t["density"]),
+                   default=None)
+        if best is None or abs(float(best.get("density_target", best.get("density"))) - t["density"]) > 0.051:
+            out.append({**t, "cell": None})
+            continue
+        row = {**t, "cell": best, "density_measured": best.get("density")}
+        for d in DENSE:
+            s = speedup(best, "spattern", d)
+            row[f"vs_{d}"] = s
+            row[f"met_{d}"] = None if s is None else bool(s >= t["speedup"])
+        out.append(row)
+    return out
+
+
+@styled
+def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int | None = None,
+                  causal: bool | None = None):
+    """Three panels from the attention benchmark cells of one slice (see ``select_cells``):
+    time vs N (log-log; spattern and FlexAttention per density, dense SDPA flash/cuDNN),
+    TFLOP/s on computed blocks vs density at the largest N, and speed-up over dense SDPA vs
+    density per N with the Project C targets as stars. Raises ValueError without cells."""
+    cs, sl = select_cells(cells, backward, head_dim, causal)
+    if not cs:
+        raise ValueError(f"cells: no benchmark cells with backward={backward}")
+    mode = "forward+backward" if backward else "forward"
+    fig, axes = new_figure(ncols=3, width=WIDTH_PAGE, height=3.0)
+    dens = sorted({float(c.get("density_target", c["density"])) for c in cs if c.get("density_target", c.get("density")) < 1})
+    ns = sorted({int(c["N"]) for c in cs})
+    cmap = colormaps["viridis"]
+    dcol = {d: cmap(0.15 + 0.7 * i / max(len(dens) - 1, 1)) for i, d in enumerate(dens)}
+    ncol = {n: cmap(0.1 + 0.8 * i / max(len(ns) - 1, 1)) for i, n in enumerate(ns)}
+
+    ax = axes[0]
+    for d in DENSE:  # dense baselines: one time per N (the same in every cell of that N)
+        pts = sorted({(int(c["N"]), c["ms"][d]) for c in cs if isinstance(c["ms"].get(d), (int, float))})
+        if pts:
+            ax.plot(*zip(*pts), color="black" if d == "sdpa_flash" else "grey", lw=1.5, label=label_method(d))
+    for d in dens:
+        for m, ls, mk in (("spattern", "-", "o"), ("flex", ":", "s")):
+            pts = sorted((int(c["N"]), c["ms"][m]) for c in cs if float(c.get("density_target", c["density"])) == d
+                         and isinstance(c["ms"].get(m), (int, float)))
+            if pts:
+                ax.plot(*zip(*pts), ls=ls, marker=mk, color=dcol[d], label=f"{label_method(m)} {d:.0%}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length N (tokens)")
+    ax.set_ylabel(f"{mode} time (ms)")
+    ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+
+    ax = axes[1]
+    n_max = ns[-1]
+    at = sorted((c for c in cs if c["N"] == n_max), key=lambda c: float(c.get("density_target", c["density"])))
+    for m, mk in (("spattern", "o"), ("flex", "s")):
+        pts = [(float(c["density"]), c["tflops"][m]) for c in at
+               if isinstance((c.get("tflops") or {}).get(m), (int, float))]
+        if pts:
+            ax.plot(*zip(*pts), marker=mk, color="C0" if m == "spattern" else "C4", label=label_method(m))
+    for d in DENSE:
+        dense_cell = next((c for c in at if float(c.get("density_target", c["density"])) >= 1.0), None)
+        v = (dense_cell or {}).get("tflops", {}).get(d)
+        if isinstance(v, (int, float)):
+            ax.axhline(v, color="black" if d == "sdpa_flash" else "grey", lw=1, ls="--", label=label_method(d))
+    ax.set_xlabel("block density")
+    ax.set_ylabel("TFLOP/s (computed blocks)")
+    ax.set_title(f"N = {n_max}")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+
+    ax = axes[2]
+    for n in ns:
+        for dname, ls in (("sdpa_flash", "-"), ("sdpa_cudnn", "--")):
+            pts = sorted((float(c["density"]), speedup(c, "spattern", dname)) for c in cs if c["N"] == n
+                         and speedup(c, "spattern", dname) is not None)
+            if pts:
+                ax.plot(*zip(*pts), ls=ls, marker="o", color=ncol[n],
+                        label=f"N={n} vs {'flash' if dname == 'sdpa_flash' else 'cuDNN'}")
+    for t in TARGETS:
+        ax.plot([t["density"]], [t["speedup"]], marker="*", ms=9, color=ncol.get(t["N"], "red"), mec="red",
+                ls="none")
+        ax.annotate(f"target N={t['N']}", (t["density"], t["speedup"]), fontsize=5.5, xytext=(3, 3),
+                    textcoords="offset points", color="red")
+    ax.axhline(1.0, color="black", lw=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("block density")
+    ax.set_ylabel("speed-up over dense SDPA (x)")
+    ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    fig.suptitle(f"{mode}, head dim {sl['D']}, {'causal' if sl['causal'] else 'non-causal'}", fontsize=8)
+    return fig

@@ -1,0 +1,46 @@
+"""Quality against density: perplexity, KL to dense, top-1 agreement, attention-mass recall."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from spattern.report.figures._common import band_line, finite, ordered_keys
+from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
+
+LABELS = {"ppl": "perplexity", "nll": "NLL (nats/token)", "kl": "KL(dense || sparse) (nats)",
+          "top1_agreement": "top-1 agreement with dense", "recall": "dense attention mass kept"}
+LOG_Y = {"kl"}
+
+
+@styled
+def quality_figure(points: Sequence[dict], metrics: Sequence[str] = ("ppl", "kl", "top1_agreement", "recall"),
+                   palette: Palette | None = None, title: str | None = None):
+    """One panel per metric present in ``points`` (dicts: key, density, metric, value, lo, hi; a
+    95% CI or NaN): one line per pattern family over density (log2 axis) with its CI band; dense
+    attention (density 1) as a dashed horizontal reference."""
+    present = [m for m in metrics if any(p["metric"] == m for p in points)]
+    if not present:
+        raise ValueError(f"points: no values for any of {list(metrics)}")
+    palette = palette or Palette(p["key"] for p in points)
+    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=2.1)
+    axes = np.atleast_1d(axes)
+    for ax, m in zip(axes, present):
+        pts = [p for p in points if p["metric"] == m and finite(p["value"]) and finite(p["density"])]
+        for key in ordered_keys(pts):
+            ps = sorted((p for p in pts if p["key"] == key), key=lambda p: p["density"])
+            if key == "dense":
+                ax.axhline(ps[0]["value"], color=palette(key), ls="--", lw=0.9, label="dense")
+                continue
+            band_line(ax, [p["density"] for p in ps], [p["value"] for p in ps], [p["lo"] for p in ps],
+                      [p["hi"] for p in ps], palette(key), key)
+        ax.set_xscale("log", base=2)
+        if m in LOG_Y and all(p["value"] > 0 for p in pts):
+            ax.set_yscale("log")
+        ax.set_xlabel("density")
+        ax.set_ylabel(LABELS.get(m, m))
+    axes[0].legend(fontsize=5.5)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    return fig

@@ -1,0 +1,160 @@
+"""``numbers.json``: every number the report's prose shows, formatted once, from the study.
+
+A value that the results do not provide is left out (the typst ``val`` helper then shows a
+``missing: <key>`` box); ``missing`` lists the figures and tables that could not be built.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+
+from spattern.report.tables import fmt, fmt_ci, fmt_p, fmt_pct, fmt_x
+
+
+def _commands(study) -> list[str]:
+    cmds: list[str] = []
+    for r in study.runs:
+        env = r.env or {}
+        c = env.get("command") or (shlex.join(env["argv"]) if isinstance(env.get("argv"), list) else None)
+        cmds.append(c or f"spattern run experiments/{r.experiment}.toml")
+    for f in study.bench + study.topk:
+        d = f.data
+        if isinstance(d.get("command"), str):
+            cmds.append(d["command"])
+        for run in (d.get("runs") or {}).values():
+            if isinstance(run, dict) and isinstance(run.get("command"), str):
+                cmds.append(run["command"])
+    return sorted(set(cmds))
+
+
+def _env(study) -> dict:
+    out: dict = {}
+    envs = study.envs()
+    if not envs:
+        return out
+    devs = sorted({str(e.get("name") or (e.get("device") if e.get("device") not in ("cpu", "cuda") else None)
+                       or ("CPU" if e.get("device") == "cpu" else e.get("device"))) for e, _ in envs})
+    out["devices"] = ", ".join(devs)
+    for key, getter in (("python", lambda e: e.get("python")),
+                        ("torch", lambda e: (e.get("packages") or {}).get("torch", e.get("torch"))),
+                        ("numpy", lambda e: (e.get("packages") or {}).get("numpy")),
+                        ("cupy", lambda e: e.get("cupy") or (e.get("packages") or {}).get("cupy-cuda12x")
+                         or (e.get("packages") or {}).get("cupy-cuda13x"))):
+        vals = sorted({str(getter(e)) for e, _ in envs if getter(e)})
+        if vals:
+            out[key] = ", ".join(vals)
+    revs = sorted({(e.get("git") or {}).get("revision", "")[:10] + (" (dirty)" if (e.get("git") or {}).get("dirty") else "")
+                   for e, _ in envs if (e.get("git") or {}).get("revision")})
+    if revs:
+        out["git"] = ", ".join(revs)
+    return out
+
+
+def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Path, title: str) -> dict:
+    from spattern.report.figures.training import seed_band
+
+    n: dict = {"title": title}
+    runs = study.runs
+    keys = sorted({r.key for r in runs} | {c.key for c in study.curves})
+    n["study"] = {"experiments": fmt(len(study.experiments())), "experiment_list": ", ".join(study.experiments()),
+                  "runs": fmt(len(runs)), "finished": fmt(sum(r.status == "finished" for r in runs)),
+                  "families": ", ".join(keys), "n_families": fmt(len(keys)),
+                  "results": ", ".join(r.name for r in study.roots)}
+    n["env"] = _env(study)
+    n["commands"] = _commands(study)
+    n["report_command"] = "spattern report " + " ".join(_disp(r) for r in study.roots) + f" --out {_disp(out)}"
+
+    cost = b.tables.get("cost")
+    if cost is not None:
+        n["pattern"] = {"N": fmt(cost.raw[0]["N"]),
+                        "list": [{"key": r["key"], "pattern": r["pattern"], "density": fmt_pct(r["density"]),
+                                  "block_density": fmt_pct(r["block_density"]), "growth": r["asymptotic"]}
+                                 for r in cost.raw]}
+
+    if "kernels" in b.tables:
+        k: dict = {"slice": f"{'forward+backward' if kernel_slice['backward'] else 'forward'}, head dim "
+                            f"{kernel_slice['D']}, {'causal' if kernel_slice['causal'] else 'non-causal'}",
+                   "targets": [], "met": fmt(0), "n_targets": fmt(len(targets))}
+        met = 0
+        for t in targets:
+            row = {"N": fmt(t["N"]), "density": fmt_pct(t["density"]), "target": fmt_x(t["speedup"])}
+            if t.get("cell") is not None:
+                row.update(vs_flash=fmt_x(t.get("vs_sdpa_flash")), vs_cudnn=fmt_x(t.get("vs_sdpa_cudnn")),
+                           verdict=b.tables["targets"].rows[targets.index(t)][-1])
+                met += bool(t.get("met_sdpa_flash") and t.get("met_sdpa_cudnn"))
+            k["targets"].append(row)
+        k["met"] = fmt(met)
+        raw = b.tables["kernels"].raw
+        best = max((r for r in raw if r.get("ms_spattern") and r.get("ms_sdpa_flash") and (r.get("density") or 1) < 1),
+                   key=lambda r: r["ms_sdpa_flash"] / r["ms_spattern"], default=None)
+        if best is not None:
+            k["best"] = {"speedup": fmt_x(best["ms_sdpa_flash"] / best["ms_spattern"]), "N": fmt(best["N"]),
+                         "density": fmt_pct(best["density"])}
+        n["kernel"] = k
+    if study.topk:
+        d = study.topk[-1].data
+        if isinstance(d.get("build_graph_ms"), (int, float)) and isinstance(d.get("attention_ms"), (int, float)):
+            n["topk"] = {"build_graph_us": fmt(1e3 * d["build_graph_ms"]), "attention_ms": fmt(d["attention_ms"]),
+                         "fraction": fmt_pct(d["build_graph_ms"] / d["attention_ms"]), "N": fmt(d.get("n")),
+                         "k": fmt(d.get("k")), "device": str(d.get("device", "–"))}
+
+    qs = []
+    for e, pts in q_points.items():
+        sparse = [p for p in pts if p["key"] != "dense" and p["metric"] == "kl"]
+        row = {"name": e}
+        if sparse:
+            lowest = min(p["density"] for p in sparse)
+            at = [p for p in sparse if p["density"] == lowest]
+            bestp = min(at, key=lambda p: p["value"])
+            worst = max(at, key=lambda p: p["value"])
+            row.update(lowest_density=fmt_pct(lowest), best_key=bestp["key"],
+                       best_kl=fmt_ci(bestp["value"], bestp["lo"], bestp["hi"]), worst_key=worst["key"],
+                       worst_kl=fmt_ci(worst["value"], worst["lo"], worst["hi"]))
+        dense = [p for p in pts if p["key"] == "dense" and p["metric"] == "ppl"]
+        if dense:
+            row["dense_ppl"] = fmt(dense[0]["value"])
+        qs.append(row)
+    if qs:
+        n["quality"] = {"experiments": qs}
+
+    if study.significance:
+        rows = [r for f in study.significance for r in f.data.get("rows", [])]
+        sig = [r for r in rows if r.get("significant")]
+        alphas = sorted({f.data.get("alpha") for f in study.significance if f.data.get("alpha") is not None})
+        n["significance"] = {"rows": fmt(len(rows)), "significant": fmt(len(sig)), "not_significant": fmt(len(rows) - len(sig)),
+                             "alpha": ", ".join(f"{a:g}" for a in alphas), "correction": ", ".join(sorted({str(f.data.get("correction")) for f in study.significance}))}
+        finite = [r for r in rows if isinstance(r.get("effect_size"), (int, float)) and math.isfinite(r["effect_size"])]
+        if finite:
+            top = max(finite, key=lambda r: abs(r["effect_size"]))
+            n["significance"]["largest"] = {"comparison": f"{top.get('run')} vs {top.get('baseline')}",
+                                            "metric": str(top.get("metric")),
+                                            "diff": fmt_ci(top.get("diff"), top.get("diff_ci_low"), top.get("diff_ci_high")),
+                                            "p_holm": fmt_p(top.get("p_holm")), "effect": fmt(top["effect_size"], 2)}
+
+    if syn:
+        far = max(p["distance"] for p in syn)
+        n["synthetic"] = {"distance": fmt(far), "rows": [{"key": p["key"], "accuracy": fmt_ci(p["value"], p["lo"], p["hi"])}
+                                                         for p in syn if p["distance"] == far]}
+    if curves:
+        rows = []
+        for key in sorted({c.key for c in curves}):
+            steps, mean, lo, hi, k = seed_band([c for c in curves if c.key == key], "val_loss")
+            if k:
+                rows.append({"key": key, "val_loss": fmt(float(mean[-1])), "seeds": fmt(k), "step": fmt(int(steps[-1]))})
+        if rows:
+            n["training"] = {"rows": rows}
+    if abl:
+        n["ablation"] = {"params": ", ".join(dict.fromkeys(p["param"] for p in abl)),
+                         "experiments": ", ".join(dict.fromkeys(p["experiment"] for p in abl))}
+    n["missing"] = [f"{m['kind']} {m['name']}: {m['what']}" for m in b.manifest.missing]
+    return n
+
+
+def _disp(p: Path) -> str:
+    p = Path(p)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return p.name

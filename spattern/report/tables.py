@@ -1,0 +1,213 @@
+"""Tables as data (CSV with the raw values, JSON with raw and formatted cells) and as typst.
+
+Each table is a ``Table``: a name, a caption, column headers, formatted rows (what the PDF and the
+HTML show) and the raw rows (what the CSV keeps, unrounded). ``write_table`` writes
+``<name>.csv``, ``<name>.json`` and ``<name>.typ`` (a typst ``table`` a reader can include on its
+own); the report's typst source reads the JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from spattern.utils.io import atomic_write_text, write_json
+
+
+# --- formatting (one place, so the PDF, the HTML and numbers.json agree) -------------------------
+def fmt(x, sig: int = 3) -> str:
+    """A number with ``sig`` significant digits; integers as integers; None/NaN as an en dash."""
+    if x is None or isinstance(x, bool):
+        return "–" if x is None else ("yes" if x else "no")
+    if isinstance(x, int):
+        return f"{x:,}".replace(",", " ")
+    if not math.isfinite(x):
+        return "–"
+    if x == 0:
+        return "0"
+    if abs(x) >= 10 ** sig:
+        return f"{x:,.0f}".replace(",", " ")
+    digits = max(sig - 1 - int(math.floor(math.log10(abs(x)))), 0)
+    return f"{x:.{digits}f}"
+
+
+def fmt_ci(m, lo, hi, sig: int = 3) -> str:
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return fmt(m, sig)
+    return f"{fmt(m, sig)} [{fmt(lo, sig)}, {fmt(hi, sig)}]"
+
+
+def fmt_p(p) -> str:
+    if p is None or not math.isfinite(p):
+        return "–"
+    return "< 0.001" if p < 1e-3 else f"{p:.3f}"
+
+
+def fmt_pct(x) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.{0 if abs(100 * x - round(100 * x)) < 1e-9 else 1}f}%"
+
+
+def fmt_x(x) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.2f}x"
+
+
+@dataclass
+class Table:
+    name: str
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+    raw: list[dict]
+    sources: list[Path] = field(default_factory=list)
+    note: str = ""
+
+
+def _typst_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_typst(t: Table) -> str:
+    cells = ",\n  ".join(", ".join(_typst_str(c) for c in row) for row in t.rows)
+    header = ", ".join(_typst_str(c) for c in t.columns)
+    return (f"// generated from results/ by spattern.report; do not edit\n"
+            f"#figure(table(columns: {len(t.columns)}, stroke: none, align: left,\n"
+            f"  table.hline(), table.header({header}), table.hline(),\n  {cells},\n  table.hline()),\n"
+            f"  caption: [#{_typst_str(t.caption)}])\n")
+
+
+def write_table(t: Table, folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    fields: list[str] = []
+    for r in t.raw:
+        fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in t.raw:
+        w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
+    paths = [atomic_write_text(folder / f"{t.name}.csv", buf.getvalue()),
+             write_json(folder / f"{t.name}.json", {"name": t.name, "caption": t.caption, "columns": t.columns,
+                                                    "rows": t.rows, "note": t.note, "raw": t.raw}),
+             atomic_write_text(folder / f"{t.name}.typ", to_typst(t))]
+    return paths
+
+
+# --- the tables ------------------------------------------------------------------------------------
+def significance_table(docs: Sequence[tuple[dict, Path]]) -> Table:
+    """Rows of every ``compare --json`` document: mean [CI], paired difference [CI], raw and Holm
+    p-values, effect size, and whether the difference is significant at the document's alpha."""
+    rows, raw, sources = [], [], []
+    alphas = set()
+    for doc, path in docs:
+        sources.append(path)
+        alphas.add(doc.get("alpha"))
+        for r in doc.get("rows", []):
+            raw.append({"experiment": doc.get("experiment"), **r})
+            better = r.get("higher_is_better")
+            rows.append([str(doc.get("experiment", "")), str(r.get("metric", "")),
+                         f"{r.get('run', '')} vs {r.get('baseline', doc.get('baseline', ''))}",
+                         fmt(r.get("n")), fmt_ci(r.get("mean"), r.get("ci_low"), r.get("ci_high")),
+                         fmt_ci(r.get("diff"), r.get("diff_ci_low"), r.get("diff_ci_high")),
+                         fmt_p(r.get("p_holm")), f"{fmt(r.get('effect_size'), 2)} {r.get('effect_size_name', '')}".strip(),
+                         "–" if better is None else ("higher" if better else "lower"),
+                         "yes" if r.get("significant") else "no"])
+    alpha = ", ".join(f"{a:g}" for a in sorted(a for a in alphas if a is not None))
+    return Table("significance", f"Paired comparisons against the baseline: mean with 95% CI, paired difference "
+                 f"with 95% CI, Holm-adjusted p-value, effect size; significant at alpha = {alpha} after Holm "
+                 f"correction; better: the direction in which the metric improves.",
+                 ["experiment", "metric", "comparison", "n", "mean [CI]", "difference [CI]", "p (Holm)",
+                  "effect size", "better", "significant"], rows, raw, sources)
+
+
+def kernel_table(cells: Sequence[dict], slice_desc: str, sources: Sequence[Path], name: str = "kernels") -> Table:
+    rows, raw = [], []
+    for c in sorted(cells, key=lambda c: (c["N"], -float(c.get("density_target", c.get("density", 0))))):
+        ms = c.get("ms") or {}
+        fl = ms.get("sdpa_flash")
+        cu = ms.get("sdpa_cudnn")
+        spm = ms.get("spattern")
+        raw.append({"N": c["N"], "D": c.get("D"), "causal": c.get("causal"), "backward": bool(c.get("backward")),
+                    "density": c.get("density"), **{f"ms_{k}": v for k, v in ms.items()},
+                    **{f"tflops_{k}": v for k, v in (c.get("tflops") or {}).items()}})
+        rows.append([fmt(c["N"]), fmt_pct(c.get("density")), fmt(spm), fmt(ms.get("flex")), fmt(fl), fmt(cu),
+                     fmt((c.get("tflops") or {}).get("spattern")),
+                     fmt_x(fl / spm if fl and spm else None), fmt_x(cu / spm if cu and spm else None)])
+    return Table(name, f"Attention kernel times ({slice_desc}): spattern and FlexAttention on the sparse "
+                 "layout, dense SDPA (flash, cuDNN) at the same N; TFLOP/s counted on computed blocks; "
+                 "speed-up = dense time / spattern time.",
+                 ["N", "density", "spattern ms", "Flex ms", "flash ms", "cuDNN ms", "TFLOP/s", "vs flash", "vs cuDNN"],
+                 rows, raw, list(sources))
+
+
+def target_table(targets: Sequence[dict], sources: Sequence[Path]) -> Table:
+    rows, raw = [], []
+    for t in targets:
+        raw.append({k: v for k, v in t.items() if k != "cell"})
+        if t.get("cell") is None:
+            rows.append([fmt(t["N"]), fmt_pct(t["density"]), fmt_x(t["speedup"]), "missing", "missing", "missing"])
+            continue
+        verdict = []
+        for d, name in (("sdpa_flash", "flash"), ("sdpa_cudnn", "cuDNN")):
+            s = t.get(f"vs_{d}")
+            if s is not None:
+                verdict.append(f"{name}: met" if s >= t["speedup"] else f"{name}: missed by {fmt_pct(1 - s / t['speedup'])}")
+        rows.append([fmt(t["N"]), fmt_pct(t["density"]), fmt_x(t["speedup"]), fmt_x(t.get("vs_sdpa_flash")),
+                     fmt_x(t.get("vs_sdpa_cudnn")), "; ".join(verdict)])
+    return Table("targets", "Project C speed-up targets against dense attention and the measured speed-up of the "
+                 "spattern kernel at the nearest benchmarked density.",
+                 ["N", "density", "target", "vs flash", "vs cuDNN", "verdict"], rows, raw, list(sources))
+
+
+def cost_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
+    rows, raw = [], []
+    for r in rows_in:
+        raw.append(dict(r))
+        closed = "–" if r["pairs_closed"] is None else fmt(r["pairs_closed"]) + ("" if r["pairs_exact"] else " (bound)")
+        rows.append([r["key"], fmt(r["N"]), fmt_pct(r["density"]), fmt_pct(r["block_density"]), fmt(r["pairs"]),
+                     closed, r["asymptotic"], fmt(r["flops_fwd"] / 1e9)])
+    return Table("cost", "Cost of each pattern: exact attended pairs from the compiled layout against the closed "
+                 "form (exact, or an upper bound), densities, growth class and forward GFLOP per head "
+                 "(head dim 64).",
+                 ["pattern", "N", "density", "block density", "pairs (exact)", "pairs (closed form)", "growth",
+                  "GFLOP fwd"], rows, raw, list(sources))
+
+
+def quality_table(points: Sequence[dict], experiment: str, sources: Sequence[Path]) -> Table:
+    metrics = [m for m in ("ppl", "kl", "top1_agreement", "recall") if any(p["metric"] == m for p in points)]
+    by: dict[tuple, dict] = {}
+    for p in points:
+        by.setdefault((p["key"] != "dense", -p["density"], p["key"]), {})[p["metric"]] = p
+    rows, raw = [], []
+    for (_, negd, key), ms in sorted(by.items()):
+        rows.append([key, fmt_pct(-negd)] + [fmt_ci(ms[m]["value"], ms[m]["lo"], ms[m]["hi"]) if m in ms else "–"
+                                             for m in metrics])
+        raw.append({"key": key, "density": -negd, **{m: ms[m]["value"] for m in metrics if m in ms},
+                    **{f"{m}_ci": [ms[m]["lo"], ms[m]["hi"]] for m in metrics if m in ms}})
+    names = {"ppl": "perplexity", "kl": "KL", "top1_agreement": "top-1 agr.", "recall": "mass recall"}
+    return Table(f"quality_{experiment}", f"Quality of each pattern against dense attention in {experiment} "
+                 "(value with 95% CI).", ["pattern", "density"] + [names[m] for m in metrics], rows, raw,
+                 list(sources))
+
+
+def env_table(envs: Sequence[tuple[dict, Path]]) -> Table:
+    """Hardware and software of the results: one row per distinct (device, Python, torch, git)."""
+    seen: dict[tuple, list[Path]] = {}
+    for env, path in envs:
+        pk = env.get("packages") or {}
+        dev = env.get("name") or (env.get("device") if env.get("device") not in ("cpu", "cuda") else None) \
+            or ("CPU" if env.get("device") == "cpu" else str(env.get("device")))
+        git = env.get("git") or {}
+        rev = (git.get("revision") or "")[:10] + (" (dirty)" if git.get("dirty") else "")
+        key = (str(dev), str(env.get("python", "–")), str(pk.get("torch", env.get("torch", "–"))),
+               str(pk.get("numpy", "–")), str(pk.get("spattern", "–")), rev or "–")
+        seen.setdefault(key, []).append(path)
+    rows = [list(k) for k in sorted(seen)]
+    raw = [dict(zip(["device", "python", "torch", "numpy", "spattern", "git"], k), files=len(seen[k])) for k in sorted(seen)]
+    return Table("environment", "Hardware and software the results were produced with (from each result's env.json).",
+                 ["device", "Python", "torch", "numpy", "spattern", "git revision"], rows, raw,
+                 [p for k in sorted(seen) for p in seen[k]])
