@@ -26,7 +26,7 @@ Degenerate cases, each explicit (never a scipy warning or a NaN):
 - all ``d_i`` equal (e.g. identical inputs, or a constant shift): the bootstrap CI is the zero-width
   interval ``[d_0, d_0]``; if moreover ``d = 0``, both tests give ``p = 1``; ``d_z`` is ``None``
   (sd(d) = 0) with the reason in ``note``.
-- ``n < 2``: no CI (``None``) and no ``d_z``, with the reason; the tests still run (p = 1 at n = 1).
+- ``n < 2``: no CI (``None``) and no ``d_z``, with the reason; both tests give p = 1 at n = 1.
 - a BCa interval scipy cannot compute (too few distinct values): ``None`` with the reason.
 - NaN/inf in an input: ``StatsInputError`` naming the argument.
 """
@@ -45,6 +45,11 @@ from spattern.utils.errors import UserError
 
 TESTS = ("wilcoxon", "permutation")
 N_RESAMPLES = 9999
+MAX_RESAMPLE_ELEMENTS = 20_000_000  # resamples are drawn in batches of at most this many values (160 MB)
+
+
+def _batch(n: int) -> int:
+    return max(1, MAX_RESAMPLE_ELEMENTS // max(n, 1))
 
 
 class StatsInputError(UserError, ValueError):
@@ -99,7 +104,7 @@ def _bootstrap(data: tuple, statistic, level: float, n_resamples: int, seed: int
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = scipy.stats.bootstrap(data, statistic, paired=paired, vectorized=True, method="BCa",
-                                    confidence_level=level, n_resamples=n_resamples,
+                                    confidence_level=level, n_resamples=n_resamples, batch=_batch(n),
                                     rng=np.random.default_rng(seed))
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -151,6 +156,8 @@ def paired_test(x, y, test: str = "wilcoxon", alternative: str = "two-sided",
     n = int(d.size)
     if not d.any():
         return TestResult(test, 0.0, 1.0, n, "all differences are zero: p = 1")
+    if n == 1:  # both sign assignments of the one difference are equally extreme
+        return TestResult(test, float(d[0]), 1.0, n, "n = 1: p = 1")
     if test == "wilcoxon":
         res = scipy.stats.wilcoxon(x, y, zero_method="wilcox", alternative=alternative)
         zeros = int((d == 0).sum())
@@ -158,7 +165,7 @@ def paired_test(x, y, test: str = "wilcoxon", alternative: str = "two-sided",
         return TestResult(test, float(res.statistic), float(res.pvalue), n, note)
     res = scipy.stats.permutation_test((x, y), lambda a, b, axis: np.mean(a - b, axis=axis),
                                        permutation_type="samples", vectorized=True, alternative=alternative,
-                                       n_resamples=n_resamples, rng=np.random.default_rng(seed))
+                                       n_resamples=n_resamples, batch=_batch(n), rng=np.random.default_rng(seed))
     return TestResult(test, float(res.statistic), float(res.pvalue), n)
 
 

@@ -91,6 +91,7 @@ def test_degenerate_small_n_and_bad_inputs():
     assert r.n == 1 and r.diff.low is None and r.diff.high is None and "n = 1" in r.diff.reason
     assert r.cohen_dz is None and r.test.p == 1.0
     assert stats.mean_ci([3.0]).low is None
+    assert stats.paired_test([1.0], [0.0], "permutation").p == 1.0
     with pytest.raises(stats.StatsInputError, match="baseline_values"):
         stats.as_values([1.0, float("nan")], "baseline_values")
     with pytest.raises(UserError, match="x, y: expected paired values of equal length"):
