@@ -78,6 +78,13 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     for sub in ("figures", "tables", "data"):  # nothing stale survives from an earlier build
         shutil.rmtree(out / sub, ignore_errors=True)
     study = load_study(results_dirs)
+    formats = tuple(formats)
+    if not html:  # the PNGs are only for the HTML page
+        formats = tuple(f for f in formats if f != "png")
+    if pdf and "svg" not in formats:  # the PDF includes the SVGs
+        formats += ("svg",)
+    if html and "png" not in formats:  # the HTML inlines the PNGs
+        formats += ("png",)
     b = _Builder(study, out, formats)
     s = study
 
@@ -85,8 +92,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     pats, pat_src, n_seq = collect.patterns_of(s)
     derived = "compiled from the runs' pattern strings with spattern.compile / spattern.cost"
     b.figure("heatmap", lambda: heatmap_figure(pats, n_block=n_seq, palette=b.palette), pat_src,
-             f"Each pattern family of the study: token mask at small N (top) and block layout at N = {n_seq} "
-             "(bottom), with their densities.", True, "pattern heatmaps (no run records a static pattern)", derived)
+             f"Each pattern family of the study: its token mask at small N (left of each pair) and its block "
+             f"layout at N = {n_seq} (right), with their densities.", True, "pattern heatmaps (no run records a static pattern)", derived)
     rows = cost_points(pats, sorted(set(COST_SIZES) | {n_seq}), exact_at=(n_seq,)) if pats else []
     b.figure("cost", lambda: cost_figure(rows, palette=b.palette), pat_src,
              "Attended pairs against sequence length: exact counts (markers) and closed forms (lines; dashed: "
@@ -159,8 +166,11 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------
     nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn, curves, abl, out, title)
+    num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench]
     paths: dict[str, Path] = {"numbers": write_json(out / "data" / "numbers.json", nums),
                               "figures_index": write_json(out / "data" / "figures.json", b.figs)}
+    b.manifest.add("data", "numbers.json", num_inputs, [paths["numbers"]],
+                   "counts, environment and commands of every run; the headline values of the tables above")
     tab_index = {name: {"file": f"tables/{name}.json"} for name in b.tables}
     paths["tables_index"] = write_json(out / "data" / "tables.json", tab_index)
     if pdf:

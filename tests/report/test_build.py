@@ -1,0 +1,100 @@
+"""The built report: manifest, determinism, page count, placeholders for missing results, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+pypdf = pytest.importorskip("pypdf")
+
+
+def pdf_text(path) -> list[str]:
+    return [p.extract_text() for p in pypdf.PdfReader(path).pages]
+
+
+def test_complete_study_builds_everything(built):
+    paths, out = built["paths"], built["out"]
+    for name in ("pdf", "html", "manifest", "numbers"):
+        assert paths[name].exists(), name
+    figs = json.loads((out / "data" / "figures.json").read_text())
+    assert {"heatmap", "cost", "kernels", "kernels_backward", "quality_quality", "synthetic", "training",
+            "ablation", "indexer"} <= set(figs)
+    for f in figs.values():
+        assert (out / f["file"]).stat().st_size > 0 and (out / f["png"]).stat().st_size > 0
+    tables = {p.stem for p in (out / "tables").glob("*.json")}
+    assert {"significance", "kernels", "targets", "cost", "environment", "quality_quality"} <= tables
+    numbers = json.loads(paths["numbers"].read_text())
+    assert numbers["missing"] == [] and not [w for w in built["warnings"] if w.startswith("report: missing")]
+
+
+def test_page_count_of_the_complete_study(built):
+    assert 4 <= len(pypdf.PdfReader(built["paths"]["pdf"]).pages) <= 6
+
+
+def test_pdf_states_results_environment_and_commands(built):
+    text = " ".join(pdf_text(built["paths"]["pdf"]))
+    assert "missing:" not in text
+    for expected in ("NVIDIA H100", "3.11.7", "spattern run experiments/quality.toml", "spattern report",
+                     "spattern bench attention", "References"):
+        assert expected in text, expected
+
+
+def test_manifest_lists_every_input_with_its_hash(built, study_root):
+    from spattern.report.data import sha256
+
+    manifest = json.loads(built["paths"]["manifest"].read_text())
+    listed = {i["path"]: i["sha256"] for item in manifest["items"].values() for i in item["inputs"]}
+    files = sorted(p for p in study_root.rglob("*") if p.is_file())
+    for p in files:
+        key = f"{study_root.name}/{p.relative_to(study_root)}"
+        assert key in listed, f"{key} is not in the manifest"
+        assert listed[key] == sha256(p)
+    for name in json.loads((built["out"] / "data" / "figures.json").read_text()):
+        assert manifest["items"][name]["inputs"], name
+    assert manifest["items"]["heatmap"]["derived"].startswith("compiled from the runs' pattern strings")
+
+
+def test_building_twice_gives_the_same_pdf_text_and_tables(built, built_again):
+    a, b = built["out"], built_again["out"]
+    assert pdf_text(a / "report.pdf") == pdf_text(b / "report.pdf")
+    names = sorted(p.name for p in (a / "tables").iterdir())
+    assert names == sorted(p.name for p in (b / "tables").iterdir())
+    for n in names:
+        assert (a / "tables" / n).read_bytes() == (b / "tables" / n).read_bytes(), n
+    assert (a / "data" / "numbers.json").read_bytes() == (b / "data" / "numbers.json").read_bytes()
+    for svg in (a / "figures").glob("*.svg"):
+        assert svg.read_bytes() == (b / "figures" / svg.name).read_bytes(), svg.name
+
+
+def test_missing_results_give_placeholders_and_warnings_never_stale_files(partial):
+    out = partial["out"]
+    text = " ".join(pdf_text(out / "report.pdf"))
+    assert "missing:" in text
+    assert any("kernel benchmark" in w for w in partial["warnings"])
+    assert any("significance table" in w for w in partial["warnings"])
+    assert not (out / "figures" / "kernels.svg").exists()      # the earlier complete build's file is gone
+    assert not (out / "tables" / "significance.json").exists()
+    numbers = json.loads((out / "data" / "numbers.json").read_text())
+    assert "kernel" not in numbers and "significance" not in numbers
+    html = (out / "report.html").read_text()
+    assert 'class="missing"' in html
+
+
+def test_cli_builds_and_rejects_absent_folders(study_root, tmp_path, capsys):
+    from spattern.cli import report as cli_report
+    from spattern.utils.errors import UserError
+
+    small = tmp_path / "results"  # a study of one benchmark file keeps this fast
+    (small / "bench").mkdir(parents=True)
+    (small / "bench" / "bench_topk.json").write_bytes((study_root / "bench" / "bench_topk.json").read_bytes())
+    ap = argparse.ArgumentParser()
+    cli_report.register(ap.add_subparsers())
+    args = ap.parse_args(["report", str(small), "--out", str(tmp_path / "o"), "--no-pdf", "--no-html"])
+    assert args.func(args) == 0
+    assert (tmp_path / "o" / "manifest.json").exists() and not (tmp_path / "o" / "report.pdf").exists()
+    assert "figures" in capsys.readouterr().out
+    bad = ap.parse_args(["report", str(tmp_path / "nope")])
+    with pytest.raises(UserError, match="expected existing folders"):
+        bad.func(bad)

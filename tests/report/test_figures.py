@@ -1,0 +1,134 @@
+"""Each figure function on small synthetic results: it renders, draws the expected series, labels its axes."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from matplotlib.figure import Figure
+
+from spattern.report import collect
+from spattern.report.data import family, load_study, mean_ci
+from spattern.report.style import Palette
+
+
+@pytest.fixture(scope="module")
+def study(study_root):
+    return load_study([study_root])
+
+
+def rendered(fig) -> Figure:
+    assert isinstance(fig, Figure)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert buf.tell() > 1000
+    for ax in fig.axes:
+        if ax.get_visible() and (ax.lines or ax.images or ax.collections):
+            assert ax.get_xlabel() and ax.get_ylabel(), f"unlabelled axes: {ax.get_title()!r}"
+    return fig
+
+
+def legend_labels(fig) -> set[str]:
+    return {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+
+
+def test_family_keys_and_palette():
+    assert family("(local(512) | landmark(every=2048) | sink(64)) & causal") == "local+landmark+sink"
+    assert family(None) == family("dense") == "dense"
+    pal = Palette(["local", "strided", "dense"])
+    assert pal("dense") == "#000000" and pal("local") != pal("strided")
+    assert Palette(["strided", "local"])("local") == pal("local")  # order of discovery does not matter
+
+
+def test_mean_ci_t_interval():
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and lo < 2.0 < hi and abs((hi - m) - (m - lo)) < 1e-12
+    assert mean_ci([1.0])[1] != mean_ci([1.0])[1]  # NaN: no interval from one value
+
+
+def test_heatmap_and_cost(study):
+    from spattern.report.figures import cost_figure, cost_points, heatmap_figure
+
+    pats, sources, n = collect.patterns_of(study)
+    assert [k for k, _ in pats] == ["local", "local+landmark", "local+sink"] and n == 2048 and sources
+    fig = rendered(heatmap_figure(pats[:2], n_token=128, n_block=512, block=32))
+    assert len(fig.axes) == 4 and all(ax.images for ax in fig.axes)
+    assert "density" in fig.axes[0].get_title(loc="left") and "block density" in fig.axes[1].get_title()
+    rows = cost_points(pats[:2], [256, 512, 8192], exact_max=512)
+    assert [r["pairs"] is None for r in rows] == [False, False, True] * 2
+    local = [r for r in rows if r["key"] == "local"]
+    assert local[0]["pairs_exact"] and local[0]["pairs"] == local[0]["pairs_closed"]
+    fig = rendered(cost_figure(rows))
+    assert {"local exact", "local closed form"} <= legend_labels(fig)
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_yscale() == "log"
+
+
+def test_kernel_figure_marks_the_targets(study):
+    from spattern.report.figures import kernel_figure
+    from spattern.report.figures.kernels import TARGETS, select_cells, target_rows
+
+    cells = [c for c, _ in study.bench_cells()]
+    for backward in (False, True):
+        fig = rendered(kernel_figure(cells, backward=backward))
+        assert len(fig.axes) == 3
+        stars = [ln for ln in fig.axes[2].lines if ln.get_marker() == "*"]
+        assert len(stars) == len(TARGETS)
+        assert "spattern 50%" in legend_labels(fig) and "SDPA flash (dense)" in legend_labels(fig)
+    sel, sl = select_cells(cells)
+    assert sl == {"D": 128, "causal": False, "backward": False}
+    rows = target_rows(sel)
+    assert all(r["cell"] is not None and r["vs_sdpa_flash"] > 0 for r in rows)
+    with pytest.raises(ValueError):
+        kernel_figure([c for c in cells if not c.get("backward")], backward=True)
+
+
+def test_quality_figure_has_bands_per_family(study):
+    from spattern.report.figures import quality_figure
+
+    assert collect.quality_experiments(study) == ["quality"]
+    pts, src = collect.collect_quality(study, "quality")
+    assert any(p.name == "per_example.jsonl" for p in src)
+    ppl = [p for p in pts if p["metric"] == "ppl" and p["key"] != "dense"]
+    assert ppl and all(p["lo"] < p["value"] < p["hi"] for p in ppl)
+    fig = rendered(quality_figure(pts))
+    assert len(fig.axes) == 4
+    assert {"dense", "local", "local+landmark", "local+sink"} <= legend_labels(fig)
+    assert all(ax.collections for ax in fig.axes)  # the CI bands
+
+
+def test_synthetic_training_ablation_indexer(study):
+    from spattern.report.figures import ablation_figure, indexer_figure, synthetic_figure, training_figure
+
+    syn, src, xname = collect.collect_synthetic(study)
+    assert xname == "distance" and {p["n_runs"] for p in syn} == {3}
+    fig = rendered(synthetic_figure(syn))
+    assert {"dense", "local", "local+landmark"} == legend_labels(fig)
+
+    curves, src, exp = collect.training_curves(study)
+    assert exp == "train_code" and len(curves) == 9
+    fig = rendered(training_figure(curves))
+    assert "local (3 seeds)" in legend_labels(fig) and len(fig.axes) == 2
+
+    abl, src = collect.collect_ablation(study)
+    assert {p["param"] for p in abl} == {"window"} and len(abl) == 4
+    fig = rendered(ablation_figure(abl))
+    assert fig.axes[0].get_xlabel() == "window"
+
+    snap, icurves, src = collect.collect_indexer(study)
+    fig = rendered(indexer_figure(snap, icurves))
+    assert sum(bool(ax.images) for ax in fig.axes) == 6  # 2 heads x (scores, selection, attention)
+    assert "topk (3 seeds)" in legend_labels(fig)
+    rendered(indexer_figure(None, icurves))  # recall only
+    with pytest.raises(ValueError):
+        indexer_figure(None, [])
+
+
+def test_loose_training_curves_like_train_h100(tmp_path):
+    import json
+
+    d = tmp_path / "results" / "train_x"
+    d.mkdir(parents=True)
+    (d / "a_run.json").write_text(json.dumps({"config": {"model": {"pattern": "local(64) & causal"}}, "seed": 0}))
+    (d / "a_metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 5.0 / s}) + "\n" for s in (1, 2, 3)))
+    s = load_study([tmp_path / "results"])
+    assert len(s.curves) == 1 and s.curves[0].key == "local" and len(s.curves[0].sources) == 2

@@ -1,0 +1,51 @@
+"""The one-page HTML: self-contained, and in a real headless browser (skipped without chromium):
+no console messages, no broken images, a screenshot that is not blank."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def browser() -> str | None:
+    return next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+
+
+def test_html_is_self_contained(built):
+    html = built["paths"]["html"].read_text()
+    figs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', html)
+    assert len(figs) == 9
+    assert not re.search(r'(src|href)="(?!data:)', html), "an external reference"
+    assert "@media print" in html and "missing:" not in html
+    assert "NVIDIA H100" in html and "significant" in html
+
+
+@pytest.mark.skipif(browser() is None, reason="no chromium/google-chrome on PATH (CI: apt-get install -y chromium)")
+def test_html_in_a_headless_browser(built, tmp_path):
+    exe, page = browser(), built["paths"]["html"].resolve().as_uri()
+    common = [exe, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--virtual-time-budget=5000"]
+    dom = subprocess.run(common + ["--enable-logging=stderr", "--v=0", "--dump-dom", page], capture_output=True,
+                         text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
+    assert not console, console  # the page logs nothing unless something is wrong
+    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    assert 'data-images-broken="0"' in body and 'data-images-ok="9"' in body, body
+
+    shot = tmp_path / "shot.png"
+    run = subprocess.run(common + ["--window-size=1280,2000", f"--screenshot={shot}", page], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
+    from matplotlib.image import imread
+
+    img = imread(shot)[..., :3]  # (H, W, 3) floats in [0, 1]
+    assert img.shape[:2] == (2000, 1280)
+    not_white = (img < 0.95).any(axis=-1)
+    assert not_white.mean() > 0.05, f"screenshot almost blank ({not_white.mean():.3f} of pixels drawn)"
+    assert len(np.unique(img.reshape(-1, 3).round(2), axis=0)) > 50  # figures, not a flat page
