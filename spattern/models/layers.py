@@ -21,7 +21,12 @@ class RMSNorm(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Projections, optional rotary, one `attend` call with this layer's pattern and backend."""
+    """Projections, optional rotary, one `attend` call with this layer's pattern and backend.
+
+    `observer` (default None, then free): a callable run after attention as observer(q, k, v, y)
+    with q (B, H, N, D) and k (B, Hkv, T, D) after rotary, v (B, Hkv, T, D), y (B, H, N, D) before
+    o_proj (T = N, or past + N with a cache). Evaluation reads the layer through it (e.g.
+    `spattern.evaluation.infoloss`); it must not modify the tensors."""
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, bias: bool, rotary: Rotary | None,
                  pattern: str | None, backend: str, block: tuple[int, int]) -> None:
@@ -33,6 +38,7 @@ class SelfAttention(nn.Module):
         self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)
         self.rotary = rotary
         self.pattern, self.backend, self.block = pattern, backend, block
+        self.observer = None
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         """x (B, N, C) -> (B, N, C). `cache` (dense layers, generation): a dict holding this layer's
@@ -54,6 +60,8 @@ class SelfAttention(nn.Module):
                 k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)  # (B, Hkv, past+N, D)
             cache["k"], cache["v"] = k, v
             y = _attend_after(q, k, v, past)                                       # (B, H, N, D)
+        if self.observer is not None:
+            self.observer(q, k, v, y)
         return self.o_proj(y.transpose(1, 2).reshape(B, N, -1))                   # (B, N, C)
 
 
