@@ -23,9 +23,9 @@ from spattern.runtime.reference import attention_blockwise, attention_dense
 
 
 def _print_table(title, columns, rows):
-    from spattern.cli import _table
+    from spattern.utils.console import print_table
 
-    _table(title, columns, rows)
+    print_table(title, columns, rows)
 
 
 def _timed_compile(p, n):

@@ -175,7 +175,7 @@ def test_per_layer_patterns_and_set_pattern():
 def test_window_perplexity_counts_each_target_once():
     import numpy as np
 
-    from spattern.train.perplexity import window_perplexity
+    from spattern.evaluation.perplexity import window_perplexity
 
     torch.manual_seed(0)
     m = DecoderLM(get_config("neox-tiny"))

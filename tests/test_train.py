@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spattern.train import load_config, lr_at, train
+from spattern.train import load_train_config as load_config, lr_at, train
 from spattern.train.loop import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_tiny_model_learns_dense(cache, tmp_path):
     cfg = _cfg(tmp_path, "dense")
     s = train(cfg, log=lambda *a: None)
     _check_learns(s, tmp_path / "dense")
-    run = json.loads((tmp_path / "dense" / "run.json").read_text())
+    run = json.loads((tmp_path / "dense" / "env.json").read_text())["run"]
     assert run["backend"] == "sdpa" and run["seed"] == 0 and run["world_size"] == 1
     assert run["data"]["corpus"] == "stdlib"
 
@@ -67,8 +67,8 @@ def test_tiny_model_learns_with_a_pattern(cache, tmp_path, pattern):
     cfg = _cfg(tmp_path, "sparse", f'model.pattern="{pattern}"', "model.block=[32, 32]")
     s = train(cfg, log=lambda *a: None)
     _check_learns(s, tmp_path / "sparse")
-    run = json.loads((tmp_path / "sparse" / "run.json").read_text())
-    assert run["backend"] == "reference" and run["patterns"] == [pattern] * 2
+    run = json.loads((tmp_path / "sparse" / "env.json").read_text())["run"]
+    assert run["backend"] == "auto" and run["patterns"] == [pattern] * 2
 
 
 def test_resume_is_exact(cache, tmp_path):
@@ -92,9 +92,9 @@ def test_schedule_and_config_errors(tmp_path):
     assert lr_at(100, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
     assert lr_at(55, 100, 10, 1.0, 0.1) == pytest.approx(0.55)
     cfg = load_config(ROOT / "experiments" / "train_tiny_cpu_local.toml", ["train.steps=7"])
-    assert cfg["model"]["pattern"] == "local(64) & causal" and cfg["data"]["seq_len"] == 128
-    assert cfg["train"]["steps"] == 7 and cfg["name"] == "train_tiny_cpu_local"
-    with pytest.raises(ValueError, match="unknown keys"):
+    assert cfg.model.pattern == "local(64) & causal" and cfg.data.seq_len == 128
+    assert cfg.train.steps == 7 and cfg.name == "train_tiny_cpu_local"
+    with pytest.raises(ValueError, match=r"train.stpes': unknown key"):
         load_config(TINY, ["train.stpes=3"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         load_config(TINY, ["train.steps"])
@@ -109,10 +109,10 @@ def test_ddp_two_cpu_processes_over_gloo_match_one_process(cache, tmp_path):
     ddp = ["--set", f'train.out_dir="{tmp_path / "ddp"}"', "--set", f'train.ckpt_dir="{tmp_path / "ddp"}"',
            "--set", "train.batch_size=4"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "spattern.train.cli", str(TINY), *common, *ddp]
+           "-m", "spattern.cli", "train", str(TINY), *common, *ddp]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    run = json.loads((tmp_path / "ddp" / "env.json").read_text())["run"]
     assert run["world_size"] == 2 and run["dist_backend"] == "gloo" and run["tokens_per_step"] == 8 * 128
     single = train(load_config(TINY, [f'train.out_dir="{tmp_path / "one"}"', f'train.ckpt_dir="{tmp_path / "one"}"',
                                       "train.steps=6", "train.eval_every=0", "train.progress=false",
@@ -124,18 +124,18 @@ def test_ddp_two_cpu_processes_over_gloo_match_one_process(cache, tmp_path):
 
 
 def test_generate_cli_from_a_checkpoint(cache, tmp_path, capsys):
-    from spattern.train.cli import main_generate
+    from spattern.cli import main
 
-    train(_cfg(tmp_path, "g", "train.steps=3", "train.eval_every=0"), log=lambda *a: None)
-    assert main_generate(["--checkpoint", str(tmp_path / "g" / "ckpt" / "ckpt.pt"), "--prompt", "def ",
-                          "--max-new-tokens", "5"]) == 0
+    train(_cfg(tmp_path, "g", "train.steps=3", "train.eval_every=0", 'model.pattern="local(16) & causal"'),
+          log=lambda *a: None)
+    assert main(["generate", "--checkpoint", str(tmp_path / "g" / "ckpt" / "ckpt.pt"), "--prompt", "def ",
+                 "--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out.startswith("def ")
-    from spattern.train.cli import main_perplexity
-
-    assert main_perplexity(["--checkpoint", str(tmp_path / "g" / "ckpt" / "ckpt.pt"), "--corpus", "stdlib",
-                            "--window", "64", "--docs", "2"]) == 0
+    assert main(["perplexity", "--checkpoint", str(tmp_path / "g" / "ckpt" / "ckpt.pt"), "--corpus", "stdlib",
+                 "--window", "64", "--docs", "2"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["docs"] == 2 and rec["tokens"] == 128 and 1 < rec["ppl"] < 2048
+    assert rec["pattern"] == "local(16) & causal"  # the pattern the checkpoint was trained with
 
 
 @pytest.mark.gpu
@@ -147,8 +147,8 @@ def test_tiny_model_learns_on_cuda_with_bf16_and_flex(cache, tmp_path, pattern):
                'train.device="cuda"')
     s = train(cfg, log=lambda *a: None)
     _check_learns(s, tmp_path / name)
-    run = json.loads((tmp_path / name / "run.json").read_text())
-    assert run["autocast_bf16"] and run["backend"] == ("sdpa" if pattern == "dense" else "flex")
+    run = json.loads((tmp_path / name / "env.json").read_text())["run"]
+    assert run["autocast_bf16"] and run["backend"] == ("sdpa" if pattern == "dense" else "auto")
 
 
 @pytest.mark.slow
@@ -165,7 +165,7 @@ def test_indexer_two_stages_through_the_training_loop(cache, tmp_path):
     for r in recs:
         assert 0 < r["indexer_density"] <= 1 and 0 <= r["indexer_mass_recall"] <= 1
         assert r["indexer_kl"] >= 0
-    run = json.loads((tmp_path / "idx" / "run.json").read_text())
+    run = json.loads((tmp_path / "idx" / "env.json").read_text())["run"]
     assert run["backend"].startswith("indexer-topk") and s["step"] == 12
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"indexer.kk': unknown key"):
         load_config(TINY, ["indexer.kk=3"])

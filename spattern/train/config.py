@@ -1,81 +1,127 @@
-"""Training configs: TOML files with `base = "other.toml"` inheritance and `a.b=value` overrides."""
+"""Training configs: typed, validated TOML (``spattern.utils.config``).
+
+A file is TOML with ``base = "other.toml"`` inheritance and ``--set a.b=value`` overrides; it
+parses into ``TrainConfig`` whose sections reject unknown keys and wrong types with a message that
+names the file, the key, what was expected and what came::
+
+    cfg = load_train_config("experiments/train_tiny_cpu.toml", ["train.steps=10"])
+    cfg.train.steps, cfg.model.pattern
+"""
 from __future__ import annotations
 
-import copy
-import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Literal, Optional, Union
 
-DEFAULTS: dict[str, Any] = {
-    "name": "run",
-    "model": {"preset": "neox-tiny", "pattern": "dense", "backend": "auto"},
-    "data": {"corpus": "stdlib", "tokenizer": "bpe", "vocab_size": 2048, "max_docs": None, "path": "",
-             "seq_len": 256},
-    "train": {"steps": 100, "batch_size": 8, "grad_accum": 1, "lr": 3e-3, "min_lr_ratio": 0.1, "warmup": 10,
-              "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "seed": 0,
-              "eval_every": 50, "eval_batches": 4, "log_every": 10, "ckpt_every": 0, "resume": True,
-              "out_dir": "", "ckpt_dir": "", "device": "auto", "dtype": "auto", "compile": False,
-              "progress": True, "max_seconds": 0},
-    # a DeepSeek-V3.2-style lightning indexer per layer (spattern.indexer.train); off when k = 0
-    "indexer": {"k": 0, "block": [64, 64], "n_heads": 4, "head_dim": 32, "sink": 1, "local": 1,
-                "layers": "all", "warmup_steps": 0, "aux_weight": 1.0},
-}
+from pydantic import Field, field_validator
+
+from spattern.utils.config import Section, load_config, to_toml
+
+PatternSpec = Union[None, str, list[Optional[str]]]
 
 
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+class ModelSection(Section):
+    """``[model]``: a preset (``spattern.models.PRESETS``) plus overrides of its fields."""
+
+    preset: str = "neox-tiny"
+    pattern: PatternSpec = "dense"          # "dense", a pattern string, or one per layer
+    backend: str = "auto"                   # spattern.attention backend for patterned layers
+    block: Optional[tuple[int, int]] = None  # layout blocks; None = the preset's
+    arch: Optional[str] = None
+    vocab_size: Optional[int] = Field(None, ge=1)
+    d_model: Optional[int] = Field(None, ge=1)
+    n_layers: Optional[int] = Field(None, ge=1)
+    n_heads: Optional[int] = Field(None, ge=1)
+    n_kv_heads: Optional[int] = Field(None, ge=1)
+    d_ff: Optional[int] = Field(None, ge=1)
+    max_seq_len: Optional[int] = Field(None, ge=1)
+    rotary_pct: Optional[float] = Field(None, ge=0, le=1)
+    rope_theta: Optional[float] = Field(None, gt=0)
+    tie_embeddings: Optional[bool] = None
+    bias: Optional[bool] = None
+    init_std: Optional[float] = Field(None, gt=0)
+
+    def overrides(self) -> dict:
+        """The preset's fields this section changes (what ``get_config(preset, **...)`` takes)."""
+        d = self.model_dump(exclude={"preset"}, exclude_none=True)
+        d.setdefault("pattern", self.pattern)
+        return d
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text  # a bare string
+class DataSection(Section):
+    """``[data]``: a corpus (or a prepared folder) and the tokenizer."""
+
+    corpus: str = "stdlib"
+    tokenizer: Literal["bpe", "byte"] = "bpe"
+    vocab_size: int = Field(2048, ge=1)
+    max_docs: Optional[int] = Field(None, ge=1)
+    path: str = ""                           # a folder written by `spattern data prepare --out`
+    seq_len: int = Field(256, ge=2)
 
 
-def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
-    """`["train.steps=10", 'model.pattern="local(64) & causal"']` -> a new config."""
-    cfg = copy.deepcopy(cfg)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override: expected KEY=VALUE (e.g. train.steps=10), got {item!r}")
-        key, value = item.split("=", 1)
-        node = cfg
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {key!r}: {p!r} is not a table")
-        node[leaf] = _parse_value(value.strip())
-    return cfg
+class TrainSection(Section):
+    """``[train]``: optimisation, schedule, checkpoints and where results go."""
+
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup: int = Field(10, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    eval_every: int = Field(50, ge=0)        # 0 = only at the end
+    eval_batches: int = Field(4, ge=1)
+    log_every: int = Field(10, ge=1)
+    ckpt_every: int = Field(0, ge=0)         # 0 = auto: about every tenth of the run (and at the end)
+    resume: bool = True
+    out_dir: str = ""                        # the run directory (default: results/train/<name>)
+    ckpt_dir: str = ""                       # checkpoints (default: the cache, never under results/)
+    device: str = "auto"
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    compile: bool = False
+    progress: bool = True
+    max_seconds: float = Field(0, ge=0)      # a wall-clock guard (0 = none)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda", "mps") and not v.startswith("cuda:"):
+            raise ValueError(f"one of auto, cpu, cuda, cuda:N, mps (got {v!r})")
+        return v
+
+    def checkpoint_interval(self) -> int:
+        return self.ckpt_every or max(1, self.steps // 10)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                _seen: tuple = ()) -> dict:
-    """DEFAULTS <- base chain <- this file <- overrides. Unknown top-level sections are an error."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        path = Path(path).resolve()
-        if path in _seen:
-            raise ValueError(f"config: `base` cycle through {path}")
-        if not path.is_file():
-            raise FileNotFoundError(f"config: expected a TOML file, got {path}")
-        raw = tomllib.loads(path.read_text())
-        base = raw.pop("base", None)
-        if base:
-            cfg = load_config(path.parent / base, None, _seen + (path,))
-        cfg = deep_merge(cfg, raw)
-        if "name" not in raw:
-            cfg["name"] = path.stem
-    cfg = apply_overrides(cfg, overrides or [])
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"config: unknown sections {sorted(unknown)}; expected {sorted(DEFAULTS)}")
-    for section in ("data", "train", "indexer"):
-        extra = set(cfg[section]) - set(DEFAULTS[section])
-        if extra:
-            raise ValueError(f"config [{section}]: unknown keys {sorted(extra)}")
-    return cfg
+class IndexerSection(Section):
+    """``[indexer]``: a DeepSeek-V3.2-style lightning indexer per layer (off when k = 0)."""
+
+    k: int = Field(0, ge=0)
+    block: tuple[int, int] = (64, 64)
+    n_heads: int = Field(4, ge=1)
+    head_dim: int = Field(32, ge=1)
+    sink: int = Field(1, ge=0)
+    local: int = Field(1, ge=0)
+    layers: Union[Literal["all"], list[int]] = "all"
+    warmup_steps: int = Field(0, ge=0)
+    aux_weight: float = Field(1.0, ge=0)
+
+
+class TrainConfig(Section):
+    name: str = "run"
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    indexer: IndexerSection = IndexerSection()
+
+
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """defaults <- the file's base chain <- the file <- ``--set`` overrides, validated."""
+    return load_config(TrainConfig, path, overrides)
+
+
+__all__ = ["TrainConfig", "ModelSection", "DataSection", "TrainSection", "IndexerSection",
+           "load_train_config", "to_toml"]

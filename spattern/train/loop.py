@@ -3,17 +3,29 @@
 AdamW, linear warm-up + cosine decay, bf16 autocast on CUDA, gradient clipping and accumulation,
 checkpoint + exact resume, periodic validation loss/perplexity, metrics as JSON lines, a progress
 bar with tokens/s, fixed and recorded seeds, DDP when started by torchrun (NCCL on GPUs, gloo on
-CPUs). Until a backward kernel exists, patterned layers on CUDA train through FlexAttention
-("flex") when it works, else the torch reference; the backend used is recorded in run.json.
+CPUs). Patterned layers run through ``spattern.attention`` with the configured backend (``auto``:
+the CUDA kernels where they run, else FlexAttention, else the torch reference).
+
+A run directory (``train.out_dir``) holds (docs/design.md, "Runs"):
+
+- ``config.toml``       the resolved config
+- ``env.json``          git revision, versions, device (``spattern.utils.env``) and the run's facts
+                        (backend, parameters, tokens per step, data)
+- ``metrics.jsonl``     one strict-JSON line per logged step and per validation
+- ``metrics.json``      the summary: status (running / stopped / finished), first and final loss,
+                        validation loss, steps, total seconds over every resumed segment
+- ``per_example.jsonl`` the final validation loss of each validation sequence (paired comparisons)
+
+Results are never lost: checkpoints are written atomically about every tenth of the run and at the
+end; a finished run started again is left alone; a resumed run drops only the metric lines written
+after its checkpoint (and says so); a torn last line (a kill during a write) is dropped.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import random
-import subprocess
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,6 +40,11 @@ from ..data.prepare import PreparedData, PrepareSettings, prepare
 from ..models.attention import per_layer_patterns
 from ..models.config import get_config
 from ..models.decoder import DecoderLM
+from ..utils.env import capture_env
+from ..utils.errors import UserError
+from ..utils.io import (append_jsonl, atomic_save, atomic_write_text, dumps_strict, read_json, read_jsonl,
+                        write_json)
+from .config import TrainConfig, to_toml
 
 
 def lr_at(step: int, total: int, warmup: int, lr: float, min_ratio: float) -> float:
@@ -39,20 +56,11 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_ratio: float) -> fl
 
 
 def resolve_backend(backend: str, device: torch.device, patterns: list) -> str:
-    """The backend patterned layers train with: 'auto' on CUDA -> flex if importable, else reference
-    (the CuPy kernels have no backward yet); 'auto' on CPU -> reference."""
+    """The backend patterned layers train with ("sdpa" when every layer is dense). ``auto`` is
+    decided per call by ``spattern.attention`` from the backends' declarations."""
     if all(p is None for p in patterns):
         return "sdpa"
-    if backend != "auto":
-        return backend
-    if device.type == "cuda":
-        try:
-            import spattern.runtime.flex  # noqa: F401, PLC0415
-
-            return "flex"
-        except Exception:  # noqa: BLE001 (any import failure means: not usable)
-            return "reference"
-    return "reference"
+    return backend
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -68,32 +76,25 @@ def _device(choice: str, local_rank: int) -> torch.device:
     return torch.device(choice)
 
 
-def _git_rev() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+def as_config(cfg) -> TrainConfig:
+    """A TrainConfig from itself or from its dict form (checkpoints store the dict)."""
+    return cfg if isinstance(cfg, TrainConfig) else TrainConfig.model_validate(cfg)
 
 
-def load_data(cfg: dict, log=print) -> PreparedData:
-    d = cfg["data"]
-    if d.get("path"):
-        return PreparedData(d["path"])
-    settings = PrepareSettings(corpus=d["corpus"], tokenizer=d["tokenizer"], vocab_size=int(d["vocab_size"]),
-                               max_docs=d.get("max_docs"))
+def load_data(cfg, log=print) -> PreparedData:
+    d = as_config(cfg).data
+    if d.path:
+        return PreparedData(d.path)
+    settings = PrepareSettings(corpus=d.corpus, tokenizer=d.tokenizer, vocab_size=d.vocab_size, max_docs=d.max_docs)
     return PreparedData(prepare(settings, log=log))
 
 
-def build_from_config(cfg: dict, vocab_size: int) -> DecoderLM:
-    m = dict(cfg["model"])
-    preset = m.pop("preset")
-    if "block" in m:
-        m["block"] = tuple(m["block"])
+def build_from_config(cfg, vocab_size: int) -> DecoderLM:
+    cfg = as_config(cfg)
+    m = cfg.model.overrides()
     m.setdefault("vocab_size", vocab_size)
-    seq_len = int(cfg["data"]["seq_len"])
-    mc = get_config(preset, **m)
+    seq_len = cfg.data.seq_len
+    mc = get_config(cfg.model.preset, **m)
     if mc.max_seq_len < seq_len:
         mc.max_seq_len = seq_len
     if mc.vocab_size < vocab_size:
@@ -124,19 +125,23 @@ class _Progress:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: PackedSequences, n_batches: int, batch_size: int,
-             device: torch.device, autocast) -> float:
-    """Mean next-token loss over the first n_batches * batch_size validation chunks (fixed)."""
+             device: torch.device, autocast, per_sequence: bool = False):
+    """Mean next-token loss over the first n_batches * batch_size validation chunks (fixed, so the
+    same chunks are scored in every run on the same data). With ``per_sequence``, also the mean
+    loss of each chunk ({chunk index: loss}), for paired comparisons."""
     model.eval()
-    total, count = 0.0, 0
+    per: dict[int, float] = {}
     n = min(len(data), n_batches * batch_size)
     for start in range(0, n, batch_size):
-        chunk = torch.from_numpy(data.batch(np.arange(start, min(n, start + batch_size)))).to(device)  # (B, L+1)
+        idx = np.arange(start, min(n, start + batch_size))
+        chunk = torch.from_numpy(data.batch(idx)).to(device)  # (B, L+1)
         with autocast():
-            _, loss = model(chunk[:, :-1], chunk[:, 1:])
-        total += loss.item() * chunk.shape[0]
-        count += chunk.shape[0]
+            _, nll = model(chunk[:, :-1], chunk[:, 1:], reduction="none")  # (B, L)
+        for i, v in zip(idx.tolist(), nll.float().mean(dim=1).tolist()):
+            per[i] = v
     model.train()
-    return total / max(count, 1)
+    mean = sum(per.values()) / max(len(per), 1)
+    return (mean, per) if per_sequence else mean
 
 
 def set_indexer_mode(model, mode):
@@ -157,19 +162,107 @@ def indexer_stats(model) -> dict:
     return mean_stats(model)
 
 
-def train(cfg: dict, log=print) -> dict:
-    """Run (or resume) one training run; returns a summary (final losses, tokens/s, paths)."""
-    t_cfg, d_cfg = cfg["train"], cfg["data"]
+def run_paths(cfg: TrainConfig) -> tuple[Path, Path]:
+    """(run directory, checkpoint file) of a config."""
+    t = cfg.train
+    out_dir = Path(t.out_dir or cache_dir("runs", cfg.name, create=False))
+    ckpt_dir = Path(t.ckpt_dir or cache_dir("checkpoints", cfg.name, create=False))
+    return out_dir, ckpt_dir / "ckpt.pt"
+
+
+def finished_summary(cfg: TrainConfig) -> dict | None:
+    """The summary of this config's run if it already finished, else None. A finished run of a
+    *different* config in the same directory is an error (results are never overwritten)."""
+    out_dir, _ = run_paths(cfg)
+    summary_path = out_dir / "metrics.json"
+    if not summary_path.is_file():
+        return None
+    try:
+        summary = read_json(summary_path)
+    except ValueError:
+        return None
+    if summary.get("status") != "finished":
+        return None
+    stored = (out_dir / "config.toml").read_text() if (out_dir / "config.toml").is_file() else None
+    if stored is not None and stored != to_toml(cfg):
+        raise UserError(f"{out_dir} holds a finished run of a different config; choose another train.out_dir "
+                        f"(or name), or run with --new-run to train into a fresh directory")
+    return summary
+
+
+def new_run_dir(cfg: TrainConfig) -> TrainConfig:
+    """The same config pointed at a fresh run directory (``<out_dir>-2``, ``-3``, ...) and fresh
+    checkpoints: how a finished run is trained again without touching its results."""
+    out_dir, ckpt = run_paths(cfg)
+    n = 2
+    while Path(f"{out_dir}-{n}").exists():
+        n += 1
+    t = cfg.train.model_copy(update={"out_dir": f"{out_dir}-{n}", "ckpt_dir": f"{ckpt.parent}-{n}"})
+    return cfg.model_copy(update={"train": t})
+
+
+def _load_checkpoint_state(path: Path, device) -> dict:
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling/zip error: the file is damaged
+        raise UserError(f"checkpoint {path} is damaged and cannot be read ({type(e).__name__}: {e}); "
+                        f"delete it to start over, or set train.resume=false") from None
+
+
+def _jsonl_line(rec: dict) -> str:
+    return dumps_strict(rec, indent=None) + "\n"
+
+
+def _restore_metrics(path: Path, step: int, log) -> list[dict]:
+    """The metric records up to ``step`` (the checkpoint being resumed). Lines past it are dropped
+    (they were written after the checkpoint and will be written again), and a torn last line is
+    dropped; both are reported. With no checkpoint (step 0), earlier lines are moved aside, not
+    deleted."""
+    if not path.is_file():
+        return []
+    recs = read_jsonl(path, on_torn=lambda m: log(f"[train] {m}"), repair=True)
+    if step == 0:
+        if recs:
+            n = 1
+            while path.with_name(f"{path.name}.stale-{n}").exists():
+                n += 1
+            stale = path.with_name(f"{path.name}.stale-{n}")
+            os.replace(path, stale)
+            log(f"[train] no checkpoint to resume: the {len(recs)} earlier metric lines were moved to {stale}")
+        return []
+    keep = [r for r in recs if int(r.get("step", 0)) <= step]
+    if len(keep) < len(recs):
+        log(f"[train] resuming at step {step}: dropped {len(recs) - len(keep)} metric lines written after "
+            f"that checkpoint (they are recomputed)")
+        atomic_write_text(path, "".join(_jsonl_line(r) for r in keep))
+    return keep
+
+
+def train(cfg, log=print, new_run: bool = False) -> dict:
+    """Run, resume, or recognise as finished one training run; returns its summary (also in
+    ``metrics.json``). ``new_run=True`` trains a finished config again into a new directory."""
+    cfg = as_config(cfg)
+    if new_run and finished_summary(cfg) is not None:
+        cfg = new_run_dir(cfg)
+    t_cfg, d_cfg = cfg.train, cfg.data
     rank, local_rank, world = _dist_info()
-    device = _device(t_cfg["device"], local_rank)
+    is_main = rank == 0
+    log = log if is_main else (lambda *a, **k: None)
+    done = finished_summary(cfg)
+    if done is not None:
+        log(f"[train] {cfg.name}: already finished ({done.get('step')} steps) in {run_paths(cfg)[0]}; "
+            f"nothing to do (--new-run trains it again into a new directory)")
+        return done
+    device = _device(t_cfg.device, local_rank)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device: expected a device this machine has, got {t_cfg.device!r} "
+                        f"(torch {torch.__version__} sees no CUDA device)")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    is_main = rank == 0
-    log = log if is_main else (lambda *a, **k: None)
 
-    seed = int(t_cfg["seed"])
+    seed = t_cfg.seed
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # same on every rank: identical initial weights (DDP also broadcasts them)
@@ -179,103 +272,129 @@ def train(cfg: dict, log=print) -> dict:
     data = load_data(cfg, log)
     if world > 1 and is_main:
         dist.barrier()
-    seq_len = int(d_cfg["seq_len"])
+    seq_len = d_cfg.seq_len
     train_seqs = PackedSequences(data.stream("train"), seq_len)
     val_seqs = PackedSequences(data.stream("validation"), seq_len)
+    if len(train_seqs) == 0 or len(val_seqs) == 0:
+        raise UserError(f"data: the corpus has too few tokens for data.seq_len={seq_len} "
+                        f"({len(train_seqs)} train and {len(val_seqs)} validation sequences)")
     model = build_from_config(cfg, data.vocab_size).to(device)
     patterns = per_layer_patterns(model.cfg.pattern, model.cfg.n_layers)
     backend = resolve_backend(model.cfg.backend, device, patterns)
     if backend != "sdpa":
         model.set_pattern(model.cfg.pattern, backend)
 
-    i_cfg = cfg.get("indexer") or {}
-    indexed = int(i_cfg.get("k", 0)) > 0
+    i_cfg = cfg.indexer
+    indexed = i_cfg.k > 0
     if indexed:  # before the optimizer, so that it holds the indexers' parameters too
         from spattern.indexer.train import attach_indexers  # noqa: PLC0415
 
-        layers = i_cfg["layers"]
-        attach_indexers(model, int(i_cfg["k"]), layers=None if layers == "all" else list(layers),
-                        block=tuple(i_cfg["block"]), n_heads=int(i_cfg["n_heads"]),
-                        head_dim=int(i_cfg["head_dim"]), sink=int(i_cfg["sink"]), local=int(i_cfg["local"]),
-                        backend=backend if backend != "sdpa" else "auto")
+        attach_indexers(model, i_cfg.k, layers=None if i_cfg.layers == "all" else list(i_cfg.layers),
+                        block=tuple(i_cfg.block), n_heads=i_cfg.n_heads, head_dim=i_cfg.head_dim,
+                        sink=i_cfg.sink, local=i_cfg.local, backend=backend if backend != "sdpa" else "auto")
         model.to(device)
         backend = f"indexer-topk({backend})"
 
-    use_bf16 = t_cfg["dtype"] == "bf16" or (t_cfg["dtype"] == "auto" and device.type == "cuda")
+    use_bf16 = t_cfg.dtype == "bf16" or (t_cfg.dtype == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(t_cfg["weight_decay"])},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=float(t_cfg["lr"]),
-                            betas=(float(t_cfg["beta1"]), float(t_cfg["beta2"])),
-                            fused=device.type == "cuda")
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t_cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=t_cfg.lr,
+                            betas=(t_cfg.beta1, t_cfg.beta2), fused=device.type == "cuda")
 
-    name = cfg["name"]
-    out_dir = Path(t_cfg["out_dir"] or cache_dir("runs", name, create=False))
-    ckpt_dir = Path(t_cfg["ckpt_dir"] or cache_dir("checkpoints", name, create=False))
-    ckpt_path = ckpt_dir / "ckpt.pt"
+    name = cfg.name
+    out_dir, ckpt_path = run_paths(cfg)
     metrics_path = out_dir / "metrics.jsonl"
-    step = 0
-    if t_cfg["resume"] and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    step, elapsed_before = 0, 0.0
+    if t_cfg.resume and ckpt_path.is_file():
+        state = _load_checkpoint_state(ckpt_path, device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
+        elapsed_before = float(state.get("elapsed", 0.0))
         log(f"[train] resumed {name} at step {step} from {ckpt_path}")
+    earlier: list[dict] = []
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(metrics_path, step)
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        earlier = _restore_metrics(metrics_path, step, log)
 
     raw_model = model
-    if t_cfg["compile"]:
+    if t_cfg.compile:
         model = torch.compile(model)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    steps, n_micro, bs = int(t_cfg["steps"]), int(t_cfg["grad_accum"]), int(t_cfg["batch_size"])
+    steps, n_micro, bs = t_cfg.steps, t_cfg.grad_accum, t_cfg.batch_size
     tokens_per_step = bs * seq_len * n_micro * world
-    run_info = {"name": name, "config": cfg, "seed": seed, "backend": backend, "patterns": patterns,
+    run_info = {"name": name, "seed": seed, "backend": backend, "patterns": patterns,
                 "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                 else platform.processor() or platform.machine(), "world_size": world,
                 "dist_backend": dist.get_backend() if dist.is_initialized() else None,
                 "autocast_bf16": use_bf16, "params": raw_model.num_params(),
                 "params_non_embedding": raw_model.num_params(non_embedding=True),
-                "tokens_per_step": tokens_per_step, "data": {"folder": str(data.folder), **data.meta},
-                "torch": torch.__version__, "python": platform.python_version(), "git": _git_rev()}
+                "tokens_per_step": tokens_per_step, "data": {"folder": str(data.folder), **data.meta}}
     if is_main:
-        _atomic_write(out_dir / "run.json", json.dumps(run_info, indent=1, default=str))
+        atomic_write_text(out_dir / "config.toml", to_toml(cfg))
+        write_json(out_dir / "env.json", capture_env(seed=seed, run=run_info))
         log(f"[train] {name}: {run_info['params'] / 1e6:.2f}M params, backend {backend}, device {device}, "
-            f"world {world}, {tokens_per_step} tokens/step, train {len(train_seqs)} seqs of {seq_len}")
+            f"world {world}, {tokens_per_step} tokens/step, train {len(train_seqs)} seqs of {seq_len}; "
+            f"writing {out_dir}")
+
+    t_start = time.time()
+
+    def elapsed() -> float:
+        return elapsed_before + time.time() - t_start
 
     def save_ckpt(at: int) -> None:
         if not is_main:
             return
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": raw_model.state_dict(), "optimizer": opt.state_dict(), "step": at,
-                    "model_config": raw_model.cfg.to_dict(), "config": cfg}, tmp)
-        os.replace(tmp, ckpt_path)
+        state = {"model": raw_model.state_dict(), "optimizer": opt.state_dict(), "step": at,
+                 "elapsed": elapsed(), "model_config": raw_model.cfg.to_dict(),
+                 "config": cfg.model_dump(mode="json")}
+        atomic_save(ckpt_path, lambda tmp: torch.save(state, tmp))
 
     def emit(rec: dict) -> None:
         if is_main:
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+            append_jsonl(metrics_path, rec)
 
+    first_loss = next((r["loss"] for r in earlier if r.get("loss") is not None), None)
+    val_loss = next((r["val_loss"] for r in reversed(earlier) if "val_loss" in r), None)
+    last_loss = next((r["loss"] for r in reversed(earlier) if "loss" in r), None)
+
+    def summarize(status: str, per_val: dict | None = None) -> dict:
+        finite = val_loss is not None and math.isfinite(val_loss)
+        summary = {"name": name, "status": status, "step": step, "steps": steps, "first_loss": first_loss,
+                   "final_loss": last_loss, "val_loss": val_loss,
+                   "val_ppl": math.exp(min(val_loss, 50)) if finite else None,
+                   "backend": backend, "seconds": round(elapsed(), 2), "tokens": step * tokens_per_step,
+                   "metrics": str(metrics_path), "checkpoint": str(ckpt_path), "out_dir": str(out_dir)}
+        if is_main:
+            if per_val is not None:
+                atomic_write_text(out_dir / "per_example.jsonl",
+                                  "".join(_jsonl_line({"id": f"val/{i}", "loss": v}) for i, v in sorted(per_val.items())))
+            write_json(out_dir / "metrics.json", summary)
+        return summary
+
+    if is_main:
+        summarize("running")
     model.train()
-    progress = _Progress(steps, step, is_main and t_cfg["progress"])
-    t_start = time.time()
-    t_last, tokens_since, last_loss, val_loss, first_loss = time.time(), 0, float("nan"), None, None
-    log_every, eval_every, ckpt_every = int(t_cfg["log_every"]), int(t_cfg["eval_every"]), int(t_cfg["ckpt_every"])
-    max_seconds = float(t_cfg.get("max_seconds") or 0)
+    progress = _Progress(steps, step, is_main and t_cfg.progress)
+    t_last, tokens_since = time.time(), 0
+    log_every, eval_every, ckpt_every = t_cfg.log_every, t_cfg.eval_every, t_cfg.checkpoint_interval()
+    max_seconds = t_cfg.max_seconds
+    per_val = None
+    stop = False
     while step < steps:
-        lr = lr_at(step, steps, int(t_cfg["warmup"]), float(t_cfg["lr"]), float(t_cfg["min_lr_ratio"]))
+        lr = lr_at(step, steps, t_cfg.warmup, t_cfg.lr, t_cfg.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
         loss_sum = torch.zeros((), device=device)
         if indexed:  # stage 1 (dense warm-up): the indexers alone learn their KL; stage 2: sparse
-            warm = step < int(i_cfg["warmup_steps"])
+            warm = step < i_cfg.warmup_steps
             set_indexer_mode(raw_model, "dense" if warm else "sparse")
         for micro in range(n_micro):
             idx = sample_indices(step, micro, n_micro, rank, world, bs, len(train_seqs), seed)
@@ -287,11 +406,11 @@ def train(cfg: dict, log=print) -> dict:
                 total = loss
                 if indexed:
                     kl = indexer_aux_loss(raw_model)
-                    w = float(i_cfg["aux_weight"])
+                    w = i_cfg.aux_weight
                     total = w * kl if warm else loss + w * kl  # warm-up: only the indexers' KL
                 (total / n_micro).backward()
             loss_sum += loss.detach()
-        gnorm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), float(t_cfg["grad_clip"]))
+        gnorm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t_cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -307,7 +426,7 @@ def train(cfg: dict, log=print) -> dict:
             tps = tokens_since / max(now - t_last, 1e-9)
             t_last, tokens_since = now, 0
             rec = {"step": step, "loss": round(last_loss, 5), "lr": lr, "grad_norm": round(float(gnorm), 4),
-                   "tokens": step * tokens_per_step, "tok_per_s": round(tps, 1), "time": round(now - t_start, 2)}
+                   "tokens": step * tokens_per_step, "tok_per_s": round(tps, 1), "time": round(elapsed(), 2)}
             if indexed:  # selection statistics: density, dense-attention mass kept, top-mass overlap
                 rec["indexer_stage"] = "dense-warmup" if warm else "sparse"
                 rec["indexer_kl"] = round(float(indexer_aux_loss(raw_model).detach()), 5)
@@ -316,49 +435,35 @@ def train(cfg: dict, log=print) -> dict:
         stop = bool(max_seconds) and time.time() - t_start > max_seconds and step < steps
         if (eval_every and step % eval_every == 0) or step == steps or stop:
             if is_main:
-                val_loss = evaluate(raw_model, val_seqs, int(t_cfg["eval_batches"]), bs, device, autocast)
+                val_loss, per_val = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast,
+                                             per_sequence=True)
                 emit({"step": step, "val_loss": round(val_loss, 5), "val_ppl": round(math.exp(min(val_loss, 50)), 3),
-                      "time": round(time.time() - t_start, 2)})
+                      "time": round(elapsed(), 2)})
                 t_last = time.time()  # evaluation time is not training throughput
             if world > 1:
                 dist.barrier()
-        if (ckpt_every and step % ckpt_every == 0) or step == steps or stop:
+        if step % ckpt_every == 0 or step == steps or stop:
             save_ckpt(step)
+            if is_main and step < steps:
+                summarize("stopped" if stop else "running")
         progress.update(loss=f"{last_loss:.3f}", lr=f"{lr:.1e}",
                         tok_s=f"{(tokens_per_step * step) / max(time.time() - t_start, 1e-9):.0f}")
         if stop:
-            log(f"[train] stopping at step {step}: max_seconds={max_seconds} reached")
+            log(f"[train] stopping at step {step}: max_seconds={max_seconds} reached (run it again to resume)")
             break
     progress.close()
-    elapsed = time.time() - t_start
-    summary = {"name": name, "step": step, "first_loss": first_loss, "final_loss": last_loss,
-               "val_loss": val_loss, "backend": backend, "seconds": round(elapsed, 2),
-               "metrics": str(metrics_path), "checkpoint": str(ckpt_path), "out_dir": str(out_dir)}
-    if is_main:
-        _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=1))
-        log(f"[train] done: loss {first_loss} -> {last_loss}, val {val_loss}, {elapsed:.1f}s")
+    if is_main and step == steps and per_val is None:  # resumed at the very end: score once more
+        val_loss, per_val = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast, per_sequence=True)
+    summary = summarize("finished" if step == steps else "stopped", per_val if step == steps else None)
+    log(f"[train] {summary['status']}: loss {first_loss} -> {last_loss}, val {val_loss}, {summary['seconds']:.1f}s")
     return summary
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past the checkpoint being resumed (or all of them on a fresh start)."""
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    _atomic_write(path, "".join(ln + "\n" for ln in keep))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> DecoderLM:
     """A trained model back from a checkpoint written by `train`."""
     from ..models.config import ModelConfig  # noqa: PLC0415
 
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = _load_checkpoint_state(Path(path), device)
     mc = dict(state["model_config"])
     mc["block"] = tuple(mc["block"])
     model = DecoderLM(ModelConfig(**mc)).to(device)

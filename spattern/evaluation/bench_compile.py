@@ -1,6 +1,6 @@
 """Compile-time benchmark of the CSR block compiler (a script, not a test).
 
-    PYTHONPATH=. python benchmarks/compile_bench.py [--repeats 15] [--json results/compile_bench.json]
+    spattern bench compile [--repeats 15] [--json results/compile_bench_cpu.json]
 
 Prints, against the targets of issue 2 (on the project's 2-core CPU machine):
 
@@ -42,12 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from spattern.compiler.compile import clear_cache, compile
+from spattern.patterns import EXAMPLES, parse
+from spattern.utils.io import write_json
 
-from spattern.compiler.compile import clear_cache, compile  # noqa: E402
-from spattern.patterns import EXAMPLES, parse  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]  # the checkout the child processes import spattern from
 
 PATTERN = "(local(512) | landmark(every=2048) | sink(64)) & causal"
 BLOCK = (64, 64)
@@ -176,15 +175,18 @@ def peak_memory(pattern: str, n: int, repeats: int = 3) -> dict:
 
 
 # ------------------------------------------------------------------------------------------
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=15, help="repeats of the headline timing (>= 7)")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--repeats", type=int, default=15, help="repeats of the headline timing (>= 7; default 15)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     ap.add_argument("--profile", action="store_true", help="print a cProfile summary of the headline case")
     ap.add_argument("--quick", action="store_true", help="smaller context table")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     if args.repeats < 7:
-        ap.error(f"--repeats: expected >= 7, got {args.repeats}")
+        from spattern.utils.errors import UserError
+
+        raise UserError(f"--repeats: expected >= 7, got {args.repeats}")
 
     from rich.console import Console
     from rich.table import Table
@@ -320,8 +322,7 @@ def main(argv=None) -> int:
         print(v)
     results["profiles"] = profiles
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
         con.print(f"wrote {args.json}")
     return 0 if (head["pass"] and cmp_["pass"] and mem["pass"]) else 1
 
@@ -342,6 +343,12 @@ def _cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

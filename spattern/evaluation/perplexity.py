@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from ..data.packing import eval_windows, window_tokens
+from spattern.data.packing import eval_windows, window_tokens
 
 
 @torch.no_grad()

@@ -1,0 +1,5 @@
+import sys
+
+from spattern.cli import main
+
+sys.exit(main())

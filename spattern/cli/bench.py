@@ -1,0 +1,41 @@
+"""``spattern bench attention | topk | compile | train``: benchmarks (GPU ones need CUDA).
+
+Each benchmark module in ``spattern.evaluation`` declares its options (``add_arguments(parser)``)
+and runs from them (``run(args) -> int``); this file only lists them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "attention": ("spattern.evaluation.bench_attention",
+                  "attention kernels: spattern vs SDPA (flash, cuDNN) vs FlexAttention (CUDA)"),
+    "topk": ("spattern.evaluation.bench_topk", "building a top-k layout on the GPU vs attention on it (CUDA)"),
+    "compile": ("spattern.evaluation.bench_compile", "compile time and memory of the CSR block compiler (CPU)"),
+    "train": ("spattern.evaluation.bench_train", "training-step throughput, dense SDPA vs a pattern (CUDA)"),
+}
+
+
+def register(sub) -> None:
+    b = sub.add_parser("bench", help="benchmarks: attention, topk, compile, train")
+    bsub = b.add_subparsers(dest="bench", required=True, metavar="<benchmark>")
+    for name, (module, text) in BENCHMARKS.items():
+        p = bsub.add_parser(name, help=text)
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:  # a benchmark whose module cannot import here says so when asked
+            p.set_defaults(func=lambda args, e=e, m=module: _missing(m, e))
+            continue
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p)
+            p.set_defaults(func=mod.run)
+        else:  # a module that still parses its own argv
+            p.add_argument("argv", nargs=argparse.REMAINDER, help=f"options of {module} (see --help there)")
+            p.set_defaults(func=lambda args, mod=mod: int(mod.main(args.argv) or 0))
+
+
+def _missing(module: str, err: Exception) -> int:
+    from spattern.utils.errors import UserError
+
+    raise UserError(f"{module} cannot be imported here: {err}")

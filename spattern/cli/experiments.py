@@ -1,0 +1,68 @@
+"""``spattern run <config>`` and ``spattern compare <results/experiment>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cmd_run(args) -> int:
+    from spattern.experiments.config import load_experiment
+    from spattern.experiments.runner import expand, run_experiment
+
+    cfg = load_experiment(args.config, args.overrides)
+    if args.list:
+        for spec in expand(cfg):
+            state = "finished" if spec.dir.finished() else ("started" if spec.dir.metrics() else "new")
+            print(f"{spec.label:40s} seed {spec.seed:<3d} {state:9s} {spec.dir.path}")
+        return 0
+    run_experiment(cfg, only=args.only)
+    if not args.no_compare:
+        _print_compare(cfg.out_dir, cfg.baseline, None, "wilcoxon", None)
+    if cfg.report and not args.no_report:
+        from spattern.report.build import build_report
+
+        paths = build_report([cfg.out_dir], Path(args.report_out or f"{cfg.out_dir}/report"))
+        print(f"report: {paths}")
+    return 0
+
+
+def _print_compare(folder, baseline, metrics, test, out) -> dict:
+    from rich.console import Console
+
+    from spattern.evaluation.compare import render_table, to_rows
+    from spattern.experiments.results import compare_experiment
+
+    table = compare_experiment(folder, baseline, metrics, test=test, out=out)
+    Console(width=160).print(render_table(to_rows(table), title=f"{Path(folder).name}: each run vs "
+                                          f"{table['baseline']} (paired, Holm-corrected)"))
+    return table
+
+
+def cmd_compare(args) -> int:
+    table = _print_compare(args.folder, args.baseline, args.metric, args.test, args.json)
+    print(f"wrote {args.json or Path(args.folder) / 'compare.json'} ({len(table['rows'])} rows)")
+    return 0
+
+
+def register(sub) -> None:
+    r = sub.add_parser("run", help="run an experiment config: every run of its sweep into results/<name>/ "
+                                   "(finished runs are skipped, interrupted ones resume)")
+    r.add_argument("config", help="an experiment TOML, e.g. experiments/cpu_study.toml")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set setup.docs=4")
+    r.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="run only these run labels")
+    r.add_argument("--list", action="store_true", help="list the runs and their state, run nothing")
+    r.add_argument("--no-compare", action="store_true", help="do not print the comparison table at the end")
+    r.add_argument("--no-report", action="store_true", help="do not build the report even if the config asks")
+    r.add_argument("--report-out", default=None, help="report folder (default results/<name>/report)")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("compare", help="each run of an experiment against a baseline: means, CIs, paired "
+                                       "differences, Holm-corrected p-values, effect sizes")
+    c.add_argument("folder", help="results/<experiment>")
+    c.add_argument("--baseline", default=None, help="the baseline run label (default: dense)")
+    c.add_argument("--metric", nargs="+", default=None, help="metrics to compare (default: every one found)")
+    c.add_argument("--test", choices=["wilcoxon", "permutation"], default="wilcoxon",
+                   help="paired test (default wilcoxon)")
+    c.add_argument("--json", default=None, help="write the table here (default <folder>/compare.json)")
+    c.set_defaults(func=cmd_compare)

@@ -1,0 +1,113 @@
+"""The experiment config: a setup (model, data, context, metrics, tasks) plus sweep axes.
+
+TOML, validated (``spattern.utils.config``: ``base = "..."`` inheritance, unknown keys rejected)::
+
+    name = "cpu_study"
+    kind = "evaluate"            # evaluate a (pretrained or trained) model with patterns swapped in
+    baseline = "dense"           # the run label `compare` tests every other run against
+
+    [setup]
+    model = "smollm2"            # "smollm2", "checkpoint:<path>", or "random:<preset>" (tests)
+    corpus = "sotu"              # a spattern corpus spec, local files, or hf:<name>
+    context = 512                # tokens per window
+    docs = 12                    # documents (the first window of each long test document)
+    metrics = ["perplexity", "info_loss"]
+    tasks = ["passkey"]
+
+    [sweep]
+    pattern = ["dense", "(local(64) | sink(64)) & causal"]
+    seed = [0]
+
+    [match]                      # patterns at equal cost: one free parameter, matched at `context`
+    target = 0.25
+    measure = "block_density"
+    families = { local = "local({w}) & causal", strided = "(local({w}) | strided(64)) & causal" }
+
+``kind = "train"`` trains one model per (pattern, seed) with ``[train] config`` (a training TOML)
+and its overrides; each run's unit for comparisons is then the seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from spattern.utils.config import Section, load_config
+
+METRICS = ("perplexity", "info_loss")
+
+
+class PasskeySection(Section):
+    context_lengths: list[int] = [256]
+    depths: list[float] = [0.1, 0.5, 0.9]
+    seeds: list[int] = [0, 1]
+
+
+class Setup(Section):
+    model: str = "smollm2"
+    corpus: str = "sotu"
+    split: Literal["train", "validation", "test"] = "test"
+    context: int = Field(512, ge=8)
+    docs: int = Field(8, ge=1)
+    min_doc_tokens: Optional[int] = Field(None, ge=1)  # default: context + 1 (a full window)
+    block: tuple[int, int] = (64, 64)
+    backend: str = "auto"
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    metrics: list[Literal["perplexity", "info_loss"]] = ["perplexity"]
+    tasks: list[str] = []
+    passkey: PasskeySection = PasskeySection()
+    obtain: bool = False
+
+
+class Sweep(Section):
+    pattern: list[str] = ["dense"]
+    seed: list[int] = [0]
+    context: Optional[list[int]] = None   # default: [setup.context]
+
+
+class Match(Section):
+    target: Optional[float] = Field(None, gt=0, le=1)
+    measure: Literal["block_density", "density", "flops"] = "block_density"
+    families: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _needs_target(self) -> "Match":
+        if self.families and self.target is None:
+            raise ValueError("a target (families are matched to it)")
+        return self
+
+
+class TrainSetup(Section):
+    config: str = ""                      # a training TOML, relative to the experiment file
+    overrides: list[str] = []             # --set style overrides applied to every run
+
+
+class ExperimentConfig(Section):
+    name: str
+    kind: Literal["evaluate", "train"] = "evaluate"
+    baseline: str = "dense"
+    results: str = "results"              # runs go to <results>/<name>/<run>
+    report: bool = False                  # build the report after the runs
+    setup: Setup = Setup()
+    sweep: Sweep = Sweep()
+    match: Match = Match()
+    train: TrainSetup = TrainSetup()
+    source: str = ""                      # the file it was read from (set by load_experiment)
+
+    @model_validator(mode="after")
+    def _train_has_config(self) -> "ExperimentConfig":
+        if self.kind == "train" and not self.train.config:
+            raise ValueError("a [train] config file for kind = 'train'")
+        return self
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.results) / self.name
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    cfg = load_config(ExperimentConfig, path, overrides)
+    return cfg.model_copy(update={"source": str(Path(path).resolve())})

@@ -1,0 +1,191 @@
+"""An ``evaluate`` run: a model (pretrained or trained) with a pattern swapped in, scored per
+document (perplexity, information loss) and per task example, resumable example by example."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from spattern.experiments.config import ExperimentConfig, Setup
+from spattern.experiments.runs import RunSpec
+from spattern.utils.errors import UserError
+
+LOWER_IS_BETTER = {"nll": True, "kl": True, "rel_error": True, "top1": False, "recall": False,
+                   "passkey_correct": False, "passkey_logprob": False, "loss": True}
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+
+
+@lru_cache(maxsize=2)
+def _load(model_spec: str, device: str, dtype: str, seed: int, obtain: bool) -> Loaded:
+    """The model and tokenizer a setup names (cached: the runs of one experiment share them)."""
+    dt = getattr(torch, dtype)
+    if model_spec == "smollm2":
+        from spattern.models.pretrained import load_smollm2
+
+        model, tok = load_smollm2(dtype=dt, obtain=obtain)
+    elif model_spec.startswith("checkpoint:"):
+        from pathlib import Path
+
+        from spattern.train.loop import _load_checkpoint_state, as_config, load_checkpoint, load_data
+
+        path = Path(model_spec.split(":", 1)[1])
+        model = load_checkpoint(path, device)
+        tok = load_data(as_config(_load_checkpoint_state(path, "cpu")["config"]), log=lambda *a: None).tokenizer()
+    elif model_spec.startswith("random:"):
+        from spattern.data.tokenizer import ByteTokenizer
+        from spattern.models.config import get_config
+        from spattern.models.decoder import build_model
+
+        tok = ByteTokenizer()
+        torch.manual_seed(seed)
+        model = build_model(get_config(model_spec.split(":", 1)[1], vocab_size=tok.vocab_size, max_seq_len=1 << 16))
+    else:
+        raise UserError(f"setup.model: expected 'smollm2', 'checkpoint:<path>' or 'random:<preset>', got {model_spec!r}")
+    return Loaded(model.to(device=device, dtype=dt).eval(), tok, model_spec)
+
+
+def documents(setup: Setup) -> list[tuple[str, list[int], str]]:
+    """[(doc id, the first context+1 tokens, text)] of the first ``docs`` long documents of the
+    split (documents shorter than a full window are skipped, so every run scores the same tokens)."""
+    from spattern.data import iter_documents, split_of
+
+    tok = _load(setup.model, setup.device, setup.dtype, 0, setup.obtain).tokenizer
+    need = setup.min_doc_tokens or setup.context + 1
+    out = []
+    for d in iter_documents(setup.corpus, obtain=setup.obtain):
+        if split_of(d.id) != setup.split:
+            continue
+        ids = tok.encode(d.text) + [tok.eos_id]
+        if len(ids) >= max(need, setup.context + 1):
+            out.append((d.id, ids[: setup.context + 1], d.text))
+        if len(out) == setup.docs:
+            break
+    if not out:
+        raise UserError(f"setup.corpus {setup.corpus!r}: no {setup.split} document has {need} tokens")
+    return out
+
+
+def _dense(pattern: str) -> bool:
+    return pattern in ("dense", "", None)
+
+
+def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
+    """Score every document and task example not yet in the run's per_example.jsonl; write
+    metrics.json. Returns the summary."""
+    setup = cfg.setup.model_copy(update={"context": spec.context})
+    loaded = _load(setup.model, setup.device, setup.dtype, spec.seed, setup.obtain)
+    model, tok = loaded.model, loaded.tokenizer
+    rd = spec.dir
+    done = {r["id"] for r in rd.examples()}
+    docs = documents(setup)
+    pattern = None if _dense(spec.pattern) else spec.pattern
+    timings: dict[str, float] = {}
+    n_tasks = len(setup.passkey.context_lengths) * len(setup.passkey.depths) * len(setup.passkey.seeds) \
+        if "passkey" in setup.tasks else 0
+    total = len(docs) + n_tasks
+    task_id = progress.add_task(f"  {spec.label} (seed {spec.seed})", total=total) if progress else None
+
+    def tick():
+        if progress is not None:
+            progress.advance(task_id)
+
+    model.set_pattern(None)
+    for doc_id, ids, _ in docs:
+        if doc_id in done:
+            tick()
+            continue
+        stream = np.asarray(ids, dtype=np.int64)
+        offsets = np.array([0, len(ids)])
+        rec: dict = {"id": doc_id, "tokens": len(ids) - 1}
+        if "perplexity" in setup.metrics:
+            from spattern.evaluation.perplexity import window_perplexity
+
+            t = time.perf_counter()
+            model.set_pattern(pattern, setup.backend)
+            r = window_perplexity(model, stream, offsets, setup.context, device=setup.device)
+            model.set_pattern(None)
+            nll_sum, n = next(iter(r["docs"].values()))
+            rec["nll"] = nll_sum / n
+            timings["perplexity"] = timings.get("perplexity", 0.0) + time.perf_counter() - t
+        if "info_loss" in setup.metrics:
+            from spattern.evaluation.infoloss import information_loss
+
+            t = time.perf_counter()
+            il = information_loss(model, stream, offsets, setup.context, "causal" if pattern is None else pattern,
+                                  block=tuple(setup.block), device=setup.device)
+            d = next(iter(il["docs"].values()))
+            rec.update({"kl": d["kl"], "top1": d["top1"], "recall": d["recall"]})
+            timings["info_loss"] = timings.get("info_loss", 0.0) + time.perf_counter() - t
+        rd.add_example(rec)
+        tick()
+    if "passkey" in setup.tasks:
+        from spattern.evaluation.tasks.passkey import Passkey
+        from spattern.evaluation.tasks.registry import score_examples
+
+        t = time.perf_counter()
+        task = Passkey(tok, [text for _, _, text in docs], setup.passkey.context_lengths, setup.passkey.depths,
+                       bos_id=None)
+        examples = [ex for s in setup.passkey.seeds for ex in task.examples(s)]
+        model.set_pattern(pattern, setup.backend)
+
+        def logits_fn(x):
+            with torch.no_grad():
+                return model(x.to(setup.device))[0]
+
+        for ex in examples:
+            eid = ex.id
+            if eid in done:
+                tick()
+                continue
+            r = score_examples(logits_fn, [ex])[0]
+            rd.add_example({"id": eid, "passkey_correct": float(r["correct"]), "passkey_logprob": r["logprob"],
+                            "distance": r.get("distance_tokens"), "depth": r.get("depth"),
+                            "context_len": r.get("context_len")})
+            tick()
+        model.set_pattern(None)
+        timings["passkey"] = time.perf_counter() - t
+    if progress is not None:
+        progress.remove_task(task_id)
+    return summarize(cfg, spec, timings)
+
+
+def summarize(cfg: ExperimentConfig, spec: RunSpec, timings: dict) -> dict:
+    """metrics.json of a run from its per_example.jsonl (recomputed, so a resumed run's summary
+    covers every example)."""
+    from spattern.compiler.compile import compile as compile_pattern
+
+    recs = spec.dir.examples()
+    metrics: dict = {}
+    for key in LOWER_IS_BETTER:
+        vals = [r[key] for r in recs if r.get(key) is not None]
+        if vals:
+            metrics[key] = float(np.mean(vals))
+    docs = [r for r in recs if "nll" in r]
+    if docs:
+        tokens = sum(r["tokens"] for r in docs)
+        metrics["ppl"] = math.exp(sum(r["nll"] * r["tokens"] for r in docs) / tokens)
+    if _dense(spec.pattern):
+        metrics["block_density"] = metrics["density"] = 1.0
+    else:
+        st = compile_pattern(spec.pattern, spec.context, block=tuple(cfg.setup.block)).stats()
+        metrics["block_density"], metrics["density"] = st["block_density"], st["density"]
+    prev = spec.dir.metrics() or {}
+    t = dict(prev.get("timings", {}))
+    for k, v in timings.items():
+        t[k] = t.get(k, 0.0) + v
+    summary = {"experiment": cfg.name, "run_id": spec.dir.path.name, "label": spec.label, "pattern": spec.pattern,
+               "seed": spec.seed, "context": spec.context, "params": spec.resolved.get("match", {}),
+               "status": "finished", "n_examples": len(recs), "metrics": metrics, "timings": t}
+    spec.dir.write_metrics(summary)
+    return summary

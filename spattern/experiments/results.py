@@ -1,0 +1,109 @@
+"""Reading an experiment's results and comparing its runs against a baseline.
+
+The unit of a paired comparison is the example (document, sequence, task example) when each
+label has one run, and the seed when a label has several runs (training: seeds are the unit;
+each run's mean is its value)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from spattern.experiments.rundir import RunDir
+from spattern.utils.errors import UserError
+from spattern.utils.io import write_json
+
+# metric -> higher is better
+DIRECTION = {"nll": False, "kl": False, "rel_error": False, "loss": False, "top1": True, "recall": True,
+             "passkey_correct": True, "passkey_logprob": True}
+
+
+def load_runs(folder: str | Path) -> list[dict]:
+    """[{dir, config, metrics, examples}] of every finished run under ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"results: expected an experiment folder (results/<experiment>), got {folder} (no such folder)")
+    runs = []
+    for p in sorted(folder.iterdir()):
+        rd = RunDir(p)
+        if not p.is_dir() or not rd.metrics_path.is_file():
+            continue
+        m = rd.metrics()
+        if m.get("status") != "finished":
+            continue
+        cfg = tomllib.loads(rd.config_path.read_text()) if rd.config_path.is_file() else {}
+        runs.append({"dir": p, "config": cfg, "metrics": m, "examples": rd.examples()})
+    if not runs:
+        raise UserError(f"results: no finished run under {folder} (run `spattern run <config>` first)")
+    return runs
+
+
+def _same_data(runs: list[dict]) -> None:
+    """Runs compared must have scored the same data: equal setups except pattern, label, seed."""
+    def key(r):
+        c = dict(r["config"])
+        setup = dict(c.get("setup", {}))
+        return repr((c.get("kind"), c.get("context"), sorted(setup.items()), c.get("train")))
+
+    keys = {}
+    for r in runs:
+        keys.setdefault(key(r), []).append(r["metrics"].get("label"))
+    if len(keys) > 1:
+        groups = "; ".join(f"{sorted(set(v))}" for v in keys.values())
+        raise UserError(f"results: the runs did not score the same data (different setups: {groups}); "
+                        f"compare runs of one setup at a time")
+
+
+def metric_values(runs: list[dict], metrics: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """``values[metric][label][unit] = value`` (unit: example id, or ``seed<N>`` with several seeds)."""
+    by_label: dict[str, list[dict]] = {}
+    for r in runs:
+        by_label.setdefault(r["metrics"]["label"], []).append(r)
+    per_seed = any(len(v) > 1 for v in by_label.values())
+    found = sorted({k for r in runs for e in r["examples"] for k in e if k in DIRECTION})
+    wanted = metrics or found
+    unknown = sorted(set(wanted) - set(DIRECTION))
+    if unknown:
+        raise UserError(f"--metric: expected some of {sorted(DIRECTION)}, got {unknown}")
+    out: dict = {}
+    for m in wanted:
+        for label, rs in by_label.items():
+            if per_seed:
+                vals = {f"seed{r['metrics']['seed']}": float(np.mean([e[m] for e in r["examples"]
+                                                                      if e.get(m) is not None]))
+                        for r in rs if any(e.get(m) is not None for e in r["examples"])}
+            else:
+                vals = {e["id"]: float(e[m]) for e in rs[0]["examples"] if e.get(m) is not None}
+            if vals:
+                out.setdefault(m, {})[label] = vals
+    if not out:
+        raise UserError(f"results: none of the metrics {wanted} has values in these runs")
+    return out
+
+
+def compare_experiment(folder: str | Path, baseline: str | None = None, metrics: list[str] | None = None,
+                       test: str = "wilcoxon", alpha: float = 0.05, out: str | Path | None = None) -> dict:
+    """The significance table of an experiment's runs against ``baseline`` (default: the config's),
+    Holm-corrected over every (run, metric) comparison; written to ``<folder>/compare.json``."""
+    from spattern.evaluation.compare import compare_many, to_json
+
+    runs = load_runs(folder)
+    _same_data(runs)
+    labels = sorted({r["metrics"]["label"] for r in runs})
+    baseline = baseline or "dense"
+    if baseline not in labels:
+        raise UserError(f"--baseline: expected one of the runs' labels {labels}, got {baseline!r}")
+    values = metric_values(runs, metrics)
+    values = {m: v for m, v in values.items() if baseline in v and len(v) > 1}
+    if not values:
+        raise UserError(f"results: no metric has values for the baseline {baseline!r} and another run")
+    rows = compare_many(values, baseline, {m: DIRECTION[m] for m in values}, test=test, alpha=alpha)
+    table = to_json(rows, Path(folder).name, alpha)
+    table["runs"] = {r["metrics"]["label"]: {"pattern": r["metrics"].get("pattern"),
+                                             "density": r["metrics"].get("metrics", {}).get("density"),
+                                             "block_density": r["metrics"].get("metrics", {}).get("block_density")}
+                     for r in runs}
+    write_json(Path(out) if out else Path(folder) / "compare.json", table)
+    return table

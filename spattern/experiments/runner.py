@@ -1,0 +1,89 @@
+"""Running an experiment: every run of the sweep, finished ones skipped, interrupted ones resumed,
+with a progress bar per run and for the whole sweep (rich, with an ETA)."""
+
+from __future__ import annotations
+
+import time
+
+from spattern.experiments.config import ExperimentConfig
+from spattern.experiments.runs import RunSpec, expand
+
+
+def _progress():
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn())
+
+
+def run_one(cfg: ExperimentConfig, spec: RunSpec, progress=None, log=print) -> dict:
+    """One run: start (config, env, status running) unless resuming, execute, finish."""
+    rd = spec.dir
+    if rd.metrics() is None:
+        rd.start(spec.resolved, spec.seed, run={"label": spec.label, "pattern": spec.pattern})
+        rd.write_metrics({"experiment": cfg.name, "run_id": rd.path.name, "label": spec.label,
+                          "pattern": spec.pattern, "seed": spec.seed, "status": "running"})
+    else:
+        log(f"[run] resuming {rd.path} ({len(rd.examples(log=log))} examples already done)")
+    if cfg.kind == "evaluate":
+        from spattern.experiments.lm_eval import evaluate_run
+
+        return evaluate_run(cfg, spec, progress)
+    return _train_run(cfg, spec, log)
+
+
+def _train_run(cfg: ExperimentConfig, spec: RunSpec, log) -> dict:
+    """A ``train`` run: the training loop writes the same run-directory files (it resumes from its
+    checkpoint and recognises a finished run itself)."""
+    from spattern.train.config import load_train_config
+    from spattern.train.loop import train
+
+    t = spec.resolved["train"]
+    over = [*t["overrides"], f"name={_q(cfg.name + '-' + spec.dir.path.name)}",
+            f"model.pattern={_q(spec.pattern)}", f"train.seed={spec.seed}",
+            f"train.out_dir={_q(str(spec.dir.path))}", f"data.seq_len={spec.context}", "train.progress=false"]
+    tcfg = load_train_config(t["config"], over)
+    summary = train(tcfg, log=log)
+    m = {"experiment": cfg.name, "run_id": spec.dir.path.name, "label": spec.label, "pattern": spec.pattern,
+         "seed": spec.seed, "context": spec.context, "status": summary["status"],
+         "metrics": {"loss": summary.get("val_loss"), "val_ppl": summary.get("val_ppl"),
+                     "final_train_loss": summary.get("final_loss"),
+                     "tokens_per_s": summary["tokens"] / max(summary["seconds"], 1e-9)},
+         "timings": {"train": summary["seconds"]}, "train": summary}
+    spec.dir.write_metrics(m)
+    return m
+
+
+def _q(s: str) -> str:
+    import json
+
+    return json.dumps(s)
+
+
+def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = None) -> list[dict]:
+    """Run every run of the sweep that has not finished; returns every run's summary."""
+    runs = expand(cfg)
+    if only:
+        runs = [r for r in runs if r.label in only]
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    summaries, todo = [], []
+    for spec in runs:
+        if spec.dir.finished():
+            summaries.append(spec.dir.metrics())
+        else:
+            todo.append(spec)
+    log(f"[run] {cfg.name}: {len(runs)} runs, {len(runs) - len(todo)} finished (skipped), {len(todo)} to run "
+        f"-> {cfg.out_dir}")
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        sweep = progress.add_task(f"{cfg.name}", total=len(todo))
+        for spec in todo:
+            summaries.append(run_one(cfg, spec, progress, log=progress.console.print))
+            progress.advance(sweep)
+    if todo:
+        log(f"[run] {cfg.name}: {len(todo)} runs in {time.perf_counter() - t0:.1f} s")
+    return summaries
+
+
+__all__ = ["expand", "run_experiment", "run_one"]

@@ -1,0 +1,66 @@
+"""Expanding an experiment config into runs (the sweep, with patterns matched at equal cost)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+from spattern.experiments.config import ExperimentConfig
+from spattern.experiments.rundir import RunDir
+
+DENSE = ("dense", "", "none")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    label: str            # what `compare` calls the run (the pattern, or its family name)
+    pattern: str          # the resolved pattern string ("dense" for dense attention)
+    seed: int
+    context: int
+    resolved: dict        # everything that determines the run's results (hashed into its id)
+    dir: RunDir
+
+
+def resolve_patterns(cfg: ExperimentConfig, context: int) -> list[tuple[str, str, dict]]:
+    """[(label, pattern, matching info)]: the sweep's patterns as given, then each matched family."""
+    out = [(p if p not in DENSE else "dense", p if p not in DENSE else "dense", {}) for p in cfg.sweep.pattern]
+    if cfg.match.families:
+        from spattern.evaluation.matching import match_families
+
+        matches = match_families(cfg.match.families, cfg.match.target, context, tuple(cfg.setup.block),
+                                 cfg.match.measure)
+        for name, m in matches.items():
+            out.append((name, m.pattern, {"target": cfg.match.target, "measure": cfg.match.measure,
+                                          "achieved": m.achieved, "param": m.param}))
+    labels = [o[0] for o in out]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        from spattern.utils.errors import UserError
+
+        raise UserError(f"{cfg.source or cfg.name}: run labels must be unique, got {dup} more than once")
+    return out
+
+
+def expand(cfg: ExperimentConfig) -> list[RunSpec]:
+    """Every run of the sweep: patterns x contexts x seeds, each with its directory."""
+    contexts = cfg.sweep.context or [cfg.setup.context]
+    runs = []
+    for context in contexts:
+        for (label, pattern, match), seed in itertools.product(resolve_patterns(cfg, context), cfg.sweep.seed):
+            setup = cfg.setup.model_dump(mode="json")
+            setup["context"] = context
+            resolved = {"experiment": cfg.name, "kind": cfg.kind, "label": label, "pattern": pattern, "seed": seed,
+                        "context": context, "setup": setup}
+            if match:
+                resolved["match"] = match
+            if cfg.kind == "train":
+                base = Path(cfg.source).parent if cfg.source else Path(".")
+                resolved["train"] = {"config": str((base / cfg.train.config).resolve().relative_to(Path.cwd()))
+                                     if (base / cfg.train.config).resolve().is_relative_to(Path.cwd())
+                                     else str((base / cfg.train.config).resolve()),
+                                     "overrides": list(cfg.train.overrides)}
+            full_label = label if len(contexts) == 1 else f"{label}@{context}"
+            runs.append(RunSpec(full_label, pattern, seed, context, resolved,
+                                RunDir.create(cfg.out_dir, f"{full_label}-s{seed}", resolved)))
+    return runs
