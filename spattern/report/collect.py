@@ -125,7 +125,8 @@ def collect_synthetic(study: Study) -> tuple[list[dict], list[Path], str]:
                 per_run.setdefault(x, []).append(float(np.mean(ys)))
                 pooled.setdefault(x, []).extend(ys)
         for x in sorted(per_run):
-            m, lo, hi = mean_ci(per_run[x], method="t") if len(per_run[x]) > 1 else mean_ci(pooled[x])
+            m, lo, hi = mean_ci(per_run[x]) if len(per_run[x]) > 1 else mean_ci(pooled[x])
+            lo, hi = max(lo, 0.0), min(hi, 1.0)  # an accuracy interval stays within [0, 1] (NaN stays NaN)
             points.append({"key": key, "distance": x, "value": m, "lo": lo, "hi": hi, "n_runs": len(per_run[x])})
     return points, _sources(runs), xname
 

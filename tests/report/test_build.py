@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 
 import pytest
 
 pypdf = pytest.importorskip("pypdf")
 
 
-def pdf_text(path) -> list[str]:
-    return [p.extract_text() for p in pypdf.PdfReader(path).pages]
+@functools.lru_cache(maxsize=None)
+def _pdf_text(path: str, mtime_ns: int) -> tuple[str, ...]:
+    return tuple(p.extract_text() for p in pypdf.PdfReader(path).pages)
+
+
+def pdf_text(path) -> tuple[str, ...]:
+    """The text of each page (pypdf), cached per file version: extraction takes seconds."""
+    return _pdf_text(str(path), os.stat(path).st_mtime_ns)
 
 
 def test_complete_study_builds_everything(built):

@@ -29,7 +29,8 @@ def rendered(fig) -> Figure:
 
 
 def legend_labels(fig) -> set[str]:
-    return {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    return {t.get_text() for leg in legends for t in leg.get_texts()}
 
 
 def test_family_keys_and_palette():
@@ -53,7 +54,8 @@ def test_heatmap_and_cost(study):
     assert [k for k, _ in pats] == ["local", "local+landmark", "local+sink"] and n == 2048 and sources
     fig = rendered(heatmap_figure(pats[:2], n_token=128, n_block=512, block=32))
     assert len(fig.axes) == 4 and all(ax.images for ax in fig.axes)
-    assert "density" in fig.axes[0].get_title(loc="left") and "block density" in fig.axes[1].get_title()
+    assert "density" in fig.axes[0].get_title() and "block density" in fig.axes[1].get_title()
+    assert [t.get_text() for t in (s._suptitle for s in fig.subfigs)] == ["local", "local+landmark"]
     rows = cost_points(pats[:2], [256, 512, 8192], exact_max=512)
     assert [r["pairs"] is None for r in rows] == [False, False, True] * 2
     local = [r for r in rows if r["key"] == "local"]

@@ -30,18 +30,15 @@ def test_html_is_self_contained(built):
 def test_html_in_a_headless_browser(built, tmp_path):
     exe, page = browser(), built["paths"]["html"].resolve().as_uri()
     common = [exe, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--virtual-time-budget=5000"]
-    dom = subprocess.run(common + ["--enable-logging=stderr", "--v=0", "--dump-dom", page], capture_output=True,
-                         text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
-    assert not console, console  # the page logs nothing unless something is wrong
-    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
-    assert 'data-images-broken="0"' in body and 'data-images-ok="9"' in body, body
-
     shot = tmp_path / "shot.png"
-    run = subprocess.run(common + ["--window-size=1280,2000", f"--screenshot={shot}", page], capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(common + ["--enable-logging=stderr", "--v=0", "--window-size=1280,2000",
+                                   f"--screenshot={shot}", "--dump-dom", page],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
+    console = [ln for ln in run.stderr.splitlines() if ":CONSOLE" in ln]
+    assert not console, console  # the page logs nothing unless something is wrong
+    body = re.search(r"<body[^>]*>", run.stdout).group(0)
+    assert 'data-images-broken="0"' in body and 'data-images-ok="9"' in body, body
     from matplotlib.image import imread
 
     img = imread(shot)[..., :3]  # (H, W, 3) floats in [0, 1]

@@ -7,7 +7,9 @@ from typing import Sequence
 import numpy as np
 from matplotlib.colors import ListedColormap, to_rgba
 
-from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
+from matplotlib.figure import Figure
+
+from spattern.report.style import WIDTH_PAGE, Palette, styled
 
 
 def _pool(mask: np.ndarray, cells: int) -> np.ndarray:
@@ -32,27 +34,26 @@ def heatmap_figure(patterns: Sequence[tuple[str, str]], n_token: int = 256, n_bl
         raise ValueError("patterns: expected at least one (key, pattern string), got none")
     palette = palette or Palette(k for k, _ in patterns)
     n = len(patterns)
-    fig, axes = new_figure(ncols=2 * n, nrows=1, width=WIDTH_PAGE if n > 1 else WIDTH_PAGE * 0.5,
-                           height=1.65 if n > 2 else 2.1)
-    axes = np.atleast_1d(axes)
-    for j, (key, text) in enumerate(patterns):
+    fig = Figure(figsize=(WIDTH_PAGE if n > 1 else WIDTH_PAGE * 0.5, 1.85 if n > 2 else 2.3), layout="constrained")
+    subs = np.atleast_1d(fig.subfigures(1, n, wspace=0.02))
+    for sub, (key, text) in zip(subs, patterns):
         colour = palette(key)
         cmap = ListedColormap([(1, 1, 1, 1), to_rgba(colour)])
+        sub.suptitle(key, fontsize=7.5, color=colour, fontweight="bold")
+        ax_tok, ax_blk = sub.subplots(1, 2)
         small = compile_pattern(text, n_token, block=(min(block, 64), min(block, 64)))
         tok = small.to_dense(0)
-        ax = axes[2 * j]
-        ax.imshow(_pool(tok, max_cells), cmap=cmap, vmin=0, vmax=1, extent=(0, n_token, n_token, 0))
-        ax.set_title(f"{key}: tokens, N={n_token}\ndensity {tok.mean():.3f}", fontsize=6.5, loc="left")
-        ax.set_xlabel("key (token)", fontsize=6)
-        ax.set_ylabel("query (token)", fontsize=6)
+        ax_tok.imshow(_pool(tok, max_cells), cmap=cmap, vmin=0, vmax=1, extent=(0, n_token, n_token, 0))
+        ax_tok.set_title(f"tokens, N={n_token}\ndensity {tok.mean():.3f}", fontsize=6)
+        ax_tok.set_xlabel("key (token)", fontsize=6)
+        ax_tok.set_ylabel("query (token)", fontsize=6)
         big = compile_pattern(text, n_block, block=(block, block))
         grid = big.block_grid(0) >= 0
-        ax = axes[2 * j + 1]
-        ax.imshow(_pool(grid, max_cells), cmap=cmap, vmin=0, vmax=1, extent=(0, grid.shape[1], grid.shape[0], 0))
-        ax.set_title(f"blocks of {block}, N={n_block}\nblock density {grid.mean():.3f}", fontsize=6.5)
-        ax.set_xlabel("key block", fontsize=6)
-        ax.set_ylabel("query block", fontsize=6)
-    for ax in axes:
-        ax.grid(False)
-        ax.tick_params(labelsize=5.5)
+        ax_blk.imshow(_pool(grid, max_cells), cmap=cmap, vmin=0, vmax=1, extent=(0, grid.shape[1], grid.shape[0], 0))
+        ax_blk.set_title(f"blocks {block}, N={n_block}\nblock density {grid.mean():.3f}", fontsize=6)
+        ax_blk.set_xlabel("key block", fontsize=6)
+        ax_blk.set_ylabel("query block", fontsize=6)
+        for ax in (ax_tok, ax_blk):
+            ax.grid(False)
+            ax.tick_params(labelsize=5.5)
     return fig

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from matplotlib.colors import PowerNorm
 
-from spattern.report.figures.training import seed_band
+from spattern.report.figures.training import runs_label, seed_band
 from spattern.report.style import WIDTH_PAGE, Palette, styled
 
 
@@ -38,7 +39,8 @@ def indexer_figure(snapshot: dict | None, curves: Sequence = (), max_heads: int 
             if arr.ndim == 2 and arr.size:
                 if field == "scores":
                     arr = np.where(np.isfinite(arr), arr, np.nan)
-                ax.imshow(arr, cmap=cmap, aspect="auto", interpolation="nearest")
+                norm = PowerNorm(0.4, vmin=0.0) if field == "attention" else None  # small weights stay visible
+                ax.imshow(arr, cmap=cmap, aspect="auto", interpolation="nearest", norm=norm)
             ax.set_title(f"head {h}: {title}", fontsize=7)
             ax.set_xlabel("key block" if field == "selected" else "key position")
             ax.set_ylabel(ylabel)
@@ -48,7 +50,8 @@ def indexer_figure(snapshot: dict | None, curves: Sequence = (), max_heads: int 
         for key in sorted({c.key for c in with_recall}):
             steps, mean, lo, hi, n = seed_band([c for c in with_recall if c.key == key], "indexer_mass_recall")
             if n:
-                ax.plot(steps, mean, color=palette(key), label=f"{key} ({n} seed{'s' if n > 1 else ''})")
+                label = runs_label([c for c in with_recall if c.key == key], n)
+                ax.plot(steps, mean, color=palette(key), label=f"{key} ({label})")
                 if n > 1:
                     ax.fill_between(steps, lo, hi, color=palette(key), alpha=0.2, lw=0)
         ax.set_ylim(0, 1.02)

@@ -24,7 +24,7 @@ def quality_figure(points: Sequence[dict], metrics: Sequence[str] = ("ppl", "kl"
     if not present:
         raise ValueError(f"points: no values for any of {list(metrics)}")
     palette = palette or Palette(p["key"] for p in points)
-    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=2.1)
+    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=2.3)
     axes = np.atleast_1d(axes)
     for ax, m in zip(axes, present):
         pts = [p for p in points if p["metric"] == m and finite(p["value"]) and finite(p["density"])]
@@ -40,7 +40,7 @@ def quality_figure(points: Sequence[dict], metrics: Sequence[str] = ("ppl", "kl"
             ax.set_yscale("log")
         ax.set_xlabel("density")
         ax.set_ylabel(LABELS.get(m, m))
-    axes[0].legend(fontsize=5.5)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=6, fontsize=6)
     if title:
         fig.suptitle(title, fontsize=8)
     return fig

@@ -25,10 +25,18 @@ def seed_band(curves: Sequence, field: str) -> tuple[np.ndarray, np.ndarray, np.
     return np.array(steps), y.mean(0), y.min(0), y.max(0), len(series)
 
 
+def runs_label(curves: Sequence, n: int) -> str:
+    """'3 seeds' when the n curves have n distinct recorded seeds, else 'n runs' (or '1 run')."""
+    seeds = {repr(c.seed) for c in curves if c.seed is not None}
+    if len(seeds) == n and n > 1:
+        return f"{n} seeds"
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
 @styled
 def training_figure(curves: Sequence, fields: Sequence[str] = ("loss", "val_loss"), palette: Palette | None = None):
     """One panel per field (training loss, validation loss): for each pattern family the mean
-    over seeds, shaded between the lowest and highest seed (``curves``: objects with key, seed,
+    over seeds (or runs), shaded between the lowest and highest (``curves``: objects with key, seed,
     records as written by the training loop)."""
     if not curves:
         raise ValueError("curves: expected training curves, got none")
@@ -46,7 +54,8 @@ def training_figure(curves: Sequence, fields: Sequence[str] = ("loss", "val_loss
             if n == 0:
                 continue
             band_line(ax, steps, mean, lo if n > 1 else None, hi if n > 1 else None, palette(key),
-                      f"{key} ({n} seed{'s' if n > 1 else ''})", marker="" if len(steps) > 12 else "o")
+                      f"{key} ({runs_label([c for c in curves if c.key == key], n)})",
+                      marker="" if len(steps) > 12 else "o")
         ax.set_xlabel("training step")
         ax.set_ylabel({"loss": "training loss (nats/token)", "val_loss": "validation loss (nats/token)"}.get(f, f))
     axes[0].legend(fontsize=5.5)
