@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: environment, gpu tests, compute-sanitizer, benchmark.
-# Usage: OUT=/some/dir [STAGES="env tests sanitize bench"] [BENCH_ARGS="--seq 4096 ..."] scripts/gpu_suite.sh
+# Usage: OUT=/some/dir [STAGES="env tests sanitize bench train"] [TEST_PATHS=tests/gpu] [BENCH_ARGS="--seq 4096 ..."]
+#        [TRAIN_ARGS=...] scripts/gpu_suite.sh
 set -u -o pipefail
 OUT=${OUT:-/tmp/spattern_gpu_suite}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 STAGES=${STAGES:-"env tests sanitize bench"}
 BENCH_ARGS=${BENCH_ARGS:-}
+TRAIN_ARGS=${TRAIN_ARGS:-}
 PYTEST_ARGS=${PYTEST_ARGS:-}
+TEST_PATHS=${TEST_PATHS:-tests/gpu}
 declare -A RC
 t0=$(date +%s)
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -18,7 +21,7 @@ if has env; then
     nvcc --version | tail -2; which compute-sanitizer ncu; } 2>&1 | tee "$OUT/env.txt"
 fi
 if has tests; then
-  python3 -m pytest -m gpu tests/gpu -q -rs -p no:cacheprovider $PYTEST_ARGS 2>&1 | tee "$OUT/pytest_gpu.log"
+  python3 -m pytest -m gpu $TEST_PATHS -q -rs -p no:cacheprovider $PYTEST_ARGS 2>&1 | tee "$OUT/pytest_gpu.log"
   RC[tests]=$?
 fi
 if has sanitize; then
@@ -30,6 +33,10 @@ fi
 if has bench; then
   python3 -m spattern.evaluation.bench_attention --json "$OUT/bench_attention.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
   RC[bench]=$?
+fi
+if has train; then
+  python3 -m spattern.evaluation.bench_train --json "$OUT/bench_train.json" $TRAIN_ARGS 2>&1 | tee "$OUT/bench_train.log"
+  RC[train]=$?
 fi
 {
   echo "{"

@@ -13,7 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from spattern.evaluation.bench_attention import band_landmark_layout, layout_dense_mask, layout_from_masks  # noqa: E402
+from kernel_fixtures import layout_dense_mask, layout_from_masks  # noqa: E402
+from spattern.evaluation.bench_attention import band_landmark_layout  # noqa: E402
 from spattern.runtime import cupy_backend as cb  # noqa: E402
 
 NVCC = shutil.which("nvcc")
@@ -43,8 +44,10 @@ def test_kernel_compiles_sm90a(tmp_path: Path, bf16, hd, bq, bk, wm, cta, ns):
 
 
 def test_every_cu_file_is_known():
+    from spattern.runtime import cupy_bwd
+
     files = sorted(p.name for p in cb.KERNEL_DIR.glob("*.cu"))
-    assert files == [cb.KERNEL_FILE.name]
+    assert files == sorted([cb.KERNEL_FILE.name, cupy_bwd.KERNEL_FILE.name])
 
 
 def test_smem_fits_hopper():
@@ -162,3 +165,59 @@ def test_layout_from_masks_roundtrip_bitmask():
     m = rng.random((2, 130, 200)) < 0.1
     lay = layout_from_masks(m, 64, 128, group_shape=(1, 2))
     assert np.array_equal(layout_dense_mask(lay), m)
+
+
+# ----------------------------------------------------------------------------- backward kernels
+from spattern.runtime import cupy_bwd  # noqa: E402
+
+BWD_INSTANTIATIONS = list(itertools.product((0, 1), cb.SUPPORTED_HEAD_DIMS, cb.SUPPORTED_BLOCKS))
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+@pytest.mark.parametrize("bf16,hd,blocks", BWD_INSTANTIATIONS)
+def test_backward_kernels_compile_sm90a(tmp_path: Path, bf16, hd, blocks):
+    """Every backward instantiation compiles from the launcher's own source text (header inlined),
+    without register spills, and its shared memory fits two CTAs per Hopper SM."""
+    src = tmp_path / "bwd.cu"
+    src.write_text(cb.kernel_source(cupy_bwd.KERNEL_FILE)[0])
+    out = tmp_path / "b.cubin"
+    cmd = [NVCC, "-gencode=arch=compute_90a,code=sm_90a", "-std=c++17", "-cubin", "-Xptxas", "-v",
+           *cupy_bwd.kernel_defines(bf16, hd, *blocks), "-o", str(out), str(src)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    spills = [int(ln.split(",")[1].split()[0]) for ln in r.stderr.splitlines() if "spill stores" in ln]
+    assert len(spills) == len(cupy_bwd.NAMES) and max(spills) == 0, r.stderr
+    assert 2 * (cupy_bwd.smem_bytes(hd) + 1024) <= 228 * 1024
+
+
+def test_kernel_source_inlines_the_mask_header():
+    for f in (cb.KERNEL_FILE, cupy_bwd.KERNEL_FILE):
+        src, h = cb.kernel_source(f)
+        assert '#include "' not in src and "eval_program_row" in src and len(h) == 16
+
+
+def test_backward_declines_huge_gqa_groups():
+    from spattern.runtime.problem import describe
+
+    q = _t(1, 128, 128, 64)
+    k = _t(1, 1, 128, 64)
+    prob = describe(q, k, k, _lay(), None)
+    assert "at most 64 query heads" in cupy_bwd.supports(prob)
+    assert cupy_bwd.supports(describe(q[:, :64], k, k, _lay(), None)) is None
+
+
+# ----------------------------------------------------------------------------- gradcheck of the oracle
+@pytest.mark.parametrize("text,block,gqa", [("local(5) & causal", (16, 16), 1), ("sink(2) | dilated(3, dilation=2)", (16, 32), 2),
+                                           ("document([0, 15, 33]) & causal", (16, 16), 1)])
+def test_reference_gradcheck(text, block, gqa):
+    """The float64 reference's own gradients (the oracle of the GPU backward) pass torch.autograd.gradcheck."""
+    import spattern as sp
+
+    n = 33
+    lay = sp.compile(text, n, block=block)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, n, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    k = torch.randn(1, 2 // gqa, n, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    v = torch.randn(1, 2 // gqa, n, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    fn = lambda a, b, c: sp.attention(a, b, c, lay, backend="reference")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-5, fast_mode=True)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from spattern.ir import program as _program
+
 try:  # torch is a hard dependency of the runtime, but keep import errors readable
     import torch
 except ImportError:  # pragma: no cover
@@ -30,7 +32,7 @@ KERNEL_NAME = "sp_block_sparse_fwd"
 
 SUPPORTED_HEAD_DIMS = (64, 128)
 SUPPORTED_BLOCKS = ((64, 64), (64, 128), (128, 64), (128, 128))
-MAX_PROGRAM = 64
+MAX_PROGRAM = _program.MAX_PROGRAM
 TILE_K = 64  # keys per kernel tile (kernel constant BK)
 
 # Which compile route produced the last module ("nvrtc" or "nvcc"), for logs and tests.
@@ -87,8 +89,17 @@ def check(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, trusted=Fal
 _modules: dict[tuple, Any] = {}
 
 
-def _source() -> tuple[str, str]:
-    src = KERNEL_FILE.read_text()
+def kernel_source(path: Path = KERNEL_FILE) -> tuple[str, str]:
+    """Source of a kernel file with its local ``#include "x.cuh"`` lines replaced by the header text
+    (so NVRTC needs no include path and nvcc compiles the same text); returns (text, sha256[:16])."""
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        st = line.strip()
+        if st.startswith('#include "') and st.endswith('.cuh"'):
+            lines.append(kernel_source(Path(path).parent / st[len('#include "'):-1])[0])
+        else:
+            lines.append(line)
+    src = "\n".join(lines) + "\n"
     return src, hashlib.sha256(src.encode()).hexdigest()[:16]
 
 
@@ -134,64 +145,75 @@ def _cache_dir() -> Path:
     return d
 
 
-def get_kernel(device_index: int, bf16: bool, head_dim: int, block_q: int, block_k: int,
-               warp_rows: int = 16, cta_rows: int | None = None, nstage: int = 3):
-    """Compiled kernel function, once per (arch, dtype, head dim, blocks, variant, source hash)."""
+def compile_functions(device_index: int, path: Path, names: tuple[str, ...], defines: list[str], tag: str,
+                      smem: int) -> dict:
+    """Compile ``path`` (headers inlined) with ``defines`` for the device's arch; return {name: function}
+    with the dynamic shared-memory limit set to ``smem``. NVRTC first (CuPy caches on disk), then an nvcc
+    cubin cached under SPATTERN_KERNEL_CACHE (``SPATTERN_COMPILE=nvcc`` forces it)."""
     global last_compile_route
     import cupy
 
-    with cupy.cuda.Device(device_index):
-        cc = cupy.cuda.Device(device_index).compute_capability  # e.g. "90"
+    cc = cupy.cuda.Device(device_index).compute_capability  # e.g. "90"
     arch = f"sm_{cc}a" if cc == "90" else f"sm_{cc}"
-    src, h = _source()
-    cta_rows = block_q if cta_rows is None else cta_rows
-    variant = f"cta{cta_rows}_wm{warp_rows}_s{nstage}"
-    key = (arch, bool(bf16), head_dim, block_q, block_k, variant, h)
-    fn = _modules.get(key)
-    if fn is not None:
-        return fn
-    defines = kernel_defines(bf16, head_dim, block_q, block_k, warp_rows, cta_rows, nstage)
+    src, h = kernel_source(path)
     errors = []
-    fn = None
+    mod = None
     with cupy.cuda.Device(device_index):
-        route = os.environ.get("SPATTERN_COMPILE", "nvrtc")
-        if route == "nvrtc":
+        if os.environ.get("SPATTERN_COMPILE", "nvrtc") == "nvrtc":
             for opts in ((f"--gpu-architecture={arch}", "-std=c++17", *defines), ("-std=c++17", *defines)):
                 try:
                     mod = cupy.RawModule(code=src, options=tuple(opts))
-                    fn = mod.get_function(KERNEL_NAME)
+                    fns = {n: mod.get_function(n) for n in names}
                     last_compile_route = "nvrtc " + " ".join(opts[:1])
                     break
                 except Exception as e:  # try the next option set / route
+                    mod = None
                     errors.append(f"nvrtc {opts[0]}: {e}")
-        if fn is None and shutil.which("nvcc"):
-            cubin = _cache_dir() / f"bsfwd_{arch}_{'bf16' if bf16 else 'fp16'}_d{head_dim}_q{block_q}_k{block_k}_{variant}_{h}.cubin"
+        if mod is None and shutil.which("nvcc"):
+            cubin = _cache_dir() / f"{tag}_{arch}_{h}.cubin"
             if not cubin.exists():
+                tmp_src = cubin.with_suffix(f".{os.getpid()}.cu")
+                tmp_src.write_text(src)
                 tmp = cubin.with_suffix(f".{os.getpid()}.tmp")
                 gencode = f"-gencode=arch=compute_{arch[3:]},code={arch}"
-                cmd = ["nvcc", gencode, "-std=c++17", "-O3", "-cubin", *defines, "-o", str(tmp), str(KERNEL_FILE)]
+                cmd = ["nvcc", gencode, "-std=c++17", "-O3", "-cubin", *defines, "-o", str(tmp), str(tmp_src)]
                 r = subprocess.run(cmd, capture_output=True, text=True)
+                tmp_src.unlink(missing_ok=True)
                 if r.returncode != 0:
                     errors.append("nvcc: " + r.stderr[-2000:])
                 else:
                     os.replace(tmp, cubin)
             if cubin.exists():
                 mod = cupy.RawModule(path=str(cubin))
-                fn = mod.get_function(KERNEL_NAME)
+                fns = {n: mod.get_function(n) for n in names}
                 last_compile_route = "nvcc"
-        if fn is None:
-            raise RuntimeError("spattern: could not compile the attention kernel:\n" + "\n".join(errors))
-        smem = smem_bytes(head_dim, cta_rows, nstage)
-        if hasattr(fn, "max_dynamic_shared_size_bytes"):
-            fn.max_dynamic_shared_size_bytes = smem  # RawKernel
-            try:
-                fn.preferred_shared_memory_carveout = 100  # all of L1/smem as smem: 2 CTAs/SM fit
-            except Exception:
-                pass
-        else:
-            drv = cupy.cuda.driver
-            drv.funcSetAttribute(fn.ptr, drv.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
-    _modules[key] = fn
+        if mod is None:
+            raise RuntimeError(f"spattern: could not compile {path.name}:\n" + "\n".join(errors))
+        for fn in fns.values():
+            if hasattr(fn, "max_dynamic_shared_size_bytes"):
+                fn.max_dynamic_shared_size_bytes = smem  # RawKernel
+                try:
+                    fn.preferred_shared_memory_carveout = 100  # all of L1/smem as smem: 2 CTAs/SM fit
+                except Exception:
+                    pass
+            else:
+                drv = cupy.cuda.driver
+                drv.funcSetAttribute(fn.ptr, drv.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
+    return fns
+
+
+def get_kernel(device_index: int, bf16: bool, head_dim: int, block_q: int, block_k: int,
+               warp_rows: int = 16, cta_rows: int | None = None, nstage: int = 3):
+    """Compiled forward kernel, once per (device, dtype, head dim, blocks, variant, source hash)."""
+    cta_rows = block_q if cta_rows is None else cta_rows
+    variant = f"cta{cta_rows}_wm{warp_rows}_s{nstage}"
+    key = (device_index, bool(bf16), head_dim, block_q, block_k, variant, kernel_source()[1])
+    fn = _modules.get(key)
+    if fn is None:
+        defines = kernel_defines(bf16, head_dim, block_q, block_k, warp_rows, cta_rows, nstage)
+        tag = f"bsfwd_{'bf16' if bf16 else 'fp16'}_d{head_dim}_q{block_q}_k{block_k}_{variant}"
+        fn = _modules[key] = compile_functions(device_index, KERNEL_FILE, (KERNEL_NAME,), defines, tag,
+                                               smem_bytes(head_dim, cta_rows, nstage))[KERNEL_NAME]
     return fn
 
 
@@ -253,6 +275,18 @@ _fast_kernels: dict[tuple, Any] = {}
 # How per-call tensors reach the kernel: "dlpack" (cupy.from_dlpack views) or "ptr" (data_ptr()).
 # Measured on the H100 (notes/kernel.md): dlpack ~260 us of host time per call, ptr ~80 us.
 ARG_MODE = os.environ.get("SPATTERN_CUPY_ARGS", "ptr")
+
+
+def cupy_stream(dev):
+    """CuPy view of torch's current stream on ``dev`` (kernels launch on it, ordered with torch's work)."""
+    import cupy
+
+    sptr = torch.cuda.current_stream(dev).cuda_stream
+    stream = _streams.get(sptr)
+    if stream is None:
+        dev_index = dev.index if dev.index is not None else torch.cuda.current_device()
+        stream = _streams[sptr] = cupy.cuda.ExternalStream(sptr, dev_index)
+    return stream
 
 
 def _layout_cupy(layout, lt: dict, dev, B: int, H: int, R: int, Bg: int, Hg: int, split: int) -> dict:
@@ -333,10 +367,7 @@ def attention_cupy(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, *,
     threads = cta // wm * 32
     smem = smem_bytes(D, cta, ns)
 
-    sptr = torch.cuda.current_stream(dev).cuda_stream
-    stream = _streams.get(sptr)
-    if stream is None:
-        stream = _streams[sptr] = cupy.cuda.ExternalStream(sptr, dev_index)
+    stream = cupy_stream(dev)
     i64, i32, f32 = np.int64, np.int32, np.float32
     with stream:
         lcp = _layout_cupy(layout, lt, dev, B, H, R, info["Bg"], info["Hg"], split)

@@ -13,10 +13,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from spattern.evaluation.bench_attention import (  # noqa: E402
+from kernel_fixtures import (  # noqa: E402
     AND, ANDNOT, BAND, DIFF_MOD, INF, KEY_MOD, KEY_RANGE, NOT, OR, QUERY_MOD, QUERY_RANGE, TRUE,
-    band_landmark_layout, eval_program, layout_dense_mask, layout_from_masks,
+    eval_program, layout_dense_mask, layout_from_masks,
 )
+from spattern.evaluation.bench_attention import band_landmark_layout  # noqa: E402
 from spattern.runtime import cupy_backend  # noqa: E402
 
 pytestmark = [

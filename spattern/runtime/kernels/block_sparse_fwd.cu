@@ -14,7 +14,10 @@
 // SP_BQ (64|128, query rows per CTA; a layout row is split over LQ/BQ CTAs), SP_WM (16|32, query rows
 // per warp), SP_NSTAGE (2|3, K/V pipeline stages), SP_KK_UNROLL (unroll of the QK^T k-loop).
 // The launcher (cupy_backend.kernel_config) picks them; notes/kernel.md has the measurements.
-// No headers are included so that NVRTC needs no toolkit include path.
+// The only include is the shared mask-program evaluator, which the launcher inlines before compiling
+// (so NVRTC needs no include path).
+
+#include "mask_program.cuh"
 
 #ifndef SP_BF16
 #define SP_BF16 1
@@ -61,7 +64,7 @@ constexpr bool Q_IN_REGS = (MT == 1);  // Q fragments kept in registers (else re
 constexpr int CH = HD / 8;           // 16-byte chunks per row
 constexpr int NJ = BK / 8;           // n8 tiles of S per warp
 constexpr int ND = HD / 8;           // n8 tiles of O per warp
-constexpr int MAX_PROGRAM = 64;
+using spk_mask::MAX_PROGRAM;
 constexpr int KK_UNROLL = SP_KK_UNROLL;
 constexpr int NSTAGE = SP_NSTAGE;    // K/V pipeline depth (2 or 3 stages; one barrier per tile)
 constexpr int MINB = (NW <= 4) ? 2 : 1;
@@ -156,20 +159,9 @@ __device__ __forceinline__ void load_rows(u32 s_base, const u16* g, long long sn
   }
 }
 
-__device__ __forceinline__ int fmod_floor(int x, int m) {
-  int r = x % m;
-  return r < 0 ? r + m : r;
-}
-
 typedef unsigned long long u64;
 
-// Mask of tile columns [lo, hi] intersected with [0, 63].
-__device__ __forceinline__ u64 range_mask(int lo, int hi) {
-  lo = lo < 0 ? 0 : lo;
-  hi = hi > 63 ? 63 : hi;
-  if (lo > hi) return 0ull;
-  return (~0ull >> (63 - hi)) & (~0ull << lo);
-}
+using spk_mask::range_mask;
 
 // Gather the bits of this thread's 16 columns (tile columns j*8 + 2*tq + e, j < 8, e < 2) of a
 // 64-bit column mask into 16 bits: bit j*2 + e.
@@ -179,59 +171,6 @@ __device__ __forceinline__ u32 compact_cols(u64 cm, int tq) {
   x = (x | (x >> 12)) & 0x000000FF000000FFull;
   x = (x | (x >> 24)) & 0xFFFFull;
   return (u32)x;
-}
-
-// Postfix mask program (opcodes in docs/design.md) for query i over the 64 keys kv0..kv0+63 of a
-// tile. Result: bit c = key kv0 + c allowed. Range ops fill whole column ranges; the per-element
-// ops (DIFF_MOD, KEY_MOD) fill only this thread's 16 columns (the only ones read afterwards).
-__device__ __forceinline__ u64 eval_program_row(const int4* prog, int plen, int i, int kv0, int tq) {
-  u64 st[32];
-  int sp = 0;
-  for (int pc = 0; pc < plen; ++pc) {
-    const int4 ins = prog[pc];
-    const int a = ins.y, b = ins.z, c = ins.w;
-    u64 m = 0ull;
-    switch (ins.x) {
-      case 0: m = ~0ull; break;
-      case 1: m = 0ull; break;
-      case 2: {  // a <= i - key <= b  <=>  i - b <= key <= i - a
-        const long long lo = (long long)i - b - kv0, hi = (long long)i - a - kv0;
-        m = (hi < 0 || lo > 63) ? 0ull : range_mask((int)(lo < 0 ? 0 : lo), (int)(hi > 63 ? 63 : hi));
-      } break;
-      case 3:
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int col = j * 8 + 2 * tq + e;
-            m |= (u64)(fmod_floor(i - (kv0 + col), a) == b) << col;
-          }
-        break;
-      case 4:
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int col = j * 8 + 2 * tq + e;
-            const int r = fmod_floor(kv0 + col, a);
-            m |= (u64)(b <= r && r <= c) << col;
-          }
-        break;
-      case 5: { const int r = fmod_floor(i, a); m = (b <= r && r <= c) ? ~0ull : 0ull; } break;
-      case 6: {  // a <= key < b
-        const long long lo = (long long)a - kv0, hi = (long long)b - 1 - kv0;
-        m = (hi < 0 || lo > 63) ? 0ull : range_mask((int)(lo < 0 ? 0 : lo), (int)(hi > 63 ? 63 : hi));
-      } break;
-      case 7: m = (a <= i && i < b) ? ~0ull : 0ull; break;
-      case 8: { const u64 y = st[--sp]; const u64 x = st[--sp]; m = x | y; } break;
-      case 9: { const u64 y = st[--sp]; const u64 x = st[--sp]; m = x & y; } break;
-      case 10: { const u64 y = st[--sp]; const u64 x = st[--sp]; m = x & ~y; } break;
-      case 11: { const u64 x = st[--sp]; m = ~x; } break;
-      default: m = 0ull; break;
-    }
-    st[sp++] = m;
-  }
-  return sp > 0 ? st[sp - 1] : 0ull;
 }
 
 // Bit of S element (n8-tile j, accumulator c) in the packed per-thread mask.
@@ -363,7 +302,7 @@ sp_block_sparse_fwd(const u16* __restrict__ Q, const u16* __restrict__ K, const 
         const int rc = wrow + (rr >> 1) * 16 + (rr & 1) * 8 + (lane >> 2);  // row inside the CTA tile
         u64 cm = ~0ull;                                                  // allowed tile columns
         if (knd == 1) {
-          cm = eval_program_row(s_prog, plen, q0 + rc, kv0, tq);
+          cm = spk_mask::eval_program_row<false>(s_prog, plen, q0 + rc, kv0, tq);
         } else if (knd == 2) {
           constexpr int WPR = LK / 32;
           const int rl = half * BQ + rc;  // row inside the layout block
