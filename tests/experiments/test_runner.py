@@ -1,0 +1,134 @@
+"""The experiment runner: config errors, run expansion, skip finished runs, resume after SIGKILL
+with results equal to an uninterrupted run, torn lines, and `compare` over the results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spattern.experiments import compare_experiment, expand, load_experiment, run_experiment
+from spattern.utils.errors import ConfigError, UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONFIG = """
+name = "tiny"
+results = "{results}"
+baseline = "dense"
+[setup]
+model = "random:neox-tiny"
+corpus = "stdlib"
+context = 96
+block = [32, 32]
+docs = {docs}
+metrics = ["perplexity"]
+[sweep]
+pattern = ["dense", "local(16) & causal"]
+[match]
+target = 0.4
+families = {{ window = "local({{w}}) & causal" }}
+"""
+
+
+def _write(tmp_path, docs=4, name="exp.toml", results=None):
+    p = tmp_path / name
+    p.write_text(CONFIG.format(results=results or (tmp_path / "results"), docs=docs))
+    return p
+
+
+def _tree_digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_config_errors_name_file_key_and_value(tmp_path):
+    p = _write(tmp_path)
+    with pytest.raises(ConfigError, match=r"exp.toml.*'setup.contxt': unknown key"):
+        load_experiment(p, ["setup.contxt=5"])
+    with pytest.raises(ConfigError, match=r"'setup.docs': expected .*integer.*got 'many'"):
+        load_experiment(p, ["setup.docs=many"])
+    with pytest.raises(ConfigError, match=r"'setup.context': expected greater than or equal to 8"):
+        load_experiment(p, ["setup.context=2"])
+    with pytest.raises(ConfigError, match="no such file"):
+        load_experiment(tmp_path / "missing.toml")
+
+
+def test_expand_gives_stable_ids_and_matched_patterns(tmp_path):
+    cfg = load_experiment(_write(tmp_path))
+    runs = expand(cfg)
+    assert [r.label for r in runs] == ["dense", "local(16) & causal", "window"]
+    assert [r.dir.path for r in runs] == [r.dir.path for r in expand(load_experiment(_write(tmp_path)))]
+    strided = runs[2]
+    assert strided.pattern.startswith("local(") and strided.resolved["match"]["target"] == 0.4
+    assert abs(strided.resolved["match"]["achieved"] - 0.4) < 0.12  # a 3 x 3 block grid: steps of 1/9
+    other = expand(load_experiment(_write(tmp_path), ["setup.context=128"]))
+    assert {r.dir.path for r in other}.isdisjoint({r.dir.path for r in runs})  # another config, other ids
+
+
+def test_runs_finish_skip_and_compare(tmp_path):
+    cfg = load_experiment(_write(tmp_path))
+    summaries = run_experiment(cfg, log=lambda *a: None)
+    assert [s["status"] for s in summaries] == ["finished"] * 3
+    for s in summaries:
+        assert s["n_examples"] == 4 and s["metrics"]["nll"] > 0 and 0 < s["metrics"]["block_density"] <= 1
+    before = _tree_digest(cfg.out_dir)
+    run_experiment(cfg, log=lambda *a: None)  # everything finished: nothing on disk changes
+    assert _tree_digest(cfg.out_dir) == before
+    table = compare_experiment(cfg.out_dir)
+    rows = {(r["metric"], r["run"]): r for r in table["rows"]}
+    assert rows[("nll", "dense")]["note"] == "baseline"
+    r = rows[("nll", "local(16) & causal")]
+    assert r["n"] == 4 and r["p_holm"] >= r["p"] and r["diff_ci_low"] <= r["diff"] <= r["diff_ci_high"]
+    assert json.loads((cfg.out_dir / "compare.json").read_text())["baseline"] == "dense"
+    with pytest.raises(UserError, match=r"--baseline: expected one of the runs' labels"):
+        compare_experiment(cfg.out_dir, baseline="nope")
+
+
+def test_compare_refuses_runs_of_different_data(tmp_path):
+    results = tmp_path / "results"
+    run_experiment(load_experiment(_write(tmp_path, docs=3, results=results)), log=lambda *a: None)
+    run_experiment(load_experiment(_write(tmp_path, docs=3, results=results), ["setup.context=64"]),
+                   log=lambda *a: None)
+    with pytest.raises(UserError, match="did not score the same data"):
+        compare_experiment(results / "tiny")
+    with pytest.raises(UserError, match="no such folder"):
+        compare_experiment(tmp_path / "nothing")
+
+
+def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """A run killed with SIGKILL while writing, started again, gives the same results."""
+    ref = load_experiment(_write(tmp_path, docs=6, name="ref.toml", results=tmp_path / "ref"))
+    run_experiment(ref, log=lambda *a: None)
+
+    cfg_path = _write(tmp_path, docs=6, name="killed.toml", results=tmp_path / "killed")
+    cfg = load_experiment(cfg_path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "spattern.cli", "run", str(cfg_path), "--no-compare"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = expand(cfg)[1].dir.examples_path  # kill while the second run is half way
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if second.is_file() and len(second.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not expand(cfg)[2].dir.finished(), "the run finished before it could be killed"
+    with open(second, "ab") as f:  # and a torn last line, as a kill during a write leaves
+        f.write(b'{"id": "stdlib:torn", "nl')
+    run_experiment(cfg, log=lambda *a: None)
+    for a, b in zip(expand(ref), expand(cfg)):
+        ea = {e["id"]: e for e in a.dir.examples()}
+        eb = {e["id"]: e for e in b.dir.examples()}
+        assert ea.keys() == eb.keys()
+        for k in ea:
+            assert ea[k]["nll"] == pytest.approx(eb[k]["nll"], rel=1e-6)
+        assert b.dir.finished()
