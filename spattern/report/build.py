@@ -139,11 +139,17 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
                         "top-1 agreement or recall)")
 
     # --- synthetic tasks, training, ablations, indexer ------------------------------------------------
-    syn, syn_src, xname = collect.collect_synthetic(s)
-    b.figure("synthetic", lambda: synthetic_figure(syn, palette=b.palette,
-                                                   xlabel=f"{xname} (tokens)"), syn_src,
-             f"Synthetic long-range task: accuracy against {xname}, mean over seeds with 95% CI.", False,
-             "synthetic-task accuracy (no per-example distance/correct values)")
+    syn_points: dict[str, tuple[list[dict], str]] = {}
+    for e in collect.synthetic_experiments(s):
+        syn, syn_src, xname = collect.collect_synthetic(s, e)
+        syn_points[e] = (syn, xname)
+        b.figure(f"synthetic_{e}", lambda syn=syn, xname=xname: synthetic_figure(
+                 syn, palette=b.palette, xlabel=f"{xname} (tokens)" if xname == "distance" else xname), syn_src,
+                 f"Long-range retrieval in {e}: accuracy against {xname}, mean over seeds (or examples) with 95% CI.",
+                 False, f"synthetic-task accuracy of {e}")
+    if not syn_points:
+        b.manifest.miss("figure", "synthetic", "synthetic-task accuracy (no per-example distance/depth with "
+                        "correct/accuracy values)")
     curves, cur_src, cur_exp = collect.training_curves(s)
     b.figure("training", lambda: training_figure(curves, palette=b.palette), cur_src,
              f"Training curves of {cur_exp}: mean over seeds, band from the lowest to the highest seed.", True,
@@ -165,7 +171,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     b.table(T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------
-    nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn, curves, abl, out, title)
+    nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn_points, curves, abl, out, title)
     num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench]
     paths: dict[str, Path] = {"numbers": write_json(out / "data" / "numbers.json", nums),
                               "figures_index": write_json(out / "data" / "figures.json", b.figs)}

@@ -17,9 +17,9 @@ import numpy as np
 
 from spattern.report.data import QUALITY_METRICS, Curve, Run, Study, mean_ci
 
-FIT_METRICS = ("kl", "top1_agreement", "recall")  # a training-free comparison against dense logs one of these
+FIT_METRICS = ("kl", "top1_agreement", "top1", "recall")  # a training-free comparison against dense logs one of these
 SYNTH_X = ("distance", "depth")
-SYNTH_Y = ("correct", "accuracy")
+SYNTH_Y = ("correct", "accuracy", "passkey_correct")
 
 
 def _is_ablation(name: str) -> bool:
@@ -67,23 +67,29 @@ def quality_experiments(study: Study) -> list[str]:
 
 
 def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Path]]:
+    """Points (key, density, metric, value, lo, hi) per (family, density, context); several runs of
+    one point (seeds) give a t interval over runs. ``label`` names the context when the experiment
+    has more than one."""
     runs = [r for r in study.runs if r.experiment == experiment and r.density is not None]
-    groups: dict[tuple[str, float], list[Run]] = {}
+    contexts = sorted({r.context for r in runs if r.context is not None})
+    groups: dict[tuple, list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.key, r.density), []).append(r)
+        groups.setdefault((r.key, r.context or 0, r.density), []).append(r)
     points = []
-    for (key, dens), rs in sorted(groups.items()):
+    for (key, ctx, dens), rs in sorted(groups.items()):
         for m in QUALITY_METRICS:
             if any(_finite(r.metrics.get(m)) for r in rs):
                 v, lo, hi = run_metric_ci(rs, m)
-                points.append({"key": key, "density": dens, "metric": m, "value": v, "lo": lo, "hi": hi,
-                               "n_runs": len(rs)})
+                points.append({"key": key, "context": ctx or None, "density": dens,
+                               "metric": "top1_agreement" if m == "top1" else m, "value": v, "lo": lo, "hi": hi,
+                               "n_runs": len(rs), "series": f"{key} (N={ctx})" if len(contexts) > 1 else key})
     return points, _sources(runs)
 
 
 def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5) -> tuple[list[tuple[str, str]], list[Path], int]:
     """One static pattern per family (the one whose run density is nearest ``target_density``),
-    the metrics files naming them, and the study's sequence length (``params.seq_len``, else 4096)."""
+    the metrics files naming them, and the study's most common sequence length (``Run.context``,
+    else 4096)."""
     from spattern.compiler.compile import compile as compile_pattern
 
     best: dict[str, tuple[float, str, Run]] = {}
@@ -99,17 +105,41 @@ def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5) -> t
                 continue
             best[r.key] = (score, r.pattern, r)
     keys = sorted(best)[:limit]
-    seqs = [r.params.get("seq_len") for r in study.runs if _finite(r.params.get("seq_len"))]
+    seqs = [r.context for r in study.runs if r.context is not None]
     n = int(max(set(seqs), key=seqs.count)) if seqs else 4096
     return [(k, best[k][1]) for k in keys], [best[k][2].dir / "metrics.json" for k in keys], n
 
 
-def collect_synthetic(study: Study) -> tuple[list[dict], list[Path], str]:
-    runs = [r for r in study.runs if any(any(x in e for x in SYNTH_X) and any(y in e for y in SYNTH_Y)
-                                        for e in r.per_example[:1])]
+def _bucket(x: float) -> float:
+    """Power-of-two bucket of a distance (the lower edge), as the MQAR task reports them."""
+    return float(1 << (int(x).bit_length() - 1)) if x >= 1 else float(x)
+
+
+def _xy(e: dict) -> tuple[str | None, str | None]:
+    yname = next((y for y in SYNTH_Y if isinstance(e.get(y), (int, float))), None)
+    xname = next((x for x in SYNTH_X if _finite(e.get(x))), None)
+    return xname, yname
+
+
+def synthetic_experiments(study: Study) -> list[str]:
+    """Experiments with per-example (distance or depth, correct or accuracy) records."""
+    return [e for e in study.experiments()
+            if any(r.experiment == e and any(all(_xy(x)) for x in r.per_example) for r in study.runs)]
+
+
+def collect_synthetic(study: Study, experiment: str | None = None) -> tuple[list[dict], list[Path], str]:
+    """Accuracy against distance (or depth) from per-example records that carry both, per family:
+    over seeds (t interval of the per-run accuracies) or, with one run, over examples. Distances
+    with more than a dozen distinct values are grouped in power-of-two buckets."""
+    xy = _xy
+    runs = [r for r in study.runs if (experiment is None or r.experiment == experiment)
+            and any(all(xy(e)) for e in r.per_example)]
     if not runs:
         return [], [], "distance"
-    xname = next(x for x in SYNTH_X if x in runs[0].per_example[0])
+    xnames = [xy(e)[0] for r in runs for e in r.per_example if all(xy(e))]
+    xname = "distance" if "distance" in xnames else xnames[0]
+    distinct = {e[xname] for r in runs for e in r.per_example if _finite(e.get(xname))}
+    bucket = _bucket if len(distinct) > 12 else float
     points = []
     for key in sorted({r.key for r in runs}):
         rs = [r for r in runs if r.key == key]
@@ -118,9 +148,9 @@ def collect_synthetic(study: Study) -> tuple[list[dict], list[Path], str]:
         for r in rs:
             by: dict[float, list[float]] = {}
             for e in r.per_example:
-                yname = next((y for y in SYNTH_Y if y in e), None)
-                if _finite(e.get(xname)) and yname is not None and isinstance(e[yname], (int, float)):
-                    by.setdefault(float(e[xname]), []).append(float(e[yname]))
+                _, yname = xy(e)
+                if _finite(e.get(xname)) and yname is not None:
+                    by.setdefault(bucket(e[xname]), []).append(float(e[yname]))
             for x, ys in by.items():
                 per_run.setdefault(x, []).append(float(np.mean(ys)))
                 pooled.setdefault(x, []).extend(ys)
@@ -148,18 +178,24 @@ def collect_ablation(study: Study) -> tuple[list[dict], list[Path]]:
     points, sources = [], []
     for exp in [e for e in study.experiments() if _is_ablation(e)]:
         runs = [r for r in study.runs if r.experiment == exp]
-        metric = next((m for m in ("ppl", "nll", "val_loss", "accuracy", "kl") if any(_finite(r.metrics.get(m)) for r in runs)), None)
+        metric = next((m for m in ("ppl", "nll", "val_ppl", "loss", "val_loss", "accuracy", "kl")
+                       if any(_finite(r.metrics.get(m)) for r in runs)), None)
         if metric is None:
             continue
-        keys = sorted({k for r in runs for k in r.params if k != "seed"})
-        varied = [k for k in keys if len({repr(r.params.get(k)) for r in runs}) > 1 and k != "density"]
-        for p in varied:
+        keys = sorted({k for r in runs for k in r.params if k not in ("seed", "density", "achieved")})
+        varied = [k for k in keys if len({repr(r.params.get(k)) for r in runs}) > 1]
+        value = {k: (lambda r, k=k: r.params.get(k)) for k in varied}
+        if not varied and len({r.context for r in runs}) > 1:
+            value = {"context": lambda r: r.context}
+        if not value:  # the runner's ablations differ by pattern: one category per run label
+            value = {"variant": lambda r: r.label}
+        for p, get in value.items():
             groups: dict[str, list[Run]] = {}
             for r in runs:
-                groups.setdefault(repr(r.params.get(p)), []).append(r)
+                groups.setdefault(repr(get(r)), []).append(r)
             for rs in groups.values():
                 v, lo, hi = run_metric_ci(rs, metric)
-                points.append({"experiment": exp, "param": p, "value": rs[0].params.get(p), "key": rs[0].key,
+                points.append({"experiment": exp, "param": p, "value": get(rs[0]), "key": rs[0].key,
                                "metric": metric, "mean": v, "lo": lo, "hi": hi, "n_runs": len(rs)})
         sources += _sources(runs)
     return points, sources

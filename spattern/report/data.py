@@ -36,7 +36,7 @@ import numpy as np
 
 from spattern.utils.io import read_jsonl
 
-QUALITY_METRICS = ("ppl", "nll", "kl", "top1_agreement", "recall")
+QUALITY_METRICS = ("ppl", "nll", "kl", "top1_agreement", "top1", "recall")
 _FAMILY_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 _NOT_FAMILIES = {"causal", "heads"}
 
@@ -89,6 +89,7 @@ class Run:
     per_example_path: Path | None = None
     curve_path: Path | None = None
     snapshot_path: Path | None = None
+    raw: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -98,7 +99,16 @@ class Run:
 
     @property
     def seed(self):
+        """``seed`` of metrics.json (the runner's), else ``params.seed``."""
+        if self.raw.get("seed") is not None:
+            return self.raw["seed"]
         return self.params.get("seed") if isinstance(self.params, dict) else None
+
+    @property
+    def context(self):
+        """The sequence length of the run: ``context`` of metrics.json, else ``params.seq_len``."""
+        v = self.raw.get("context", self.params.get("seq_len") if isinstance(self.params, dict) else None)
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
     @property
     def density(self) -> float | None:
@@ -206,7 +216,8 @@ def _load_run(d: Path, study: Study) -> None:
               pattern=m.get("pattern"), params=m.get("params") or {}, status=str(m.get("status", "unknown")),
               metrics={k: v for k, v in (m.get("metrics") or {}).items()}, timings=m.get("timings") or {},
               env=env, sources=sources, per_example_path=per_ex if per_ex.exists() else None,
-              curve_path=curve if curve.exists() else None, snapshot_path=snap if snap.exists() else None)
+              curve_path=curve if curve.exists() else None, snapshot_path=snap if snap.exists() else None,
+              raw=m)
     study.runs.append(run)
     if run.curve_path is not None:
         study.curves.append(Curve(name=run.label, key=run.key, seed=run.seed, records=run.curve,

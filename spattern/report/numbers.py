@@ -109,8 +109,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
             at = [p for p in sparse if p["density"] == lowest]
             bestp = min(at, key=lambda p: p["value"])
             worst = max(at, key=lambda p: p["value"])
-            row.update(lowest_density=fmt_pct(lowest), best_key=bestp["key"],
-                       best_kl=fmt_ci(bestp["value"], bestp["lo"], bestp["hi"]), worst_key=worst["key"],
+            row.update(lowest_density=fmt_pct(lowest), best_key=bestp.get("series", bestp["key"]),
+                       best_kl=fmt_ci(bestp["value"], bestp["lo"], bestp["hi"]), worst_key=worst.get("series", worst["key"]),
                        worst_kl=fmt_ci(worst["value"], worst["lo"], worst["hi"]))
         dense = [p for p in pts if p["key"] == "dense" and p["metric"] == "ppl"]
         if dense:
@@ -120,7 +120,7 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
         n["quality"] = {"experiments": qs}
 
     if study.significance:
-        rows = [r for f in study.significance for r in f.data.get("rows", [])]
+        rows = [r for f in study.significance for r in f.data.get("rows", []) if r.get("note") != "baseline"]
         sig = [r for r in rows if r.get("significant")]
         alphas = sorted({f.data.get("alpha") for f in study.significance if f.data.get("alpha") is not None})
         n["significance"] = {"rows": fmt(len(rows)), "significant": fmt(len(sig)), "not_significant": fmt(len(rows) - len(sig)),
@@ -133,10 +133,14 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
                                             "diff": fmt_ci(top.get("diff"), top.get("diff_ci_low"), top.get("diff_ci_high")),
                                             "p_holm": fmt_p(top.get("p_holm")), "effect": fmt(top["effect_size"], 2)}
 
-    if syn:
-        far = max(p["distance"] for p in syn)
-        n["synthetic"] = {"distance": fmt(far), "rows": [{"key": p["key"], "accuracy": fmt_ci(p["value"], p["lo"], p["hi"])}
-                                                         for p in syn if p["distance"] == far]}
+    syn_rows = []
+    for e, (pts, xname) in syn.items():
+        far = max(p["distance"] for p in pts)
+        syn_rows.append({"name": e, "x": xname, "distance": fmt(far),
+                         "rows": [{"key": p["key"], "accuracy": fmt_ci(p["value"], p["lo"], p["hi"])}
+                                  for p in pts if p["distance"] == far]})
+    if syn_rows:
+        n["synthetic"] = {"experiments": syn_rows}
     if curves:
         rows = []
         for key in sorted({c.key for c in curves}):

@@ -109,13 +109,14 @@ def significance_table(docs: Sequence[tuple[dict, Path]]) -> Table:
         for r in doc.get("rows", []):
             raw.append({"experiment": doc.get("experiment"), **r})
             better = r.get("higher_is_better")
+            is_base = r.get("note") == "baseline"
             rows.append([str(doc.get("experiment", "")), str(r.get("metric", "")),
                          f"{r.get('run', '')} vs {r.get('baseline', doc.get('baseline', ''))}",
                          fmt(r.get("n")), fmt_ci(r.get("mean"), r.get("ci_low"), r.get("ci_high")),
                          fmt_ci(r.get("diff"), r.get("diff_ci_low"), r.get("diff_ci_high")),
-                         fmt_p(r.get("p_holm")), f"{fmt(r.get('effect_size'), 2)} {r.get('effect_size_name', '')}".strip(),
+                         "–" if is_base else fmt_p(r.get("p_holm")), f"{fmt(r.get('effect_size'), 2)} {r.get('effect_size_name', '')}".strip(),
                          "–" if better is None else ("higher" if better else "lower"),
-                         "yes" if r.get("significant") else "no"])
+                         "baseline" if is_base else ("yes" if r.get("significant") else "no")])
     alpha = ", ".join(f"{a:g}" for a in sorted(a for a in alphas if a is not None))
     return Table("significance", f"Paired comparisons against the baseline: mean with 95% CI, paired difference "
                  f"with 95% CI, Holm-adjusted p-value, effect size; significant at alpha = {alpha} after Holm "
@@ -181,9 +182,9 @@ def quality_table(points: Sequence[dict], experiment: str, sources: Sequence[Pat
     metrics = [m for m in ("ppl", "kl", "top1_agreement", "recall") if any(p["metric"] == m for p in points)]
     by: dict[tuple, dict] = {}
     for p in points:
-        by.setdefault((p["key"] != "dense", -p["density"], p["key"]), {})[p["metric"]] = p
+        by.setdefault((p["key"] != "dense", -p["density"], p.get("series", p["key"])), {})[p["metric"]] = p
     rows, raw = [], []
-    for (_, negd, key), ms in sorted(by.items()):
+    for (_, negd, key), ms in sorted(by.items()):  # key: the series (family, and context when several)
         rows.append([key, fmt_pct(-negd)] + [fmt_ci(ms[m]["value"], ms[m]["lo"], ms[m]["hi"]) if m in ms else "–"
                                              for m in metrics])
         raw.append({"key": key, "density": -negd, **{m: ms[m]["value"] for m in metrics if m in ms},

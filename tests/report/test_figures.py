@@ -101,7 +101,8 @@ def test_quality_figure_has_bands_per_family(study):
 def test_synthetic_training_ablation_indexer(study):
     from spattern.report.figures import ablation_figure, indexer_figure, synthetic_figure, training_figure
 
-    syn, src, xname = collect.collect_synthetic(study)
+    assert collect.synthetic_experiments(study) == ["mqar", "quality"]
+    syn, src, xname = collect.collect_synthetic(study, "mqar")
     assert xname == "distance" and {p["n_runs"] for p in syn} == {3}
     fig = rendered(synthetic_figure(syn))
     assert {"dense", "local", "local+landmark"} == legend_labels(fig)

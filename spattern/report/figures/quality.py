@@ -12,14 +12,16 @@ from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
 LABELS = {"ppl": "perplexity", "nll": "NLL (nats/token)", "kl": "KL(dense || sparse) (nats)",
           "top1_agreement": "top-1 agreement with dense", "recall": "dense attention mass kept"}
 LOG_Y = {"kl"}
+DASHES = ("-", "--", "-.", ":")  # one per context length
 
 
 @styled
 def quality_figure(points: Sequence[dict], metrics: Sequence[str] = ("ppl", "kl", "top1_agreement", "recall"),
                    palette: Palette | None = None, title: str | None = None):
     """One panel per metric present in ``points`` (dicts: key, density, metric, value, lo, hi; a
-    95% CI or NaN): one line per pattern family over density (log2 axis) with its CI band; dense
-    attention (density 1) as a dashed horizontal reference."""
+    95% CI or NaN; optional series/context): one line per pattern family (colour) and context
+    length (line style) over density (log2 axis) with its CI band; dense attention (density 1) as
+    a horizontal reference."""
     present = [m for m in metrics if any(p["metric"] == m for p in points)]
     if not present:
         raise ValueError(f"points: no values for any of {list(metrics)}")
@@ -28,13 +30,17 @@ def quality_figure(points: Sequence[dict], metrics: Sequence[str] = ("ppl", "kl"
     axes = np.atleast_1d(axes)
     for ax, m in zip(axes, present):
         pts = [p for p in points if p["metric"] == m and finite(p["value"]) and finite(p["density"])]
+        contexts = sorted({p.get("context") or 0 for p in pts})
         for key in ordered_keys(pts):
-            ps = sorted((p for p in pts if p["key"] == key), key=lambda p: p["density"])
-            if key == "dense":
-                ax.axhline(ps[0]["value"], color=palette(key), ls="--", lw=0.9, label="dense")
-                continue
-            band_line(ax, [p["density"] for p in ps], [p["value"] for p in ps], [p["lo"] for p in ps],
-                      [p["hi"] for p in ps], palette(key), key)
+            for series in sorted({p.get("series", key) for p in pts if p["key"] == key}):
+                ps = sorted((p for p in pts if p["key"] == key and p.get("series", key) == series),
+                            key=lambda p: p["density"])
+                ls = DASHES[contexts.index(ps[0].get("context") or 0) % len(DASHES)]
+                if key == "dense":
+                    ax.axhline(ps[0]["value"], color=palette(key), ls=":" if ls != "-" else "--", lw=0.9, label=series)
+                    continue
+                band_line(ax, [p["density"] for p in ps], [p["value"] for p in ps], [p["lo"] for p in ps],
+                          [p["hi"] for p in ps], palette(key), series, ls=ls)
         ax.set_xscale("log", base=2)
         if m in LOG_Y and all(p["value"] > 0 for p in pts):
             ax.set_yscale("log")
