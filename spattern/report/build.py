@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from spattern.report import collect, numbers as numbers_mod
+from spattern.report import collect
+from spattern.report import numbers as numbers_mod
+from spattern.report import tables as T
 from spattern.report.data import Study, load_study
 from spattern.report.manifest import Manifest
 from spattern.report.style import Palette, save_figure
-from spattern.report import tables as T
 from spattern.utils.io import atomic_write_bytes, write_json
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "report"
@@ -69,8 +70,17 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
                  title: str = "Sparse attention patterns with spattern") -> dict[str, Path]:
     """Build the report from ``results_dirs`` (one path or several) into ``out_dir``; returns the
     written paths by name (``pdf``, ``html``, ``manifest``, ``numbers``, figures and tables)."""
-    from spattern.report.figures import (ablation_figure, cost_figure, cost_points, heatmap_figure, indexer_figure,
-                                         kernel_figure, quality_figure, synthetic_figure, training_figure)
+    from spattern.report.figures import (
+        ablation_figure,
+        cost_figure,
+        cost_points,
+        heatmap_figure,
+        indexer_figure,
+        kernel_figure,
+        quality_figure,
+        synthetic_figure,
+        training_figure,
+    )
     from spattern.report.figures.kernels import select_cells, target_rows
 
     out = Path(out_dir)
@@ -115,7 +125,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
              "Forward+backward attention: time, TFLOP/s and speed-up over dense SDPA, as in the forward figure.",
              True, "forward+backward kernel benchmark (no cells with backward = true)")
     desc = lambda sl: f"{'forward+backward' if sl['backward'] else 'forward'}, head dim {sl['D']}, " \
-                      f"{'causal' if sl['causal'] else 'non-causal'}"  # noqa: E731
+                      f"{'causal' if sl['causal'] else 'non-causal'}"
     b.table(T.kernel_table(sel_f, desc(sl_f), bench_src) if sel_f else None, "kernels",
             "kernel benchmark table (no forward benchmark cells)")
     if sel_b:

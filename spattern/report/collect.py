@@ -10,8 +10,8 @@ run's reported perplexity. The significance table (``compare``) has its own boot
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -101,7 +101,7 @@ def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5) -> t
         if cur is None or (score, r.pattern) < (cur[0], cur[1]):
             try:
                 compile_pattern(r.pattern, 64)  # static patterns only (content-dependent ones need context)
-            except Exception:  # noqa: BLE001 - any pattern that cannot compile alone is not drawn
+            except Exception:  # noqa: BLE001, S112 - a pattern that cannot compile alone (needs context) is not drawn
                 continue
             best[r.key] = (score, r.pattern, r)
     keys = sorted(best)[:limit]

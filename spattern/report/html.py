@@ -96,14 +96,14 @@ def _card(n: dict, path: str, label: str) -> str:
 def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
     """Write ``out/report.html`` and return its path."""
     parts = [f"<h1>{escape(n['title'])}</h1>",
-             f'<p class="sub">Built from {escape(n["study"]["results"] or "no results")} by <code>'
-             f'{escape(n["report_command"])}</code>: {escape(n["study"]["runs"])} runs in '
-             f'{escape(n["study"]["experiments"])} experiments.</p>', '<div class="cards">']
+             (f'<p class="sub">Built from {escape(n["study"]["results"] or "no results")} by <code>'
+              f'{escape(n["report_command"])}</code>: {escape(n["study"]["runs"])} runs in '
+              f'{escape(n["study"]["experiments"])} experiments.</p>'), '<div class="cards">']
     parts.append(_card(n, "kernel.best.speedup", "best kernel speed-up over dense SDPA flash (sparse layouts)"))
-    parts.append(_card(n, "kernel.met", "Project C speed-up targets met (of "
-                       + str(_get(n, "kernel.n_targets") or "–") + ", against both flash and cuDNN)"))
-    parts.append(_card(n, "significance.significant", "significant paired comparisons (of "
-                       + str(_get(n, "significance.rows") or "–") + ", Holm-corrected)"))
+    parts.append(_card(n, "kernel.met", f"Project C speed-up targets met (of {_get(n, 'kernel.n_targets') or '–'}, "
+                       "against both flash and cuDNN)"))
+    parts.append(_card(n, "significance.significant",
+                       f"significant paired comparisons (of {_get(n, 'significance.rows') or '–'}, Holm-corrected)"))
     parts.append(_card(n, "topk.fraction", "top-k layout build time relative to attention (graph replay)"))
     parts.append("</div>")
     parts += ["<h2>The pattern</h2>", _figure(out, figs, "heatmap", "pattern heatmaps"),

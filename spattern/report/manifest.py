@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from spattern.report.data import sha256
 from spattern.utils.io import write_json

@@ -144,7 +144,7 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
     if curves:
         rows = []
         for key in sorted({c.key for c in curves}):
-            steps, mean, lo, hi, k = seed_band([c for c in curves if c.key == key], "val_loss")
+            steps, mean, _lo, _hi, k = seed_band([c for c in curves if c.key == key], "val_loss")
             if k:
                 rows.append({"key": key, "val_loss": fmt(float(mean[-1])), "seeds": fmt(k), "step": fmt(int(steps[-1]))})
         if rows:

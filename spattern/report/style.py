@@ -11,9 +11,9 @@ creation date, PNG without software metadata, so the same figure gives the same 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 # Okabe-Ito (colour-blind safe) then Tableau extras; black is reserved for dense attention.
 CYCLE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",

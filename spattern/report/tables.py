@@ -12,9 +12,9 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from spattern.utils.io import atomic_write_text, write_json
 
@@ -32,7 +32,7 @@ def fmt(x, sig: int = 3) -> str:
         return "0"
     if abs(x) >= 10 ** sig:
         return f"{x:,.0f}".replace(",", " ")
-    digits = max(sig - 1 - int(math.floor(math.log10(abs(x)))), 0)
+    digits = max(sig - 1 - math.floor(math.log10(abs(x))), 0)
     return f"{x:.{digits}f}"
 
 

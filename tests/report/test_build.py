@@ -12,7 +12,7 @@ import pytest
 pypdf = pytest.importorskip("pypdf")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pdf_text(path: str, mtime_ns: int) -> tuple[str, ...]:
     return tuple(p.extract_text() for p in pypdf.PdfReader(path).pages)
 
@@ -106,3 +106,14 @@ def test_cli_builds_and_rejects_absent_folders(study_root, tmp_path, capsys):
     bad = ap.parse_args(["report", str(tmp_path / "nope")])
     with pytest.raises(UserError, match="expected existing folders"):
         bad.func(bad)
+
+
+def test_an_empty_study_still_builds_with_placeholders(tmp_path):
+    from spattern.report import build_report
+
+    (tmp_path / "results").mkdir()
+    with pytest.warns(UserWarning, match="report: missing"):
+        paths = build_report([tmp_path / "results"], tmp_path / "out", html=False)
+    text = " ".join(pdf_text(paths["pdf"]))
+    assert "missing: study.experiment_list" in text and "missing: kernel.best.speedup" in text
+    assert json.loads(paths["manifest"].read_text())["missing"]

@@ -99,7 +99,12 @@ def test_quality_figure_has_bands_per_family(study):
 
 
 def test_synthetic_training_ablation_indexer(study):
-    from spattern.report.figures import ablation_figure, indexer_figure, synthetic_figure, training_figure
+    from spattern.report.figures import (
+        ablation_figure,
+        indexer_figure,
+        synthetic_figure,
+        training_figure,
+    )
 
     assert collect.synthetic_experiments(study) == ["mqar", "quality"]
     syn, src, xname = collect.collect_synthetic(study, "mqar")
@@ -107,17 +112,17 @@ def test_synthetic_training_ablation_indexer(study):
     fig = rendered(synthetic_figure(syn))
     assert {"dense", "local", "local+landmark"} == legend_labels(fig)
 
-    curves, src, exp = collect.training_curves(study)
+    curves, _, exp = collect.training_curves(study)
     assert exp == "train_code" and len(curves) == 9
     fig = rendered(training_figure(curves))
     assert "local (3 seeds)" in legend_labels(fig) and len(fig.axes) == 2
 
-    abl, src = collect.collect_ablation(study)
+    abl, _ = collect.collect_ablation(study)
     assert {p["param"] for p in abl} == {"window"} and len(abl) == 4
     fig = rendered(ablation_figure(abl))
     assert fig.axes[0].get_xlabel() == "window"
 
-    snap, icurves, src = collect.collect_indexer(study)
+    snap, icurves, _ = collect.collect_indexer(study)
     fig = rendered(indexer_figure(snap, icurves))
     assert sum(bool(ax.images) for ax in fig.axes) == 6  # 2 heads x (scores, selection, attention)
     assert "topk (3 seeds)" in legend_labels(fig)

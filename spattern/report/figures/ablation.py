@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from spattern.report.figures._common import finite
-from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
 from spattern.report.figures.quality import LABELS
+from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
 
 
 @styled

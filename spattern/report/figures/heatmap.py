@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.colors import ListedColormap, to_rgba
-
 from matplotlib.figure import Figure
 
 from spattern.report.style import WIDTH_PAGE, Palette, styled

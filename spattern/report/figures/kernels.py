@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
-import numpy as np
 from matplotlib import colormaps
 
 from spattern.report.style import WIDTH_PAGE, label_method, new_figure, styled

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from spattern.report.figures._common import band_line, finite, ordered_keys
 from spattern.report.style import Palette, new_figure, styled

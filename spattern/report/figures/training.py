@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from spattern.report.figures._common import band_line
-from spattern.report.style import Palette, WIDTH_PAGE, new_figure, styled
+from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
 
 
 def seed_band(curves: Sequence, field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
