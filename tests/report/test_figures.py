@@ -107,7 +107,7 @@ def test_synthetic_training_ablation_indexer(study):
     )
 
     assert collect.synthetic_experiments(study) == ["mqar", "quality"]
-    syn, src, xname = collect.collect_synthetic(study, "mqar")
+    syn, _, xname = collect.collect_synthetic(study, "mqar")
     assert xname == "distance" and {p["n_runs"] for p in syn} == {3}
     fig = rendered(synthetic_figure(syn))
     assert {"dense", "local", "local+landmark"} == legend_labels(fig)
