@@ -4,11 +4,17 @@
     >>> every_7th = sp.custom(lambda q, k: (q - k) % 7 == 0, name="every7")
     >>> layout = sp.compile(every_7th & sp.causal, 1024)
 
-The predicate receives broadcastable int64 numpy arrays of absolute positions and returns a
-boolean array. A custom pattern has no analytic enumerator and no mask program: it compiles
-through the generic path and its partial blocks carry bitmasks. Give it a ``name`` and register
-the predicate (``spattern.register_predicate``) to use it in strings and configs as
-``custom('name')``; equality and hashing go by name and function.
+The predicate receives two int64 numpy arrays of absolute positions of ONE shape (query and
+key indices already broadcast against each other) and must return a bool array of that same
+shape: one answer per (query, key) pair. Anything else (a wrong shape, a non-bool dtype such as
+``(q - k) % 7`` without ``== 0``) raises ``ValueError`` instead of being broadcast or cast.
+
+A custom pattern has no analytic enumerator and no mask program: it compiles through the
+generic path and its partial blocks carry bitmasks. ``custom(fn, name="mine")`` registers ``fn``
+under ``mine`` so that strings and configs can say ``custom('mine')``; a name means one
+predicate (``spattern.register_predicate`` explains "the same" and ``replace=True``), so a
+second, different ``fn`` under a taken name is a ``ValueError``, never a silent switch.
+Equality and hashing go by name and function.
 
 Run ``python -m spattern.patterns.custom`` to draw an example.
 """
@@ -21,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from spattern.patterns.base import Pattern
-from spattern.patterns.registry import PREDICATES, register
+from spattern.patterns.registry import PREDICATES, register, register_predicate
 
 
 @register("custom")
@@ -47,8 +53,17 @@ class Custom(Pattern):
             raise TypeError(f"custom: expected a callable predicate, got {type(self.fn).__name__}")
 
     def allowed(self, q_idx, kv_idx, geom):
-        out = np.asarray(self.fn(q_idx, kv_idx), dtype=bool)
-        return np.broadcast_to(out, np.broadcast_shapes(np.shape(q_idx), np.shape(kv_idx)))
+        q, k = np.broadcast_arrays(np.asarray(q_idx, dtype=np.int64), np.asarray(kv_idx, dtype=np.int64))
+        out = np.asarray(self.fn(q, k))
+        if out.shape != q.shape:
+            raise ValueError(
+                f"custom({self.name_!r}): expected the predicate to return one value per (query, key) pair, "
+                f"shape {q.shape} (the shape of its q and k arguments), got shape {out.shape}")
+        if out.dtype != np.bool_:
+            raise ValueError(
+                f"custom({self.name_!r}): expected the predicate to return a bool array, got dtype {out.dtype} "
+                "(compare explicitly, e.g. (q - k) % 7 == 0)")
+        return out
 
     def __str__(self):
         return f"custom({self.name_!r})"
@@ -62,9 +77,18 @@ def custom(predicate: Callable | str, name: str | None = None, register_name: bo
         raise TypeError(f"custom: expected a callable predicate or a registered name, got {type(predicate).__name__}")
     name = name or getattr(predicate, "__name__", "predicate")
     if register_name and name != "<lambda>":
-        PREDICATES.setdefault(name, predicate)
+        predicate = register_predicate(name, predicate)  # ValueError if taken by a different predicate
     return Custom(name, predicate)
 
 
 if __name__ == "__main__":
-    custom(lambda q, k: ((q // 16) % 2 == (k // 16) % 2), name="checker").draw(128, path="custom.png")
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description="Draw custom example pattern(s) at N = 128 as PNG.")
+    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
+    out_dir = ap.parse_args().out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for example, filename in [(custom(lambda q, k: ((q // 16) % 2 == (k // 16) % 2), name="checker"), 'custom.png')]:
+        example.draw(128, path=out_dir / filename)
+        print(f"wrote {(out_dir / filename).resolve()}")

@@ -67,4 +67,13 @@ class Dilated(Pattern):
 dilated = Dilated
 
 if __name__ == "__main__":
-    Dilated(8, 3).draw(128, path="dilated.png")
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description="Draw dilated example pattern(s) at N = 128 as PNG.")
+    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
+    out_dir = ap.parse_args().out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for example, filename in [(Dilated(8, 3), 'dilated.png')]:
+        example.draw(128, path=out_dir / filename)
+        print(f"wrote {(out_dir / filename).resolve()}")

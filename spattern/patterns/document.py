@@ -9,6 +9,13 @@ sum_d l_d*(l_d + 1)/2.
 (``compile(document() & causal, T, context={"cu_seqlens": [...]})``, or a list of such contexts
 for a batch, one layout group per sequence).
 
+A short list is allowed and means a short sequence: the layout's length T is an upper bound
+(packed batches compile one layout at the longest sequence), and with ``cu[-1] < T`` the
+positions ``cu[-1] .. T-1`` are padding that attends nothing and is attended by nothing (their
+outputs are zeros). E.g. ``context={"cu_seqlens": [0, 50, 100]}`` at T = 128: rows 100-127 have
+no keys, by design. To cover every position, end the list at T. A list that ends past T is
+cut at T (the last document keeps its first tokens).
+
 Run ``python -m spattern.patterns.document`` to draw it.
 """
 
@@ -116,4 +123,13 @@ class Document(Pattern):
 document = Document
 
 if __name__ == "__main__":
-    Document((0, 30, 50, 100, 128)).draw(128, path="document.png")
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description="Draw document example pattern(s) at N = 128 as PNG.")
+    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
+    out_dir = ap.parse_args().out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for example, filename in [(Document((0, 30, 50, 100, 128)), 'document.png')]:
+        example.draw(128, path=out_dir / filename)
+        print(f"wrote {(out_dir / filename).resolve()}")

@@ -1,6 +1,8 @@
 """full() and causal: dense attention and the causal (lower-triangular) mask.
 
-``causal`` is a pattern value and a function: ``p & causal`` and ``causal(p)`` are the same.
+Both are pattern values that can also be called: ``full``, ``full()`` and ``Full()`` are one
+pattern (so ``full | local(3)`` and ``full() | local(3)`` both work), and ``causal``,
+``causal()`` and ``Causal()`` are one pattern, with ``causal(p)`` meaning ``p & causal``.
 Run ``python -m spattern.patterns.full`` to draw both.
 """
 
@@ -22,6 +24,10 @@ class Full(Pattern):
 
     name = "full"
     filter_first = True  # in an intersection, filter by it rather than enumerate it
+
+    def __call__(self) -> "Full":
+        """``full()`` is ``full`` (the instance is also the constructor call's result)."""
+        return self
 
     def allowed(self, q_idx, kv_idx, geom):
         return (q_idx - kv_idx) == (q_idx - kv_idx)
@@ -54,7 +60,9 @@ class Causal(Pattern):
     filter_first = True
     claims_causal = True
 
-    def __call__(self, pattern: Pattern) -> Pattern:
+    def __call__(self, pattern: Pattern | None = None) -> Pattern:
+        if pattern is None:
+            return self  # causal() is causal
         if not isinstance(pattern, Pattern):
             raise TypeError(f"causal(...): expected a Pattern, got {type(pattern).__name__}")
         return pattern & self
@@ -83,9 +91,17 @@ class Causal(Pattern):
         return "causal"
 
 
-full = Full
+full = Full()
 causal = Causal()
 
 if __name__ == "__main__":
-    Full().draw(128, path="full.png")
-    causal.draw(128, path="causal.png")
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description="Draw full example pattern(s) at N = 128 as PNG.")
+    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
+    out_dir = ap.parse_args().out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for example, filename in [(Full(), 'full.png'), (causal, 'causal.png')]:
+        example.draw(128, path=out_dir / filename)
+        print(f"wrote {(out_dir / filename).resolve()}")

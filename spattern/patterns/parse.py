@@ -16,6 +16,12 @@ Grammar (precedence as in Python: ``-`` binds tighter than ``&``, ``&`` tighter 
 
 Names come from the registry (``spattern.patterns.registry``). ``causal(p)`` means ``p & causal``.
 A malformed string raises ``PatternSyntaxError`` showing the column and what was expected.
+
+Limits (a ``PatternSyntaxError`` names the one exceeded, never a ``RecursionError``):
+``MAX_DEPTH`` = 64 levels of nesting (parentheses, brackets, argument lists and ``-`` chains,
+which nest to the left), ``MAX_OPERANDS`` = 1000 operands in one ``|`` or ``&`` chain, and
+integer literals of magnitude at most ``MAX_INT`` = 2**31 - 1 (token positions and pattern
+parameters are int32 in the kernels).
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ from typing import Any
 
 from spattern.patterns import registry
 from spattern.patterns.base import Pattern, heads
+
+
+MAX_DEPTH = 64
+MAX_OPERANDS = 1000
+MAX_INT = 2**31 - 1
 
 
 class PatternSyntaxError(ValueError):
@@ -68,6 +79,13 @@ class _Parser:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
+        self.depth = 0
+
+    def enter(self, tok: _Tok) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise PatternSyntaxError(self.text, tok.col, f"too deeply nested: expected at most {MAX_DEPTH} levels "
+                                     "of parentheses, brackets, argument lists and '-' chains")
 
     @property
     def tok(self) -> _Tok:
@@ -90,28 +108,39 @@ class _Parser:
 
     # expr := and ('|' and)*
     def expr(self) -> Pattern:
-        out = self.conj()
-        while self.accept("|"):
-            out = out | self.conj()
-        return out
+        return self.chain("|", self.conj, lambda a, b: a | b)
 
     def conj(self) -> Pattern:
-        out = self.diff()
-        while self.accept("&"):
-            out = out & self.diff()
+        return self.chain("&", self.diff, lambda a, b: a & b)
+
+    def chain(self, op: str, operand, combine) -> Pattern:
+        out, n = operand(), 1
+        while self.tok.kind == "op" and self.tok.text == op:
+            n += 1
+            if n > MAX_OPERANDS:
+                raise PatternSyntaxError(self.text, self.tok.col, f"too many operands: expected at most "
+                                         f"{MAX_OPERANDS} in one {op!r} chain")
+            self.i += 1
+            out = combine(out, operand())
         return out
 
     def diff(self) -> Pattern:
+        depth = self.depth
         out = self.atom()
-        while self.accept("-"):
+        while self.tok.kind == "op" and self.tok.text == "-":
+            self.enter(self.tok)  # a - b - c nests to the left: each '-' is one level deeper
+            self.i += 1
             out = out - self.atom()
+        self.depth = depth
         return out
 
     def atom(self) -> Pattern:
         tok = self.tok
         if self.accept("("):
+            self.enter(tok)
             out = self.expr()
             self.expect(")", "')' to close the '(' at column %d" % (tok.col + 1))
+            self.depth -= 1
             return out
         if tok.kind != "name":
             self.error("expected a pattern (a name such as local(...), or '(')")
@@ -128,19 +157,23 @@ class _Parser:
             except (TypeError, ValueError):
                 self.error(f"expected '(' and arguments after {name!r}")
         self.i += 1
+        self.enter(tok)
         args, kwargs = self.arguments()
+        self.depth -= 1
         try:
             if name == "heads":
                 if kwargs:
                     raise TypeError("heads(...) takes patterns only, no keywords")
                 return heads(*args)
             if name == "causal":
+                if not args and not kwargs:
+                    return cls()  # causal() is causal
                 if len(args) != 1 or kwargs or not isinstance(args[0], Pattern):
                     raise TypeError("causal(...) takes exactly one pattern")
                 return args[0] & cls()
             return cls(*args, **kwargs)
         except (TypeError, ValueError, KeyError) as e:
-            msg = str(e).strip("'\"")
+            msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # KeyError's str quotes
             raise PatternSyntaxError(self.text, tok.col, f"bad arguments to {name}(...): {msg}") from None
 
     def arguments(self) -> tuple[list[Any], dict[str, Any]]:
@@ -178,22 +211,27 @@ class _Parser:
             self.i += 1
             return {"true": True, "false": False, "none": None}[tok.text]
         if self.accept("["):
+            self.enter(tok)
             items: list[Any] = []
-            if self.accept("]"):
-                return tuple(items)
-            while True:
+            while not self.accept("]"):
+                if items:
+                    self.expect(",", "',' or ']' in the list")
                 items.append(self.value())
-                if self.accept("]"):
-                    return tuple(items)
-                self.expect(",", "',' or ']' in the list")
+            self.depth -= 1
+            return tuple(items)
         if tok.kind == "name" or (tok.kind == "op" and tok.text == "("):
             return self.expr()
         self.error("expected a value (number, true/false, 'string', [list] or pattern)")
 
     def number(self):
         tok = self.tok
+        if "." in tok.text:
+            self.i += 1
+            return float(tok.text)
+        if len(tok.text) > 12 or int(tok.text) > MAX_INT:
+            self.error(f"expected an integer of at most {MAX_INT} (2**31 - 1)")
         self.i += 1
-        return float(tok.text) if "." in tok.text else int(tok.text)
+        return int(tok.text)
 
 
 def parse(text: str) -> Pattern:

@@ -63,4 +63,13 @@ class Sink(Pattern):
 sink = Sink
 
 if __name__ == "__main__":
-    Sink(8).draw(128, path="sink.png")
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description="Draw sink example pattern(s) at N = 128 as PNG.")
+    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
+    out_dir = ap.parse_args().out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for example, filename in [(Sink(8), 'sink.png')]:
+        example.draw(128, path=out_dir / filename)
+        print(f"wrote {(out_dir / filename).resolve()}")

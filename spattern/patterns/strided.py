@@ -136,5 +136,13 @@ strided = Strided
 blockstrided = BlockStrided
 
 if __name__ == "__main__":
-    Strided(8).draw(128, path="strided.png")
-    BlockStrided(4, block=16).draw(128, path="blockstrided.png")
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description="Draw strided example pattern(s) at N = 128 as PNG.")
+    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
+    out_dir = ap.parse_args().out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for example, filename in [(Strided(8), 'strided.png'), (BlockStrided(4, block=16), 'blockstrided.png')]:
+        example.draw(128, path=out_dir / filename)
+        print(f"wrote {(out_dir / filename).resolve()}")
