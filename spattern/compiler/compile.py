@@ -12,10 +12,23 @@ Two paths that must give identical layouts:
 ``auto`` takes the analytic path when every part of the pattern has an enumerator.
 Partial blocks carry the group's mask program when the pattern has one (the kernel evaluates it
 per element) and a bitmask otherwise. Static patterns are compiled once and cached.
+
+Limits, checked before anything large is allocated (``CompileTooLarge``, a ``MemoryError`` and a
+``ValueError``, naming the size):
+
+- ``q_len``, ``kv_len`` <= ``MAX_LEN`` = 2**30 (mask programs and kernels use int32 positions, with
+  2**30 meaning "unbounded"); block sizes <= ``MAX_BLOCK`` = 2**14 tokens per side.
+- memory: an estimate of the bytes a compile needs must fit ``memory_limit()`` (half the
+  machine's RAM, or ``SPATTERN_COMPILE_MEMORY_GIB``). Estimated before enumerating blocks, from
+  the number of blocks (the grid's R * C, or when that is too large the pattern's closed-form
+  block count from ``spattern.compiler.complexity``) at ``BYTES_PER_BLOCK`` each, plus the
+  generic path's per-row evaluation (block_q * kv_len pairs at ``BYTES_PER_PAIR``); and again
+  before token masks of blocks are materialized (n blocks * block_q * block_k bytes).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
@@ -31,6 +44,66 @@ from spattern.patterns.parse import parse
 
 PATHS = ("auto", "analytic", "generic")
 _EVAL_CHUNK = 1 << 20  # token pairs evaluated at once when resolving blocks
+MAX_LEN = 1 << 30
+MAX_BLOCK = 1 << 14
+# int64 row + col, int8 state, uint8 kind, int64 mask_idx, int32 copies in the layout, and the
+# temporaries of merging/sorting block lists (about 2x): an estimate, not a measurement bound
+BYTES_PER_BLOCK = 64
+# generic path, per evaluated (query, key) pair: int64 index temporaries of the predicate (3 x 8),
+# the bool mask and its padded copy
+BYTES_PER_PAIR = 26
+
+
+class CompileTooLarge(MemoryError, ValueError):
+    """A compile that would need more memory (or larger sizes) than allowed; says how much."""
+
+
+def memory_limit() -> int:
+    """Bytes a compile may use: ``SPATTERN_COMPILE_MEMORY_GIB`` GiB, else half the physical RAM."""
+    env = os.environ.get("SPATTERN_COMPILE_MEMORY_GIB")
+    if env:
+        try:
+            return int(float(env) * 2**30)
+        except ValueError:
+            raise ValueError(f"SPATTERN_COMPILE_MEMORY_GIB: expected a number of GiB, got {env!r}") from None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # no sysconf (e.g. Windows): 8 GiB
+        return 8 << 30
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def _reserve(nbytes: float, what: str, where: str) -> None:
+    """Refuse (CompileTooLarge) before allocating ``nbytes`` when that exceeds the limit."""
+    limit = memory_limit()
+    if nbytes > limit:
+        raise CompileTooLarge(
+            f"compile {where}: expected to need about {_gib(nbytes)} for {what}, more than the limit of "
+            f"{_gib(limit)} (half this machine's memory; set SPATTERN_COMPILE_MEMORY_GIB to change it); "
+            "use a shorter length or larger blocks")
+
+
+def _estimate_blocks(pattern: Pattern, q_len: int, kv_len: int, bq: int, bk: int) -> tuple[float, str]:
+    """An upper estimate of the blocks a compile enumerates, and where it comes from; 0 when the
+    grid is too large to be the estimate and no closed form is known (then only the later,
+    per-step checks apply)."""
+    R, C = -(-q_len // bq), -(-kv_len // bk)
+    grid = float(R) * float(C)
+    if grid * BYTES_PER_BLOCK <= memory_limit() or bq != bk or q_len != kv_len:
+        return grid, f"a grid of {R} x {C} blocks"
+    from spattern.compiler.complexity import closed_form, evaluate_form  # sympy: only for huge grids
+
+    parts = pattern.patterns if isinstance(pattern, Heads) else (pattern,)
+    total = 0.0
+    for p in parts:
+        form = closed_form(p, "blocks", b=bq)
+        if form is None:
+            return 0.0, "unknown"
+        total += max(0, evaluate_form(form[0], q_len))
+    return min(total, grid), f"about {total:.3g} blocks (closed form)"
 
 
 @dataclass
@@ -52,12 +125,16 @@ def _check_block(block) -> tuple[int, int]:
         raise TypeError(f"block: expected an int or a pair (block_q, block_k), got {block!r}") from None
     if bq < 16 or bk < 16 or bq % 16 or bk % 16:
         raise ValueError(f"block: expected sizes that are positive multiples of 16, got ({bq}, {bk})")
+    if max(bq, bk) > MAX_BLOCK:
+        raise CompileTooLarge(f"block: expected sizes of at most {MAX_BLOCK} (2**14) tokens, got ({bq}, {bk})")
     return bq, bk
 
 
 def _check_len(value, what) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{what}: expected a positive int, got {value!r}")
+    if value > MAX_LEN:
+        raise CompileTooLarge(f"{what}: expected at most {MAX_LEN} (2**30: kernels use int32 positions), got {value}")
     return int(value)
 
 
@@ -73,7 +150,9 @@ def compile(
 
     ``context``: what content-dependent patterns need (e.g. ``{"cu_seqlens": [...]}``), or a list
     of such contexts, one per batch element (one layout group each). Per-head stacks
-    (``heads(...)``) give one group per head.
+    (``heads(...)``) give one group per head. ``cu_seqlens`` may end before ``q_len`` (a shorter
+    sequence: later positions attend nothing) or after it (cut at the length); see
+    ``spattern/patterns/document.py``.
     """
     if isinstance(pattern, str):
         pattern = parse(pattern)
@@ -84,6 +163,13 @@ def compile(
     bq, bk = _check_block(block)
     if path not in PATHS:
         raise ValueError(f"path: expected one of {PATHS}, got {path!r}")
+    where = f"{pattern} at q_len={q_len}, kv_len={kv_len}, block=({bq}, {bk})"
+    n_groups = len(pattern.patterns) if isinstance(pattern, Heads) else 1
+    if isinstance(context, (list, tuple)):
+        n_groups *= max(1, len(context))
+    blocks, source = _estimate_blocks(pattern, q_len, kv_len, bq, bk)
+    _reserve(n_groups * (blocks * BYTES_PER_BLOCK + 24.0 * (-(-q_len // bq) + 1)), f"the block lists ({source})", where)
+    _reserve(float(bq) * bk, "the token mask of one block", where)
     if pattern.is_static and not isinstance(context, (list, tuple)):
         return _compile_static(pattern, q_len, kv_len, bq, bk, path)
     contexts = list(context) if isinstance(context, (list, tuple)) else [context]
@@ -285,6 +371,9 @@ def block_token_masks(pattern: Pattern, grid: Grid, rows: np.ndarray, cols: np.n
     """bool [n, block_q, block_k]: the predicate on blocks (rows, cols); out-of-range bits False."""
     bq, bk = grid.block_q, grid.block_k
     geom = Geometry(grid.q_len, grid.kv_len)
+    # out, and per chunk the index temporaries (int64) of the predicate
+    _reserve(float(rows.size) * bq * bk + _EVAL_CHUNK * BYTES_PER_PAIR, f"the token masks of {rows.size} blocks",
+             f"{pattern} at q_len={grid.q_len}, kv_len={grid.kv_len}, block=({bq}, {bk})")
     out = np.zeros((rows.size, bq, bk), dtype=bool)
     step = max(1, _EVAL_CHUNK // (bq * bk))
     for s in range(0, rows.size, step):
@@ -301,6 +390,8 @@ def _generic_blocks(pattern: Pattern, grid: Grid):
     """Evaluate the predicate block row by block row: (rows, cols, full) of present blocks."""
     bq, bk, C = grid.block_q, grid.block_k, grid.n_cols
     geom = Geometry(grid.q_len, grid.kv_len)
+    _reserve(float(bq) * C * bk * BYTES_PER_PAIR, f"evaluating the predicate on {bq} x {C * bk} pairs per block row",
+             f"{pattern} at q_len={grid.q_len}, kv_len={grid.kv_len}, block=({bq}, {bk})")
     k = np.arange(grid.kv_len, dtype=np.int64)[None, :]
     col_w = np.minimum((np.arange(C) + 1) * bk, grid.kv_len) - np.arange(C) * bk
     rows, cols, fulls = [], [], []

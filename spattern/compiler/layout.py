@@ -46,6 +46,13 @@ class LayoutError(ValueError):
     """An invalid BlockLayout (what is wrong, where)."""
 
 
+class LayoutFileError(LayoutError):
+    """A file that ``BlockLayout.load`` cannot read as a spattern layout (the one load error)."""
+
+
+FORMAT_VERSION = 1
+
+
 @dataclass(eq=False, frozen=True)
 class BlockLayout:
     """Frozen: layouts are shared (the compiler caches them), so nothing may change one in place;
@@ -257,7 +264,49 @@ class BlockLayout:
 
     # --- statistics --------------------------------------------------------------------------
     def pair_counts(self) -> np.ndarray:
-        """int64 [G]: exact number of attended (query, key) pairs per group."""
+        """int64 [G]: exact number of attended (query, key) pairs per group (cached).
+
+        FULL blocks count their in-range area. BITMASK blocks count set bits (interior blocks by
+        a byte popcount table, edge blocks through ``block_masks``). PROGRAM blocks are counted
+        once per class of blocks with the same mask: a program's mask on a block depends on the
+        block's position only through a few features per instruction (``_program_block_keys``),
+        so blocks with equal features (e.g. every diagonal block of ``local(w) & causal``) have
+        equal counts and only one of each class is evaluated. ``pair_counts_slow`` is the twin
+        that evaluates every partial block."""
+        cached = getattr(self, "_pair_counts", None)
+        if cached is not None:
+            return cached.copy()
+        bq, bk = self.block_q, self.block_k
+        rows, groups = self.block_rows(), self.block_groups()
+        cols = self.col_idx.astype(np.int64)
+        h = np.minimum((rows + 1) * bq, self.q_len) - rows * bq
+        w = np.minimum((cols + 1) * bk, self.kv_len) - cols * bk
+        per = np.where(self.block_kind == FULL, h * w, 0).astype(np.int64)
+        bm = np.flatnonzero(self.block_kind == BITMASK)
+        if bm.size:
+            interior = (h[bm] == bq) & (w[bm] == bk)
+            ones = _POPCOUNT8[self.bitmasks.view(np.uint8)].reshape(self.bitmasks.shape[0], -1).sum(axis=1)
+            per[bm[interior]] = ones[self.mask_idx[bm[interior]]]
+            edge = bm[~interior]
+            for s in range(0, edge.size, 2048):
+                per[edge[s : s + 2048]] = self.block_masks(edge[s : s + 2048]).sum(axis=(1, 2))
+        for g in range(self.n_groups):
+            idx = np.flatnonzero((self.block_kind == PROGRAM) & (groups == g))
+            if not idx.size:
+                continue
+            program = self.programs[g, : self.program_len[g]]
+            keys = _program_block_keys(program, rows[idx] * bq, cols[idx] * bk, h[idx], w[idx], bq, bk)
+            _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            reps = idx[first]
+            counts = np.concatenate([self.block_masks(reps[s : s + 2048]).sum(axis=(1, 2))
+                                     for s in range(0, reps.size, 2048)])
+            per[idx] = counts[inverse.reshape(-1)]
+        out = np.bincount(groups, weights=per, minlength=self.n_groups).astype(np.int64)
+        object.__setattr__(self, "_pair_counts", out)
+        return out.copy()
+
+    def pair_counts_slow(self) -> np.ndarray:
+        """The twin of ``pair_counts``: every partial block's token mask evaluated and summed."""
         bq, bk = self.block_q, self.block_k
         rows, groups = self.block_rows(), self.block_groups()
         cols = self.col_idx.astype(np.int64)
@@ -275,13 +324,17 @@ class BlockLayout:
                        ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs", "program_len")))
 
     def stats(self) -> dict[str, Any]:
-        """Counts for one layout (summed over groups): blocks by kind, pairs, densities, bytes."""
+        """Counts for one layout (summed over groups): blocks by kind, pairs, densities, bytes.
+        Computed once per layout (layouts are frozen) and cached on it."""
+        cached = getattr(self, "_stats", None)
+        if cached is not None:
+            return dict(cached)
         G = self.n_groups
         kinds = np.bincount(self.block_kind, minlength=3)
         pairs = int(self.pair_counts().sum())
         total_pairs = G * self.q_len * self.kv_len
         total_blocks = G * self.n_rows * self.n_cols
-        return {
+        out = {
             "pattern": self.pattern,
             "q_len": self.q_len,
             "kv_len": self.kv_len,
@@ -296,6 +349,8 @@ class BlockLayout:
             "block_density": self.nnz / total_blocks,
             "metadata_bytes": self.metadata_bytes(),
         }
+        object.__setattr__(self, "_stats", out)
+        return dict(out)
 
     # --- device copies ---------------------------------------------------------------------
     def cached(self, device, purpose: str, build: Callable[[], Any], *key) -> Any:
@@ -335,24 +390,78 @@ class BlockLayout:
     _ARRAYS = ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs", "program_len")
 
     def save(self, path: str | Path) -> Path:
-        """Write an .npz file with every array and the scalars (as JSON)."""
+        """Write an .npz file with every array and the scalars (as JSON, ``format`` =
+        ``FORMAT_VERSION``). Written to a temporary file and renamed: never a torn file."""
         path = Path(path)
         meta = {"q_len": self.q_len, "kv_len": self.kv_len, "block_q": self.block_q,
                 "block_k": self.block_k, "group_shape": list(self.group_shape),
-                "pattern": self.pattern, "format": 1}
-        with open(path, "wb") as f:
+                "pattern": self.pattern, "format": FORMAT_VERSION}
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
             np.savez_compressed(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                                 **{n: getattr(self, n) for n in self._ARRAYS})
+        tmp.replace(path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "BlockLayout":
-        with np.load(Path(path)) as z:
-            meta = json.loads(z["meta"].tobytes().decode())
-            arrays = {n: z[n] for n in cls._ARRAYS}
-        return cls(q_len=meta["q_len"], kv_len=meta["kv_len"], block_q=meta["block_q"],
-                   block_k=meta["block_k"], group_shape=tuple(meta["group_shape"]),
-                   pattern=meta.get("pattern", ""), **arrays).validate()
+        """Read a layout written by ``save``. Any damaged, foreign or future-format file raises
+        ``LayoutFileError`` (a ``ValueError``) saying the file is not a valid spattern layout and
+        why; arrays are read with ``allow_pickle=False`` and the result is validated."""
+        path = Path(path)
+
+        def bad(why: str):
+            return LayoutFileError(f"{path}: not a valid spattern layout file: {why}")
+
+        if not path.is_file():
+            raise bad("no such file") if not path.exists() else bad("not a regular file")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError as e:
+            raise bad(f"cannot open it ({e})") from None
+        if head != b"PK\x03\x04":
+            what = "an empty file" if not head else f"it starts with {head!r}"
+            raise bad(f"expected an .npz (zip) archive written by BlockLayout.save, but {what}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [n for n in ("meta", *cls._ARRAYS) if n not in z.files]
+                if missing:
+                    raise bad(f"missing arrays {missing}")
+                meta_raw = z["meta"]
+                arrays = {n: z[n] for n in cls._ARRAYS}
+        except LayoutFileError:
+            raise
+        except Exception as e:  # zip/zlib/npy format errors, EOF, pickled data, OS errors: one error
+            raise bad(f"cannot read it as an .npz archive ({type(e).__name__}: {e})") from None
+        try:
+            meta = json.loads(meta_raw.tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise bad(f"metadata is not JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise bad(f"metadata: expected a JSON object, got {type(meta).__name__}")
+        if meta.get("format") != FORMAT_VERSION:
+            raise bad(f"format: expected {FORMAT_VERSION}, got {meta.get('format')!r}")
+        ints = {}
+        for k in ("q_len", "kv_len", "block_q", "block_k"):
+            v = meta.get(k)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 30:
+                raise bad(f"metadata {k}: expected an int in [1, 2**30], got {v!r}")
+            ints[k] = v
+        gs = meta.get("group_shape")
+        if (not isinstance(gs, list) or len(gs) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 1 << 24 for x in gs)):
+            raise bad(f"metadata group_shape: expected two positive ints, got {gs!r}")
+        pattern = meta.get("pattern", "")
+        if not isinstance(pattern, str):
+            raise bad(f"metadata pattern: expected a string, got {type(pattern).__name__}")
+        try:
+            layout = cls(group_shape=(gs[0], gs[1]), pattern=pattern, **ints, **arrays)
+            return layout.validate()
+        except LayoutError as e:
+            raise bad(str(e).removeprefix("invalid BlockLayout: ")) from None
+        except Exception as e:  # validation of hostile arrays must not escape as anything else
+            raise bad(f"arrays are inconsistent ({type(e).__name__}: {e})") from None
 
     def equals(self, other: "BlockLayout") -> bool:
         """Same shapes and the same arrays (bitmasks compared per block, not by storage order)."""
@@ -374,6 +483,38 @@ class BlockLayout:
     def __repr__(self):
         return (f"BlockLayout({self.pattern!r}, q_len={self.q_len}, kv_len={self.kv_len}, "
                 f"block=({self.block_q}, {self.block_k}), groups={tuple(self.group_shape)}, nnz={self.nnz})")
+
+
+_POPCOUNT8 = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.int64)
+
+
+def _program_block_keys(program: np.ndarray, q0, k0, h, w, bq: int, bk: int) -> np.ndarray:
+    """int64 [n, 2 + 2 * P]: per block (first query q0, first key k0, in-range extents h, w), values
+    that determine the program's token mask on it. Two blocks with equal rows have equal masks.
+
+    With off = q0 - k0, dq in [0, bq), dk in [0, bk) and dl = dq - dk in [-(bk-1), bq-1]:
+    BAND(a, b) holds iff a - off <= dl <= b - off: the bounds clipped to [-bk, bq];
+    DIFF_MOD(a, b) iff (off + dl - b) mod a == 0: (off - b) mod a; KEY_MOD(a): k0 mod a;
+    QUERY_MOD(a): q0 mod a; KEY_RANGE(a, b) iff a - k0 <= dk < b - k0: the bounds clipped to
+    [0, bk]; QUERY_RANGE likewise with q0 and bq; constants and operators: nothing."""
+    q0, k0 = np.asarray(q0, np.int64), np.asarray(k0, np.int64)
+    off = q0 - k0
+    cols = [np.asarray(h, np.int64), np.asarray(w, np.int64)]
+    zero = np.zeros_like(off)
+    for op, a, b, _ in np.asarray(program, np.int64).tolist():
+        if op == prog.BAND:
+            cols += [np.clip(a - off, -bk, bq), np.clip(b - off, -bk, bq)]
+        elif op == prog.DIFF_MOD:
+            cols += [(off - b) % a, zero]
+        elif op == prog.KEY_MOD:
+            cols += [k0 % a, zero]
+        elif op == prog.QUERY_MOD:
+            cols += [q0 % a, zero]
+        elif op == prog.KEY_RANGE:
+            cols += [np.clip(a - k0, 0, bk), np.clip(b - k0, 0, bk)]
+        elif op == prog.QUERY_RANGE:
+            cols += [np.clip(a - q0, 0, bq), np.clip(b - q0, 0, bq)]
+    return np.stack(cols, axis=1)
 
 
 def pack_bits(mask: np.ndarray) -> np.ndarray:
