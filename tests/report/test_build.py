@@ -67,6 +67,7 @@ def test_manifest_lists_every_input_with_its_hash(built, study_root):
 def test_building_twice_gives_the_same_pdf_text_and_tables(built, built_again):
     a, b = built["out"], built_again["out"]
     assert pdf_text(a / "report.pdf") == pdf_text(b / "report.pdf")
+    assert (a / "report.pdf").read_bytes() == (b / "report.pdf").read_bytes()  # no date, fixed fonts: same bytes
     names = sorted(p.name for p in (a / "tables").iterdir())
     assert names == sorted(p.name for p in (b / "tables").iterdir())
     for n in names:
