@@ -24,10 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from spattern.compiler.layout import BlockLayout
 from spattern.data.packing import eval_windows, window_tokens
 from spattern.models.attention import compiled_layout, per_layer_patterns
+from spattern.runtime.api import attention
 
 
 def layout_token_mask(layout: BlockLayout, group: int, q0: int, q1: int) -> np.ndarray:
@@ -75,8 +77,6 @@ def layer_information_loss(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     recall_i = sum_{j <= i, j in A(i)} p_ij with A from the layout (per layout group);
     Y_pattern = spattern.attention(q, k, v, layout) (softmax over A(i) only, zeros if A(i) is empty).
     """
-    from spattern.runtime.api import attention  # noqa: PLC0415
-
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"q, k, v: expected 4-D (B, H, N, D), got {tuple(q.shape)}, {tuple(k.shape)}, "
                          f"{tuple(v.shape)}")
@@ -100,11 +100,12 @@ def layer_information_loss(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
         i1 = min(N, i0 + q_chunk)
         qc = q[:, :, i0:i1].to(cd).reshape(B, Hkv, rep, i1 - i0, D)               # (B, Hkv, rep, n, D)
         s = (qc @ kc[..., :i1, :].transpose(-1, -2)).reshape(B, H, i1 - i0, i1) * scale  # (B, H, n, i1)
-        s.masked_fill_(pos[i0:i1, None] < pos[None, :i1], float("-inf"))
+        s[..., i0:].masked_fill_(pos[i0:i1, None] < pos[None, i0:i1], float("-inf"))  # causal (diagonal part)
         p = torch.softmax(s, dim=-1)                                              # (B, H, n, i1)
-        masks = np.stack([layout_token_mask(layout, g, i0, i1)[:, :i1] for g in range(Bg * Hg)])
-        allowed = torch.from_numpy(masks).to(q.device).reshape(Bg, Hg, i1 - i0, i1)
-        recall[:, :, i0:i1] = p.masked_fill(~allowed, 0.0).sum(-1).double()
+        masks = np.stack([layout_token_mask(layout, g, i0, i1)[:, :i1] for g in range(Bg * Hg)])  # (G, n, i1)
+        used = torch.from_numpy(np.flatnonzero(masks.any(axis=(0, 1)))).to(q.device)  # (u,) keys any query keeps
+        allowed = torch.from_numpy(masks).to(q.device)[..., used].reshape(Bg, Hg, i1 - i0, -1)  # (Bg, Hg, n, u)
+        recall[:, :, i0:i1] = (p.index_select(-1, used) * allowed).sum(-1).double()
         y_dense[:, :, i0:i1] = (p.reshape(B, Hkv, rep, i1 - i0, i1) @ vc[..., :i1, :]).reshape(B, H, i1 - i0, Dv)
     y_pat = attention(q, k, v, layout, scale=scale, backend=backend).to(cd)       # (B, H, N, Dv)
     err_sq = (y_pat - y_dense).double().pow(2).sum(-1)
@@ -125,8 +126,8 @@ def token_kl_top1(logits_dense: torch.Tensor, logits_sparse: torch.Tensor,
     for i0 in range(0, logits_dense.shape[0], chunk):
         ld = torch.log_softmax(logits_dense[i0:i0 + chunk].float(), -1)          # (n, V)
         ls = torch.log_softmax(logits_sparse[i0:i0 + chunk].float(), -1)
-        kls.append((ld.exp() * (ld - ls)).sum(-1).double())
-        agree.append((ld.argmax(-1) == ls.argmax(-1)).double())
+        kls.append(F.kl_div(ls, ld, reduction="none", log_target=True).sum(-1).double())
+        agree.append((ld.max(-1).indices == ls.max(-1).indices).double())
     return torch.cat(kls), torch.cat(agree)
 
 

@@ -8,8 +8,12 @@ import scipy.stats
 import torch
 
 import spattern
-from spattern.evaluation.infoloss import (information_loss, layer_information_loss, layout_token_mask,
-                                          token_kl_top1)
+from spattern.evaluation.infoloss import (
+    information_loss,
+    layer_information_loss,
+    layout_token_mask,
+    token_kl_top1,
+)
 from spattern.models import build_model, get_config
 
 PER_HEAD = "heads(local(5), causal, strided(4), local(9)) & causal"
@@ -17,7 +21,7 @@ PER_HEAD = "heads(local(5), causal, strided(4), local(9)) & causal"
 
 def _brute(q, k, v, mask):
     """Materialized dense probs and masked softmax. q (B,H,N,D), k/v (B,Hkv,N,D), mask (G, N, N)."""
-    B, H, N, D = q.shape
+    _, H, N, D = q.shape
     rep = H // k.shape[1]
     kk, vv = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
     s = q @ kk.transpose(-1, -2) / math.sqrt(D)                                   # (B, H, N, N)
