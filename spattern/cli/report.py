@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="report/build", help="output folder (default: report/build)")
     p.add_argument("--no-pdf", action="store_true", help="skip compiling the typst PDF")
     p.add_argument("--no-html", action="store_true", help="skip the HTML page")
+    p.add_argument("--title", default="Sparse attention patterns with spattern", help="the report's title")
+    p.add_argument("--highlight", nargs="+", default=[], metavar="FAMILY",
+                   help="pattern families (e.g. local+landmark) drawn first in the heatmap and cost figures")
     p.add_argument("--quiet", action="store_true", help="do not list what is missing")
     p.set_defaults(func=run)
 
@@ -30,7 +33,8 @@ def run(args) -> int:
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = build_report(dirs, args.out, pdf=not args.no_pdf, html=not args.no_html)
+        paths = build_report(dirs, args.out, pdf=not args.no_pdf, html=not args.no_html, title=args.title,
+                             highlight=args.highlight)
     missing = [str(w.message) for w in caught if str(w.message).startswith("report: missing")]
     for name in ("pdf", "html", "manifest"):
         if name in paths:

@@ -67,9 +67,12 @@ class _Builder:
 
 def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
                  formats: Sequence[str] = ("svg", "png"), source_dir: str | Path | None = None,
-                 title: str = "Sparse attention patterns with spattern") -> dict[str, Path]:
+                 title: str = "Sparse attention patterns with spattern",
+                 highlight: Sequence[str] = ()) -> dict[str, Path]:
     """Build the report from ``results_dirs`` (one path or several) into ``out_dir``; returns the
-    written paths by name (``pdf``, ``html``, ``manifest``, ``numbers``, figures and tables)."""
+    written paths by name (``pdf``, ``html``, ``manifest``, ``numbers``, figures and tables).
+    ``highlight``: pattern families (series keys such as ``"local+landmark"``) drawn first in the
+    heatmap and cost figures; ``source_dir``: the typst sources (default: the repository's report/)."""
     from spattern.report.figures import (
         ablation_figure,
         cost_figure,
@@ -99,7 +102,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     s = study
 
     # --- patterns: heatmaps and costs (compiled from the pattern strings the runs recorded) -------
-    pats, pat_src, n_seq = collect.patterns_of(s)
+    pats, pat_src, n_seq = collect.patterns_of(s, highlight=highlight)
     derived = "compiled from the runs' pattern strings with spattern.compile / spattern.cost"
     b.figure("heatmap", lambda: heatmap_figure(pats, n_block=n_seq, palette=b.palette), pat_src,
              f"Each pattern family of the study: its token mask at small N (left of each pair) and its block "

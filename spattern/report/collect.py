@@ -86,8 +86,10 @@ def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Pat
     return points, _sources(runs)
 
 
-def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5) -> tuple[list[tuple[str, str]], list[Path], int]:
-    """One static pattern per family (the one whose run density is nearest ``target_density``),
+def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5,
+                highlight: Sequence[str] = ()) -> tuple[list[tuple[str, str]], list[Path], int]:
+    """One static pattern per family (the one whose run density is nearest ``target_density``;
+    the ``highlight`` families first, then the rest in sorted order, at most ``limit``),
     the metrics files naming them, and the study's most common sequence length (``Run.context``,
     else 4096)."""
     from spattern.compiler.compile import compile as compile_pattern
@@ -104,7 +106,7 @@ def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5) -> t
             except Exception:  # noqa: BLE001, S112 - a pattern that cannot compile alone (needs context) is not drawn
                 continue
             best[r.key] = (score, r.pattern, r)
-    keys = sorted(best)[:limit]
+    keys = ([k for k in highlight if k in best] + [k for k in sorted(best) if k not in highlight])[:limit]
     seqs = [r.context for r in study.runs if r.context is not None]
     n = int(max(set(seqs), key=seqs.count)) if seqs else 4096
     return [(k, best[k][1]) for k in keys], [best[k][2].dir / "metrics.json" for k in keys], n

@@ -52,6 +52,7 @@ def test_heatmap_and_cost(study):
 
     pats, sources, n = collect.patterns_of(study)
     assert [k for k, _ in pats] == ["local", "local+landmark", "local+sink"] and n == 2048 and sources
+    assert [k for k, _ in collect.patterns_of(study, highlight=["local+sink"], limit=2)[0]] == ["local+sink", "local"]
     fig = rendered(heatmap_figure(pats[:2], n_token=128, n_block=512, block=32))
     assert len(fig.axes) == 4 and all(ax.images for ax in fig.axes)
     assert "density" in fig.axes[0].get_title() and "block density" in fig.axes[1].get_title()
