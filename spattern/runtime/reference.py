@@ -10,6 +10,10 @@ gives zeros and LSE = -inf, never NaN):
   Memory is O(rows_per_chunk * blocks_per_step * block_q * block_k), never N x N, so one head
   of N = 65,536 runs on a CPU. Differentiable (plain torch ops).
 
+Non-finite inputs stay local in both: a NaN/Inf in k or v at key j reaches only the outputs of
+queries whose allowed keys include j (``_pv``: masked probabilities are exact zeros, and 0 * NaN
+must not leak into rows that never attend j), and a NaN/Inf in q reaches only its own row.
+
 Both take normalized inputs (the API checks them): q (B, H, Nq, D), k/v (B, Hkv, Nk, D) with
 Nq <= layout.q_len and Nk <= layout.kv_len (packed sequences use prefixes of the layout).
 """
@@ -21,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from spattern.compiler import program as prog
+from spattern.ir import program as prog
 from spattern.compiler.layout import BITMASK, FULL, PROGRAM, BlockLayout
 
 DENSE_LIMIT = 1 << 24  # q_len * kv_len up to which `auto` uses the dense executor
@@ -47,6 +51,28 @@ def _expand_kv(k: torch.Tensor, H: int) -> torch.Tensor:
     return k if rep == 1 else k.repeat_interleave(rep, dim=1)
 
 
+def _pv(p: torch.Tensor, allowed: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """out[..., i, :] = sum over ALLOWED j of p[..., i, j] * v[..., j, :]: p (..., Q, K),
+    allowed bool broadcastable to p, v (..., K, Dv) -> (..., Q, Dv).
+
+    Equals ``p @ v`` when v is finite (the fast path). Otherwise the non-finite entries of v are
+    taken out of the product and put back only through allowed pairs, with IEEE semantics per
+    output element: NaN if an allowed key's value is NaN, or is +-Inf with p == 0, or both +Inf and
+    -Inf arrive with p > 0; else +-Inf if one arrives with p > 0; else the finite sum."""
+    fin = torch.isfinite(v)
+    if bool(fin.all()):
+        return p @ v
+    out = p @ torch.where(fin, v, torch.zeros_like(v))
+    allowed = allowed.expand_as(p)
+    live = (allowed & (p > 0)).to(v.dtype)
+    nan_hits = allowed.to(v.dtype) @ torch.isnan(v).to(v.dtype) + (allowed & (p == 0)).to(v.dtype) @ torch.isinf(v).to(v.dtype)
+    pos = live @ (v == float("inf")).to(v.dtype)
+    neg = live @ (v == float("-inf")).to(v.dtype)
+    out = torch.where(pos > 0, torch.full_like(out, float("inf")), out)
+    out = torch.where(neg > 0, torch.full_like(out, float("-inf")), out)
+    return torch.where((nan_hits > 0) | ((pos > 0) & (neg > 0)), torch.full_like(out, float("nan")), out)
+
+
 def attention_dense(q, k, v, layout: BlockLayout, scale: float, return_lse: bool = False):
     """Dense masked-softmax oracle. q (B,H,Nq,D), k/v (B,Hkv,Nk,D)."""
     B, H, Nq, _ = q.shape
@@ -60,7 +86,7 @@ def attention_dense(q, k, v, layout: BlockLayout, scale: float, return_lse: bool
     s = s.masked_fill(~m, float("-inf"))
     lse = torch.logsumexp(s, dim=-1)  # (B, H, Nq); -inf on empty rows
     p = torch.exp(s - torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)[..., None])
-    out = torch.matmul(p, vv).to(q.dtype)
+    out = _pv(p, m, vv).to(q.dtype)
     return out, (lse.float() if return_lse else None)
 
 
@@ -161,7 +187,7 @@ def attention_blockwise(
                 p = torch.exp(s - m_safe[..., None])
                 alpha = torch.exp(m_run - m_safe)
                 l_run = l_run * alpha + p.sum(dim=-1)
-                acc = acc * alpha[..., None] + torch.einsum("bhnqk,bhnkd->bhnqd", p, vb)
+                acc = acc * alpha[..., None] + _pv(p, allowed, vb)  # (b, h, n, bq, Dv)
                 m_run = m_new
             empty = l_run == 0
             l_safe = torch.where(empty, torch.ones_like(l_run), l_run)
