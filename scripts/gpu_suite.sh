@@ -31,11 +31,17 @@ if has sanitize; then
   RC[racecheck]=$?
 fi
 if has bench; then
-  python3 -m spattern.evaluation.bench_attention --json "$OUT/bench_attention.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
+  timeout ${BENCH_TIMEOUT:-3000} python3 -m spattern.evaluation.bench_attention --json "$OUT/bench_attention.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
   RC[bench]=$?
 fi
+if has ncu; then  # the backward kernels of one cell, clocks left alone (METHOD.md)
+  timeout ${NCU_TIMEOUT:-90} ncu --clock-control none -k regex:sp_bwd_d -c 3 --section SpeedOfLight --section WarpStateStats \
+    --section Occupancy --section LaunchStats python3 scripts/profile_host.py --calls 1 --no-cprofile --backward \
+    ${NCU_ARGS:---n 16384 --density 0.1 --family lrs} 2>&1 | tee "$OUT/ncu_backward.log"
+  RC[ncu]=$?
+fi
 if has train; then
-  python3 -m spattern.evaluation.bench_train --json "$OUT/bench_train.json" $TRAIN_ARGS 2>&1 | tee "$OUT/bench_train.log"
+  timeout ${TRAIN_TIMEOUT:-3000} python3 -m spattern.evaluation.bench_train --json "$OUT/bench_train.json" $TRAIN_ARGS 2>&1 | tee "$OUT/bench_train.log"
   RC[train]=$?
 fi
 {

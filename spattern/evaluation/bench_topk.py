@@ -4,7 +4,7 @@ At N tokens, 64 x 64 blocks and k selected key blocks per query block: random bl
 (B, R, C) -> ``topk_block_layout`` (torch ops on the device, no host synchronization), timed
 eagerly and as a replayed CUDA graph (the build is capturable because nothing syncs), against
 the attention on the resulting layout (16 heads, bf16) with the fastest backend available.
-Times are medians of CUDA-event measurements after warm-up; JSON with --json.
+Times are medians after warm-up (``evaluation/timing.py``); JSON with --json.
 """
 
 from __future__ import annotations
@@ -15,21 +15,9 @@ import sys
 
 
 def _median_ms(fn, warmup: int = 10, iters: int = 50) -> float:
-    import torch
+    from spattern.evaluation.timing import median_ms
 
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
+    return median_ms(fn, None, warmup, iters)
 
 
 def run(n: int = 16384, heads: int = 16, head_dim: int = 128, k: int = 32, block: int = 64,
