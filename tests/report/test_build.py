@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import json
 import os
 
@@ -118,3 +119,16 @@ def test_an_empty_study_still_builds_with_placeholders(tmp_path):
     text = " ".join(pdf_text(paths["pdf"]))
     assert "missing: study.experiment_list" in text and "missing: kernel.best.speedup" in text
     assert json.loads(paths["manifest"].read_text())["missing"]
+
+
+def test_generated_typst_tables_compile_on_their_own(built):
+    import typst
+
+    out = built["out"]
+    doc = out / "tables_only.typ"
+    doc.write_text("".join(f'#include "tables/{p.name}"\n' for p in sorted((out / "tables").glob("*.typ"))))
+    pdf = typst.compile(str(doc), root=str(out), ignore_system_fonts=True)
+    doc.unlink()
+    text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+    for caption in ("Paired comparisons against the baseline", "Attention kernel times", "Cost of each pattern"):
+        assert caption in text, caption
