@@ -76,6 +76,7 @@ def layer_information_loss(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     Y_dense_i = sum_{j <= i} p_ij v_j, computed `q_chunk` queries at a time (never (H, N, N));
     recall_i = sum_{j <= i, j in A(i)} p_ij with A from the layout (per layout group);
     Y_pattern = spattern.attention(q, k, v, layout) (softmax over A(i) only, zeros if A(i) is empty).
+    Both sides run in float32 (float64 for float64 inputs), whatever the inputs' dtype.
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"q, k, v: expected 4-D (B, H, N, D), got {tuple(q.shape)}, {tuple(k.shape)}, "
@@ -107,7 +108,8 @@ def layer_information_loss(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
         allowed = torch.from_numpy(masks).to(q.device)[..., used].reshape(Bg, Hg, i1 - i0, -1)  # (Bg, Hg, n, u)
         recall[:, :, i0:i1] = (p.index_select(-1, used) * allowed).sum(-1).double()
         y_dense[:, :, i0:i1] = (p.reshape(B, Hkv, rep, i1 - i0, i1) @ vc[..., :i1, :]).reshape(B, H, i1 - i0, Dv)
-    y_pat = attention(q, k, v, layout, scale=scale, backend=backend).to(cd)       # (B, H, N, Dv)
+    # in the compute dtype: a bf16 model's error is the pattern's, not bf16 rounding of one side
+    y_pat = attention(q.to(cd), k.to(cd), v.to(cd), layout, scale=scale, backend=backend)  # (B, H, N, Dv)
     err_sq = (y_pat - y_dense).double().pow(2).sum(-1)
     ref_sq = y_dense.double().pow(2).sum(-1)
     return LayerLoss(recall, err_sq, ref_sq)

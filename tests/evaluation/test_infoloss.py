@@ -77,6 +77,14 @@ def test_layer_loss_chunked_equals_one_shot_float32():
     torch.testing.assert_close(one.recall[0, :, whole], torch.ones(4, int(whole.sum()), dtype=torch.float64))
 
 
+def test_bf16_inputs_dense_pattern_has_no_error():
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 70, 16).bfloat16() for _ in range(3))
+    loss = layer_information_loss(q, k, v, spattern.compile("causal", 70, block=(16, 16)), q_chunk=32)
+    assert loss.rel_error().max() < 1e-5
+    torch.testing.assert_close(loss.recall, torch.ones(1, 2, 70, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
 def test_token_kl_top1_against_scipy():
     torch.manual_seed(1)
     ld, ls = torch.randn(7, 11, dtype=torch.float64), torch.randn(7, 11, dtype=torch.float64)
