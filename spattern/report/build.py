@@ -30,6 +30,7 @@ from spattern.report.style import Palette, save_figure
 from spattern.utils.io import atomic_write_bytes, write_json
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "report"
+DATA_ERRORS = (ValueError, KeyError, TypeError, IndexError, ZeroDivisionError)
 COST_SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
@@ -48,15 +49,21 @@ class _Builder:
 
         try:
             fig = make()
-        except ValueError as e:
-            self.manifest.miss("figure", name, f"{what} ({e})")
+        except DATA_ERRORS as e:  # no data, or results of an unexpected shape: a placeholder, not a crash
+            self.manifest.miss("figure", name, f"{what} ({type(e).__name__}: {e})")
             return
         paths = save_figure(fig, self.out / "figures" / name, self.formats)
         self.manifest.add("figure", name, inputs, paths, derived)
         self.figs[name] = {"file": f"figures/{name}.svg", "png": f"figures/{name}.png", "caption": caption,
                            "wide": wide}
 
-    def table(self, t: T.Table | None, name: str, what: str, derived: str | None = None):
+    def table(self, make, name: str, what: str, derived: str | None = None):
+        """Build one table (``make() -> Table | None``); None, no rows or bad data: 'missing'."""
+        try:
+            t = make()
+        except DATA_ERRORS as e:
+            self.manifest.miss("table", name, f"{what} ({type(e).__name__}: {e})")
+            return
         if t is None or not t.rows:
             self.manifest.miss("table", name, what)
             return
@@ -106,12 +113,17 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     derived = "compiled from the runs' pattern strings with spattern.compile / spattern.cost"
     b.figure("heatmap", lambda: heatmap_figure(pats, n_block=n_seq, palette=b.palette), pat_src,
              f"Each pattern family of the study: its token mask at small N (left of each pair) and its block "
-             f"layout at N = {n_seq} (right), with their densities.", True, "pattern heatmaps (no run records a static pattern)", derived)
-    rows = cost_points(pats, sorted(set(COST_SIZES) | {n_seq}), exact_at=(n_seq,)) if pats else []
+             f"layout at N = {n_seq} (right), with their densities.", True,
+             "pattern heatmaps (no run records a static pattern)", derived)
+    try:
+        rows = cost_points(pats, sorted(set(COST_SIZES) | {n_seq}), exact_at=(n_seq,)) if pats else []
+    except DATA_ERRORS as e:  # a pattern the cost model cannot handle: the figure and table say so
+        warnings.warn(f"report: cost of the study's patterns failed ({type(e).__name__}: {e})", stacklevel=2)
+        rows = []
     b.figure("cost", lambda: cost_figure(rows, palette=b.palette), pat_src,
              "Attended pairs against sequence length: exact counts (markers) and closed forms (lines; dashed: "
              "upper bound), log-log.", False, "cost curves (no static pattern in the results)", derived)
-    b.table(T.cost_table([r for r in rows if r["N"] == n_seq], pat_src) if rows else None, "cost",
+    b.table(lambda: T.cost_table([r for r in rows if r["N"] == n_seq], pat_src) if rows else None, "cost",
             "cost table (no static pattern in the results)", derived)
 
     # --- kernels -----------------------------------------------------------------------------------
@@ -129,12 +141,12 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
              True, "forward+backward kernel benchmark (no cells with backward = true)")
     desc = lambda sl: f"{'forward+backward' if sl['backward'] else 'forward'}, head dim {sl['D']}, " \
                       f"{'causal' if sl['causal'] else 'non-causal'}"
-    b.table(T.kernel_table(sel_f, desc(sl_f), bench_src) if sel_f else None, "kernels",
+    b.table(lambda: T.kernel_table(sel_f, desc(sl_f), bench_src) if sel_f else None, "kernels",
             "kernel benchmark table (no forward benchmark cells)")
     if sel_b:
-        b.table(T.kernel_table(sel_b, desc(sl_b), bench_src, name="kernels_backward"), "kernels_backward", "")
+        b.table(lambda: T.kernel_table(sel_b, desc(sl_b), bench_src, name="kernels_backward"), "kernels_backward", "")
     targets = target_rows(sel_f)
-    b.table(T.target_table(targets, bench_src) if sel_f else None, "targets",
+    b.table(lambda: T.target_table(targets, bench_src) if sel_f else None, "targets",
             "speed-up targets (no forward benchmark cells)")
 
     # --- quality -------------------------------------------------------------------------------------
@@ -146,7 +158,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         b.figure(f"quality_{e}", lambda pts=pts, e=e: quality_figure(pts, palette=b.palette), src,
                  f"Quality against density in {e}: each pattern family's value with its 95% CI band; dense "
                  "attention dashed.", True, f"quality curves of {e}")
-        b.table(T.quality_table(pts, e, src), f"quality_{e}", f"quality table of {e}")
+        b.table(lambda pts=pts, e=e, src=src: T.quality_table(pts, e, src), f"quality_{e}", f"quality table of {e}")
     if not q_exps:
         b.manifest.miss("figure", "quality", "quality vs density (no run compares against dense with KL, "
                         "top-1 agreement or recall)")
@@ -179,9 +191,9 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
 
     # --- tables from other results -------------------------------------------------------------------
     sig_docs = [(f.data, f.path) for f in s.significance]
-    b.table(T.significance_table(sig_docs) if sig_docs else None, "significance",
+    b.table(lambda: T.significance_table(sig_docs) if sig_docs else None, "significance",
             "significance table (no spattern compare --json output)")
-    b.table(T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
+    b.table(lambda: T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------
     nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn_points, curves, abl, out, title)

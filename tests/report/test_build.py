@@ -132,3 +132,28 @@ def test_generated_typst_tables_compile_on_their_own(built):
     text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(io.BytesIO(pdf)).pages)
     for caption in ("Paired comparisons against the baseline", "Attention kernel times", "Cost of each pattern"):
         assert caption in text, caption
+
+
+def test_malformed_results_give_placeholders_not_a_crash(tmp_path):
+    from spattern.report import build_report
+
+    r = tmp_path / "results"
+    (r / "e" / "r1").mkdir(parents=True)
+    (r / "e" / "r1" / "metrics.json").write_text(json.dumps(
+        {"experiment": "e", "run_id": "r1", "pattern": "local(64) & causal", "params": None,
+         "metrics": {"kl": "not a number", "density": 0.5}}))
+    (r / "e" / "r1" / "per_example.jsonl").write_text(
+        '{"id": "a", "kl": null, "distance": 3}\n{"id": "b", "kl": 1.0, "correct": true, "distance": "far"}\n')
+    (r / "bench.json").write_text(json.dumps({"results": [{"N": 4096, "ms": {"spattern": None}},
+                                                          {"N": "x", "ms": {}}]}))
+    (r / "compare.json").write_text(json.dumps({"rows": [{"metric": "kl"}], "correction": "holm"}))
+    (r / "torn.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="report: missing"):
+        paths = build_report([r], tmp_path / "out", html=False)
+    manifest = json.loads(paths["manifest"].read_text())
+    assert {m["name"] for m in manifest["missing"]} >= {"kernels", "targets", "quality"}
+    assert "heatmap" in manifest["items"] and "significance" in manifest["items"]
+    from spattern.report.data import load_study
+
+    skipped = {p.name: why for p, why in load_study([r]).skipped}
+    assert "unreadable JSON" in skipped["torn.json"]

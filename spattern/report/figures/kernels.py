@@ -20,7 +20,8 @@ def select_cells(cells: Sequence[dict], backward: bool = False, head_dim: int | 
                  causal: bool | None = None) -> tuple[list[dict], dict]:
     """The cells of one (mode, head dim, causal) slice: by default the most common head dim and
     non-causal when present. Returns (cells, {"D", "causal", "backward"})."""
-    cs = [c for c in cells if bool(c.get("backward")) == backward and isinstance(c.get("ms"), dict)]
+    cs = [c for c in cells if bool(c.get("backward")) == backward and isinstance(c.get("ms"), dict)
+          and isinstance(c.get("N"), int) and isinstance(c.get("density_target", c.get("density")), (int, float))]
     if not cs:
         return [], {"D": head_dim, "causal": causal, "backward": backward}
     if head_dim is None:
