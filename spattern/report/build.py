@@ -197,7 +197,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------
     nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn_points, curves, abl, out, title)
-    num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench]
+    num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench
+                                                           + s.compile_bench]
     paths: dict[str, Path] = {"numbers": write_json(out / "data" / "numbers.json", nums),
                               "figures_index": write_json(out / "data" / "figures.json", b.figs)}
     b.manifest.add("data", "numbers.json", num_inputs, [paths["numbers"]],

@@ -19,7 +19,7 @@ def _commands(study) -> list[str]:
         env = r.env or {}
         c = env.get("command") or (shlex.join(env["argv"]) if isinstance(env.get("argv"), list) else None)
         cmds.append(c or f"spattern run experiments/{r.experiment}.toml")
-    for f in study.bench + study.topk:
+    for f in study.bench + study.topk + study.compile_bench:
         d = f.data
         if isinstance(d.get("command"), str):
             cmds.append(d["command"])
@@ -99,6 +99,20 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
             n["topk"] = {"build_graph_us": fmt(1e3 * d["build_graph_ms"]), "attention_ms": fmt(d["attention_ms"]),
                          "fraction": fmt_pct(d["build_graph_ms"] / d["attention_ms"]), "N": fmt(d.get("n")),
                          "k": fmt(d.get("k")), "device": str(d.get("device", "–"))}
+
+    if study.compile_bench:
+        d = study.compile_bench[-1].data
+        h, ag, m = d.get("headline") or {}, d.get("analytic_vs_generic") or {}, d.get("machine") or {}
+        c = {}
+        if isinstance(h.get("median_ms"), (int, float)):
+            c.update(pattern=str(h.get("pattern")), N=fmt(h.get("n")), median_ms=fmt(h["median_ms"]),
+                     repeats=fmt(h.get("repeats")), blocks=fmt(h.get("nnz")))
+        if isinstance(ag.get("ratio"), (int, float)):
+            c.update(ratio=fmt(ag["ratio"]), ratio_N=fmt(ag.get("n")))
+        if m.get("cpus"):
+            c["machine"] = f"{m['cpus']} CPU cores, Python {m.get('python', '–')}"
+        if c:
+            n["compile"] = c
 
     qs = []
     for e, pts in q_points.items():
