@@ -80,10 +80,11 @@ def _reserve(nbytes: float, what: str, where: str) -> None:
     """Refuse (CompileTooLarge) before allocating ``nbytes`` when that exceeds the limit."""
     limit = memory_limit()
     if nbytes > limit:
+        source = ("SPATTERN_COMPILE_MEMORY_GIB" if os.environ.get("SPATTERN_COMPILE_MEMORY_GIB")
+                  else "half this machine's memory; set SPATTERN_COMPILE_MEMORY_GIB to change it")
         raise CompileTooLarge(
             f"compile {where}: expected to need about {_gib(nbytes)} for {what}, more than the limit of "
-            f"{_gib(limit)} (half this machine's memory; set SPATTERN_COMPILE_MEMORY_GIB to change it); "
-            "use a shorter length or larger blocks")
+            f"{_gib(limit)} ({source}); use a shorter length or larger blocks")
 
 
 def _estimate_blocks(pattern: Pattern, q_len: int, kv_len: int, bq: int, bk: int) -> tuple[float, str]:
@@ -372,7 +373,8 @@ def block_token_masks(pattern: Pattern, grid: Grid, rows: np.ndarray, cols: np.n
     bq, bk = grid.block_q, grid.block_k
     geom = Geometry(grid.q_len, grid.kv_len)
     # out, and per chunk the index temporaries (int64) of the predicate
-    _reserve(float(rows.size) * bq * bk + _EVAL_CHUNK * BYTES_PER_PAIR, f"the token masks of {rows.size} blocks",
+    _reserve(float(rows.size) * bq * bk + min(float(rows.size) * bq * bk, _EVAL_CHUNK) * BYTES_PER_PAIR,
+             f"the token masks of {rows.size} blocks",
              f"{pattern} at q_len={grid.q_len}, kv_len={grid.kv_len}, block=({bq}, {bk})")
     out = np.zeros((rows.size, bq, bk), dtype=bool)
     step = max(1, _EVAL_CHUNK // (bq * bk))

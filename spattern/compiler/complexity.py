@@ -40,8 +40,11 @@ from spattern.patterns.full import Causal
 
 N = sp.Symbol("N", positive=True, integer=True)
 
-# symbols used for the general (parameter-symbolic) forms, by constructor field name
-_PARAM_SYMBOLS = {"window": "w", "stride": "s", "dilation": "d", "n": "n", "block": "B", "every": "e"}
+# the general (parameter-symbolic) forms: constructor field -> (keyword of the family's
+# pairs_expr/blocks_expr, printed symbol). landmark's spacing prints as `every`, never `e`,
+# which reads like Euler's number in a growth class (O(N**2/every), not O(N**2/e)).
+_PARAM_SYMBOLS = {"window": ("w", "w"), "stride": ("s", "s"), "dilation": ("d", "d"), "n": ("n", "n"),
+                  "block": ("B", "B"), "every": ("e", "every")}
 
 
 def _family_exact(p: Pattern, kind: str, n_val, b) -> bool:
@@ -74,7 +77,7 @@ def closed_form(pattern: Pattern, kind: str = "pairs", b: int | None = None, cau
                 symbolic: bool = False):
     """(expr in the symbol N, exact) for the number of pairs or blocks, or None if unknown.
 
-    ``symbolic=True`` keeps the family parameters as symbols (w, s, d, n, B) where it can.
+    ``symbolic=True`` keeps the family parameters as symbols (w, s, d, n, B, every) where it can.
     """
     if kind not in ("pairs", "blocks"):
         raise ValueError(f"kind: expected 'pairs' or 'blocks', got {kind!r}")
@@ -111,10 +114,9 @@ def closed_form(pattern: Pattern, kind: str = "pairs", b: int | None = None, cau
     kwargs: dict[str, Any] = {}
     if symbolic:
         params = inspect.signature(fn).parameters
-        for field, sym in _PARAM_SYMBOLS.items():
-            short = sym
-            if short in params and getattr(p, field, None) is not None:
-                kwargs[short] = sp.Symbol(sym, positive=True, integer=True)
+        for field, (keyword, sym) in _PARAM_SYMBOLS.items():
+            if keyword in params and getattr(p, field, None) is not None:
+                kwargs[keyword] = sp.Symbol(sym, positive=True, integer=True)
     args = (N, causal) if kind == "pairs" else (N, b, causal)
     expr = fn(*args, **kwargs)
     if expr is None:

@@ -15,6 +15,7 @@ length, a per-sequence bound).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,8 @@ def describe(q, k, v, layout, scale=None, return_lse=False, cu_seqlens=None, tru
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
         if t.dtype not in FLOAT_DTYPES:
             _fail(f"{name}.dtype", "float16, bfloat16, float32 or float64", _name(t.dtype))
+        if t.layout != torch.strided:
+            _fail(f"{name}.layout", "a dense (strided) tensor", _name(t.layout))
     if not (q.dtype == k.dtype == v.dtype):
         _fail("q/k/v dtypes", "one dtype for all three", f"q {_name(q.dtype)}, k {_name(k.dtype)}, v {_name(v.dtype)}")
     if not (q.device == k.device == v.device):
@@ -90,6 +93,8 @@ def describe(q, k, v, layout, scale=None, return_lse=False, cu_seqlens=None, tru
     H, Hkv, D = q.shape[hdim], k.shape[hdim], q.shape[-1]
     if D < 1:
         _fail("q.shape[-1]", "a head_dim >= 1", D)
+    if H < 1:
+        _fail("q heads", "at least 1", H)
     if v.shape[hdim] != Hkv:
         _fail("v heads", f"as many as k ({Hkv})", v.shape[hdim])
     if H < 1 or Hkv < 1 or H % Hkv:
@@ -140,7 +145,7 @@ def describe(q, k, v, layout, scale=None, return_lse=False, cu_seqlens=None, tru
         _fail("layout.group_shape[1]", f"1 or the number of query heads {H}", Hg)
     if scale is None:
         scale = 1.0 / math.sqrt(D)
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)):
+    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):  # numpy floats too
         _fail("scale", "a float or None (1/sqrt(head_dim))", repr(scale))
     elif not math.isfinite(float(scale)):
         _fail("scale", "a finite float", repr(scale))
