@@ -23,6 +23,7 @@ COMMANDS = (
     "spattern.cli.evaluate",
     "spattern.cli.experiments",
     "spattern.cli.bench",
+    "spattern.cli.report",
 )
 
 

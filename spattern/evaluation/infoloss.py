@@ -137,7 +137,7 @@ class _Doc:
     """Sums over a document's scored positions (each position once across its windows)."""
 
     def __init__(self, L: int, H: int) -> None:
-        self.tokens, self.kl, self.top1 = 0, 0.0, 0.0
+        self.tokens, self.kl, self.top1, self.nll, self.nll_dense = 0, 0.0, 0.0, 0.0, 0.0
         self.recall, self.err_sq, self.ref_sq = (np.zeros((L, H)) for _ in range(3))
         self.kl_tokens: list[float] = []
         self.top1_tokens: list[int] = []
@@ -146,6 +146,7 @@ class _Doc:
         recall = self.recall / self.tokens
         rel = np.sqrt(self.err_sq / self.ref_sq)
         out = {"tokens": self.tokens, "kl": self.kl / self.tokens, "top1": self.top1 / self.tokens,
+               "nll": self.nll / self.tokens, "nll_dense": self.nll_dense / self.tokens,
                "recall": float(recall.mean()), "rel_error": float(rel.mean()),
                "recall_per_layer_head": recall.tolist(), "rel_error_per_layer_head": rel.tolist()}
         if per_token:
@@ -181,7 +182,7 @@ def information_loss(model: torch.nn.Module, stream: np.ndarray, offsets: np.nda
 
     Returns {"pattern", "window", "windows", "tokens", "kl", "top1_agreement",
              "recall": {"mean", "per_layer_head"}, "rel_error": {"mean", "per_layer_head"},
-             "docs": {doc index: {"tokens", "kl", "top1", "recall", "rel_error",
+             "docs": {doc index: {"tokens", "kl", "top1", "recall", "rel_error", "nll", "nll_dense",
                                   "recall_per_layer_head", "rel_error_per_layer_head"
                                   (+ "kl_tokens", "top1_tokens" with per_token)}}}.
     """
@@ -202,7 +203,8 @@ def information_loss(model: torch.nn.Module, stream: np.ndarray, offsets: np.nda
     model.eval()
     try:
         for w in wins:
-            toks = torch.from_numpy(window_tokens(stream, offsets, w, window)).to(device)[None, :-1]  # (1, n)
+            full = torch.from_numpy(window_tokens(stream, offsets, w, window)).to(device)[None]  # (1, n+1)
+            toks, tgt = full[:, :-1], full[0, 1 + w.score_from:]                  # (1, n), (n - score_from,)
             n, acc = toks.shape[1], docs.setdefault(w.doc, _Doc(L, H))
             layouts = [None if p is None else compiled_layout(p, n, n, block) for p in pats]
             model.set_pattern(None)
@@ -218,6 +220,9 @@ def information_loss(model: torch.nn.Module, stream: np.ndarray, offsets: np.nda
             acc.tokens += n - w.score_from
             acc.kl += float(kl.sum())
             acc.top1 += float(top1.sum())
+            # the same windows' next-token NLL, sparse and dense (perplexity without another pass)
+            acc.nll += float(F.cross_entropy(sparse[w.score_from:].float(), tgt, reduction="sum"))
+            acc.nll_dense += float(F.cross_entropy(dense[w.score_from:].float(), tgt, reduction="sum"))
             if per_token:
                 acc.kl_tokens += kl.tolist()
                 acc.top1_tokens += [int(a) for a in top1.tolist()]

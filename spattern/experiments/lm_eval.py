@@ -108,7 +108,18 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
         stream = np.asarray(ids, dtype=np.int64)
         offsets = np.array([0, len(ids)])
         rec: dict = {"id": doc_id, "tokens": len(ids) - 1}
-        if "perplexity" in setup.metrics:
+        if "info_loss" in setup.metrics:  # one dense and one sparse pass give both KL/recall and the NLL
+            from spattern.evaluation.infoloss import information_loss
+
+            t = time.perf_counter()
+            il = information_loss(model, stream, offsets, setup.context, "causal" if pattern is None else pattern,
+                                  block=tuple(setup.block), device=setup.device)
+            d = next(iter(il["docs"].values()))
+            rec.update({"kl": d["kl"], "top1": d["top1"], "recall": d["recall"], "rel_error": d["rel_error"]})
+            if "perplexity" in setup.metrics:
+                rec["nll"] = d["nll_dense"] if pattern is None else d["nll"]
+            timings["info_loss"] = timings.get("info_loss", 0.0) + time.perf_counter() - t
+        elif "perplexity" in setup.metrics:
             from spattern.evaluation.perplexity import window_perplexity
 
             t = time.perf_counter()
@@ -118,15 +129,6 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
             nll_sum, n = next(iter(r["docs"].values()))
             rec["nll"] = nll_sum / n
             timings["perplexity"] = timings.get("perplexity", 0.0) + time.perf_counter() - t
-        if "info_loss" in setup.metrics:
-            from spattern.evaluation.infoloss import information_loss
-
-            t = time.perf_counter()
-            il = information_loss(model, stream, offsets, setup.context, "causal" if pattern is None else pattern,
-                                  block=tuple(setup.block), device=setup.device)
-            d = next(iter(il["docs"].values()))
-            rec.update({"kl": d["kl"], "top1": d["top1"], "recall": d["recall"]})
-            timings["info_loss"] = timings.get("info_loss", 0.0) + time.perf_counter() - t
         rd.add_example(rec)
         tick()
     if "passkey" in setup.tasks:
