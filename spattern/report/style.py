@@ -88,11 +88,13 @@ def save_figure(fig, stem: str | Path, formats: Iterable[str] = ("svg", "png")) 
     out = []
     meta = {"svg": {"Date": None, "Creator": None}, "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
             "png": {"Software": None}}
-    for fmt in formats:
+    for i, fmt in enumerate(formats):
         path = stem.with_suffix(f".{fmt}")
         with style():
             fig.savefig(path, format=fmt, metadata=meta.get(fmt))
         out.append(path)
+        if i == 0 and fig.get_layout_engine() is not None:
+            fig.set_layout_engine("none")  # keep the layout of the first draw: later formats skip solving it
     return out
 
 
