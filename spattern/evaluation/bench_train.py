@@ -89,7 +89,25 @@ def flop_counts(n, batch, d_model, layers, nnz_blocks) -> dict:
     return dict(other=other, attn_dense=dense, attn_layout=sparse, ideal_speedup=(other + dense) / (other + sparse))
 
 
-def run_config(n, batch, d_model, layers, heads, fraction, warmup, iters, log=print, template=PATTERN) -> dict:
+def _profile(step, tok, name, log) -> None:
+    """torch.profiler over 3 steps: the ops with the most CUDA and CPU time (where a step's time goes)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step(tok)
+        torch.cuda.synchronize()
+    ka = prof.key_averages()
+    log(f"--- profile of 3 {name} steps, by CUDA time")
+    log(ka.table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=48))
+    log(f"--- profile of 3 {name} steps, by CPU time")
+    log(ka.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=48))
+
+
+def run_config(n, batch, d_model, layers, heads, fraction, warmup, iters, log=print, template=PATTERN,
+               profile=False) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -118,6 +136,8 @@ def run_config(n, batch, d_model, layers, heads, fraction, warmup, iters, log=pr
             opt.zero_grad(set_to_none=True)
             return loss
         t = median_ms(step, [(x,) for x in toks], warmup, iters)
+        if profile:
+            _profile(step, toks[0], name, log)
         row["step_ms"][name] = t
         row["tokens_per_s"][name] = batch * n / (t * 1e-3)
         row["loss_after"][name] = float(step(toks[0]))
@@ -144,6 +164,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--pattern", default=PATTERN, help="pattern template; {w} is the bisected window")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps")
     ap.add_argument("--iters", type=int, default=10, help="timed steps (median)")
+    ap.add_argument("--profile", action="store_true", help="also print a torch.profiler table per model")
     ap.add_argument("--json", default="bench_train.json", help="output JSON path")
 
 
@@ -156,7 +177,7 @@ def run(a) -> int:
     for c in a.configs:
         d, L, H = (int(x) for x in c.split(":"))
         rows.append(run_config(a.seq, a.batch, d, L, H, a.fraction, a.warmup, a.iters,
-                               log=lambda s: print(s, flush=True), template=a.pattern))
+                               log=lambda s: print(s, flush=True), template=a.pattern, profile=a.profile))
         write_json(a.json, dict(env=capture_env(), timing=timing_method(), argv=list(sys.argv), results=rows,
                                 partial=True))
     write_json(a.json, dict(env=capture_env(), timing=timing_method(), argv=list(sys.argv), results=rows,

@@ -100,7 +100,6 @@ def mask_mod_source(layout) -> str:
     body = ["i, j = q_idx, kv_idx"]
     if G > 1:
         body.append(f"g = {'b' if Bg > 1 else '0'} * {Hg} + {'h' if Hg > 1 else '0'}")
-    gidx = "g, " if G > 1 else ""
     if has_prog:
         progs = [tuple(tuple(int(x) for x in ins) for ins in layout.programs[g][: int(layout.program_len[g])])
                  for g in range(G)]
@@ -116,13 +115,15 @@ def mask_mod_source(layout) -> str:
                 cond = " | ".join(f"(g == {g})" for g in gs)
                 expr = f"torch.where({cond}, p{u}, {expr})"
             body.append(f"prog = {expr}")
-    if has_bm:
-        bq, bk = int(layout.block_q), int(layout.block_k)
-        body += [f"mi = midx[{gidx}i // {bq}, j // {bk}]",
-                 f"w = words[mi, i % {bq}, (j % {bk}) // 32]",
+    bq, bk, R, C, W = (int(layout.block_q), int(layout.block_k), layout.n_rows, layout.n_cols,
+                       layout.words_per_row)
+    blk = f"({'g * ' + str(R) + ' + ' if G > 1 else ''}i // {bq}) * {C} + j // {bk}"  # flat block index
+    if has_bm:  # flat (1-D) tables: one index computation per gather
+        body += [f"mi = midx[{blk}]",
+                 f"w = words[(mi * {bq} + i % {bq}) * {W} + (j % {bk}) // 32]",
                  "bit = ((w >> (j % 32)) & 1) != 0"]
     if has_prog and has_bm:
-        body.append(f"ok = torch.where(isbm[{gidx}i // {int(layout.block_q)}, j // {int(layout.block_k)}], bit, prog)")
+        body.append(f"ok = torch.where(isbm[{blk}], bit, prog)")
     else:
         body.append("ok = prog" if has_prog else ("ok = bit" if has_bm else "ok = (i < 0)"))
     body.append("return ok")
@@ -180,11 +181,10 @@ def _build_block_mask(layout, device):
     t = lambda a: torch.from_numpy(np.array(a)).to(device)  # noqa: E731  (writable copy)
     G = Bg * Hg
     ns = {}
-    if G == 1:
-        midx, isbm = midx[0], isbm[0]
+    midx, isbm = midx.reshape(-1), isbm.reshape(-1)
     bm = np.asarray(layout.bitmasks, dtype=np.uint32).reshape(-1, layout.block_q, layout.words_per_row)
     ones = np.full((1, layout.block_q, layout.words_per_row), 0xFFFFFFFF, np.uint32)
-    words = t(np.concatenate([bm, ones, 0 * ones]).view(np.int32))
+    words = t(np.concatenate([bm, ones, 0 * ones]).view(np.int32).reshape(-1))
     src = mask_mod_source(layout)
     exec(compile(src, f"<spattern mask_mod {layout.pattern or 'layout'}>", "exec"), ns)
     mask_mod = ns["make_mask_mod"](torch, t(midx), words, t(isbm))
