@@ -140,7 +140,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
              "Forward+backward attention: time, TFLOP/s and speed-up over dense SDPA, as in the forward figure.",
              True, "forward+backward kernel benchmark (no cells with backward = true)")
     desc = lambda sl: f"{'forward+backward' if sl['backward'] else 'forward'}, head dim {sl['D']}, " \
-                      f"{'causal' if sl['causal'] else 'non-causal'}"
+                      f"{'causal' if sl['causal'] else 'non-causal'}, {sl['family']} layouts"
     b.table(lambda: T.kernel_table(sel_f, desc(sl_f), bench_src) if sel_f else None, "kernels",
             "kernel benchmark table (no forward benchmark cells)")
     if sel_b:

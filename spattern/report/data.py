@@ -167,15 +167,23 @@ class Study:
         return sorted({r.experiment for r in self.runs})
 
     def bench_cells(self) -> list[tuple[dict, Path]]:
-        """Attention benchmark cells with their file; a later file's cell replaces an earlier one
-        with the same (N, D, causal, density_target, backward)."""
+        """Attention benchmark cells with their file, each with ``backward`` set (from the cell's
+        ``backward`` or ``pass_ == "fwd+bwd"``, else the file's ``config.backward``) and ``family``
+        (the cell's, else the file's description); a later file's cell replaces an earlier one with
+        the same (N, D, causal, family, density_target, backward)."""
         cells: dict[tuple, tuple[dict, Path]] = {}
         for f in self.bench:
+            cfg = f.data.get("config") if isinstance(f.data.get("config"), dict) else {}
             for c in f.data.get("results", []):
                 if not isinstance(c, dict) or "N" not in c or not isinstance(c.get("ms"), dict):
                     continue
-                k = (c.get("N"), c.get("D"), bool(c.get("causal")), c.get("density_target", c.get("density")),
-                     bool(c.get("backward")))
+                bwd = c.get("backward")
+                if bwd is None:
+                    mode = c.get("pass_", c.get("pass"))
+                    bwd = mode == "fwd+bwd" if mode is not None else bool(cfg.get("backward"))
+                c = {**c, "backward": bool(bwd), "family": str(c.get("family") or "band+landmark")}
+                k = (c.get("N"), c.get("D"), bool(c.get("causal")), c["family"],
+                     c.get("density_target", c.get("density")), c["backward"])
                 cells[k] = (c, f.path)
         return [cells[k] for k in sorted(cells, key=lambda t: tuple(str(x) for x in t))]
 

@@ -75,7 +75,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
 
     if "kernels" in b.tables:
         k: dict = {"slice": f"{'forward+backward' if kernel_slice['backward'] else 'forward'}, head dim "
-                            f"{kernel_slice['D']}, {'causal' if kernel_slice['causal'] else 'non-causal'}",
+                            f"{kernel_slice['D']}, {'causal' if kernel_slice['causal'] else 'non-causal'}, "
+                            f"{kernel_slice['family']} layouts",
                    "targets": [], "met": fmt(0), "n_targets": fmt(len(targets))}
         met = 0
         for t in targets:

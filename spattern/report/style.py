@@ -19,9 +19,10 @@ from pathlib import Path
 CYCLE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
          "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD")
 FIXED = {"dense": "#000000", "sdpa_flash": "#4D4D4D", "sdpa_cudnn": "#8C8C8C", "flex": "#9467BD",
-         "spattern": "#0072B2"}
+         "flex_native": "#9467BD", "spattern": "#0072B2"}
 METHOD_LABELS = {"sdpa_flash": "SDPA flash (dense)", "sdpa_cudnn": "SDPA cuDNN (dense)",
-                 "flex": "FlexAttention", "spattern": "spattern"}
+                 "flex": "FlexAttention (spattern layout)", "flex_native": "FlexAttention",
+                 "spattern": "spattern"}
 
 RC = {
     "font.family": "DejaVu Sans", "font.size": 8.0, "axes.titlesize": 8.5, "axes.labelsize": 8.0,

@@ -76,9 +76,12 @@ def test_kernel_figure_marks_the_targets(study):
         assert len(fig.axes) == 3
         stars = [ln for ln in fig.axes[2].lines if ln.get_marker() == "*"]
         assert len(stars) == len(TARGETS)
-        assert "spattern 50%" in legend_labels(fig) and "SDPA flash (dense)" in legend_labels(fig)
+        assert {"spattern 50%", "FlexAttention 50%", "SDPA flash (dense)"} <= legend_labels(fig)
+    assert {c["family"] for c in cells} == {"band_landmark", "lrs"}
+    assert sum(c["backward"] for c in cells) == len(cells) / 2  # from pass_ == "fwd+bwd"
     sel, sl = select_cells(cells)
-    assert sl == {"D": 128, "causal": False, "backward": False}
+    assert sl == {"D": 128, "causal": False, "backward": False, "family": "band_landmark"}
+    assert len(sel) == 12 and select_cells(cells, family="lrs")[1]["family"] == "lrs"
     rows = target_rows(sel)
     assert all(r["cell"] is not None and r["vs_sdpa_flash"] > 0 for r in rows)
     with pytest.raises(ValueError):
@@ -141,3 +144,16 @@ def test_loose_training_curves_like_train_h100(tmp_path):
     (d / "a_metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 5.0 / s}) + "\n" for s in (1, 2, 3)))
     s = load_study([tmp_path / "results"])
     assert len(s.curves) == 1 and s.curves[0].key == "local" and len(s.curves[0].sources) == 2
+
+
+def test_bench_cells_take_backward_from_the_cell_or_the_file(tmp_path):
+    import json
+
+    r = tmp_path / "results"
+    r.mkdir()
+    cell = {"N": 4096, "D": 64, "density_target": 0.5, "density": 0.5, "ms": {"spattern": 1.0}}
+    (r / "a.json").write_text(json.dumps({"results": [{**cell, "backward": True}]}))
+    (r / "b.json").write_text(json.dumps({"config": {"backward": True}, "results": [{**cell, "D": 128}]}))
+    (r / "c.json").write_text(json.dumps({"results": [{**cell, "D": 32}]}))
+    got = {c["D"]: c["backward"] for c, _ in load_study([r]).bench_cells()}
+    assert got == {64: True, 128: True, 32: False}

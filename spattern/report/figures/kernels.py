@@ -17,19 +17,31 @@ DENSE = ("sdpa_flash", "sdpa_cudnn")
 
 
 def select_cells(cells: Sequence[dict], backward: bool = False, head_dim: int | None = None,
-                 causal: bool | None = None) -> tuple[list[dict], dict]:
-    """The cells of one (mode, head dim, causal) slice: by default the most common head dim and
-    non-causal when present. Returns (cells, {"D", "causal", "backward"})."""
+                 causal: bool | None = None, family: str | None = None) -> tuple[list[dict], dict]:
+    """The cells of one (mode, head dim, causal, layout family) slice: by default the most common
+    head dim, non-causal when present, and the family with the most cells (ties: sorted first).
+    Returns (cells, {"D", "causal", "backward", "family"})."""
     cs = [c for c in cells if bool(c.get("backward")) == backward and isinstance(c.get("ms"), dict)
           and isinstance(c.get("N"), int) and isinstance(c.get("density_target", c.get("density")), (int, float))]
     if not cs:
-        return [], {"D": head_dim, "causal": causal, "backward": backward}
+        return [], {"D": head_dim, "causal": causal, "backward": backward, "family": family}
     if head_dim is None:
         head_dim = Counter(c.get("D") for c in cs).most_common(1)[0][0]
     if causal is None:
         causal = not any(not c.get("causal") for c in cs if c.get("D") == head_dim)
     cs = [c for c in cs if c.get("D") == head_dim and bool(c.get("causal")) == causal]
-    return cs, {"D": head_dim, "causal": causal, "backward": backward}
+    if family is None:
+        counts = Counter(str(c.get("family")) for c in cs)
+        family = min(counts, key=lambda f: (-counts[f], f))
+    cs = [c for c in cs if str(c.get("family")) == family]
+    return cs, {"D": head_dim, "causal": causal, "backward": backward, "family": family}
+
+
+def flex_method(cells: Sequence[dict]) -> str:
+    """FlexAttention on its own fast path (``flex_native``: a mask_mod for the pattern, compiled)
+    when the cells measured it, else FlexAttention on spattern's converted layout (``flex``)."""
+    native = any(isinstance((c.get("ms") or {}).get("flex_native"), (int, float)) for c in cells)
+    return "flex_native" if native else "flex"
 
 
 def speedup(cell: dict, method: str = "spattern", dense: str = "sdpa_flash") -> float | None:
@@ -61,12 +73,13 @@ def target_rows(cells: Sequence[dict]) -> list[dict]:
 
 @styled
 def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int | None = None,
-                  causal: bool | None = None):
+                  causal: bool | None = None, family: str | None = None):
     """Three panels from the attention benchmark cells of one slice (see ``select_cells``):
     time vs N (log-log; spattern and FlexAttention per density, dense SDPA flash/cuDNN),
     TFLOP/s on computed blocks vs density at the largest N, and speed-up over dense SDPA vs
     density per N with the Project C targets as stars. Raises ValueError without cells."""
-    cs, sl = select_cells(cells, backward, head_dim, causal)
+    cs, sl = select_cells(cells, backward, head_dim, causal, family)
+    flex = flex_method(cs)
     if not cs:
         raise ValueError(f"cells: no benchmark cells with backward={backward}")
     mode = "forward+backward" if backward else "forward"
@@ -83,7 +96,7 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
         if pts:
             ax.plot(*zip(*pts), color="black" if d == "sdpa_flash" else "grey", lw=1.5, label=label_method(d))
     for d in dens:
-        for m, ls, mk in (("spattern", "-", "o"), ("flex", ":", "s")):
+        for m, ls, mk in (("spattern", "-", "o"), (flex, ":", "s")):
             pts = sorted((int(c["N"]), c["ms"][m]) for c in cs if float(c.get("density_target", c["density"])) == d
                          and isinstance(c["ms"].get(m), (int, float)))
             if pts:
@@ -97,7 +110,7 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ax = axes[1]
     n_max = ns[-1]
     at = sorted((c for c in cs if c["N"] == n_max), key=lambda c: float(c.get("density_target", c["density"])))
-    for m, mk in (("spattern", "o"), ("flex", "s")):
+    for m, mk in (("spattern", "o"), (flex, "s")):
         pts = [(float(c["density"]), c["tflops"][m]) for c in at
                if isinstance((c.get("tflops") or {}).get(m), (int, float))]
         if pts:
@@ -132,5 +145,6 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ax.set_xlabel("block density")
     ax.set_ylabel("speed-up over dense SDPA (x)")
     ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
-    fig.suptitle(f"{mode}, head dim {sl['D']}, {'causal' if sl['causal'] else 'non-causal'}", fontsize=8)
+    fig.suptitle(f"{mode}, head dim {sl['D']}, {'causal' if sl['causal'] else 'non-causal'}, layouts: {sl['family']}",
+                 fontsize=8)
     return fig
