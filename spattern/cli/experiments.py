@@ -19,10 +19,13 @@ def cmd_run(args) -> int:
     if not args.no_compare:
         _print_compare(cfg.out_dir, cfg.baseline, None, "wilcoxon", None)
     if cfg.report and not args.no_report:
-        from spattern.report.build import build_report
+        import argparse
 
-        paths = build_report([cfg.out_dir], Path(args.report_out or f"{cfg.out_dir}/report"))
-        print(f"report: {paths}")
+        from spattern.cli import report
+
+        report.run(argparse.Namespace(results=[str(cfg.out_dir)], out=args.report_out or f"{cfg.out_dir}/report",
+                                      no_pdf=False, no_html=False, title=f"Sparse attention study: {cfg.name}",
+                                      highlight=[], quiet=True))
     return 0
 
 

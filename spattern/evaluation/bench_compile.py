@@ -175,6 +175,25 @@ def peak_memory(pattern: str, n: int, repeats: int = 3) -> dict:
 
 
 # ------------------------------------------------------------------------------------------
+IMPORT_TARGET_MS = 250.0
+HEAVY = ("sympy", "networkx", "matplotlib", "tokenizers", "cupy", "transformers", "datasets")
+
+
+def import_time(repeats: int = 7) -> dict:
+    """Wall time of `import spattern` in fresh interpreters (median of ``repeats``), and which heavy
+    libraries it loaded (none expected: they are imported lazily where used)."""
+    code = ("import sys, time, json; t = time.perf_counter(); import spattern; dt = time.perf_counter() - t; "
+            f"print(json.dumps([dt, [m for m in {HEAVY!r} if m in sys.modules]]))")
+    times, heavy = [], []
+    for _ in range(repeats):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+        dt, heavy = json.loads(r.stdout.strip().splitlines()[-1])
+        times.append(dt)
+    med = statistics.median(times) * 1e3
+    return {"median_ms": med, "min_ms": min(times) * 1e3, "repeats": repeats, "heavy": heavy,
+            "target_ms": IMPORT_TARGET_MS, "pass": med < IMPORT_TARGET_MS and not heavy}
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--repeats", type=int, default=15, help="repeats of the headline timing (>= 7; default 15)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
@@ -196,6 +215,9 @@ def run(args) -> int:
                                  "platform": platform.platform(), "cpus": _cpus(),
                                  "loadavg_start": list(_loadavg())}}
     profiles: dict[str, str] = {}
+
+    # 0. `import spattern` in fresh processes (what every command and script pays first)
+    results["import"] = import_time(repeats=7)
 
     # warm-up: imports, numpy's first calls
     compile(PATTERN, 4096, block=BLOCK)
@@ -281,6 +303,10 @@ def run(args) -> int:
                     f"numpy {np.__version__}, python {platform.python_version()})")
     for c in ("measure", "value", "target", ""):
         t.add_column(c)
+    imp = results["import"]
+    t.add_row("import spattern (fresh process)", f"{imp['median_ms']:.0f} ms (min {imp['min_ms']:.0f}); "
+              f"heavy modules loaded: {imp['heavy'] or 'none'}", f"< {IMPORT_TARGET_MS:g} ms, none",
+              ok(imp["pass"]))
     t.add_row(f"compile {PATTERN}\nN=65,536, 64x64, median of {args.repeats} (cold cache)",
               f"{head['median_ms']:.2f} ms\n(min {head['min_ms']:.2f}, max {head['max_ms']:.2f}; "
               f"pre-parsed {head['median_ms_parsed_pattern']:.2f})\nCPU time median "
