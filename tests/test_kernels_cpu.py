@@ -170,7 +170,9 @@ def test_layout_from_masks_roundtrip_bitmask():
 # ----------------------------------------------------------------------------- backward kernels
 from spattern.runtime import cupy_bwd  # noqa: E402
 
-BWD_INSTANTIATIONS = list(itertools.product((0, 1), cb.SUPPORTED_HEAD_DIMS, cb.SUPPORTED_BLOCKS))
+# every (head dim, blocks) in bf16, and fp16 at 128 x 128 (the dtype only changes the mma/cvt opcodes)
+BWD_INSTANTIATIONS = ([(1, hd, b) for hd in cb.SUPPORTED_HEAD_DIMS for b in cb.SUPPORTED_BLOCKS]
+                      + [(0, hd, (128, 128)) for hd in cb.SUPPORTED_HEAD_DIMS])
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
@@ -221,3 +223,28 @@ def test_reference_gradcheck(text, block, gqa):
     v = torch.randn(1, 2 // gqa, n, 4, dtype=torch.float64, generator=g, requires_grad=True)
     fn = lambda a, b, c: sp.attention(a, b, c, lay, backend="reference")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-5, fast_mode=True)
+
+
+# ----------------------------------------------------------------------------- benchmark layouts
+@pytest.mark.parametrize("family", ["lrs", "band_landmark"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_bench_native_mask_mod_is_the_layouts_mask(family, causal):
+    """The benchmark's native FlexAttention mask_mod (written from the pattern, not the layout) allows
+    exactly the layout's token mask, so both flex columns time the same attention."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    from spattern.evaluation import bench_attention as ba
+
+    lay = ba.structured_layout(768, 0.3, (128, 128), causal, family)
+    m = create_mask(ba.native_mask_mod(lay, "cpu"), 1, 1, 768, 768, device="cpu")[0, 0].numpy()
+    assert np.array_equal(m, lay.to_dense()[0])
+
+
+def test_bench_cells_parse_and_reject():
+    from spattern.evaluation.bench_attention import _parse_cells
+    from spattern.utils.errors import UserError
+
+    assert _parse_cells(["16384:0.1:no:lrs", "8192:0.25:yes:band_landmark"]) == [
+        (16384, 0.1, False, "lrs"), (8192, 0.25, True, "band_landmark")]
+    with pytest.raises(UserError, match="expected N:DENSITY"):
+        _parse_cells(["16384:0.1:maybe:lrs"])

@@ -142,7 +142,6 @@ def _grad_runner(fwd):
 
 def _methods(lay, n, D, causal, scale, methods, log):
     """{name: fwd(q, k, v) -> out} for the requested methods (flex ones compiled on first call)."""
-    import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

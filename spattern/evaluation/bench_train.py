@@ -19,7 +19,6 @@ causal count is N^2 / 2 and the layout's is nnz_blocks * block_q * block_k.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -27,7 +26,6 @@ BLOCK = (128, 128)
 
 
 def _model(d_model, layers, heads, attn, device, dtype):
-    import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
@@ -140,7 +138,7 @@ def run_config(n, batch, d_model, layers, heads, fraction, warmup, iters, log=pr
             _profile(step, toks[0], name, log)
         row["step_ms"][name] = t
         row["tokens_per_s"][name] = batch * n / (t * 1e-3)
-        row["loss_after"][name] = float(step(toks[0]))
+        row["loss_after"][name] = float(step(toks[0]).detach())
         log(f"{name:6s} N={n} batch={batch} d={d_model} L={layers} H={heads}: {t:.2f} ms/step, "
             f"{row['tokens_per_s'][name]:.0f} tokens/s")
         del model, opt

@@ -179,7 +179,6 @@ def _build_block_mask(layout, device):
     R, C = layout.n_rows, layout.n_cols
     tabs, midx, isbm = _tables(layout)
     t = lambda a: torch.from_numpy(np.array(a)).to(device)  # noqa: E731  (writable copy)
-    G = Bg * Hg
     ns = {}
     midx, isbm = midx.reshape(-1), isbm.reshape(-1)
     bm = np.asarray(layout.bitmasks, dtype=np.uint32).reshape(-1, layout.block_q, layout.words_per_row)
