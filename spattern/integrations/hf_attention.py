@@ -124,13 +124,14 @@ def spattern_attention_forward(module: torch.nn.Module, query: torch.Tensor, key
         out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling,
                                              enable_gqa=Hkv != H)  # (B, H, N, D)
     else:
-        import spattern  # noqa: PLC0415
+        from spattern.compiler.compile import compile as compile_pattern  # noqa: PLC0415
+        from spattern.runtime.api import attention  # noqa: PLC0415
 
-        layout = spattern.compile(pattern, N, N, block=settings.block)  # cached per (pattern, N, block)
+        layout = compile_pattern(pattern, N, N, block=settings.block)  # cached per (pattern, N, block)
         if layout.group_shape[1] not in (1, H):
             raise UnsupportedInput(f"pattern {pattern}: expected 1 or {H} per-head patterns (the model's query "
                                    f"heads), got {layout.group_shape[1]}")
-        out = spattern.attention(query, key, value, layout, scale=scaling, backend=settings.backend)
+        out = attention(query, key, value, layout, scale=scaling, backend=settings.backend)
     return out.transpose(1, 2).contiguous(), None  # (B, N, H, D)
 
 
@@ -150,10 +151,10 @@ def register() -> None:
 def _as_pattern(p, where: str):
     if p in DENSE:
         return None
-    import spattern  # noqa: PLC0415
+    from spattern.patterns import Pattern, parse  # noqa: PLC0415
 
-    pat = spattern.parse(p) if isinstance(p, str) else p
-    if not isinstance(pat, spattern.Pattern):
+    pat = parse(p) if isinstance(p, str) else p
+    if not isinstance(pat, Pattern):
         raise TypeError(f"{where}: expected a pattern string, a spattern.Pattern or None, got {type(p).__name__}")
     if not pat.is_static:
         raise UnsupportedInput(f"{where}: expected a static pattern (compiled once per length), got {pat}, "
