@@ -29,7 +29,8 @@ from spattern.report.manifest import Manifest
 from spattern.report.style import Palette, save_figure
 from spattern.utils.io import atomic_write_bytes, write_json
 
-SOURCE_DIR = Path(__file__).resolve().parents[2] / "report"
+# The typst sources: the repository's report/ (an editable install), else a copy shipped in the package.
+SOURCE_DIRS = (Path(__file__).resolve().parents[2] / "report", Path(__file__).resolve().parent / "templates")
 DATA_ERRORS = (ValueError, KeyError, TypeError, IndexError, ZeroDivisionError)
 COST_SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
@@ -94,10 +95,17 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     from spattern.report.figures.kernels import select_cells, target_rows
 
     out = Path(out_dir)
+    roots = [Path(d) for d in ([results_dirs] if isinstance(results_dirs, (str, Path)) else results_dirs)]
+    for r in roots:  # the build folder is cleared below: it must never be (or hold) a results folder
+        if r.exists() and (r.resolve() == out.resolve() or out.resolve() in r.resolve().parents):
+            from spattern.utils.errors import UserError
+
+            raise UserError(f"out: expected a folder that is not a results folder nor contains one, got {out} "
+                            f"(results folder {r})")
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("figures", "tables", "data"):  # nothing stale survives from an earlier build
         shutil.rmtree(out / sub, ignore_errors=True)
-    study = load_study(results_dirs)
+    study = load_study(roots, exclude=[out])  # a report built inside a results folder is not a result
     formats = tuple(formats)
     if not html:  # the PNGs are only for the HTML page
         formats = tuple(f for f in formats if f != "png")
@@ -206,7 +214,9 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     tab_index = {name: {"file": f"tables/{name}.json"} for name in b.tables}
     paths["tables_index"] = write_json(out / "data" / "tables.json", tab_index)
     if pdf:
-        paths["pdf"] = _compile_pdf(out, Path(source_dir) if source_dir else SOURCE_DIR)
+        src = Path(source_dir) if source_dir else next((d for d in SOURCE_DIRS if (d / "main.typ").exists()),
+                                                        SOURCE_DIRS[0])
+        paths["pdf"] = _compile_pdf(out, src)
         b.manifest.add("document", "report.pdf", [], [paths["pdf"]], "typst sources of report/ and the files above")
     if html:
         from spattern.report.html import build_html
@@ -225,7 +235,10 @@ def _compile_pdf(out: Path, source_dir: Path) -> Path:
     import typst
 
     if not (source_dir / "main.typ").exists():
-        raise FileNotFoundError(f"report sources: expected {source_dir}/main.typ (the report/ folder of the repository)")
+        from spattern.utils.errors import UserError
+
+        raise UserError(f"report sources: expected {source_dir}/main.typ (the report/ folder of the repository; "
+                        "install with pip install -e . or pass source_dir)")
     dst = out / "typst"
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)

@@ -254,15 +254,18 @@ def _classify(data: Any) -> str | None:
     return None
 
 
-def load_study(dirs) -> Study:
-    """Read every results folder in ``dirs`` (a path or a list of paths). Missing folders warn."""
+def load_study(dirs, exclude=()) -> Study:
+    """Read every results folder in ``dirs`` (a path or a list of paths), skipping anything under
+    the folders in ``exclude`` (a report built inside a results folder). Missing folders warn."""
     roots = [Path(d) for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs)]
+    skip = [Path(e).resolve() for e in exclude]
     study = Study(roots=roots)
     for root in roots:
         if not root.exists():
             warnings.warn(f"results folder {root} does not exist; nothing read from it", stacklevel=2)
             continue
-        files = sorted(p for p in root.rglob("*") if p.is_file())
+        files = sorted(p for p in root.rglob("*") if p.is_file()
+                       and not any(e == p.resolve() or e in p.resolve().parents for e in skip))
         run_dirs = sorted({p.parent for p in files if p.name == "metrics.json"})
         for d in run_dirs:
             _load_run(d, study)

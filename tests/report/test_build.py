@@ -157,3 +157,23 @@ def test_malformed_results_give_placeholders_not_a_crash(tmp_path):
 
     skipped = {p.name: why for p, why in load_study([r]).skipped}
     assert "unreadable JSON" in skipped["torn.json"]
+
+
+@pytest.mark.filterwarnings("ignore:report. missing:UserWarning")
+def test_a_report_inside_its_results_folder_is_not_read_back(tmp_path):
+    from spattern.report import build_report
+    from spattern.utils.errors import UserError
+
+    r = tmp_path / "results"
+    (r / "bench").mkdir(parents=True)
+    (r / "bench" / "topk.json").write_text(json.dumps({"build_eager_ms": 0.1, "build_graph_ms": 0.02,
+                                                       "attention_ms": 1.0}))
+    first = build_report([r], r / "report", pdf=False, html=False)
+    second = build_report([r], r / "report", pdf=False, html=False)
+    assert first["numbers"].read_bytes() == second["numbers"].read_bytes()
+    listed = {i["path"] for item in json.loads(second["manifest"].read_text())["items"].values() for i in item["inputs"]}
+    assert listed == {"results/bench/topk.json"}
+    with pytest.raises(UserError, match="not a results folder"):
+        build_report([r], r, pdf=False, html=False)
+    with pytest.raises(UserError, match="not a results folder"):
+        build_report([r], tmp_path, pdf=False, html=False)
