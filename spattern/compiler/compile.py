@@ -13,8 +13,8 @@ Two paths that must give identical layouts:
 Partial blocks carry the group's mask program when the pattern has one (the kernel evaluates it
 per element) and a bitmask otherwise. Static patterns are compiled once and cached.
 
-Limits, checked before anything large is allocated (``CompileTooLarge``, a ``MemoryError`` and a
-``ValueError``, naming the size):
+Limits, checked before anything large is allocated (``CompileTooLarge``, a ``UserError``, a
+``MemoryError`` and a ``ValueError``, naming the size):
 
 - ``q_len``, ``kv_len`` <= ``MAX_LEN`` = 2**30 (mask programs and kernels use int32 positions, with
   2**30 meaning "unbounded"); block sizes <= ``MAX_BLOCK`` = 2**14 tokens per side.
@@ -41,6 +41,7 @@ from spattern.ir.blocks import UNKNOWN, Grid
 from spattern.compiler.layout import BITMASK, FULL, PROGRAM, BlockLayout, pack_bits
 from spattern.patterns.base import Geometry, Heads, Pattern
 from spattern.patterns.parse import parse
+from spattern.utils.errors import UserError
 
 PATHS = ("auto", "analytic", "generic")
 _EVAL_CHUNK = 1 << 20  # token pairs evaluated at once when resolving blocks
@@ -54,8 +55,9 @@ BYTES_PER_BLOCK = 64
 BYTES_PER_PAIR = 26
 
 
-class CompileTooLarge(MemoryError, ValueError):
-    """A compile that would need more memory (or larger sizes) than allowed; says how much."""
+class CompileTooLarge(UserError, MemoryError, ValueError):
+    """A compile that would need more memory (or larger sizes) than allowed; says how much (a
+    ``UserError``: the CLI prints the one-line message and exits 2)."""
 
 
 def memory_limit() -> int:

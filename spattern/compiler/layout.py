@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from spattern.ir import program as prog
+from spattern.utils.errors import UserError
 
 FULL, PROGRAM, BITMASK = 0, 1, 2
 DEVICE_CACHE_SIZE = 32  # entries per layout in ``BlockLayout.cached``
@@ -46,8 +47,9 @@ class LayoutError(ValueError):
     """An invalid BlockLayout (what is wrong, where)."""
 
 
-class LayoutFileError(LayoutError):
-    """A file that ``BlockLayout.load`` cannot read as a spattern layout (the one load error)."""
+class LayoutFileError(LayoutError, UserError):
+    """A file that ``BlockLayout.load`` cannot read as a spattern layout (the one load error; a
+    ``UserError``: the CLI prints its one-line message and exits 2)."""
 
 
 FORMAT_VERSION = 1
@@ -411,7 +413,7 @@ class BlockLayout:
         path = Path(path)
 
         def bad(why: str):
-            return LayoutFileError(f"{path}: not a valid spattern layout file: {why}")
+            return LayoutFileError(f"{path}: not a valid spattern layout file: {' '.join(why.split())}")
 
         if not path.is_file():
             raise bad("no such file") if not path.exists() else bad("not a regular file")
