@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..utils.errors import UserError
 from . import sources
 
 
@@ -193,11 +194,15 @@ BUILDERS: dict[str, Callable[..., Iterator[Document]]] = {
 }
 
 
+class CorpusError(UserError, ValueError):
+    """A corpus spec that names no corpus (the CLI prints it as one line)."""
+
+
 def iter_documents(spec: str, obtain: bool = False, max_docs: int | None = None) -> Iterator[Document]:
     """Documents of a corpus spec: a name from BUILDERS, `local:PATH`, `hf:NAME[:CONFIG[:SPLIT]]`,
     or several joined by '+' ("stdlib+python-docs")."""
     if not isinstance(spec, str) or not spec:
-        raise ValueError(f"corpus: expected a name like 'stdlib', 'local:PATH' or 'hf:NAME', got {spec!r}")
+        raise CorpusError(f"corpus: expected a name like 'stdlib', 'local:PATH' or 'hf:NAME', got {spec!r}")
     count = 0
     for part in spec.split("+"):
         if part.startswith("local:"):
@@ -211,7 +216,7 @@ def iter_documents(spec: str, obtain: bool = False, max_docs: int | None = None)
         elif part in BUILDERS:
             it = BUILDERS[part]() if part == "stdlib" else BUILDERS[part](obtain=obtain)
         else:
-            raise ValueError(f"corpus: expected one of {sorted(BUILDERS)}, 'local:PATH' or 'hf:NAME', got {part!r}")
+            raise CorpusError(f"corpus: expected one of {sorted(BUILDERS)}, 'local:PATH' or 'hf:NAME', got {part!r}")
         for doc in it:
             if max_docs is not None and count >= max_docs:
                 return

@@ -70,7 +70,9 @@ def prepare(settings: PrepareSettings | None = None, out: str | Path | None = No
         by_split[split_of(doc.id, s.fractions, s.salt)].append(doc)
     n_docs = sum(len(v) for v in by_split.values())
     if n_docs == 0:
-        raise ValueError(f"corpus {s.corpus!r}: no documents found")
+        from .corpora import CorpusError
+
+        raise CorpusError(f"corpus {s.corpus!r}: no documents found")
     for name, docs in by_split.items():
         if not docs:
             log(f"[data] warning: split {name!r} is empty ({n_docs} documents, fractions {s.fractions})")

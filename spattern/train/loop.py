@@ -202,6 +202,8 @@ def new_run_dir(cfg: TrainConfig) -> TrainConfig:
 
 
 def _load_checkpoint_state(path: Path, device) -> dict:
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint: expected a file written by `spattern train`, got {path} (no such file)")
     try:
         return torch.load(path, map_location=device, weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling/zip error: the file is damaged
