@@ -5,7 +5,6 @@ and runs from them (``run(args) -> int``); this file only lists them."""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 
 BENCHMARKS = {
@@ -27,12 +26,8 @@ def register(sub) -> None:
         except ImportError as e:  # a benchmark whose module cannot import here says so when asked
             p.set_defaults(func=lambda args, e=e, m=module: _missing(m, e))
             continue
-        if hasattr(mod, "add_arguments"):
-            mod.add_arguments(p)
-            p.set_defaults(func=mod.run)
-        else:  # a module that still parses its own argv
-            p.add_argument("argv", nargs=argparse.REMAINDER, help=f"options of {module} (see --help there)")
-            p.set_defaults(func=lambda args, mod=mod: int(mod.main(args.argv) or 0))
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
 
 
 def _missing(module: str, err: Exception) -> int:

@@ -10,7 +10,6 @@ Times are medians after warm-up (``evaluation/timing.py``); JSON with --json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -20,12 +19,12 @@ def _median_ms(fn, warmup: int = 10, iters: int = 50) -> float:
     return median_ms(fn, None, warmup, iters)
 
 
-def run(n: int = 16384, heads: int = 16, head_dim: int = 128, k: int = 32, block: int = 64,
-        batch: int = 1, backends=("cupy", "flex", "reference")) -> dict:
+def measure(n: int = 16384, heads: int = 16, head_dim: int = 128, k: int = 32, block: int = 64,
+            batch: int = 1, backends=("cupy", "flex", "reference")) -> dict:
     import torch
 
-    import spattern
     from spattern.indexer import topk_block_layout
+    from spattern.runtime.api import attention
 
     if not torch.cuda.is_available():
         raise RuntimeError("bench topk needs a CUDA device")
@@ -62,8 +61,8 @@ def run(n: int = 16384, heads: int = 16, head_dim: int = 128, k: int = 32, block
     errors = {}
     for backend in backends:
         try:
-            spattern.attention(q, kk, v, layout, backend=backend, trusted=True)
-            attn_ms = _median_ms(lambda: spattern.attention(q, kk, v, layout, backend=backend, trusted=True),
+            attention(q, kk, v, layout, backend=backend, trusted=True)
+            attn_ms = _median_ms(lambda: attention(q, kk, v, layout, backend=backend, trusted=True),
                                  warmup=3, iters=20)
             used = backend
             break
@@ -83,22 +82,36 @@ def run(n: int = 16384, heads: int = 16, head_dim: int = 128, k: int = 32, block
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="spattern bench topk", description=__doc__.splitlines()[0])
-    ap.add_argument("--seq", type=int, default=16384)
-    ap.add_argument("--heads", type=int, default=16)
-    ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--block", type=int, default=64)
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
-    res = run(args.seq, args.heads, args.head_dim, args.k, args.block)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--seq", type=int, default=16384, help="sequence length (default 16384)")
+    ap.add_argument("--heads", type=int, default=16, help="attention heads (default 16)")
+    ap.add_argument("--head-dim", type=int, default=128, help="head dim (default 128)")
+    ap.add_argument("--k", type=int, default=32, help="key blocks kept per query block (default 32)")
+    ap.add_argument("--block", type=int, default=64, help="block size (default 64)")
+    ap.add_argument("--json", default=None, help="write the figures to this JSON file")
+
+
+def run(args) -> int:
+    from spattern.utils.errors import UserError
+    from spattern.utils.io import write_json
+
+    try:
+        res = measure(args.seq, args.heads, args.head_dim, args.k, args.block)
+    except RuntimeError as e:
+        if "needs a CUDA device" in str(e):
+            raise UserError(str(e)) from None
+        raise
     for key, val in res.items():
         print(f"{key:28s} {val}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+        write_json(args.json, res)
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="spattern bench topk", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

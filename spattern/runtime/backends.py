@@ -49,8 +49,14 @@ def _cupy_available() -> bool:
 def _cupy_supports(prob: Problem) -> str | None:
     from spattern.runtime import cupy_backend
 
-    if prob.needs_grad and not _cupy_has_backward():
-        return "the CUDA kernels are forward-only here: inputs that require grad need 'flex' or 'reference'"
+    if prob.needs_grad:
+        if not _cupy_has_backward():
+            return "the CUDA kernels are forward-only here: inputs that require grad need 'flex' or 'reference'"
+        from spattern.runtime import cupy_bwd
+
+        reason = cupy_bwd.supports(prob)
+        if reason is not None:
+            return reason
     return cupy_backend.supports(prob)
 
 
