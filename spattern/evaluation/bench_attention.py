@@ -47,18 +47,19 @@ def block_density(layout) -> float:
 # ============================================================================ layouts
 def band_landmark_pattern(W: int, L: int, causal: bool, dense: bool = False):
     """|i - j| <= W, or i < L, or j < L (the landmark tokens); ``& causal`` when causal."""
-    import spattern
+    from spattern.patterns import causal as causal_pattern
+    from spattern.patterns import full, landmark, local
 
-    p = spattern.full() if dense else spattern.local(W + 1) | spattern.landmark(positions=list(range(L)))
-    return p & spattern.causal if causal else p
+    p = full() if dense else local(W + 1) | landmark(positions=list(range(L)))
+    return p & causal_pattern if causal else p
 
 
 def band_landmark_layout(n: int, block=(128, 128), W: int = 256, L: int = 64, causal: bool = False,
                          dense: bool = False) -> BlockLayout:
     """The band+landmark pattern (or a dense one) compiled by spattern (analytic path)."""
-    import spattern
+    from spattern.compiler.compile import compile as compile_pattern
 
-    return spattern.compile(band_landmark_pattern(W, L, causal, dense), n, block=tuple(block))
+    return compile_pattern(band_landmark_pattern(W, L, causal, dense), n, block=tuple(block))
 
 
 def lrs_text(w: int, causal: bool) -> str:
@@ -85,12 +86,12 @@ def _bisect(make, n: int, density: float):
 def structured_layout(n: int, density: float, block=(128, 128), causal: bool = False,
                       family: str = "band_landmark") -> BlockLayout:
     """A layout of `family` whose computed-block fraction (non-causal) is close to `density`."""
-    import spattern
+    from spattern.compiler.compile import compile as compile_pattern
 
     if density >= 0.999:
         return band_landmark_layout(n, block, causal=causal, dense=True)
     if family == "lrs":
-        make = lambda w, c: spattern.compile(lrs_text(w, c), n, block=tuple(block))  # noqa: E731
+        make = lambda w, c: compile_pattern(lrs_text(w, c), n, block=tuple(block))  # noqa: E731
         return make(_bisect(make, n, density), causal)
     bk = block[1]
     L = max(bk, int(round(0.02 * density * n / bk)) * bk)  # a few landmark blocks
@@ -145,11 +146,11 @@ def _methods(lay, n, D, causal, scale, methods, log):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    import spattern as sp
+    from spattern.runtime.api import attention
 
     fns = {}
     if "spattern" in methods:
-        fns["spattern"] = lambda q, k, v: sp.attention(q, k, v, lay, scale=scale, backend="cupy", trusted=True)
+        fns["spattern"] = lambda q, k, v: attention(q, k, v, lay, scale=scale, backend="cupy", trusted=True)
     for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
         if name in methods:
             def f(q, k, v, _b=backend):

@@ -64,14 +64,14 @@ PATTERN = "(local({w}) | sink(128)) & causal"
 
 def pattern_layout(n: int, fraction: float, template: str = PATTERN):
     """The pattern ``template`` (``{w}``: window) computing ~`fraction` of the causal blocks."""
-    import spattern as sp
+    from spattern.compiler.compile import compile as compile_pattern
 
     R = -(-n // BLOCK[0])
     causal_blocks = R * (R + 1) // 2
     best, lo, hi = None, 1, n
     while lo <= hi:
         w = (lo + hi) // 2
-        lay = sp.compile(template.format(w=w), n, block=BLOCK)
+        lay = compile_pattern(template.format(w=w), n, block=BLOCK)
         f = lay.nnz / causal_blocks
         if best is None or abs(f - fraction) < abs(best[1] - fraction):
             best = (lay, f)
@@ -109,13 +109,13 @@ def run_config(n, batch, d_model, layers, heads, fraction, warmup, iters, log=pr
     import torch
     import torch.nn.functional as F
 
-    import spattern as sp
     from spattern.evaluation.timing import median_ms
+    from spattern.runtime.api import attention
 
     dev, dtype = torch.device("cuda"), torch.bfloat16
     lay, frac = pattern_layout(n, fraction, template)
     attns = {"dense": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-             "sparse": lambda q, k, v: sp.attention(q, k, v, lay, backend="cupy", trusted=True)}
+             "sparse": lambda q, k, v: attention(q, k, v, lay, backend="cupy", trusted=True)}
     g = torch.Generator(device="cuda").manual_seed(0)
     toks = [torch.randint(0, 256, (batch, n + 1), device=dev, generator=g) for _ in range(2)]
     row = dict(N=n, batch=batch, d_model=d_model, layers=layers, heads=heads, head_dim=d_model // heads,
