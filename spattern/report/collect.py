@@ -71,16 +71,22 @@ def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Pat
     one point (seeds) give a t interval over runs. ``label`` names the context when the experiment
     has more than one."""
     runs = [r for r in study.runs if r.experiment == experiment and r.density is not None]
+    measures = {r.density_measure for r in runs if r.key != "dense"}
+    if len(measures) > 1:  # mixed matching: compare on token density, which every run records
+        runs = [r for r in runs if isinstance(r.metrics.get("density"), (int, float))]
+    measure = next(iter(measures)) if len(measures) == 1 else "density"
     contexts = sorted({r.context for r in runs if r.context is not None})
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.key, r.context or 0, r.density), []).append(r)
+        x = r.density if len(measures) <= 1 else float(r.metrics["density"])
+        groups.setdefault((r.key, r.context or 0, x), []).append(r)
     points = []
     for (key, ctx, dens), rs in sorted(groups.items()):
         for m in QUALITY_METRICS:
             if any(_finite(r.metrics.get(m)) for r in rs):
                 v, lo, hi = run_metric_ci(rs, m)
                 points.append({"key": key, "context": ctx or None, "density": dens,
+                               "measure": measure,
                                "metric": "top1_agreement" if m == "top1" else m, "value": v, "lo": lo, "hi": hi,
                                "n_runs": len(rs), "series": f"{key} (N={ctx})" if len(contexts) > 1 else key})
     return points, _sources(runs)

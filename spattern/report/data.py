@@ -93,9 +93,18 @@ class Run:
 
     @property
     def key(self) -> str:
-        """Series key (colour, legend): ``params.family`` if the run names one, else ``family(pattern)``."""
+        """Series key (colour, legend): ``params.family`` if the run names one; else the run's
+        ``label`` when it is a name (the runner labels matched families by name: ``window``,
+        ``longformer``), not a pattern string nor the run id; else ``family(pattern)``."""
         fam = self.params.get("family") if isinstance(self.params, dict) else None
-        return str(fam) if fam else family(self.pattern)
+        if fam:
+            return str(fam)
+        if family(self.pattern) == "dense":
+            return "dense"
+        lab = self.label.strip()
+        if lab and lab != self.run_id and "(" not in lab and lab != str(self.pattern):
+            return lab
+        return family(self.pattern)
 
     @property
     def seed(self):
@@ -112,8 +121,16 @@ class Run:
 
     @property
     def density(self) -> float | None:
-        v = self.metrics.get("density", self.params.get("density") if isinstance(self.params, dict) else None)
+        """The cost the run was matched at: ``metrics[params.measure]`` when the runner matched
+        patterns by ``block_density`` or ``density``, else ``metrics.density`` (or ``params.density``)."""
+        measure = self.density_measure
+        v = self.metrics.get(measure, self.params.get(measure) if isinstance(self.params, dict) else None)
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+    @property
+    def density_measure(self) -> str:
+        m = self.params.get("measure") if isinstance(self.params, dict) else None
+        return m if m in ("block_density", "density") and m in self.metrics else "density"
 
     @cached_property
     def per_example(self) -> list[dict]:

@@ -97,8 +97,8 @@ def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
     """Write ``out/report.html`` and return its path."""
     parts = [f"<h1>{escape(n['title'])}</h1>",
              (f'<p class="sub">Built from {escape(n["study"]["results"] or "no results")} by <code>'
-              f'{escape(n["report_command"])}</code>: {escape(n["study"]["runs"])} runs in '
-              f'{escape(n["study"]["experiments"])} experiments.</p>'), '<div class="cards">']
+              f'{escape(n["report_command"])}</code>: {escape(n["study"]["runs_phrase"])} in '
+              f'{escape(n["study"]["experiments_phrase"])}.</p>'), '<div class="cards">']
     parts.append(_card(n, "kernel.best.speedup", "best kernel speed-up over dense SDPA flash (sparse layouts)"))
     parts.append(_card(n, "kernel.met", f"Project C speed-up targets met (of {_get(n, 'kernel.n_targets') or '–'}, "
                        "against both flash and cuDNN)"))

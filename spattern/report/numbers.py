@@ -58,7 +58,10 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
     n: dict = {"title": title}
     runs = study.runs
     keys = sorted({r.key for r in runs} | {c.key for c in study.curves})
-    n["study"] = {"experiments": fmt(len(study.experiments())), "experiment_list": ", ".join(study.experiments()),
+    n_exp = len(study.experiments())
+    n["study"] = {"experiments": fmt(n_exp), "experiment_list": ", ".join(study.experiments()),
+                  "experiments_phrase": f"{fmt(n_exp)} experiment{'s' if n_exp != 1 else ''}",
+                  "runs_phrase": f"{fmt(len(runs))} run{'s' if len(runs) != 1 else ''}",
                   "runs": fmt(len(runs)), "finished": fmt(sum(r.status == "finished" for r in runs)),
                   "families": ", ".join(keys), "n_families": fmt(len(keys)),
                   "results": ", ".join(r.name for r in study.roots)}

@@ -32,6 +32,8 @@ def fmt(x, sig: int = 3) -> str:
         return "0"
     if abs(x) >= 10 ** sig:
         return f"{x:,.0f}".replace(",", " ")
+    if abs(x) < 1e-3:  # tiny values (a KL of dense against itself): scientific, not a row of zeros
+        return f"{x:.{max(sig - 2, 0)}e}"
     digits = max(sig - 1 - math.floor(math.log10(abs(x))), 0)
     return f"{x:.{digits}f}"
 
@@ -195,7 +197,9 @@ def quality_table(points: Sequence[dict], experiment: str, sources: Sequence[Pat
                     **{f"{m}_ci": [ms[m]["lo"], ms[m]["hi"]] for m in metrics if m in ms}})
     names = {"ppl": "perplexity", "kl": "KL", "top1_agreement": "top-1 agr.", "recall": "mass recall"}
     return Table(f"quality_{experiment}", f"Quality of each pattern against dense attention in {experiment} "
-                 "(value with 95% CI).", ["pattern", "density"] + [names[m] for m in metrics], rows, raw,
+                 "(value with 95% CI).",
+                 ["pattern", "block density" if points and points[0].get("measure") == "block_density" else "density"]
+                 + [names[m] for m in metrics], rows, raw,
                  list(sources))
 
 

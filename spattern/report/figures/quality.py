@@ -36,15 +36,20 @@ def quality_figure(points: Sequence[dict], metrics: Sequence[str] = ("ppl", "kl"
                 ps = sorted((p for p in pts if p["key"] == key and p.get("series", key) == series),
                             key=lambda p: p["density"])
                 ls = DASHES[contexts.index(ps[0].get("context") or 0) % len(DASHES)]
-                if key == "dense":
-                    ax.axhline(ps[0]["value"], color=palette(key), ls=":" if ls != "-" else "--", lw=0.9, label=series)
+                if key == "dense":  # the reference; KL to itself is zero by definition (not drawn on a log axis)
+                    if m not in LOG_Y:
+                        ax.axhline(ps[0]["value"], color=palette(key), ls=":" if ls != "-" else "--", lw=0.9,
+                                   label=series)
                     continue
                 band_line(ax, [p["density"] for p in ps], [p["value"] for p in ps], [p["lo"] for p in ps],
                           [p["hi"] for p in ps], palette(key), series, ls=ls)
-        ax.set_xscale("log", base=2)
-        if m in LOG_Y and all(p["value"] > 0 for p in pts):
+        xs = [p["density"] for p in pts if p["density"] > 0 and p["key"] != "dense"]  # dense is a line, not a point
+        if xs and max(xs) >= 2 * min(xs):  # log2 only when the densities span a factor of two
+            ax.set_xscale("log", base=2)
+        sparse = [p["value"] for p in pts if p["key"] != "dense"]
+        if m in LOG_Y and sparse and min(sparse) > 0 and max(sparse) >= 10 * min(sparse):
             ax.set_yscale("log")
-        ax.set_xlabel("density")
+        ax.set_xlabel("block density" if pts and pts[0].get("measure") == "block_density" else "density")
         ax.set_ylabel(LABELS.get(m, m))
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=6, fontsize=6)
     if title:
