@@ -21,7 +21,7 @@ CYCLE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E
 FIXED = {"dense": "#000000", "sdpa_flash": "#4D4D4D", "sdpa_cudnn": "#8C8C8C", "flex": "#9467BD",
          "flex_native": "#9467BD", "spattern": "#0072B2"}
 METHOD_LABELS = {"sdpa_flash": "SDPA flash (dense)", "sdpa_cudnn": "SDPA cuDNN (dense)",
-                 "flex": "FlexAttention (spattern layout)", "flex_native": "FlexAttention",
+                 "flex": "Flex (converted)", "flex_native": "FlexAttention",
                  "spattern": "spattern"}
 
 RC = {
