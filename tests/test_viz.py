@@ -123,6 +123,7 @@ def test_family_main_blocks_draw(name, tmp_path, monkeypatch):
     ``python -m spattern.patterns.<name>``), writes its PNG(s)."""
     module = importlib.import_module(f"spattern.patterns.{name}")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [f"spattern.patterns.{name}"])  # the block parses --out-dir
     exec(builtins.compile(_main_body(module), f"<{name} __main__>", "exec"), dict(vars(module)))
     pngs = list(tmp_path.glob("*.png"))
     assert pngs and all(_is_png(p) for p in pngs)
@@ -133,6 +134,11 @@ def test_python_m_local_writes_png(tmp_path):
                        text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _is_png(tmp_path / "local.png")
+    assert f"wrote {(tmp_path / 'local.png').resolve()}" in r.stdout  # says where it wrote
+    r = subprocess.run([sys.executable, "-m", "spattern.patterns.local", "--out-dir", "figs"], cwd=tmp_path,
+                       capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                       timeout=120)
+    assert r.returncode == 0 and _is_png(tmp_path / "figs" / "local.png"), r.stderr[-2000:]
 
 
 def test_pattern_draw_method(tmp_path):
