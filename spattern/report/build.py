@@ -119,12 +119,13 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     # --- patterns: heatmaps and costs (compiled from the pattern strings the runs recorded) -------
     pats, pat_src, n_seq = collect.patterns_of(s, highlight=highlight)
     derived = "compiled from the runs' pattern strings with spattern.compile / spattern.cost"
-    b.figure("heatmap", lambda: heatmap_figure(pats, n_block=n_seq, palette=b.palette), pat_src,
+    blk = collect.block_of(s)
+    b.figure("heatmap", lambda: heatmap_figure(pats, n_block=n_seq, block=blk, palette=b.palette), pat_src,
              f"Each pattern family of the study: its token mask at small N (left of each pair) and its block "
              f"layout at N = {n_seq} (right), with their densities.", True,
              "pattern heatmaps (no run records a static pattern)", derived)
     try:
-        rows = cost_points(pats, sorted(set(COST_SIZES) | {n_seq}), exact_at=(n_seq,)) if pats else []
+        rows = cost_points(pats, sorted(set(COST_SIZES) | {n_seq}), block=blk, exact_at=(n_seq,)) if pats else []
     except DATA_ERRORS as e:  # a pattern the cost model cannot handle: the figure and table say so
         warnings.warn(f"report: cost of the study's patterns failed ({type(e).__name__}: {e})", stacklevel=2)
         rows = []

@@ -114,8 +114,14 @@ def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5,
             best[r.key] = (score, r.pattern, r)
     keys = ([k for k in highlight if k in best] + [k for k in sorted(best) if k not in highlight])[:limit]
     seqs = [r.context for r in study.runs if r.context is not None]
-    n = int(max(set(seqs), key=seqs.count)) if seqs else 4096
+    n = int(max(sorted(set(seqs)), key=seqs.count)) if seqs else 4096
     return [(k, best[k][1]) for k in keys], [best[k][2].dir / "metrics.json" for k in keys], n
+
+
+def block_of(study: Study, default: int = 64) -> int:
+    """The most common block size of the runs (``setup.block`` of their config.toml), else ``default``."""
+    blocks = [r.block for r in study.runs if r.block is not None]
+    return int(max(sorted(set(blocks)), key=blocks.count)) if blocks else default
 
 
 def _bucket(x: float) -> float:

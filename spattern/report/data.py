@@ -133,6 +133,27 @@ class Run:
         return m if m in ("block_density", "density") and m in self.metrics else "density"
 
     @cached_property
+    def config(self) -> dict:
+        """The run's ``config.toml`` (empty when absent or unreadable)."""
+        path = self.dir / "config.toml"
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            return {}
+        try:
+            with open(path, "rb") as f:
+                return tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}
+
+    @property
+    def block(self) -> int | None:
+        """The block size the run compiled its pattern with (``setup.block`` of config.toml)."""
+        b = (self.config.get("setup") or {}).get("block", self.config.get("block"))
+        b = b[0] if isinstance(b, list) and b else b
+        return int(b) if isinstance(b, int) and not isinstance(b, bool) and b > 0 else None
+
+    @cached_property
     def per_example(self) -> list[dict]:
         return _jsonl(self.per_example_path) if self.per_example_path else []
 

@@ -50,6 +50,7 @@ def test_mean_ci_t_interval():
 def test_heatmap_and_cost(study):
     from spattern.report.figures import cost_figure, cost_points, heatmap_figure
 
+    assert collect.block_of(study) == 32  # setup.block of the runs' config.toml
     pats, sources, n = collect.patterns_of(study)
     assert [k for k, _ in pats] == ["local", "local+landmark", "local+sink"] and n == 2048 and sources
     assert [k for k, _ in collect.patterns_of(study, highlight=["local+sink"], limit=2)[0]] == ["local+sink", "local"]
