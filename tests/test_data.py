@@ -173,9 +173,9 @@ def test_missing_source_says_what_to_install(monkeypatch):
 
 
 def test_data_cli_prepare(capsys):
-    from spattern.data.cli import main
+    from spattern.cli import main
 
-    assert main(["prepare", "stdlib", "--tokenizer", "byte", "--max-docs", "30"]) == 0
+    assert main(["data", "prepare", "stdlib", "--tokenizer", "byte", "--max-docs", "30"]) == 0
     out = capsys.readouterr().out
     assert '"train"' in out
-    assert main(["list"]) == 0
+    assert main(["data", "list"]) == 0

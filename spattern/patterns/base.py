@@ -154,18 +154,26 @@ def format_arg(value: Any) -> str:
     return str(value)
 
 
+MAX_PARAM = 2**31 - 1  # every integer parameter fits int32 (programs and kernels store them so)
+
+
 def as_int_tuple(values: Iterable[int] | None, what: str) -> tuple[int, ...]:
     if values is None:
         return ()
-    out = tuple(int(v) for v in np.asarray(values).reshape(-1).tolist())
+    out = tuple(int(v) for v in np.asarray(values, dtype=object).reshape(-1).tolist())
+    bad = [v for v in out if abs(v) > MAX_PARAM]
+    if bad:
+        raise ValueError(f"{what}: expected ints with |value| <= {MAX_PARAM}, got {bad[0]}")
     return out
 
 
-def check_int(value: Any, what: str, minimum: int | None = None) -> int:
+def check_int(value: Any, what: str, minimum: int | None = None, maximum: int | None = MAX_PARAM) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{what}: expected an int, got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{what}: expected an int >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{what}: expected an int <= {maximum}, got {value}")
     return int(value)
 
 
@@ -465,3 +473,19 @@ def heads(*patterns: Pattern) -> Heads:
         if isinstance(p, Heads):
             raise TypeError(f"heads: argument {i} is itself a heads(...) stack; stacks do not nest")
     return Heads(tuple(patterns))
+
+
+def demo_main(family: str, examples: list[tuple["Pattern", str]], n: int = 128, argv=None) -> None:
+    """``python -m spattern.patterns.<family>``: draw the family's examples at N = ``n`` as PNG
+    files in ``--out-dir`` (default: the working directory) and say where each went."""
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description=f"Draw {family} example pattern(s) at N = {n} as PNG.")
+    ap.add_argument("--out-dir", type=Path, default=Path("."),
+                    help="folder to write to (default: the working directory)")
+    out_dir = ap.parse_args(argv).out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for example, filename in examples:
+        example.draw(n, path=out_dir / filename)
+        print(f"wrote {(out_dir / filename).resolve()}")

@@ -82,13 +82,6 @@ def custom(predicate: Callable | str, name: str | None = None, register_name: bo
 
 
 if __name__ == "__main__":
-    import argparse
-    from pathlib import Path
+    from spattern.patterns.base import demo_main
 
-    ap = argparse.ArgumentParser(description="Draw custom example pattern(s) at N = 128 as PNG.")
-    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
-    out_dir = ap.parse_args().out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for example, filename in [(custom(lambda q, k: ((q // 16) % 2 == (k // 16) % 2), name="checker"), 'custom.png')]:
-        example.draw(128, path=out_dir / filename)
-        print(f"wrote {(out_dir / filename).resolve()}")
+    demo_main("custom", [(custom(lambda q, k: ((q // 16) % 2 == (k // 16) % 2), name="checker"), 'custom.png')])

@@ -123,13 +123,6 @@ class Document(Pattern):
 document = Document
 
 if __name__ == "__main__":
-    import argparse
-    from pathlib import Path
+    from spattern.patterns.base import demo_main
 
-    ap = argparse.ArgumentParser(description="Draw document example pattern(s) at N = 128 as PNG.")
-    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
-    out_dir = ap.parse_args().out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for example, filename in [(Document((0, 30, 50, 100, 128)), 'document.png')]:
-        example.draw(128, path=out_dir / filename)
-        print(f"wrote {(out_dir / filename).resolve()}")
+    demo_main("document", [(Document((0, 30, 50, 100, 128)), 'document.png')])

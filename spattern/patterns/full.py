@@ -95,13 +95,6 @@ full = Full()
 causal = Causal()
 
 if __name__ == "__main__":
-    import argparse
-    from pathlib import Path
+    from spattern.patterns.base import demo_main
 
-    ap = argparse.ArgumentParser(description="Draw full example pattern(s) at N = 128 as PNG.")
-    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
-    out_dir = ap.parse_args().out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for example, filename in [(Full(), 'full.png'), (causal, 'causal.png')]:
-        example.draw(128, path=out_dir / filename)
-        print(f"wrote {(out_dir / filename).resolve()}")
+    demo_main("full", [(Full(), 'full.png'), (causal, 'causal.png')])

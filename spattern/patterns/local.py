@@ -81,13 +81,6 @@ class Local(Pattern):
 local = Local
 
 if __name__ == "__main__":
-    import argparse
-    from pathlib import Path
+    from spattern.patterns.base import demo_main
 
-    ap = argparse.ArgumentParser(description="Draw local example pattern(s) at N = 128 as PNG.")
-    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
-    out_dir = ap.parse_args().out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for example, filename in [(Local(16), 'local.png')]:
-        example.draw(128, path=out_dir / filename)
-        print(f"wrote {(out_dir / filename).resolve()}")
+    demo_main("local", [(Local(16), 'local.png')])

@@ -92,7 +92,6 @@ class Random(Pattern):
         return None if causal else N * self.k * self.block
 
     def blocks_expr(self, N, b, causal=False):
-        import sympy as sp  # lazy: `import spattern` stays light
         if causal or b != self.block:
             return None
         import sympy as sp
@@ -103,13 +102,6 @@ class Random(Pattern):
 random = Random
 
 if __name__ == "__main__":
-    import argparse
-    from pathlib import Path
+    from spattern.patterns.base import demo_main
 
-    ap = argparse.ArgumentParser(description="Draw random example pattern(s) at N = 128 as PNG.")
-    ap.add_argument("--out-dir", type=Path, default=Path("."), help="folder to write to (default: the working directory)")
-    out_dir = ap.parse_args().out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for example, filename in [(Random(2, seed=0, block=16), 'random.png')]:
-        example.draw(128, path=out_dir / filename)
-        print(f"wrote {(out_dir / filename).resolve()}")
+    demo_main("random", [(Random(2, seed=0, block=16), 'random.png')])
