@@ -31,7 +31,7 @@ if has sanitize; then
   RC[racecheck]=$?
 fi
 if has bench; then
-  timeout ${BENCH_TIMEOUT:-3000} python3 -m spattern.evaluation.bench_attention --json "$OUT/bench_attention.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
+  timeout ${BENCH_TIMEOUT:-3000} python3 -m spattern.cli bench attention --json "$OUT/bench_attention.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
   RC[bench]=$?
 fi
 if has ncu; then  # the backward kernels of one cell, clocks left alone (METHOD.md)
@@ -41,7 +41,7 @@ if has ncu; then  # the backward kernels of one cell, clocks left alone (METHOD.
   RC[ncu]=$?
 fi
 if has train; then
-  timeout ${TRAIN_TIMEOUT:-3000} python3 -m spattern.evaluation.bench_train --json "$OUT/bench_train.json" $TRAIN_ARGS 2>&1 | tee "$OUT/bench_train.log"
+  timeout ${TRAIN_TIMEOUT:-3000} python3 -m spattern.cli bench train --json "$OUT/bench_train.json" $TRAIN_ARGS 2>&1 | tee "$OUT/bench_train.log"
   RC[train]=$?
 fi
 {

@@ -350,13 +350,3 @@ def run(a) -> int:
         print(format_row(r))
     print(f"wrote {a.json}")
     return 0
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="spattern bench attention", description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,6 @@ Times are medians after warm-up (``evaluation/timing.py``); JSON with --json.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def _median_ms(fn, warmup: int = 10, iters: int = 50) -> float:
@@ -106,13 +105,3 @@ def run(args) -> int:
     if args.json:
         write_json(args.json, res)
     return 0
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="spattern bench topk", description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

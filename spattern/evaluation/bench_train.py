@@ -182,13 +182,3 @@ def run(a) -> int:
                             wall_s=time.time() - t0))
     print(f"wrote {a.json}")
     return 0
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="spattern bench train", description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -37,22 +37,12 @@ class RunDir:
     def create(cls, root: Path, label: str, resolved: dict) -> "RunDir":
         return cls(Path(root) / f"{slug(label)}-{run_id(resolved)}")
 
-    # --- files --------------------------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.toml"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def examples_path(self) -> Path:
-        return self.path / "per_example.jsonl"
-
-    @property
-    def env_path(self) -> Path:
-        return self.path / "env.json"
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.config_path = self.path / "config.toml"      # the run's resolved config
+        self.metrics_path = self.path / "metrics.json"    # status and aggregate metrics
+        self.examples_path = self.path / "per_example.jsonl"  # one line per example
+        self.env_path = self.path / "env.json"            # git revision, versions, device, seed
 
     # --- state --------------------------------------------------------------------------------
     def metrics(self) -> dict | None:
