@@ -3,11 +3,26 @@
 Layer: above ``runtime``, below ``models`` (imports utils, ir, patterns, compiler, runtime).
 """
 
-from spattern.distributed.context_parallel import (ExchangeStats, context_parallel_attention, gathered_tokens,
-                                                   shard)
+from spattern.distributed.context_parallel import (
+                                                   ExchangeStats,
+                                                   context_parallel_attention,
+                                                   gathered_tokens,
+                                                   shard,
+)
 from spattern.distributed.cost import ExchangeCost, exchange_cost, needed_blocks
 from spattern.distributed.plan import RankPlan, rank_plan
 from spattern.distributed.sharding import Sharding, make_sharding
 
-__all__ = ["context_parallel_attention", "shard", "gathered_tokens", "ExchangeStats", "exchange_cost",
-           "ExchangeCost", "needed_blocks", "rank_plan", "RankPlan", "make_sharding", "Sharding"]
+__all__ = [
+                                                   "ExchangeCost",
+                                                   "ExchangeStats",
+                                                   "RankPlan",
+                                                   "Sharding",
+                                                   "context_parallel_attention",
+                                                   "exchange_cost",
+                                                   "gathered_tokens",
+                                                   "make_sharding",
+                                                   "needed_blocks",
+                                                   "rank_plan",
+                                                   "shard",
+]

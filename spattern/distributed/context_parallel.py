@@ -70,34 +70,33 @@ class _GatherBlocks(torch.autograd.Function):
     gathered gradients to the owners and adds them to the local gradient."""
 
     @staticmethod
-    def forward(ctx, kv_local, plan: RankPlan, group, stats):
+    def forward(ctx, kv_local, plan: RankPlan, index: dict, group, stats):
         me = plan.rank
-        send_idx = torch.from_numpy(plan.send_index).to(kv_local.device)
-        recv = _a2a(kv_local.index_select(0, send_idx), plan.send_counts, plan.recv_counts, group)
-        gathered = torch.cat([kv_local, recv]).index_select(0, torch.from_numpy(plan.gather_index).to(kv_local.device))
+        recv = _a2a(kv_local.index_select(0, index["send"]), plan.send_counts, plan.recv_counts, group)
+        gathered = torch.cat([kv_local, recv]).index_select(0, index["gather"])
         per_block = kv_local[0].numel() * kv_local.element_size() if kv_local.shape[0] else 0
         if stats is not None:
             stats.fwd_sent_bytes += sum(c for d, c in enumerate(plan.send_counts) if d != me) * per_block
             stats.fwd_recv_bytes += recv.numel() * recv.element_size()
             stats.forward_calls += 1
-        ctx.plan, ctx.group, ctx.stats, ctx.n_local = plan, group, stats, kv_local.shape[0]
+        ctx.plan, ctx.index, ctx.group, ctx.stats, ctx.n_local = plan, index, group, stats, kv_local.shape[0]
         return gathered
 
     @staticmethod
     def backward(ctx, grad):
-        plan, dev = ctx.plan, grad.device
+        plan, index = ctx.plan, ctx.index
         Lk = ctx.n_local
         # scatter the gathered gradient back to cat(local, received) positions
         full = grad.new_zeros((Lk + sum(plan.recv_counts), *grad.shape[1:]))
-        full.index_add_(0, torch.from_numpy(plan.gather_index).to(dev), grad)
+        full.index_add_(0, index["gather"], grad)
         back = _a2a(full[Lk:], plan.recv_counts, plan.send_counts, ctx.group)  # to the owners
         dlocal = full[:Lk].clone()
-        dlocal.index_add_(0, torch.from_numpy(plan.send_index).to(dev), back)
+        dlocal.index_add_(0, index["send"], back)
         if ctx.stats is not None:
             ctx.stats.bwd_sent_bytes += full[Lk:].numel() * full.element_size()
             ctx.stats.bwd_recv_bytes += back.numel() * back.element_size()
             ctx.stats.backward_calls += 1
-        return dlocal, None, None, None
+        return dlocal, None, None, None, None
 
 
 def _check(q, k, v, layout: BlockLayout, sharding: Sharding, rank: int, world: int) -> None:
@@ -138,7 +137,11 @@ def context_parallel_attention(q, k, v, layout: BlockLayout, sharding: Sharding,
     plan = rank_plan(layout, sharding, rank)
     bk = layout.block_k
     kv_local = torch.stack([_blocks(k, bk), _blocks(v, bk)], dim=1)  # (Lk, 2, B, Hkv, bk, D)
-    kv = _GatherBlocks.apply(kv_local, plan, group, stats)  # (Cl, 2, B, Hkv, bk, D)
+    key = (sharding.n_tokens, sharding.world, sharding.unit, sharding.strategy, rank)
+    index = layout.cached(q.device, "cp-index", lambda: {
+        "send": torch.from_numpy(plan.send_index).to(q.device),
+        "gather": torch.from_numpy(plan.gather_index).to(q.device)}, *key)  # device copies, once
+    kv = _GatherBlocks.apply(kv_local, plan, index, group, stats)  # (Cl, 2, B, Hkv, bk, D)
     Cl, _, B, Hkv, _, D = kv.shape
     kg = kv[:, 0].permute(1, 2, 0, 3, 4).reshape(B, Hkv, Cl * bk, D)
     vg = kv[:, 1].permute(1, 2, 0, 3, 4).reshape(B, Hkv, Cl * bk, D)

@@ -11,8 +11,8 @@ the average over dp*cp ranks equals the mean over replicas of each replica's tok
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch

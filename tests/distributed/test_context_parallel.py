@@ -10,9 +10,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spattern
-from spattern.distributed import (context_parallel_attention, exchange_cost, gathered_tokens, make_sharding,
-                                  needed_blocks, rank_plan, shard)
-from spattern.testing.strategies import layouts, patterns, geometries
+from spattern.distributed import (
+    context_parallel_attention,
+    exchange_cost,
+    gathered_tokens,
+    make_sharding,
+    needed_blocks,
+    rank_plan,
+    shard,
+)
+from spattern.testing.strategies import geometries, layouts, patterns
 from tests.distributed import workers
 from tests.distributed.cases import cases, inputs
 
@@ -83,7 +90,7 @@ def test_cost_model_counts_remote_blocks_and_is_below_the_dense_ring():
 
 
 def test_one_rank_is_the_reference_and_inputs_are_checked(single_group):
-    name, layout, B, H, Hkv = cases()[1]
+    _name, layout, B, H, Hkv = cases()[1]
     q, k, v, _ = inputs(layout.q_len, B, H, Hkv, 16, seed=0)
     sh = make_sharding(layout.q_len, 1, (layout.block_q, layout.block_k))
     out, lse = context_parallel_attention(q, k, v, layout, sh, backend="reference", return_lse=True)

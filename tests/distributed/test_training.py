@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from spattern.distributed import make_sharding
-from spattern.distributed.training import context_parallel_loss, load_checkpoint, shard_batch
+from spattern.distributed.training import (
+    context_parallel_loss,
+    load_checkpoint,
+    shard_batch,
+)
 from tests.distributed import train_workers as tw
 
 

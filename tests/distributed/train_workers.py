@@ -53,7 +53,11 @@ def fsdp_model(seed: int, world: int):
 def fsdp_write_and_resume(rank: int, world: int, port: int, out_dir: str, ckpt: str) -> None:
     """Train 2 steps, checkpoint, 2 more (run A); a fresh model (other seed) loads the checkpoint
     and trains the same 2 steps (run B). Rank 0 writes A (npz) and the largest |A - B|."""
-    from spattern.distributed.training import full_state, save_checkpoint, load_checkpoint
+    from spattern.distributed.training import (
+        full_state,
+        load_checkpoint,
+        save_checkpoint,
+    )
 
     init(rank, world, port)
     try:
@@ -122,7 +126,11 @@ def dp_cp_gradients(rank: int, world: int, port: int, out_dir: str, dp: int, cp:
     gradients must equal one process's on the whole batch (float64)."""
     import spattern
     from spattern.distributed import make_sharding
-    from spattern.distributed.training import context_parallel_loss, fully_shard_model, make_mesh
+    from spattern.distributed.training import (
+        context_parallel_loss,
+        fully_shard_model,
+        make_mesh,
+    )
 
     init(rank, world, port)
     try:

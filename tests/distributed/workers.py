@@ -20,7 +20,13 @@ def cp_attention(rank: int, world: int, port: int, out_dir: str) -> None:
     """Every case, both strategies: forward and backward against the one-process reference;
     bytes counted beside the cost model. Writes rank<r>.json with the figures."""
     import spattern
-    from spattern.distributed import ExchangeStats, context_parallel_attention, exchange_cost, make_sharding, shard
+    from spattern.distributed import (
+        ExchangeStats,
+        context_parallel_attention,
+        exchange_cost,
+        make_sharding,
+        shard,
+    )
     from tests.distributed.cases import cases, inputs
 
     init(rank, world, port)
