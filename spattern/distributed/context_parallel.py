@@ -71,12 +71,11 @@ class _GatherBlocks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kv_local, plan: RankPlan, index: dict, group, stats):
-        me = plan.rank
-        recv = _a2a(kv_local.index_select(0, index["send"]), plan.send_counts, plan.recv_counts, group)
+        send = kv_local.index_select(0, index["send"])  # blocks for the other ranks (none for self)
+        recv = _a2a(send, plan.send_counts, plan.recv_counts, group)
         gathered = torch.cat([kv_local, recv]).index_select(0, index["gather"])
-        per_block = kv_local[0].numel() * kv_local.element_size() if kv_local.shape[0] else 0
         if stats is not None:
-            stats.fwd_sent_bytes += sum(c for d, c in enumerate(plan.send_counts) if d != me) * per_block
+            stats.fwd_sent_bytes += send.numel() * send.element_size()
             stats.fwd_recv_bytes += recv.numel() * recv.element_size()
             stats.forward_calls += 1
         ctx.plan, ctx.index, ctx.group, ctx.stats, ctx.n_local = plan, index, group, stats, kv_local.shape[0]
