@@ -181,3 +181,51 @@ def test_held_out_documents_are_disjoint(tmp_path, fitted):
         evaluate_fitted(model, fit, s, o, ["b", "c"], backend="reference")
     ev = evaluate_fitted(model, fit, s, o, ["c", "d"], backend="reference")
     assert ev["fitted"]["recall"] > ev["global"]["recall"] and ev["compare_recall"]["n"] == 2
+
+
+def _cli_args(*argv):
+    import argparse
+
+    from spattern.cli import fit as fit_cli
+
+    ap = argparse.ArgumentParser()
+    fit_cli.register(ap.add_subparsers())
+    return ap.parse_args(["fit", *argv])
+
+
+def test_cli_settings_merge_config_and_options(tmp_path):
+    from spattern.cli.fit import settings_from_args
+
+    cfg_file = tmp_path / "f.toml"
+    cfg_file.write_text('window = 128\ntarget = 0.25\n[[family]]\ntemplate = "local({w}) & causal"\n')
+    cfg = settings_from_args(_cli_args("--config", str(cfg_file), "--target", "0.4"))
+    assert (cfg.name, cfg.window, cfg.target, [f.template for f in cfg.family]) == \
+        ("f", 128, 0.4, ["local({w}) & causal"])
+    cfg = settings_from_args(_cli_args("--family", SINK, "--family", LOCAL, "--grid", "s=1,4", "--block", "16"))
+    assert [(f.template, f.grid) for f in cfg.family] == [(SINK, {"s": [1, 4]}), (LOCAL, {})]
+    assert cfg.block == [16, 16]
+    for argv, msg in [(["--fit-split", "test"], "other than fit_split"), (["--grid", "s=1"], "give --family"),
+                      (["--family", SINK, "--grid", "s=x"], "FIELD=INT"), (["--eval-docs", "-1"], "eval_docs")]:
+        with pytest.raises(UserError, match=msg):
+            settings_from_args(_cli_args(*argv))
+
+
+def test_cli_run_writes_the_record(tmp_path, monkeypatch):
+    from spattern.cli import fit as fit_cli
+    from spattern.utils.io import read_json
+
+    for i in range(200):  # about 10 of them in the test split (5%)
+        (tmp_path / f"d{i}.txt").write_text(f"text {i} " * 60)
+    monkeypatch.setattr(fit_cli, "_load", lambda cfg: (_structured_model(), ByteTokenizer()))
+    out = tmp_path / "fit.json"
+    args = _cli_args("--corpus", f"local:{tmp_path}", "--window", str(N), "--docs", "2", "--eval-docs", "2",
+                     "--block", "16", "--tolerance", str(TOL), "--family", LOCAL, "--family", SINK, "--grid", "s=1",
+                     "--backend", "reference", "--out", str(out))
+    assert fit_cli.cmd_fit(args) == 0
+    rec = read_json(out)
+    assert rec["corpus"] == f"local:{tmp_path}" and rec["target"] == TARGET and rec["model"] == "smollm2"
+    assert [f["template"] for f in rec["settings"]["family"]] == [LOCAL, SINK]
+    assert len(rec["fit"]["docs"]) == 2 and not set(rec["fit"]["docs"]) & set(rec["heldout"]["docs"])
+    assert len(rec["fit"]["patterns"]) == 2 and all(len(l["heads"]) == 4 for l in rec["fit"]["layers"])
+    assert {"pattern", "recall", "block_density", "density"} <= set(rec["fit"]["layers"][0]["heads"][0])
+    assert rec["heldout"]["fitted"]["recall"] > rec["heldout"]["global"]["recall"] and "env" in rec
