@@ -111,6 +111,9 @@ def _check(q, k, v, layout: BlockLayout, sharding: Sharding, rank: int, world: i
     if sharding.unit % layout.block_q or sharding.unit % layout.block_k:
         raise ValueError(f"sharding.unit: expected a multiple of the layout's blocks "
                          f"({layout.block_q}, {layout.block_k}), got {sharding.unit}")
+    if not getattr(layout, "_validated", False):
+        layout.validate()  # once per layout (the sub-layouts are built from it and trusted)
+        layout.mark_validated()
     n = sharding.n_local(rank)
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:

@@ -26,6 +26,7 @@ def _final_params_one_process(ckpt) -> dict:
     return {n: p.detach().numpy() for n, p in model.named_parameters()}
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")  # the 1-process load, on purpose
 def test_fsdp2_checkpoint_resumes_exactly_and_on_1_and_4_ranks(spawn, tmp_path):
     ckpt = tmp_path / "ckpt"
@@ -44,6 +45,7 @@ def test_fsdp2_checkpoint_resumes_exactly_and_on_1_and_4_ranks(spawn, tmp_path):
     assert moved > 1e-3  # training changed the weights (the comparison is not vacuous)
 
 
+@pytest.mark.slow
 def test_context_parallel_composed_with_data_parallel_gives_the_one_process_gradients(spawn):
     recs = spawn(tw.dp_cp_gradients, 4, 2, 2)
     assert sorted((r["dp"], r["cp"]) for r in recs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
