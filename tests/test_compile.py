@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import spattern as sp
 from spattern.compiler import BITMASK, FULL, PROGRAM, BlockLayout, LayoutError
-from spattern.compiler import program as prog
+from spattern.ir import program as prog
 from spattern.compiler.layout import replace
 from spattern.testing import (
     assert_algebra_laws,
