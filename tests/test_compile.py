@@ -12,16 +12,7 @@ import spattern as sp
 from spattern.compiler import BITMASK, FULL, PROGRAM, BlockLayout, LayoutError
 from spattern.ir import program as prog
 from spattern.compiler.layout import replace
-from spattern.testing import (
-    assert_algebra_laws,
-    assert_closed_form_matches,
-    assert_layout_equals_masks,
-    assert_layout_matches_mask,
-    assert_paths_agree,
-    assert_valid_layout,
-    check_pattern,
-    expected_masks,
-)
+from spattern import testing as spt
 from spattern.testing import strategies as sst
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -41,25 +32,25 @@ def copy_layout(layout, **changes):
 @FAST
 @given(sst.patterns(max_depth=3, heads_stacks=True), sst.geometries())
 def test_layout_equals_dense_mask(p, g):
-    assert_layout_matches_mask(p, g.q_len, g.kv_len, g.block)
+    spt.assert_layout_matches_mask(p, g.q_len, g.kv_len, g.block)
 
 
 @FAST
 @given(sst.patterns(max_depth=3, heads_stacks=True), sst.geometries())
 def test_analytic_equals_generic(p, g):
-    assert assert_paths_agree(p, g.q_len, g.kv_len, g.block)  # every built-in has an analytic path
+    assert spt.assert_paths_agree(p, g.q_len, g.kv_len, g.block)  # every built-in has an analytic path
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(sst.families(), sst.families(), sst.families(), sst.geometries(max_len=70))
 def test_algebra_laws_hold_on_masks_and_layouts(a, b, c, g):
-    assert_algebra_laws(a, b, c, g.q_len, g.kv_len, block=g.block)
+    spt.assert_algebra_laws(a, b, c, g.q_len, g.kv_len, block=g.block)
 
 
 @FAST
 @given(sst.layouts())
 def test_compiled_layouts_are_valid_csr(layout):
-    assert_valid_layout(layout)
+    spt.assert_valid_layout(layout)
 
 
 @pytest.mark.parametrize("q_len,kv_len,block", [
@@ -74,13 +65,13 @@ def test_compiled_layouts_are_valid_csr(layout):
 ])
 def test_odd_and_unequal_lengths(text, q_len, kv_len, block):
     p = sp.parse(text)
-    assert_layout_matches_mask(p, q_len, kv_len, block)
-    assert_paths_agree(p, q_len, kv_len, block)
+    spt.assert_layout_matches_mask(p, q_len, kv_len, block)
+    spt.assert_paths_agree(p, q_len, kv_len, block)
 
 
 def test_custom_pattern_via_check_pattern():
     diag_blocks = sp.custom(lambda q, k: (q // 10) == (k // 10), name="tc_diag10")
-    ran = check_pattern(diag_blocks & sp.causal, sizes=(1, 37, (50, 21)))
+    ran = spt.check_pattern(diag_blocks & sp.causal, sizes=(1, 37, (50, 21)))
     assert any(r.startswith("layout") for r in ran)
 
 
@@ -89,7 +80,7 @@ def test_custom_pattern_via_check_pattern():
 # ------------------------------------------------------------------------------------------
 def test_heads_give_one_group_per_head():
     p = sp.heads(sp.local(3), sp.sink(2), sp.strided(4) & sp.causal)
-    layout = assert_layout_matches_mask(p, 50, 40, (16, 32))
+    layout = spt.assert_layout_matches_mask(p, 50, 40, (16, 32))
     assert layout.group_shape == (1, 3)
     for h, ph in enumerate(p.patterns):
         np.testing.assert_array_equal(layout.to_dense(h), ph.dense_mask(50, 40))
@@ -101,20 +92,20 @@ def test_heads_give_one_group_per_head():
 def test_document_with_a_list_of_contexts_gives_batch_groups():
     contexts = [{"cu_seqlens": [0, 10, 40]}, {"cu_seqlens": [0, 40]}, {"cu_seqlens": [0, 3, 7, 20]}]
     p = sp.document() & sp.causal
-    layout = assert_layout_matches_mask(p, 40, 40, 16, context=contexts)
+    layout = spt.assert_layout_matches_mask(p, 40, 40, 16, context=contexts)
     assert layout.group_shape == (3, 1)
     for b, ctx in enumerate(contexts):
         np.testing.assert_array_equal(layout.to_dense(b), (sp.document(ctx["cu_seqlens"]) & sp.causal).dense_mask(40))
     assert [layout.group_of(b, 5) for b in range(3)] == [0, 1, 2]
     # per batch and per head: (B, H) groups, b-major
     ph = sp.heads(sp.document(), sp.document() & sp.local(4))
-    layout = assert_layout_matches_mask(ph, 40, 40, 16, context=contexts[:2])
+    layout = spt.assert_layout_matches_mask(ph, 40, 40, 16, context=contexts[:2])
     assert layout.group_shape == (2, 2) and layout.group_of(1, 1) == 3
     np.testing.assert_array_equal(layout.to_dense(3), (sp.document([0, 40]) & sp.local(4)).dense_mask(40))
     # a static pattern ignores a list of contexts: one shared group
     assert sp.compile(sp.local(3), 40, context=contexts).group_shape == (1, 1)
     # a single context, and the analytic path on bound documents
-    assert_paths_agree(p, 40, 40, 16, context=contexts[2])
+    spt.assert_paths_agree(p, 40, 40, 16, context=contexts[2])
     with pytest.raises(ValueError, match=r"needs (a context|boundaries)"):
         sp.compile(p, 40)
     with pytest.raises(ValueError, match="non-empty list"):
@@ -128,8 +119,8 @@ def test_document_with_a_list_of_contexts_gives_batch_groups():
 @given(sst.patterns(max_depth=2), sst.geometries(max_len=130))
 def test_block_kinds_mean_what_they_say(p, g):
     layout = sp.compile(p, g.q_len, g.kv_len, g.block)
-    want = expected_masks(p, g.q_len, g.kv_len)
-    assert_layout_equals_masks(layout, want)  # FULL blocks full, no empty blocks, programs reproduce the mask
+    want = spt.expected_masks(p, g.q_len, g.kv_len)
+    spt.assert_layout_equals_masks(layout, want)  # FULL blocks full, no empty blocks, programs reproduce the mask
     has_prog = p.program() is not None and len(p.program()) <= prog.MAX_PROGRAM
     if has_prog:  # built-in families with a program never need bitmasks
         assert not (layout.block_kind == BITMASK).any() and layout.bitmasks.shape[0] == 0
@@ -164,7 +155,7 @@ def test_program_blocks_carry_the_program():
 def test_custom_and_programless_patterns_use_bitmasks():
     c = sp.custom(lambda q, k: (q * 7 + k) % 5 == 0, name="tc_mod5")
     for p in (c, c & sp.causal, sp.blockstrided(2, block=24), sp.local(5) | c):
-        layout = assert_layout_matches_mask(p, 70, 50, 16)
+        layout = spt.assert_layout_matches_mask(p, 70, 50, 16)
         kinds = set(layout.block_kind.tolist())
         assert PROGRAM not in kinds and BITMASK in kinds, (str(p), kinds)
         assert (layout.program_len == 0).all()
@@ -178,7 +169,7 @@ def test_custom_and_programless_patterns_use_bitmasks():
 def test_long_programs_fall_back_to_bitmasks():
     p = sp.landmark(positions=list(range(1, 80, 2)))  # > MAX_PROGRAM instructions
     assert p.program() is None or len(p.program()) > prog.MAX_PROGRAM
-    layout = assert_layout_matches_mask(p, 90, 90, 16)
+    layout = spt.assert_layout_matches_mask(p, 90, 90, 16)
     assert (layout.block_kind != PROGRAM).all()
 
 
@@ -379,7 +370,7 @@ def test_validate_catches_corruption(good_layout, corrupt, match):
     with pytest.raises(LayoutError, match=match):
         bad.validate()
     with pytest.raises(AssertionError):
-        assert_valid_layout(bad)
+        spt.assert_valid_layout(bad)
 
 
 def test_validate_catches_bad_scalars_and_programs():
@@ -416,7 +407,7 @@ def _leaves(p):
 @given(sst.patterns(max_depth=2, heads_stacks=True), sst.lengths(1, 200), st.sampled_from((16, 32, 48, 64)))
 def test_closed_forms_match_exact_counts(p, N, b):
 
-    assert_closed_form_matches(p, N, b)
+    spt.assert_closed_form_matches(p, N, b)
 
 
 FAMILY_GRID = (
@@ -439,7 +430,7 @@ def test_family_closed_forms_exact_where_claimed(p):
 
     for N in (96, 100):  # a multiple of both block sizes, and not
         for b in (16, 32):
-            assert_closed_form_matches(p, N, b)
+            spt.assert_closed_form_matches(p, N, b)
     c = cost(p, 128, block=(32, 32))
     if not isinstance(p, (sp.patterns.Dilated, sp.patterns.Union)) and c.pairs_closed is not None:
         assert c.pairs_exact, f"{p}: pairs closed form not claimed exact at N=128"
@@ -459,16 +450,16 @@ def test_closed_form_is_symbolic_in_N():
 
 
 def test_closed_form_blockstrided_is_not_a_bound_when_block_does_not_divide_N():
-    assert_closed_form_matches(sp.blockstrided(1, block=16), 5, 16)
+    spt.assert_closed_form_matches(sp.blockstrided(1, block=16), 5, 16)
 
 
 def test_closed_form_landmark_positions_past_N():
-    assert_closed_form_matches(sp.landmark(every=5, positions=[3, 150]), 1, 16)
+    spt.assert_closed_form_matches(sp.landmark(every=5, positions=[3, 150]), 1, 16)
 
 
 def test_closed_form_random_blocks_with_k_above_the_key_blocks():
-    assert_closed_form_matches(sp.random(3, seed=1, block=16), 16, 16)
+    spt.assert_closed_form_matches(sp.random(3, seed=1, block=16), 16, 16)
 
 
 def test_closed_form_document_shorter_than_its_boundaries():
-    assert_closed_form_matches(sp.document([0, 5, 30]), 1, 16)
+    spt.assert_closed_form_matches(sp.document([0, 5, 30]), 1, 16)

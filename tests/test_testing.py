@@ -13,19 +13,7 @@ from hypothesis import HealthCheck, given, settings
 import spattern as sp
 from spattern.compiler.layout import BITMASK, FULL, replace
 from spattern.patterns import Heads, Local, Sink
-from spattern.testing import (
-    assert_algebra_laws,
-    assert_causal,
-    assert_closed_form_matches,
-    assert_layout_equals_masks,
-    assert_layout_matches_mask,
-    assert_masks_equal,
-    assert_paths_agree,
-    assert_roundtrip,
-    assert_valid_layout,
-    check_pattern,
-    expected_masks,
-)
+from spattern import testing as spt
 from spattern.testing import strategies as sst
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -98,44 +86,44 @@ def test_assert_masks_equal_message_names_first_difference_and_counts():
     a = np.zeros((3, 4), dtype=bool)
     b = a.copy()
     b[1, 2] = b[2, 3] = True
-    assert_masks_equal(a, a.copy())
+    spt.assert_masks_equal(a, a.copy())
     with pytest.raises(AssertionError) as e:
-        assert_masks_equal(a, b, "mine", "truth")
+        spt.assert_masks_equal(a, b, "mine", "truth")
     msg = str(e.value)
     assert "(i=1, j=2)" in msg and "differ at 2 of 12" in msg
     assert "mine 0, truth 2" in msg and "2 only in truth" in msg
     with pytest.raises(AssertionError, match="shape"):
-        assert_masks_equal(a, b[:2])
+        spt.assert_masks_equal(a, b[:2])
 
 
 def test_layout_check_catches_one_block_removed():
     p = (sp.local(20) | sp.sink(3)) & sp.causal
     layout = sp.compile(p, 70, block=16)
-    want = expected_masks(p, 70)
-    assert_layout_equals_masks(layout, want)
+    want = spt.expected_masks(p, 70)
+    spt.assert_layout_equals_masks(layout, want)
     for e in (0, layout.nnz // 2, layout.nnz - 1):
         broken = drop_block(layout, e)
         broken.validate()  # still a valid CSR: only the mask comparison can catch it
         r, c = int(layout.block_rows()[e]), int(layout.col_idx[e])
         with pytest.raises(AssertionError) as info:
-            assert_layout_equals_masks(broken, want)
+            spt.assert_layout_equals_masks(broken, want)
         m = re.search(r"first at \(i=(\d+), j=(\d+)\)", str(info.value))
         assert m, str(info.value)
         i, j = int(m.group(1)), int(m.group(2))
         assert i // 16 == r and j // 16 == c  # the difference is reported inside the removed block
     # the layout itself is untouched (compile caches it)
-    assert_layout_equals_masks(sp.compile(p, 70, block=16), want)
+    spt.assert_layout_equals_masks(sp.compile(p, 70, block=16), want)
 
 
 def test_layout_check_catches_wrong_kinds():
     p = sp.local(5) & sp.causal
     layout = sp.compile(p, 64, block=16)
-    want = expected_masks(p, 64)
+    want = spt.expected_masks(p, 64)
     partial = int(np.flatnonzero(layout.block_kind != FULL)[0])
     kinds = layout.block_kind.copy()
     kinds[partial] = FULL  # a partial block claimed full: to_dense() shows the extra pairs
     with pytest.raises(AssertionError, match=r"differ at \d+ of .* only in layout.to_dense\(\)"):
-        assert_layout_equals_masks(copy_layout(layout, block_kind=kinds), want)
+        spt.assert_layout_equals_masks(copy_layout(layout, block_kind=kinds), want)
     # a full block stored as a bitmask block with all bits set: same mask, wrong kind
     full_layout = sp.compile(sp.full(), 32, block=16)
     kinds = full_layout.block_kind.copy()
@@ -146,40 +134,40 @@ def test_layout_check_catches_wrong_kinds():
     lay = copy_layout(full_layout, block_kind=kinds, mask_idx=midx, bitmasks=bits)
     lay.validate()
     with pytest.raises(AssertionError, match="stored as partial"):
-        assert_layout_equals_masks(lay, expected_masks(sp.full(), 32))
-    assert_layout_equals_masks(lay, expected_masks(sp.full(), 32), exact_kinds=False)
+        spt.assert_layout_equals_masks(lay, spt.expected_masks(sp.full(), 32))
+    spt.assert_layout_equals_masks(lay, spt.expected_masks(sp.full(), 32), exact_kinds=False)
     # an empty stored block
     empty = copy_layout(full_layout, block_kind=kinds, mask_idx=midx, bitmasks=np.zeros((1, 16, 1), np.uint32))
-    m = expected_masks(sp.full(), 32)
+    m = spt.expected_masks(sp.full(), 32)
     m[:, :16, :16] = False
     with pytest.raises(AssertionError, match="allows no pair"):
-        assert_layout_equals_masks(empty, m)
+        spt.assert_layout_equals_masks(empty, m)
 
 
 def test_layout_matches_mask_catches_a_lying_enumerator():
-    assert_layout_matches_mask(Local(7), 50, block=16)
+    spt.assert_layout_matches_mask(Local(7), 50, block=16)
     with pytest.raises(AssertionError, match=r"differ at \d+ of"):
-        assert_layout_matches_mask(DropsLastBlock(7), 50, block=16)
+        spt.assert_layout_matches_mask(DropsLastBlock(7), 50, block=16)
     with pytest.raises(AssertionError, match="analytic and generic paths differ"):
-        assert_paths_agree(DropsLastBlock(7), 50, block=16)
-    assert assert_paths_agree(Local(7), 50, block=16) is True
+        spt.assert_paths_agree(DropsLastBlock(7), 50, block=16)
+    assert spt.assert_paths_agree(Local(7), 50, block=16) is True
     # no analytic path: nothing to compare, and it says so
-    assert assert_paths_agree(sp.custom(lambda q, k: q >= k, name="tt_lower"), 40, block=16) is False
+    assert spt.assert_paths_agree(sp.custom(lambda q, k: q >= k, name="tt_lower"), 40, block=16) is False
 
 
 def test_assert_valid_layout_catches_corruptions():
     layout = sp.compile(sp.local(20) | sp.sink(2), 80, block=16)
-    assert_valid_layout(layout)
+    spt.assert_valid_layout(layout)
     cols = layout.col_idx.copy()
     cols[[0, 1]] = cols[[1, 0]]
     with pytest.raises(AssertionError, match="ascending"):
-        assert_valid_layout(copy_layout(layout, col_idx=cols))
+        spt.assert_valid_layout(copy_layout(layout, col_idx=cols))
     cols = layout.col_idx.copy()
     cols[-1] = layout.n_cols
     with pytest.raises(AssertionError, match="col_idx"):
-        assert_valid_layout(copy_layout(layout, col_idx=cols))
+        spt.assert_valid_layout(copy_layout(layout, col_idx=cols))
     with pytest.raises(AssertionError, match="dtype|int32"):
-        assert_valid_layout(copy_layout(layout, col_idx=layout.col_idx.astype(np.int64)))
+        spt.assert_valid_layout(copy_layout(layout, col_idx=layout.col_idx.astype(np.int64)))
     # a stray out-of-range bit in a bitmask block (validate() does not look at bits)
     c = sp.custom(lambda q, k: (q + k) % 3 == 0, name="tt_mod3")
     lay = sp.compile(c, 20, block=16)
@@ -187,60 +175,60 @@ def test_assert_valid_layout_catches_corruptions():
     e = int(np.flatnonzero(lay.block_rows() == 1)[0])
     bits[lay.mask_idx[e], 15, 0] |= np.uint32(1)  # query 31 >= q_len = 20
     with pytest.raises(AssertionError, match="out-of-range token pair"):
-        assert_valid_layout(copy_layout(lay, bitmasks=bits))
+        spt.assert_valid_layout(copy_layout(lay, bitmasks=bits))
     with pytest.raises(AssertionError, match="BlockLayout"):
-        assert_valid_layout("not a layout")
+        spt.assert_valid_layout("not a layout")
 
 
 def test_assert_causal():
-    assert assert_causal(sp.local(4, causal=True), 20) is True
-    assert assert_causal(sp.local(4), 20) is False  # no claim, nothing checked
+    assert spt.assert_causal(sp.local(4, causal=True), 20) is True
+    assert spt.assert_causal(sp.local(4), 20) is False  # no claim, nothing checked
     with pytest.raises(AssertionError, match=r"claims to be causal .* first: group 0, \(i=0, j=1\)"):
-        assert_causal(FalselyCausal(3), 10)
+        spt.assert_causal(FalselyCausal(3), 10)
     # per head: the second head breaks the claim
     with pytest.raises(AssertionError, match="group 1"):
-        assert_causal(Heads((sp.local(2, causal=True), FalselyCausal(2))), 10)
+        spt.assert_causal(Heads((sp.local(2, causal=True), FalselyCausal(2))), 10)
 
 
 def test_assert_algebra_laws_passes_and_catches_a_nondeterministic_predicate():
-    assert_algebra_laws(sp.local(3), sp.strided(4), sp.sink(2) & sp.causal, 23, 30, block=16)
+    spt.assert_algebra_laws(sp.local(3), sp.strided(4), sp.sink(2) & sp.causal, 23, 30, block=16)
     rng = np.random.default_rng(0)
     flaky = sp.custom(lambda q, k: rng.random(np.broadcast_shapes(np.shape(q), np.shape(k))) < 0.5,
                       name="tt_flaky")
     with pytest.raises(AssertionError, match="law"):
-        assert_algebra_laws(flaky, sp.local(2), sp.sink(1), 12)
+        spt.assert_algebra_laws(flaky, sp.local(2), sp.sink(1), 12)
 
 
 def test_assert_closed_form_matches():
-    out = assert_closed_form_matches(sp.sink(5), 100, 16)
+    out = spt.assert_closed_form_matches(sp.sink(5), 100, 16)
     assert out["pairs"] == (500, 500, True)
     with pytest.raises(AssertionError, match="claimed exact but gives 501"):
-        assert_closed_form_matches(WrongClosedForm(5), 100, 16)
+        spt.assert_closed_form_matches(WrongClosedForm(5), 100, 16)
     # a union's form is a bound: passes when above the exact count
-    value, count, exact = assert_closed_form_matches(sp.local(4) | sp.sink(2), 40, 16)["pairs"]
+    value, count, exact = spt.assert_closed_form_matches(sp.local(4) | sp.sink(2), 40, 16)["pairs"]
     assert not exact and value > count
 
 
 def test_assert_roundtrip():
-    assert_roundtrip((sp.local(3) | sp.landmark(every=4, positions=[1])) & sp.causal)
+    spt.assert_roundtrip((sp.local(3) | sp.landmark(every=4, positions=[1])) & sp.causal)
     with pytest.raises(AssertionError, match=r"parse\(str\(p\)\) != p"):
-        assert_roundtrip(PrintsWrong(3))
+        spt.assert_roundtrip(PrintsWrong(3))
     unregistered = sp.custom(lambda q, k: q >= k)  # a lambda: no name to parse it back by
     with pytest.raises(AssertionError, match="parse"):
-        assert_roundtrip(unregistered)
+        spt.assert_roundtrip(unregistered)
 
 
 def test_check_pattern_runs_everything_that_applies():
-    ran = check_pattern(sp.local(9, causal=True) | sp.sink(2) & sp.causal, sizes=(17, (40, 23)))
+    ran = spt.check_pattern(sp.local(9, causal=True) | sp.sink(2) & sp.causal, sizes=(17, (40, 23)))
     kinds = {r.split("@")[0] for r in ran}
     assert kinds == {"roundtrip", "causal", "layout", "paths", "closed_form"}
     assert not any(r.startswith("closed_form@40") for r in ran)  # only square sizes
-    ran = check_pattern(sp.custom(lambda q, k: (q // 16) == (k // 16), name="tt_blockdiag"), sizes=(33,))
+    ran = spt.check_pattern(sp.custom(lambda q, k: (q // 16) == (k // 16), name="tt_blockdiag"), sizes=(33,))
     assert "roundtrip" in ran and not any(r.startswith("paths") for r in ran)
     with pytest.raises(AssertionError):
-        check_pattern(DropsLastBlock(5), sizes=(40,))
+        spt.check_pattern(DropsLastBlock(5), sizes=(40,))
     # a document() needs its context
-    ran = check_pattern(sp.document() & sp.causal, sizes=(30,), context={"cu_seqlens": [0, 7, 30]},
+    ran = spt.check_pattern(sp.document() & sp.causal, sizes=(30,), context={"cu_seqlens": [0, 7, 30]},
                         closed_forms=False)
     assert any(r.startswith("layout") for r in ran)
 
@@ -311,8 +299,8 @@ def test_patterns_make_compositions_and_stacks():
 @given(sst.layouts(with_pattern=True))
 def test_layouts_strategy_compiles_the_pattern_it_reports(t):
     p, context, layout = t
-    assert_valid_layout(layout)
-    assert_layout_equals_masks(layout, expected_masks(p, layout.q_len, layout.kv_len, context))
+    spt.assert_valid_layout(layout)
+    spt.assert_layout_equals_masks(layout, spt.expected_masks(p, layout.q_len, layout.kv_len, context))
 
 
 def test_family_rejects_unknown_name():

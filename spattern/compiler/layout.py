@@ -265,6 +265,16 @@ class BlockLayout:
         return self._csc
 
     # --- statistics --------------------------------------------------------------------------
+    def _block_extents(self):
+        """Per stored block: its row, group, column, in-range height and width, and its pair count
+        when FULL (0 for partial blocks, which the callers count)."""
+        rows, groups = self.block_rows(), self.block_groups()
+        cols = self.col_idx.astype(np.int64)
+        h = np.minimum((rows + 1) * self.block_q, self.q_len) - rows * self.block_q
+        w = np.minimum((cols + 1) * self.block_k, self.kv_len) - cols * self.block_k
+        per = np.where(self.block_kind == FULL, h * w, 0).astype(np.int64)
+        return rows, groups, cols, h, w, per
+
     def pair_counts(self) -> np.ndarray:
         """int64 [G]: exact number of attended (query, key) pairs per group (cached).
 
@@ -279,11 +289,7 @@ class BlockLayout:
         if cached is not None:
             return cached.copy()
         bq, bk = self.block_q, self.block_k
-        rows, groups = self.block_rows(), self.block_groups()
-        cols = self.col_idx.astype(np.int64)
-        h = np.minimum((rows + 1) * bq, self.q_len) - rows * bq
-        w = np.minimum((cols + 1) * bk, self.kv_len) - cols * bk
-        per = np.where(self.block_kind == FULL, h * w, 0).astype(np.int64)
+        rows, groups, cols, h, w, per = self._block_extents()
         bm = np.flatnonzero(self.block_kind == BITMASK)
         if bm.size:
             interior = (h[bm] == bq) & (w[bm] == bk)
@@ -309,12 +315,7 @@ class BlockLayout:
 
     def pair_counts_slow(self) -> np.ndarray:
         """The twin of ``pair_counts``: every partial block's token mask evaluated and summed."""
-        bq, bk = self.block_q, self.block_k
-        rows, groups = self.block_rows(), self.block_groups()
-        cols = self.col_idx.astype(np.int64)
-        h = np.minimum((rows + 1) * bq, self.q_len) - rows * bq
-        w = np.minimum((cols + 1) * bk, self.kv_len) - cols * bk
-        per = np.where(self.block_kind == FULL, h * w, 0).astype(np.int64)
+        rows, groups, cols, h, w, per = self._block_extents()
         part = np.flatnonzero(self.block_kind != FULL)
         for s in range(0, part.size, 2048):
             chunk = part[s : s + 2048]
