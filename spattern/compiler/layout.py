@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from spattern.ir import program as prog
+from spattern.ir.blocks import Grid
 from spattern.utils.errors import UserError
 
 FULL, PROGRAM, BITMASK = 0, 1, 2
@@ -56,7 +57,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass(eq=False, frozen=True)
-class BlockLayout:
+class BlockLayout(Grid):
     """Frozen: layouts are shared (the compiler caches them), so nothing may change one in place;
     use ``spattern.compiler.layout.replace(layout, ...)`` for a modified copy. Only the internal
     caches (device copies, the CSC transpose, the validated flag) are filled in lazily."""
@@ -82,13 +83,10 @@ class BlockLayout:
     def n_groups(self) -> int:
         return int(self.group_shape[0] * self.group_shape[1])
 
-    @property
-    def n_rows(self) -> int:
-        return -(-self.q_len // self.block_q)
-
-    @property
-    def n_cols(self) -> int:
-        return -(-self.kv_len // self.block_k)
+    # n_rows, n_cols, row_extent, col_extent: the block geometry (``spattern.ir.blocks.Grid``);
+    # equality is identity (``equals`` compares contents), not Grid's field comparison
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     @property
     def nnz(self) -> int:
