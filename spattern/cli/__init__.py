@@ -21,6 +21,7 @@ COMMANDS = (
     "spattern.cli.data",
     "spattern.cli.train",
     "spattern.cli.evaluate",
+    "spattern.cli.fit",
     "spattern.cli.experiments",
     "spattern.cli.bench",
     "spattern.cli.report",
