@@ -82,3 +82,24 @@ def layout_from_masks(masks: np.ndarray, block_q: int, block_k: int, group_shape
 def layout_dense_mask(layout) -> np.ndarray:
     """(G, q_len, kv_len) token mask of a layout (small N; tests)."""
     return layout.to_dense()
+
+
+# Mask programs of the built-in families, one per opcode family, on absolute (i, j) (the kernels'
+# correctness suites run every one of them).
+PROGRAM_FAMILIES = {
+    "causal": [(BAND, 0, INF, 0)],
+    "window": [(BAND, -37, 37, 0)],
+    "causal_window": [(BAND, 0, 90, 0)],
+    "dilated": [(DIFF_MOD, 3, 0, 0), (BAND, -100, 100, 0), (AND, 0, 0, 0)],
+    "strided": [(KEY_MOD, 64, 60, 63), (BAND, 0, 20, 0), (OR, 0, 0, 0), (BAND, 0, INF, 0), (AND, 0, 0, 0)],
+    "landmark": [(BAND, -50, 50, 0), (KEY_RANGE, 0, 16, 0), (OR, 0, 0, 0), (QUERY_RANGE, 0, 16, 0), (OR, 0, 0, 0)],
+    "query_mod": [(QUERY_MOD, 5, 1, 2), (BAND, -10, 10, 0), (OR, 0, 0, 0)],
+    "not_andnot": [(TRUE, 0, 0, 0), (BAND, -3, 3, 0), (ANDNOT, 0, 0, 0), (KEY_MOD, 7, 0, 0), (NOT, 0, 0, 0),
+                   (AND, 0, 0, 0)],
+    # rows 64..127 (and the tail) attend nothing -> empty rows
+    "empty_rows": [(BAND, -20, 20, 0), (QUERY_RANGE, 64, 128, 0), (ANDNOT, 0, 0, 0), (QUERY_RANGE, 0, 180, 0),
+                   (AND, 0, 0, 0)],
+    # rows 64..127 attend nothing (empty rows) and keys 180.. are never attended (empty columns)
+    "empty_rows_cols": [(BAND, -20, 20, 0), (QUERY_RANGE, 64, 128, 0), (ANDNOT, 0, 0, 0), (KEY_RANGE, 0, 180, 0),
+                        (AND, 0, 0, 0)],
+}

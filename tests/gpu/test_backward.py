@@ -16,8 +16,7 @@ torch = pytest.importorskip("torch")
 
 import spattern as sp  # noqa: E402
 from kernel_fixtures import (  # noqa: E402
-    AND, BAND, DIFF_MOD, INF, KEY_MOD, KEY_RANGE, NOT, OR, QUERY_MOD, QUERY_RANGE, TRUE, ANDNOT,
-    eval_program, layout_from_masks,
+    PROGRAM_FAMILIES, AND, BAND, INF, eval_program, layout_from_masks,
 )
 from spattern.runtime import cupy_backend  # noqa: E402
 
@@ -26,19 +25,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cupy_backend.is_available(
 FLOOR = {torch.bfloat16: 4e-3, torch.float16: 1e-3}
 DTYPES = [torch.bfloat16, torch.float16]
 
-FAMILIES = {
-    "causal": [(BAND, 0, INF, 0)],
-    "window": [(BAND, -37, 37, 0)],
-    "dilated": [(DIFF_MOD, 3, 0, 0), (BAND, -100, 100, 0), (AND, 0, 0, 0)],
-    "strided": [(KEY_MOD, 64, 60, 63), (BAND, 0, 20, 0), (OR, 0, 0, 0), (BAND, 0, INF, 0), (AND, 0, 0, 0)],
-    "landmark": [(BAND, -50, 50, 0), (KEY_RANGE, 0, 16, 0), (OR, 0, 0, 0), (QUERY_RANGE, 0, 16, 0), (OR, 0, 0, 0)],
-    "query_mod": [(QUERY_MOD, 5, 1, 2), (BAND, -10, 10, 0), (OR, 0, 0, 0)],
-    "not_andnot": [(TRUE, 0, 0, 0), (BAND, -3, 3, 0), (ANDNOT, 0, 0, 0), (KEY_MOD, 7, 0, 0), (NOT, 0, 0, 0),
-                   (AND, 0, 0, 0)],
-    # rows 64..127 attend nothing (empty rows) and keys 180.. are never attended (empty columns)
-    "empty_rows_cols": [(BAND, -20, 20, 0), (QUERY_RANGE, 64, 128, 0), (ANDNOT, 0, 0, 0), (KEY_RANGE, 0, 180, 0),
-                        (AND, 0, 0, 0)],
-}
+FAMILIES = {name: PROGRAM_FAMILIES[name] for name in ['causal', 'window', 'dilated', 'strided', 'landmark', 'query_mod', 'not_andnot', 'empty_rows_cols']}
 
 
 def _mask(prog, nq, nk):

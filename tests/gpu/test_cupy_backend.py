@@ -14,8 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from kernel_fixtures import (  # noqa: E402
-    AND, ANDNOT, BAND, DIFF_MOD, INF, KEY_MOD, KEY_RANGE, NOT, OR, QUERY_MOD, QUERY_RANGE, TRUE,
-    eval_program, layout_dense_mask, layout_from_masks,
+    PROGRAM_FAMILIES, AND, BAND, INF, eval_program, layout_dense_mask, layout_from_masks,
 )
 from spattern.evaluation.bench_attention import band_landmark_layout  # noqa: E402
 from spattern.runtime import cupy_backend  # noqa: E402
@@ -28,20 +27,7 @@ pytestmark = [
 FLOOR = {torch.bfloat16: 2e-3, torch.float16: 5e-4}
 
 # Program-described families (one per opcode family) on (i, j).
-FAMILIES = {
-    "causal": [(BAND, 0, INF, 0)],
-    "window": [(BAND, -37, 37, 0)],
-    "causal_window": [(BAND, 0, 90, 0)],
-    "dilated": [(DIFF_MOD, 3, 0, 0), (BAND, -100, 100, 0), (AND, 0, 0, 0)],
-    "strided": [(KEY_MOD, 64, 60, 63), (BAND, 0, 20, 0), (OR, 0, 0, 0), (BAND, 0, INF, 0), (AND, 0, 0, 0)],
-    "landmark": [(BAND, -50, 50, 0), (KEY_RANGE, 0, 16, 0), (OR, 0, 0, 0), (QUERY_RANGE, 0, 16, 0), (OR, 0, 0, 0)],
-    "query_mod": [(QUERY_MOD, 5, 1, 2), (BAND, -10, 10, 0), (OR, 0, 0, 0)],
-    "not_andnot": [(TRUE, 0, 0, 0), (BAND, -3, 3, 0), (ANDNOT, 0, 0, 0), (KEY_MOD, 7, 0, 0), (NOT, 0, 0, 0),
-                   (AND, 0, 0, 0)],
-    # rows 64..127 (and the tail) attend nothing -> empty rows
-    "empty_rows": [(BAND, -20, 20, 0), (QUERY_RANGE, 64, 128, 0), (ANDNOT, 0, 0, 0), (QUERY_RANGE, 0, 180, 0),
-                   (AND, 0, 0, 0)],
-}
+FAMILIES = {name: PROGRAM_FAMILIES[name] for name in ['causal', 'window', 'causal_window', 'dilated', 'strided', 'landmark', 'query_mod', 'not_andnot', 'empty_rows']}
 
 
 def _mask_from_program(prog, nq, nk):
