@@ -8,7 +8,6 @@ Everything it prints is also written to ``<out>/summary.json``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 import spattern
+from spattern.utils.io import write_json
 from spattern.compiler.compile import clear_cache
 from spattern.compiler.complexity import cost
 from spattern.patterns import EXAMPLES
@@ -170,7 +170,6 @@ def run_tour(out: Path = Path("out/tour"), sizes=(1024, 4096, 16384), check_len:
     _print_table("5. content-dependent patterns (per-sequence layouts from a context)",
                  ["name", "pattern", "N", "density", "blocks", "max |err|", "verdict", "note"], rows)
 
-    with open(out / "summary.json", "w") as f:
-        json.dump(summary, f, indent=1, default=lambda x: x if not isinstance(x, np.generic) else x.item())
+    write_json(out / "summary.json", summary)
     print(f"{'all checks passed' if summary['ok'] else 'SOME CHECKS FAILED'}; wrote {out / 'summary.json'}")
     return summary

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils.io import atomic_save, write_json
 from .cache import cache_dir
 from .corpora import Document, iter_documents
 from .splits import SPLITS, check_fractions, split_of
@@ -105,25 +105,25 @@ def prepare(settings: PrepareSettings | None = None, out: str | Path | None = No
             stream[offsets[i + 1] - 1] = tok.eos_id
         _save_npy(folder / f"{split}.npy", stream)
         _save_npy(folder / f"{split}_offsets.npy", offsets)
-        (folder / f"{split}_ids.json").write_text(json.dumps([d.id for d in docs]))
+        write_json(folder / f"{split}_ids.json", [d.id for d in docs])
         counts[split] = {"docs": len(docs), "tokens": int(offsets[-1]),
                          "chars": int(sum(len(d.text) for d in docs))}
     meta = {"format": FORMAT_VERSION, "corpus": s.corpus, "tokenizer": s.tokenizer,
             "vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "dtype": np.dtype(dtype).name,
             "fractions": list(s.fractions), "salt": s.salt, "max_docs": s.max_docs, "splits": counts,
             "seconds": round(time.time() - t0, 2)}
-    tmp = folder / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, folder / "meta.json")   # meta.json last: its presence means "complete"
+    write_json(folder / "meta.json", meta)   # meta.json last: its presence means "complete"
     log(f"[data] prepared {folder} " + ", ".join(f"{k} {v['tokens']} tokens" for k, v in counts.items())
         + f" ({meta['seconds']}s)")
     return folder
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+
+    atomic_save(path, save)
 
 
 class PreparedData:

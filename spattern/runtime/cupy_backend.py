@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from spattern.utils.io import atomic_save
+
 from spattern.ir import program as _program
 
 try:  # torch is a hard dependency of the runtime, but keep import errors readable
@@ -174,15 +176,20 @@ def compile_functions(device_index: int, path: Path, names: tuple[str, ...], def
             if not cubin.exists():
                 tmp_src = cubin.with_suffix(f".{os.getpid()}.cu")
                 tmp_src.write_text(src)
-                tmp = cubin.with_suffix(f".{os.getpid()}.tmp")
                 gencode = f"-gencode=arch=compute_{arch[3:]},code={arch}"
-                cmd = ["nvcc", gencode, "-std=c++17", "-O3", "-cubin", *defines, "-o", str(tmp), str(tmp_src)]
-                r = subprocess.run(cmd, capture_output=True, text=True)
-                tmp_src.unlink(missing_ok=True)
-                if r.returncode != 0:
-                    errors.append("nvcc: " + r.stderr[-2000:])
-                else:
-                    os.replace(tmp, cubin)
+
+                def nvcc(tmp: Path) -> None:
+                    cmd = ["nvcc", gencode, "-std=c++17", "-O3", "-cubin", *defines, "-o", str(tmp), str(tmp_src)]
+                    r = subprocess.run(cmd, capture_output=True, text=True)
+                    if r.returncode != 0:
+                        raise RuntimeError("nvcc: " + r.stderr[-2000:])
+
+                try:
+                    atomic_save(cubin, nvcc)
+                except RuntimeError as e:
+                    errors.append(str(e))
+                finally:
+                    tmp_src.unlink(missing_ok=True)
             if cubin.exists():
                 mod = cupy.RawModule(path=str(cubin))
                 fns = {n: mod.get_function(n) for n in names}
