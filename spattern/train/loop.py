@@ -197,7 +197,10 @@ def new_run_dir(cfg: TrainConfig) -> TrainConfig:
     n = 2
     while Path(f"{out_dir}-{n}").exists():
         n += 1
-    t = cfg.train.model_copy(update={"out_dir": f"{out_dir}-{n}", "ckpt_dir": f"{ckpt.parent}-{n}"})
+    new_out = Path(f"{out_dir}-{n}")
+    inside = ckpt.parent.resolve().is_relative_to(out_dir.resolve())
+    new_ckpt = new_out / ckpt.parent.resolve().relative_to(out_dir.resolve()) if inside else Path(f"{ckpt.parent}-{n}")
+    t = cfg.train.model_copy(update={"out_dir": str(new_out), "ckpt_dir": str(new_ckpt)})
     return cfg.model_copy(update={"train": t})
 
 
@@ -427,7 +430,7 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             now = time.time()
             tps = tokens_since / max(now - t_last, 1e-9)
             t_last, tokens_since = now, 0
-            rec = {"step": step, "loss": round(last_loss, 5), "lr": lr, "grad_norm": round(float(gnorm), 4),
+            rec = {"step": step, "loss": last_loss, "lr": lr, "grad_norm": float(gnorm),
                    "tokens": step * tokens_per_step, "tok_per_s": round(tps, 1), "time": round(elapsed(), 2)}
             if indexed:  # selection statistics: density, dense-attention mass kept, top-mass overlap
                 rec["indexer_stage"] = "dense-warmup" if warm else "sparse"
@@ -439,7 +442,7 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             if is_main:
                 val_loss, per_val = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast,
                                              per_sequence=True)
-                emit({"step": step, "val_loss": round(val_loss, 5), "val_ppl": round(math.exp(min(val_loss, 50)), 3),
+                emit({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
                       "time": round(elapsed(), 2)})
                 t_last = time.time()  # evaluation time is not training throughput
             if world > 1:
