@@ -22,3 +22,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A fresh SPATTERN_CACHE for one test module (prepared corpora, tokenizers), restored after."""
+    path = tmp_path_factory.mktemp("spattern-cache")
+    old = os.environ.get("SPATTERN_CACHE")
+    os.environ["SPATTERN_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("SPATTERN_CACHE", None)
+    else:
+        os.environ["SPATTERN_CACHE"] = old

@@ -19,18 +19,6 @@ TINY = ROOT / "experiments" / "train_tiny_cpu.toml"
 HAS_API = importlib.util.find_spec("spattern.runtime.api") is not None  # kept for older checkouts
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("train-cache")
-    old = os.environ.get("SPATTERN_CACHE")
-    os.environ["SPATTERN_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("SPATTERN_CACHE", None)
-    else:
-        os.environ["SPATTERN_CACHE"] = old
-
-
 def _cfg(tmp_path, name, *over):
     return load_config(TINY, [f'name="{name}"', f'train.out_dir="{tmp_path / name}"',
                               f'train.ckpt_dir="{tmp_path / name / "ckpt"}"', "train.progress=false", *over])

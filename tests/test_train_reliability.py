@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from spattern.train import load_train_config, train
 from spattern.utils.io import read_jsonl
@@ -22,18 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "experiments" / "train_tiny_cpu.toml"
 COMMON = ["train.steps=12", "train.log_every=1", "train.eval_every=4", "train.ckpt_every=3",
           "train.progress=false", "data.max_docs=120"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("train-cache")
-    old = os.environ.get("SPATTERN_CACHE")
-    os.environ["SPATTERN_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("SPATTERN_CACHE", None)
-    else:
-        os.environ["SPATTERN_CACHE"] = old
 
 
 def _over(run_dir: Path) -> list[str]:
