@@ -39,6 +39,7 @@ class SelfAttention(nn.Module):
         self.rotary = rotary
         self.pattern, self.backend, self.block = pattern, backend, block
         self.observer = None
+        self.cp = None  # a ContextParallel while training with context parallelism (spattern.train)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         """x (B, N, C) -> (B, N, C). `cache` (dense layers, generation): a dict holding this layer's
@@ -48,18 +49,25 @@ class SelfAttention(nn.Module):
         q = self.q_proj(x).view(B, N, self.n_heads, self.head_dim).transpose(1, 2)     # (B, H, N, D)
         k = self.k_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, N, D)
         v = self.v_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, N, D)
-        if self.rotary is not None:
-            q, k = self.rotary(q, past), self.rotary(k, past)
-        if cache is None:
-            y = attend(q, k, v, self.pattern, self.backend, self.block)            # (B, H, N, D)
+        if self.cp is not None:  # x holds this rank's shard of the sequence (ContextParallel)
+            if cache is not None:
+                raise ValueError("cache: expected None under context parallelism (training only)")
+            if self.rotary is not None:
+                q, k = self.rotary(q, positions=self.cp.positions), self.rotary(k, positions=self.cp.positions)
+            y = self.cp.attend(q, k, v, self.pattern, self.backend, self.block)     # (B, H, N, D)
         else:
-            if self.pattern is not None:
-                raise ValueError(f"cache: expected a dense layer, got pattern {self.pattern!r} "
-                                 "(patterned layers recompute the context instead)")
-            if past:
-                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)  # (B, Hkv, past+N, D)
-            cache["k"], cache["v"] = k, v
-            y = _attend_after(q, k, v, past)                                       # (B, H, N, D)
+            if self.rotary is not None:
+                q, k = self.rotary(q, past), self.rotary(k, past)
+            if cache is None:
+                y = attend(q, k, v, self.pattern, self.backend, self.block)        # (B, H, N, D)
+            else:
+                if self.pattern is not None:
+                    raise ValueError(f"cache: expected a dense layer, got pattern {self.pattern!r} "
+                                     "(patterned layers recompute the context instead)")
+                if past:
+                    k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)  # (B, Hkv, past+N, D)
+                cache["k"], cache["v"] = k, v
+                y = _attend_after(q, k, v, past)                                   # (B, H, N, D)
         if self.observer is not None:
             self.observer(q, k, v, y)
         return self.o_proj(y.transpose(1, 2).reshape(B, N, -1))                   # (B, N, C)
@@ -75,6 +83,27 @@ def _attend_after(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) 
     N, T = q.shape[2], k.shape[2]
     mask = torch.ones(N, T, dtype=torch.bool, device=q.device).tril(diagonal=past)  # (N, T)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class ContextParallel:
+    """What an attention layer needs to run on its rank's shard of the sequence: the cp process
+    group, the ``Sharding`` of the full length ``n_tokens``, and the shard's global positions int64
+    (n_r,) (for rotary). Patterned layers use their pattern's layout of the full sequence; dense
+    layers the layout of ``causal`` (both compiled at n_tokens with the layer's block)."""
+
+    def __init__(self, group, sharding, positions: torch.Tensor) -> None:
+        self.group, self.sharding, self.positions = group, sharding, positions
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | None, backend: str,
+               block: tuple[int, int]) -> torch.Tensor:
+        """q (B, H, n_r, D), k/v (B, Hkv, n_r, D) of this rank's tokens -> (B, H, n_r, D)."""
+        from spattern.distributed.context_parallel import context_parallel_attention  # noqa: PLC0415
+
+        from .attention import compiled_layout, is_dense  # noqa: PLC0415
+
+        n = self.sharding.n_tokens
+        layout = compiled_layout("causal" if is_dense(pattern) else pattern, n, n, block)
+        return context_parallel_attention(q, k, v, layout, self.sharding, group=self.group, backend=backend)
 
 
 class MLP(nn.Module):

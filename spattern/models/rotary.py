@@ -35,11 +35,18 @@ class Rotary(nn.Module):
             self._cache = (n, device, freqs.cos(), freqs.sin())
         return self._cache[2][:n], self._cache[3][:n]
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """x (B, H, N, D) -> same, positions offset..offset+N-1."""
+    def forward(self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, H, N, D) -> same, positions offset..offset+N-1, or ``positions`` int64 (N,) (the
+        global positions of a context-parallel shard's tokens, not necessarily contiguous)."""
         n = x.shape[-2]
-        cos, sin = self._cos_sin(offset + n, x.device)
-        cos, sin = cos[offset:], sin[offset:]                                         # (N, rot/2)
+        if positions is None:
+            cos, sin = self._cos_sin(offset + n, x.device)
+            cos, sin = cos[offset:], sin[offset:]                                     # (N, rot/2)
+        else:
+            if positions.shape != (n,):
+                raise ValueError(f"positions: expected shape ({n},) (one per token), got {tuple(positions.shape)}")
+            cos, sin = self._cos_sin(int(positions.max()) + 1, x.device)
+            cos, sin = cos[positions], sin[positions]                                 # (N, rot/2)
         xr, xp = x[..., : self.rot_dim].float(), x[..., self.rot_dim:]
         if self.style == "half":
             x1, x2 = xr.chunk(2, dim=-1)                                              # (B, H, N, rot/2)

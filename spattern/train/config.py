@@ -84,6 +84,11 @@ class TrainSection(Section):
     compile: bool = False
     progress: bool = True
     max_seconds: float = Field(0, ge=0)      # a wall-clock guard (0 = none)
+    # distributed (under torchrun). None = the default, left out of config.toml so that the files of
+    # runs written before these fields existed stay byte-identical.
+    parallel: Optional[Literal["ddp", "fsdp"]] = None        # None = "ddp"; "fsdp": FSDP2 + DCP checkpoints
+    context_parallel: Optional[int] = Field(None, ge=1)     # cp degree (None = 1); world = dp * cp
+    cp_sharding: Optional[Literal["contiguous", "zigzag"]] = None  # None = "zigzag" (balanced causal work)
 
     @field_validator("device")
     @classmethod

@@ -252,6 +252,11 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
     t_cfg, d_cfg = cfg.train, cfg.data
     rank, local_rank, world = _dist_info()
     is_main = rank == 0
+    parallel, cp = t_cfg.parallel or "ddp", t_cfg.context_parallel or 1
+    if world % cp:
+        raise UserError(f"train.context_parallel: expected a divisor of the number of processes {world}, got {cp}")
+    dp = world // cp
+    fsdp = parallel == "fsdp" and world > 1
     log = log if is_main else (lambda *a, **k: None)
     done = finished_summary(cfg)
     if done is not None:
@@ -266,6 +271,12 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    dp_rank, cp_rank, cp_group, shard_mesh = rank, 0, None, None
+    if fsdp or cp > 1:  # a (dp, cp) mesh: batches by dp rank, sequence shards by cp rank
+        from spattern.distributed.training import make_mesh  # noqa: PLC0415
+
+        mesh, shard_mesh = make_mesh(dp, cp, device.type)
+        dp_rank, cp_rank, cp_group = mesh.get_local_rank("dp"), mesh.get_local_rank("cp"), mesh.get_group("cp")
 
     seed = t_cfg.seed
     random.seed(seed)
@@ -299,6 +310,11 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
                         sink=i_cfg.sink, local=i_cfg.local, backend=backend if backend != "sdpa" else "auto")
         model.to(device)
         backend = f"indexer-topk({backend})"
+    sharding = _cp_sharding(cfg, model, cp, indexed) if cp > 1 else None
+    if fsdp:  # before the optimizer: it must hold the sharded (DTensor) parameters
+        from spattern.distributed.training import fully_shard_model  # noqa: PLC0415
+
+        fully_shard_model(model, mesh=shard_mesh)
 
     use_bf16 = t_cfg.dtype == "bf16" or (t_cfg.dtype == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
@@ -306,13 +322,23 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": t_cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=t_cfg.lr,
-                            betas=(t_cfg.beta1, t_cfg.beta2), fused=device.type == "cuda")
+                            betas=(t_cfg.beta1, t_cfg.beta2),
+                            **({"foreach": True, "fused": False} if fsdp else {"fused": device.type == "cuda"}))
 
     name = cfg.name
     out_dir, ckpt_path = run_paths(cfg)
     metrics_path = out_dir / "metrics.jsonl"
     step, elapsed_before = 0, 0.0
-    if t_cfg.resume and ckpt_path.is_file():
+    use_dcp = parallel == "fsdp"  # sharded checkpoints (torch.distributed.checkpoint): any number of ranks
+    dcp_dir = ckpt_path.parent / "dcp"
+    if use_dcp and t_cfg.resume and (dcp_dir / ".metadata").is_file():
+        from spattern.distributed.training import load_checkpoint as load_dcp  # noqa: PLC0415
+
+        step = load_dcp(dcp_dir, model, opt)  # collective: every rank reads its shards
+        meta = dcp_dir.with_name("dcp.json")
+        elapsed_before = float(read_json(meta).get("elapsed", 0.0)) if meta.is_file() else 0.0
+        log(f"[train] resumed {name} at step {step} from {dcp_dir} (world {world})")
+    elif not use_dcp and t_cfg.resume and ckpt_path.is_file():
         state = _load_checkpoint_state(ckpt_path, device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -328,13 +354,13 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
     raw_model = model
     if t_cfg.compile:
         model = torch.compile(model)
-    if world > 1:
+    if world > 1 and not fsdp:
         from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: PLC0415
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     steps, n_micro, bs = t_cfg.steps, t_cfg.grad_accum, t_cfg.batch_size
-    tokens_per_step = bs * seq_len * n_micro * world
+    tokens_per_step = bs * seq_len * n_micro * dp
     run_info = {"name": name, "seed": seed, "backend": backend, "patterns": patterns,
                 "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                 else platform.processor() or platform.machine(), "world_size": world,
@@ -342,6 +368,9 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
                 "autocast_bf16": use_bf16, "params": raw_model.num_params(),
                 "params_non_embedding": raw_model.num_params(non_embedding=True),
                 "tokens_per_step": tokens_per_step, "data": {"folder": str(data.folder), **data.meta}}
+    if parallel != "ddp" or cp > 1:
+        run_info.update(parallel=parallel, dp=dp, context_parallel=cp,
+                        cp_sharding=sharding.strategy if sharding is not None else None)
     if is_main:
         atomic_write_text(out_dir / "config.toml", to_toml(cfg))
         write_json(out_dir / "env.json", capture_env(seed=seed, run=run_info))
@@ -355,6 +384,13 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
         return elapsed_before + time.time() - t_start
 
     def save_ckpt(at: int) -> None:
+        if use_dcp:
+            meta = {"step": at, "elapsed": elapsed(), "world_size": world, "model_config": raw_model.cfg.to_dict(),
+                    "config": cfg.model_dump(mode="json")}
+            _save_dcp(dcp_dir, raw_model, opt, at, meta, is_main, world)
+            if step == steps:  # the finished model also as one plain file (generate, perplexity)
+                _save_full(ckpt_path, raw_model, meta, is_main, fsdp)
+            return
         if not is_main:
             return
         state = {"model": raw_model.state_dict(), "optimizer": opt.state_dict(), "step": at,
@@ -376,7 +412,8 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
                    "final_loss": last_loss, "val_loss": val_loss,
                    "val_ppl": math.exp(min(val_loss, 50)) if finite else None,
                    "backend": backend, "seconds": round(elapsed(), 2), "tokens": step * tokens_per_step,
-                   "metrics": str(metrics_path), "checkpoint": str(ckpt_path), "out_dir": str(out_dir)}
+                   "metrics": str(metrics_path), "checkpoint": str(dcp_dir if use_dcp else ckpt_path),
+                   "out_dir": str(out_dir)}
         if is_main:
             if per_val is not None:
                 atomic_write_text(out_dir / "per_example.jsonl",
@@ -402,12 +439,18 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             warm = step < i_cfg.warmup_steps
             set_indexer_mode(raw_model, "dense" if warm else "sparse")
         for micro in range(n_micro):
-            idx = sample_indices(step, micro, n_micro, rank, world, bs, len(train_seqs), seed)
+            idx = sample_indices(step, micro, n_micro, dp_rank, dp, bs, len(train_seqs), seed)
             batch = torch.from_numpy(train_seqs.batch(idx)).to(device, non_blocking=True)  # (B, L+1)
-            sync = nullcontext() if (world == 1 or micro == n_micro - 1) else model.no_sync()
+            last_micro = world == 1 or micro == n_micro - 1
+            if fsdp:
+                model.set_requires_gradient_sync(last_micro)
+            sync = nullcontext() if (last_micro or fsdp) else model.no_sync()
             with sync:
-                with autocast():
-                    _, loss = model(batch[:, :-1], batch[:, 1:])
+                if sharding is None:
+                    with autocast():
+                        _, loss = model(batch[:, :-1], batch[:, 1:])
+                else:
+                    loss = _cp_forward(model, raw_model, batch, sharding, cp_rank, cp_group, autocast)
                 total = loss
                 if indexed:
                     kl = indexer_aux_loss(raw_model)
@@ -416,6 +459,8 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
                 (total / n_micro).backward()
             loss_sum += loss.detach()
         gnorm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t_cfg.grad_clip)
+        if hasattr(gnorm, "full_tensor"):  # FSDP2: a DTensor (the norm over every shard)
+            gnorm = gnorm.full_tensor()
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -439,7 +484,7 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             emit(rec)
         stop = bool(max_seconds) and time.time() - t_start > max_seconds and step < steps
         if (eval_every and step % eval_every == 0) or step == steps or stop:
-            if is_main:
+            if is_main or fsdp:  # FSDP: every rank runs the forward (its all-gathers are collective)
                 val_loss, per_val = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast,
                                              per_sequence=True)
                 emit({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
@@ -457,11 +502,96 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             log(f"[train] stopping at step {step}: max_seconds={max_seconds} reached (run it again to resume)")
             break
     progress.close()
-    if is_main and step == steps and per_val is None:  # resumed at the very end: score once more
+    if (is_main or fsdp) and step == steps and per_val is None:  # resumed at the very end: score once more
         val_loss, per_val = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast, per_sequence=True)
     summary = summarize("finished" if step == steps else "stopped", per_val if step == steps else None)
     log(f"[train] {summary['status']}: loss {first_loss} -> {last_loss}, val {val_loss}, {summary['seconds']:.1f}s")
     return summary
+
+
+def _cp_sharding(cfg: TrainConfig, model: DecoderLM, cp: int, indexed: bool):
+    """The split of a training sequence over the cp ranks (``spattern.distributed.make_sharding``)."""
+    from spattern.distributed.sharding import make_sharding  # noqa: PLC0415
+
+    t = cfg.train
+    if indexed:
+        raise UserError(f"train.context_parallel: expected 1 with an [indexer] (its top-k layouts are built per "
+                        f"rank's whole sequence), got {cp}")
+    if model.pos_embed is not None:
+        raise UserError(f"train.context_parallel: expected a model with rotary positions, got arch "
+                        f"{model.cfg.arch!r} (learned positions); use context_parallel=1")
+    if t.compile:
+        raise UserError("train.compile: expected false with context_parallel > 1")
+    try:
+        return make_sharding(cfg.data.seq_len, cp, block=tuple(model.cfg.block), strategy=t.cp_sharding or "zigzag")
+    except ValueError as e:
+        raise UserError(f"train.context_parallel={cp}: {e}") from None
+
+
+def _set_cp(model: torch.nn.Module, ctx) -> None:
+    from ..models.layers import SelfAttention  # noqa: PLC0415
+
+    for m in model.modules():
+        if isinstance(m, SelfAttention):
+            m.cp = ctx
+
+
+def _cp_forward(model, raw_model, batch: torch.Tensor, sharding, cp_rank: int, group, autocast) -> torch.Tensor:
+    """The loss this cp rank backpropagates for a (B, L+1) batch: its shard's token losses summed,
+    times cp / (B * L) (``context_parallel_loss``), so that the ranks' averaged gradients equal the
+    one-process gradient of the batch's mean loss. Attention layers read the shard's positions."""
+    from spattern.distributed.training import context_parallel_loss, shard_batch  # noqa: PLC0415
+
+    from ..models.layers import ContextParallel  # noqa: PLC0415
+
+    x, y, pos = shard_batch(batch[:, :-1], batch[:, 1:], sharding, cp_rank)  # (B, n_r), (B, n_r), (n_r,)
+    _set_cp(raw_model, ContextParallel(group, sharding, pos))
+    try:
+        with autocast():
+            _, nll = model(x, y, reduction="none")                                 # (B, n_r)
+    finally:
+        _set_cp(raw_model, None)  # backward needs no layer state; evaluation runs whole sequences
+    return context_parallel_loss(nll.float().sum(), batch.shape[0] * sharding.n_tokens, sharding.world)
+
+
+def _save_dcp(dcp_dir: Path, model, opt, step: int, meta: dict, is_main: bool, world: int) -> None:
+    """Every rank writes its shards into ``dcp.partial``; then rank 0 swaps it in for ``dcp`` (the
+    previous checkpoint is removed only after the new one is complete) and writes ``dcp.json``."""
+    import shutil  # noqa: PLC0415
+
+    from spattern.distributed.training import save_checkpoint  # noqa: PLC0415
+
+    partial, old = dcp_dir.with_name("dcp.partial"), dcp_dir.with_name("dcp.old")
+    if is_main:
+        shutil.rmtree(partial, ignore_errors=True)
+    if world > 1:
+        dist.barrier()
+    save_checkpoint(partial, model, opt, step=step)  # collective
+    if world > 1:
+        dist.barrier()
+    if is_main:
+        shutil.rmtree(old, ignore_errors=True)
+        if dcp_dir.exists():
+            os.replace(dcp_dir, old)
+        os.replace(partial, dcp_dir)
+        write_json(dcp_dir.with_name("dcp.json"), meta)
+        shutil.rmtree(old, ignore_errors=True)
+    if world > 1:
+        dist.barrier()
+
+
+def _save_full(path: Path, model, meta: dict, is_main: bool, fsdp: bool) -> None:
+    """The full (unsharded) model in ``ckpt.pt`` (what ``load_checkpoint`` reads); collective under FSDP."""
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict  # noqa: PLC0415
+
+        sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        sd = model.state_dict()
+    if is_main:
+        state = {"model": sd, "step": meta["step"], "elapsed": meta["elapsed"], "model_config": meta["model_config"],
+                 "config": meta["config"]}
+        atomic_save(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> DecoderLM:
