@@ -88,7 +88,8 @@ def test_fsdp_two_ranks_match_one_process(reference, tmp_path):
 
 @pytest.mark.slow
 def test_fsdp_checkpoint_resumes_on_another_number_of_ranks(reference, tmp_path):
-    """2 ranks -> 1 process, and 1 process -> 2 ranks: 3 steps, then resume to 6 = the 6-step run."""
+    """2 ranks -> 1 process, and 1 process -> 2 ranks (from ``dcp.old``, the previous checkpoint a
+    kill during the swap leaves): 3 steps, then resume to 6 = the 6-step run."""
     _torchrun(tmp_path / "a2", "train.steps=3", "train.batch_size=4", 'train.parallel="fsdp"')
     _carry_checkpoint(tmp_path / "a2", tmp_path / "b1")
     s = _one(tmp_path / "b1", "train.steps=6", "train.batch_size=8", 'train.parallel="fsdp"')
@@ -101,6 +102,8 @@ def test_fsdp_checkpoint_resumes_on_another_number_of_ranks(reference, tmp_path)
 
     _one(tmp_path / "c1", "train.steps=3", "train.batch_size=8", 'train.parallel="fsdp"')
     _carry_checkpoint(tmp_path / "c1", tmp_path / "d2")
+    # as if killed between the two renames of a checkpoint swap: only dcp.old is complete
+    (tmp_path / "d2" / "ckpt" / "dcp").rename(tmp_path / "d2" / "ckpt" / "dcp.old")
     _torchrun(tmp_path / "d2", "train.steps=6", "train.batch_size=4", 'train.parallel="fsdp"')
     assert _losses(tmp_path / "d2") == pytest.approx(_losses(reference)[3:], abs=ATOL)
     _assert_same_params(tmp_path / "d2", reference)

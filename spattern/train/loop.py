@@ -311,6 +311,8 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
         model.to(device)
         backend = f"indexer-topk({backend})"
     sharding = _cp_sharding(cfg, model, cp, indexed) if cp > 1 else None
+    if sharding is not None and backend == "sdpa":  # dense layers: the causal layout, through spattern.attention
+        backend = model.cfg.backend
     if fsdp:  # before the optimizer: it must hold the sharded (DTensor) parameters
         from spattern.distributed.training import fully_shard_model  # noqa: PLC0415
 
@@ -331,13 +333,15 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
     step, elapsed_before = 0, 0.0
     use_dcp = parallel == "fsdp"  # sharded checkpoints (torch.distributed.checkpoint): any number of ranks
     dcp_dir = ckpt_path.parent / "dcp"
-    if use_dcp and t_cfg.resume and (dcp_dir / ".metadata").is_file():
+    # a kill between _save_dcp's two renames leaves the previous checkpoint as dcp.old
+    dcp_src = next((p for p in (dcp_dir, dcp_dir.with_name("dcp.old")) if (p / ".metadata").is_file()), None)
+    if use_dcp and t_cfg.resume and dcp_src is not None:
         from spattern.distributed.training import load_checkpoint as load_dcp  # noqa: PLC0415
 
-        step = load_dcp(dcp_dir, model, opt)  # collective: every rank reads its shards
+        step = load_dcp(dcp_src, model, opt)  # collective: every rank reads its shards
         meta = dcp_dir.with_name("dcp.json")
         elapsed_before = float(read_json(meta).get("elapsed", 0.0)) if meta.is_file() else 0.0
-        log(f"[train] resumed {name} at step {step} from {dcp_dir} (world {world})")
+        log(f"[train] resumed {name} at step {step} from {dcp_src} (world {world})")
     elif not use_dcp and t_cfg.resume and ckpt_path.is_file():
         state = _load_checkpoint_state(ckpt_path, device)
         model.load_state_dict(state["model"])
@@ -483,6 +487,10 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
                 rec.update({f"indexer_{k}": round(v, 5) for k, v in indexer_stats(raw_model).items()})
             emit(rec)
         stop = bool(max_seconds) and time.time() - t_start > max_seconds and step < steps
+        if max_seconds and world > 1:  # every rank stops at the same step (checkpoints are collective)
+            flag = torch.tensor(float(stop), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
         if (eval_every and step % eval_every == 0) or step == steps or stop:
             if is_main or fsdp:  # FSDP: every rank runs the forward (its all-gathers are collective)
                 val_loss, per_val = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast,
