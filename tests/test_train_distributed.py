@@ -138,3 +138,16 @@ def test_rotary_at_global_positions_equals_the_full_sequence():
     assert torch.equal(rot(x[:, :, pos], positions=pos), rot(x)[:, :, pos])
     with pytest.raises(ValueError, match="positions"):
         rot(x, positions=pos)
+
+
+@pytest.mark.slow
+def test_context_parallel_composed_with_fsdp_data_parallel_on_four_ranks(reference, tmp_path):
+    """dp = 2 x cp = 2: each dp group reads batch 4 by its dp rank, each cp rank half of every sequence."""
+    d = tmp_path / "dp2cp2"
+    _torchrun(d, "train.steps=6", "train.batch_size=4", "train.context_parallel=2", 'train.parallel="fsdp"',
+              nproc=4)
+    run = json.loads((d / "env.json").read_text())["run"]
+    assert (run["world_size"], run["dp"], run["context_parallel"]) == (4, 2, 2)
+    assert run["tokens_per_step"] == 8 * 128
+    assert _losses(d) == pytest.approx(_losses(reference), abs=ATOL)
+    _assert_same_params(d, reference)

@@ -6,6 +6,17 @@ bar with tokens/s, fixed and recorded seeds, DDP when started by torchrun (NCCL 
 CPUs). Patterned layers run through ``spattern.attention`` with the configured backend (``auto``:
 the CUDA kernels where they run, else FlexAttention, else the torch reference).
 
+Under torchrun (``spattern.distributed``): ``train.parallel = "fsdp"`` shards parameters and
+optimizer state with FSDP2 and checkpoints with torch.distributed.checkpoint into
+``<ckpt_dir>/dcp`` (+ ``dcp.json``: step, elapsed seconds), which resume on any number of ranks
+(also in one process); the finished model is also written whole to ``ckpt.pt``.
+``train.context_parallel = cp`` makes a (dp, cp) mesh of the world: dp groups read their batches by
+dp rank; the cp ranks of a group hold the shards of the same sequences (``cp_sharding``, default
+zigzag), attention layers exchange the key/value blocks their layout needs
+(``context_parallel_attention``; dense layers use the layout of ``causal``), rotary uses the
+shard's global positions, and the loss is ``context_parallel_loss``: the gradients are those of
+one process training the dp groups' batches together.
+
 A run directory (``train.out_dir``) holds (docs/design.md, "Runs"):
 
 - ``config.toml``       the resolved config
