@@ -44,8 +44,10 @@ def _same_data(runs: list[dict]) -> None:
     """Runs compared must have scored the same data: equal setups except pattern, label, seed."""
     def key(r):
         c = dict(r["config"])
-        setup = dict(c.get("setup", {}))
-        return repr((c.get("kind"), c.get("context"), sorted(setup.items()), c.get("train")))
+        if "setup" in c:  # an evaluate run: its resolved experiment config
+            return repr((c.get("kind"), c.get("context"), sorted(c["setup"].items()), c.get("train")))
+        # a train run: the training loop's config.toml; its validation data decide the examples
+        return repr(("train", sorted(c.get("data", {}).items()), c.get("train", {}).get("eval_batches")))
 
     keys = {}
     for r in runs:

@@ -4,6 +4,7 @@ with a progress bar per run and for the whole sweep (rich, with an ETA)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from spattern.experiments.config import ExperimentConfig
 from spattern.experiments.runs import RunSpec, expand
@@ -40,10 +41,11 @@ def _train_run(cfg: ExperimentConfig, spec: RunSpec, log) -> dict:
     from spattern.train.loop import train
 
     t = spec.resolved["train"]
+    base = Path(cfg.source).parent if cfg.source else Path(".")
     over = [*t["overrides"], f"name={_q(cfg.name + '-' + spec.dir.path.name)}",
             f"model.pattern={_q(spec.pattern)}", f"train.seed={spec.seed}",
             f"train.out_dir={_q(str(spec.dir.path))}", f"data.seq_len={spec.context}", "train.progress=false"]
-    tcfg = load_train_config(t["config"], over)
+    tcfg = load_train_config(base / t["config"], over)
     summary = train(tcfg, log=log)
     m = {"experiment": cfg.name, "run_id": spec.dir.path.name, "label": spec.label, "pattern": spec.pattern,
          "seed": spec.seed, "context": spec.context, "status": summary["status"],

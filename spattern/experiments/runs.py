@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
-
 from spattern.experiments.config import ExperimentConfig
 from spattern.experiments.rundir import RunDir
 
@@ -54,12 +52,8 @@ def expand(cfg: ExperimentConfig) -> list[RunSpec]:
                         "context": context, "setup": setup}
             if match:
                 resolved["match"] = match
-            if cfg.kind == "train":
-                base = Path(cfg.source).parent if cfg.source else Path(".")
-                resolved["train"] = {"config": str((base / cfg.train.config).resolve().relative_to(Path.cwd()))
-                                     if (base / cfg.train.config).resolve().is_relative_to(Path.cwd())
-                                     else str((base / cfg.train.config).resolve()),
-                                     "overrides": list(cfg.train.overrides)}
+            if cfg.kind == "train":  # the training config as written (relative to the experiment file)
+                resolved["train"] = {"config": cfg.train.config, "overrides": list(cfg.train.overrides)}
             full_label = label if len(contexts) == 1 else f"{label}@{context}"
             runs.append(RunSpec(full_label, pattern, seed, context, resolved,
                                 RunDir.create(cfg.out_dir, f"{full_label}-s{seed}", resolved)))

@@ -132,3 +132,32 @@ def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(tmp_path):
         for k in ea:
             assert ea[k]["nll"] == pytest.approx(eb[k]["nll"], rel=1e-6)
         assert b.dir.finished()
+
+
+def test_train_kind_trains_each_pattern_and_compares_by_seed(tmp_path, cache):
+    """kind = "train": one training run per (pattern, seed) in the run directory, through the one
+    training loop; with several seeds the seed is the unit of the comparison."""
+    cfg_path = tmp_path / "train_exp.toml"
+    cfg_path.write_text(f'''
+name = "trainexp"
+kind = "train"
+results = "{tmp_path / 'results'}"
+[setup]
+context = 64
+[sweep]
+pattern = ["dense", "local(16) & causal"]
+seed = [0, 1]
+[train]
+config = "{ROOT / 'experiments' / 'train_tiny_cpu.toml'}"
+overrides = ["train.steps=3", "train.eval_every=0", "data.max_docs=60", "model.block=[32, 32]"]
+''')
+    cfg = load_experiment(cfg_path)
+    summaries = run_experiment(cfg, log=lambda *a: None)
+    assert [s["status"] for s in summaries] == ["finished"] * 4
+    for spec in expand(cfg):
+        m = json.loads(spec.dir.metrics_path.read_text())
+        assert m["label"] == spec.label and m["metrics"]["loss"] > 0 and spec.dir.examples_path.is_file()
+        assert (spec.dir.path / "metrics.jsonl").is_file()  # the training curve beside the summary
+    table = compare_experiment(cfg.out_dir)
+    rows = {(r["metric"], r["run"]): r for r in table["rows"]}
+    assert rows[("loss", "local(16) & causal")]["n"] == 2  # two seeds, paired by seed
