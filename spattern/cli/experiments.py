@@ -19,13 +19,10 @@ def cmd_run(args) -> int:
     if not args.no_compare:
         _print_compare(cfg.out_dir, cfg.baseline, None, "wilcoxon", None)
     if cfg.report and not args.no_report:
-        import argparse
+        from spattern.cli.report import build_and_print
 
-        from spattern.cli import report
-
-        report.run(argparse.Namespace(results=[str(cfg.out_dir)], out=args.report_out or f"{cfg.out_dir}/report",
-                                      no_pdf=False, no_html=False, title=f"Sparse attention study: {cfg.name}",
-                                      highlight=[], quiet=True))
+        build_and_print([cfg.out_dir], args.report_out or cfg.out_dir / "report",
+                        title=f"Sparse attention study: {cfg.name}", quiet=True)
     return 0
 
 

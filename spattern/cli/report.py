@@ -23,18 +23,23 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    return build_and_print([Path(d) for d in args.results], args.out, pdf=not args.no_pdf, html=not args.no_html,
+                           title=args.title, highlight=args.highlight, quiet=args.quiet)
+
+
+def build_and_print(dirs: list[Path], out, *, pdf: bool = True, html: bool = True,
+                    title: str = "Sparse attention patterns with spattern", highlight=(), quiet: bool = False) -> int:
+    """Build the report and print where it went and what is missing (also used by `spattern run`)."""
     from spattern.report.build import build_report
     from spattern.utils.errors import UserError
 
-    dirs = [Path(d) for d in args.results]
-    absent = [str(d) for d in dirs if not d.is_dir()]
+    absent = [str(d) for d in dirs if not Path(d).is_dir()]
     if absent:
         raise UserError(f"results: expected existing folders, got {', '.join(absent)} (not a folder)")
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = build_report(dirs, args.out, pdf=not args.no_pdf, html=not args.no_html, title=args.title,
-                             highlight=args.highlight)
+        paths = build_report(dirs, out, pdf=pdf, html=html, title=title, highlight=list(highlight))
     missing = [str(w.message) for w in caught if str(w.message).startswith("report: missing")]
     for name in ("pdf", "html", "manifest"):
         if name in paths:
@@ -42,7 +47,7 @@ def run(args) -> int:
     n_fig = sum(k.startswith("figure:") for k in paths)
     n_tab = sum(k.startswith("table:") for k in paths)
     print(f"{n_fig} figures, {n_tab} tables, {len(missing)} missing, {time.perf_counter() - t0:.1f} s")
-    if not args.quiet:
+    if not quiet:
         for m in missing:
             print(f"  {m}")
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from spattern.cli._args import nonneg_float, positive_int
@@ -35,11 +34,9 @@ def load_model(args):
 
         model, tok = load_smollm2(obtain=args.obtain)
     else:
-        from spattern.train.loop import _load_checkpoint_state, as_config, load_checkpoint, load_data
+        from spattern.train.loop import load_trained
 
-        model = load_checkpoint(args.checkpoint, args.device)
-        cfg = as_config(_load_checkpoint_state(__import__("pathlib").Path(args.checkpoint), "cpu")["config"])
-        tok = load_data(cfg, log=lambda *a: None).tokenizer()
+        model, tok = load_trained(args.checkpoint, args.device)
     model = model.to(args.device)
     if args.pattern is not None:
         model.set_pattern(args.pattern, args.backend)

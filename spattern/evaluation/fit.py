@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from spattern.data import eval_windows, iter_documents, split_of, window_tokens
-from spattern.evaluation.infoloss import information_loss, layout_token_mask
+from spattern.evaluation.infoloss import dense_prob_chunks, information_loss, layout_token_mask
 from spattern.evaluation.matching import family_fn, match, measure_cost
 from spattern.models.attention import compiled_layout
 from spattern.patterns import heads, parse
@@ -176,17 +176,8 @@ def candidate_recall(q: torch.Tensor, k: torch.Tensor, masks: CandidateMasks, q_
                          f"{tuple(q.shape)}, {tuple(k.shape)}")
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     cd = torch.float64 if q.dtype == torch.float64 else torch.float32
-    kc, rep = k.to(cd)[:, :, None], H // Hkv                                       # (B, Hkv, 1, N, D)
-    pos = torch.arange(N, device=q.device)
     out = torch.zeros(len(masks.layouts), B, H, dtype=torch.float64, device=q.device)
-    for i0 in range(0, N, q_chunk):
-        i1 = min(N, i0 + q_chunk)
-        if i1 <= score_from:
-            continue
-        qc = q[:, :, i0:i1].to(cd).reshape(B, Hkv, rep, i1 - i0, D)                # (B, Hkv, rep, n, D)
-        s = (qc @ kc[..., :i1, :].transpose(-1, -2)).reshape(B, H, i1 - i0, i1) * scale  # (B, H, n, i1)
-        s[..., i0:].masked_fill_(pos[i0:i1, None] < pos[None, i0:i1], float("-inf"))
-        p = torch.softmax(s, dim=-1)                                               # (B, H, n, i1)
+    for i0, i1, p in dense_prob_chunks(q, k, q_chunk, scale, cd, start=score_from):  # p (B, H, n, i1)
         r0 = max(0, score_from - i0)
         m = masks.chunk(i0, i1)[:, r0:].to(device=q.device, dtype=cd)              # (C, n', i1)
         out += torch.einsum("bhnk,cnk->cbh", p[:, :, r0:], m).double()

@@ -65,6 +65,26 @@ class LayerLoss:
         return (self.err_sq.sum(-1) / self.ref_sq.sum(-1)).sqrt()
 
 
+def dense_prob_chunks(q: torch.Tensor, k: torch.Tensor, q_chunk: int, scale: float, cd: torch.dtype,
+                      start: int = 0):
+    """Causal dense attention probabilities ``q_chunk`` queries at a time: yields (i0, i1, p) with
+    p (B, H, i1 - i0, i1) = softmax_{j <= i}(q_i . k_j * scale) in dtype ``cd`` for queries
+    i0 .. i1 - 1 (never (H, N, N) at once). q (B, H, N, D), k (B, Hkv, N, D), H % Hkv == 0: query
+    head h reads kv head h // (H / Hkv). Chunks that end at or before ``start`` are skipped."""
+    B, H, N, D = q.shape
+    Hkv = k.shape[1]
+    kc, rep = k.to(cd)[:, :, None], H // Hkv                                      # (B, Hkv, 1, N, D)
+    pos = torch.arange(N, device=q.device)
+    for i0 in range(0, N, q_chunk):
+        i1 = min(N, i0 + q_chunk)
+        if i1 <= start:
+            continue
+        qc = q[:, :, i0:i1].to(cd).reshape(B, Hkv, rep, i1 - i0, D)               # (B, Hkv, rep, n, D)
+        s = (qc @ kc[..., :i1, :].transpose(-1, -2)).reshape(B, H, i1 - i0, i1) * scale  # (B, H, n, i1)
+        s[..., i0:].masked_fill_(pos[i0:i1, None] < pos[None, i0:i1], float("-inf"))  # causal (diagonal part)
+        yield i0, i1, torch.softmax(s, dim=-1)
+
+
 @torch.no_grad()
 def layer_information_loss(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: BlockLayout,
                            q_chunk: int = 256, backend: str = "auto",
@@ -93,16 +113,10 @@ def layer_information_loss(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, la
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     cd = torch.float64 if q.dtype == torch.float64 else torch.float32
     rep, Dv, Bg, Hg = H // Hkv, v.shape[-1], *layout.group_shape
-    kc, vc = k.to(cd)[:, :, None], v.to(cd)[:, :, None]                          # (B, Hkv, 1, N, D)
+    vc = v.to(cd)[:, :, None]                                                    # (B, Hkv, 1, N, D)
     recall = torch.empty(B, H, N, dtype=torch.float64, device=q.device)
     y_dense = torch.empty(B, H, N, Dv, dtype=cd, device=q.device)
-    pos = torch.arange(N, device=q.device)
-    for i0 in range(0, N, q_chunk):
-        i1 = min(N, i0 + q_chunk)
-        qc = q[:, :, i0:i1].to(cd).reshape(B, Hkv, rep, i1 - i0, D)               # (B, Hkv, rep, n, D)
-        s = (qc @ kc[..., :i1, :].transpose(-1, -2)).reshape(B, H, i1 - i0, i1) * scale  # (B, H, n, i1)
-        s[..., i0:].masked_fill_(pos[i0:i1, None] < pos[None, i0:i1], float("-inf"))  # causal (diagonal part)
-        p = torch.softmax(s, dim=-1)                                              # (B, H, n, i1)
+    for i0, i1, p in dense_prob_chunks(q, k, q_chunk, scale, cd):                 # p (B, H, n, i1)
         masks = np.stack([layout_token_mask(layout, g, i0, i1)[:, :i1] for g in range(Bg * Hg)])  # (G, n, i1)
         used = torch.from_numpy(np.flatnonzero(masks.any(axis=(0, 1)))).to(q.device)  # (u,) keys any query keeps
         allowed = torch.from_numpy(masks).to(q.device)[..., used].reshape(Bg, Hg, i1 - i0, -1)  # (Bg, Hg, n, u)

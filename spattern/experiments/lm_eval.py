@@ -12,11 +12,9 @@ import numpy as np
 import torch
 
 from spattern.experiments.config import ExperimentConfig, Setup
+from spattern.experiments.results import DIRECTION
 from spattern.experiments.runs import RunSpec
 from spattern.utils.errors import UserError
-
-LOWER_IS_BETTER = {"nll": True, "kl": True, "rel_error": True, "top1": False, "recall": False,
-                   "passkey_correct": False, "passkey_logprob": False, "loss": True}
 
 
 @dataclass
@@ -35,13 +33,9 @@ def _load(model_spec: str, device: str, dtype: str, seed: int, obtain: bool) -> 
 
         model, tok = load_smollm2(dtype=dt, obtain=obtain)
     elif model_spec.startswith("checkpoint:"):
-        from pathlib import Path
+        from spattern.train.loop import load_trained
 
-        from spattern.train.loop import _load_checkpoint_state, as_config, load_checkpoint, load_data
-
-        path = Path(model_spec.split(":", 1)[1])
-        model = load_checkpoint(path, device)
-        tok = load_data(as_config(_load_checkpoint_state(path, "cpu")["config"]), log=lambda *a: None).tokenizer()
+        model, tok = load_trained(model_spec.split(":", 1)[1], device)
     elif model_spec.startswith("random:"):
         from spattern.data.tokenizer import ByteTokenizer
         from spattern.models.config import get_config
@@ -169,7 +163,7 @@ def summarize(cfg: ExperimentConfig, spec: RunSpec, timings: dict) -> dict:
 
     recs = spec.dir.examples()
     metrics: dict = {}
-    for key in LOWER_IS_BETTER:
+    for key in DIRECTION:
         vals = [r[key] for r in recs if r.get(key) is not None]
         if vals:
             metrics[key] = float(np.mean(vals))

@@ -15,7 +15,7 @@ from spattern.experiments.rundir import RunDir
 from spattern.utils.errors import UserError
 from spattern.utils.io import write_json
 
-# metric -> higher is better
+# per-example metric -> higher is better (the one declaration: summaries and comparisons use it)
 DIRECTION = {"nll": False, "kl": False, "rel_error": False, "loss": False, "top1": True, "recall": True,
              "passkey_correct": True, "passkey_logprob": True}
 

@@ -613,13 +613,23 @@ def _save_full(path: Path, model, meta: dict, is_main: bool, fsdp: bool) -> None
         atomic_save(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> DecoderLM:
-    """A trained model back from a checkpoint written by `train`."""
+def _model_from_state(state: dict, device) -> DecoderLM:
     from ..models.config import ModelConfig  # noqa: PLC0415
 
-    state = _load_checkpoint_state(Path(path), device)
     mc = dict(state["model_config"])
     mc["block"] = tuple(mc["block"])
     model = DecoderLM(ModelConfig(**mc)).to(device)
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> DecoderLM:
+    """A trained model back from a checkpoint written by `train`."""
+    return _model_from_state(_load_checkpoint_state(Path(path), device), device)
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu", log=lambda *a: None):
+    """(model, tokenizer) of a checkpoint written by `train` (the file is read once; the tokenizer
+    is the prepared data's, found through the config stored in the checkpoint)."""
+    state = _load_checkpoint_state(Path(path), device)
+    return _model_from_state(state, device), load_data(as_config(state["config"]), log=log).tokenizer()
