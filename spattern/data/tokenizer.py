@@ -6,6 +6,7 @@ reads either back. Byte-level BPE and bytes round-trip any UTF-8 text exactly.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -28,6 +29,10 @@ class ByteTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+    def token_bytes(self, ids: Iterable[int]) -> list[bytes]:
+        """The bytes each id stands for (b"" for end-of-document)."""
+        return [bytes([i]) if 0 <= i < 256 else b"" for i in ids]
 
     def save(self, folder: str | Path) -> None:
         Path(folder, "tokenizer_meta.json").write_text(json.dumps({"kind": "byte"}))
@@ -73,6 +78,17 @@ class BPETokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
 
+    def token_bytes(self, ids: Iterable[int]) -> list[bytes]:
+        """The bytes each id stands for (b"" for special tokens): byte-level BPE tokens are
+        strings over GPT-2's byte alphabet, mapped back one character per byte."""
+        table = _byte_decoder()
+        special = {t.content for t in self.tok.get_added_tokens_decoder().values() if t.special}
+        out = []
+        for i in ids:
+            t = self.tok.id_to_token(int(i))
+            out.append(b"" if t is None or t in special else bytes(table[c] for c in t if c in table))
+        return out
+
     def save(self, folder: str | Path) -> None:
         self.tok.save(str(Path(folder, "tokenizer.json")))
         Path(folder, "tokenizer_meta.json").write_text(json.dumps({"kind": "bpe"}))
@@ -82,6 +98,18 @@ class BPETokenizer:
         from tokenizers import Tokenizer  # noqa: PLC0415
 
         return cls(Tokenizer.from_file(str(path)))
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: printable bytes stand for themselves, the others for 256 + n."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    out, extra = {chr(b): b for b in keep}, 0
+    for b in range(256):
+        if b not in keep:
+            out[chr(256 + extra)] = b
+            extra += 1
+    return out
 
 
 def _as_iter(texts: Iterable[str]) -> Iterator[str]:

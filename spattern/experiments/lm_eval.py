@@ -74,6 +74,28 @@ def _dense(pattern: str) -> bool:
     return pattern in ("dense", "", None)
 
 
+def sequence_pattern(pattern: str | None, tokenizer, ids):
+    """What the model attends with on one sequence: the pattern string itself when it is static,
+    else the parsed pattern bound to the sequence's structure (``spattern.data.structure``)."""
+    if pattern is None:
+        return None
+    from spattern.patterns import parse
+
+    p = parse(pattern)
+    if p.is_static:
+        return pattern
+    from spattern.data.structure import structure_context
+
+    return p.bind(structure_context(tokenizer, [int(i) for i in ids]))
+
+
+def _layout_cost(pattern, n: int, block) -> dict:
+    from spattern.models.attention import compiled_layout
+
+    st = compiled_layout(pattern, n, n, tuple(block)).stats()
+    return {"block_density": st["block_density"], "density": st["density"]}
+
+
 def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
     """Score every document and task example not yet in the run's per_example.jsonl; write
     metrics.json. Returns the summary."""
@@ -102,11 +124,14 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
         stream = np.asarray(ids, dtype=np.int64)
         offsets = np.array([0, len(ids)])
         rec: dict = {"id": doc_id, "tokens": len(ids) - 1}
+        doc_pattern = sequence_pattern(pattern, tok, ids[:-1])
+        if doc_pattern is not None and not isinstance(doc_pattern, str):  # its cost differs per document
+            rec.update(_layout_cost(doc_pattern, len(ids) - 1, setup.block))
         if "info_loss" in setup.metrics:  # one dense and one sparse pass give both KL/recall and the NLL
             from spattern.evaluation.infoloss import information_loss
 
             t = time.perf_counter()
-            il = information_loss(model, stream, offsets, setup.context, "causal" if pattern is None else pattern,
+            il = information_loss(model, stream, offsets, setup.context, "causal" if pattern is None else doc_pattern,
                                   block=tuple(setup.block), device=setup.device)
             d = next(iter(il["docs"].values()))
             rec.update({"kl": d["kl"], "top1": d["top1"], "recall": d["recall"], "rel_error": d["rel_error"]})
@@ -117,7 +142,7 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
             from spattern.evaluation.perplexity import window_perplexity
 
             t = time.perf_counter()
-            model.set_pattern(pattern, setup.backend)
+            model.set_pattern(doc_pattern, setup.backend)
             r = window_perplexity(model, stream, offsets, setup.context, device=setup.device)
             model.set_pattern(None)
             nll_sum, n = next(iter(r["docs"].values()))
@@ -144,6 +169,8 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
             if eid in done:
                 tick()
                 continue
+            if pattern is not None:
+                model.set_pattern(sequence_pattern(pattern, tok, ex.input_ids.tolist()), setup.backend)
             r = score_examples(logits_fn, [ex])[0]
             rd.add_example({"id": eid, "passkey_correct": float(r["correct"]), "passkey_logprob": r["logprob"],
                             "distance": r.get("distance_tokens"), "depth": r.get("depth"),
@@ -171,8 +198,12 @@ def summarize(cfg: ExperimentConfig, spec: RunSpec, timings: dict) -> dict:
     if docs:
         tokens = sum(r["tokens"] for r in docs)
         metrics["ppl"] = math.exp(sum(r["nll"] * r["tokens"] for r in docs) / tokens)
+    per_doc = [r for r in recs if "block_density" in r]
     if _dense(spec.pattern):
         metrics["block_density"] = metrics["density"] = 1.0
+    elif per_doc:  # a content-dependent pattern: its mean cost over the documents
+        for key in ("block_density", "density"):
+            metrics[key] = float(np.mean([r[key] for r in per_doc]))
     else:
         st = compile_pattern(spec.pattern, spec.context, block=tuple(cfg.setup.block)).stats()
         metrics["block_density"], metrics["density"] = st["block_density"], st["density"]

@@ -3,7 +3,9 @@
 
 `pattern=None` (or "dense") is causal attention through torch's SDPA. Any other string is parsed
 with `spattern.parse` and compiled once per (pattern, q_len, kv_len, block) into a BlockLayout
-(cached); the pattern must include causality itself (e.g. "local(128) & causal").
+(cached); the pattern must include causality itself (e.g. "local(128) & causal"). A `Pattern`
+object works the same way; a content-dependent one must be bound to its sequence first
+(`parse("outline() & causal").bind(spattern.data.structure.structure_context(tok, ids))`).
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ import torch.nn.functional as F
 DENSE = (None, "", "dense")
 
 
-def is_dense(pattern: str | None) -> bool:
-    return pattern in DENSE
+def is_dense(pattern) -> bool:
+    return pattern is None or (isinstance(pattern, str) and pattern in DENSE)
 
 
-def compiled_layout(pattern: str, q_len: int, kv_len: int | None = None, block: tuple[int, int] = (64, 64)):
-    """The BlockLayout of a pattern string at these lengths (compiled once, then cached)."""
+def compiled_layout(pattern, q_len: int, kv_len: int | None = None, block: tuple[int, int] = (64, 64)):
+    """The BlockLayout of a pattern (string or static/bound Pattern) at these lengths (compiled
+    once, then cached)."""
     from spattern.compiler.compile import compile as compile_pattern  # noqa: PLC0415
 
     # the compiler's own cache returns the same (validated) layout for a static pattern string
@@ -53,7 +56,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | Non
 
 def per_layer_patterns(pattern: str | None | Sequence[str | None], n_layers: int) -> list[str | None]:
     """One pattern for all layers, or a list with one entry per layer."""
-    if pattern is None or isinstance(pattern, str):
+    from spattern.patterns import Pattern  # noqa: PLC0415
+
+    if pattern is None or isinstance(pattern, (str, Pattern)):
         return [None if is_dense(pattern) else pattern] * n_layers
     pats = list(pattern)
     if len(pats) != n_layers:

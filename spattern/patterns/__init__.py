@@ -18,6 +18,7 @@ from spattern.patterns.document import Document, document
 from spattern.patterns.full import Causal, Full, causal, full
 from spattern.patterns.landmark import Landmark, landmark
 from spattern.patterns.local import Local, local
+from spattern.patterns.outline import Outline, outline, text_tree
 from spattern.patterns.parse import PatternSyntaxError, parse
 from spattern.patterns.random import Random, random
 from spattern.patterns.registry import REGISTRY, register, register_predicate

@@ -1,0 +1,173 @@
+"""Outline attention: spattern's own structure-aware pattern for code and long prose.
+
+Motivation. A causal language model at position i mostly needs (a) the last few dozen tokens,
+for local syntax and phrasing, and (b) a few *openings* further back: the signature of the
+function it is in, the ``class``/``for``/``with`` lines around it, the imports and earlier
+definitions at module level; in prose, the title and the opening words of the recent
+paragraphs. Windows (StreamingLLM, Longformer) keep (a) and a fixed set of positions; strided and
+random patterns keep positions that do not depend on the text. Outline attention keeps (a) and the
+openings that the *layout of the text itself* marks: indentation and blank lines, which code and
+prose share, so one rule serves both, with no parser and no failure on truncated windows (an AST
+needs valid source; a 4K-token window of a file rarely is).
+
+Structure. ``text_tree(text, offsets)`` builds a ``Tree`` (spattern.patterns.tree) over tokens:
+every non-blank line is a node; a line's parent is the nearest earlier line with smaller
+indentation (the line that opens its block), except that a line whose nearest earlier line of the
+same indentation in the same block has no blank line between them continues that line's
+paragraph and becomes a child of the paragraph's first line. The root is the document. A node's span runs from its line to the end of
+its last descendant. Indented code gives its block structure; prose (indentation 0) gives one
+node per paragraph with its continuation lines below it.
+
+Definition. With o(j) the line (node) owning token j, the *header* of node v is
+H(v) = {j : o(j) = v, j < start(v) + header}, the first ``header`` tokens of its line from its first non-blank character. For a query
+i, call p *enclosing* when p is o(i) or an ancestor of it, and let c_1, ..., c_k(p, i) be the
+children of p that start at or before i, in order. Token i attends key j <= i iff
+
+    i - j < window                                                        (local)
+    or j < header                                                         (the document's start)
+    or j in H(c_r) for an enclosing p and r > k(p, i) - 1 - recent        (outline)
+
+i.e. the header of every enclosing line (r = k(p, i) is the child of p that holds i) and of the
+``recent`` latest siblings before it, at every level: the signature of this function, of the
+``recent`` functions before it, of the enclosing class and of the ``recent`` top-level
+statements before that class; in prose, the opening words of the ``recent`` paragraphs before
+this one. The pattern is causal and content-dependent: it compiles with
+``context={"tree": text_tree(...)}`` (or ``.bind``), one layout per sequence.
+
+Cost. Query i attends at most window + header + header * (d(i) + 1) * (recent + 1) keys, d(i) =
+depth of o(i); with D the tree's depth, pairs <= N * (window + header * (1 + (D + 1)(recent + 1)))
+= O(N) for bounded depth (``pairs_expr``, a bound; the compiler counts the exact pairs and
+blocks of each document). A header spans at most ceil(header / b) + 1 key blocks, so at block
+size b the blocks per block row do not grow with N either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from spattern.patterns.base import check_int
+from spattern.patterns.registry import register
+from spattern.patterns.tree import Tree, TreeRelation, _pad
+
+
+def text_tree(text: str, token_offsets=None, n_tokens: int | None = None, tab: int = 8) -> Tree:
+    """The outline tree of ``text`` (lines, indentation, paragraphs) over tokens.
+
+    ``token_offsets``: the character offset where each token starts (ascending; default one token
+    per character). Tokens past ``n_tokens`` are dropped; lines starting past the last token are
+    left out. Node kinds: "Document", "Line" (opens a paragraph or a block), "Continuation"."""
+    offs = np.arange(len(text), dtype=np.int64) if token_offsets is None else np.asarray(token_offsets, np.int64)
+    n_tok = int(offs.size if n_tokens is None else n_tokens)
+    offs = offs[:n_tok]
+    if offs.size > 1 and (np.diff(offs) < 0).any():
+        raise ValueError("token_offsets: expected ascending character offsets")
+    parent, start, end, kind = [-1], [0], [n_tok], ["Document"]
+    stack: list[tuple[int, int, int, int]] = []  # open lines: (indent, node, paragraph head, line number)
+    last_blank, pos = -1, 0
+    for li, line in enumerate(text.splitlines(keepends=True)):
+        c0, pos = pos, pos + len(line)
+        body = line.expandtabs(tab).rstrip("\r\n")
+        if not body.strip():
+            last_blank = li
+            continue
+        t0 = int(np.searchsorted(offs, c0 + len(line) - len(line.lstrip()), side="left"))  # its first word
+        if t0 >= n_tok:
+            break
+        t1 = int(np.searchsorted(offs, pos, side="left"))
+        ind = len(body) - len(body.lstrip())
+        v = len(parent)
+        while stack and stack[-1][0] > ind:
+            stack.pop()
+        if stack and stack[-1][0] == ind and last_blank < stack[-1][3]:  # same block, no blank line between
+            p = head = stack.pop()[2]
+            k = "Continuation"
+        else:
+            if stack and stack[-1][0] == ind:
+                stack.pop()
+            p, head, k = (stack[-1][1] if stack else 0), v, "Line"
+        stack.append((ind, v, head, li))
+        parent.append(p)
+        start.append(t0)
+        end.append(max(t0, t1))
+        kind.append(k)
+    for v in range(len(parent) - 1, 0, -1):     # a node's span covers its descendants
+        end[parent[v]] = max(end[parent[v]], end[v])
+    return Tree(tuple(parent), tuple(start), tuple(end), n_tok, tuple(kind))
+
+
+@lru_cache(maxsize=16)
+def outline_tables(t: Tree, header: int) -> dict:
+    """Per token: hn = the node whose header holds it (or -1); per node: its parent, its rank
+    among its parent's children; keys = parent * (n + 1) + start of every non-root node, sorted,
+    and first[p] = where p's children begin in keys (so k(p, i) is one searchsorted). Cached per
+    tree (trees hash by identity)."""
+    A = t.arrays
+    owner = A["owner"]
+    st = np.asarray(t.start, dtype=np.int64)
+    n = t.n_tokens
+    tok = np.arange(n, dtype=np.int64)
+    hn = np.where((owner > 0) & (tok < st[owner] + header), owner, -1)
+    par = A["parent"]
+    order = np.lexsort((np.arange(t.n_nodes), st, par))[1:]   # non-root nodes by (parent, start)
+    keys = par[order] * (n + 1) + st[order]
+    first = np.searchsorted(keys, np.arange(t.n_nodes) * (n + 1), side="left")
+    rank = np.zeros(t.n_nodes, dtype=np.int64)
+    rank[order] = np.arange(order.size) - first[par[order]]
+    return {"hn": hn, "parent": par, "rank": rank, "keys": keys, "first": first}
+
+
+@register("outline")
+@dataclass(frozen=True, repr=False, eq=False)
+class Outline(TreeRelation):
+    """Outline attention (see the module docstring): local window, the document's first
+    ``header`` tokens, and the headers of every enclosing line and of its ``recent`` latest
+    earlier siblings at every level of the text's outline tree."""
+
+    window: int = 64
+    header: int = 8
+    recent: int = 2
+    tree: Tree | None = None
+    name = "outline"
+    claims_causal = True
+
+    def __post_init__(self):
+        check_int(self.window, "outline(window)", minimum=1)
+        check_int(self.header, "outline(header)", minimum=1)
+        check_int(self.recent, "outline(recent)", minimum=0)
+
+    def __str__(self):
+        args = [f"{f}={getattr(self, f)}" for f, d in (("window", 64), ("header", 8), ("recent", 2))
+                if getattr(self, f) != d]
+        return f"outline({', '.join(args)})"
+
+    def tables(self, t: Tree) -> dict:
+        """The per-token and per-node arrays of ``outline_tables`` for this header length."""
+        return outline_tables(t, self.header)
+
+    def allowed(self, q_idx, kv_idx, geom):
+        t, oi, _ = self._nodes(q_idx, kv_idx, geom)
+        T = self.tables(t)
+        n = t.n_tokens
+        d = q_idx - kv_idx
+        hn = _pad(T["hn"], max(geom.q_len, geom.kv_len), -1)[kv_idx]
+        v = np.maximum(hn, 0)
+        p = np.where(hn > 0, T["parent"][v], -1)
+        enclosing = (hn > 0) & t.is_ancestor_or_self(p, oi)
+        p_ = np.maximum(p, 0)
+        i_ = np.minimum(q_idx, n)                                    # queries past the tree see all children
+        k = np.searchsorted(T["keys"], p_ * (n + 1) + i_, side="right") - T["first"][p_]
+        outline = enclosing & (T["rank"][v] >= k - 1 - self.recent)
+        return (d >= 0) & ((d < self.window) | (kv_idx < self.header) | outline)
+
+    def pairs_expr(self, N, causal: bool = False):
+        """An upper bound, N * (window + header * (1 + (D + 1)(recent + 1))), for the bound tree."""
+        if self.tree is None:
+            return None
+        D = self.tree.max_depth
+        return N * (self.window + self.header * (1 + (D + 1) * (self.recent + 1)))
+
+
+outline = Outline

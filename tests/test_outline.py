@@ -1,0 +1,159 @@
+"""Outline attention: the text tree, the mask against a literal twin of its definition, the
+property suite every built-in passes, the cost bound, and structure from token ids."""
+
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spattern as sp
+from spattern.data.structure import structure_context, text_and_offsets
+from spattern.data.tokenizer import BPETokenizer, ByteTokenizer
+from spattern.patterns.outline import Outline, text_tree
+from spattern.patterns.tree import Tree, python_tree
+from spattern.testing import check_pattern
+
+CODE = textwrap.dedent('''
+    import os
+    import sys
+
+    def f(x, y):
+        z = x + y
+        if z > 0:
+            return z
+        return -z
+
+    class C:
+        def g(self):
+            for i in range(3):
+                print(i)
+
+        def h(self):
+            return 1
+''').lstrip()
+
+PROSE = ("The Title\n\nFirst paragraph opens here and goes on\nover a second line.\n\n"
+         "Second paragraph says more.\n\nThird one ends it.\n")
+
+
+def _line_node(t: Tree, text: str, needle: str) -> int:
+    return int(t.arrays["owner"][text.index(needle)])
+
+
+def test_text_tree_follows_indentation_and_paragraphs():
+    t = text_tree(CODE)
+    node = lambda s: _line_node(t, CODE, s)  # noqa: E731
+    assert t.parent[node("print(i)")] == node("for i in")
+    assert t.parent[node("for i in")] == node("def g")
+    assert t.parent[node("def g")] == node("class C")
+    assert t.parent[node("def h")] == node("class C")          # after a blank line: a sibling of def g
+    assert t.parent[node("class C")] == 0
+    assert t.parent[node("import sys")] == node("import os")   # no blank line: a continuation
+    assert t.kind[node("import sys")] == "Continuation"
+    assert t.parent[node("return -z")] == node("z = x + y")    # the body's paragraph
+    p = text_tree(PROSE)
+    first = _line_node(p, PROSE, "First")
+    assert p.parent[first] == 0 and p.parent[_line_node(p, PROSE, "over a second")] == first
+    assert p.parent[_line_node(p, PROSE, "Second")] == 0
+
+
+def _slow_outline(t: Tree, window: int, header: int, recent: int, n: int) -> np.ndarray:
+    """The definition read literally: loops over queries, enclosing nodes and their children."""
+    owner = t.arrays["owner"]
+    kids = {v: sorted((c for c in range(1, t.n_nodes) if t.parent[c] == v), key=lambda c: (t.start[c], c))
+            for v in range(t.n_nodes)}
+
+    def header_of(v):
+        return {j for j in range(t.start[v], min(t.start[v] + header, t.n_tokens)) if owner[j] == v}
+
+    m = np.zeros((n, n), dtype=bool)
+    for i in range(n):
+        keys = set(range(max(0, i - window + 1), i + 1)) | set(range(min(header, i + 1)))
+        p = int(owner[i]) if i < t.n_tokens else 0
+        while p >= 0:
+            started = [c for c in kids[p] if t.start[c] <= i]
+            for c in started[max(0, len(started) - 1 - recent):]:
+                keys |= {j for j in header_of(c) if j <= i}
+            p = t.parent[p]
+        m[i, sorted(keys)] = True
+    return m
+
+
+LINES = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["x = 1", "if a:", "word word", "", "# c"])),
+                 min_size=1, max_size=14)
+
+
+@settings(max_examples=60, deadline=None)
+@given(LINES, st.integers(1, 12), st.integers(1, 5), st.integers(0, 3))
+def test_mask_equals_the_literal_definition(lines, window, header, recent):
+    text = "".join(" " * (4 * ind) + body + "\n" for ind, body in lines)
+    t = text_tree(text)
+    n = len(text)
+    got = Outline(window=window, header=header, recent=recent).bind({"tree": t}).dense_mask(n)
+    assert np.array_equal(got, _slow_outline(t, window, header, recent, n))
+
+
+def test_mask_on_an_ast_tree_too():
+    t = python_tree(CODE, range(len(CODE)))
+    got = Outline(window=6, header=4, recent=1).bind({"tree": t}).dense_mask(len(CODE))
+    assert np.array_equal(got, _slow_outline(t, 6, 4, 1, len(CODE)))
+
+
+def test_queries_see_enclosing_and_recent_openings_not_old_bodies():
+    n = len(CODE)
+    m = Outline(window=4, header=5, recent=1).bind({"tree": text_tree(CODE)}).dense_mask(n)
+    i = CODE.index("print(i)") + 3
+    for seen in ("for i", "def g", "class C", "def f", "impor"):  # enclosing; class C's previous sibling; start
+        assert m[i, CODE.index(seen)], seen
+    assert not m[i, CODE.index("z = x")] and not m[i, CODE.index("return z")]
+    j = CODE.index("return 1")
+    assert m[j, CODE.index("def h")] and m[j, CODE.index("def g")]  # recent=1: the method before
+    assert not m[CODE.index("def f"), CODE.index("class C")]        # causal
+
+
+@pytest.mark.parametrize("text", [CODE, PROSE])
+def test_property_suite_and_cost_bound(text):
+    t = text_tree(text)
+    bound = (Outline(window=5, header=3, recent=1) & sp.causal).bind({"tree": t})
+    ran = check_pattern(bound, sizes=(len(text), 17), roundtrip=False)
+    assert any(r.startswith("closed_form") for r in ran)
+    c = sp.cost(bound, len(text), block=(16, 16))
+    assert 0 < c.pairs <= c.pairs_closed_value
+    check_pattern(Outline(window=5, header=3) & sp.causal, sizes=(len(text),), context={"tree": t},
+                  closed_forms=False)
+
+
+def test_string_form_and_argument_checks():
+    for s in ["outline()", "outline(window=128, recent=0)", "outline(header=16) & causal"]:
+        assert sp.parse(str(sp.parse(s))) == sp.parse(s)
+    with pytest.raises(ValueError, match="recent"):
+        Outline(recent=-1)
+    with pytest.raises(ValueError, match="tree"):
+        sp.compile(sp.parse("outline() & causal"), 32)
+
+
+def test_one_layout_per_sequence_of_a_batch():
+    a, b = text_tree(CODE[:200]), text_tree(PROSE * 3)
+    layout = sp.compile(sp.parse("outline(window=8) & causal"), 150, block=(16, 16),
+                        context=[{"tree": a}, {"tree": b}])
+    assert layout.group_shape == (2, 1)
+    assert not np.array_equal(layout.to_dense(0), layout.to_dense(1))
+
+
+def _bpe() -> BPETokenizer:
+    return BPETokenizer.train([CODE, PROSE, "héllo ünïcode ✓ " * 5], vocab_size=300)
+
+
+@pytest.mark.parametrize("tok", [ByteTokenizer(), _bpe()], ids=["byte", "bpe"])
+def test_structure_from_ids_matches_structure_from_text(tok):
+    text = CODE + "s = 'héllo ✓'\n" + PROSE
+    ids = tok.encode(text) + [tok.eos_id]
+    joined, offsets = text_and_offsets(tok, ids)
+    assert joined.encode("latin-1").decode("utf-8") == text
+    t = structure_context(tok, ids)["tree"]
+    assert t.n_tokens == len(ids)
+    # the same lines and parents as the character-level tree of the same text (bytes, one per char here)
+    lines = lambda tree: [(tree.kind[v], tree.parent[v]) for v in range(tree.n_nodes)]  # noqa: E731
+    assert lines(t) == lines(text_tree(joined))
