@@ -68,11 +68,21 @@ def family_fn(family: Callable[[int], Pattern] | str) -> tuple[Callable[[int], P
 
 
 def measure_cost(pattern: Pattern | str, N: int, block=(64, 64), measure: str = "block_density",
-                 head_dim: int = 64) -> float:
-    """One cost measure (see the module docstring) of ``pattern`` compiled at N."""
+                 head_dim: int = 64, contexts=None) -> float:
+    """One cost measure (see the module docstring) of ``pattern`` compiled at N; for a
+    content-dependent pattern, the mean over ``contexts`` (one compile per context, e.g. the
+    structure of each evaluation document)."""
     if measure not in MEASURES:
         raise UserError(f"measure: expected one of {MEASURES}, got {measure!r}")
-    layout = compile_pattern(pattern, N, block=block)
+    if contexts is not None:
+        if not contexts:
+            raise UserError("contexts: expected at least one context, got none")
+        return float(np.mean([_cost_of(compile_pattern(pattern, N, block=block, context=c), measure, head_dim)
+                              for c in contexts]))
+    return _cost_of(compile_pattern(pattern, N, block=block), measure, head_dim)
+
+
+def _cost_of(layout, measure: str, head_dim: int) -> float:
     if measure == "density":
         return float(layout.stats()["density"])
     if measure == "flops":
@@ -91,8 +101,10 @@ def _monotone(values: list[float]) -> int:
 
 
 def match(family, target: float, N: int, block=(64, 64), measure: str = "block_density", lo: int = 1,
-          hi: int | None = None, head_dim: int = 64, tolerance: float | None = None, max_scan: int = 4096) -> Match:
-    """The k in ``[lo, hi]`` (default ``[1, N]``) whose compiled cost is closest to ``target``."""
+          hi: int | None = None, head_dim: int = 64, tolerance: float | None = None, max_scan: int = 4096,
+          contexts=None) -> Match:
+    """The k in ``[lo, hi]`` (default ``[1, N]``) whose compiled cost is closest to ``target``
+    (for a content-dependent family, its mean cost over ``contexts``)."""
     fn, name = family_fn(family)
     hi = N if hi is None else hi
     if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi):
@@ -104,7 +116,7 @@ def match(family, target: float, N: int, block=(64, 64), measure: str = "block_d
     def f(k: int) -> float:
         if k not in cache:
             try:
-                cache[k] = measure_cost(fn(k), N, block, measure, head_dim)
+                cache[k] = measure_cost(fn(k), N, block, measure, head_dim, contexts)
             except UserError:
                 raise
             except Exception as e:

@@ -155,12 +155,15 @@ class Outline(TreeRelation):
         hn = _pad(T["hn"], max(geom.q_len, geom.kv_len), -1)[kv_idx]
         v = np.maximum(hn, 0)
         p = np.where(hn > 0, T["parent"][v], -1)
-        enclosing = (hn > 0) & t.is_ancestor_or_self(p, oi)
-        p_ = np.maximum(p, 0)
-        i_ = np.minimum(q_idx, n)                                    # queries past the tree see all children
-        k = np.searchsorted(T["keys"], p_ * (n + 1) + i_, side="right") - T["first"][p_]
-        outline = enclosing & (T["rank"][v] >= k - 1 - self.recent)
-        return (d >= 0) & ((d < self.window) | (kv_idx < self.header) | outline)
+        out = (d >= 0) & ((d < self.window) | (kv_idx < self.header))
+        enclosing = (d >= 0) & (hn > 0) & t.is_ancestor_or_self(p, oi)     # full (broadcast) shape
+        if enclosing.any():  # rank test only where it matters: one searchsorted per candidate pair
+            pe = np.broadcast_to(p, enclosing.shape)[enclosing]
+            ie = np.minimum(np.broadcast_to(q_idx, enclosing.shape)[enclosing], n)  # past the tree: all children
+            k = np.searchsorted(T["keys"], pe * (n + 1) + ie, side="right") - T["first"][pe]
+            out = out | np.zeros(enclosing.shape, dtype=bool)
+            out[enclosing] |= T["rank"][np.broadcast_to(v, enclosing.shape)[enclosing]] >= k - 1 - self.recent
+        return out
 
     def pairs_expr(self, N, causal: bool = False):
         """An upper bound, N * (window + header * (1 + (D + 1)(recent + 1))), for the bound tree."""

@@ -74,3 +74,17 @@ def test_families_and_errors():
         match("local({w})", 0.1, N, measure="time")
     with pytest.raises(UserError, match="at parameter 0"):
         match("local({w}) & causal", 0.1, 256, lo=0, hi=10)
+
+
+def test_content_dependent_family_is_matched_on_the_mean_over_contexts():
+    from spattern.compiler import compile as compile_pattern
+    from spattern.patterns.outline import text_tree
+
+    texts = ["def f(x):\n    return x\n" * 12, "A paragraph of prose.\n\nAnother one here.\n" * 8]
+    contexts = [{"tree": text_tree(t[:256])} for t in texts]
+    m = match("outline(window={w}) & causal", 0.3, 256, block=(16, 16), contexts=contexts)
+    per = [compile_pattern(m.pattern, 256, block=(16, 16), context=c) for c in contexts]
+    mean = np.mean([L.nnz / (L.n_rows * L.n_cols) for L in per])
+    assert m.achieved == pytest.approx(mean) and m.rel_gap < 0.1
+    with pytest.raises(UserError, match="tree"):
+        match("outline(window={w}) & causal", 0.3, 256, block=(16, 16))
