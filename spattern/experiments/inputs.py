@@ -1,0 +1,87 @@
+"""What an evaluate experiment reads: the model and tokenizer a setup names, the documents it
+scores, and the structures of those documents (the contexts a content-dependent pattern family
+is matched on, before any run starts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from spattern.experiments.config import ExperimentConfig, Setup
+from spattern.utils.errors import UserError
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+
+
+@lru_cache(maxsize=2)
+def _load(model_spec: str, device: str, dtype: str, seed: int, obtain: bool) -> Loaded:
+    """The model and tokenizer a setup names (cached: the runs of one experiment share them)."""
+    dt = getattr(torch, dtype)
+    if model_spec == "smollm2":
+        from spattern.models.pretrained import load_smollm2
+
+        model, tok = load_smollm2(dtype=dt, obtain=obtain)
+    elif model_spec.startswith("checkpoint:"):
+        from spattern.train.loop import load_trained
+
+        model, tok = load_trained(model_spec.split(":", 1)[1], device)
+    elif model_spec.startswith("random:"):
+        from spattern.data.tokenizer import ByteTokenizer
+        from spattern.models.config import get_config
+        from spattern.models.decoder import build_model
+
+        tok = ByteTokenizer()
+        torch.manual_seed(seed)
+        model = build_model(get_config(model_spec.split(":", 1)[1], vocab_size=tok.vocab_size, max_seq_len=1 << 16))
+    else:
+        raise UserError(f"setup.model: expected 'smollm2', 'checkpoint:<path>' or 'random:<preset>', got {model_spec!r}")
+    return Loaded(model.to(device=device, dtype=dt).eval(), tok, model_spec)
+
+
+def documents(setup: Setup) -> list[tuple[str, list[int], str]]:
+    """[(doc id, the first context+1 tokens, text)] of the first ``docs`` long documents of the
+    split (documents shorter than a full window are skipped, so every run scores the same tokens)."""
+    from spattern.data import iter_documents, split_of
+
+    tok = _load(setup.model, setup.device, setup.dtype, 0, setup.obtain).tokenizer
+    need = setup.min_doc_tokens or setup.context + 1
+    out = []
+    for d in iter_documents(setup.corpus, obtain=setup.obtain):
+        if split_of(d.id) != setup.split:
+            continue
+        ids = tok.encode(d.text) + [tok.eos_id]
+        if len(ids) >= max(need, setup.context + 1):
+            out.append((d.id, ids[: setup.context + 1], d.text))
+        if len(out) == setup.docs:
+            break
+    if not out:
+        raise UserError(f"setup.corpus {setup.corpus!r}: no {setup.split} document has {need} tokens")
+    return out
+
+
+def family_contexts(cfg: ExperimentConfig, family: str, context: int) -> list[dict] | None:
+    """The contexts a matched family's cost is averaged over: None for a static family (its cost
+    is the same for every document); for a content-dependent one (e.g. ``outline``), the
+    structure of each document the runs score, at ``context`` tokens."""
+    from spattern.evaluation.matching import family_fn
+
+    fn, _ = family_fn(family)
+    if fn(1).is_static:
+        return None
+    return list(_contexts(cfg.setup.model_copy(update={"context": context}).model_dump_json()))
+
+
+@lru_cache(maxsize=8)
+def _contexts(setup_json: str) -> tuple[dict, ...]:
+    from spattern.data.structure import structure_context
+
+    setup = Setup.model_validate_json(setup_json)
+    tok = _load(setup.model, setup.device, setup.dtype, 0, setup.obtain).tokenizer
+    return tuple(structure_context(tok, ids[: setup.context]) for _, ids, _ in documents(setup))
