@@ -24,7 +24,14 @@ TOML, validated (``spattern.utils.config``: ``base = "..."`` inheritance, unknow
     families = { local = "local({w}) & causal", strided = "(local({w}) | strided(64)) & causal" }
 
 ``kind = "train"`` trains one model per (pattern, seed) with ``[train] config`` (a training TOML)
-and its overrides; each run's unit for comparisons is then the seed.
+and its overrides; each run's unit for comparisons is then the seed. Training variants that are
+not patterns (an indexer, another schedule) are a sweep axis of named override lists, applied
+after ``[train] overrides``; a run is labelled by its variant (``<pattern>+<variant>`` when the
+sweep has several patterns)::
+
+    [sweep]
+    seed = [0, 1, 2]
+    variants = { dense = [], indexer = ["indexer.k=4"] }
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from spattern.utils.config import Section, load_config
 
@@ -62,10 +69,34 @@ class Setup(Section):
     obtain: bool = False
 
 
+# set by the runner for each run (a variant must not change them: they are sweep axes or the run's own)
+RUN_KEYS = ("name", "model.pattern", "train.seed", "train.out_dir", "data.seq_len", "train.progress")
+
+
 class Sweep(Section):
     pattern: list[str] = ["dense"]
     seed: list[int] = [0]
     context: Optional[list[int]] = None   # default: [setup.context]
+    variants: Optional[dict[str, list[str]]] = None  # kind = "train": name -> training-config overrides
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: Optional[dict[str, list[str]]]) -> Optional[dict[str, list[str]]]:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("at least one variant (name = [overrides]), got an empty table")
+        for name, overrides in v.items():
+            if not name.strip() or not all(c.isalnum() or c in "-_." for c in name):
+                raise ValueError(f"variant names of letters, digits, '-', '_' or '.', got {name!r}")
+            for item in overrides:
+                key = item.split("=", 1)[0].strip()
+                if "=" not in item or not key:
+                    raise ValueError(f"variant {name!r}: overrides KEY=VALUE (e.g. indexer.k=4), got {item!r}")
+                if key in RUN_KEYS:
+                    raise ValueError(f"variant {name!r}: a key other than {', '.join(RUN_KEYS)} (set per run by "
+                                     f"the sweep), got {key!r}")
+        return v
 
 
 class Match(Section):
@@ -101,6 +132,9 @@ class ExperimentConfig(Section):
     def _train_has_config(self) -> "ExperimentConfig":
         if self.kind == "train" and not self.train.config:
             raise ValueError("a [train] config file for kind = 'train'")
+        if self.sweep.variants is not None and self.kind != "train":
+            raise ValueError(f"sweep.variants only with kind = 'train' (they override the training config), "
+                             f"got kind = {self.kind!r}")
         return self
 
     @property

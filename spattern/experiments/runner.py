@@ -53,6 +53,11 @@ def _train_run(cfg: ExperimentConfig, spec: RunSpec, log) -> dict:
                      "final_train_loss": summary.get("final_loss"),
                      "tokens_per_s": summary["tokens"] / max(summary["seconds"], 1e-9)},
          "timings": {"train": summary["seconds"]}, "train": summary}
+    # step time and the indexer's statistics over training (experiments/curves.py)
+    from spattern.experiments.curves import train_curves
+
+    curve_metrics, m["curves"] = train_curves(spec.dir.path / "metrics.jsonl")
+    m["metrics"].update(curve_metrics)
     spec.dir.write_metrics(m)
     return m
 

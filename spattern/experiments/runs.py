@@ -18,6 +18,7 @@ class RunSpec:
     context: int
     resolved: dict        # everything that determines the run's results (hashed into its id)
     dir: RunDir
+    variant: str | None = None  # the sweep's training variant (None: the sweep has no variants)
 
 
 def resolve_patterns(cfg: ExperimentConfig, context: int) -> list[tuple[str, str, dict]]:
@@ -44,11 +45,18 @@ def resolve_patterns(cfg: ExperimentConfig, context: int) -> list[tuple[str, str
 
 
 def expand(cfg: ExperimentConfig) -> list[RunSpec]:
-    """Every run of the sweep: patterns x contexts x seeds, each with its directory."""
+    """Every run of the sweep: patterns x variants x contexts x seeds, each with its directory.
+
+    Without ``sweep.variants`` a run's resolved config (and so its id) has no variant entry: the
+    configs written before variants existed keep their run directories."""
     contexts = cfg.sweep.context or [cfg.setup.context]
+    variants = list(cfg.sweep.variants.items()) if cfg.sweep.variants is not None else [(None, [])]
     runs = []
     for context in contexts:
-        for (label, pattern, match), seed in itertools.product(resolve_patterns(cfg, context), cfg.sweep.seed):
+        patterns = resolve_patterns(cfg, context)
+        for (plabel, pattern, match), (variant, v_over), seed in itertools.product(patterns, variants,
+                                                                                   cfg.sweep.seed):
+            label = plabel if variant is None else (variant if len(patterns) == 1 else f"{plabel}+{variant}")
             setup = cfg.setup.model_dump(mode="json")
             setup["context"] = context
             resolved = {"experiment": cfg.name, "kind": cfg.kind, "label": label, "pattern": pattern, "seed": seed,
@@ -56,8 +64,10 @@ def expand(cfg: ExperimentConfig) -> list[RunSpec]:
             if match:
                 resolved["match"] = match
             if cfg.kind == "train":  # the training config as written (relative to the experiment file)
-                resolved["train"] = {"config": cfg.train.config, "overrides": list(cfg.train.overrides)}
+                resolved["train"] = {"config": cfg.train.config, "overrides": [*cfg.train.overrides, *v_over]}
+            if variant is not None:
+                resolved["variant"] = variant
             full_label = label if len(contexts) == 1 else f"{label}@{context}"
             runs.append(RunSpec(full_label, pattern, seed, context, resolved,
-                                RunDir.create(cfg.out_dir, f"{full_label}-s{seed}", resolved)))
+                                RunDir.create(cfg.out_dir, f"{full_label}-s{seed}", resolved), variant))
     return runs

@@ -9,12 +9,18 @@
 
 ``IndexedAttention`` wraps a model's attention layer (one with q_proj/k_proj/v_proj/o_proj and
 optional rotary, as in ``spattern.models``) with an indexer and exposes ``aux_loss`` (the KL) and
-``stats`` (selection density, dense-attention mass recall and top-mass overlap) after each call.
+``stats`` after each call: ``density`` (selected causal pairs / causal pairs), ``mass_recall`` (the
+indexer's recall of dense attention mass: for each query and head, the share of the dense causal
+softmax that falls in the selected top-k blocks, forced sink/local blocks included, averaged over
+batch, heads and queries) and ``top_mass_overlap``. ``stats`` is computed when read (a training
+loop reads it only at its logging steps); ``collect_stats(model)`` averages it over every forward
+inside the block (e.g. the validation batches).
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +85,16 @@ class IndexedAttention(nn.Module):
         self.k, self.block, self.sink, self.local = k, tuple(block), sink, local
         self.mode, self.backend = mode, backend
         self.aux_loss: torch.Tensor | None = None
-        self.stats: dict = {}
+        self.collect: list[dict] | None = None  # set by collect_stats: every forward's stats
+        self._stats: dict = {}
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # (target, select) not yet measured
+
+    @property
+    def stats(self) -> dict:
+        """The last forward's selection statistics (computed on first read)."""
+        if self._pending is not None:
+            self._stats, self._pending = selection_stats(*self._pending), None
+        return self._stats
 
     def _qkv(self, x):
         a = self.attn
@@ -100,6 +115,7 @@ class IndexedAttention(nn.Module):
             raise ValueError("IndexedAttention: incremental decoding (a KV cache) is not supported in "
                              "sparse mode; generate with mode='dense' or without a cache")
         B, N, _ = x.shape
+        self._pending, self._stats = None, {}
         q, k, v = self._qkv(x)
         with torch.no_grad():
             target = dense_attention_target(q, k)  # (B, N, N)
@@ -117,7 +133,9 @@ class IndexedAttention(nn.Module):
             self.aux_loss = indexer_kl(scores, target, select)
         else:
             raise ValueError(f"mode: expected 'dense' or 'sparse', got {self.mode!r}")
-        self.stats = selection_stats(target, select)
+        self._pending = (target, select)
+        if self.collect is not None:
+            self.collect.append(self.stats)
         return self.attn.o_proj(y.transpose(1, 2).reshape(B, N, -1))
 
 
@@ -152,6 +170,24 @@ def set_mode(model: nn.Module, mode: str) -> None:
 def mean_stats(model: nn.Module) -> dict:
     mods = [m.stats for m in indexer_modules(model) if m.stats]
     return {key: sum(s[key] for s in mods) / len(mods) for key in mods[0]} if mods else {}
+
+
+@contextmanager
+def collect_stats(model: nn.Module):
+    """``with collect_stats(model) as s: <forwards>``: afterwards ``s`` holds each statistic's mean
+    over every indexed layer and every forward inside the block (empty without indexers)."""
+    mods = indexer_modules(model)
+    for m in mods:
+        m.collect = []
+    out: dict = {}
+    try:
+        yield out
+        recs = [r for m in mods for r in m.collect]
+        if recs:
+            out.update({key: sum(r[key] for r in recs) / len(recs) for key in recs[0]})
+    finally:
+        for m in mods:
+            m.collect = None
 
 
 def warmup_indexers(model: nn.Module, batches, steps: int, lr: float = 1e-3, log=None) -> list[dict]:

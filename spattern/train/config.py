@@ -113,6 +113,9 @@ class IndexerSection(Section):
     layers: Union[Literal["all"], list[int]] = "all"
     warmup_steps: int = Field(0, ge=0)
     aux_weight: float = Field(1.0, ge=0)
+    # the LM during the warm-up: None/false = frozen (DeepSeek's warm-up of a pretrained model); true =
+    # it trains densely on the LM loss beside the indexers' KL (from scratch). None: left out of config.toml
+    warmup_train_lm: Optional[bool] = None
 
 
 class TrainConfig(Section):

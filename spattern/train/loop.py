@@ -173,6 +173,12 @@ def indexer_stats(model) -> dict:
     return mean_stats(model)
 
 
+def indexer_collect(model):
+    from spattern.indexer.train import collect_stats  # noqa: PLC0415
+
+    return collect_stats(model)
+
+
 def run_paths(cfg: TrainConfig) -> tuple[Path, Path]:
     """(run directory, checkpoint file) of a config."""
     t = cfg.train
@@ -470,7 +476,8 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
                 if indexed:
                     kl = indexer_aux_loss(raw_model)
                     w = i_cfg.aux_weight
-                    total = w * kl if warm else loss + w * kl  # warm-up: only the indexers' KL
+                    # warm-up: only the indexers' KL (the LM frozen) unless indexer.warmup_train_lm
+                    total = loss + w * kl if not warm or i_cfg.warmup_train_lm else w * kl
                 (total / n_micro).backward()
             loss_sum += loss.detach()
         gnorm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t_cfg.grad_clip)
@@ -504,10 +511,11 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             stop = bool(flag.item())
         if (eval_every and step % eval_every == 0) or step == steps or stop:
             if is_main or fsdp:  # FSDP: every rank runs the forward (its all-gathers are collective)
-                val_loss, per_val = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast,
-                                             per_sequence=True)
+                with indexer_collect(raw_model) as val_stats:  # the indexers' statistics on validation
+                    val_loss, per_val = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast,
+                                                 per_sequence=True)
                 emit({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
-                      "time": round(elapsed(), 2)})
+                      "time": round(elapsed(), 2), **{f"val_indexer_{k}": round(v, 5) for k, v in val_stats.items()}})
                 t_last = time.time()  # evaluation time is not training throughput
             if world > 1:
                 dist.barrier()
