@@ -9,12 +9,15 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from spattern.experiments import compare_experiment, expand, load_experiment, run_experiment
+from spattern.indexer.select import available_blocks
 from spattern.indexer.train import attach_indexers, collect_stats, indexer_modules, set_mode
 from spattern.models import build_model, get_config
+from spattern.train.config import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,3 +153,9 @@ def test_study_config_expands_to_two_variants_by_three_seeds():
     assert cfg.baseline == "dense" and cfg.kind == "train"
     ind = runs[3].resolved["train"]["overrides"]
     assert "indexer.k=4" in ind and runs[0].resolved["train"]["overrides"] == []
+    # k = 4 of 64-token blocks at 2048 tokens: about a quarter of the causal blocks
+    avail = available_blocks(2048, 2048, 64, 64, True)
+    assert np.minimum(4, avail).sum() / avail.sum() == pytest.approx(0.231, abs=1e-3)
+    tcfg = load_train_config(ROOT / "experiments" / "study_indexer_train.toml", ind)
+    assert tcfg.data.seq_len == cfg.setup.context == 2048 and tuple(tcfg.indexer.block) == (64, 64)
+    assert tcfg.indexer.k == 4 and tcfg.indexer.warmup_train_lm and tcfg.train.device == "cuda"
