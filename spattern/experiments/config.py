@@ -59,6 +59,7 @@ class Setup(Section):
     context: int = Field(512, ge=8)
     docs: int = Field(8, ge=1)
     min_doc_tokens: Optional[int] = Field(None, ge=1)  # default: context + 1 (a full window)
+    exclude: list[str] = []                # document ids to skip: globs such as "stdlib:encodings/*"
     block: tuple[int, int] = (64, 64)
     backend: str = "auto"
     device: str = "cpu"

@@ -4,6 +4,7 @@ is matched on, before any run starts)."""
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,16 +46,23 @@ def _load(model_spec: str, device: str, dtype: str, seed: int, obtain: bool) -> 
     return Loaded(model.to(device=device, dtype=dt).eval(), tok, model_spec)
 
 
+def _tokenizer(setup: Setup):
+    """The setup's tokenizer, from a CPU load (choosing documents needs no GPU, so a finished
+    experiment expands on any machine)."""
+    return _load(setup.model, "cpu", "float32", 0, setup.obtain).tokenizer
+
+
 def documents(setup: Setup) -> list[tuple[str, list[int], str]]:
     """[(doc id, the first context+1 tokens, text)] of the first ``docs`` long documents of the
-    split (documents shorter than a full window are skipped, so every run scores the same tokens)."""
+    split (documents shorter than a full window, or whose id matches a glob of ``setup.exclude``,
+    are skipped, so every run scores the same tokens)."""
     from spattern.data import iter_documents, split_of
 
-    tok = _load(setup.model, setup.device, setup.dtype, 0, setup.obtain).tokenizer
+    tok = _tokenizer(setup)
     need = setup.min_doc_tokens or setup.context + 1
     out = []
     for d in iter_documents(setup.corpus, obtain=setup.obtain):
-        if split_of(d.id) != setup.split:
+        if split_of(d.id) != setup.split or any(fnmatch.fnmatchcase(d.id, g) for g in setup.exclude):
             continue
         ids = tok.encode(d.text) + [tok.eos_id]
         if len(ids) >= max(need, setup.context + 1):
@@ -83,5 +91,5 @@ def _contexts(setup_json: str) -> tuple[dict, ...]:
     from spattern.data.structure import structure_context
 
     setup = Setup.model_validate_json(setup_json)
-    tok = _load(setup.model, setup.device, setup.dtype, 0, setup.obtain).tokenizer
+    tok = _tokenizer(setup)
     return tuple(structure_context(tok, ids[: setup.context]) for _, ids, _ in documents(setup))

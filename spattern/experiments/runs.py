@@ -58,6 +58,8 @@ def expand(cfg: ExperimentConfig) -> list[RunSpec]:
                                                                                    cfg.sweep.seed):
             label = plabel if variant is None else (variant if len(patterns) == 1 else f"{plabel}+{variant}")
             setup = cfg.setup.model_dump(mode="json")
+            if not setup["exclude"]:  # a field added later: left out at its default, so run ids stay
+                del setup["exclude"]
             setup["context"] = context
             resolved = {"experiment": cfg.name, "kind": cfg.kind, "label": label, "pattern": pattern, "seed": seed,
                         "context": context, "setup": setup}

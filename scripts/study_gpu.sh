@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The study's GPU runs, one device call at a time:
+#   OUT=<dir> [SETS="--set k=v ..."] [DEADLINE=540] bash scripts/study_gpu.sh experiments/<a>.toml ...
+# Installs the carried wheels (.whl/) into /tmp/site once per machine; points SPATTERN_CACHE at
+# /tmp/spattern-cache; the SmolLM2 GGUF (98 MB, over what one call carries) arrives as
+# .carry/gguf_00 in one call and .carry/gguf_01 in the next and is joined and hash-checked here;
+# .carry/sources/* (corpus tarballs) go to the cache, .carry/stdlib (the study's stdlib documents)
+# becomes SPATTERN_STDLIB_ROOT. Each config runs with `spattern run` (finished runs are skipped,
+# interrupted ones resume) within DEADLINE seconds in all; then results/study_* is packed into
+# $OUT/results.tar.gz (a call returns at most 8 files, 2 folders deep).
+set -u -o pipefail
+OUT=${OUT:?set OUT}
+mkdir -p "$OUT"
+t0=$(date +%s)
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 SPATTERN_CACHE=/tmp/spattern-cache
+[ -d /tmp/site ] || pip install -q --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2
+mkdir -p "$SPATTERN_CACHE/models" "$SPATTERN_CACHE/sources"
+for part in .carry/gguf_0*; do [ -f "$part" ] && cp "$part" /tmp/; done
+gguf=$SPATTERN_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$gguf" ] && [ -f /tmp/gguf_00 ] && [ -f /tmp/gguf_01 ]; then
+  cat /tmp/gguf_00 /tmp/gguf_01 > "$gguf"
+  [ "$(sha256sum "$gguf" | cut -c1-64)" = "$(cat .carry/gguf.sha256 2>/dev/null || cat /tmp/gguf.sha256)" ] \
+    || { echo "GGUF hash mismatch"; rm -f "$gguf"; }
+fi
+[ -f .carry/gguf.sha256 ] && cp .carry/gguf.sha256 /tmp/
+[ -d .carry/sources ] && cp .carry/sources/* "$SPATTERN_CACHE/sources/"
+[ -d .carry/stdlib ] && export SPATTERN_STDLIB_ROOT=$PWD/.carry/stdlib
+{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"; } 2>&1 | tee -a "$OUT/run.log"
+for cfg in "$@"; do
+  left=$(( ${DEADLINE:-540} - ($(date +%s) - t0) ))
+  [ "$left" -gt 20 ] || { echo "=== no time left for $cfg" | tee -a "$OUT/run.log"; continue; }
+  echo "=== $cfg (${left}s left)" | tee -a "$OUT/run.log"
+  timeout -s INT "$left" python3 -m spattern.cli run "$cfg" --no-compare --no-report ${SETS:-} 2>&1 \
+    | grep -v "━" | tee -a "$OUT/run.log"
+  echo "=== $cfg: exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 ))s" | tee -a "$OUT/run.log"
+done
+tar czf "$OUT/results.tar.gz" $(ls -d results/study_* 2>/dev/null) 2>/dev/null
+echo "wall $(( $(date +%s) - t0 ))s" | tee -a "$OUT/run.log"
