@@ -4,8 +4,9 @@
 # Installs the carried wheels (.whl/) into /tmp/site once per machine; points SPATTERN_CACHE at
 # /tmp/spattern-cache; the SmolLM2 GGUF (98 MB, over what one call carries) arrives as
 # .carry/gguf_00 in one call and .carry/gguf_01 in the next and is joined and hash-checked here;
-# .carry/sources/* (corpus tarballs) go to the cache, .carry/stdlib (the study's stdlib documents)
-# becomes SPATTERN_STDLIB_ROOT. Each config runs with `spattern run` (finished runs are skipped,
+# .carry/sources/* (corpus tarballs) go to the cache; .carry/stdlib311.txz (the .py files of the
+# CPython 3.11 standard library this machine has, so both machines read the same corpus) is
+# unpacked once and becomes SPATTERN_STDLIB_ROOT. PRE="command" runs first (e.g. GPU tests). Each config runs with `spattern run` (finished runs are skipped,
 # interrupted ones resume) within DEADLINE seconds in all; then results/study_* is packed into
 # $OUT/results.tar.gz (a call returns at most 8 files, 2 folders deep).
 set -u -o pipefail
@@ -24,7 +25,9 @@ if [ ! -f "$gguf" ] && [ -f /tmp/gguf_00 ] && [ -f /tmp/gguf_01 ]; then
 fi
 [ -f .carry/gguf.sha256 ] && cp .carry/gguf.sha256 /tmp/
 [ -d .carry/sources ] && cp .carry/sources/* "$SPATTERN_CACHE/sources/"
-[ -d .carry/stdlib ] && export SPATTERN_STDLIB_ROOT=$PWD/.carry/stdlib
+if [ -f .carry/stdlib311.txz ] && [ ! -d /tmp/stdlib311 ]; then mkdir -p /tmp/stdlib311 && tar xJf .carry/stdlib311.txz -C /tmp/stdlib311; fi
+[ -d /tmp/stdlib311 ] && export SPATTERN_STDLIB_ROOT=/tmp/stdlib311
+[ -n "${PRE:-}" ] && { echo "=== $PRE"; bash -c "$PRE"; } 2>&1 | tee -a "$OUT/run.log"
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"; } 2>&1 | tee -a "$OUT/run.log"
 for cfg in "$@"; do
