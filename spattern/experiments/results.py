@@ -17,7 +17,16 @@ from spattern.utils.io import write_json
 
 # per-example metric -> higher is better (the one declaration: summaries and comparisons use it)
 DIRECTION = {"nll": False, "kl": False, "rel_error": False, "loss": False, "top1": True, "recall": True,
-             "passkey_correct": True, "passkey_logprob": True}
+             "passkey_correct": True, "passkey_logprob": True, "mqar_accuracy": True}
+# metric families named <prefix><setting>, one metric per setting: mqar_accuracy_n16 (MQAR with 16 pairs)
+DIRECTION_PREFIX = {"mqar_accuracy_n": True}
+
+
+def direction(metric: str) -> bool | None:
+    """Whether higher is better for ``metric`` (DIRECTION, then DIRECTION_PREFIX); None: not a metric."""
+    if metric in DIRECTION:
+        return DIRECTION[metric]
+    return next((v for p, v in DIRECTION_PREFIX.items() if metric.startswith(p) and metric[len(p):].isdigit()), None)
 
 
 def load_runs(folder: str | Path) -> list[dict]:
@@ -64,11 +73,12 @@ def metric_values(runs: list[dict], metrics: list[str] | None = None) -> dict[st
     for r in runs:
         by_label.setdefault(r["metrics"]["label"], []).append(r)
     per_seed = any(len(v) > 1 for v in by_label.values())
-    found = sorted({k for r in runs for e in r["examples"] for k in e if k in DIRECTION})
+    found = sorted({k for r in runs for e in r["examples"] for k in e if direction(k) is not None})
     wanted = metrics or found
-    unknown = sorted(set(wanted) - set(DIRECTION))
+    unknown = sorted(m for m in wanted if direction(m) is None)
     if unknown:
-        raise UserError(f"--metric: expected some of {sorted(DIRECTION)}, got {unknown}")
+        raise UserError(f"--metric: expected some of {sorted(DIRECTION)} or {sorted(DIRECTION_PREFIX)}<N>, "
+                        f"got {unknown}")
     out: dict = {}
     for m in wanted:
         for label, rs in by_label.items():
@@ -101,7 +111,7 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
     values = {m: v for m, v in values.items() if baseline in v and len(v) > 1}
     if not values:
         raise UserError(f"results: no metric has values for the baseline {baseline!r} and another run")
-    rows = compare_many(values, baseline, {m: DIRECTION[m] for m in values}, test=test, alpha=alpha)
+    rows = compare_many(values, baseline, {m: direction(m) for m in values}, test=test, alpha=alpha)
     table = to_json(rows, Path(folder).name, alpha)
     table["runs"] = {r["metrics"]["label"]: {"pattern": r["metrics"].get("pattern"),
                                              "density": r["metrics"].get("metrics", {}).get("density"),

@@ -51,7 +51,8 @@ def _train_run(cfg: ExperimentConfig, spec: RunSpec, log) -> dict:
          "seed": spec.seed, "context": spec.context, "status": summary["status"],
          "metrics": {"loss": summary.get("val_loss"), "val_ppl": summary.get("val_ppl"),
                      "final_train_loss": summary.get("final_loss"),
-                     "tokens_per_s": summary["tokens"] / max(summary["seconds"], 1e-9)},
+                     "tokens_per_s": summary["tokens"] / max(summary["seconds"], 1e-9),
+                     **{k: v for k, v in summary.items() if k.startswith("mqar_accuracy")}},  # data.corpus = "mqar"
          "timings": {"train": summary["seconds"]}, "train": summary}
     # step time and the indexer's statistics over training (experiments/curves.py)
     from spattern.experiments.curves import train_curves

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from spattern.data.mqar import MQARConfig
 from spattern.utils.config import Section, load_config, to_toml
 
 PatternSpec = Union[None, str, list[Optional[str]]]
@@ -47,8 +48,37 @@ class ModelSection(Section):
         return d
 
 
+class MQARSection(Section):
+    """``[data.mqar]`` (with ``data.corpus = "mqar"``): multi-query associative recall
+    (``spattern.data.mqar``) at ``data.seq_len`` tokens over ``data.vocab_size`` tokens.
+
+    Training batch ``i`` is ``mqar_train_batch(..., train_pairs, seed=train.seed, index=i)`` (rows mix
+    the numbers of pairs); validation scores ``eval_sequences`` held-out sequences (stream
+    ``eval_seed``, the same in every run) at each number of pairs in ``eval_pairs``."""
+
+    train_pairs: list[int] = [4, 8, 16, 32, 64]
+    eval_pairs: list[int] = [4, 8, 16, 32, 64]
+    n_queries: Optional[int] = Field(None, ge=1)  # None: every pair is queried
+    power_a: Optional[float] = Field(0.01, gt=0)  # None: query slots uniform
+    random_fill: bool = True
+    eval_seed: int = 1_000_000
+    eval_sequences: int = Field(64, ge=1)  # per number of pairs
+
+    @field_validator("train_pairs", "eval_pairs")
+    @classmethod
+    def _pairs(cls, v: list[int]) -> list[int]:
+        if not v or any(n < 1 for n in v) or len(set(v)) != len(v):
+            raise ValueError(f"a non-empty list of distinct numbers of pairs >= 1 (got {v})")
+        return v
+
+    def task(self, vocab_size: int, seq_len: int, n_pairs: int, batch_size: int) -> MQARConfig:
+        return MQARConfig(vocab_size=vocab_size, seq_len=seq_len, n_pairs=n_pairs, n_queries=self.n_queries,
+                          power_a=self.power_a, batch_size=batch_size, random_fill=self.random_fill)
+
+
 class DataSection(Section):
-    """``[data]``: a corpus (or a prepared folder) and the tokenizer."""
+    """``[data]``: a corpus (or a prepared folder) and the tokenizer; ``corpus = "mqar"``: the
+    synthetic MQAR task of ``[data.mqar]`` (no tokenizer: tokens are ids below ``vocab_size``)."""
 
     corpus: str = "stdlib"
     tokenizer: Literal["bpe", "byte"] = "bpe"
@@ -56,6 +86,27 @@ class DataSection(Section):
     max_docs: Optional[int] = Field(None, ge=1)
     path: str = ""                           # a folder written by `spattern data prepare --out`
     seq_len: int = Field(256, ge=2)
+    mqar: Optional[MQARSection] = None       # None: left out of config.toml (MQARSection() with corpus "mqar")
+
+    @model_validator(mode="after")
+    def _mqar(self) -> "DataSection":
+        if self.corpus != "mqar":
+            if self.mqar is not None:
+                raise ValueError(f'corpus = "mqar" with a [data.mqar] section (got corpus {self.corpus!r})')
+            return self
+        if self.path:
+            raise ValueError(f'no data.path with corpus = "mqar" (the task is generated), got {self.path!r}')
+        m = self.mqar or MQARSection()
+        for n in sorted({*m.train_pairs, *m.eval_pairs}):
+            try:
+                m.task(self.vocab_size, self.seq_len, n, 1)
+            except ValidationError as e:
+                why = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors(include_url=False))
+                raise ValueError(f"{n} pairs that fit seq_len={self.seq_len} and vocab_size={self.vocab_size} "
+                                 f"({why})") from None
+        if self.mqar is None:
+            self.mqar = m
+        return self
 
 
 class TrainSection(Section):
@@ -131,5 +182,5 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
     return load_config(TrainConfig, path, overrides)
 
 
-__all__ = ["TrainConfig", "ModelSection", "DataSection", "TrainSection", "IndexerSection",
+__all__ = ["TrainConfig", "ModelSection", "DataSection", "MQARSection", "TrainSection", "IndexerSection",
            "load_train_config", "to_toml"]

@@ -25,7 +25,9 @@ A run directory (``train.out_dir``) holds (docs/design.md, "Runs"):
 - ``metrics.jsonl``     one strict-JSON line per logged step and per validation
 - ``metrics.json``      the summary: status (running / stopped / finished), first and final loss,
                         validation loss, steps, total seconds over every resumed segment
-- ``per_example.jsonl`` the final validation loss of each validation sequence (paired comparisons)
+- ``per_example.jsonl`` the final validation loss of each validation sequence (paired comparisons);
+                        with ``data.corpus = "mqar"`` each held-out MQAR sequence's accuracy and loss
+                        (``spattern.train.mqar``; training batch i is a pure function of i)
 
 Results are never lost: checkpoints are written atomically about every tenth of the run and at the
 end; a finished run started again is left alone; a resumed run drops only the metric lines written
@@ -56,6 +58,7 @@ from ..utils.errors import UserError
 from ..utils.io import (append_jsonl, atomic_save, atomic_write_text, dumps_strict, read_json, read_jsonl,
                         write_json)
 from .config import TrainConfig, to_toml
+from .mqar import MQARSource
 
 
 def lr_at(step: int, total: int, warmup: int, lr: float, min_ratio: float) -> float:
@@ -94,6 +97,9 @@ def as_config(cfg) -> TrainConfig:
 
 def load_data(cfg, log=print) -> PreparedData:
     d = as_config(cfg).data
+    if d.corpus == "mqar":
+        raise UserError('data.corpus = "mqar": the task is generated (spattern.data.mqar); it has no prepared '
+                        'data or tokenizer')
     if d.path:
         return PreparedData(d.path)
     settings = PrepareSettings(corpus=d.corpus, tokenizer=d.tokenizer, vocab_size=d.vocab_size, max_docs=d.max_docs)
@@ -300,18 +306,25 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
     np.random.seed(seed)
     torch.manual_seed(seed)  # same on every rank: identical initial weights (DDP also broadcasts them)
 
-    if world > 1 and not is_main:
-        dist.barrier()  # rank 0 prepares (or finds) the data first
-    data = load_data(cfg, log)
-    if world > 1 and is_main:
-        dist.barrier()
     seq_len = d_cfg.seq_len
-    train_seqs = PackedSequences(data.stream("train"), seq_len)
-    val_seqs = PackedSequences(data.stream("validation"), seq_len)
-    if len(train_seqs) == 0 or len(val_seqs) == 0:
-        raise UserError(f"data: the corpus has too few tokens for data.seq_len={seq_len} "
-                        f"({len(train_seqs)} train and {len(val_seqs)} validation sequences)")
-    model = build_from_config(cfg, data.vocab_size).to(device)
+    mqar = MQARSource(cfg) if d_cfg.corpus == "mqar" else None  # generated batches: nothing to prepare
+    if mqar is not None:
+        if cp > 1:
+            raise UserError(f'train.context_parallel: expected 1 with data.corpus = "mqar", got {cp}')
+        vocab_size, data_info, n_train = mqar.vocab_size, mqar.meta, "generated"
+    else:
+        if world > 1 and not is_main:
+            dist.barrier()  # rank 0 prepares (or finds) the data first
+        data = load_data(cfg, log)
+        if world > 1 and is_main:
+            dist.barrier()
+        train_seqs = PackedSequences(data.stream("train"), seq_len)
+        val_seqs = PackedSequences(data.stream("validation"), seq_len)
+        if len(train_seqs) == 0 or len(val_seqs) == 0:
+            raise UserError(f"data: the corpus has too few tokens for data.seq_len={seq_len} "
+                            f"({len(train_seqs)} train and {len(val_seqs)} validation sequences)")
+        vocab_size, data_info, n_train = data.vocab_size, {"folder": str(data.folder), **data.meta}, len(train_seqs)
+    model = build_from_config(cfg, vocab_size).to(device)
     patterns = per_layer_patterns(model.cfg.pattern, model.cfg.n_layers)
     backend = resolve_backend(model.cfg.backend, device, patterns)
     if backend != "sdpa":
@@ -388,7 +401,7 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
                 "dist_backend": dist.get_backend() if dist.is_initialized() else None,
                 "autocast_bf16": use_bf16, "params": raw_model.num_params(),
                 "params_non_embedding": raw_model.num_params(non_embedding=True),
-                "tokens_per_step": tokens_per_step, "data": {"folder": str(data.folder), **data.meta}}
+                "tokens_per_step": tokens_per_step, "data": data_info}
     if parallel != "ddp" or cp > 1:
         run_info.update(parallel=parallel, dp=dp, context_parallel=cp,
                         cp_sharding=sharding.strategy if sharding is not None else None)
@@ -396,7 +409,7 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
         atomic_write_text(out_dir / "config.toml", to_toml(cfg))
         write_json(out_dir / "env.json", capture_env(seed=seed, run=run_info))
         log(f"[train] {name}: {run_info['params'] / 1e6:.2f}M params, backend {backend}, device {device}, "
-            f"world {world}, {tokens_per_step} tokens/step, train {len(train_seqs)} seqs of {seq_len}; "
+            f"world {world}, {tokens_per_step} tokens/step, train {n_train} seqs of {seq_len}; "
             f"writing {out_dir}")
 
     t_start = time.time()
@@ -427,18 +440,24 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
     val_loss = next((r["val_loss"] for r in reversed(earlier) if "val_loss" in r), None)
     last_loss = next((r["loss"] for r in reversed(earlier) if "loss" in r), None)
 
-    def summarize(status: str, per_val: dict | None = None) -> dict:
+    def validate() -> tuple[float, list[dict], dict]:
+        """(validation loss, one record per validation sequence, task metrics for the summary)."""
+        if mqar is not None:
+            return mqar.evaluate(raw_model, bs, device, autocast)
+        loss, per = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast, per_sequence=True)
+        return loss, [{"id": f"val/{i}", "loss": v} for i, v in sorted(per.items())], {}
+
+    def summarize(status: str, per_val: list[dict] | None = None, task: dict | None = None) -> dict:
         finite = val_loss is not None and math.isfinite(val_loss)
         summary = {"name": name, "status": status, "step": step, "steps": steps, "first_loss": first_loss,
                    "final_loss": last_loss, "val_loss": val_loss,
-                   "val_ppl": math.exp(min(val_loss, 50)) if finite else None,
+                   "val_ppl": math.exp(min(val_loss, 50)) if finite else None, **(task or {}),
                    "backend": backend, "seconds": round(elapsed(), 2), "tokens": step * tokens_per_step,
                    "metrics": str(metrics_path), "checkpoint": str(dcp_dir if use_dcp else ckpt_path),
                    "out_dir": str(out_dir)}
         if is_main:
             if per_val is not None:
-                atomic_write_text(out_dir / "per_example.jsonl",
-                                  "".join(_jsonl_line({"id": f"val/{i}", "loss": v}) for i, v in sorted(per_val.items())))
+                atomic_write_text(out_dir / "per_example.jsonl", "".join(_jsonl_line(r) for r in per_val))
             write_json(out_dir / "metrics.json", summary)
         return summary
 
@@ -449,7 +468,7 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
     t_last, tokens_since = time.time(), 0
     log_every, eval_every, ckpt_every = t_cfg.log_every, t_cfg.eval_every, t_cfg.checkpoint_interval()
     max_seconds = t_cfg.max_seconds
-    per_val = None
+    per_val, task_metrics = None, None
     stop = False
     while step < steps:
         lr = lr_at(step, steps, t_cfg.warmup, t_cfg.lr, t_cfg.min_lr_ratio)
@@ -460,8 +479,12 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             warm = step < i_cfg.warmup_steps
             set_indexer_mode(raw_model, "dense" if warm else "sparse")
         for micro in range(n_micro):
-            idx = sample_indices(step, micro, n_micro, dp_rank, dp, bs, len(train_seqs), seed)
-            batch = torch.from_numpy(train_seqs.batch(idx)).to(device, non_blocking=True)  # (B, L+1)
+            if mqar is not None:  # (B, L) inputs and targets (-100 but at the queries); batch index = step in one process
+                x, y = (t.to(device, non_blocking=True) for t in mqar.batch((step * n_micro + micro) * dp + dp_rank))
+            else:
+                idx = sample_indices(step, micro, n_micro, dp_rank, dp, bs, len(train_seqs), seed)
+                batch = torch.from_numpy(train_seqs.batch(idx)).to(device, non_blocking=True)  # (B, L+1)
+                x, y = batch[:, :-1], batch[:, 1:]
             last_micro = world == 1 or micro == n_micro - 1
             if fsdp:
                 model.set_requires_gradient_sync(last_micro)
@@ -469,7 +492,7 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             with sync:
                 if sharding is None:
                     with autocast():
-                        _, loss = model(batch[:, :-1], batch[:, 1:])
+                        _, loss = model(x, y)
                 else:
                     loss = _cp_forward(model, raw_model, batch, sharding, cp_rank, cp_group, autocast)
                 total = loss
@@ -512,9 +535,9 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
         if (eval_every and step % eval_every == 0) or step == steps or stop:
             if is_main or fsdp:  # FSDP: every rank runs the forward (its all-gathers are collective)
                 with indexer_collect(raw_model) as val_stats:  # the indexers' statistics on validation
-                    val_loss, per_val = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast,
-                                                 per_sequence=True)
+                    val_loss, per_val, task_metrics = validate()
                 emit({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
+                      **{k: v for k, v in task_metrics.items() if isinstance(v, float)},
                       "time": round(elapsed(), 2), **{f"val_indexer_{k}": round(v, 5) for k, v in val_stats.items()}})
                 t_last = time.time()  # evaluation time is not training throughput
             if world > 1:
@@ -530,8 +553,9 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             break
     progress.close()
     if (is_main or fsdp) and step == steps and per_val is None:  # resumed at the very end: score once more
-        val_loss, per_val = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast, per_sequence=True)
-    summary = summarize("finished" if step == steps else "stopped", per_val if step == steps else None)
+        val_loss, per_val, task_metrics = validate()
+    end = step == steps
+    summary = summarize("finished" if end else "stopped", per_val if end else None, task_metrics if end else None)
     log(f"[train] {summary['status']}: loss {first_loss} -> {last_loss}, val {val_loss}, {summary['seconds']:.1f}s")
     return summary
 
