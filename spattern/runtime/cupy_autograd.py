@@ -10,7 +10,8 @@ under ``torch.compile`` (the ops stay opaque: Inductor does not look inside).
 
 The layout cannot be a custom-op argument: it is passed as a small int id. The id is given to a
 layout once (kept in its device cache, ``BlockLayout.cached``) and maps back to the layout through a
-registry of weak references here, so the registry never keeps a layout alive. Under
+registry of weak references here, so the registry never keeps a layout alive; the autograd context
+of a forward holds its layout until the backward has run. Under
 ``torch.compile`` the id is a constant of the graph (a new layout is a new graph, like any other
 Python constant). The LSE output is not differentiable (its gradient is taken to be zero).
 """
@@ -81,6 +82,7 @@ def _setup_context(ctx, inputs, output):
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, cu)
     ctx.layout_id, ctx.scale = lid, scale
+    ctx.layout = _layout(lid)  # held until the backward: a layout built per step (top-k) may be dropped by then
     ctx.mark_non_differentiable(lse)
 
 

@@ -32,3 +32,22 @@ def test_outline_batch_of_code_and_prose(block, D):
     assert lay.group_shape == (2, 1) and 0 < masks.mean() < 0.2
     q, k, v = _qkv(2, 4, 2, n, D, torch.bfloat16, seed=D + block[0])
     check_grads(q, k, v, lay, masks)
+
+
+def test_backward_after_the_layout_object_is_dropped():
+    """A layout built per step (top-k indexer, per-batch structure) and dropped after the forward:
+    the autograd context keeps it alive until the backward."""
+    import gc
+
+    n = 512
+    q, k, v = (t.requires_grad_(True) for t in _qkv(1, 2, 2, n, 64, torch.bfloat16, seed=1))
+
+    def forward():
+        lay = sp.compile(sp.parse("outline(window=32) & causal"), n, block=(64, 64),
+                         context={"tree": text_tree(CODE[:n])})
+        return sp.attention(q, k, v, lay, backend="cupy")
+
+    out = forward()
+    gc.collect()
+    out.float().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))

@@ -58,8 +58,8 @@ def score_examples(logits_fn: LogitsFn, examples: list[TaskExample], batch_size:
             if not (isinstance(logits, torch.Tensor) and logits.shape[:2] == ids.shape and logits.dim() == 3):
                 got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
                 raise UserError(f"logits_fn: expected logits of shape (B, T, V) = ({len(chunk)}, {T}, V), got {got}")
-            logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
-            pred = logits.argmax(dim=-1)  # (B, T)
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()  # (B, T, V), scored on the host
+            pred = logits.argmax(dim=-1).cpu()  # (B, T)
             for b, ex in enumerate(chunk):
                 for g, pos in enumerate(ex.groups):
                     p = torch.tensor(pos, dtype=torch.long)
