@@ -5,6 +5,8 @@ is matched on, before any run starts)."""
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -72,6 +74,36 @@ def documents(setup: Setup) -> list[tuple[str, list[int], str]]:
     if not out:
         raise UserError(f"setup.corpus {setup.corpus!r}: no {setup.split} document has {need} tokens")
     return out
+
+
+def matched(cfg: ExperimentConfig, family: str, context: int):
+    """The family's member at the experiment's target cost (``spattern.evaluation.matching.match``);
+    a content-dependent family (outline) is matched on its mean cost over the scored documents.
+
+    Results are kept in ``<out_dir>/matches.json`` under a key of everything they depend on (the
+    family, target, measure, length, block and, for a content-dependent family, a digest of the
+    documents' tokens), so a finished experiment expands again in seconds on any machine, and a
+    change of documents is a new match, never a stale one."""
+    from spattern.evaluation.matching import Match, match
+    from spattern.utils.io import write_json
+
+    contexts = family_contexts(cfg, family, context)
+    key = {"family": family, "target": cfg.match.target, "measure": cfg.match.measure, "context": context,
+           "block": list(cfg.setup.block)}
+    if contexts is not None:
+        setup = cfg.setup.model_copy(update={"context": context})
+        key["documents"] = hashlib.sha256(json.dumps([[d, ids[:context]] for d, ids, _ in documents(setup)])
+                                          .encode()).hexdigest()[:16]
+    k = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cfg.out_dir / "matches.json"
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    if k in cache:
+        return Match(**{**cache[k]["match"], "block": tuple(cache[k]["match"]["block"])})
+    m = match(family, cfg.match.target, context, tuple(cfg.setup.block), cfg.match.measure, contexts=contexts)
+    cache[k] = {"key": key, "match": m.as_dict()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, cache)
+    return m
 
 
 def family_contexts(cfg: ExperimentConfig, family: str, context: int) -> list[dict] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+
 from spattern.experiments.config import ExperimentConfig
 from spattern.experiments.rundir import RunDir
 
@@ -25,13 +26,9 @@ def resolve_patterns(cfg: ExperimentConfig, context: int) -> list[tuple[str, str
     """[(label, pattern, matching info)]: the sweep's patterns as given, then each matched family."""
     out = [(p if p not in DENSE else "dense", p if p not in DENSE else "dense", {}) for p in cfg.sweep.pattern]
     if cfg.match.families:
-        from spattern.evaluation.matching import match
-        from spattern.experiments.inputs import family_contexts
+        from spattern.experiments.inputs import matched
 
-        # a content-dependent family (outline) is matched on its mean cost over the scored documents
-        matches = {name: match(fam, cfg.match.target, context, tuple(cfg.setup.block), cfg.match.measure,
-                               contexts=family_contexts(cfg, fam, context))
-                   for name, fam in cfg.match.families.items()}
+        matches = {name: matched(cfg, fam, context) for name, fam in cfg.match.families.items()}
         for name, m in matches.items():
             out.append((name, m.pattern, {"target": cfg.match.target, "measure": cfg.match.measure,
                                           "achieved": m.achieved, "param": m.param}))

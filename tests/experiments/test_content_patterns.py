@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from spattern.experiments import load_experiment, run_experiment
 from spattern.experiments.lm_eval import sequence_pattern
@@ -48,3 +49,25 @@ def test_sequence_pattern_binds_only_content_dependent_patterns():
     assert sequence_pattern(None, tok, ids) is None
     bound = sequence_pattern("outline() & causal", tok, ids)
     assert bound.is_static and str(bound) == "outline() & causal"
+
+
+def test_matches_are_cached_with_the_documents_in_the_key(tmp_path, monkeypatch):
+    from spattern.experiments import expand
+    import spattern.evaluation.matching as matching
+
+    p = tmp_path / "exp.toml"
+    p.write_text(CONFIG.format(results=tmp_path / "results") + """
+[match]
+target = 0.4
+families = { outline = "outline(window={w}) & causal", window = "local({w}) & causal" }
+""")
+    first = {r.label: r.pattern for r in expand(load_experiment(p))}
+    assert (tmp_path / "results" / "content" / "matches.json").is_file()
+
+    def no_match(*a, **k):
+        raise AssertionError("matched again instead of reading matches.json")
+
+    monkeypatch.setattr(matching, "match", no_match)
+    assert {r.label: r.pattern for r in expand(load_experiment(p))} == first
+    with pytest.raises(AssertionError, match="matched again"):  # other documents: a new key
+        expand(load_experiment(p, ["setup.docs=2"]))
