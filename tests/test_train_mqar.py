@@ -116,3 +116,16 @@ def test_study_config_runs_tiny_on_cpu_and_compares_by_seed(tmp_path, cache):
         assert rows[(metric, "window")]["n"] == 2  # two seeds, paired by seed
     assert direction("mqar_accuracy_n64") is True and direction("mqar_accuracy_nx") is None
 
+
+
+def test_study_config_matches_the_baselines_and_resolves_its_training_config():
+    cfg = load_experiment(STUDY)
+    specs = expand(cfg)
+    labels = ["dense", "window", "strided", "streaming", "longformer", "bigbird"]
+    assert [s.label for s in specs] == [lab for lab in labels for _ in range(3)]
+    for s in specs:
+        if s.label != "dense":  # every baseline within 10% of the target block density
+            assert abs(s.resolved["match"]["achieved"] - 0.3) <= 0.03, s.resolved["match"]
+    t = load_train_config(STUDY.parent / cfg.train.config, ["data.seq_len=1024"])
+    assert t.data.corpus == "mqar" and t.data.mqar.eval_pairs == [4, 8, 16, 24, 31]
+    assert tuple(t.model.block) == tuple(cfg.setup.block) and t.train.device == "cuda"
