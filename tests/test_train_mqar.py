@@ -66,8 +66,10 @@ def test_mqar_run_resumed_every_step_equals_the_uninterrupted_run(tmp_path):
     curve = lambda d: [(r["step"], r["loss"]) for r in read_jsonl(d / "metrics.jsonl") if "loss" in r]  # noqa: E731
     assert curve(tmp_path / "seg") == pytest.approx(curve(tmp_path / "ref"), rel=1e-6)
     ea, eb = read_jsonl(tmp_path / "ref" / "per_example.jsonl"), read_jsonl(tmp_path / "seg" / "per_example.jsonl")
-    assert [e["id"] for e in ea] == [e["id"] for e in eb] and len(ea) == 2 * 3  # eval_pairs x eval_sequences
-    for x, y in zip(ea, eb):
+    assert [e["id"] for e in ea] == [e["id"] for e in eb]
+    seqs = [(x, y) for x, y in zip(ea, eb) if "mqar_accuracy" in x]
+    assert len(seqs) == 2 * 3  # eval_pairs x eval_sequences
+    for x, y in seqs:
         assert x["mqar_accuracy"] == y["mqar_accuracy"] and x["loss"] == pytest.approx(y["loss"], rel=1e-5)
     for k in ("mqar_accuracy", "mqar_accuracy_n2", "mqar_accuracy_n5"):
         assert ref[k] == seg[k]
@@ -101,14 +103,22 @@ def test_study_config_runs_tiny_on_cpu_and_compares_by_seed(tmp_path, cache):
         assert m["status"] == "finished" and 0 <= m["metrics"]["mqar_accuracy"] <= 1
         assert set(m["metrics"]) >= {"mqar_accuracy_n2", "mqar_accuracy_n4", "loss"}
         assert m["train"]["mqar_by_distance"] and m["train"]["steps"] == 3
-        ex = spec.dir.examples()
+        ex = [e for e in spec.dir.examples() if "mqar_accuracy" in e]  # one line per held-out sequence
         assert [e["n_pairs"] for e in ex] == [2] * 3 + [4] * 3
+        # then one line per (n_pairs, distance bucket), pooling the queries of the sequences above
+        rows = [e for e in spec.dir.examples() if "mqar_accuracy" not in e]
+        assert rows == [{"id": f"mqar/n{r['n_pairs']}/distance{r['distance']}", **r} for r in
+                        ({k: v for k, v in e.items() if k != "id"} for e in rows)]
+        for n in (2, 4):
+            assert sum(r["n"] for r in rows if r["n_pairs"] == n) == 3 * n
+            assert sum(r["accuracy"] * r["n"] for r in rows if r["n_pairs"] == n) == pytest.approx(
+                sum(e["mqar_accuracy"] * n for e in ex if e["n_pairs"] == n))
         for e in ex:
             assert e[f"mqar_accuracy_n{e['n_pairs']}"] == e["mqar_accuracy"]
             assert sum(n for n, _ in e["by_distance"].values()) == e["n_pairs"]  # every pair queried
             assert sum(c for _, c in e["by_distance"].values()) == round(e["mqar_accuracy"] * e["n_pairs"])
     # the same held-out sequences in every run, whatever the seed (the pairing of compare)
-    ids = {tuple(e["id"] for e in s.dir.examples()) for s in specs}
+    ids = {tuple(e["id"] for e in s.dir.examples() if "mqar_accuracy" in e) for s in specs}
     assert len(ids) == 1
     table = compare_experiment(cfg.out_dir)
     rows = {(r["metric"], r["run"]): r for r in table["rows"]}

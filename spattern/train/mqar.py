@@ -12,8 +12,12 @@ eval_seed, 0)`` (the same in every run of any seed). Per sequence (one ``per_exa
 ``id``, ``n_pairs``, ``loss`` (mean NLL over its queries), ``mqar_accuracy`` and
 ``mqar_accuracy_n<n>`` (its fraction of queries answered: argmax at the query position = the
 value), ``mean_distance`` (key to query, tokens) and ``by_distance`` ({power-of-two bucket: [queries,
-correct]}). The summary: ``mqar_accuracy`` and ``mqar_accuracy_n<n>`` (means over sequences: what
-``spattern compare`` averages per seed) and ``mqar_by_distance`` (rows n_pairs x bucket over queries).
+correct]}). Then one line per (n_pairs, power-of-two distance bucket) over every query: ``id``
+(``mqar/n<n>/distance<lo>``), ``n_pairs``, ``distance`` (the bucket's lower edge), ``accuracy``,
+``n`` (what the report's accuracy-against-distance figure reads; ``compare`` ignores these lines: they
+carry no per-sequence metric). The summary: ``mqar_accuracy`` and ``mqar_accuracy_n<n>`` (means
+over sequences: what ``spattern compare`` averages per seed) and ``mqar_by_distance`` (the rows
+of the bucket lines).
 """
 from __future__ import annotations
 
@@ -70,6 +74,15 @@ class MQARSource:
                     queries.extend({"n_pairs": n, "distance": dd, "correct": cc} for dd, cc in zip(d, c))
             summary[f"mqar_accuracy_n{n}"] = sum(accs) / len(accs)
         model.train()
+        rows = mqar_accuracy(queries)  # (n_pairs, distance bucket) over every query
         summary = {"mqar_accuracy": sum(e["mqar_accuracy"] for e in examples) / len(examples), **summary,
-                   "mqar_by_distance": mqar_accuracy(queries)}
-        return sum(e["loss"] for e in examples) / len(examples), examples, summary
+                   "mqar_by_distance": rows}
+        buckets = [{"id": f"mqar/n{r['n_pairs']}/distance{_lo(r['distance_bucket'])}", "n_pairs": r["n_pairs"],
+                    "distance": _lo(r["distance_bucket"]), "distance_bucket": r["distance_bucket"],
+                    "accuracy": r["accuracy"], "n": r["n"]} for r in rows]
+        return sum(e["loss"] for e in examples) / len(examples), examples + buckets, summary
+
+
+def _lo(bucket: str) -> int:
+    """The lower edge of a ``"[lo, hi)"`` distance bucket."""
+    return int(bucket[1:].split(",")[0])
