@@ -7,7 +7,8 @@ example ids (they must be the same set):
 - ``diff = mean(r) - mean(b)`` with its paired BCa CI (``stats.paired_diff_ci``);
 - ``p``: Wilcoxon signed-rank or paired permutation test (``stats.paired_test``);
 - ``p_holm``: Holm over the family of comparisons (the runs of one metric in ``compare``; every
-  (run, metric) pair in ``compare_many``); ``significant = p_holm < alpha``;
+  (run, metric) pair in ``compare_many``, or the runs of each metric with ``family="metric"``);
+  ``significant = p_holm < alpha``;
 - ``effect_size``: Cohen's d_z = mean(d) / sd(d).
 
 The baseline gets its own row first (diff 0, p = 1, ``note = "baseline"``) so its mean and CI are in
@@ -118,24 +119,32 @@ def compare(values: Mapping[str, Mapping[str, float]], baseline: str, metric: st
 
 def compare_many(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], baseline: str,
                  higher_is_better: Mapping[str, bool], test: str = "wilcoxon", alpha: float = 0.05,
-                 n_resamples: int = stats.N_RESAMPLES, seed: int = 0) -> list[Row]:
+                 n_resamples: int = stats.N_RESAMPLES, seed: int = 0, family: str = "all") -> list[Row]:
     """``metrics[metric][run][example] = value``: rows of every metric, Holm over every
-    (run, metric) comparison together (one family)."""
+    (run, metric) comparison together (``family="all"``, one family) or over the runs of each
+    metric separately (``family="metric"``: one family per question asked of the data)."""
+    if family not in FAMILIES:
+        raise UserError(f"family: expected one of {FAMILIES}, got {family!r}")
     missing = sorted(set(metrics) - set(higher_is_better))
     if missing:
         raise UserError(f"higher_is_better: expected a direction for every metric, missing {missing}")
-    rows = [r for m in metrics for r in _rows_for_metric(metrics[m], baseline, m, bool(higher_is_better[m]),
-                                                         test, alpha, n_resamples, seed)]
-    return _apply_holm(rows, alpha)
+    per_metric = [_rows_for_metric(metrics[m], baseline, m, bool(higher_is_better[m]), test, alpha, n_resamples,
+                                   seed) for m in metrics]
+    if family == "metric":
+        return [r for rows in per_metric for r in _apply_holm(rows, alpha)]
+    return _apply_holm([r for rows in per_metric for r in rows], alpha)
 
 
-def to_json(rows: list[Row], experiment: str, alpha: float = 0.05) -> dict:
+FAMILIES = ("all", "metric")
+
+
+def to_json(rows: list[Row], experiment: str, alpha: float = 0.05, family: str = "all") -> dict:
     """The table as the report reads it (write it with ``spattern.utils.io.write_json``)."""
     baselines = sorted({r.baseline for r in rows})
     if len(baselines) > 1:
         raise UserError(f"rows: expected one baseline, got {baselines}")
     return {"experiment": experiment, "baseline": baselines[0] if baselines else None, "alpha": alpha,
-            "correction": "holm", "rows": [r.as_dict() for r in rows]}
+            "correction": "holm", "family": family, "rows": [r.as_dict() for r in rows]}
 
 
 def to_rows(table: Mapping) -> list[Row]:

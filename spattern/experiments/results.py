@@ -96,9 +96,11 @@ def metric_values(runs: list[dict], metrics: list[str] | None = None) -> dict[st
 
 
 def compare_experiment(folder: str | Path, baseline: str | None = None, metrics: list[str] | None = None,
-                       test: str = "wilcoxon", alpha: float = 0.05, out: str | Path | None = None) -> dict:
+                       test: str = "wilcoxon", alpha: float = 0.05, out: str | Path | None = None,
+                       family: str = "metric") -> dict:
     """The significance table of an experiment's runs against ``baseline`` (default: the config's),
-    Holm-corrected over every (run, metric) comparison; written to ``<folder>/compare.json``."""
+    Holm-corrected over the runs of each metric (``family="metric"``, the default) or over every
+    (run, metric) comparison (``"all"``); written to ``<folder>/compare.json``."""
     from spattern.evaluation.compare import compare_many, to_json
 
     runs = load_runs(folder)
@@ -111,8 +113,8 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
     values = {m: v for m, v in values.items() if baseline in v and len(v) > 1}
     if not values:
         raise UserError(f"results: no metric has values for the baseline {baseline!r} and another run")
-    rows = compare_many(values, baseline, {m: direction(m) for m in values}, test=test, alpha=alpha)
-    table = to_json(rows, Path(folder).name, alpha)
+    rows = compare_many(values, baseline, {m: direction(m) for m in values}, test=test, alpha=alpha, family=family)
+    table = to_json(rows, Path(folder).name, alpha, family)
     table["runs"] = {r["metrics"]["label"]: {"pattern": r["metrics"].get("pattern"),
                                              "density": r["metrics"].get("metrics", {}).get("density"),
                                              "block_density": r["metrics"].get("metrics", {}).get("block_density")}

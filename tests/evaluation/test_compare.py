@@ -57,7 +57,7 @@ def test_compare_many_holm_over_whole_family():
 def test_json_schema_roundtrip_and_table():
     rows = cmp.compare(VALUES, "dense", "nll", False, n_resamples=500)
     table = cmp.to_json(rows, "exp1")
-    assert set(table) == {"experiment", "baseline", "alpha", "correction", "rows"}
+    assert set(table) == {"experiment", "baseline", "alpha", "correction", "family", "rows"}
     assert table["baseline"] == "dense" and table["correction"] == "holm"
     for row in table["rows"]:
         assert set(row) == SCHEMA and row["effect_size_name"] == "cohen_dz"
@@ -88,3 +88,19 @@ def test_single_example_rows_have_null_cis():
     rows = cmp.compare({"a": {"x": 1.0}, "b": {"x": 2.0}}, "a", "m", True, n_resamples=100)
     assert rows[1].ci_low is None and rows[1].diff_ci_low is None and rows[1].effect_size is None
     assert "n = 1" in rows[1].note
+
+
+def test_holm_family_per_metric_corrects_each_metric_on_its_own():
+    rng = np.random.default_rng(0)
+    runs = {"dense": {f"d{i}": float(x) for i, x in enumerate(rng.normal(size=12))}}
+    runs["a"] = {k: v + 1.0 for k, v in runs["dense"].items()}
+    runs["b"] = {k: v + 1.0 + 0.01 * i for i, (k, v) in enumerate(runs["dense"].items())}
+    metrics = {"nll": runs, "acc": runs}
+    per = cmp.compare_many(metrics, "dense", {"nll": False, "acc": True}, family="metric")
+    whole = cmp.compare_many(metrics, "dense", {"nll": False, "acc": True}, family="all")
+    single = cmp.compare(runs, "dense", "nll", False)
+    by = lambda rows, m: {r.run: r.p_holm for r in rows if r.metric == m and r.run != "dense"}  # noqa: E731
+    assert by(per, "nll") == by(single, "nll")                  # one metric's family = compare's
+    assert all(by(whole, "nll")[k] >= by(per, "nll")[k] for k in ("a", "b"))
+    with pytest.raises(UserError, match="family"):
+        cmp.compare_many(metrics, "dense", {"nll": False, "acc": True}, family="runs")
