@@ -136,6 +136,6 @@ def test_study_config_matches_the_baselines_and_resolves_its_training_config():
     for s in specs:
         if s.label != "dense":  # every baseline within 10% of the target block density
             assert abs(s.resolved["match"]["achieved"] - 0.3) <= 0.03, s.resolved["match"]
-    t = load_train_config(STUDY.parent / cfg.train.config, ["data.seq_len=1024"])
-    assert t.data.corpus == "mqar" and t.data.mqar.eval_pairs == [4, 8, 16, 24, 31]
+    t = load_train_config(STUDY.parent / cfg.train.config, [f"data.seq_len={cfg.setup.context}"])
+    assert t.data.corpus == "mqar" and t.data.mqar.eval_pairs == [2, 4, 8, 16]
     assert tuple(t.model.block) == tuple(cfg.setup.block) and t.train.device == "cuda"
