@@ -124,6 +124,14 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
              f"Each pattern family of the study: its token mask at small N (left of each pair) and its block "
              f"layout at N = {n_seq} (right), with their densities.", True,
              "pattern heatmaps (no run records a static pattern)", derived)
+    from spattern.report.figures.outline import outline_figure
+
+    b.figure("outline", outline_figure, [], "Outline attention (spattern's pattern) on a piece of code and a piece "
+             "of prose, one token per character: the window, the document's start, and the openings of the "
+             "enclosing and recent lines; right of each, the blocks a kernel computes.", True,
+             "outline attention illustration",
+             "an illustration, not a result: fixed texts in spattern/report/figures/outline.py, compiled with "
+             "spattern.compile from their outline trees")
     try:
         rows = cost_points(pats, sorted(set(COST_SIZES) | {n_seq}), block=blk, exact_at=(n_seq,)) if pats else []
     except DATA_ERRORS as e:  # a pattern the cost model cannot handle: the figure and table say so
@@ -202,6 +210,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     sig_docs = [(f.data, f.path) for f in s.significance]
     b.table(lambda: T.significance_table(sig_docs) if sig_docs else None, "significance",
             "significance table (no spattern compare --json output)")
+    b.table(lambda: T.significance_table(sig_docs, T.PRIMARY_METRICS, "significance_primary") if sig_docs else None,
+            "significance_primary", "significance table of the primary metrics (no spattern compare --json output)")
     b.table(lambda: T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------

@@ -23,7 +23,7 @@ SYNTH_Y = ("correct", "accuracy", "passkey_correct")
 
 
 def _is_ablation(name: str) -> bool:
-    return name.lower().startswith("ablation")
+    return "ablation" in name.lower()
 
 
 def _finite(v) -> bool:
@@ -176,8 +176,9 @@ def collect_synthetic(study: Study, experiment: str | None = None) -> tuple[list
 
 
 def training_curves(study: Study) -> tuple[list[Curve], list[Path], str | None]:
-    """The curves of the experiment with the most training curves (indexer runs excluded)."""
-    curves = [c for c in study.curves if not any("indexer_mass_recall" in r for r in c.records)]
+    """The curves of the experiment with the most training curves (indexer runs included: their
+    loss is compared with dense training; their recall has its own figure)."""
+    curves = list(study.curves)
     if not curves:
         return [], [], None
     counts: dict[str, int] = {}
@@ -196,7 +197,9 @@ def collect_ablation(study: Study) -> tuple[list[dict], list[Path]]:
                        if any(_finite(r.metrics.get(m)) for r in runs)), None)
         if metric is None:
             continue
-        keys = sorted({k for r in runs for k in r.params if k not in ("seed", "density", "achieved")})
+        # the runner's matching info (target, measure, the family's own free parameter) is not an ablation axis
+        keys = sorted({k for r in runs for k in r.params
+                       if k not in ("seed", "density", "achieved", "target", "measure", "param")})
         varied = [k for k in keys if len({repr(r.params.get(k)) for r in runs}) > 1]
         value = {k: (lambda r, k=k: r.params.get(k)) for k in varied}
         if not varied and len({r.context for r in runs}) > 1:

@@ -95,16 +95,18 @@ class Run:
     def key(self) -> str:
         """Series key (colour, legend): ``params.family`` if the run names one; else the run's
         ``label`` when it is a name (the runner labels matched families by name: ``window``,
-        ``longformer``), not a pattern string nor the run id; else ``family(pattern)``."""
+        ``longformer``; training variants: ``indexer``), not a pattern string nor the run id; else
+        ``family(pattern)``."""
         fam = self.params.get("family") if isinstance(self.params, dict) else None
         if fam:
             return str(fam)
+        lab = self.label.strip()
+        named = bool(lab) and lab != self.run_id and "(" not in lab and lab != str(self.pattern)
+        if named and lab.split("@")[0] != "dense":  # a training variant of a dense model too (indexer)
+            return lab
         if family(self.pattern) == "dense":
             return "dense"
-        lab = self.label.strip()
-        if lab and lab != self.run_id and "(" not in lab and lab != str(self.pattern):
-            return lab
-        return family(self.pattern)
+        return lab if named else family(self.pattern)
 
     @property
     def seed(self):

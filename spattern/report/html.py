@@ -106,7 +106,8 @@ def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
                        f"significant paired comparisons (of {_get(n, 'significance.rows') or '–'}, Holm-corrected)"))
     parts.append(_card(n, "topk.fraction", "top-k layout build time relative to attention (graph replay)"))
     parts.append("</div>")
-    parts += ["<h2>The pattern</h2>", _figure(out, figs, "heatmap", "pattern heatmaps"),
+    parts += ["<h2>The pattern</h2>", _figure(out, figs, "outline", "outline attention"),
+              _figure(out, figs, "heatmap", "pattern heatmaps"),
               _figure(out, figs, "cost", "cost curves"), _table(tables, "cost", "cost table")]
     parts += ["<h2>Kernel speed</h2>", _figure(out, figs, "kernels", "forward kernel benchmark"),
               _table(tables, "targets", "speed-up targets"),

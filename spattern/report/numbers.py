@@ -151,6 +151,10 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
                                             "diff": fmt_ci(top.get("diff"), top.get("diff_ci_low"), top.get("diff_ci_high")),
                                             "p_holm": fmt_p(top.get("p_holm")), "effect": fmt(top["effect_size"], 2)}
 
+    heads = [h for f in study.significance if (h := _headline(f.data))]
+    if heads:
+        n["headline"] = heads
+
     syn_rows = []
     for e, (pts, xname) in syn.items():
         far = max(p["distance"] for p in pts)
@@ -172,6 +176,37 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
                          "experiments": ", ".join(dict.fromkeys(p["experiment"] for p in abl))}
     n["missing"] = [f"{m['kind']} {m['name']}: {m['what']}" for m in b.manifest.missing]
     return n
+
+
+CONTROLS = ("dense", "causal")  # not contenders: the dense model and its full-causal kernel control
+
+
+def _headline(doc: dict) -> dict | None:
+    """An experiment's primary comparison: the best run against the baseline and, when present,
+    outline attention's row (difference [CI], Holm p); the smallest p an exact paired test can
+    reach with n pairs (2 / 2^n) tells whether n could show significance after correction."""
+    from spattern.report.tables import primary_metric
+
+    metric = primary_metric(doc)
+    rows = [r for r in doc.get("rows", []) if r.get("metric") == metric and r.get("note") != "baseline"
+            and isinstance(r.get("diff"), (int, float))]
+    if not rows:
+        return None
+    sign = 1 if rows[0].get("higher_is_better") else -1
+    contenders = [r for r in rows if r.get("run") not in CONTROLS] or rows
+    best = max(contenders, key=lambda r: sign * r["diff"])
+    row = lambda r: {"run": str(r.get("run")), "diff": fmt_ci(r["diff"], r.get("diff_ci_low"), r.get("diff_ci_high")),  # noqa: E731
+                     "p_holm": fmt_p(r.get("p_holm")), "effect": fmt(r.get("effect_size"), 2),
+                     "significant": "significant" if r.get("significant") else "not significant"}
+    n_pairs = max(int(r.get("n") or 0) for r in rows)
+    out = {"experiment": str(doc.get("experiment")), "metric": metric, "baseline": str(doc.get("baseline")),
+           "n": fmt(n_pairs), "comparisons": fmt(len(rows)), "best": row(best),
+           "min_p": fmt_p(2.0 / 2 ** n_pairs) if n_pairs else "–",
+           "direction": "higher" if sign > 0 else "lower"}
+    outl = [r for r in rows if r.get("run") == "outline"]
+    if outl and outl[0] is not best:
+        out["outline"] = row(outl[0])
+    return out
 
 
 def _disp(p: Path) -> str:

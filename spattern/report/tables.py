@@ -100,15 +100,29 @@ def write_table(t: Table, folder: str | Path) -> list[Path]:
 
 
 # --- the tables ------------------------------------------------------------------------------------
-def significance_table(docs: Sequence[tuple[dict, Path]]) -> Table:
+#: the metric each experiment is judged on first: the first of these its comparisons hold
+PRIMARY_METRICS = ("nll", "mqar_accuracy", "loss")
+
+
+def primary_metric(doc: dict, metrics: Sequence[str] = PRIMARY_METRICS) -> str | None:
+    have = {r.get("metric") for r in doc.get("rows", [])}
+    return next((m for m in metrics if m in have), None)
+
+
+def significance_table(docs: Sequence[tuple[dict, Path]], primary: Sequence[str] | None = None,
+                       name: str = "significance") -> Table:
     """Rows of every ``compare --json`` document: mean [CI], paired difference [CI], raw and Holm
-    p-values, effect size, and whether the difference is significant at the document's alpha."""
+    p-values, effect size, and whether the difference is significant at the document's alpha.
+    ``primary``: only each document's primary metric (the first of ``primary`` it holds)."""
     rows, raw, sources = [], [], []
     alphas = set()
     for doc, path in docs:
         sources.append(path)
         alphas.add(doc.get("alpha"))
+        keep = primary_metric(doc, primary) if primary else None
         for r in doc.get("rows", []):
+            if primary and r.get("metric") != keep:
+                continue
             raw.append({"experiment": doc.get("experiment"), **r})
             better = r.get("higher_is_better")
             is_base = r.get("note") == "baseline"
@@ -120,7 +134,8 @@ def significance_table(docs: Sequence[tuple[dict, Path]]) -> Table:
                          "–" if better is None else ("higher" if better else "lower"),
                          "baseline" if is_base else ("yes" if r.get("significant") else "no")])
     alpha = ", ".join(f"{a:g}" for a in sorted(a for a in alphas if a is not None))
-    return Table("significance", f"Paired comparisons against the baseline: mean with 95% CI, paired difference "
+    return Table(name, f"{'Primary metric of each experiment. ' if primary else ''}"
+                 f"Paired comparisons against the baseline: mean with 95% CI, paired difference "
                  f"with 95% CI, Holm-adjusted p-value, effect size; significant at alpha = {alpha} after Holm "
                  f"correction; better: the direction in which the metric improves.",
                  ["experiment", "metric", "comparison", "n", "mean [CI]", "difference [CI]", "p (Holm)",

@@ -16,6 +16,7 @@ ALLOWED = (
     (r'rgb\("#[0-9a-fA-F]{6}"\)', "colour literals"),
     (r'paper: "a4"', "the paper size"),
     (r"@[A-Za-z]+\d{4}[a-z]*", "citation keys with a year"),
+    (r"[+-] 1\b", "the constant one in a formula (d(i) + 1, k - 1)"),
 )
 COMMENT = re.compile(r"//.*$")
 
