@@ -101,7 +101,7 @@ class Run:
         if fam:
             return str(fam)
         lab = self.label.strip()
-        named = bool(lab) and lab != self.run_id and "(" not in lab and lab != str(self.pattern)
+        named = bool(lab) and lab != self.run_id and "(" not in lab  # "causal" is a name and a pattern
         if named and lab.split("@")[0] != "dense":  # a training variant of a dense model too (indexer)
             return lab
         if family(self.pattern) == "dense":
