@@ -21,10 +21,28 @@ def is_dense(pattern) -> bool:
     return pattern is None or (isinstance(pattern, str) and pattern in DENSE)
 
 
-def compiled_layout(pattern, q_len: int, kv_len: int | None = None, block: tuple[int, int] = (64, 64)):
+def needs_context(pattern) -> bool:
+    """True for a content-dependent pattern (e.g. outline): it compiles per sequence, from a context."""
+    if is_dense(pattern):
+        return False
+    from spattern.patterns import parse  # noqa: PLC0415
+
+    return not (parse(pattern) if isinstance(pattern, str) else pattern).is_static
+
+
+def compiled_layout(pattern, q_len: int, kv_len: int | None = None, block: tuple[int, int] = (64, 64),
+                    context=None):
     """The BlockLayout of a pattern (string or static/bound Pattern) at these lengths (compiled
-    once, then cached)."""
+    once, then cached). ``context``: one per sequence of the batch for a content-dependent pattern
+    (a layout group each; compiled on every call, since the sequences change)."""
     from spattern.compiler.compile import compile as compile_pattern  # noqa: PLC0415
+
+    if context is not None:
+        layout = compile_pattern(pattern, int(q_len), int(kv_len if kv_len is not None else q_len),
+                                 block=tuple(block), context=list(context))
+        layout.validate()
+        layout.mark_validated()
+        return layout
 
     # the compiler's own cache returns the same (validated) layout for a static pattern string
     layout = compile_pattern(pattern, int(q_len), int(kv_len if kv_len is not None else q_len), block=tuple(block))
@@ -35,8 +53,9 @@ def compiled_layout(pattern, q_len: int, kv_len: int | None = None, block: tuple
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | None = None,
-           backend: str = "auto", block: tuple[int, int] = (64, 64)) -> torch.Tensor:
-    """Causal (or patterned) attention. q (B, H, N, D), k/v (B, Hkv, N, D), H % Hkv == 0 -> (B, H, N, D)."""
+           backend: str = "auto", block: tuple[int, int] = (64, 64), context=None) -> torch.Tensor:
+    """Causal (or patterned) attention. q (B, H, N, D), k/v (B, Hkv, N, D), H % Hkv == 0 -> (B, H, N, D).
+    ``context``: B contexts (one per sequence) for a content-dependent pattern."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"q, k, v: expected 4-D (B, H, N, D), got {tuple(q.shape)}, {tuple(k.shape)}, "
                          f"{tuple(v.shape)}")
@@ -50,7 +69,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | Non
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     from spattern.runtime.api import attention  # noqa: PLC0415
 
-    layout = compiled_layout(pattern, q.shape[2], k.shape[2], block)
+    if context is None and needs_context(pattern):
+        raise ValueError(f"pattern {str(pattern)!r} is content-dependent: set one context per sequence first "
+                         "(model.set_contexts, e.g. from spattern.data.structure.structure_context)")
+    if context is not None and len(context) != q.shape[0]:
+        raise ValueError(f"context: expected one per sequence ({q.shape[0]}), got {len(context)}")
+    layout = compiled_layout(pattern, q.shape[2], k.shape[2], block, context=None if context is None or
+                             not needs_context(pattern) else context)
     return attention(q, k, v, layout, backend=backend, trusted=True)
 
 

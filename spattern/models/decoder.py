@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import per_layer_patterns
+from .attention import needs_context, per_layer_patterns
 from .config import ModelConfig
 from .layers import MLP, RMSNorm, SelfAttention
 from .rotary import Rotary
@@ -86,6 +86,17 @@ class DecoderLM(nn.Module):
         self.cfg.pattern = pattern
         if backend is not None:
             self.cfg.backend = backend
+
+    @property
+    def needs_contexts(self) -> bool:
+        """True when a layer's pattern is content-dependent (outline): every forward then needs
+        ``set_contexts`` with one context per sequence of the batch."""
+        return any(needs_context(layer.attn.pattern) for layer in self.layers)
+
+    def set_contexts(self, contexts) -> None:
+        """The contexts of the next forward's sequences (a list, one per batch row; None clears)."""
+        for layer in self.layers:
+            layer.attn.contexts = None if contexts is None else list(contexts)
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

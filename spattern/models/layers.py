@@ -40,6 +40,7 @@ class SelfAttention(nn.Module):
         self.pattern, self.backend, self.block = pattern, backend, block
         self.observer = None
         self.cp = None  # a ContextParallel while training with context parallelism (spattern.train)
+        self.contexts = None  # one per sequence of the batch, for a content-dependent pattern (set_contexts)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         """x (B, N, C) -> (B, N, C). `cache` (dense layers, generation): a dict holding this layer's
@@ -59,7 +60,7 @@ class SelfAttention(nn.Module):
             if self.rotary is not None:
                 q, k = self.rotary(q, past), self.rotary(k, past)
             if cache is None:
-                y = attend(q, k, v, self.pattern, self.backend, self.block)        # (B, H, N, D)
+                y = attend(q, k, v, self.pattern, self.backend, self.block, self.contexts)  # (B, H, N, D)
             else:
                 if self.pattern is not None:
                     raise ValueError(f"cache: expected a dense layer, got pattern {self.pattern!r} "

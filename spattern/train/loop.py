@@ -142,16 +142,19 @@ class _Progress:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: PackedSequences, n_batches: int, batch_size: int,
-             device: torch.device, autocast, per_sequence: bool = False):
+             device: torch.device, autocast, per_sequence: bool = False, before=None):
     """Mean next-token loss over the first n_batches * batch_size validation chunks (fixed, so the
     same chunks are scored in every run on the same data). With ``per_sequence``, also the mean
-    loss of each chunk ({chunk index: loss}), for paired comparisons."""
+    loss of each chunk ({chunk index: loss}), for paired comparisons. ``before(x)`` runs before
+    each forward (``sequence_contexts``)."""
     model.eval()
     per: dict[int, float] = {}
     n = min(len(data), n_batches * batch_size)
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(n, start + batch_size))
         chunk = torch.from_numpy(data.batch(idx)).to(device)  # (B, L+1)
+        if before is not None:
+            before(chunk[:, :-1])
         with autocast():
             _, nll = model(chunk[:, :-1], chunk[:, 1:], reduction="none")  # (B, L)
         for i, v in zip(idx.tolist(), nll.float().mean(dim=1).tolist()):
@@ -159,6 +162,20 @@ def evaluate(model: torch.nn.Module, data: PackedSequences, n_batches: int, batc
     model.train()
     mean = sum(per.values()) / max(len(per), 1)
     return (mean, per) if per_sequence else mean
+
+
+def sequence_contexts(model, tokenizer):
+    """For a model with a content-dependent pattern (outline): a function x (B, L) -> None that sets
+    one context per sequence (``spattern.data.structure``: the outline tree of the text the ids
+    spell) before the forward; None for every other model."""
+    if not getattr(model, "needs_contexts", False):
+        return None
+    from spattern.data.structure import structure_context  # noqa: PLC0415
+
+    def before(x: torch.Tensor) -> None:
+        model.set_contexts([structure_context(tokenizer, row) for row in x.tolist()])
+
+    return before
 
 
 def set_indexer_mode(model, mode):
@@ -325,6 +342,10 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
                             f"({len(train_seqs)} train and {len(val_seqs)} validation sequences)")
         vocab_size, data_info, n_train = data.vocab_size, {"folder": str(data.folder), **data.meta}, len(train_seqs)
     model = build_from_config(cfg, vocab_size).to(device)
+    before = sequence_contexts(model, None if mqar is not None else data.tokenizer())
+    if before is not None and (mqar is not None or cp > 1):
+        raise UserError(f"model.pattern: a content-dependent pattern ({model.cfg.pattern!r}) needs text "
+                        "(not data.corpus = 'mqar') and train.context_parallel = 1")
     patterns = per_layer_patterns(model.cfg.pattern, model.cfg.n_layers)
     backend = resolve_backend(model.cfg.backend, device, patterns)
     if backend != "sdpa":
@@ -444,7 +465,8 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
         """(validation loss, one record per validation sequence, task metrics for the summary)."""
         if mqar is not None:
             return mqar.evaluate(raw_model, bs, device, autocast)
-        loss, per = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast, per_sequence=True)
+        loss, per = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast, per_sequence=True,
+                             before=before)
         return loss, [{"id": f"val/{i}", "loss": v} for i, v in sorted(per.items())], {}
 
     def summarize(status: str, per_val: list[dict] | None = None, task: dict | None = None) -> dict:
@@ -485,6 +507,8 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
                 idx = sample_indices(step, micro, n_micro, dp_rank, dp, bs, len(train_seqs), seed)
                 batch = torch.from_numpy(train_seqs.batch(idx)).to(device, non_blocking=True)  # (B, L+1)
                 x, y = batch[:, :-1], batch[:, 1:]
+                if before is not None:
+                    before(x)
             last_micro = world == 1 or micro == n_micro - 1
             if fsdp:
                 model.set_requires_gradient_sync(last_micro)

@@ -1,0 +1,60 @@
+"""Content-dependent patterns in models and training: one layout per sequence of a batch, equal to
+running each sequence alone with its pattern bound to its own structure."""
+
+import pytest
+import torch
+
+from spattern.data.structure import structure_context
+from spattern.data.tokenizer import ByteTokenizer
+from spattern.models.config import get_config
+from spattern.models.decoder import build_model
+from spattern.patterns import parse
+
+PATTERN = "outline(window=8, header=4, recent=1) & causal"
+TEXTS = ["def f(x):\n    y = x + 1\n    return y\n\nclass C:\n    def g(self):\n        pass\n" * 2,
+         "A title\n\nThe first paragraph is here.\nIt wraps.\n\nThe second one.\n" * 3]
+
+
+def _model():
+    tok = ByteTokenizer()
+    torch.manual_seed(0)
+    cfg = get_config("neox-tiny", vocab_size=tok.vocab_size, max_seq_len=256, pattern=PATTERN, block=(16, 16))
+    return build_model(cfg).eval(), tok
+
+
+def test_a_batch_attends_each_sequence_by_its_own_structure():
+    model, tok = _model()
+    n = 96
+    x = torch.tensor([tok.encode(t)[:n] for t in TEXTS])                       # (2, n)
+    assert model.needs_contexts
+    model.set_contexts([structure_context(tok, row) for row in x.tolist()])
+    batched = model(x)[0]
+    for b, row in enumerate(x.tolist()):
+        model.set_contexts(None)
+        model.set_pattern(parse(PATTERN).bind(structure_context(tok, row)))     # the twin: one bound pattern
+        alone = model(x[b : b + 1])[0]
+        model.set_pattern(PATTERN)
+        torch.testing.assert_close(batched[b], alone[0], rtol=1e-5, atol=1e-5)
+    model.set_contexts([structure_context(tok, row) for row in x.flip(0).tolist()])  # other structures: other logits
+    assert not torch.allclose(model(x)[0], batched)
+
+
+def test_a_forward_without_contexts_says_what_it_needs():
+    model, tok = _model()
+    x = torch.tensor([tok.encode(TEXTS[0])[:32]])
+    with pytest.raises(ValueError, match="content-dependent.*set_contexts"):
+        model(x)
+    model.set_contexts([structure_context(tok, x[0].tolist())] * 2)
+    with pytest.raises(ValueError, match="one per sequence"):
+        model(x)
+
+
+def test_training_with_outline_runs_through_the_loop(tmp_path):
+    from spattern.train.config import load_train_config
+    from spattern.train.loop import train
+
+    cfg = load_train_config("experiments/train_tiny_cpu.toml", [
+        f"model.pattern={PATTERN!r}".replace("'", '"'), "model.block=[16, 16]", "train.steps=6", "train.eval_every=3",
+        "train.progress=false", f'train.out_dir="{tmp_path / "run"}"', f'train.ckpt_dir="{tmp_path / "ckpt"}"'])
+    summary = train(cfg, log=lambda *a, **k: None)
+    assert summary["status"] == "finished" and summary["val_loss"] < summary["first_loss"]
