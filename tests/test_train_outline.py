@@ -58,3 +58,25 @@ def test_training_with_outline_runs_through_the_loop(tmp_path):
         "train.progress=false", f'train.out_dir="{tmp_path / "run"}"', f'train.ckpt_dir="{tmp_path / "ckpt"}"'])
     summary = train(cfg, log=lambda *a, **k: None)
     assert summary["status"] == "finished" and summary["val_loss"] < summary["first_loss"]
+
+
+def test_runs_of_one_name_in_two_directories_keep_their_own_checkpoints(tmp_path, monkeypatch):
+    """Found while setting up the study: a run in a new directory resumed another run's checkpoint
+    (same name, default checkpoint folder) and crashed on its missing loss history."""
+    from spattern.train.config import load_train_config
+    from spattern.train.loop import run_paths, train
+    from spattern.utils.errors import UserError
+
+    monkeypatch.setenv("SPATTERN_CACHE", str(tmp_path / "cache"))
+    base = ["train.steps=3", "train.eval_every=0", "train.progress=false", "data.seq_len=64"]
+    a = load_train_config("experiments/train_tiny_cpu.toml", [*base, f'train.out_dir="{tmp_path / "a"}"'])
+    b = load_train_config("experiments/train_tiny_cpu.toml", [*base, f'train.out_dir="{tmp_path / "b"}"',
+                                                              'model.pattern="local(8) & causal"', "train.steps=5"])
+    assert run_paths(a)[1] != run_paths(b)[1]
+    train(a, log=lambda *x, **k: None)
+    assert train(b, log=lambda *x, **k: None)["step"] == 5          # trained from step 0, not resumed from a
+    shared = load_train_config("experiments/train_tiny_cpu.toml",
+                               [*base, f'train.out_dir="{tmp_path / "c"}"', f'train.ckpt_dir="{run_paths(a)[1].parent}"',
+                                'model.pattern="local(8) & causal"', "train.steps=5"])
+    with pytest.raises(UserError, match="another model or data config"):
+        train(shared, log=lambda *x, **k: None)

@@ -9,6 +9,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -91,9 +92,8 @@ def matched(cfg: ExperimentConfig, family: str, context: int):
     key = {"family": family, "target": cfg.match.target, "measure": cfg.match.measure, "context": context,
            "block": list(cfg.setup.block)}
     if contexts is not None:
-        setup = cfg.setup.model_copy(update={"context": context})
-        key["documents"] = hashlib.sha256(json.dumps([[d, ids[:context]] for d, ids, _ in documents(setup)])
-                                          .encode()).hexdigest()[:16]
+        _, seqs = scored_sequences(cfg, context)
+        key["documents"] = hashlib.sha256(json.dumps(seqs).encode()).hexdigest()[:16]
     k = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = cfg.out_dir / "matches.json"
     cache = json.loads(path.read_text()) if path.is_file() else {}
@@ -108,20 +108,43 @@ def matched(cfg: ExperimentConfig, family: str, context: int):
 
 def family_contexts(cfg: ExperimentConfig, family: str, context: int) -> list[dict] | None:
     """The contexts a matched family's cost is averaged over: None for a static family (its cost
-    is the same for every document); for a content-dependent one (e.g. ``outline``), the
-    structure of each document the runs score, at ``context`` tokens."""
+    is the same for every sequence); for a content-dependent one (e.g. ``outline``), the structure
+    of each sequence the runs score (``scored_sequences``)."""
     from spattern.evaluation.matching import family_fn
 
     fn, _ = family_fn(family)
     if fn(1).is_static:
         return None
-    return list(_contexts(cfg.setup.model_copy(update={"context": context}).model_dump_json()))
+    return list(_contexts(cfg.model_dump_json(), context))
 
 
 @lru_cache(maxsize=8)
-def _contexts(setup_json: str) -> tuple[dict, ...]:
+def _contexts(cfg_json: str, context: int) -> tuple[dict, ...]:
     from spattern.data.structure import structure_context
 
-    setup = Setup.model_validate_json(setup_json)
-    tok = _tokenizer(setup)
-    return tuple(structure_context(tok, ids[: setup.context]) for _, ids, _ in documents(setup))
+    cfg = ExperimentConfig.model_validate_json(cfg_json)
+    tok, seqs = scored_sequences(cfg, context)
+    return tuple(structure_context(tok, ids) for _, ids in seqs)
+
+
+def scored_sequences(cfg: ExperimentConfig, context: int) -> tuple[object, list[tuple[str, list[int]]]]:
+    """(tokenizer, [(id, the first ``context`` token ids)]) of what the runs score: the setup's
+    documents for ``kind = "evaluate"``; for ``kind = "train"``, the validation sequences the
+    training loop evaluates (its config's data at ``context`` tokens, the first eval_batches x
+    batch_size of them)."""
+    if cfg.kind == "evaluate":
+        setup = cfg.setup.model_copy(update={"context": context})
+        return _tokenizer(setup), [(d, ids[:context]) for d, ids, _ in documents(setup)]
+    import numpy as np
+
+    from spattern.data import PackedSequences
+    from spattern.train.config import load_train_config
+    from spattern.train.loop import load_data
+
+    base = Path(cfg.source).parent if cfg.source else Path(".")
+    tcfg = load_train_config(base / cfg.train.config, [*cfg.train.overrides, f"data.seq_len={context}"])
+    data = load_data(tcfg, log=lambda *a, **k: None)
+    val = PackedSequences(data.stream("validation"), context)
+    n = min(len(val), tcfg.train.eval_batches * tcfg.train.batch_size)
+    rows = val.batch(np.arange(n))[:, :-1]
+    return data.tokenizer(), [(f"val/{i}", [int(t) for t in r]) for i, r in enumerate(rows)]

@@ -35,6 +35,7 @@ after its checkpoint (and says so); a torn last line (a kill during a write) is 
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import platform
@@ -206,7 +207,11 @@ def run_paths(cfg: TrainConfig) -> tuple[Path, Path]:
     """(run directory, checkpoint file) of a config."""
     t = cfg.train
     out_dir = Path(t.out_dir or cache_dir("runs", cfg.name, create=False))
-    ckpt_dir = Path(t.ckpt_dir or cache_dir("checkpoints", cfg.name, create=False))
+    # default checkpoints: per name, and per run directory when one is given (two runs of one name in
+    # different directories must not resume from each other's checkpoint)
+    where = cfg.name if not t.out_dir else \
+        f"{cfg.name}-{hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:10]}"
+    ckpt_dir = Path(t.ckpt_dir or cache_dir("checkpoints", where, create=False))
     return out_dir, ckpt_dir / "ckpt.pt"
 
 
@@ -395,6 +400,10 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
         log(f"[train] resumed {name} at step {step} from {dcp_src} (world {world})")
     elif not use_dcp and t_cfg.resume and ckpt_path.is_file():
         state = _load_checkpoint_state(ckpt_path, device)
+        stored = as_config(state["config"]) if state.get("config") else None
+        if stored is not None and (stored.model != cfg.model or stored.data != cfg.data):
+            raise UserError(f"checkpoint {ckpt_path} holds a run with another model or data config; set "
+                            "train.ckpt_dir (or train.resume=false) to start this one afresh")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
@@ -570,7 +579,7 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             save_ckpt(step)
             if is_main and step < steps:
                 summarize("stopped" if stop else "running")
-        progress.update(loss=f"{last_loss:.3f}", lr=f"{lr:.1e}",
+        progress.update(loss="-" if last_loss is None else f"{last_loss:.3f}", lr=f"{lr:.1e}",
                         tok_s=f"{(tokens_per_step * step) / max(time.time() - t_start, 1e-9):.0f}")
         if stop:
             log(f"[train] stopping at step {step}: max_seconds={max_seconds} reached (run it again to resume)")
