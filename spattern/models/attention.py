@@ -52,6 +52,21 @@ def compiled_layout(pattern, q_len: int, kv_len: int | None = None, block: tuple
     return layout
 
 
+class SequenceContexts(list):
+    """One context per sequence of a batch, shared by every layer of a model; the layouts compiled
+    from it are kept here (per pattern, lengths and block), so a forward compiles each once."""
+
+    def __init__(self, contexts) -> None:
+        super().__init__(contexts)
+        self.layouts: dict = {}
+
+    def layout(self, pattern, q_len: int, kv_len: int, block) -> object:
+        key = (str(pattern), q_len, kv_len, tuple(block))
+        if key not in self.layouts:
+            self.layouts[key] = compiled_layout(pattern, q_len, kv_len, block, context=self)
+        return self.layouts[key]
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | None = None,
            backend: str = "auto", block: tuple[int, int] = (64, 64), context=None) -> torch.Tensor:
     """Causal (or patterned) attention. q (B, H, N, D), k/v (B, Hkv, N, D), H % Hkv == 0 -> (B, H, N, D).
@@ -74,8 +89,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | Non
                          "(model.set_contexts, e.g. from spattern.data.structure.structure_context)")
     if context is not None and len(context) != q.shape[0]:
         raise ValueError(f"context: expected one per sequence ({q.shape[0]}), got {len(context)}")
-    layout = compiled_layout(pattern, q.shape[2], k.shape[2], block, context=None if context is None or
-                             not needs_context(pattern) else context)
+    if context is None or not needs_context(pattern):
+        layout = compiled_layout(pattern, q.shape[2], k.shape[2], block)
+    elif isinstance(context, SequenceContexts):
+        layout = context.layout(pattern, q.shape[2], k.shape[2], block)
+    else:
+        layout = compiled_layout(pattern, q.shape[2], k.shape[2], block, context=context)
     return attention(q, k, v, layout, backend=backend, trusted=True)
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import needs_context, per_layer_patterns
+from .attention import SequenceContexts, needs_context, per_layer_patterns
 from .config import ModelConfig
 from .layers import MLP, RMSNorm, SelfAttention
 from .rotary import Rotary
@@ -95,8 +95,9 @@ class DecoderLM(nn.Module):
 
     def set_contexts(self, contexts) -> None:
         """The contexts of the next forward's sequences (a list, one per batch row; None clears)."""
+        shared = None if contexts is None else SequenceContexts(contexts)  # layouts compiled once per forward
         for layer in self.layers:
-            layer.attn.contexts = None if contexts is None else list(contexts)
+            layer.attn.contexts = shared
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
