@@ -192,10 +192,15 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     if not syn_points:
         b.manifest.miss("figure", "synthetic", "synthetic-task accuracy (no per-example distance/depth with "
                         "correct/accuracy values)")
-    curves, cur_src, cur_exp = collect.training_curves(s)
-    b.figure("training", lambda: training_figure(curves, palette=b.palette), cur_src,
-             f"Training curves of {cur_exp}: mean over seeds, band from the lowest to the highest seed.", True,
-             "training curves (no training metrics.jsonl)")
+    curves_by: dict[str, list] = {}
+    for e in collect.training_experiments(s):
+        curves, cur_src, _ = collect.training_curves(s, e)
+        curves_by[e] = curves
+        b.figure(f"training_{e}", lambda curves=curves: training_figure(curves, palette=b.palette), cur_src,
+                 f"Training curves of {e}: mean over seeds, band from the lowest to the highest seed.", True,
+                 f"training curves of {e}")
+    if not curves_by:
+        b.manifest.miss("figure", "training", "training curves (no training metrics.jsonl)")
     abl, abl_src = collect.collect_ablation(s)
     b.figure("ablation", lambda: ablation_figure(abl, palette=b.palette), abl_src,
              "Ablations: one parameter varied at a time, the rest fixed (95% CI).", False,
@@ -215,7 +220,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     b.table(lambda: T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------
-    nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn_points, curves, abl, out, title)
+    nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn_points, curves_by, abl, out, title)
     num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench
                                                            + s.compile_bench]
     paths: dict[str, Path] = {"numbers": write_json(out / "data" / "numbers.json", nums),

@@ -175,17 +175,22 @@ def collect_synthetic(study: Study, experiment: str | None = None) -> tuple[list
     return points, _sources(runs), xname
 
 
-def training_curves(study: Study) -> tuple[list[Curve], list[Path], str | None]:
-    """The curves of the experiment with the most training curves (indexer runs included: their
-    loss is compared with dense training; their recall has its own figure)."""
-    curves = list(study.curves)
-    if not curves:
-        return [], [], None
+def training_experiments(study: Study) -> list[str]:
+    """The experiments with training curves, the one with the most curves first."""
     counts: dict[str, int] = {}
-    for c in curves:
+    for c in study.curves:
         counts[str(c.experiment)] = counts.get(str(c.experiment), 0) + 1
-    exp = max(sorted(counts), key=lambda e: counts[e])
-    chosen = [c for c in curves if str(c.experiment) == exp]
+    return sorted(counts, key=lambda e: (-counts[e], e))
+
+
+def training_curves(study: Study, experiment: str | None = None) -> tuple[list[Curve], list[Path], str | None]:
+    """The curves of ``experiment`` (default: the one with the most training curves; indexer runs
+    included: their loss is compared with dense training, their recall has its own figure)."""
+    exps = training_experiments(study)
+    if not exps:
+        return [], [], None
+    exp = experiment if experiment is not None else exps[0]
+    chosen = [c for c in study.curves if str(c.experiment) == exp]
     return chosen, [p for c in chosen for p in c.sources], exp
 
 

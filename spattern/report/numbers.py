@@ -163,14 +163,17 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
                                   for p in pts if p["distance"] == far]})
     if syn_rows:
         n["synthetic"] = {"experiments": syn_rows}
-    if curves:
+    train_exps = []
+    for e, cs in (curves or {}).items():
         rows = []
-        for key in sorted({c.key for c in curves}):
-            steps, mean, _lo, _hi, k = seed_band([c for c in curves if c.key == key], "val_loss")
+        for key in sorted({c.key for c in cs}):
+            steps, mean, _lo, _hi, k = seed_band([c for c in cs if c.key == key], "val_loss")
             if k:
                 rows.append({"key": key, "val_loss": fmt(float(mean[-1])), "seeds": fmt(k), "step": fmt(int(steps[-1]))})
         if rows:
-            n["training"] = {"rows": rows}
+            train_exps.append({"name": e, "rows": rows})
+    if train_exps:
+        n["training"] = {"experiments": train_exps}
     if abl:
         n["ablation"] = {"params": ", ".join(dict.fromkeys(p["param"] for p in abl)),
                          "experiments": ", ".join(dict.fromkeys(p["experiment"] for p in abl))}
