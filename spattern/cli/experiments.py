@@ -62,8 +62,8 @@ def register(sub) -> None:
     c.add_argument("folder", help="results/<experiment>")
     c.add_argument("--baseline", default=None, help="the baseline run label (default: dense)")
     c.add_argument("--metric", nargs="+", default=None, help="metrics to compare (default: every one found)")
-    c.add_argument("--test", choices=["wilcoxon", "permutation"], default="wilcoxon",
-                   help="paired test (default wilcoxon)")
+    c.add_argument("--test", choices=["wilcoxon", "permutation", "t"], default="wilcoxon",
+                   help="paired test (default wilcoxon; t: the paired t-test, for a few seeds)")
     c.add_argument("--json", default=None, help="write the table here (default <folder>/compare.json)")
     c.add_argument("--family", choices=["metric", "all"], default="metric",
                    help="Holm family: the runs of each metric (default) or every (run, metric) comparison")

@@ -204,8 +204,10 @@ def _headline(doc: dict) -> dict | None:
     n_pairs = max(int(r.get("n") or 0) for r in rows)
     out = {"experiment": str(doc.get("experiment")), "metric": metric, "baseline": str(doc.get("baseline")),
            "n": fmt(n_pairs), "comparisons": fmt(len(rows)), "best": row(best),
-           "min_p": fmt_p(2.0 / 2 ** n_pairs) if n_pairs else "–",
+           "test": str(rows[0].get("test", "")),
            "direction": "higher" if sign > 0 else "lower"}
+    if rows[0].get("test") in ("wilcoxon", "permutation") and n_pairs:  # exact: p >= 2 / 2^n
+        out["min_p"] = fmt_p(2.0 / 2 ** n_pairs)
     outl = [r for r in rows if r.get("run") == "outline"]
     if outl and outl[0] is not best:
         out["outline"] = row(outl[0])

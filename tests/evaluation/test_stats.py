@@ -99,7 +99,7 @@ def test_degenerate_small_n_and_bad_inputs():
     with pytest.raises(stats.StatsInputError, match="y: expected finite"):
         stats.paired_test([1.0, 2.0], [1.0, float("inf")])
     with pytest.raises(stats.StatsInputError, match="test: expected one of"):
-        stats.paired_test([1.0, 2.0], [1.0, 3.0], test="t")
+        stats.paired_test([1.0, 2.0], [1.0, 3.0], test="ttest")
 
 
 def test_per_seed_means():
@@ -110,3 +110,17 @@ def test_per_seed_means():
     assert stats.per_seed_means({(0, "a"): 1.0, (1, "b"): 2.0}, require_same_examples=False) == {0: 1.0, 1: 2.0}
     with pytest.raises(stats.StatsInputError, match="finite"):
         stats.per_seed_means({(0, "a"): float("nan")})
+
+
+def test_paired_t_test_is_scipy_ttest_rel_with_explicit_degenerate_cases():
+    import scipy.stats as ss
+
+    from spattern.evaluation.stats import paired_test
+
+    x, y = np.array([3.1, 3.3, 3.2]), np.array([3.0, 3.05, 3.12])
+    r = paired_test(x, y, test="t")
+    assert r.p == pytest.approx(ss.ttest_rel(x, y).pvalue) and r.statistic == pytest.approx(ss.ttest_rel(x, y).statistic)
+    assert paired_test(x, y, test="wilcoxon").p == 0.25          # what three seeds allow an exact test
+    shift = paired_test(y + 0.1, y, test="t")
+    assert shift.p == 0.0 and "sd(d) = 0" in shift.note
+    assert paired_test(y, y, test="t").p == 1.0
