@@ -197,7 +197,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         curves, cur_src, _ = collect.training_curves(s, e)
         curves_by[e] = curves
         b.figure(f"training_{e}", lambda curves=curves: training_figure(curves, palette=b.palette), cur_src,
-                 f"Training curves of {e}: mean over seeds, band from the lowest to the highest seed.", True,
+                 f"Training curves of {e}: mean over seeds, band from the lowest to the highest seed.", False,
                  f"training curves of {e}")
     if not curves_by:
         b.manifest.miss("figure", "training", "training curves (no training metrics.jsonl)")
@@ -208,7 +208,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     snap, idx_curves, idx_src = collect.collect_indexer(s)
     b.figure("indexer", lambda: indexer_figure(snap, idx_curves, palette=b.palette), idx_src,
              "The top-k indexer: raw index scores, the key blocks it selects, the attention on that selection "
-             "(per indexer head), and its recall of dense attention mass over training.", True,
+             "(per indexer head), and its recall of dense attention mass over training.", snap is not None,
              "top-k indexer results (no snapshot and no indexer recall logged)")
 
     # --- tables from other results -------------------------------------------------------------------

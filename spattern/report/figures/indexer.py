@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.colors import PowerNorm
 
 from spattern.report.figures.training import runs_label, seed_band
-from spattern.report.style import WIDTH_PAGE, Palette, styled
+from spattern.report.style import WIDTH_COLUMN, WIDTH_PAGE, Palette, styled
 
 
 @styled
@@ -27,7 +27,8 @@ def indexer_figure(snapshot: dict | None, curves: Sequence = (), max_heads: int 
         raise ValueError("indexer_figure: needs a snapshot with heads or curves with indexer_mass_recall")
     palette = palette or Palette(c.key for c in with_recall)
     rows = max(len(heads), 1)
-    fig = Figure(figsize=(WIDTH_PAGE, 1.75 * rows + 0.4), layout="constrained")
+    width = WIDTH_PAGE if heads else WIDTH_COLUMN  # the recall curve alone fits a column
+    fig = Figure(figsize=(width, 1.75 * rows + 0.4), layout="constrained")
     gs = fig.add_gridspec(rows, 4 if heads and with_recall else (3 if heads else 1))
     for h, head in enumerate(heads):
         panels = (("scores", "raw index scores", "magma", "query position"),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from spattern.report.figures._common import band_line
-from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
+from spattern.report.style import WIDTH_COLUMN, Palette, new_figure, styled
 
 
 def seed_band(curves: Sequence, field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -44,8 +44,7 @@ def training_figure(curves: Sequence, fields: Sequence[str] = ("loss", "val_loss
     present = [f for f in fields if any(f in r for c in curves for r in c.records)]
     if not present:
         raise ValueError(f"curves: none has any of {list(fields)}")
-    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE if len(present) > 1 else WIDTH_PAGE / 2,
-                           height=2.1)
+    fig, axes = new_figure(ncols=len(present), width=WIDTH_COLUMN, height=1.9)  # one column: one per experiment
     axes = np.atleast_1d(axes)
     keys = sorted({c.key for c in curves})
     for ax, f in zip(axes, present):
