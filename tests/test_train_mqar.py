@@ -128,8 +128,8 @@ def test_study_config_runs_tiny_on_cpu_and_compares_by_seed(tmp_path, cache):
 
 
 
-def test_study_config_matches_the_baselines_and_resolves_its_training_config():
-    cfg = load_experiment(STUDY)
+def test_study_config_matches_the_baselines_and_resolves_its_training_config(tmp_path):
+    cfg = load_experiment(STUDY, [f'results="{tmp_path}"'])  # expanding writes matches.json under results
     specs = expand(cfg)
     labels = ["dense", "window", "strided", "streaming", "longformer", "bigbird"]
     assert [s.label for s in specs] == [lab for lab in labels for _ in range(3)]

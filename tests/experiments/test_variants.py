@@ -26,6 +26,12 @@ GOLDEN = {"tiny": ["dense-96-s0-2863474e26", "local-16-causal-96-s0-fe91a6ed80",
 VARIANTS = {"dense": [], "indexer": ["indexer.k=8", "indexer.warmup_steps=100"]}
 
 
+@pytest.fixture(autouse=True)
+def _results_in_tmp(tmp_path, monkeypatch):
+    """Expanding writes <results>/<name>/matches.json: keep it out of the repository's results/."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _cfg(raw: dict, **sweep) -> ExperimentConfig:
     raw = {**raw, "sweep": {**raw["sweep"], **sweep}}
     return validate(ExperimentConfig, raw, "test")
