@@ -6,6 +6,8 @@ each run's mean is its value)."""
 
 from __future__ import annotations
 
+import json
+
 import tomllib
 from pathlib import Path
 
@@ -106,7 +108,8 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
     runs = load_runs(folder)
     _same_data(runs)
     labels = sorted({r["metrics"]["label"] for r in runs})
-    baseline = baseline or "dense"
+    meta = Path(folder) / "experiment.json"  # written by spattern run: the config's baseline
+    baseline = baseline or (json.loads(meta.read_text()).get("baseline") if meta.is_file() else None) or "dense"
     if baseline not in labels:
         raise UserError(f"--baseline: expected one of the runs' labels {labels}, got {baseline!r}")
     values = metric_values(runs, metrics)

@@ -3,6 +3,7 @@ with a progress bar per run and for the whole sweep (rich, with an ETA)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -75,6 +76,12 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
     if only:
         runs = [r for r in runs if r.label in only]
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    from spattern.utils.io import write_json
+
+    # what `spattern compare <folder>` needs from the config (its baseline), beside the runs
+    meta, info = cfg.out_dir / "experiment.json", {"experiment": cfg.name, "kind": cfg.kind, "baseline": cfg.baseline}
+    if not meta.is_file() or json.loads(meta.read_text()) != info:  # a finished experiment's files stay untouched
+        write_json(meta, info)
     summaries, todo = [], []
     for spec in runs:
         if spec.dir.finished():

@@ -71,3 +71,14 @@ families = { outline = "outline(window={w}) & causal", window = "local({w}) & ca
     assert {r.label: r.pattern for r in expand(load_experiment(p))} == first
     with pytest.raises(AssertionError, match="matched again"):  # other documents: a new key
         expand(load_experiment(p, ["setup.docs=2"]))
+
+
+def test_compare_defaults_to_the_configs_baseline(tmp_path):
+    from spattern.experiments import compare_experiment
+
+    p = tmp_path / "exp.toml"
+    p.write_text(CONFIG.format(results=tmp_path / "results").replace('baseline = "dense"',
+                                                                     'baseline = "outline(window=16, header=4) & causal"'))
+    run_experiment(load_experiment(p), log=lambda *a, **k: None)
+    table = compare_experiment(tmp_path / "results" / "content")
+    assert table["baseline"] == "outline(window=16, header=4) & causal"
