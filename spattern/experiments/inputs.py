@@ -79,26 +79,32 @@ def documents(setup: Setup) -> list[tuple[str, list[int], str]]:
 
 def matched(cfg: ExperimentConfig, family: str, context: int):
     """The family's member at the experiment's target cost (``spattern.evaluation.matching.match``);
-    a content-dependent family (outline) is matched on its mean cost over the scored documents.
+    a content-dependent family (outline) is matched on its mean cost over the structures of the
+    sequences the runs score (``scored_sequences``).
 
     Results are kept in ``<out_dir>/matches.json`` under a key of everything they depend on (the
     family, target, measure, length, block and, for a content-dependent family, a digest of the
-    documents' tokens), so a finished experiment expands again in seconds on any machine, and a
+    scored tokens), so a finished experiment expands again in seconds on any machine, and a
     change of documents is a new match, never a stale one."""
-    from spattern.evaluation.matching import Match, match
+    from spattern.evaluation.matching import Match, family_fn, match
     from spattern.utils.io import write_json
 
-    contexts = family_contexts(cfg, family, context)
+    dependent = not family_fn(family)[0](1).is_static
     key = {"family": family, "target": cfg.match.target, "measure": cfg.match.measure, "context": context,
            "block": list(cfg.setup.block)}
-    if contexts is not None:
-        _, seqs = scored_sequences(cfg, context)
+    if dependent:
+        tok, seqs = _scored(cfg.model_dump_json(), context)
         key["documents"] = hashlib.sha256(json.dumps(seqs).encode()).hexdigest()[:16]
     k = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = cfg.out_dir / "matches.json"
     cache = json.loads(path.read_text()) if path.is_file() else {}
     if k in cache:
         return Match(**{**cache[k]["match"], "block": tuple(cache[k]["match"]["block"])})
+    contexts = None
+    if dependent:  # the structures are built only when the match is not cached
+        from spattern.data.structure import structure_context
+
+        contexts = [structure_context(tok, ids) for _, ids in seqs]
     m = match(family, cfg.match.target, context, tuple(cfg.setup.block), cfg.match.measure, contexts=contexts)
     cache[k] = {"key": key, "match": m.as_dict()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,25 +112,10 @@ def matched(cfg: ExperimentConfig, family: str, context: int):
     return m
 
 
-def family_contexts(cfg: ExperimentConfig, family: str, context: int) -> list[dict] | None:
-    """The contexts a matched family's cost is averaged over: None for a static family (its cost
-    is the same for every sequence); for a content-dependent one (e.g. ``outline``), the structure
-    of each sequence the runs score (``scored_sequences``)."""
-    from spattern.evaluation.matching import family_fn
-
-    fn, _ = family_fn(family)
-    if fn(1).is_static:
-        return None
-    return list(_contexts(cfg.model_dump_json(), context))
-
-
 @lru_cache(maxsize=8)
-def _contexts(cfg_json: str, context: int) -> tuple[dict, ...]:
-    from spattern.data.structure import structure_context
-
-    cfg = ExperimentConfig.model_validate_json(cfg_json)
-    tok, seqs = scored_sequences(cfg, context)
-    return tuple(structure_context(tok, ids) for _, ids in seqs)
+def _scored(cfg_json: str, context: int):
+    """``scored_sequences`` once per experiment and length (the families of one sweep share it)."""
+    return scored_sequences(ExperimentConfig.model_validate_json(cfg_json), context)
 
 
 def scored_sequences(cfg: ExperimentConfig, context: int) -> tuple[object, list[tuple[str, list[int]]]]:
