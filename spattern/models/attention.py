@@ -9,6 +9,7 @@ object works the same way; a content-dependent one must be bound to its sequence
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -25,9 +26,14 @@ def needs_context(pattern) -> bool:
     """True for a content-dependent pattern (e.g. outline): it compiles per sequence, from a context."""
     if is_dense(pattern):
         return False
+    return _string_needs_context(pattern) if isinstance(pattern, str) else not pattern.is_static
+
+
+@functools.lru_cache(maxsize=256)
+def _string_needs_context(text: str) -> bool:  # every forward of every layer asks: parse each string once
     from spattern.patterns import parse  # noqa: PLC0415
 
-    return not (parse(pattern) if isinstance(pattern, str) else pattern).is_static
+    return not parse(text).is_static
 
 
 def compiled_layout(pattern, q_len: int, kv_len: int | None = None, block: tuple[int, int] = (64, 64),
@@ -84,13 +90,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | Non
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     from spattern.runtime.api import attention  # noqa: PLC0415
 
-    if context is None and needs_context(pattern):
-        raise ValueError(f"pattern {str(pattern)!r} is content-dependent: set one context per sequence first "
-                         "(model.set_contexts, e.g. from spattern.data.structure.structure_context)")
     if context is not None and len(context) != q.shape[0]:
         raise ValueError(f"context: expected one per sequence ({q.shape[0]}), got {len(context)}")
-    if context is None or not needs_context(pattern):
+    if not needs_context(pattern):
         layout = compiled_layout(pattern, q.shape[2], k.shape[2], block)
+    elif context is None:
+        raise ValueError(f"pattern {str(pattern)!r} is content-dependent: set one context per sequence first "
+                         "(model.set_contexts, e.g. from spattern.data.structure.structure_context)")
     elif isinstance(context, SequenceContexts):
         layout = context.layout(pattern, q.shape[2], k.shape[2], block)
     else:
