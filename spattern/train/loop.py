@@ -290,7 +290,23 @@ def _restore_metrics(path: Path, step: int, log) -> list[dict]:
 
 def train(cfg, log=print, new_run: bool = False) -> dict:
     """Run, resume, or recognise as finished one training run; returns its summary (also in
-    ``metrics.json``). ``new_run=True`` trains a finished config again into a new directory."""
+    ``metrics.json``). ``new_run=True`` trains a finished config again into a new directory.
+
+    Under torchrun, a process group this call creates is also destroyed by it, before the
+    interpreter exits: left to interpreter teardown, gloo's threads can abort a rank after the
+    run finished ("terminate called without an active exception")."""
+    owns_group = _dist_info()[2] > 1 and not dist.is_initialized()
+    try:
+        summary = _train(cfg, log, new_run)
+        if owns_group and dist.is_initialized():
+            dist.barrier()  # no rank tears its connections down while another still uses them
+        return summary
+    finally:  # after an error too (then without the barrier: the other ranks may never reach it)
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg, log, new_run: bool) -> dict:
     cfg = as_config(cfg)
     if new_run and finished_summary(cfg) is not None:
         cfg = new_run_dir(cfg)
