@@ -1,0 +1,435 @@
+// Block-sparse attention forward for Hopper (sm_90a): TMA loads, mbarrier pipelines, wgmma,
+// warp specialization. First version (issue 13); notes/hopper_kernel.md has the design and its status.
+//
+// Contract: docs/design.md, "Concrete contract (as built)"; the same semantics as block_sparse_fwd.cu,
+// which is this kernel's slow twin. One CTA computes one (batch-or-sequence b, head h, query row-block r)
+// work item (block_q = 128 rows), visited in the order given by `work` (long rows first).
+// 384 threads = 3 warpgroups:
+//   warpgroup 0 (producer, few registers): one thread issues the TMA loads of the Q tile (once) and of
+//     the K and V tiles of the CSR row (key block col_idx[p] = one tile of BN = block_k keys) into an
+//     NSTAGE-deep ring; full barriers complete on the TMA byte count, empty barriers on the consumers'
+//     arrivals.
+//   warpgroups 1, 2 (consumers, 64 query rows each): S = Q K^T (wgmma, A = Q and B = K from shared
+//     memory), token mask (FULL: bounds only; PROGRAM: the group's program; BITMASK: the block's bits),
+//     online softmax in registers (log2 domain), P converted to 16-bit in registers and used as the
+//     register A operand of O += P V (B = V from shared memory, MN-major through the descriptor).
+//   With SP_PINGPONG the two consumer warpgroups take turns issuing their GEMMs (named barriers), so
+//   one warpgroup's softmax overlaps the other's matrix work; within a warpgroup, PV(t) and QK(t+1)
+//   are issued back to back and the mask of tile t+1 is computed while they run.
+// Shared-memory tiles are in the TMA 128-byte swizzle: a [rows][HD] tile is stored as HD/64 panels of
+// [rows][64] elements (128-byte rows), each panel 1024-byte aligned.
+//
+// Compile-time configuration (-D): SP_BF16 (0 = fp16, 1 = bf16), SP_HD (64|128), SP_LK (64|128, layout
+// block_k = keys per tile), SP_NSTAGE (2..4), SP_PINGPONG (0|1). block_q is 128 (SP_LQ must be 128).
+// Packed varlen is handled through the tensor maps' coordinates (see the launcher, hopper_backend.py).
+
+#include "mask_program.cuh"
+
+#ifndef SP_BF16
+#define SP_BF16 1
+#endif
+#ifndef SP_HD
+#define SP_HD 128
+#endif
+#ifndef SP_LK
+#define SP_LK 128
+#endif
+#ifndef SP_LQ
+#define SP_LQ 128
+#endif
+#ifndef SP_NSTAGE
+#define SP_NSTAGE 2
+#endif
+#ifndef SP_PINGPONG
+#define SP_PINGPONG 1
+#endif
+#ifndef SP_PRODUCER_REGS
+#define SP_PRODUCER_REGS 24
+#endif
+#ifndef SP_CONSUMER_REGS
+#define SP_CONSUMER_REGS 240
+#endif
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+namespace sph {
+
+constexpr int BQ = 128;               // query rows per CTA = layout block_q
+constexpr int HD = SP_HD;
+constexpr int BN = SP_LK;             // keys per tile = layout block_k
+constexpr int NS = SP_NSTAGE;         // K/V ring depth
+constexpr int PANELS = HD / 64;       // 64-element (128-byte) column panels of a row
+constexpr int NCH = BN / 64;          // 64-key chunks of a tile (the mask evaluator works on 64 keys)
+constexpr int NJ = BN / 8;            // n8 column groups of S per thread
+constexpr int ND = HD / 8;            // n8 column groups of O per thread
+constexpr int NT = 384;               // producer warpgroup + 2 consumer warpgroups
+constexpr int NCONS = 256;            // consumer threads
+constexpr u32 Q_BYTES = BQ * HD * 2;
+constexpr u32 KV_BYTES = BN * HD * 2; // one K (or V) stage
+constexpr u32 Q_PANEL = BQ * 128;     // bytes of one Q panel
+constexpr u32 KV_PANEL = BN * 128;    // bytes of one K/V panel
+constexpr u32 TILES_BYTES = Q_BYTES + 2 * NS * KV_BYTES;
+constexpr u32 NBAR = 1 + 4 * NS;      // q_full, k_full[NS], v_full[NS], k_empty[NS], v_empty[NS]
+constexpr float LN2 = 0.6931471805599453f;
+constexpr int BAR_SCHED = 1;          // named barriers 1, 2: the consumers' turn to issue GEMMs
+using spk_mask::MAX_PROGRAM;
+
+static_assert(HD == 64 || HD == 128, "SP_HD must be 64 or 128");
+static_assert(BN == 64 || BN == 128, "SP_LK must be 64 or 128");
+static_assert(SP_LQ == 128, "the Hopper kernel takes block_q = 128 only");
+static_assert(NS >= 2 && NS <= 4, "SP_NSTAGE must be 2, 3 or 4");
+static_assert(TILES_BYTES + 1024 + NBAR * 8 + MAX_PROGRAM * 16 + 16 <= 232448, "shared memory over 227 KB");
+static_assert(SP_PRODUCER_REGS * 128 + SP_CONSUMER_REGS * 256 <= 65536, "register file over 64K");
+
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+
+}  // namespace sph
+
+using namespace sph;
+
+#include "mma_sm80.cuh"
+#include "sm90_ptx.cuh"
+
+namespace sph {
+
+template <bool B>
+struct bool_c {
+  static constexpr bool value = B;
+};
+
+// A CUtensorMap, opaque (128 bytes); passed by value as a __grid_constant__ parameter.
+struct __align__(128) TensorMap {
+  u64 w[16];
+};
+
+// Bits of this thread's 16 accumulator columns (j*8 + 2*tq + e, j < 8, e < 2) of a 64-bit column mask,
+// packed into bit j*2 + e.
+__device__ __forceinline__ u32 thread_cols(u64 cm, int tq) {
+  u64 x = (cm >> (2 * tq)) & 0x0303030303030303ull;
+  x = (x | (x >> 6)) & 0x000F000F000F000Full;
+  x = (x | (x >> 12)) & 0x000000FF000000FFull;
+  x = (x | (x >> 24)) & 0xFFFFull;
+  return (u32)x;
+}
+
+// Bit of accumulator element (n8 group j, element c) in the packed per-thread tile mask:
+// 16 bits per (row half, 64-key chunk); row half = c >> 1 (rows g and g + 8).
+__device__ __forceinline__ int allow_bit(int j, int c) {
+  return (((c >> 1) * NCH + (j >> 3)) << 4) + (j & 7) * 2 + (c & 1);
+}
+
+// Coordinates of row `row` (relative to the sequence start) of head `head`: unpacked tensors are mapped
+// as (D, N, heads, B), packed ones as (D, heads, T, 1) (strides increase with the dimension).
+__device__ __forceinline__ void tma_rows(u32 dst, const TensorMap* tm, u32 bar, int x, int row, int head, int b,
+                                         int seq0, int varlen) {
+  if (varlen)
+    tma_load_4d(dst, tm, bar, x, head, seq0 + row, 0);
+  else
+    tma_load_4d(dst, tm, bar, x, row, head, b);
+}
+
+}  // namespace sph
+
+extern "C" __global__ void __launch_bounds__(NT, 1)
+sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ TensorMap tmK,
+              const __grid_constant__ TensorMap tmV,
+              u16* __restrict__ O, float* __restrict__ LSE,
+              long long o_sb, long long o_sh, long long o_sn, long long l_sb, long long l_sh,
+              int H, int Hkv, int Nq, int Nk,
+              const int* __restrict__ cu_seqlens, int varlen,
+              const int* __restrict__ row_ptr, const int* __restrict__ col_idx,
+              const unsigned char* __restrict__ block_kind, const int* __restrict__ mask_idx,
+              const u32* __restrict__ bitmasks, const int* __restrict__ programs,
+              const int* __restrict__ program_len, int Bg, int Hg, int R, int P,
+              const int* __restrict__ work, float scale_log2, int write_lse) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  // Tiles at a 1024-byte aligned base (the 128-byte swizzle repeats every 8 rows of 128 bytes).
+  const u32 raw = smem_u32(smem_raw);
+  const u32 base = (raw + 1023u) & ~1023u;
+  const u32 sQ = base;
+  const u32 sK = sQ + Q_BYTES;
+  const u32 sV = sK + NS * KV_BYTES;
+  const u32 sBar = sV + NS * KV_BYTES;
+  const u32 bar_q = sBar;
+  auto bar_kf = [&](int s) { return sBar + 8u * (1 + s); };
+  auto bar_vf = [&](int s) { return sBar + 8u * (1 + NS + s); };
+  auto bar_ke = [&](int s) { return sBar + 8u * (1 + 2 * NS + s); };
+  auto bar_ve = [&](int s) { return sBar + 8u * (1 + 3 * NS + s); };
+  const u32 prog_off = ((sBar + 8u * NBAR - raw) + 15u) & ~15u;
+  int4* s_prog = reinterpret_cast<int4*>(smem_raw + prog_off);
+
+  const int tid = threadIdx.x;
+
+  // ---- work item (uniform per CTA) ----
+  const int wi = work[blockIdx.x];
+  const int r = wi % R;
+  const int bh = wi / R;
+  const int h = bh % H;
+  const int b = bh / H;
+  int seq0 = 0, qlen = Nq, kvlen = Nk;
+  if (varlen) {
+    seq0 = cu_seqlens[b];
+    qlen = kvlen = cu_seqlens[b + 1] - seq0;
+  }
+  const int q0 = r * BQ;
+  if (q0 >= qlen) return;  // a row block past this sequence's end: nothing to write
+  const int hk = h / (H / Hkv);
+  const int g = (Bg > 1 ? b : 0) * Hg + (Hg > 1 ? h : 0);
+  const int pstart = row_ptr[g * (R + 1) + r];
+  const int ntiles = row_ptr[g * (R + 1) + r + 1] - pstart;
+  int plen = program_len[g];
+  plen = plen < MAX_PROGRAM ? plen : MAX_PROGRAM;
+  for (int i = tid; i < plen; i += NT) {
+    const int* src = programs + ((long long)g * P + i) * 4;
+    s_prog[i] = make_int4(src[0], src[1], src[2], src[3]);
+  }
+  if (tid == 0) {
+    mbar_init(bar_q, 1);
+    for (int s = 0; s < NS; ++s) {
+      mbar_init(bar_kf(s), 1);
+      mbar_init(bar_vf(s), 1);
+      mbar_init(bar_ke(s), NCONS);
+      mbar_init(bar_ve(s), NCONS);
+    }
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  if (tid < 128) {
+    // =============================== producer warpgroup ===============================
+    setmaxnreg_dec<SP_PRODUCER_REGS>();
+    if (tid == 0 && ntiles > 0) {
+      tma_prefetch_desc(&tmK);
+      tma_prefetch_desc(&tmV);
+      mbar_arrive_expect_tx(bar_q, Q_BYTES);
+#pragma unroll
+      for (int p = 0; p < PANELS; ++p) tma_rows(sQ + p * Q_PANEL, &tmQ, bar_q, p * 64, q0, h, b, seq0, varlen);
+      int next_col = col_idx[pstart];
+#pragma unroll 1
+      for (int t = 0; t < ntiles; ++t) {
+        const int st = t % NS;
+        const u32 use = (u32)(t / NS);  // how many times stage st was filled before
+        const int kv0 = next_col * BN;
+        if (t + 1 < ntiles) next_col = col_idx[pstart + t + 1];  // read ahead of its use
+        if (use > 0) mbar_wait(bar_ke(st), (use - 1) & 1);
+        mbar_arrive_expect_tx(bar_kf(st), KV_BYTES);
+#pragma unroll
+        for (int p = 0; p < PANELS; ++p)
+          tma_rows(sK + st * KV_BYTES + p * KV_PANEL, &tmK, bar_kf(st), p * 64, kv0, hk, b, seq0, varlen);
+        if (use > 0) mbar_wait(bar_ve(st), (use - 1) & 1);
+        mbar_arrive_expect_tx(bar_vf(st), KV_BYTES);
+#pragma unroll
+        for (int p = 0; p < PANELS; ++p)
+          tma_rows(sV + st * KV_BYTES + p * KV_PANEL, &tmV, bar_vf(st), p * 64, kv0, hk, b, seq0, varlen);
+      }
+    }
+    return;
+  }
+
+  // =============================== consumer warpgroups ===============================
+  setmaxnreg_inc<SP_CONSUMER_REGS>();
+  const int ctid = tid - 128;
+  const int cw = ctid >> 7;               // consumer warpgroup 0 / 1: CTA rows [64 cw, 64 cw + 64)
+  const int wq = (ctid >> 5) & 3;         // warp inside the warpgroup: 16 rows
+  const int lane = tid & 31;
+  const int tq = lane & 3;
+  const int row_lo = cw * 64 + wq * 16 + (lane >> 2);  // this thread's rows: row_lo, row_lo + 8
+
+  float o[HD / 2];
+#pragma unroll
+  for (int i = 0; i < HD / 2; ++i) o[i] = 0.f;
+  float m_lo = neg_inf(), m_hi = neg_inf(), l_lo = 0.f, l_hi = 0.f;
+
+  if (ntiles > 0) {
+    float s[BN / 2];
+    u32 pa[BN / 16][4];  // P as the A operand of PV, one m64k16 fragment per 16 keys
+
+    // S = Q K^T for the tile in stage st (issued, not waited).
+    auto issue_qk = [&](int st) {
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        const u64 da = smem_desc(sQ + (kk >> 2) * Q_PANEL + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
+        const u64 db = smem_desc(sK + st * KV_BYTES + (kk >> 2) * KV_PANEL + (kk & 3) * 32, 16, 1024);
+        wgmma_ss<BN, 0>(s, da, db, kk > 0);
+      }
+    };
+    // O += P V for the tile in stage st (issued, not waited). V is [keys][HD] in HD/64 panels: for the
+    // B operand (K = keys, N = HD) that is MN-major, lbo = the panel stride.
+    auto issue_pv = [&](int st) {
+#pragma unroll
+      for (int ks = 0; ks < BN / 16; ++ks) {
+        const u64 db = smem_desc(sV + st * KV_BYTES + ks * 16 * 128, KV_PANEL, 1024);
+        wgmma_rs<HD, 1>(o, pa[ks], db, 1);
+      }
+    };
+
+    mbar_wait(bar_q, 0);
+#if SP_PINGPONG
+    if (cw == 1) named_arrive(BAR_SCHED + 0, NCONS);  // warpgroup 0 issues first
+    named_sync(BAR_SCHED + cw, NCONS);
+#endif
+    mbar_wait(bar_kf(0), 0);
+#pragma unroll
+    for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);  // O = 0 is set before the first group is issued
+    wgmma_fence();
+    issue_qk(0);
+    wgmma_commit();
+#if SP_PINGPONG
+    named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
+#endif
+
+    // One tile: mask, wait for S(t), softmax, then issue PV(t) and (HAS_NEXT) QK(t+1) as one group.
+    // The last tile is a separate instantiation, so no branch separates the two GEMMs.
+    auto step = [&](int t, auto has_next) {
+      constexpr bool HAS_NEXT = decltype(has_next)::value;
+      const int st = t % NS;
+      const u32 ph = (u32)(t / NS) & 1;
+      const int pidx = pstart + t;
+      const int kv0 = col_idx[pidx] * BN;
+      const int knd = block_kind[pidx];
+
+      // ---- token mask of tile t (while QK(t) and PV(t-1) run) ----
+      const bool need_mask = knd != 0 || kv0 + BN > kvlen;
+      u64 allow = ~0ull;
+      if (need_mask) {
+        allow = 0ull;
+        const u32* bm = nullptr;
+        if (knd == 2) bm = bitmasks + (long long)mask_idx[pidx] * (BQ * (BN / 32));
+#pragma unroll 1
+        for (int rr = 0; rr < 2; ++rr) {
+          const int rc = row_lo + rr * 8;  // row inside the block
+#pragma unroll
+          for (int ch = 0; ch < NCH; ++ch) {
+            const int kc = kv0 + ch * 64;
+            u64 cm = ~0ull;
+            if (knd == 1) {
+              cm = spk_mask::eval_program_row<false>(s_prog, plen, q0 + rc, kc, tq);
+            } else if (knd == 2) {
+              const u32* w = bm + rc * (BN / 32) + ch * 2;
+              cm = (u64)w[0] | ((u64)w[1] << 32);
+            }
+            cm &= spk_mask::range_mask(0, kvlen - 1 - kc);
+            allow |= (u64)thread_cols(cm, tq) << ((rr * NCH + ch) * 16);
+          }
+        }
+      }
+
+      // ---- S(t) ready (and PV(t-1)); hand K(t), V(t-1) back to the producer ----
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+#pragma unroll
+      for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
+      mbar_arrive(bar_ke(st));
+      if (t > 0) mbar_arrive(bar_ve((t - 1) % NS));
+
+      // ---- scale, mask, online softmax (log2 domain) ----
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          float x = s[j * 4 + c] * scale_log2;
+          if (need_mask && !((allow >> allow_bit(j, c)) & 1ull)) x = neg_inf();
+          s[j * 4 + c] = x;
+        }
+      float mx_lo = m_lo, mx_hi = m_hi;
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) {
+        mx_lo = fmaxf(mx_lo, fmaxf(s[j * 4 + 0], s[j * 4 + 1]));
+        mx_hi = fmaxf(mx_hi, fmaxf(s[j * 4 + 2], s[j * 4 + 3]));
+      }
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+      const float base_lo = (mx_lo == neg_inf()) ? 0.f : mx_lo;
+      const float base_hi = (mx_hi == neg_inf()) ? 0.f : mx_hi;
+      const float alpha_lo = ex2(m_lo - base_lo);
+      const float alpha_hi = ex2(m_hi - base_hi);
+      m_lo = mx_lo;
+      m_hi = mx_hi;
+      float sum_lo = 0.f, sum_hi = 0.f;
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) {
+        s[j * 4 + 0] = ex2(s[j * 4 + 0] - base_lo);
+        s[j * 4 + 1] = ex2(s[j * 4 + 1] - base_lo);
+        s[j * 4 + 2] = ex2(s[j * 4 + 2] - base_hi);
+        s[j * 4 + 3] = ex2(s[j * 4 + 3] - base_hi);
+        sum_lo += s[j * 4 + 0] + s[j * 4 + 1];
+        sum_hi += s[j * 4 + 2] + s[j * 4 + 3];
+      }
+      l_lo = l_lo * alpha_lo + sum_lo;
+      l_hi = l_hi * alpha_hi + sum_hi;
+#pragma unroll
+      for (int d = 0; d < ND; ++d) {
+        o[d * 4 + 0] *= alpha_lo; o[d * 4 + 1] *= alpha_lo;
+        o[d * 4 + 2] *= alpha_hi; o[d * 4 + 3] *= alpha_hi;
+      }
+      // P fragments: keys 16 ks .. 16 ks + 15 are the S column groups 2 ks and 2 ks + 1.
+#pragma unroll
+      for (int ks = 0; ks < BN / 16; ++ks) {
+        pa[ks][0] = pack2(s[(2 * ks) * 4 + 0], s[(2 * ks) * 4 + 1]);
+        pa[ks][1] = pack2(s[(2 * ks) * 4 + 2], s[(2 * ks) * 4 + 3]);
+        pa[ks][2] = pack2(s[(2 * ks + 1) * 4 + 0], s[(2 * ks + 1) * 4 + 1]);
+        pa[ks][3] = pack2(s[(2 * ks + 1) * 4 + 2], s[(2 * ks + 1) * 4 + 3]);
+      }
+
+      // ---- issue PV(t), then QK(t+1), as one group ----
+      mbar_wait(bar_vf(st), ph);
+      const int st1 = (t + 1) % NS;
+      if (HAS_NEXT) mbar_wait(bar_kf(st1), (u32)((t + 1) / NS) & 1);
+#if SP_PINGPONG
+      named_sync(BAR_SCHED + cw, NCONS);
+#endif
+#pragma unroll
+      for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
+#pragma unroll
+      for (int ks = 0; ks < BN / 16; ++ks)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) reg_fence(pa[ks][e]);
+      wgmma_fence();
+      issue_pv(st);
+      if constexpr (HAS_NEXT) issue_qk(st1);
+      wgmma_commit();
+#if SP_PINGPONG
+      named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
+#endif
+    };
+#pragma unroll 1
+    for (int t = 0; t + 1 < ntiles; ++t) step(t, bool_c<true>());
+    step(ntiles - 1, bool_c<false>());
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
+    mbar_arrive(bar_ve((ntiles - 1) % NS));
+  }
+
+  // ---- epilogue: O = acc / l (rows with no allowed key: 0), LSE = (m + log2 l) ln 2 (or -inf) ----
+  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
+  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
+  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
+  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+  const float inv_lo = l_lo > 0.f ? 1.f / l_lo : 0.f;
+  const float inv_hi = l_hi > 0.f ? 1.f / l_hi : 0.f;
+  const int tok_lo = q0 + row_lo, tok_hi = tok_lo + 8;
+  if (write_lse && tq == 0) {
+    float* Lb = LSE + b * l_sb + h * l_sh + seq0;
+    if (tok_lo < qlen) Lb[tok_lo] = l_lo > 0.f ? (m_lo + __log2f(l_lo)) * LN2 : neg_inf();
+    if (tok_hi < qlen) Lb[tok_hi] = l_hi > 0.f ? (m_hi + __log2f(l_hi)) * LN2 : neg_inf();
+  }
+  u16* Ob = O + b * o_sb + h * o_sh + (long long)seq0 * o_sn;
+  if (tok_lo < qlen) {
+    u16* orow = Ob + (long long)tok_lo * o_sn + 2 * tq;
+#pragma unroll
+    for (int d = 0; d < ND; ++d)
+      *reinterpret_cast<u32*>(orow + d * 8) = pack2(o[d * 4 + 0] * inv_lo, o[d * 4 + 1] * inv_lo);
+  }
+  if (tok_hi < qlen) {
+    u16* orow = Ob + (long long)tok_hi * o_sn + 2 * tq;
+#pragma unroll
+    for (int d = 0; d < ND; ++d)
+      *reinterpret_cast<u32*>(orow + d * 8) = pack2(o[d * 4 + 2] * inv_hi, o[d * 4 + 3] * inv_hi);
+  }
+}
