@@ -18,6 +18,9 @@ TOML, validated (``spattern.utils.config``: ``base = "..."`` inheritance, unknow
     pattern = ["dense", "(local(64) | sink(64)) & causal"]
     seed = [0]
 
+    [sweep.fitted]               # per-layer, per-head patterns written by `spattern fit`
+    fitted = "../results/fit/smollm2_pydocs_2k.json"   # label = the fit's JSON (relative to this file)
+
     [match]                      # patterns at equal cost: one free parameter, matched at `context`
     target = 0.25
     measure = "block_density"
@@ -79,6 +82,7 @@ class Sweep(Section):
     seed: list[int] = [0]
     context: Optional[list[int]] = None   # default: [setup.context]
     variants: Optional[dict[str, list[str]]] = None  # kind = "train": name -> training-config overrides
+    fitted: dict[str, str] = {}           # kind = "evaluate": label -> a `spattern fit` JSON (its per-layer patterns)
 
     @field_validator("variants")
     @classmethod
@@ -133,6 +137,9 @@ class ExperimentConfig(Section):
     def _train_has_config(self) -> "ExperimentConfig":
         if self.kind == "train" and not self.train.config:
             raise ValueError("a [train] config file for kind = 'train'")
+        if self.sweep.fitted and self.kind != "evaluate":
+            raise ValueError(f"sweep.fitted only with kind = 'evaluate' (a fitted pattern is fitted to a trained "
+                             f"model's attention), got kind = {self.kind!r}")
         if self.sweep.variants is not None and self.kind != "train":
             raise ValueError(f"sweep.variants only with kind = 'train' (they override the training config), "
                              f"got kind = {self.kind!r}")

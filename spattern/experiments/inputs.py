@@ -139,3 +139,42 @@ def scored_sequences(cfg: ExperimentConfig, context: int) -> tuple[object, list[
     n = min(len(val), tcfg.train.eval_batches * tcfg.train.batch_size)
     rows = val.batch(np.arange(n))[:, :-1]
     return data.tokenizer(), [(f"val/{i}", [int(t) for t in r]) for i, r in enumerate(rows)]
+
+
+def fitted(cfg: ExperimentConfig, label: str, path: str, context: int) -> tuple[tuple[str, ...], dict]:
+    """The per-layer patterns (one ``heads(...)`` string per layer) of a ``spattern fit`` record
+    named by ``sweep.fitted`` (``path`` relative to the experiment file), and what identifies the
+    fit (its file, documents, split and cost). The fit must be of the setup's model, at the run's
+    context (its cost was chosen at that length) and with the setup's block; the documents it was
+    fitted on are checked against the scored ones when the run starts (``check_held_out``)."""
+    from spattern.utils.io import read_json
+
+    where = f"sweep.fitted.{label}"
+    base = Path(cfg.source).parent if cfg.source else Path(".")
+    file = base / path
+    if not file.is_file():
+        raise UserError(f"{where}: expected the JSON that `spattern fit` wrote, got {path!r} (no file {file})")
+    rec = read_json(file)
+    fit = rec.get("fit") if isinstance(rec, dict) else None
+    if not isinstance(fit, dict) or not isinstance(fit.get("patterns"), list) or not fit["patterns"]:
+        raise UserError(f"{where}: expected a `spattern fit` record with fit.patterns (one per layer), got {file}")
+    model = str(rec.get("model"))
+    if cfg.setup.model not in (model, f"checkpoint:{model}"):
+        raise UserError(f"{where}: fitted on model {model!r}, but setup.model is {cfg.setup.model!r}")
+    if int(fit["window"]) != context:
+        raise UserError(f"{where}: fitted at {fit['window']} tokens (its cost is chosen at that length), but the "
+                        f"run's context is {context}")
+    if tuple(fit["block"]) != tuple(cfg.setup.block):
+        raise UserError(f"{where}: fitted with block {tuple(fit['block'])}, but setup.block is {tuple(cfg.setup.block)}")
+    info = {"fit": path, "fit_split": rec.get("fit_split"), "fit_docs": list(fit.get("docs", [])),
+            "fit_recall": fit["fitted"]["recall"], "achieved": fit["fitted"]["block_density"],
+            "target": rec.get("target"), "measure": rec.get("measure", "block_density")}
+    return tuple(str(p) for p in fit["patterns"]), info
+
+
+def check_held_out(label: str, info: dict, doc_ids: list[str]) -> None:
+    """A fitted pattern is scored only on documents it was not fitted on."""
+    seen = sorted(set(info.get("fit_docs", [])) & set(doc_ids))
+    if seen:
+        raise UserError(f"sweep.fitted.{label}: expected held-out documents, but {len(seen)} of the scored ones were "
+                        f"fitted on ({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}); score another split")

@@ -15,15 +15,23 @@ from spattern.experiments.results import DIRECTION
 from spattern.experiments.runs import RunSpec
 
 
-def _dense(pattern: str) -> bool:
-    return pattern in ("dense", "", None)
+def _dense(pattern) -> bool:
+    return isinstance(pattern, str | None) and pattern in ("dense", "", None)
 
 
-def sequence_pattern(pattern: str | None, tokenizer, ids):
+def _static(pattern) -> bool:
+    """A pattern string, or one string per layer (its cost is the same on every document)."""
+    return isinstance(pattern, str) or (isinstance(pattern, list | tuple) and all(isinstance(p, str) for p in pattern))
+
+
+def sequence_pattern(pattern, tokenizer, ids):
     """What the model attends with on one sequence: the pattern string itself when it is static,
-    else the parsed pattern bound to the sequence's structure (``spattern.data.structure``)."""
+    else the parsed pattern bound to the sequence's structure (``spattern.data.structure``); a
+    per-layer pattern (a fitted one) gives one such value per layer."""
     if pattern is None:
         return None
+    if isinstance(pattern, list | tuple):
+        return [sequence_pattern(p, tokenizer, ids) for p in pattern]
     from spattern.patterns import parse
 
     p = parse(pattern)
@@ -35,10 +43,13 @@ def sequence_pattern(pattern: str | None, tokenizer, ids):
 
 
 def _layout_cost(pattern, n: int, block) -> dict:
+    """Block density and density of a pattern at n tokens; of a per-layer pattern, their mean over
+    the layers (every layer computes the same n x n grid)."""
     from spattern.models.attention import compiled_layout
 
-    st = compiled_layout(pattern, n, n, tuple(block)).stats()
-    return {"block_density": st["block_density"], "density": st["density"]}
+    stats = [compiled_layout(p, n, n, tuple(block)).stats() for p in
+             (pattern if isinstance(pattern, list | tuple) else [pattern])]
+    return {k: float(np.mean([st[k] for st in stats])) for k in ("block_density", "density")}
 
 
 def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
@@ -51,6 +62,10 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
     done = {r["id"] for r in rd.examples()}
     docs = documents(setup)
     pattern = None if _dense(spec.pattern) else spec.pattern
+    if "fit" in spec.resolved.get("match", {}):
+        from spattern.experiments.inputs import check_held_out
+
+        check_held_out(spec.label, spec.resolved["match"], [d for d, _, _ in docs])
     timings: dict[str, float] = {}
     n_tasks = len(setup.passkey.context_lengths) * len(setup.passkey.depths) * len(setup.passkey.seeds) \
         if "passkey" in setup.tasks else 0
@@ -70,7 +85,7 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
         offsets = np.array([0, len(ids)])
         rec: dict = {"id": doc_id, "tokens": len(ids) - 1}
         doc_pattern = sequence_pattern(pattern, tok, ids[:-1])
-        if doc_pattern is not None and not isinstance(doc_pattern, str):  # its cost differs per document
+        if doc_pattern is not None and not _static(doc_pattern):  # its cost differs per document
             rec.update(_layout_cost(doc_pattern, len(ids) - 1, setup.block))
         if "info_loss" in setup.metrics:  # one dense and one sparse pass give both KL/recall and the NLL
             from spattern.evaluation.infoloss import information_loss
@@ -131,8 +146,6 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
 def summarize(cfg: ExperimentConfig, spec: RunSpec, timings: dict) -> dict:
     """metrics.json of a run from its per_example.jsonl (recomputed, so a resumed run's summary
     covers every example)."""
-    from spattern.compiler.compile import compile as compile_pattern
-
     recs = spec.dir.examples()
     metrics: dict = {}
     for key in DIRECTION:
@@ -150,13 +163,13 @@ def summarize(cfg: ExperimentConfig, spec: RunSpec, timings: dict) -> dict:
         for key in ("block_density", "density"):
             metrics[key] = float(np.mean([r[key] for r in per_doc]))
     else:
-        st = compile_pattern(spec.pattern, spec.context, block=tuple(cfg.setup.block)).stats()
-        metrics["block_density"], metrics["density"] = st["block_density"], st["density"]
+        metrics.update(_layout_cost(spec.pattern, spec.context, cfg.setup.block))
     prev = spec.dir.metrics() or {}
     t = dict(prev.get("timings", {}))
     for k, v in timings.items():
         t[k] = t.get(k, 0.0) + v
-    summary = {"experiment": cfg.name, "run_id": spec.dir.path.name, "label": spec.label, "pattern": spec.pattern,
+    pattern = list(spec.pattern) if isinstance(spec.pattern, tuple) else spec.pattern
+    summary = {"experiment": cfg.name, "run_id": spec.dir.path.name, "label": spec.label, "pattern": pattern,
                "seed": spec.seed, "context": spec.context, "params": spec.resolved.get("match", {}),
                "status": "finished", "n_examples": len(recs), "metrics": metrics, "timings": t}
     spec.dir.write_metrics(summary)

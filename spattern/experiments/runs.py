@@ -14,7 +14,7 @@ DENSE = ("dense", "", "none")
 @dataclass(frozen=True)
 class RunSpec:
     label: str            # what `compare` calls the run (the pattern, or its family name)
-    pattern: str          # the resolved pattern string ("dense" for dense attention)
+    pattern: str | tuple[str, ...]  # the resolved pattern ("dense" for dense attention; one per layer if fitted)
     seed: int
     context: int
     resolved: dict        # everything that determines the run's results (hashed into its id)
@@ -22,8 +22,9 @@ class RunSpec:
     variant: str | None = None  # the sweep's training variant (None: the sweep has no variants)
 
 
-def resolve_patterns(cfg: ExperimentConfig, context: int) -> list[tuple[str, str, dict]]:
-    """[(label, pattern, matching info)]: the sweep's patterns as given, then each matched family."""
+def resolve_patterns(cfg: ExperimentConfig, context: int) -> list[tuple[str, str | tuple[str, ...], dict]]:
+    """[(label, pattern, matching info)]: the sweep's patterns as given, then each matched family,
+    then each fitted pattern (one per layer)."""
     out = [(p if p not in DENSE else "dense", p if p not in DENSE else "dense", {}) for p in cfg.sweep.pattern]
     if cfg.match.families:
         from spattern.experiments.inputs import matched
@@ -32,6 +33,10 @@ def resolve_patterns(cfg: ExperimentConfig, context: int) -> list[tuple[str, str
         for name, m in matches.items():
             out.append((name, m.pattern, {"target": cfg.match.target, "measure": cfg.match.measure,
                                           "achieved": m.achieved, "param": m.param}))
+    if cfg.sweep.fitted:
+        from spattern.experiments.inputs import fitted
+
+        out += [(name, *fitted(cfg, name, path, context)) for name, path in cfg.sweep.fitted.items()]
     labels = [o[0] for o in out]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
@@ -58,7 +63,8 @@ def expand(cfg: ExperimentConfig) -> list[RunSpec]:
             if not setup["exclude"]:  # a field added later: left out at its default, so run ids stay
                 del setup["exclude"]
             setup["context"] = context
-            resolved = {"experiment": cfg.name, "kind": cfg.kind, "label": label, "pattern": pattern, "seed": seed,
+            resolved = {"experiment": cfg.name, "kind": cfg.kind, "label": label,
+                        "pattern": list(pattern) if isinstance(pattern, tuple) else pattern, "seed": seed,
                         "context": context, "setup": setup}
             if match:
                 resolved["match"] = match
