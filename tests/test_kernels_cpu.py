@@ -44,10 +44,10 @@ def test_kernel_compiles_sm90a(tmp_path: Path, bf16, hd, bq, bk, wm, cta, ns):
 
 
 def test_every_cu_file_is_known():
-    from spattern.runtime import cupy_bwd
+    from spattern.runtime import cupy_bwd, hopper_backend
 
     files = sorted(p.name for p in cb.KERNEL_DIR.glob("*.cu"))
-    assert files == sorted([cb.KERNEL_FILE.name, cupy_bwd.KERNEL_FILE.name])
+    assert files == sorted([cb.KERNEL_FILE.name, cupy_bwd.KERNEL_FILE.name, hopper_backend.KERNEL_FILE.name])
 
 
 def test_smem_fits_hopper():

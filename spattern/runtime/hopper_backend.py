@@ -1,0 +1,278 @@
+"""Launcher of the Hopper (sm_90a) block-sparse forward kernel, ``kernels/hopper_fwd.cu`` (issue 13).
+
+Not chosen by ``auto``: the CUDA backend runs it only when ``SPATTERN_KERNEL=hopper`` (forward
+without gradient), until an H200 run has verified it (notes/hopper_kernel.md). The mma.sync kernel
+(``cupy_backend``) is its slow twin and the fallback for everything it declines.
+
+Thin layer over ``cupy_backend``: the same input check, device layout arrays, work order (long rows
+first), compile route (NVRTC with ``-arch=sm_90a``, nvcc cubin fallback) and stream. What is new here:
+three TMA tensor maps (q, k, v) encoded on the host with the driver's ``cuTensorMapEncodeTiled``
+(ctypes), cached per (pointer, shape, dtype, box), and passed by value as 128-byte kernel parameters.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from spattern.runtime import cupy_backend as _cb
+
+try:
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None  # type: ignore
+
+KERNEL_FILE = _cb.KERNEL_DIR / "hopper_fwd.cu"
+KERNEL_NAME = "sp_hopper_fwd"
+THREADS = 384  # producer warpgroup + two consumer warpgroups
+BLOCK_Q = 128
+SUPPORTED_HEAD_DIMS = (64, 128)
+SUPPORTED_BLOCK_K = (64, 128)
+MAX_PROGRAM = _cb.MAX_PROGRAM
+SMEM_LIMIT = 227 * 1024  # opt-in dynamic shared memory per block on sm_90
+# Default K/V ring depth per (head dim, block_k): as deep as fits, capped at 3 (2 for 128 x 128,
+# where 3 stages would leave under 1 KB of the 227 KB). SPATTERN_HOPPER_STAGES overrides.
+DEFAULT_STAGES = {(128, 128): 2, (128, 64): 3, (64, 128): 3, (64, 64): 3}
+ENV_KERNEL = "SPATTERN_KERNEL"
+KERNEL_CHOICES = ("auto", "mma_sync", "hopper")
+
+
+# --------------------------------------------------------------------------- selection
+def selected() -> bool:
+    """True when ``SPATTERN_KERNEL=hopper`` asks for this kernel; unset, ``auto`` or ``mma_sync`` keep
+    the mma.sync kernel. Any other value raises (a typo must not silently time the wrong kernel)."""
+    v = os.environ.get(ENV_KERNEL, "auto").strip() or "auto"
+    if v not in KERNEL_CHOICES:
+        raise ValueError(f"{ENV_KERNEL}: expected one of {KERNEL_CHOICES}, got {v!r}")
+    return v == "hopper"
+
+
+def is_available() -> bool:
+    """CuPy, a CUDA device, and compute capability 9.0 (wgmma / setmaxnreg need sm_90a)."""
+    if not _cb.is_available():
+        return False
+    try:
+        return tuple(torch.cuda.get_device_capability()) == (9, 0)
+    except Exception:
+        return False
+
+
+def supports(prob) -> str | None:
+    """None when this kernel runs ``prob`` (a ``runtime.problem.Problem``), else the reason."""
+    if prob.dtype not in (torch.float16, torch.bfloat16):
+        return f"q: expected dtype float16 or bfloat16, got {_cb._dtype_name(prob.dtype)}"
+    if prob.D not in SUPPORTED_HEAD_DIMS:
+        return f"q: the Hopper kernel expects head_dim in {SUPPORTED_HEAD_DIMS}, got {prob.D}"
+    if prob.block_q != BLOCK_Q:
+        return f"layout: the Hopper kernel expects block_q = {BLOCK_Q}, got {prob.block_q}"
+    if prob.block_k not in SUPPORTED_BLOCK_K:
+        return f"layout: the Hopper kernel expects block_k in {SUPPORTED_BLOCK_K}, got {prob.block_k}"
+    if prob.max_program > MAX_PROGRAM:
+        return f"layout.program_len: expected at most {MAX_PROGRAM}, got {prob.max_program}"
+    if prob.needs_grad:
+        return "the Hopper kernel is forward-only: inputs that require grad take the mma.sync kernels"
+    if prob.device.type != "cuda":  # last: every other reason can be found without a GPU
+        return f"q, k, v: expected tensors on a CUDA device, got {prob.device}"
+    return None
+
+
+def check(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, trusted=False):
+    """The runtime's one input check plus this kernel's declaration; raises naming the argument."""
+    from spattern.runtime.problem import describe
+
+    prob = describe(q, k, v, layout, scale, return_lse, cu_seqlens, trusted)
+    reason = supports(prob)
+    if reason is not None:
+        raise (TypeError if "dtype" in reason else ValueError)(reason)
+    return prob
+
+
+# --------------------------------------------------------------------------- instantiation
+def stages(head_dim: int, block_k: int) -> int:
+    """K/V pipeline depth: SPATTERN_HOPPER_STAGES (2..4, must fit in shared memory) or the default."""
+    env = os.environ.get("SPATTERN_HOPPER_STAGES")
+    if not env:
+        return DEFAULT_STAGES[(head_dim, block_k)]
+    ns = int(env)
+    if ns not in (2, 3, 4) or smem_bytes(head_dim, block_k, ns) > SMEM_LIMIT:
+        raise ValueError(f"SPATTERN_HOPPER_STAGES: expected 2..4 stages that fit in {SMEM_LIMIT} B of shared "
+                         f"memory for head_dim={head_dim}, block_k={block_k}, got {env!r}")
+    return ns
+
+
+def pingpong() -> bool:
+    """Consumer warpgroups take turns at the tensor cores (SPATTERN_HOPPER_PINGPONG=0 turns it off)."""
+    return os.environ.get("SPATTERN_HOPPER_PINGPONG", "1") != "0"
+
+
+def kernel_defines(bf16: bool, head_dim: int, block_k: int, nstage: int, pingpong: bool = True) -> list[str]:
+    """-D defines of one instantiation (block_q is always 128)."""
+    return [f"-DSP_BF16={int(bool(bf16))}", f"-DSP_HD={head_dim}", f"-DSP_LK={block_k}", f"-DSP_LQ={BLOCK_Q}",
+            f"-DSP_NSTAGE={nstage}", f"-DSP_PINGPONG={int(bool(pingpong))}"]
+
+
+def smem_bytes(head_dim: int, block_k: int, nstage: int) -> int:
+    """Dynamic shared memory: 1 KB alignment slack, Q tile, NSTAGE K and V tiles, 1 + 4 NSTAGE mbarriers
+    (8 B), the program (16 B per instruction, 16-byte aligned). Mirrors the kernel's static_assert."""
+    tiles = BLOCK_Q * head_dim * 2 + 2 * nstage * block_k * head_dim * 2
+    return 1024 + tiles + 8 * (1 + 4 * nstage) + 16 + MAX_PROGRAM * 16
+
+
+_modules: dict[tuple, Any] = {}
+
+
+def get_kernel(device_index: int, bf16: bool, head_dim: int, block_k: int, nstage: int, pp: bool):
+    """Compiled kernel, once per (device, dtype, head dim, block_k, stages, ping-pong, source hash)."""
+    key = (device_index, bool(bf16), head_dim, block_k, nstage, bool(pp), _cb.kernel_source(KERNEL_FILE)[1])
+    fn = _modules.get(key)
+    if fn is None:
+        tag = f"hopper_{'bf16' if bf16 else 'fp16'}_d{head_dim}_k{block_k}_s{nstage}_pp{int(bool(pp))}"
+        fn = _modules[key] = _cb.compile_functions(
+            device_index, KERNEL_FILE, (KERNEL_NAME,), kernel_defines(bf16, head_dim, block_k, nstage, pp), tag,
+            smem_bytes(head_dim, block_k, nstage))[KERNEL_NAME]
+    return fn
+
+
+# --------------------------------------------------------------------------- TMA tensor maps
+def tensor_map_geometry(shape: tuple[int, ...], packed: bool, rows: int) -> tuple[tuple, tuple, tuple]:
+    """(global dims, global byte strides of dims 1..3, box) of the 4-D tensor map over a contiguous
+    16-bit tensor, dims innermost first, strides increasing (as the driver requires):
+      unpacked (B, heads, N, D): dims (D, N, heads, B), box (64, rows, 1, 1);
+      packed (T, heads, D):      dims (D, heads, T, 1), box (64, 1, rows, 1).
+    The kernel's coordinates follow the same orders (hopper_fwd.cu, tma_rows). Rows past N (or T) are
+    zero-filled by the hardware; a box is 64 elements (128 bytes, the swizzle width) wide."""
+    if packed:
+        T, Hx, D = shape
+        dims = (D, Hx, max(T, 1), 1)
+        box = (64, 1, rows, 1)
+    else:
+        B, Hx, N, D = shape
+        dims = (D, N, Hx, B)
+        box = (64, rows, 1, 1)
+    strides = (dims[0] * 2, dims[0] * dims[1] * 2, dims[0] * dims[1] * dims[2] * 2)
+    return dims, strides, box
+
+
+_CU_TENSOR_MAP_DATA_TYPE_FLOAT16 = 6
+_CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9
+_CU_TENSOR_MAP_INTERLEAVE_NONE = 0
+_CU_TENSOR_MAP_SWIZZLE_128B = 3
+_CU_TENSOR_MAP_L2_PROMOTION_L2_256B = 3
+_CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE = 0
+TMAP_BYTES = 128
+_TMAP_DTYPE = np.dtype((np.void, TMAP_BYTES))
+_libcuda = None
+_tmaps: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_TMAP_CACHE = 64
+
+
+def _encode_fn():
+    global _libcuda
+    if _libcuda is None:
+        lib = ctypes.CDLL("libcuda.so.1")
+        fn = lib.cuTensorMapEncodeTiled
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p,
+                       ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64),
+                       ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32),
+                       ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        _libcuda = fn
+    return _libcuda
+
+
+def tensor_map(t, packed: bool, rows: int) -> np.ndarray:
+    """The 128-byte CUtensorMap of a contiguous fp16/bf16 tensor as a (1,) numpy array (CuPy passes a
+    size-1 numpy array by value). Cached per (pointer, shape, dtype, packed, rows): the map holds no
+    other state, so a hit is exact."""
+    key = (t.data_ptr(), tuple(t.shape), t.dtype, packed, rows)
+    m = _tmaps.get(key)
+    if m is not None:
+        _tmaps.move_to_end(key)
+        return m
+    dims, strides, box = tensor_map_geometry(tuple(t.shape), packed, rows)
+    buf = np.zeros(1, dtype=_TMAP_DTYPE)
+    u64x4, u64x3, u32x4 = ctypes.c_uint64 * 4, ctypes.c_uint64 * 3, ctypes.c_uint32 * 4
+    dt = _CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 if t.dtype == torch.bfloat16 else _CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+    rc = _encode_fn()(buf.ctypes.data, dt, 4, ctypes.c_void_p(t.data_ptr()), u64x4(*dims), u64x3(*strides),
+                      u32x4(*box), u32x4(1, 1, 1, 1), _CU_TENSOR_MAP_INTERLEAVE_NONE, _CU_TENSOR_MAP_SWIZZLE_128B,
+                      _CU_TENSOR_MAP_L2_PROMOTION_L2_256B, _CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+    if rc != 0:
+        raise RuntimeError(f"cuTensorMapEncodeTiled failed (CUresult {rc}) for shape {tuple(t.shape)}, "
+                           f"dims {dims}, strides {strides}, box {box}")
+    _tmaps[key] = buf
+    if len(_tmaps) > _TMAP_CACHE:
+        _tmaps.popitem(last=False)
+    return buf
+
+
+# --------------------------------------------------------------------------- entry point
+def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, *, out=None, lse_out=None,
+                     problem=None):
+    """Block-sparse attention forward on the Hopper kernel; same arguments and results as
+    ``cupy_backend.attention_cupy``. Raises the kernel's reason for a problem it does not take."""
+    prob = problem if problem is not None else check(q, k, v, layout, scale, return_lse, cu_seqlens)
+    reason = supports(prob) if problem is not None else None
+    if reason is not None:
+        raise ValueError(f"SPATTERN_KERNEL=hopper cannot run this call: {reason}")
+    if prob.packed and cu_seqlens.dtype != torch.int32:
+        cu_seqlens = cu_seqlens.to(torch.int32)
+    packed, B, H, Hkv, D, R = prob.packed, prob.B, prob.H, prob.Hkv, prob.D, prob.R
+    bf16 = prob.dtype == torch.bfloat16
+    q = q if q.is_contiguous() and q.data_ptr() % 16 == 0 else q.contiguous()
+    k = k if k.is_contiguous() and k.data_ptr() % 16 == 0 else k.contiguous()
+    v = v if v.is_contiguous() and v.data_ptr() % 16 == 0 else v.contiguous()
+    dev = q.device
+    if out is None:
+        out = torch.empty_like(q)
+    elif out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous() or out.device != dev:
+        raise ValueError(f"out: expected a contiguous {tuple(q.shape)} {_cb._dtype_name(q.dtype)} tensor on {dev}, "
+                         f"got {tuple(out.shape)} {_cb._dtype_name(out.dtype)} on {out.device}")
+    if packed:
+        T = q.shape[0]
+        lse = torch.empty((H, T), dtype=torch.float32, device=dev) if return_lse else None
+        os_, ls = (0, D, H * D), (0, T)
+    else:
+        Nq = q.shape[2]
+        lse = torch.empty((B, H, Nq), dtype=torch.float32, device=dev) if return_lse else None
+        os_, ls = (H * Nq * D, Nq * D, D), (H * Nq, Nq)
+    if return_lse and lse_out is not None:
+        if lse_out.shape != lse.shape or lse_out.dtype != torch.float32 or not lse_out.is_contiguous():
+            raise ValueError(f"lse_out: expected a contiguous {tuple(lse.shape)} float32 tensor, "
+                             f"got {tuple(lse_out.shape)} {_cb._dtype_name(lse_out.dtype)}")
+        lse = lse_out
+    n_work = B * H * R
+    if n_work == 0 or q.numel() == 0:
+        if lse is not None:
+            lse.fill_(-math.inf)
+        return out.zero_(), lse
+
+    lt = _cb._layout_tensors(layout, dev)
+    dev_index = dev.index if dev.index is not None else torch.cuda.current_device()
+    ns, pp = stages(D, prob.block_k), pingpong()
+    fn = get_kernel(dev_index, bf16, D, prob.block_k, ns, pp)
+    tq = tensor_map(q, packed, BLOCK_Q)
+    tk = tensor_map(k, packed, prob.block_k)
+    tv = tensor_map(v, packed, prob.block_k)
+    stream = _cb.cupy_stream(dev)
+    i64, i32, f32 = np.int64, np.int32, np.float32
+    with stream:
+        lcp = _cb._layout_cupy(layout, lt, dev, B, H, R, prob.Bg, prob.Hg, 1)
+        lse_a = np.uint64(lse.data_ptr()) if lse is not None else lcp["dummy_f32"]
+        cu_a = np.uint64(cu_seqlens.data_ptr()) if packed else lcp["program_len"]
+        args = (
+            tq, tk, tv,
+            np.uint64(out.data_ptr()), lse_a,
+            i64(os_[0]), i64(os_[1]), i64(os_[2]), i64(ls[0]), i64(ls[1]),
+            i32(H), i32(Hkv), i32(prob.Nq), i32(prob.Nk),
+            cu_a, i32(1 if packed else 0),
+            lcp["row_ptr"], lcp["col_idx"], lcp["block_kind"], lcp["mask_idx"],
+            lcp["bitmasks"], lcp["programs"], lcp["program_len"],
+            i32(prob.Bg), i32(prob.Hg), i32(R), i32(lt["P"]),
+            lcp["work"], f32(float(scale) * math.log2(math.e)), i32(1 if return_lse else 0),
+        )
+        fn((n_work, 1, 1), (THREADS, 1, 1), args, shared_mem=smem_bytes(D, prob.block_k, ns))
+    return out, lse

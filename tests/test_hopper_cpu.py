@@ -1,0 +1,192 @@
+"""CPU-only checks of the Hopper forward kernel (issue 13): every instantiation the launcher can request
+compiles with nvcc for sm_90a from the launcher's own source text (headers inlined, as NVRTC gets it)
+without spills or wgmma serialization, and the launcher's host-side logic (declaration, selection,
+shared-memory budget, tensor-map geometry, defines) is right without a GPU. The kernel's results are
+checked on the GPU by tests/gpu/test_hopper_gpu.py."""
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spattern.evaluation.bench_attention import band_landmark_layout  # noqa: E402
+from spattern.runtime import cupy_backend as cb  # noqa: E402
+from spattern.runtime import hopper_backend as hb  # noqa: E402
+from spattern.runtime.problem import describe  # noqa: E402
+
+NVCC = shutil.which("nvcc")
+# (bf16, head dim, block_k, stages, ping-pong): the defaults of every (dtype, D, block_k), plus ping-pong
+# off and the deepest ring that fits, in bf16 (the dtype only changes the wgmma / cvt type names)
+INSTANTIATIONS = sorted(
+    {(bf16, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 1)
+     for bf16, hd, bk in itertools.product((0, 1), hb.SUPPORTED_HEAD_DIMS, hb.SUPPORTED_BLOCK_K)}
+    | {(1, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 0) for hd, bk in itertools.product(hb.SUPPORTED_HEAD_DIMS, hb.SUPPORTED_BLOCK_K)}
+    | {(1, hd, bk, max(n for n in (2, 3, 4) if hb.smem_bytes(hd, bk, n) <= hb.SMEM_LIMIT), 1)
+       for hd, bk in itertools.product(hb.SUPPORTED_HEAD_DIMS, hb.SUPPORTED_BLOCK_K)})
+
+
+def _nvcc(tmp_path: Path, defines: list[str]) -> subprocess.CompletedProcess:
+    src = tmp_path / "hopper.cu"
+    src.write_text(cb.kernel_source(hb.KERNEL_FILE)[0])
+    cmd = [NVCC, "-gencode=arch=compute_90a,code=sm_90a", "-std=c++17", "-cubin", "-Xptxas", "-v",
+           *defines, "-o", str(tmp_path / "h.cubin"), str(src)]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+@pytest.mark.parametrize("bf16,hd,bk,ns,pp", INSTANTIATIONS)
+def test_hopper_kernel_compiles_sm90a(tmp_path: Path, bf16, hd, bk, ns, pp):
+    r = _nvcc(tmp_path, hb.kernel_defines(bf16, hd, bk, ns, pp))
+    assert r.returncode == 0, r.stderr[-3000:]
+    spills = [int(m) for m in re.findall(r"(\d+) bytes spill stores", r.stderr)]
+    assert spills == [0], r.stderr
+    # ptxas serializes wgmma (C7510-C7515) or ignores setmaxnreg (C7508) when the code breaks its rules
+    assert not re.search(r"C75(0[89]|1\d)", r.stderr), r.stderr
+    # the only local memory is the mask evaluator's stack (MAX_STACK u64 entries), as in the mma.sync kernel
+    frame = int(re.search(r"(\d+) bytes stack frame", r.stderr).group(1))
+    assert frame <= 8 * 32, r.stderr
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+def test_kernel_rejects_a_ring_that_does_not_fit(tmp_path: Path):
+    """The kernel's static_assert and smem_bytes agree: 4 stages of 128 x 128 tiles at D=128 do not fit."""
+    assert hb.smem_bytes(128, 128, 4) > hb.SMEM_LIMIT
+    r = _nvcc(tmp_path, hb.kernel_defines(1, 128, 128, 4))
+    assert r.returncode != 0 and "shared memory over 227 KB" in r.stderr
+
+
+def test_source_is_self_contained():
+    src, h = cb.kernel_source(hb.KERNEL_FILE)
+    assert '#include "' not in src and "eval_program_row" in src and "wgmma.mma_async" in src and len(h) == 16
+    assert "extern \"C\" __global__" in src and hb.KERNEL_NAME in src
+
+
+def test_default_stages_fit():
+    for (hd, bk), ns in hb.DEFAULT_STAGES.items():
+        assert hb.smem_bytes(hd, bk, ns) <= hb.SMEM_LIMIT
+    assert hb.smem_bytes(128, 128, 2) == 1024 + 128 * 128 * 2 + 2 * 2 * 128 * 128 * 2 + 8 * 9 + 16 + 64 * 16
+
+
+def test_stages_env(monkeypatch):
+    monkeypatch.setenv("SPATTERN_HOPPER_STAGES", "4")
+    assert hb.stages(64, 64) == 4
+    with pytest.raises(ValueError, match=r"SPATTERN_HOPPER_STAGES: expected 2..4 stages that fit"):
+        hb.stages(128, 128)
+    monkeypatch.delenv("SPATTERN_HOPPER_STAGES")
+    assert hb.stages(128, 128) == 2
+
+
+def test_kernel_defines():
+    assert hb.kernel_defines(True, 128, 64, 3, False) == [
+        "-DSP_BF16=1", "-DSP_HD=128", "-DSP_LK=64", "-DSP_LQ=128", "-DSP_NSTAGE=3", "-DSP_PINGPONG=0"]
+
+
+# ----------------------------------------------------------------------------- selection
+@pytest.mark.parametrize("value,want", [(None, False), ("", False), ("auto", False), ("mma_sync", False),
+                                        ("hopper", True)])
+def test_selected(monkeypatch, value, want):
+    if value is None:
+        monkeypatch.delenv(hb.ENV_KERNEL, raising=False)
+    else:
+        monkeypatch.setenv(hb.ENV_KERNEL, value)
+    assert hb.selected() is want
+
+
+def test_selected_rejects_unknown(monkeypatch):
+    monkeypatch.setenv(hb.ENV_KERNEL, "hoper")
+    with pytest.raises(ValueError, match=r"SPATTERN_KERNEL: expected one of .*got 'hoper'"):
+        hb.selected()
+
+
+def test_auto_order_is_unchanged():
+    """`auto` never names the Hopper kernel: it is reached only through SPATTERN_KERNEL=hopper."""
+    from spattern.runtime import backends
+
+    assert backends.AUTO_ORDER == ("cupy", "flex", "reference")
+    assert "hopper" not in backends.BACKENDS
+
+
+# ----------------------------------------------------------------------------- declaration
+def _t(*shape, dtype=torch.bfloat16, grad=False):
+    return torch.zeros(*shape, dtype=dtype, requires_grad=grad)  # CPU: reasons found before any CUDA call
+
+
+def _prob(q, k=None, lay=None, cu=None):
+    k = q if k is None else k
+    lay = band_landmark_layout(256, (128, 128), W=16, L=8) if lay is None else lay
+    return describe(q, k, k, lay, None, False, cu)
+
+
+def test_supports_reaches_the_device_check_last():
+    assert hb.supports(_prob(_t(1, 2, 256, 128))) == "q, k, v: expected tensors on a CUDA device, got cpu"
+    lay = band_landmark_layout(256, (128, 64), W=16, L=8)
+    assert "CUDA device" in hb.supports(_prob(_t(1, 2, 256, 64, dtype=torch.float16), lay=lay))
+
+
+def test_supports_packed_and_gqa():
+    lay = band_landmark_layout(256, (128, 128), W=16, L=8)
+    cu = torch.tensor([0, 100, 300], dtype=torch.int32)
+    assert "CUDA device" in hb.supports(_prob(_t(300, 4, 128), _t(300, 2, 128), lay, cu))
+
+
+@pytest.mark.parametrize("case,msg", [
+    ("dtype", r"q: expected dtype float16 or bfloat16, got float32"),
+    ("head_dim", r"head_dim in \(64, 128\), got 96"),
+    ("block_q", r"block_q = 128, got 64"),
+    ("block_k", r"block_k in \(64, 128\), got 32"),
+    ("grad", r"forward-only"),
+])
+def test_supports_declines(case, msg):
+    q, lay = _t(1, 2, 256, 128), None
+    if case == "dtype":
+        q = _t(1, 2, 256, 128, dtype=torch.float32)
+    elif case == "head_dim":
+        q = _t(1, 2, 256, 96)
+    elif case == "block_q":
+        lay = band_landmark_layout(256, (64, 64), W=16, L=8)
+    elif case == "block_k":
+        lay = band_landmark_layout(256, (128, 32), W=16, L=8)
+    elif case == "grad":
+        q = _t(1, 2, 256, 128, grad=True)
+    reason = hb.supports(_prob(q, lay=lay))
+    assert reason is not None and re.search(msg, reason), reason
+
+
+def test_check_raises_the_reason():
+    with pytest.raises(TypeError, match="q: expected dtype"):
+        hb.check(_t(1, 2, 256, 128, dtype=torch.float32), _t(1, 2, 256, 128, dtype=torch.float32),
+                 _t(1, 2, 256, 128, dtype=torch.float32), band_landmark_layout(256, (128, 128), W=16, L=8), None)
+    with pytest.raises(ValueError, match="block_q = 128, got 64"):
+        hb.attention_hopper(_t(1, 2, 256, 64), _t(1, 2, 256, 64), _t(1, 2, 256, 64),
+                            band_landmark_layout(256, (64, 64), W=16, L=8), 0.125)
+
+
+# ----------------------------------------------------------------------------- tensor maps
+def test_tensor_map_geometry_unpacked():
+    dims, strides, box = hb.tensor_map_geometry((2, 4, 300, 128), False, 128)
+    assert dims == (128, 300, 4, 2) and box == (64, 128, 1, 1)
+    assert strides == (256, 300 * 256, 4 * 300 * 256)
+
+
+def test_tensor_map_geometry_packed():
+    dims, strides, box = hb.tensor_map_geometry((1000, 2, 64), True, 64)
+    assert dims == (64, 2, 1000, 1) and box == (64, 1, 64, 1)
+    assert strides == (128, 2 * 128, 1000 * 2 * 128)
+
+
+@pytest.mark.parametrize("shape,packed", [((3, 5, 77, 64), False), ((1, 1, 1, 128), False), ((513, 3, 128), True)])
+def test_tensor_map_geometry_meets_driver_rules(shape, packed):
+    """cuTensorMapEncodeTiled: strides multiples of 16 below 2^40 and non-decreasing, dims in [1, 2^32],
+    box entries in [1, 256], box inner dimension 128 bytes (= the 128-byte swizzle span)."""
+    for rows in (64, 128):
+        dims, strides, box = hb.tensor_map_geometry(shape, packed, rows)
+        assert all(s % 16 == 0 and s < 2 ** 40 for s in strides)
+        assert list(strides) == sorted(strides) and strides[0] >= dims[0] * 2
+        assert all(1 <= d <= 2 ** 32 for d in dims) and all(1 <= b <= 256 for b in box)
+        assert box[0] * 2 == 128
