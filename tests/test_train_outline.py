@@ -60,6 +60,54 @@ def test_training_with_outline_runs_through_the_loop(tmp_path):
     assert summary["status"] == "finished" and summary["val_loss"] < summary["first_loss"]
 
 
+@pytest.mark.slow
+def test_contexts_built_ahead_in_workers_train_the_same_run(tmp_path):
+    """train.context_workers = 2 (contexts and layouts built ahead in worker processes) against 0
+    (built on demand, in the trainer): the same losses at every step and the same validation."""
+    import json
+
+    from spattern.train.config import load_train_config
+    from spattern.train.loop import train
+
+    def run(workers: int) -> tuple[list, dict]:
+        d = tmp_path / f"w{workers}"
+        cfg = load_train_config("experiments/train_tiny_cpu.toml", [
+            f"model.pattern={PATTERN!r}".replace("'", '"'), "model.block=[16, 16]", "train.steps=4",
+            "train.eval_every=2", "train.log_every=1", "train.progress=false", f"train.context_workers={workers}",
+            f'train.out_dir="{d}"', f'train.ckpt_dir="{d / "ckpt"}"'])
+        summary = train(cfg, log=lambda *a, **k: None)
+        lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r.get("loss"), r.get("val_loss")) for r in lines], summary
+
+    (ahead, s2), (inline, s0) = run(2), run(0)
+    assert ahead == inline and s2["val_loss"] == s0["val_loss"]
+
+
+def test_context_prefetch_builds_what_the_forward_would():
+    """ContextPrefetch (workers, queued ahead, kept) against building the contexts in the forward."""
+    import numpy as np
+
+    from spattern.train.contexts import ContextPrefetch
+
+    model, tok = _model()
+    rows = np.array([tok.encode(t)[:96] for t in TEXTS])                           # (2, 96)
+    x = torch.from_numpy(rows)
+    model.set_contexts([structure_context(tok, r) for r in rows.tolist()])
+    ref = model(x)[0]
+    pre = ContextPrefetch(model, tok, workers=1)
+    try:
+        pre.ahead(rows)
+        ctx = pre.get(rows, keep=True)
+        assert len(ctx.layouts) == 1 and pre.get(rows) is ctx                   # kept: the same object
+        model.set_contexts(ctx)
+        assert torch.equal(model(x)[0], ref)
+        fresh = ContextPrefetch(model, tok, workers=0).get(rows[::-1].copy())     # never queued: built now
+        model.set_contexts(fresh)
+        assert torch.allclose(model(x.flip(0))[0], ref.flip(0), atol=1e-6)
+    finally:
+        pre.close()
+
+
 def test_runs_of_one_name_in_two_directories_keep_their_own_checkpoints(tmp_path, monkeypatch):
     """Found while setting up the study: a run in a new directory resumed another run's checkpoint
     (same name, default checkpoint folder) and crashed on its missing loss history."""

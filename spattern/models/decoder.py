@@ -95,7 +95,8 @@ class DecoderLM(nn.Module):
 
     def set_contexts(self, contexts) -> None:
         """The contexts of the next forward's sequences (a list, one per batch row; None clears)."""
-        shared = None if contexts is None else SequenceContexts(contexts)  # layouts compiled once per forward
+        shared = None if contexts is None else (  # layouts compiled once per forward (or given, built ahead)
+            contexts if isinstance(contexts, SequenceContexts) else SequenceContexts(contexts))
         for layer in self.layers:
             layer.attn.contexts = shared
 

@@ -135,6 +135,7 @@ class TrainSection(Section):
     compile: bool = False
     progress: bool = True
     max_seconds: float = Field(0, ge=0)      # a wall-clock guard (0 = none)
+    context_workers: Optional[int] = Field(None, ge=0)  # outline: processes building contexts ahead (None = auto)
     # distributed (under torchrun). None = the default, left out of config.toml so that the files of
     # runs written before these fields existed stay byte-identical.
     parallel: Optional[Literal["ddp", "fsdp"]] = None        # None = "ddp"; "fsdp": FSDP2 + DCP checkpoints

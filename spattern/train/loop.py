@@ -165,18 +165,26 @@ def evaluate(model: torch.nn.Module, data: PackedSequences, n_batches: int, batc
     return (mean, per) if per_sequence else mean
 
 
-def sequence_contexts(model, tokenizer):
-    """For a model with a content-dependent pattern (outline): a function x (B, L) -> None that sets
+def sequence_contexts(model, tokenizer, workers: int = 0):
+    """For a model with a content-dependent pattern (outline): a ``ContextPrefetch`` that builds
     one context per sequence (``spattern.data.structure``: the outline tree of the text the ids
-    spell) before the forward; None for every other model."""
+    spell, and its layouts) ahead of the forward that needs it, in ``workers`` processes (0: on
+    demand, in this process); None for every other model."""
     if not getattr(model, "needs_contexts", False):
         return None
-    from spattern.data.structure import structure_context  # noqa: PLC0415
+    from spattern.train.contexts import ContextPrefetch  # noqa: PLC0415
 
-    def before(x: torch.Tensor) -> None:
-        model.set_contexts([structure_context(tokenizer, row) for row in x.tolist()])
+    return ContextPrefetch(model, tokenizer, workers)
 
-    return before
+
+PREFETCH_DEPTH = 2  # micro-batches whose contexts are queued ahead of the one that trains
+
+
+def context_workers(choice: int | None, device: torch.device) -> int:
+    """``train.context_workers``: None = 0 on the CPU (the cores train), else up to 4 (one core left)."""
+    if choice is not None:
+        return choice
+    return 0 if device.type == "cpu" else max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
 def set_indexer_mode(model, mode):
@@ -363,8 +371,9 @@ def _train(cfg, log, new_run: bool) -> dict:
                             f"({len(train_seqs)} train and {len(val_seqs)} validation sequences)")
         vocab_size, data_info, n_train = data.vocab_size, {"folder": str(data.folder), **data.meta}, len(train_seqs)
     model = build_from_config(cfg, vocab_size).to(device)
-    before = sequence_contexts(model, None if mqar is not None else data.tokenizer())
-    if before is not None and (mqar is not None or cp > 1):
+    prefetch = None if mqar is not None else sequence_contexts(model, data.tokenizer(),
+                                                                context_workers(t_cfg.context_workers, device))
+    if getattr(model, "needs_contexts", False) and (mqar is not None or cp > 1):
         raise UserError(f"model.pattern: a content-dependent pattern ({model.cfg.pattern!r}) needs text "
                         "(not data.corpus = 'mqar') and train.context_parallel = 1")
     patterns = per_layer_patterns(model.cfg.pattern, model.cfg.n_layers)
@@ -441,6 +450,14 @@ def _train(cfg, log, new_run: bool) -> dict:
 
     steps, n_micro, bs = t_cfg.steps, t_cfg.grad_accum, t_cfg.batch_size
     tokens_per_step = bs * seq_len * n_micro * dp
+    before_val = None
+    if prefetch is not None:  # the validation batches are fixed: built once (ahead), kept for every evaluation
+        n_val = min(len(val_seqs), t_cfg.eval_batches * bs)
+        for start in range(0, n_val, bs):
+            prefetch.ahead(val_seqs.batch(np.arange(start, min(n_val, start + bs)))[:, :-1])
+
+        def before_val(x: torch.Tensor) -> None:
+            raw_model.set_contexts(prefetch.get(x.cpu().numpy(), keep=True))
     run_info = {"name": name, "seed": seed, "backend": backend, "patterns": patterns,
                 "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                 else platform.processor() or platform.machine(), "world_size": world,
@@ -491,7 +508,7 @@ def _train(cfg, log, new_run: bool) -> dict:
         if mqar is not None:
             return mqar.evaluate(raw_model, bs, device, autocast)
         loss, per = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast, per_sequence=True,
-                             before=before)
+                             before=before_val)
         return loss, [{"id": f"val/{i}", "loss": v} for i, v in sorted(per.items())], {}
 
     def summarize(status: str, per_val: list[dict] | None = None, task: dict | None = None) -> dict:
@@ -530,10 +547,16 @@ def _train(cfg, log, new_run: bool) -> dict:
                 x, y = (t.to(device, non_blocking=True) for t in mqar.batch((step * n_micro + micro) * dp + dp_rank))
             else:
                 idx = sample_indices(step, micro, n_micro, dp_rank, dp, bs, len(train_seqs), seed)
-                batch = torch.from_numpy(train_seqs.batch(idx)).to(device, non_blocking=True)  # (B, L+1)
+                rows = train_seqs.batch(idx)                                            # (B, L+1)
+                if prefetch is not None:  # the next micro-batches' contexts build while this one trains
+                    for a in range(1, PREFETCH_DEPTH + 1):
+                        s_a, m_a = divmod(step * n_micro + micro + a, n_micro)
+                        if s_a < steps:
+                            ahead = sample_indices(s_a, m_a, n_micro, dp_rank, dp, bs, len(train_seqs), seed)
+                            prefetch.ahead(train_seqs.batch(ahead)[:, :-1])
+                    raw_model.set_contexts(prefetch.get(rows[:, :-1]))
+                batch = torch.from_numpy(rows).to(device, non_blocking=True)  # (B, L+1)
                 x, y = batch[:, :-1], batch[:, 1:]
-                if before is not None:
-                    before(x)
             last_micro = world == 1 or micro == n_micro - 1
             if fsdp:
                 model.set_requires_gradient_sync(last_micro)
@@ -601,6 +624,8 @@ def _train(cfg, log, new_run: bool) -> dict:
             log(f"[train] stopping at step {step}: max_seconds={max_seconds} reached (run it again to resume)")
             break
     progress.close()
+    if prefetch is not None:
+        prefetch.close()
     if (is_main or fsdp) and step == steps and per_val is None:  # resumed at the very end: score once more
         val_loss, per_val, task_metrics = validate()
     end = step == steps
