@@ -24,7 +24,7 @@ LOG="$OUT/log.txt"
 run() {  # run NAME CONFIG [overrides...]
   local name=$1 config=$2; shift 2
   echo "=== $name: $config $*" | tee -a "$LOG"
-  python3 -m spattern.train.cli "$config" --set "train.out_dir=\"$OUT/$name\"" \
+  python3 -m spattern.cli train "$config" --set "train.out_dir=\"$OUT/$name\"" \
       --set "train.ckpt_dir=\"/tmp/spattern-ckpt/$name\"" --set train.resume=false "$@" 2>&1 | tee -a "$LOG"
   return "${PIPESTATUS[0]}"
 }
