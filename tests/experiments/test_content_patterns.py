@@ -11,21 +11,11 @@ import pytest
 from spattern.experiments import load_experiment, run_experiment
 from spattern.experiments.lm_eval import sequence_pattern
 from spattern.data.tokenizer import ByteTokenizer
+from tests.experiments.tiny import tiny_config
 
-CONFIG = """
-name = "content"
-results = "{results}"
-baseline = "dense"
-[setup]
-model = "random:neox-tiny"
-corpus = "stdlib"
-context = 128
-block = [32, 32]
-docs = 3
-metrics = ["perplexity", "info_loss"]
-[sweep]
+CONFIG = tiny_config("content", """[sweep]
 pattern = ["dense", "outline(window=16, header=4) & causal"]
-"""
+""")
 
 
 def test_outline_runs_per_document_and_reports_its_mean_cost(tmp_path):

@@ -12,27 +12,17 @@ import pytest
 
 from spattern.experiments import expand, load_experiment, run_experiment
 from spattern.utils.errors import UserError
+from tests.experiments.tiny import tiny_config
 
 # neox-tiny: 2 layers of 4 heads; each layer's heads differ, and so do the two layers
 PATTERNS = ["heads(local(8) & causal, local(8) & causal, (local(8) | sink(4)) & causal, local(40) & causal)",
             "heads((local(16) | sink(4)) & causal, local(16) & causal, local(16) & causal, local(16) & causal)"]
 
-CONFIG = """
-name = "fitted"
-results = "{results}"
-baseline = "dense"
-[setup]
-model = "random:neox-tiny"
-corpus = "stdlib"
-context = 128
-block = [32, 32]
-docs = 3
-metrics = ["perplexity", "info_loss"]
-[sweep]
+CONFIG = tiny_config("fitted", """[sweep]
 pattern = ["dense"]
 [sweep.fitted]
 fitted = "fit.json"
-"""
+""")
 
 
 def _write(tmp_path, fit_docs=("stdlib:not/scored.py",), window=128, block=(32, 32), model="random:neox-tiny",
