@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# First GPU check of the Hopper forward kernel (issue 13), written to fit one device call (< 600 s).
+# Stages (each time-boxed, skipped when the call's budget would run out; a hang shows as rc 124):
+#   env       GPU, driver, torch / CuPy / NVRTC versions
+#   sass      nvcc cubin of the bf16 D=128 128x128 instantiation: resource usage, HGMMA count, spills
+#   smoke     scripts/hopper_case.py over 8 configurations, one process each, 60 s each (JSON lines)
+#   tests     pytest tests/gpu/test_hopper_gpu.py
+#   sanitize  compute-sanitizer memcheck, racecheck, synccheck on one small case (no mma.sync twin)
+#   bench     (not in the default) spattern bench attention on the issue's cells, mma.sync vs Hopper
+# Usage: OUT=/some/dir [STAGES="env sass smoke tests sanitize"] [BUDGET=560] scripts/hopper_gpu_check.sh
+#        then, if the kernel is correct, a second call: STAGES="env bench" scripts/hopper_gpu_check.sh
+set -u -o pipefail
+OUT=${OUT:-/tmp/spattern_hopper_check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+STAGES=${STAGES:-"env sass smoke tests sanitize"}
+BUDGET=${BUDGET:-560}
+BENCH_CELLS=${BENCH_CELLS:-"4096:0.5:no:lrs 8192:0.25:no:lrs 16384:0.1:no:lrs 16384:1.0:no:lrs 8192:0.25:yes:lrs"}
+t0=$(date +%s)
+declare -A RC
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+left() { echo $(( BUDGET - ($(date +%s) - t0) )); }
+# run NAME SECONDS LOG CMD...: time-boxed to min(SECONDS, what is left), output appended to LOG and shown;
+# RC[NAME] = the command's status (124: timed out, e.g. a hang); skipped under 20 s left
+run() {
+  local name=$1 secs=$2 log=$3; shift 3
+  local l; l=$(left)
+  if (( l < 20 )); then echo "skip $name: budget spent" | tee -a "$OUT/skipped.txt"; RC[$name]=skipped; return; fi
+  (( secs > l )) && secs=$l
+  timeout "$secs" "$@" 2>&1 | tee -a "$log"
+  RC[$name]=${PIPESTATUS[0]}
+}
+
+if has env; then
+  { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv
+    python3 -c "import torch, cupy, sys; print('python', sys.version.split()[0]); print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), torch.cuda.get_device_capability()); print('cupy', cupy.__version__, 'nvrtc', cupy.cuda.nvrtc.getVersion())"
+    nvcc --version | tail -2; which compute-sanitizer cuobjdump ncu; } 2>&1 | tee "$OUT/env.txt"
+fi
+
+if has sass; then
+  run sass 60 "$OUT/sass.log" python3 - "$OUT" <<'PY'
+import re, subprocess, sys
+from pathlib import Path
+from spattern.runtime import cupy_backend as cb, hopper_backend as hb
+out = Path(sys.argv[1])
+src = out / "hopper_fwd_inlined.cu"
+src.write_text(cb.kernel_source(hb.KERNEL_FILE)[0])
+cubin = out / "hopper_bf16_d128_k128.cubin"
+r = subprocess.run(["nvcc", "-gencode=arch=compute_90a,code=sm_90a", "-std=c++17", "-cubin", "-Xptxas", "-v",
+                    *hb.kernel_defines(1, 128, 128, 2, True), "-o", str(cubin), str(src)], capture_output=True, text=True)
+print(r.stderr[-3000:])
+if r.returncode == 0:
+    print(subprocess.run(["cuobjdump", "-res-usage", str(cubin)], capture_output=True, text=True).stdout[-2000:])
+    sass = subprocess.run(["cuobjdump", "-sass", str(cubin)], capture_output=True, text=True).stdout
+    (out / "hopper_bf16_d128_k128.sass").write_text(sass)
+    for op in ("HGMMA", "WARPGROUP.ARRIVE", "WARPGROUP.DEPBAR", "UTMALDG", "SYNCS", "USETMAXREG", "LDL", "STL", "HMMA"):
+        print(op, len(re.findall(r"\b" + re.escape(op), sass)))
+PY
+fi
+
+if has smoke; then
+  # PINGPONG|arguments|pattern (empty: the case's default); one process per case, so a hang costs 60 s
+  SMOKE=(
+    "1|--d 128 --bk 128|"
+    "0|--d 128 --bk 128|"
+    "1|--d 64 --bk 128|"
+    "1|--d 128 --bk 64|"
+    "1|--d 64 --bk 64 --dtype fp16|"
+    "1|--d 128 --bk 128 --heads 4 --kv-heads 2 --n 1000|local(300) | sink(128)"
+    "1|--d 128 --bk 64 --packed --heads 2 --kv-heads 2|"
+    "1|--d 128 --bk 128 --n 2000|full()"
+  )
+  i=0
+  for c in "${SMOKE[@]}"; do
+    i=$((i + 1))
+    IFS='|' read -r pp args pattern <<< "$c"
+    extra=(); [[ -n "$pattern" ]] && extra=(--pattern "$pattern")
+    # shellcheck disable=SC2086
+    SPATTERN_HOPPER_PINGPONG=$pp run "smoke$i" 60 "$OUT/smoke.log" python3 scripts/hopper_case.py $args "${extra[@]}"
+    echo "smoke$i rc=${RC[smoke$i]} pingpong=$pp $args ${pattern}" | tee -a "$OUT/smoke_rc.txt"
+  done
+fi
+
+if has tests; then
+  run tests 270 "$OUT/pytest_hopper.log" python3 -m pytest -m gpu tests/gpu/test_hopper_gpu.py -q -rs -p no:cacheprovider
+fi
+
+if has sanitize; then
+  CASE=(scripts/hopper_case.py --no-twin --n 300 --heads 2 --kv-heads 1)
+  run memcheck 90 "$OUT/memcheck.log" compute-sanitizer --tool memcheck --error-exitcode 9 python3 "${CASE[@]}"
+  run racecheck 90 "$OUT/racecheck.log" compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 9 python3 "${CASE[@]}"
+  run synccheck 60 "$OUT/synccheck.log" compute-sanitizer --tool synccheck --error-exitcode 9 python3 "${CASE[@]}"
+fi
+
+if has bench; then
+  # shellcheck disable=SC2086
+  run bench_mma 240 "$OUT/bench_mma_sync.log" python3 -m spattern.cli bench attention --json "$OUT/bench_mma_sync.json" \
+    --head-dim 128 --cells $BENCH_CELLS --methods spattern sdpa_cudnn --iters 20
+  # shellcheck disable=SC2086
+  SPATTERN_KERNEL=hopper run bench_hopper 240 "$OUT/bench_hopper.log" python3 -m spattern.cli bench attention \
+    --json "$OUT/bench_hopper.json" --head-dim 128 --cells $BENCH_CELLS --methods spattern sdpa_cudnn --iters 20
+fi
+
+{
+  echo "{"
+  echo "  \"wall_s\": $(( $(date +%s) - t0 )),"
+  echo "  \"stages\": \"$STAGES\","
+  first=1; echo "  \"rc\": {"
+  for k in "${!RC[@]}"; do [[ $first == 1 ]] || echo ","; first=0; printf '    "%s": "%s"' "$k" "${RC[$k]}"; done
+  echo; echo "  },"
+  echo "  \"pytest_summary\": \"$(grep -E '[0-9]+ (passed|failed)' "$OUT/pytest_hopper.log" 2>/dev/null | tail -1 | tr -d '"=')\","
+  echo "  \"memcheck_summary\": \"$(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" 2>/dev/null | tail -1)\","
+  echo "  \"racecheck_summary\": \"$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" 2>/dev/null | tail -1)\","
+  echo "  \"synccheck_summary\": \"$(grep -E 'ERROR SUMMARY' "$OUT/synccheck.log" 2>/dev/null | tail -1)\""
+  echo "}"
+} > "$OUT/hopper_check.json"
+cat "$OUT/hopper_check.json"
