@@ -190,3 +190,35 @@ def test_tensor_map_geometry_meets_driver_rules(shape, packed):
         assert list(strides) == sorted(strides) and strides[0] >= dims[0] * 2
         assert all(1 <= d <= 2 ** 32 for d in dims) and all(1 <= b <= 256 for b in box)
         assert box[0] * 2 == 128
+
+
+def test_tensor_map_encode_call(monkeypatch):
+    """The driver call gets a 64-byte aligned 128-byte map, rank 4, the geometry above, unit element
+    strides, the 128-byte swizzle and the tensor's dtype; the map is cached per (pointer, shape, dtype, box)."""
+    calls = []
+
+    def fake(tmap, dtype, rank, addr, dims, strides, box, estr, interleave, swizzle, l2, oob):
+        calls.append(dict(tmap=tmap, dtype=dtype, rank=rank, addr=addr.value, dims=tuple(dims), strides=tuple(strides),
+                          box=tuple(box), estr=tuple(estr), interleave=interleave, swizzle=swizzle, oob=oob))
+        return 0
+
+    monkeypatch.setattr(hb, "_encode_fn", lambda: fake)
+    monkeypatch.setattr(hb, "_tmaps", hb.OrderedDict())
+    t = torch.zeros(1, 2, 300, 128, dtype=torch.bfloat16)
+    m = hb.tensor_map(t, False, 128)
+    assert m.shape == (1,) and m.itemsize == hb.TMAP_BYTES and m.ctypes.data % 64 == 0
+    c = calls[0]
+    assert c["tmap"] == m.ctypes.data and c["addr"] == t.data_ptr() and c["rank"] == 4
+    assert (c["dims"], c["strides"], c["box"]) == hb.tensor_map_geometry((1, 2, 300, 128), False, 128)
+    assert c["estr"] == (1, 1, 1, 1) and c["swizzle"] == 3 and c["interleave"] == 0 and c["oob"] == 0
+    assert c["dtype"] == 9  # CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+    assert hb.tensor_map(t, False, 128) is m and len(calls) == 1  # cached
+    hb.tensor_map(t.to(torch.float16), False, 64)
+    assert calls[1]["dtype"] == 6 and calls[1]["box"] == (64, 64, 1, 1)
+
+
+def test_tensor_map_encode_failure_names_the_geometry(monkeypatch):
+    monkeypatch.setattr(hb, "_encode_fn", lambda: (lambda *a: 1))
+    monkeypatch.setattr(hb, "_tmaps", hb.OrderedDict())
+    with pytest.raises(RuntimeError, match=r"cuTensorMapEncodeTiled failed \(CUresult 1\) for shape \(5, 2, 64\)"):
+        hb.tensor_map(torch.zeros(5, 2, 64, dtype=torch.float16), True, 64)

@@ -194,7 +194,9 @@ def tensor_map(t, packed: bool, rows: int) -> np.ndarray:
         _tmaps.move_to_end(key)
         return m
     dims, strides, box = tensor_map_geometry(tuple(t.shape), packed, rows)
-    buf = np.zeros(1, dtype=_TMAP_DTYPE)
+    raw = np.zeros(2 * TMAP_BYTES, dtype=np.uint8)  # the driver writes the map at a 64-byte aligned address
+    off = -raw.ctypes.data % TMAP_BYTES
+    buf = raw[off:off + TMAP_BYTES].view(_TMAP_DTYPE)  # shape (1,), keeps `raw` alive
     u64x4, u64x3, u32x4 = ctypes.c_uint64 * 4, ctypes.c_uint64 * 3, ctypes.c_uint32 * 4
     dt = _CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 if t.dtype == torch.bfloat16 else _CU_TENSOR_MAP_DATA_TYPE_FLOAT16
     rc = _encode_fn()(buf.ctypes.data, dt, 4, ctypes.c_void_p(t.data_ptr()), u64x4(*dims), u64x3(*strides),
