@@ -10,6 +10,7 @@ run's reported perplexity. The significance table (``compare``) has its own boot
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,18 +60,30 @@ def _sources(runs: Sequence[Run], per_example: bool = True) -> list[Path]:
     return out
 
 
+def density_group(experiment: str) -> str:
+    """The density sweep an experiment belongs to: its name without a ``_d<NN>`` suffix
+    (``study_x_d50`` is ``study_x`` at another target density)."""
+    return re.sub(r"_d\d+$", "", experiment)
+
+
 def quality_experiments(study: Study) -> list[str]:
     """Experiments that compare patterns against dense without training (they log KL, top-1
-    agreement or recall against dense), ablations excluded."""
-    return [e for e in study.experiments() if not _is_ablation(e)
-            and any(r.experiment == e and any(_finite(r.metrics.get(m)) for m in FIT_METRICS) for r in study.runs)]
+    agreement or recall against dense), ablations excluded; the experiments of one density sweep
+    (``density_group``) are one entry, named by the group."""
+    names = [e for e in study.experiments() if not _is_ablation(e)
+             and any(r.experiment == e and any(_finite(r.metrics.get(m)) for m in FIT_METRICS) for r in study.runs)]
+    return list(dict.fromkeys(density_group(e) for e in names))
 
 
 def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Path]]:
-    """Points (key, density, metric, value, lo, hi) per (family, density, context); several runs of
-    one point (seeds) give a t interval over runs. ``label`` names the context when the experiment
-    has more than one."""
-    runs = [r for r in study.runs if r.experiment == experiment and r.density is not None]
+    """Points (key, density, metric, value, lo, hi) per (family, density, context) over the
+    experiments of one density group; several runs of one point (seeds) give a t interval over
+    runs. Dense is taken from one experiment of the group (the others score the same documents).
+    ``label`` names the context when the experiment has more than one."""
+    members = sorted({r.experiment for r in study.runs if density_group(r.experiment) == experiment},
+                     key=lambda e: (e != experiment, e))
+    runs = [r for r in study.runs if r.experiment in members and r.density is not None
+            and (r.key != "dense" or r.experiment == members[0])]
     measures = {r.density_measure for r in runs if r.key != "dense"}
     if len(measures) > 1:  # mixed matching: compare on token density, which every run records
         runs = [r for r in runs if isinstance(r.metrics.get("density"), (int, float))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
@@ -158,3 +159,24 @@ def test_bench_cells_take_backward_from_the_cell_or_the_file(tmp_path):
     (r / "c.json").write_text(json.dumps({"results": [{**cell, "D": 32}]}))
     got = {c["D"]: c["backward"] for c, _ in load_study([r]).bench_cells()}
     assert got == {64: True, 128: True, 32: False}
+
+
+def test_a_density_sweep_is_one_quality_figure():
+    """Experiments x, x_d50, x_d12 (one target density each) are one group: one point per family
+    and density, dense once (the members score the same documents)."""
+    from spattern.report.data import Run, Study
+
+    def run(exp, label, bd, kl):
+        return Run(dir=Path("."), experiment=exp, run_id=f"{exp}-{label}", label=label, pattern=None,
+                   params={"measure": "block_density"}, status="finished",
+                   metrics={"block_density": bd, "kl": kl, "density": bd / 2}, timings={}, env=None, sources=[])
+
+    study = Study(roots=[])
+    for exp, bd in (("x", 0.125), ("x_d50", 0.25), ("x_d12", 0.0625)):
+        study.runs += [run(exp, "dense", 1.0, 0.0), run(exp, "window", bd, 0.5 - bd)]
+    study.runs.append(run("y_ablation", "window", 0.1, 0.3))
+    assert collect.density_group("x_d50") == "x" and collect.density_group("x_d50b") == "x_d50b"
+    assert collect.quality_experiments(study) == ["x"]
+    pts, _ = collect.collect_quality(study, "x")
+    kl = sorted((p["key"], p["density"], p["value"]) for p in pts if p["metric"] == "kl")
+    assert kl == [("dense", 1.0, 0.0), ("window", 0.0625, 0.4375), ("window", 0.125, 0.375), ("window", 0.25, 0.25)]
