@@ -74,6 +74,7 @@ constexpr u32 TILES_BYTES = Q_BYTES + 2 * NS * KV_BYTES;
 constexpr u32 NBAR = 1 + 4 * NS;      // q_full, k_full[NS], v_full[NS], k_empty[NS], v_empty[NS]
 constexpr float LN2 = 0.6931471805599453f;
 constexpr int BAR_SCHED = 1;          // named barriers 1, 2: the consumers' turn to issue GEMMs
+constexpr int BAR_CLEAR = 3;          // named barrier 3: both consumer warpgroups cleared a V tile's tail
 using spk_mask::MAX_PROGRAM;
 
 static_assert(HD == 64 || HD == 128, "SP_HD must be 64 or 128");
@@ -128,6 +129,19 @@ __device__ __forceinline__ void tma_rows(u32 dst, const TensorMap* tm, u32 bar, 
     tma_load_4d(dst, tm, bar, x, head, seq0 + row, 0);
   else
     tma_load_4d(dst, tm, bar, x, row, head, b);
+}
+
+// Packed sequences: a V tile that runs past its sequence's end holds the next sequence's rows (the TMA
+// zero-fills only past the whole tensor). Their P is 0, but 0 * NaN = NaN, so the 256 consumer threads
+// clear rows [row0, BN) of every panel of the tile (whole 128-byte rows: the swizzle only permutes
+// chunks inside a row), order the writes before the async proxy's reads (wgmma) and writes (the TMA
+// that refills the stage), and wait for each other, since each warpgroup reads every row.
+__device__ __forceinline__ void clear_tile_rows(u32 tile, int row0, int ctid) {
+  constexpr int CPR = PANELS * 8;  // 16-byte chunks per row, all panels
+  for (int i = ctid; i < (BN - row0) * CPR; i += NCONS)
+    sts_zero16(tile + ((i % CPR) >> 3) * KV_PANEL + (row0 + i / CPR) * 128 + (i & 7) * 16);
+  fence_proxy_async();
+  named_sync(BAR_CLEAR, NCONS);
 }
 
 }  // namespace sph
@@ -378,6 +392,8 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
 
       // ---- issue PV(t), then QK(t+1), as one group ----
       mbar_wait(bar_vf(st), ph);
+      if (varlen && kv0 + BN > kvlen)  // uniform over the CTA: both warpgroups take it for the same t
+        clear_tile_rows(sV + st * KV_BYTES, kvlen - kv0 > 0 ? kvlen - kv0 : 0, ctid);
       const int st1 = (t + 1) % NS;
       if (HAS_NEXT) mbar_wait(bar_kf(st1), (u32)((t + 1) / NS) & 1);
 #if SP_PINGPONG

@@ -50,6 +50,14 @@ __device__ __forceinline__ void tma_prefetch_desc(const void* tmap) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(tmap) : "memory");
 }
 
+// Order this thread's earlier generic-proxy shared-memory writes before later async-proxy accesses (wgmma
+// operand reads, TMA writes) of the same bytes; a barrier after it extends the order to other threads.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// 16 zero bytes at a shared-window address (16-byte aligned).
+__device__ __forceinline__ void sts_zero16(u32 addr) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0u) : "memory");
+}
+
 // ---- named barriers (id 0 is __syncthreads) ----
 __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
