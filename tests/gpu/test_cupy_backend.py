@@ -72,12 +72,16 @@ def torch_dense_error(q, k, v, m, scale, ref):
     return float(err[rows].max()) if rows.any() else 0.0
 
 
-def run_and_check(q, k, v, lay, masks, scale=None, check_lse=True):
+def run_and_check(q, k, v, lay, masks, scale=None, check_lse=True, attend=None):
+    """Run ``attend`` (default: the mma.sync kernel, ``cupy_backend.attention_cupy``; test_hopper_gpu.py
+    passes the Hopper kernel) into NaN-poisoned outputs and check them against the float64 reference.
+    Returns (err, torch dense err, out)."""
+    attend = attend or cupy_backend.attention_cupy
     D = q.shape[-1]
     scale = scale if scale is not None else 1.0 / math.sqrt(D)
     out = torch.full_like(q, float("nan"))
     lse_out = torch.full(q.shape[:3], float("nan"), device=q.device, dtype=torch.float32)
-    o, lse = cupy_backend.attention_cupy(q, k, v, lay, scale, True, None, out=out, lse_out=lse_out)
+    o, lse = attend(q, k, v, lay, scale, True, None, out=out, lse_out=lse_out)
     torch.cuda.synchronize()
     assert o.data_ptr() == out.data_ptr()
     assert not torch.isnan(o).any(), "output has unwritten (NaN) elements"
@@ -94,7 +98,7 @@ def run_and_check(q, k, v, lay, masks, scale=None, check_lse=True):
         if rows.any():
             lerr = float((lse.double()[rows] - ref_lse[rows]).abs().max())
             assert lerr <= 2e-2, f"LSE err {lerr:.3e}"
-    return err, terr
+    return err, terr, o
 
 
 def _qkv(B, H, Hkv, Nq, Nk, D, dtype, seed=None):
@@ -162,6 +166,12 @@ def test_block_sizes(block, D, dtype, cfg, monkeypatch):
 
 @pytest.mark.parametrize("group_shape", [(1, 4), (2, 1), (2, 4)], ids=str)
 def test_per_group_layouts(group_shape):
+    check_per_group_layouts(group_shape, (128, 64))
+
+
+def check_per_group_layouts(group_shape, block, run=run_and_check):
+    """Per-(batch, head) group layouts, program and bitmask groups mixed; ``run``: run_and_check or the
+    Hopper suite's variant of it (test_hopper_gpu.py)."""
     B, H, n = 2, 4, 190
     G = group_shape[0] * group_shape[1]
     rng = np.random.default_rng()
@@ -177,31 +187,35 @@ def test_per_group_layouts(group_shape):
             progs.append(p)
         masks.append(m)
     masks = np.stack(masks)
-    lay = layout_from_masks(masks, 128, 64, group_shape=group_shape, programs=progs, bitmask_every=4)
+    lay = layout_from_masks(masks, *block, group_shape=group_shape, programs=progs, bitmask_every=4)
     q, k, v = _qkv(B, H, H, n, n, 128, torch.bfloat16)
-    run_and_check(q, k, v, lay, masks)
+    run(q, k, v, lay, masks)
 
 
 @pytest.mark.parametrize("Hkv", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
 def test_gqa(Hkv, dtype):
+    check_gqa(Hkv, dtype)
+
+
+def check_gqa(Hkv, dtype, run=run_and_check):
     n = 257
     prog = FAMILIES["causal_window"]
     mask = _mask_from_program(prog, n, n)
     lay = layout_from_masks(mask[None], 128, 64, programs=[prog])
     q, k, v = _qkv(2, 4, Hkv, n, n, 64, dtype)
-    run_and_check(q, k, v, lay, mask[None])
+    run(q, k, v, lay, mask[None])
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
-@pytest.mark.parametrize("D", HDS)
-def test_varlen_packed(D, dtype):
+# ---- checks shared with tests/gpu/test_hopper_gpu.py: `attend` is the forward under test (the signature
+# of cupy_backend.attention_cupy), `block` the layout's (block_q, block_k)
+def check_varlen_packed(attend, D, dtype, block):
     lens = [130, 257, 1, 64, 0, 200]
     H, Hkv = 4, 2
     Lmax = max(lens)
     prog = FAMILIES["causal_window"]
     mask = _mask_from_program(prog, Lmax, Lmax)
-    lay = layout_from_masks(mask[None], 64, 64, programs=[prog], bitmask_every=2)
+    lay = layout_from_masks(mask[None], *block, programs=[prog], bitmask_every=2)
     T = sum(lens)
     g = torch.Generator(device="cuda")
     g.manual_seed(int(np.random.randint(1 << 30)))
@@ -211,7 +225,7 @@ def test_varlen_packed(D, dtype):
     cu = torch.tensor(np.concatenate([[0], np.cumsum(lens)]), dtype=torch.int32, device="cuda")
     out = torch.full_like(q, float("nan"))
     lse_out = torch.full((H, T), float("nan"), device="cuda")
-    o, lse = cupy_backend.attention_cupy(q, k, v, lay, 1 / math.sqrt(D), True, cu, out=out, lse_out=lse_out)
+    o, lse = attend(q, k, v, lay, 1 / math.sqrt(D), True, cu, out=out, lse_out=lse_out)
     torch.cuda.synchronize()
     assert not torch.isnan(o).any() and not torch.isnan(lse).any()
     s0 = 0
@@ -230,25 +244,25 @@ def test_varlen_packed(D, dtype):
         s0 += L
 
 
-def test_noncontiguous_inputs_and_no_lse():
+def check_noncontiguous_inputs_and_no_lse(attend, block):
     n, D = 256, 64
     prog = FAMILIES["window"]
     mask = _mask_from_program(prog, n, n)
-    lay = layout_from_masks(mask[None], 64, 64, programs=[prog])
+    lay = layout_from_masks(mask[None], *block, programs=[prog])
     q, k, v = _qkv(1, 2, 2, n, n, D, torch.bfloat16)
     qt = q.transpose(1, 2).contiguous().transpose(1, 2)  # (B,H,N,D) view with non-contiguous strides
-    o, lse = cupy_backend.attention_cupy(qt, k, v, lay, 0.125, False, None)
+    o, lse = attend(qt, k, v, lay, 0.125, False, None)
     assert lse is None
     ref, _, _ = reference(q, k, v, mask[None], (1, 1), 0.125)
     assert float((o.double() - ref).abs().max()) < 2e-2
 
 
-def test_structured_layout_large():
+def check_structured_layout_large(attend):
     """Analytic band+landmark layout (the benchmark's), N=4096, checked on sampled rows."""
     n, D, H = 4096, 128, 2
     lay = band_landmark_layout(n, (128, 128), W=300, L=128, causal=True)
     q, k, v = _qkv(1, H, H, n, n, D, torch.bfloat16)
-    o, lse = cupy_backend.attention_cupy(q, k, v, lay, 1 / math.sqrt(D), True, None)
+    o, lse = attend(q, k, v, lay, 1 / math.sqrt(D), True, None)
     rows = torch.randint(0, n, (256,), device="cuda")
     i = rows[:, None]
     j = torch.arange(n, device="cuda")[None, :]
@@ -261,12 +275,11 @@ def test_structured_layout_large():
     assert float((lse[0][:, rows].double() - torch.logsumexp(s, -1)).abs().max()) < 2e-2
 
 
-@pytest.mark.parametrize("n,H", [(65536, 16), (131072, 1)])
-def test_long_sequences(n, H):
+def check_long_sequences(attend, n, H):
     D = 128
     lay = band_landmark_layout(n, (128, 64), W=512, L=64, causal=True)
     q, k, v = _qkv(1, H, H, n, n, D, torch.bfloat16)
-    o, lse = cupy_backend.attention_cupy(q, k, v, lay, 1 / math.sqrt(D), True, None)
+    o, lse = attend(q, k, v, lay, 1 / math.sqrt(D), True, None)
     torch.cuda.synchronize()
     rows = torch.cat([torch.randint(0, n, (64,), device="cuda"), torch.tensor([n - 1], device="cuda")])
     hs = [0, H - 1]
@@ -278,6 +291,25 @@ def test_long_sequences(n, H):
         s = s.masked_fill(~m, -math.inf)
         ref = torch.softmax(s, -1) @ v[0, h].double()
         assert float((o[0, h, rows].double() - ref).abs().max()) < 1.5e-2
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("D", HDS)
+def test_varlen_packed(D, dtype):
+    check_varlen_packed(cupy_backend.attention_cupy, D, dtype, (64, 64))
+
+
+def test_noncontiguous_inputs_and_no_lse():
+    check_noncontiguous_inputs_and_no_lse(cupy_backend.attention_cupy, (64, 64))
+
+
+def test_structured_layout_large():
+    check_structured_layout_large(cupy_backend.attention_cupy)
+
+
+@pytest.mark.parametrize("n,H", [(65536, 16), (131072, 1)])
+def test_long_sequences(n, H):
+    check_long_sequences(cupy_backend.attention_cupy, n, H)
 
 
 # Built-in families through the project compiler (spattern.compile), plus a custom predicate.

@@ -16,12 +16,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from kernel_fixtures import AND, BAND, INF, layout_dense_mask, layout_from_masks  # noqa: E402
-from spattern.evaluation.bench_attention import band_landmark_layout  # noqa: E402
 from spattern.runtime import cupy_backend, hopper_backend  # noqa: E402
-from test_cupy_backend import (  # noqa: E402  (the one oracle of the forward kernels)
-    COMPILED_PATTERNS, DTYPES, FAMILIES, FLOOR, HDS, _compiled, _mask_from_program, _qkv, reference,
-    torch_dense_error,
+from test_cupy_backend import (  # noqa: E402  (the one oracle of the forward kernels, and the shared checks)
+    COMPILED_PATTERNS, DTYPES, FAMILIES, FLOOR, HDS, _compiled, _mask_from_program, _qkv, check_gqa,
+    check_long_sequences, check_noncontiguous_inputs_and_no_lse, check_per_group_layouts,
+    check_structured_layout_large, check_varlen_packed, reference, torch_dense_error,
 )
+from test_cupy_backend import run_and_check as _check  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
@@ -32,33 +33,15 @@ BLOCKS = [(128, 64), (128, 128)]
 
 
 def run_and_check(q, k, v, lay, masks, scale=None, check_lse=True, twin=True):
-    """Run the Hopper kernel into NaN-poisoned outputs; check against the float64 reference (and,
-    with ``twin``, against the mma.sync kernel under the same bound). Returns (err, torch err)."""
-    D = q.shape[-1]
-    scale = scale if scale is not None else 1.0 / math.sqrt(D)
-    out = torch.full_like(q, float("nan"))
-    lse_out = torch.full(q.shape[:3], float("nan"), device=q.device, dtype=torch.float32)
-    o, lse = hopper_backend.attention_hopper(q, k, v, lay, scale, True, None, out=out, lse_out=lse_out)
-    torch.cuda.synchronize()
-    assert o.data_ptr() == out.data_ptr()
-    assert not torch.isnan(o).any(), "output has unwritten (NaN) elements"
-    assert not torch.isnan(lse).any(), "LSE has unwritten (NaN) elements"
-    ref, ref_lse, m = reference(q, k, v, masks, tuple(lay.group_shape), scale)
-    err = float((o.double() - ref).abs().max())
-    terr = torch_dense_error(q, k, v, m, scale, ref)
-    bound = 2 * terr + FLOOR[q.dtype]
-    assert err <= bound, f"max abs err {err:.3e} > bound {bound:.3e} (torch dense err {terr:.3e})"
-    rows = m.any(-1)
-    assert torch.all(o[~rows] == 0), "empty rows must be zeros"
-    if check_lse:
-        assert torch.all(torch.isneginf(lse[~rows])), "empty rows must have LSE = -inf"
-        if rows.any():
-            lerr = float((lse.double()[rows] - ref_lse[rows]).abs().max())
-            assert lerr <= 2e-2, f"LSE err {lerr:.3e}"
+    """test_cupy_backend.run_and_check on the Hopper kernel (NaN-poisoned outputs, float64 reference, empty
+    rows, LSE), then, with ``twin``, the mma.sync kernel's output under the same bound."""
+    err, terr, o = _check(q, k, v, lay, masks, scale, check_lse, attend=hopper_backend.attention_hopper)
     if twin:
-        o2, lse2 = cupy_backend.attention_cupy(q, k, v, lay, scale, True, None)
-        terr2 = float((o2.double() - o.double()).abs().max())
-        assert terr2 <= bound, f"Hopper vs mma.sync kernel: max abs diff {terr2:.3e} > {bound:.3e}"
+        scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+        o2, _ = cupy_backend.attention_cupy(q, k, v, lay, scale, True, None)
+        bound = 2 * terr + FLOOR[q.dtype]
+        diff = float((o2.double() - o.double()).abs().max())
+        assert diff <= bound, f"Hopper vs mma.sync kernel: max abs diff {diff:.3e} > {bound:.3e}"
     return err, terr
 
 
@@ -117,122 +100,66 @@ def test_empty_block_rows_and_long_rows(block):
 @pytest.mark.parametrize("block", BLOCKS, ids=str)
 @pytest.mark.parametrize("group_shape", [(1, 4), (2, 1), (2, 4)], ids=str)
 def test_per_group_layouts(group_shape, block):
-    B, H, n = 2, 4, 190
-    G = group_shape[0] * group_shape[1]
-    rng = np.random.default_rng()
-    names = ["causal", "window", "dilated", "landmark", "strided", "query_mod", "not_andnot", "empty_rows"]
-    progs, masks = [], []
-    for g in range(G):
-        if g % 3 == 2:  # no program: bitmask group
-            m = rng.random((n, n)) < 0.2
-            progs.append([])
-        else:
-            p = FAMILIES[names[g % len(names)]]
-            m = _mask_from_program(p, n, n)
-            progs.append(p)
-        masks.append(m)
-    masks = np.stack(masks)
-    lay = layout_from_masks(masks, *block, group_shape=group_shape, programs=progs, bitmask_every=4)
-    q, k, v = _qkv(B, H, H, n, n, 128, torch.bfloat16)
-    run_and_check(q, k, v, lay, masks)
+    check_per_group_layouts(group_shape, block, run=run_and_check)
 
 
 @pytest.mark.parametrize("Hkv", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
 def test_gqa(Hkv, dtype):
-    n = 257
-    prog = FAMILIES["causal_window"]
-    mask = _mask_from_program(prog, n, n)
-    lay = layout_from_masks(mask[None], 128, 64, programs=[prog])
-    q, k, v = _qkv(2, 4, Hkv, n, n, 64, dtype)
-    run_and_check(q, k, v, lay, mask[None])
+    check_gqa(Hkv, dtype, run=run_and_check)
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
 @pytest.mark.parametrize("D", HDS)
 def test_varlen_packed(D, dtype, block):
-    lens = [130, 257, 1, 64, 0, 200]
-    H, Hkv = 4, 2
-    Lmax = max(lens)
-    prog = FAMILIES["causal_window"]
-    mask = _mask_from_program(prog, Lmax, Lmax)
-    lay = layout_from_masks(mask[None], *block, programs=[prog], bitmask_every=2)
-    T = sum(lens)
-    g = torch.Generator(device="cuda")
-    g.manual_seed(int(np.random.randint(1 << 30)))
-    q = torch.randn(T, H, D, device="cuda", generator=g).to(dtype)
-    k = torch.randn(T, Hkv, D, device="cuda", generator=g).to(dtype)
-    v = torch.randn(T, Hkv, D, device="cuda", generator=g).to(dtype)
+    check_varlen_packed(hopper_backend.attention_hopper, D, dtype, block)
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=str)
+@pytest.mark.parametrize("D", HDS)
+def test_varlen_next_sequence_nan_stays_out(D, block):
+    """A packed sequence's last key block runs into the next sequence's tokens (the TMA zero-fills only past
+    the whole tensor); the kernel clears those V rows, so a NaN in the next sequence's k and v does not
+    reach this sequence (P = 0 there, but 0 * NaN = NaN). Lengths: partial last blocks, a 1-token sequence."""
+    lens = [130, 61, 1, 90]
+    H, Hkv, T = 2, 1, sum(lens)
+    prog = FAMILIES["window"]
+    mask = _mask_from_program(prog, max(lens), max(lens))
+    lay = layout_from_masks(mask[None], *block, programs=[prog])
+    g = torch.Generator(device="cuda").manual_seed(7)
+    q, k, v = (torch.randn(T, h, D, device="cuda", generator=g).to(torch.bfloat16) for h in (H, Hkv, Hkv))
     cu = torch.tensor(np.concatenate([[0], np.cumsum(lens)]), dtype=torch.int32, device="cuda")
-    out = torch.full_like(q, float("nan"))
-    lse_out = torch.full((H, T), float("nan"), device="cuda")
-    o, lse = hopper_backend.attention_hopper(q, k, v, lay, 1 / math.sqrt(D), True, cu, out=out, lse_out=lse_out)
+    poisoned = [1, 3]  # sequences whose k and v are NaN: the ones before them must stay finite
+    for i in poisoned:
+        k[cu[i]:cu[i + 1]] = float("nan")
+        v[cu[i]:cu[i + 1]] = float("nan")
+    o, _ = hopper_backend.attention_hopper(q, k, v, lay, D ** -0.5, False, cu)
     torch.cuda.synchronize()
-    assert not torch.isnan(o).any() and not torch.isnan(lse).any()
-    s0 = 0
-    for L in lens:
-        if L == 0:
+    for i, L in enumerate(lens):
+        if i in poisoned:
             continue
-        qs = q[s0:s0 + L].transpose(0, 1)[None]
-        ks = k[s0:s0 + L].transpose(0, 1)[None]
-        vs = v[s0:s0 + L].transpose(0, 1)[None]
-        ref, ref_lse, m = reference(qs, ks, vs, mask[None, :L, :L], (1, 1), 1 / math.sqrt(D))
-        err = float((o[s0:s0 + L].transpose(0, 1)[None].double() - ref).abs().max())
-        terr = torch_dense_error(qs, ks, vs, m, 1 / math.sqrt(D), ref)
-        assert err <= 2 * terr + FLOOR[dtype], f"seq len {L}: err {err:.3e}, torch {terr:.3e}"
-        lerr = float((lse[:, s0:s0 + L].double() - ref_lse[0]).abs().max())
-        assert lerr <= 2e-2
-        s0 += L
+        s0 = int(cu[i])
+        qs, ks, vs = (x[s0:s0 + L].transpose(0, 1)[None] for x in (q, k, v))
+        ref, _, m = reference(qs, ks, vs, mask[None, :L, :L], (1, 1), D ** -0.5)
+        got = o[s0:s0 + L].transpose(0, 1)[None].double()
+        assert torch.isfinite(got).all(), f"sequence {i}: a NaN of the next sequence reached it"
+        err = float((got - ref).abs().max())
+        terr = torch_dense_error(qs, ks, vs, m, D ** -0.5, ref)
+        assert err <= 2 * terr + FLOOR[torch.bfloat16], f"sequence {i}: err {err:.3e}, torch {terr:.3e}"
 
 
 def test_noncontiguous_inputs_and_no_lse():
-    n, D = 256, 64
-    prog = FAMILIES["window"]
-    mask = _mask_from_program(prog, n, n)
-    lay = layout_from_masks(mask[None], 128, 128, programs=[prog])
-    q, k, v = _qkv(1, 2, 2, n, n, D, torch.bfloat16)
-    qt = q.transpose(1, 2).contiguous().transpose(1, 2)  # (B,H,N,D) view with non-contiguous strides
-    o, lse = hopper_backend.attention_hopper(qt, k, v, lay, 0.125, False, None)
-    assert lse is None
-    ref, _, _ = reference(q, k, v, mask[None], (1, 1), 0.125)
-    assert float((o.double() - ref).abs().max()) < 2e-2
+    check_noncontiguous_inputs_and_no_lse(hopper_backend.attention_hopper, (128, 128))
 
 
 def test_structured_layout_large():
-    """Analytic band+landmark layout (the benchmark's), N=4096, checked on sampled rows."""
-    n, D, H = 4096, 128, 2
-    lay = band_landmark_layout(n, (128, 128), W=300, L=128, causal=True)
-    q, k, v = _qkv(1, H, H, n, n, D, torch.bfloat16)
-    o, lse = hopper_backend.attention_hopper(q, k, v, lay, 1 / math.sqrt(D), True, None)
-    rows = torch.randint(0, n, (256,), device="cuda")
-    i = rows[:, None]
-    j = torch.arange(n, device="cuda")[None, :]
-    m = (((i - j) >= -300) & ((i - j) <= 300) | (j < 128) | (i < 128)) & (i >= j)
-    s = (q[0][:, rows].double() @ k[0].double().transpose(-1, -2)) / math.sqrt(D)
-    s = s.masked_fill(~m, -math.inf)
-    ref = torch.softmax(s, -1) @ v[0].double()
-    err = float((o[0][:, rows].double() - ref).abs().max())
-    assert err < 1.5e-2, err
-    assert float((lse[0][:, rows].double() - torch.logsumexp(s, -1)).abs().max()) < 2e-2
+    check_structured_layout_large(hopper_backend.attention_hopper)
 
 
 @pytest.mark.parametrize("n,H", [(65536, 16), (131072, 1)])
 def test_long_sequences(n, H):
-    D = 128
-    lay = band_landmark_layout(n, (128, 64), W=512, L=64, causal=True)
-    q, k, v = _qkv(1, H, H, n, n, D, torch.bfloat16)
-    o, lse = hopper_backend.attention_hopper(q, k, v, lay, 1 / math.sqrt(D), True, None)
-    torch.cuda.synchronize()
-    rows = torch.cat([torch.randint(0, n, (64,), device="cuda"), torch.tensor([n - 1], device="cuda")])
-    i = rows[:, None]
-    j = torch.arange(n, device="cuda")[None, :]
-    m = ((((i - j) >= -512) & ((i - j) <= 512)) | (j < 64) | (i < 64)) & (i >= j)
-    for h in [0, H - 1]:
-        s = (q[0, h, rows].double() @ k[0, h].double().T) / math.sqrt(D)
-        s = s.masked_fill(~m, -math.inf)
-        ref = torch.softmax(s, -1) @ v[0, h].double()
-        assert float((o[0, h, rows].double() - ref).abs().max()) < 1.5e-2
+    check_long_sequences(hopper_backend.attention_hopper, n, H)
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=str)
