@@ -89,7 +89,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         indexer_figure,
         kernel_figure,
         quality_figure,
-        synthetic_figure,
+        synthetic_panels,
         training_figure,
     )
     from spattern.report.figures.kernels import select_cells, target_rows
@@ -182,14 +182,18 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
 
     # --- synthetic tasks, training, ablations, indexer ------------------------------------------------
     syn_points: dict[str, tuple[list[dict], str]] = {}
+    syn_srcs: list[Path] = []
     for e in collect.synthetic_experiments(s):
         syn, syn_src, xname = collect.collect_synthetic(s, e)
         syn_points[e] = (syn, xname)
-        b.figure(f"synthetic_{e}", lambda syn=syn, xname=xname: synthetic_figure(
-                 syn, palette=b.palette, xlabel=f"{xname} (tokens)" if xname == "distance" else xname), syn_src,
-                 f"Long-range retrieval in {e}: accuracy against {xname}, mean over seeds (or examples) with 95% CI.",
-                 False, f"synthetic-task accuracy of {e}")
-    if not syn_points:
+        syn_srcs += syn_src
+    if syn_points:  # one figure, one panel per experiment
+        panels = {e: (pts, f"{x} (tokens)" if x == "distance" else x) for e, (pts, x) in syn_points.items()}
+        b.figure("synthetic", lambda: synthetic_panels(panels, palette=b.palette), syn_srcs,
+                 "Long-range retrieval, one panel per experiment: accuracy against the distance between key and "
+                 "query (or the passkey's depth), mean over seeds (or examples) with 95% CI.", True,
+                 "synthetic-task accuracy")
+    else:
         b.manifest.miss("figure", "synthetic", "synthetic-task accuracy (no per-example distance/depth with "
                         "correct/accuracy values)")
     curves_by: dict[str, list] = {}
@@ -217,6 +221,9 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
             "significance table (no spattern compare --json output)")
     b.table(lambda: T.significance_table(sig_docs, T.PRIMARY_METRICS, "significance_primary") if sig_docs else None,
             "significance_primary", "significance table of the primary metrics (no spattern compare --json output)")
+    heads = [(h, f.path) for f in s.significance if (h := numbers_mod.headline(f.data))]
+    b.table(lambda: T.headline_table(heads) if heads else None, "headline",
+            "headline comparisons (no spattern compare --json output)")
     b.table(lambda: T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------

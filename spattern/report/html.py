@@ -115,8 +115,7 @@ def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
     parts.append("<h2>Quality</h2>")
     q_names = [k for k in figs if k.startswith("quality_")]
     parts += [_figure(out, figs, k, k) for k in q_names] or [_missing("quality vs density")]
-    parts += [_figure(out, figs, k, k) for k in figs if k.startswith("synthetic_")] or \
-        [_missing("synthetic-task accuracy")]
+    parts.append(_figure(out, figs, "synthetic", "synthetic-task accuracy"))
     parts += [
               *([_figure(out, figs, k, k) for k in figs if k.startswith("training_")] or
                 [_missing("training curves")]), _figure(out, figs, "ablation", "ablations"),

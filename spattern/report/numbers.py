@@ -151,7 +151,7 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
                                             "diff": fmt_ci(top.get("diff"), top.get("diff_ci_low"), top.get("diff_ci_high")),
                                             "p_holm": fmt_p(top.get("p_holm")), "effect": fmt(top["effect_size"], 2)}
 
-    heads = [h for f in study.significance if (h := _headline(f.data))]
+    heads = [h for f in study.significance if (h := headline(f.data))]
     if heads:
         n["headline"] = heads
 
@@ -184,7 +184,7 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
 CONTROLS = ("dense", "causal")  # not contenders: the dense model and its full-causal kernel control
 
 
-def _headline(doc: dict) -> dict | None:
+def headline(doc: dict) -> dict | None:
     """An experiment's primary comparison: the best run against the baseline and, when present,
     outline attention's row (difference [CI], Holm p); the smallest p an exact paired test can
     reach with n pairs (2 / 2^n) tells whether n could show significance after correction."""

@@ -218,6 +218,26 @@ def quality_table(points: Sequence[dict], experiment: str, sources: Sequence[Pat
                  list(sources))
 
 
+def headline_table(heads: Sequence[tuple[dict, Path]]) -> Table:
+    """Each significance file's primary comparison (``numbers.headline``): the best run and outline
+    attention's row against the baseline, difference [95% CI] and Holm p, and the smallest p the
+    exact paired test can reach with n pairs."""
+    cols = ["experiment", "metric", "baseline", "n", "best", "difference [95% CI]", "Holm p",
+            "outline: difference", "Holm p", "min p"]
+    rows, raw = [], []
+    for h, _ in heads:
+        o = h.get("outline", {})
+        rows.append([h["experiment"], f"{h['metric']} ({h['direction']})", h["baseline"], h["n"], h["best"]["run"],
+                     h["best"]["diff"], h["best"]["p_holm"], o.get("diff", "–"), o.get("p_holm", "–"),
+                     h.get("min_p", "–")])
+        raw.append(dict(zip(["experiment", "metric", "baseline", "n", "best", "best_diff", "best_p_holm",
+                             "outline_diff", "outline_p_holm", "min_p"], rows[-1]), test=h.get("test")))
+    return Table("headline", "Each experiment's primary comparison: the best contender and outline attention against "
+                 "the baseline (paired, per document or per seed; Holm-corrected over the experiment's comparisons "
+                 "of that metric); min p: the smallest p the exact test reaches with n pairs (wilcoxon/permutation).",
+                 cols, rows, raw, [p for _, p in heads])
+
+
 def env_table(envs: Sequence[tuple[dict, Path]]) -> Table:
     """Hardware and software of the results: one row per distinct (device, Python, torch, git)."""
     seen: dict[tuple, list[Path]] = {}
@@ -230,8 +250,13 @@ def env_table(envs: Sequence[tuple[dict, Path]]) -> Table:
         key = (str(dev), str(env.get("python", "–")), str(pk.get("torch", env.get("torch", "–"))),
                str(pk.get("numpy", "–")), str(pk.get("spattern", "–")), rev or "–")
         seen.setdefault(key, []).append(path)
-    rows = [list(k) for k in sorted(seen)]
+    # the PDF: one row per machine and software; the revisions counted (each is in the CSV / HTML)
+    revs: dict[tuple, list[str]] = {}
+    for k in sorted(seen):
+        revs.setdefault(k[:5], []).append(k[5])
+    rows = [[*k, v[0] if len(v) == 1 else f"{len(v)} revisions"] for k, v in revs.items()]
     raw = [dict(zip(["device", "python", "torch", "numpy", "spattern", "git"], k), files=len(seen[k])) for k in sorted(seen)]
-    return Table("environment", "Hardware and software the results were produced with (from each result's env.json).",
+    return Table("environment", "Hardware and software the results were produced with (from each result's env.json; "
+                 "the git revision of each result is in tables/environment.csv).",
                  ["device", "Python", "torch", "numpy", "spattern", "git revision"], rows, raw,
                  [p for k in sorted(seen) for p in seen[k]])

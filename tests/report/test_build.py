@@ -28,13 +28,16 @@ def test_complete_study_builds_everything(built):
     for name in ("pdf", "html", "manifest", "numbers"):
         assert paths[name].exists(), name
     figs = json.loads((out / "data" / "figures.json").read_text())
-    assert {"heatmap", "cost", "kernels", "kernels_backward", "quality_quality", "synthetic_mqar",
+    assert {"heatmap", "cost", "kernels", "kernels_backward", "quality_quality", "synthetic",
             "ablation", "indexer"} <= set(figs)
     assert any(k.startswith("training_") for k in figs)
     for f in figs.values():
         assert (out / f["file"]).stat().st_size > 0 and (out / f["png"]).stat().st_size > 0
     tables = {p.stem for p in (out / "tables").glob("*.json")}
-    assert {"significance", "kernels", "targets", "cost", "environment", "quality_quality"} <= tables
+    assert {"significance", "kernels", "targets", "cost", "environment", "quality_quality", "headline"} <= tables
+    head = json.loads((out / "tables" / "headline.json").read_text())
+    sig = json.loads((out / "tables" / "significance_primary.json").read_text())
+    assert len(head["rows"]) == len({r["experiment"] for r in sig["raw"]}) and all("[" in r[5] for r in head["rows"])
     numbers = json.loads(paths["numbers"].read_text())
     assert numbers["missing"] == [] and not [w for w in built["warnings"] if w.startswith("report: missing")]
 

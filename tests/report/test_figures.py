@@ -109,6 +109,7 @@ def test_synthetic_training_ablation_indexer(study):
         ablation_figure,
         indexer_figure,
         synthetic_figure,
+        synthetic_panels,
         training_figure,
     )
 
@@ -117,6 +118,10 @@ def test_synthetic_training_ablation_indexer(study):
     assert xname == "distance" and {p["n_runs"] for p in syn} == {3}
     fig = rendered(synthetic_figure(syn))
     assert {"dense", "local", "local+landmark"} == legend_labels(fig)
+    quality = collect.collect_synthetic(study, "quality")
+    fig = rendered(synthetic_panels({"mqar": (syn, "distance"), "quality": (quality[0], quality[2])}))
+    assert [ax.get_title() for ax in fig.axes] == ["mqar", "quality"]
+    assert {t.get_text() for t in fig.legends[0].get_texts()} >= {"dense", "local", "local+landmark"}
 
     curves, _, exp = collect.training_curves(study)
     assert exp == "train_code" and len(curves) == 9

@@ -7,8 +7,8 @@ from spattern.report.figures.heatmap import heatmap_figure
 from spattern.report.figures.indexer import indexer_figure
 from spattern.report.figures.kernels import kernel_figure
 from spattern.report.figures.quality import quality_figure
-from spattern.report.figures.synthetic import synthetic_figure
+from spattern.report.figures.synthetic import synthetic_figure, synthetic_panels
 from spattern.report.figures.training import training_figure
 
 __all__ = ["ablation_figure", "cost_figure", "cost_points", "heatmap_figure", "indexer_figure", "kernel_figure",
-           "quality_figure", "synthetic_figure", "training_figure"]
+           "quality_figure", "synthetic_figure", "synthetic_panels", "training_figure"]

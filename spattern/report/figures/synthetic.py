@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from spattern.report.figures._common import band_line, finite, ordered_keys
-from spattern.report.style import Palette, new_figure, styled
+from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
+
+XLABEL = "distance between key and query (tokens)"
 
 
-@styled
-def synthetic_figure(points: Sequence[dict], palette: Palette | None = None, title: str | None = None,
-                     xlabel: str = "distance between key and query (tokens)"):
-    """Accuracy vs distance (log2 axis), one line per pattern family with its 95% CI band
-    (``points``: dicts key, distance, value, lo, hi)."""
-    pts = [p for p in points if finite(p.get("value")) and finite(p.get("distance"))]
-    if not pts:
-        raise ValueError("points: no (distance, accuracy) values")
-    palette = palette or Palette(p["key"] for p in pts)
-    fig, ax = new_figure()
+def _valid(points: Sequence[dict]) -> list[dict]:
+    return [p for p in points if finite(p.get("value")) and finite(p.get("distance"))]
+
+
+def _draw(ax, pts: list[dict], palette: Palette, xlabel: str) -> None:
     for key in ordered_keys(pts):
         ps = sorted((p for p in pts if p["key"] == key), key=lambda p: p["distance"])
         band_line(ax, [p["distance"] for p in ps], [p["value"] for p in ps], [p["lo"] for p in ps],
@@ -26,8 +25,45 @@ def synthetic_figure(points: Sequence[dict], palette: Palette | None = None, tit
         ax.set_xscale("log", base=2)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(xlabel)
+
+
+@styled
+def synthetic_figure(points: Sequence[dict], palette: Palette | None = None, title: str | None = None,
+                     xlabel: str = XLABEL):
+    """Accuracy vs distance (log2 axis), one line per pattern family with its 95% CI band
+    (``points``: dicts key, distance, value, lo, hi)."""
+    pts = _valid(points)
+    if not pts:
+        raise ValueError("points: no (distance, accuracy) values")
+    palette = palette or Palette(p["key"] for p in pts)
+    fig, ax = new_figure()
+    _draw(ax, pts, palette, xlabel)
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=5.5)
     if title:
         ax.set_title(title)
+    return fig
+
+
+@styled
+def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: Palette | None = None):
+    """One panel per experiment (``panels``: title -> (points, x label)), the y axis shared and one
+    legend for every series: the experiments' retrieval curves side by side in one figure."""
+    panels = {t: (_valid(pts), x) for t, (pts, x) in panels.items()}
+    panels = {t: v for t, v in panels.items() if v[0]}
+    if not panels:
+        raise ValueError("panels: no (distance, accuracy) values")
+    every = [p for pts, _ in panels.values() for p in pts]
+    palette = palette or Palette(p["key"] for p in every)
+    fig, axes = new_figure(ncols=len(panels), width=WIDTH_PAGE, height=2.0, sharey=True)
+    for ax, (title, (pts, xlabel)) in zip(np.atleast_1d(axes), panels.items()):
+        _draw(ax, pts, palette, xlabel)
+        ax.set_title(title, fontsize=7)
+        ax.set_ylabel("accuracy")
+    handles = {}
+    for ax in np.atleast_1d(axes):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    keys = [k for k in ordered_keys([{"key": k} for k in handles])]
+    fig.legend([handles[k] for k in keys], keys, loc="outside lower center", ncol=min(len(keys), 8), fontsize=6)
     return fig
