@@ -219,7 +219,11 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     sig_docs = [(f.data, f.path) for f in s.significance]
     b.table(lambda: T.significance_table(sig_docs) if sig_docs else None, "significance",
             "significance table (no spattern compare --json output)")
-    b.table(lambda: T.significance_table(sig_docs, T.PRIMARY_METRICS, "significance_primary") if sig_docs else None,
+    # the PDF's table: each experiment's own comparison (compare.json, against its config's baseline);
+    # further comparisons of an experiment (compare_vs_<run>.json) are in the headline table and the CSV
+    own = {p.parent for _, p in sig_docs if p.name == "compare.json"}
+    primary_docs = [(d, p) for d, p in sig_docs if p.name == "compare.json" or p.parent not in own]
+    b.table(lambda: T.significance_table(primary_docs, T.PRIMARY_METRICS, "significance_primary") if sig_docs else None,
             "significance_primary", "significance table of the primary metrics (no spattern compare --json output)")
     heads = [(h, f.path) for f in s.significance if (h := numbers_mod.headline(f.data))]
     b.table(lambda: T.headline_table(heads) if heads else None, "headline",
