@@ -121,8 +121,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     derived = "compiled from the runs' pattern strings with spattern.compile / spattern.cost"
     blk = collect.block_of(s)
     b.figure("heatmap", lambda: heatmap_figure(pats, n_block=n_seq, block=blk, palette=b.palette), pat_src,
-             f"Each pattern family of the study: its token mask at small N (left of each pair) and its block "
-             f"layout at N = {n_seq} (right), with their densities.", True,
+             f"Each pattern family of the study: its token mask at small N (left of each pair, with its density) "
+             f"and its block layout at N = {n_seq} with blocks of b (right, with its block density).", True,
              "pattern heatmaps (no run records a static pattern)", derived)
     from spattern.report.figures.outline import outline_figure
 

@@ -23,8 +23,8 @@ def _pool(mask: np.ndarray, cells: int) -> np.ndarray:
 @styled
 def heatmap_figure(patterns: Sequence[tuple[str, str]], n_token: int = 256, n_block: int = 4096,
                    block: int = 64, palette: Palette | None = None, max_cells: int = 256):
-    """One column per pattern ``(key, pattern string)``: top, the token mask at ``n_token`` (query
-    rows, key columns; density = allowed pairs / N^2); bottom, the layout's block grid at
+    """One column per pattern ``(key, pattern string)``: left, the token mask at ``n_token`` (query
+    rows, key columns; density = allowed pairs / N^2); right, the layout's block grid at
     ``n_block`` with ``block`` x ``block`` blocks (block density = stored blocks / (N/b)^2).
     Per-head patterns show head 0. Compiled with ``spattern.compile`` (deterministic)."""
     from spattern.compiler.compile import compile as compile_pattern
@@ -43,16 +43,17 @@ def heatmap_figure(patterns: Sequence[tuple[str, str]], n_token: int = 256, n_bl
         small = compile_pattern(text, n_token, block=(min(block, 64), min(block, 64)))
         tok = small.to_dense(0)
         ax_tok.imshow(_pool(tok, max_cells), cmap=cmap, vmin=0, vmax=1, extent=(0, n_token, n_token, 0))
-        ax_tok.set_title(f"tokens, N={n_token}\ndensity {tok.mean():.3f}", fontsize=6)
-        ax_tok.set_xlabel("key (token)", fontsize=6)
-        ax_tok.set_ylabel("query (token)", fontsize=6)
+        ax_tok.set_title(f"N={n_token}\ndensity {tok.mean():.3f}", fontsize=5.5)
+        ax_tok.set_xlabel("key token", fontsize=5.5)
         big = compile_pattern(text, n_block, block=(block, block))
         grid = big.block_grid(0) >= 0
         ax_blk.imshow(_pool(grid, max_cells), cmap=cmap, vmin=0, vmax=1, extent=(0, grid.shape[1], grid.shape[0], 0))
-        ax_blk.set_title(f"blocks {block}, N={n_block}\nblock density {grid.mean():.3f}", fontsize=6)
-        ax_blk.set_xlabel("key block", fontsize=6)
-        ax_blk.set_ylabel("query block", fontsize=6)
+        ax_blk.set_title(f"N={n_block}, b={block}\nblocks {grid.mean():.3f}", fontsize=5.5)
+        ax_blk.set_xlabel("key block", fontsize=5.5)
+        ax_tok.set_ylabel("query", fontsize=5.5, labelpad=1)
+        ax_blk.set_ylabel("query", fontsize=5.5, labelpad=1)
         for ax in (ax_tok, ax_blk):
             ax.grid(False)
-            ax.tick_params(labelsize=5.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
     return fig
