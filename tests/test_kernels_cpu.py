@@ -248,3 +248,24 @@ def test_bench_cells_parse_and_reject():
         (16384, 0.1, False, "lrs"), (8192, 0.25, True, "band_landmark")]
     with pytest.raises(UserError, match="expected N:DENSITY"):
         _parse_cells(["16384:0.1:maybe:lrs"])
+
+
+def test_prepare_io_allocates_or_checks_the_outputs():
+    """The forward launchers' shared input/output preparation (cupy_backend.prepare_io), on CPU tensors."""
+    import torch
+
+    from spattern.runtime.cupy_backend import prepare_io
+
+    q = torch.randn(2, 3, 5, 8).transpose(2, 3).transpose(2, 3)      # (B, H, N, D), contiguous again
+    k = torch.randn(2, 3, 8, 5).transpose(2, 3)                       # not contiguous: copied
+    qq, kk, vv, out, lse = prepare_io(q, k, k, None, None, True, False, 2, 3)
+    assert kk.is_contiguous() and torch.equal(kk, k) and out.shape == q.shape and lse.shape == (2, 3, 5)
+    assert prepare_io(q, k, k, None, None, False, False, 2, 3)[4] is None
+    packed = torch.randn(7, 3, 8)                                     # (T, H, D)
+    assert prepare_io(packed, packed, packed, None, None, True, True, 1, 3)[4].shape == (3, 7)
+    given = torch.empty(2, 3, 5)
+    assert prepare_io(q, k, k, None, given, True, False, 2, 3)[4] is given
+    with pytest.raises(ValueError, match=r"lse_out: expected a contiguous \(2, 3, 5\) float32"):
+        prepare_io(q, k, k, None, torch.empty(2, 3, 6), True, False, 2, 3)
+    with pytest.raises(ValueError, match="out: expected a contiguous"):
+        prepare_io(q, k, k, torch.empty(2, 3, 5, 8, dtype=torch.float64), None, True, False, 2, 3)

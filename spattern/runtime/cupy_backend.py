@@ -313,6 +313,33 @@ def _layout_cupy(layout, lt: dict, dev, B: int, H: int, R: int, Bg: int, Hg: int
     return layout.cached(dev, "cupy_views", build, B, H, split)
 
 
+def prepare_io(q, k, v, out, lse_out, return_lse: bool, packed: bool, B: int, H: int):
+    """What a forward kernel reads and writes: q, k, v contiguous and 16-byte aligned (copied
+    only if not); ``out`` checked (contiguous, q's shape, dtype and device) or allocated like q; the
+    LSE, fp32 (B, H, Nq) or (H, T) packed: ``lse_out`` checked, or allocated, or None without
+    ``return_lse``. Returns (q, k, v, out, lse)."""
+    q = q if q.is_contiguous() and q.data_ptr() % 16 == 0 else q.contiguous()
+    k = k if k.is_contiguous() and k.data_ptr() % 16 == 0 else k.contiguous()
+    v = v if v.is_contiguous() and v.data_ptr() % 16 == 0 else v.contiguous()
+    dev = q.device
+    if out is None:
+        out = torch.empty_like(q)
+    elif out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous() or out.device != dev:
+        raise ValueError(f"out: expected a contiguous {tuple(q.shape)} {_dtype_name(q.dtype)} tensor on {dev}, "
+                         f"got {tuple(out.shape)} {_dtype_name(out.dtype)} on {out.device}")
+    lse = None
+    if return_lse:
+        shape = (H, q.shape[0]) if packed else (B, H, q.shape[2])
+        if lse_out is None:
+            lse = torch.empty(shape, dtype=torch.float32, device=dev)
+        elif tuple(lse_out.shape) != shape or lse_out.dtype != torch.float32 or not lse_out.is_contiguous():
+            raise ValueError(f"lse_out: expected a contiguous {shape} float32 tensor, "
+                             f"got {tuple(lse_out.shape)} {_dtype_name(lse_out.dtype)}")
+        else:
+            lse = lse_out
+    return q, k, v, out, lse
+
+
 def attention_cupy(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, *, out=None, lse_out=None,
                    problem=None):
     """Block-sparse attention forward. q (B,H,Nq,D) or packed (T,H,D) + cu_seqlens.
@@ -329,33 +356,19 @@ def attention_cupy(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, *,
                 bf16=prob.dtype == torch.bfloat16)
     import cupy
 
-    q = q if q.is_contiguous() and q.data_ptr() % 16 == 0 else q.contiguous()
-    k = k if k.is_contiguous() and k.data_ptr() % 16 == 0 else k.contiguous()
-    v = v if v.is_contiguous() and v.data_ptr() % 16 == 0 else v.contiguous()
-    dev = q.device
     packed, B, H, Hkv, D, R = info["packed"], info["B"], info["H"], info["Hkv"], info["D"], info["R"]
-    if out is None:
-        out = torch.empty_like(q)
-    elif out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous() or out.device != dev:
-        raise ValueError(f"out: expected a contiguous {tuple(q.shape)} {_dtype_name(q.dtype)} tensor on {dev}, "
-                         f"got {tuple(out.shape)} {_dtype_name(out.dtype)} on {out.device}")
+    q, k, v, out, lse = prepare_io(q, k, v, out, lse_out, return_lse, packed, B, H)
+    dev = q.device
     if packed:
         T = q.shape[0]
-        lse = torch.empty((H, T), dtype=torch.float32, device=dev) if return_lse else None
         qs = (0, D, H * D)
         ks = (0, D, Hkv * D)
         ls = (0, T)
     else:
         Nq, Nk = q.shape[2], k.shape[2]
-        lse = torch.empty((B, H, Nq), dtype=torch.float32, device=dev) if return_lse else None
         qs = (H * Nq * D, Nq * D, D)
         ks = (Hkv * Nk * D, Nk * D, D)
         ls = (H * Nq, Nq)
-    if return_lse and lse_out is not None:
-        if lse_out.shape != lse.shape or lse_out.dtype != torch.float32 or not lse_out.is_contiguous():
-            raise ValueError(f"lse_out: expected a contiguous {tuple(lse.shape)} float32 tensor, "
-                             f"got {tuple(lse_out.shape)} {_dtype_name(lse_out.dtype)}")
-        lse = lse_out
     n_work = B * H * R
     if n_work == 0 or q.numel() == 0:
         if return_lse and lse is not None:

@@ -224,28 +224,14 @@ def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, 
         cu_seqlens = cu_seqlens.to(torch.int32)
     packed, B, H, Hkv, D, R = prob.packed, prob.B, prob.H, prob.Hkv, prob.D, prob.R
     bf16 = prob.dtype == torch.bfloat16
-    q = q if q.is_contiguous() and q.data_ptr() % 16 == 0 else q.contiguous()
-    k = k if k.is_contiguous() and k.data_ptr() % 16 == 0 else k.contiguous()
-    v = v if v.is_contiguous() and v.data_ptr() % 16 == 0 else v.contiguous()
+    q, k, v, out, lse = _cb.prepare_io(q, k, v, out, lse_out, return_lse, packed, B, H)
     dev = q.device
-    if out is None:
-        out = torch.empty_like(q)
-    elif out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous() or out.device != dev:
-        raise ValueError(f"out: expected a contiguous {tuple(q.shape)} {_cb._dtype_name(q.dtype)} tensor on {dev}, "
-                         f"got {tuple(out.shape)} {_cb._dtype_name(out.dtype)} on {out.device}")
     if packed:
         T = q.shape[0]
-        lse = torch.empty((H, T), dtype=torch.float32, device=dev) if return_lse else None
         os_, ls = (0, D, H * D), (0, T)
     else:
         Nq = q.shape[2]
-        lse = torch.empty((B, H, Nq), dtype=torch.float32, device=dev) if return_lse else None
         os_, ls = (H * Nq * D, Nq * D, D), (H * Nq, Nq)
-    if return_lse and lse_out is not None:
-        if lse_out.shape != lse.shape or lse_out.dtype != torch.float32 or not lse_out.is_contiguous():
-            raise ValueError(f"lse_out: expected a contiguous {tuple(lse.shape)} float32 tensor, "
-                             f"got {tuple(lse_out.shape)} {_cb._dtype_name(lse_out.dtype)}")
-        lse = lse_out
     n_work = B * H * R
     if n_work == 0 or q.numel() == 0:
         if lse is not None:
