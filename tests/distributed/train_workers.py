@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tests.distributed.workers import init
+from tests.distributed.workers import finish, init
 
 BATCH, SEQ, VOCAB, LR = 4, 32, 64, 1e-2
 
@@ -76,7 +76,7 @@ def fsdp_write_and_resume(rank: int, world: int, port: int, out_dir: str, ckpt: 
         rec = {"step": step, "sharded": sharded, "diff": max(float(np.abs(a[n] - b[n]).max()) for n in a)}
     finally:
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rec if "rec" in locals() else {}))
-        dist.destroy_process_group()
+        finish("rec" in locals())
 
 
 def fsdp_resume(rank: int, world: int, port: int, out_dir: str, ckpt: str) -> None:
@@ -94,7 +94,7 @@ def fsdp_resume(rank: int, world: int, port: int, out_dir: str, ckpt: str) -> No
         rec = {"step": step}
     finally:
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rec if "rec" in locals() else {}))
-        dist.destroy_process_group()
+        finish("rec" in locals())
 
 
 class TinyAttention(nn.Module):
@@ -158,4 +158,4 @@ def dp_cp_gradients(rank: int, world: int, port: int, out_dir: str, dp: int, cp:
         rec = {"dp": di, "cp": ci, "diff": diff, "scale": scale}
     finally:
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rec if "rec" in locals() else {}))
-        dist.destroy_process_group()
+        finish("rec" in locals())

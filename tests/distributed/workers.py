@@ -16,6 +16,16 @@ def init(rank: int, world: int, port: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
 
 
+def finish(ok: bool) -> None:
+    """End a worker's process group: a barrier first when this rank got through (a rank that tears
+    its gloo connections down while another still uses them can abort that one at exit:
+    "terminate called without an active exception"), then destroy it. No barrier after an error:
+    the other ranks may never reach it."""
+    if ok:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def cp_attention(rank: int, world: int, port: int, out_dir: str) -> None:
     """Every case, both strategies: forward and backward against the one-process reference;
     bytes counted beside the cost model. Writes rank<r>.json with the figures."""
@@ -63,6 +73,7 @@ def cp_attention(rank: int, world: int, port: int, out_dir: str) -> None:
                     "model": {"fwd_sent": cost["fwd_send_bytes"], "fwd_recv": cost["fwd_recv_bytes"],
                               "bwd_sent": cost["bwd_send_bytes"], "bwd_recv": cost["bwd_recv_bytes"],
                               "dense_ring_recv": cost["dense_ring_recv_bytes"]}})
+        ok = True
     finally:
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(records))
-        dist.destroy_process_group()
+        finish(locals().get("ok", False))
