@@ -11,6 +11,7 @@ Either is optionally ``& causal``; the band width is bisected so that the fracti
 blocks of the non-causal pattern hits the requested density. Methods:
 
 - ``spattern``: the CUDA kernels (``--backward``: forward + backward through autograd);
+- ``spattern_hopper``: the sm_90a wgmma/TMA forward kernel (``runtime/hopper_backend.py``), forward only;
 - ``flex``: FlexAttention with the BlockMask converted from the layout (``runtime/flex.py``);
 - ``flex_native``: FlexAttention with a mask_mod written for the same token mask (not converted
   from the layout) and ``create_block_mask``; the reference for "flex's own speed";
@@ -151,6 +152,10 @@ def _methods(lay, n, D, causal, scale, methods, log):
     fns = {}
     if "spattern" in methods:
         fns["spattern"] = lambda q, k, v: attention(q, k, v, lay, scale=scale, backend="cupy", trusted=True)
+    if "spattern_hopper" in methods:  # the sm_90a kernel (issue 13), forward only, whatever SPATTERN_KERNEL says
+        from spattern.runtime import hopper_backend
+
+        fns["spattern_hopper"] = lambda q, k, v: hopper_backend.attention_hopper(q, k, v, lay, scale)[0]
     for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
         if name in methods:
             def f(q, k, v, _b=backend):
@@ -249,6 +254,11 @@ def _row(n, D, causal, fam, dens, block, heads, batch, scale, methods, backward,
     sp_t, nat = row["ms"].get("spattern"), row["ms"].get("flex_native")
     if sp_t and nat:
         row["spattern_vs_flex_native"] = nat / sp_t
+    cu = row["ms"].get("sdpa_cudnn")
+    for m in ("spattern", "spattern_hopper"):  # each kernel against the baselines measured in this row
+        if row["ms"].get(m):
+            row.setdefault("vs_flex_native", {})[m] = nat / row["ms"][m] if nat else None
+            row.setdefault("vs_cudnn", {})[m] = cu / row["ms"][m] if cu else None
     if row["ms"].get("flex") and nat:
         row["flex_converted_over_native"] = row["ms"]["flex"] / nat
     row["wall_s"] = time.time() - t0
@@ -280,8 +290,9 @@ def _dump(path, obj):
 
 
 def format_header() -> str:
-    return (f"{'N':>6} {'D':>4} {'causal':>6} {'family':>13} {'dens':>5} | {'spattern':>8} {'flex_nat':>8} {'flex':>8}"
-            f" {'flash':>8} {'cudnn':>8} ms | {'x flex':>6} {'x flash':>7} {'x cudnn':>7} {'flex/nat':>8}")
+    return (f"{'N':>6} {'D':>4} {'causal':>6} {'family':>13} {'dens':>5} | {'spattern':>8} {'hopper':>8} {'flex_nat':>8}"
+            f" {'flex':>8} {'flash':>8} {'cudnn':>8} ms | {'x flex':>6} {'x flash':>7} {'x cudnn':>7} {'flex/nat':>8}"
+            f" | hopper {'x flex':>6} {'x cudnn':>7} {'TF/s':>5}")
 
 
 def format_row(r: dict) -> str:
@@ -290,10 +301,11 @@ def format_row(r: dict) -> str:
     g = lambda x: f"{x:7.2f}" if x else f"{'-':>7}"  # noqa: E731
     sp_t = ms.get("spattern")
     xc = ms["sdpa_cudnn"] / sp_t if sp_t and ms.get("sdpa_cudnn") else None
-    return (f"{r['N']:>6} {r['D']:>4} {str(r['causal']):>6} {r['family']:>13} {r['density']:5.2f} | {f(sp_t)} "
+    return (f"{r['N']:>6} {r['D']:>4} {str(r['causal']):>6} {r['family']:>13} {r['density']:5.2f} | {f(sp_t)} {f(ms.get('spattern_hopper'))} "
             f"{f(ms.get('flex_native'))} {f(ms.get('flex'))} {f(ms.get('sdpa_flash'))} {f(ms.get('sdpa_cudnn'))}    | "
             f"{g(r.get('spattern_vs_flex_native'))} {g(r['speedup_vs_flash'].get('spattern'))} {g(xc)} "
-            f"{g(r.get('flex_converted_over_native'))}")
+            f"{g(r.get('flex_converted_over_native'))} | {g(r.get('vs_flex_native', {}).get('spattern_hopper'))} "
+            f"{g(r.get('vs_cudnn', {}).get('spattern_hopper'))} {r['tflops'].get('spattern_hopper', 0):5.0f}")
 
 
 # ============================================================================ CLI
