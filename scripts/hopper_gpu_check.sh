@@ -7,7 +7,7 @@
 #   tests     pytest tests/gpu/test_hopper_gpu.py
 #   sanitize  compute-sanitizer memcheck, racecheck, synccheck on one small case (no mma.sync twin)
 #   bench     (not in the default) spattern bench attention on the cells: mma.sync, Hopper, native
-#             FlexAttention, SDPA flash and cuDNN in one run (BENCH_D=128 or 64)
+#             FlexAttention, SDPA flash and cuDNN in one run per head dim (BENCH_D="128 64")
 #   ncu       (not in the default) Nsight Compute on one dense-equivalent launch of the Hopper kernel
 # Usage: OUT=/some/dir [STAGES="env sass smoke tests sanitize"] [BUDGET=560] scripts/hopper_gpu_check.sh
 #        then, if the kernel is correct, a second call: STAGES="env bench" scripts/hopper_gpu_check.sh
@@ -21,7 +21,7 @@ export PYTHONPATH=/tmp/site:$PWD
 STAGES=${STAGES:-"env sass smoke tests sanitize"}
 BUDGET=${BUDGET:-560}
 BENCH_CELLS=${BENCH_CELLS:-"4096:0.5:no:lrs 8192:0.25:no:lrs 16384:0.1:no:lrs 16384:1.0:no:lrs 4096:0.5:yes:lrs 8192:0.25:yes:lrs 16384:0.1:yes:lrs"}
-BENCH_D=${BENCH_D:-128}
+BENCH_D=${BENCH_D:-"128 64"}
 t0=$(date +%s)
 declare -A RC
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -104,10 +104,12 @@ fi
 
 if has bench; then
   # both kernels, native FlexAttention and dense SDPA in one process: the ratios are within one run
-  # shellcheck disable=SC2086
-  run bench 300 "$OUT/bench.log" python3 -m spattern.cli bench attention --json "$OUT/bench_hopper_d${BENCH_D}.json" \
-    --head-dim "$BENCH_D" --cells $BENCH_CELLS --methods spattern spattern_hopper flex_native sdpa_flash sdpa_cudnn \
-    --iters 20
+  for d in $BENCH_D; do
+    # shellcheck disable=SC2086
+    run "bench_d$d" 300 "$OUT/bench.log" python3 -m spattern.cli bench attention --json "$OUT/bench_hopper_d$d.json" \
+      --head-dim "$d" --cells $BENCH_CELLS --methods spattern spattern_hopper flex_native sdpa_flash sdpa_cudnn \
+      --iters 20
+  done
 fi
 
 if has ncu; then

@@ -105,11 +105,53 @@ def test_selected_rejects_unknown(monkeypatch):
 
 
 def test_auto_order_is_unchanged():
-    """`auto` never names the Hopper kernel: it is reached only through SPATTERN_KERNEL=hopper."""
+    """The Hopper kernel is a kernel of the `cupy` backend, not a backend of its own."""
     from spattern.runtime import backends
 
     assert backends.AUTO_ORDER == ("cupy", "flex", "reference")
     assert "hopper" not in backends.BACKENDS
+
+
+def _fake_kernels(monkeypatch):
+    """Record which kernel `forward` calls (no GPU here)."""
+    calls = []
+    monkeypatch.setattr(hb, "attention_hopper", lambda *a, **kw: calls.append("hopper") or ("h", None))
+    monkeypatch.setattr(hb._cb, "attention_cupy", lambda *a, **kw: calls.append("mma_sync") or ("m", None))
+    return calls
+
+
+@pytest.mark.parametrize("choice,auto,sm90,want", [
+    ("mma_sync", True, True, "mma_sync"),
+    ("auto", False, True, "mma_sync"),
+    ("auto", True, False, "mma_sync"),
+    ("auto", True, True, "hopper"),
+    ("hopper", False, False, "hopper"),
+])
+def test_forward_dispatch(monkeypatch, choice, auto, sm90, want):
+    calls = _fake_kernels(monkeypatch)
+    monkeypatch.setenv(hb.ENV_KERNEL, choice)
+    monkeypatch.setattr(hb, "AUTO_USES_HOPPER", auto)
+    monkeypatch.setattr(hb, "_is_sm90", lambda dev: sm90)
+    monkeypatch.setattr(hb, "supports", lambda prob: None)  # pretend the problem is on a CUDA device
+    prob = _prob(_t(1, 2, 256, 128))
+    hb.forward(None, None, None, None, prob, None, False)
+    assert calls == [want]
+
+
+def test_forward_auto_falls_back_where_the_kernel_declines(monkeypatch):
+    calls = _fake_kernels(monkeypatch)
+    monkeypatch.setenv(hb.ENV_KERNEL, "auto")
+    monkeypatch.setattr(hb, "AUTO_USES_HOPPER", True)
+    monkeypatch.setattr(hb, "_is_sm90", lambda dev: True)
+    hb.forward(None, None, None, None, _prob(_t(1, 2, 256, 96)), None, False)  # head dim 96
+    assert calls == ["mma_sync"]
+
+
+def test_forced_hopper_raises_the_reason(monkeypatch):
+    _fake_kernels(monkeypatch)
+    monkeypatch.setenv(hb.ENV_KERNEL, "hopper")
+    with pytest.raises(ValueError, match=r"SPATTERN_KERNEL=hopper cannot run this call: .*head_dim in \(64, 128\), got 96"):
+        hb.forward(None, None, None, None, _prob(_t(1, 2, 256, 96)), None, False)
 
 
 # ----------------------------------------------------------------------------- declaration
@@ -140,7 +182,6 @@ def test_supports_packed_and_gqa():
     ("head_dim", r"head_dim in \(64, 128\), got 96"),
     ("block_q", r"block_q = 128, got 64"),
     ("block_k", r"block_k in \(64, 128\), got 32"),
-    ("grad", r"forward-only"),
 ])
 def test_supports_declines(case, msg):
     q, lay = _t(1, 2, 256, 128), None
@@ -152,8 +193,6 @@ def test_supports_declines(case, msg):
         lay = band_landmark_layout(256, (64, 64), W=16, L=8)
     elif case == "block_k":
         lay = band_landmark_layout(256, (128, 32), W=16, L=8)
-    elif case == "grad":
-        q = _t(1, 2, 256, 128, grad=True)
     reason = hb.supports(_prob(q, lay=lay))
     assert reason is not None and re.search(msg, reason), reason
 

@@ -73,13 +73,9 @@ def _cupy_run(q, k, v, layout, prob, cu_seqlens):
         from spattern.runtime.cupy_autograd import attention_cupy_autograd
 
         return attention_cupy_autograd(q, k, v, layout, prob, cu_seqlens)
-    from spattern.runtime import hopper_backend
+    from spattern.runtime import hopper_backend  # the forward kernel: Hopper or mma.sync (SPATTERN_KERNEL)
 
-    if hopper_backend.selected():  # SPATTERN_KERNEL=hopper (issue 13): forced, never chosen by auto
-        return hopper_backend.attention_hopper(q, k, v, layout, prob.scale, prob.return_lse, cu_seqlens, problem=prob)
-    from spattern.runtime.cupy_backend import attention_cupy
-
-    return attention_cupy(q, k, v, layout, prob.scale, prob.return_lse, cu_seqlens, problem=prob)
+    return hopper_backend.forward(q, k, v, layout, prob, cu_seqlens, prob.return_lse)
 
 
 # ---------------------------------------------------------------- flex (FlexAttention interop)

@@ -3,7 +3,7 @@
     out, lse = attention_cupy_autograd(q, k, v, layout, prob, cu_seqlens)
 
 ``spattern::bs_attn_fwd(q, k, v, layout_id, scale, cu_seqlens) -> (out, lse)`` runs the forward
-kernel (``cupy_backend``) and always returns the LSE (the backward needs it);
+kernel (``hopper_backend.forward``: the Hopper or the mma.sync kernel) and always returns the LSE (the backward needs it);
 ``spattern::bs_attn_bwd(dout, q, k, v, out, lse, layout_id, scale, cu_seqlens) -> (dq, dk, dv)``
 runs the backward kernels (``cupy_bwd``). Both have fake (meta) implementations, so they trace
 under ``torch.compile`` (the ops stay opaque: Inductor does not look inside).
@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-from spattern.runtime import cupy_backend, cupy_bwd
+from spattern.runtime import cupy_backend, cupy_bwd, hopper_backend
 
 _ids = itertools.count(1)
 _registry: dict[int, "weakref.ref"] = {}
@@ -56,8 +56,7 @@ def bs_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout_id: in
                 cu_seqlens: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     lay = _layout(layout_id)
     prob = cupy_backend.check(q, k, v, lay, scale, True, cu_seqlens, trusted=True)
-    out, lse = cupy_backend.attention_cupy(q, k, v, lay, scale, True, cu_seqlens, problem=prob)
-    return out, lse
+    return hopper_backend.forward(q, k, v, lay, prob, cu_seqlens, True)  # Hopper or mma.sync kernel
 
 
 @bs_attn_fwd.register_fake

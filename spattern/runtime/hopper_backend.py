@@ -1,8 +1,10 @@
 """Launcher of the Hopper (sm_90a) block-sparse forward kernel, ``kernels/hopper_fwd.cu`` (issue 13).
 
-Not chosen by ``auto``: the CUDA backend runs it only when ``SPATTERN_KERNEL=hopper`` (forward
-without gradient), until an H200 run has verified it (notes/hopper_kernel.md). The mma.sync kernel
-(``cupy_backend``) is its slow twin and the fallback for everything it declines.
+``forward`` is the CUDA backend's one forward entry (with and without gradient: under autograd the
+backward kernels take this kernel's out and LSE). ``SPATTERN_KERNEL=hopper`` forces this kernel,
+``mma_sync`` the other; ``auto`` takes it on sm_90 when AUTO_USES_HOPPER (set from the H200
+benchmark, notes/hopper_kernel.md). The mma.sync kernel (``cupy_backend``) is its slow twin and
+the fallback for everything it declines.
 
 Thin layer over ``cupy_backend``: the same input check, device layout arrays, work order (long rows
 first), compile route (NVRTC with ``-arch=sm_90a``, nvcc cubin fallback) and stream. What is new here:
@@ -42,13 +44,56 @@ KERNEL_CHOICES = ("auto", "mma_sync", "hopper")
 
 
 # --------------------------------------------------------------------------- selection
-def selected() -> bool:
-    """True when ``SPATTERN_KERNEL=hopper`` asks for this kernel; unset, ``auto`` or ``mma_sync`` keep
-    the mma.sync kernel. Any other value raises (a typo must not silently time the wrong kernel)."""
+# Whether `auto` runs the forward on this kernel where it takes the problem (sm_90, see supports).
+# Set from the H200 benchmark in results/hopper/ (notes/hopper_kernel.md): True only once measured faster.
+AUTO_USES_HOPPER = False
+
+
+def kernel_choice() -> str:
+    """``SPATTERN_KERNEL``: ``auto`` (unset or empty), ``mma_sync`` or ``hopper``. Any other value raises
+    (a typo must not silently time the wrong kernel)."""
     v = os.environ.get(ENV_KERNEL, "auto").strip() or "auto"
     if v not in KERNEL_CHOICES:
         raise ValueError(f"{ENV_KERNEL}: expected one of {KERNEL_CHOICES}, got {v!r}")
-    return v == "hopper"
+    return v
+
+
+def selected() -> bool:
+    """True when ``SPATTERN_KERNEL=hopper`` forces this kernel."""
+    return kernel_choice() == "hopper"
+
+
+def use_for(prob) -> bool:
+    """Whether the forward of ``prob`` runs on this kernel: ``SPATTERN_KERNEL=hopper`` always (raises
+    with the reason when the kernel cannot take ``prob``), ``mma_sync`` never, ``auto`` when
+    AUTO_USES_HOPPER, the device is compute capability 9.0 and ``supports(prob)`` is None."""
+    choice = kernel_choice()
+    if choice == "mma_sync":
+        return False
+    if choice == "hopper":
+        reason = supports(prob)
+        if reason is not None:
+            raise ValueError(f"SPATTERN_KERNEL=hopper cannot run this call: {reason}")
+        return True
+    return AUTO_USES_HOPPER and supports(prob) is None and _is_sm90(prob.device)
+
+
+def forward(q, k, v, layout, prob, cu_seqlens, return_lse):
+    """The block-sparse forward on the kernel ``use_for(prob)`` picks (this one or the mma.sync
+    kernel, its twin); (out, lse if return_lse)."""
+    if use_for(prob):
+        return attention_hopper(q, k, v, layout, prob.scale, return_lse, cu_seqlens, problem=prob)
+    return _cb.attention_cupy(q, k, v, layout, prob.scale, return_lse, cu_seqlens, problem=prob)
+
+
+_SM90: dict = {}
+
+
+def _is_sm90(device) -> bool:
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM90:
+        _SM90[idx] = tuple(torch.cuda.get_device_capability(idx)) == (9, 0)
+    return _SM90[idx]
 
 
 def is_available() -> bool:
@@ -73,8 +118,6 @@ def supports(prob) -> str | None:
         return f"layout: the Hopper kernel expects block_k in {SUPPORTED_BLOCK_K}, got {prob.block_k}"
     if prob.max_program > MAX_PROGRAM:
         return f"layout.program_len: expected at most {MAX_PROGRAM}, got {prob.max_program}"
-    if prob.needs_grad:
-        return "the Hopper kernel is forward-only: inputs that require grad take the mma.sync kernels"
     if prob.device.type != "cuda":  # last: every other reason can be found without a GPU
         return f"q, k, v: expected tensors on a CUDA device, got {prob.device}"
     return None

@@ -190,8 +190,8 @@ def test_variants(pingpong, stages, monkeypatch):
 
 
 def test_api_hook(monkeypatch):
-    """SPATTERN_KERNEL=hopper routes spattern.attention(backend='cupy') to this kernel; unset, the
-    mma.sync kernel runs, and `auto` picks the cupy backend as before."""
+    """SPATTERN_KERNEL=hopper routes spattern.attention(backend='cupy') to this kernel, mma_sync to the
+    other; `auto` picks the cupy backend as before."""
     import spattern
     from spattern.runtime.api import backend_for
 
@@ -203,8 +203,34 @@ def test_api_hook(monkeypatch):
     monkeypatch.setenv("SPATTERN_KERNEL", "hopper")
     assert torch.equal(spattern.attention(q, k, v, lay, backend="cupy"), want_h)
     assert backend_for(q, k, v, lay) == "cupy"
-    monkeypatch.delenv("SPATTERN_KERNEL")
+    monkeypatch.setenv("SPATTERN_KERNEL", "mma_sync")
     assert torch.equal(spattern.attention(q, k, v, lay, backend="cupy"), want_c)
+
+
+@pytest.mark.parametrize("D", [64, 128])
+def test_training_forward_on_the_hopper_kernel(monkeypatch, D):
+    """Under autograd the forward runs on the Hopper kernel and the backward kernels take its out and
+    LSE: the gradients agree with those after the mma.sync forward (the same backward kernels), and the
+    outputs are the kernels' no-grad outputs."""
+    import spattern
+
+    n = 700
+    lay = _compiled("(local(150) | sink(64)) & causal", n, (128, 64))
+    q, k, v = _qkv(1, 4, 2, n, n, D, torch.bfloat16)
+    do = torch.randn_like(q)
+    res = {}
+    for kern in ("hopper", "mma_sync"):
+        monkeypatch.setenv("SPATTERN_KERNEL", kern)
+        qq, kk, vv = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+        o = spattern.attention(qq, kk, vv, lay, backend="cupy")
+        res[kern] = (o.detach(), *torch.autograd.grad(o, (qq, kk, vv), do))
+    want_o = {"hopper": hopper_backend.attention_hopper(q, k, v, lay, D ** -0.5)[0],
+              "mma_sync": cupy_backend.attention_cupy(q, k, v, lay, D ** -0.5)[0]}
+    for kern in res:
+        assert torch.equal(res[kern][0], want_o[kern])
+    for gh, gm in zip(res["hopper"][1:], res["mma_sync"][1:]):
+        scale = gm.float().abs().max().item()
+        assert (gh.float() - gm.float()).abs().max().item() <= 2e-2 * scale + 1e-3
 
 
 def test_forced_kernel_declines_with_its_reason(monkeypatch):
