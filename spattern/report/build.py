@@ -162,6 +162,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
             "kernel benchmark table (no forward benchmark cells)")
     if sel_b:
         b.table(lambda: T.kernel_table(sel_b, desc(sl_b), bench_src, name="kernels_backward"), "kernels_backward", "")
+    if any("spattern_hopper" in (c.get("ms") or {}) for c in cells):  # only benchmarks of the sm_90a kernel have it
+        b.table(lambda: T.hopper_table(cells, bench_src), "kernels_hopper", "Hopper kernel benchmark")
     targets = target_rows(sel_f)
     b.table(lambda: T.target_table(targets, bench_src) if sel_f else None, "targets",
             "speed-up targets (no forward benchmark cells)")

@@ -166,6 +166,42 @@ def kernel_table(cells: Sequence[dict], slice_desc: str, sources: Sequence[Path]
                  rows, raw, list(sources))
 
 
+def hopper_table(cells: Sequence[dict], sources: Sequence[Path], targets=None) -> Table | None:
+    """The two forward kernels side by side on the cells that timed the Hopper kernel
+    (``spattern_hopper``): times, the Hopper kernel's TFLOP/s on computed blocks and its speed-up over
+    native FlexAttention and dense SDPA cuDNN (causal when the cell is), with the Project C target of
+    the cell's (N, density) where there is one. None without such cells."""
+    from spattern.report.figures.kernels import TARGETS
+
+    targets = TARGETS if targets is None else targets
+    hop = [c for c in cells if not c.get("backward") and isinstance((c.get("ms") or {}).get("spattern_hopper"), (int, float))]
+    if not hop:
+        return None
+    rows, raw = [], []
+    for c in sorted(hop, key=lambda c: (c.get("D") or 0, bool(c.get("causal")), c["N"], -float(c.get("density_target", 1)))):
+        ms = c["ms"]
+        h, m, nat, cu = ms.get("spattern_hopper"), ms.get("spattern"), ms.get("flex_native"), ms.get("sdpa_cudnn")
+        t = next((t["speedup"] for t in targets if t["N"] == c["N"]
+                  and abs(t["density"] - float(c.get("density_target", -1))) < 1e-9), None)
+        vs_cu = cu / h if cu and h else None
+        raw.append({"N": c["N"], "D": c.get("D"), "causal": bool(c.get("causal")), "family": c.get("family"),
+                    "density": c.get("density"), "ms_mma_sync": m, "ms_hopper": h, "ms_flex_native": nat,
+                    "ms_sdpa_cudnn": cu, "tflops_hopper": (c.get("tflops") or {}).get("spattern_hopper"),
+                    "hopper_vs_cudnn": vs_cu, "hopper_vs_flex_native": nat / h if nat and h else None,
+                    "hopper_vs_mma_sync": m / h if m and h else None, "target_vs_cudnn": t})
+        rows.append([fmt(c.get("D")), "yes" if c.get("causal") else "no", fmt(c["N"]), fmt_pct(c.get("density")),
+                     fmt(m), fmt(h), fmt(nat), fmt(cu), fmt((c.get("tflops") or {}).get("spattern_hopper")),
+                     fmt_x(m / h if m and h else None), fmt_x(nat / h if nat and h else None), fmt_x(vs_cu),
+                     "–" if t is None else (f"{fmt_x(t)}: " + ("met" if vs_cu and vs_cu >= t else "missed"))])
+    return Table("kernels_hopper", "Forward kernels on the H200 (bf16, batch 1, 16 heads, 128 x 128 blocks, "
+                 "layouts local | random | sink): the mma.sync kernel and the sm_90a Hopper kernel (wgmma, TMA, "
+                 "warp-specialised) against FlexAttention with its own mask_mod and dense SDPA cuDNN (causal "
+                 "when the layout is), medians within one run; TFLOP/s on computed blocks; the Project C target "
+                 "is a speed-up over cuDNN.",
+                 ["D", "causal", "N", "density", "mma.sync ms", "Hopper ms", "Flex ms", "cuDNN ms", "Hopper TFLOP/s",
+                  "vs mma.sync", "vs Flex", "vs cuDNN", "target"], rows, raw, list(sources))
+
+
 def target_table(targets: Sequence[dict], sources: Sequence[Path]) -> Table:
     rows, raw = [], []
     for t in targets:

@@ -185,3 +185,26 @@ def test_a_density_sweep_is_one_quality_figure():
     pts, _ = collect.collect_quality(study, "x")
     kl = sorted((p["key"], p["density"], p["value"]) for p in pts if p["metric"] == "kl")
     assert kl == [("dense", 1.0, 0.0), ("window", 0.0625, 0.4375), ("window", 0.125, 0.375), ("window", 0.25, 0.25)]
+
+
+def test_hopper_table_rows_ratios_and_targets():
+    """The Hopper table holds only cells that timed the Hopper kernel; its ratios are the cell's own
+    times divided, and a cell at a Project C (N, density) carries that target with its verdict."""
+    from spattern.report import tables as T
+
+    cells = [
+        dict(N=4096, D=128, causal=False, family="lrs", density_target=0.5, density=0.49,
+             ms=dict(spattern=0.38, spattern_hopper=0.2, flex_native=0.44, sdpa_cudnn=0.32),
+             tflops=dict(spattern_hopper=400.0)),
+        dict(N=8192, D=128, causal=True, family="lrs", density_target=0.3, density=0.3,
+             ms=dict(spattern=0.5, spattern_hopper=0.25, sdpa_cudnn=0.5), tflops={}),
+        dict(N=8192, D=128, causal=False, family="lrs", density_target=0.25, density=0.2,
+             ms=dict(spattern=0.38, sdpa_cudnn=0.23), tflops={}),  # no Hopper time: not in the table
+    ]
+    t = T.hopper_table(cells, [Path("b.json")])
+    assert [r["N"] for r in t.raw] == [4096, 8192]
+    first = t.raw[0]
+    assert first["hopper_vs_cudnn"] == pytest.approx(1.6) and first["hopper_vs_flex_native"] == pytest.approx(2.2)
+    assert first["hopper_vs_mma_sync"] == pytest.approx(1.9) and first["target_vs_cudnn"] == 1.5
+    assert t.rows[0][-1] == "1.50x: met" and t.rows[1][-1] == "–"
+    assert T.hopper_table(cells[2:], []) is None
