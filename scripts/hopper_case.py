@@ -32,12 +32,21 @@ def main(argv=None) -> int:
     ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--kv-heads", type=int, default=1)
     ap.add_argument("--pattern", default="(local(40) | sink(3)) & causal")
+    ap.add_argument("--lrs", type=float, default=None, metavar="DENSITY",
+                    help="instead of --pattern: the benchmark's local | random | sink layout at this density")
+    ap.add_argument("--causal", action="store_true", help="with --lrs: & causal")
     ap.add_argument("--packed", action="store_true", help="two packed sequences of n and n // 3 tokens")
     ap.add_argument("--no-twin", action="store_true", help="skip the mma.sync kernel (sanitizer runs)")
     ap.add_argument("--no-check", action="store_true", help="run the kernel only, no reference (ncu runs)")
     a = ap.parse_args(argv)
     dt = torch.bfloat16 if a.dtype == "bf16" else torch.float16
-    lay = spattern.compile(a.pattern, a.n, block=(128, a.bk))
+    if a.lrs is not None:
+        from spattern.evaluation.bench_attention import structured_layout
+
+        lay = structured_layout(a.n, a.lrs, (128, a.bk), a.causal, "lrs")
+        a.pattern = lay.pattern
+    else:
+        lay = spattern.compile(a.pattern, a.n, block=(128, a.bk))
     g = torch.Generator(device="cuda").manual_seed(0)
     scale = a.d ** -0.5
     if a.packed:

@@ -117,6 +117,10 @@ if has ncu; then
   run ncu 150 "$OUT/ncu.log" ncu --clock-control none --kernel-name sp_hopper_fwd --launch-count 1 \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy \
     python3 scripts/hopper_case.py --no-check --n 8192 --heads 16 --kv-heads 16 --pattern "full()"
+  # and one small causal benchmark cell (N 4096, 16 heads, local | random | sink at 50%, & causal)
+  run ncu_small 120 "$OUT/ncu.log" ncu --clock-control none --kernel-name sp_hopper_fwd --launch-count 1 \
+    --section SpeedOfLight --section WarpStateStats \
+    python3 scripts/hopper_case.py --no-check --n 4096 --heads 16 --kv-heads 16 --lrs 0.5 --causal
 fi
 
 {

@@ -269,3 +269,20 @@ def test_prepare_io_allocates_or_checks_the_outputs():
         prepare_io(q, k, k, None, torch.empty(2, 3, 6), True, False, 2, 3)
     with pytest.raises(ValueError, match="out: expected a contiguous"):
         prepare_io(q, k, k, torch.empty(2, 3, 5, 8, dtype=torch.float64), None, True, False, 2, 3)
+
+
+def test_kernel_source_is_kept_until_a_file_changes(tmp_path):
+    """The inlined source is read once per process and re-read when the file or a header changes."""
+    import os
+
+    main, head = tmp_path / "k.cu", tmp_path / "h.cuh"
+    head.write_text("#define A 1\n")
+    main.write_text('#include "h.cuh"\nint x = A;\n')
+    src1, h1 = cb.kernel_source(main)
+    assert "#define A 1" in src1 and cb.kernel_source(main) == (src1, h1)
+    head.write_text("#define A 22\n")
+    os.utime(head, ns=(1, 1))  # a different stamp even where the clock is coarse
+    src2, h2 = cb.kernel_source(main)
+    assert "#define A 22" in src2 and h2 != h1
+    main.write_text('#include "h.cuh"\nint yy = A;\n')
+    assert "int yy = A;" in cb.kernel_source(main)[0]

@@ -10,8 +10,9 @@ Two layout families, both compiled by spattern from a pattern (what a user of th
 Either is optionally ``& causal``; the band width is bisected so that the fraction of computed
 blocks of the non-causal pattern hits the requested density. Methods:
 
-- ``spattern``: the CUDA kernels (``--backward``: forward + backward through autograd);
-- ``spattern_hopper``: the sm_90a wgmma/TMA forward kernel (``runtime/hopper_backend.py``), forward only;
+- ``spattern``: the CUDA kernels with the mma.sync forward kernel (``--backward``: forward + backward
+  through autograd);
+- ``spattern_hopper``: the same with the sm_90a wgmma/TMA forward kernel (``runtime/hopper_backend.py``);
 - ``flex``: FlexAttention with the BlockMask converted from the layout (``runtime/flex.py``);
 - ``flex_native``: FlexAttention with a mask_mod written for the same token mask (not converted
   from the layout) and ``create_block_mask``; the reference for "flex's own speed";
@@ -142,6 +143,25 @@ def _grad_runner(fwd):
     return run
 
 
+def _forced(kernel: str, fn):
+    """fn with SPATTERN_KERNEL=kernel during each call (the variable is read per call)."""
+    import os
+
+    from spattern.runtime.hopper_backend import ENV_KERNEL
+
+    def run(*args):
+        old = os.environ.get(ENV_KERNEL)
+        os.environ[ENV_KERNEL] = kernel
+        try:
+            return fn(*args)
+        finally:
+            if old is None:
+                del os.environ[ENV_KERNEL]
+            else:
+                os.environ[ENV_KERNEL] = old
+    return run
+
+
 def _methods(lay, n, D, causal, scale, methods, log):
     """{name: fwd(q, k, v) -> out} for the requested methods (flex ones compiled on first call)."""
     import torch.nn.functional as F
@@ -150,12 +170,11 @@ def _methods(lay, n, D, causal, scale, methods, log):
     from spattern.runtime.api import attention
 
     fns = {}
-    if "spattern" in methods:
-        fns["spattern"] = lambda q, k, v: attention(q, k, v, lay, scale=scale, backend="cupy", trusted=True)
-    if "spattern_hopper" in methods:  # the sm_90a kernel (issue 13), forward only, whatever SPATTERN_KERNEL says
-        from spattern.runtime import hopper_backend
-
-        fns["spattern_hopper"] = lambda q, k, v: hopper_backend.attention_hopper(q, k, v, lay, scale)[0]
+    # both CUDA kernels through the public entry, as a user calls it, the forward kernel forced
+    for name, kernel in (("spattern", "mma_sync"), ("spattern_hopper", "hopper")):
+        if name in methods:
+            fns[name] = _forced(kernel, lambda q, k, v: attention(q, k, v, lay, scale=scale, backend="cupy",
+                                                                 trusted=True))
     for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
         if name in methods:
             def f(q, k, v, _b=backend):

@@ -91,18 +91,36 @@ def check(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, trusted=Fal
 _modules: dict[tuple, Any] = {}
 
 
+_sources: dict[str, tuple[str, str, tuple]] = {}
+
+
 def kernel_source(path: Path = KERNEL_FILE) -> tuple[str, str]:
     """Source of a kernel file with its local ``#include "x.cuh"`` lines replaced by the header text
-    (so NVRTC needs no include path and nvcc compiles the same text); returns (text, sha256[:16])."""
-    lines = []
-    for line in Path(path).read_text().splitlines():
+    (so NVRTC needs no include path and nvcc compiles the same text); returns (text, sha256[:16]).
+    Kept per process and re-read when the file or one of its headers changes (size or mtime): every
+    launch asks for the hash, and reading and hashing the text took ~0.3 ms, more than a small kernel."""
+    path = Path(path)
+    hit = _sources.get(str(path))
+    if hit is not None and all(_stamp(p) == st for p, st in hit[2]):
+        return hit[0], hit[1]
+    lines, deps = [], [(path, _stamp(path))]
+    for line in path.read_text().splitlines():
         st = line.strip()
         if st.startswith('#include "') and st.endswith('.cuh"'):
-            lines.append(kernel_source(Path(path).parent / st[len('#include "'):-1])[0])
+            inc = path.parent / st[len('#include "'):-1]
+            lines.append(kernel_source(inc)[0])
+            deps += _sources[str(inc)][2]
         else:
             lines.append(line)
     src = "\n".join(lines) + "\n"
-    return src, hashlib.sha256(src.encode()).hexdigest()[:16]
+    h = hashlib.sha256(src.encode()).hexdigest()[:16]
+    _sources[str(path)] = (src, h, tuple(deps))
+    return src, h
+
+
+def _stamp(p: Path) -> tuple[int, int]:
+    st = p.stat()
+    return st.st_mtime_ns, st.st_size
 
 
 def kernel_defines(bf16: bool, head_dim: int, block_q: int, block_k: int, warp_rows: int = 16,
