@@ -26,20 +26,20 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _print_compare(folder, baseline, metrics, test, out, family="metric") -> dict:
+def _print_compare(folder, baseline, metrics, test, out, family="metric", only=None) -> dict:
     from rich.console import Console
 
     from spattern.evaluation.compare import render_table, to_rows
     from spattern.experiments.results import compare_experiment
 
-    table = compare_experiment(folder, baseline, metrics, test=test, out=out, family=family)
+    table = compare_experiment(folder, baseline, metrics, test=test, out=out, family=family, only=only)
     Console(width=160).print(render_table(to_rows(table), title=f"{Path(folder).name}: each run vs "
                                           f"{table['baseline']} (paired, Holm-corrected per {family})"))
     return table
 
 
 def cmd_compare(args) -> int:
-    table = _print_compare(args.folder, args.baseline, args.metric, args.test, args.json, args.family)
+    table = _print_compare(args.folder, args.baseline, args.metric, args.test, args.json, args.family, args.runs)
     print(f"wrote {args.json or Path(args.folder) / 'compare.json'} ({len(table['rows'])} rows)")
     return 0
 
@@ -67,4 +67,6 @@ def register(sub) -> None:
     c.add_argument("--json", default=None, help="write the table here (default <folder>/compare.json)")
     c.add_argument("--family", choices=["metric", "all"], default="metric",
                    help="Holm family: the runs of each metric (default) or every (run, metric) comparison")
+    c.add_argument("--runs", nargs="+", default=None, metavar="LABEL",
+                   help="compare only these run labels with the baseline (the table lists the others as left out)")
     c.set_defaults(func=cmd_compare)

@@ -99,10 +99,12 @@ def metric_values(runs: list[dict], metrics: list[str] | None = None) -> dict[st
 
 def compare_experiment(folder: str | Path, baseline: str | None = None, metrics: list[str] | None = None,
                        test: str = "wilcoxon", alpha: float = 0.05, out: str | Path | None = None,
-                       family: str = "metric") -> dict:
+                       family: str = "metric", only: list[str] | None = None) -> dict:
     """The significance table of an experiment's runs against ``baseline`` (default: the config's),
     Holm-corrected over the runs of each metric (``family="metric"``, the default) or over every
-    (run, metric) comparison (``"all"``); written to ``<folder>/compare.json``."""
+    (run, metric) comparison (``"all"``); written to ``<folder>/compare.json``. ``only``: compare
+    these run labels (and the baseline) and no other; the table records the labels it left out
+    (``runs_left_out``), e.g. runs whose seeds are not all finished."""
     from spattern.evaluation.compare import compare_many, to_json
 
     runs = load_runs(folder)
@@ -112,6 +114,13 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
     baseline = baseline or (json.loads(meta.read_text()).get("baseline") if meta.is_file() else None) or "dense"
     if baseline not in labels:
         raise UserError(f"--baseline: expected one of the runs' labels {labels}, got {baseline!r}")
+    left_out = []
+    if only is not None:
+        unknown = sorted(set(only) - set(labels))
+        if unknown:
+            raise UserError(f"--runs: expected labels among {labels}, got {unknown}")
+        left_out = [lb for lb in labels if lb not in only and lb != baseline]
+        runs = [r for r in runs if r["metrics"]["label"] not in left_out]
     values = metric_values(runs, metrics)
     values = {m: v for m, v in values.items() if baseline in v and len(v) > 1}
     if not values:
@@ -122,5 +131,7 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
                                              "density": r["metrics"].get("metrics", {}).get("density"),
                                              "block_density": r["metrics"].get("metrics", {}).get("block_density")}
                      for r in runs}
+    if left_out:
+        table["runs_left_out"] = left_out
     write_json(Path(out) if out else Path(folder) / "compare.json", table)
     return table

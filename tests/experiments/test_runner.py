@@ -90,6 +90,13 @@ def test_runs_finish_skip_and_compare(tmp_path):
     assert json.loads((cfg.out_dir / "compare.json").read_text())["baseline"] == "dense"
     with pytest.raises(UserError, match=r"--baseline: expected one of the runs' labels"):
         compare_experiment(cfg.out_dir, baseline="nope")
+    only = compare_experiment(cfg.out_dir, only=["window"], out=tmp_path / "only.json")
+    assert {r["run"] for r in only["rows"]} == {"dense", "window"}
+    assert only["runs_left_out"] == ["local(16) & causal"] and set(only["runs"]) == {"dense", "window"}
+    same = {(r["metric"], r["run"]): r for r in only["rows"]}[("nll", "window")]
+    assert same["diff"] == rows[("nll", "window")]["diff"]  # the same pairs: only the Holm family shrinks
+    with pytest.raises(UserError, match=r"--runs: expected labels among .*got \['nope'\]"):
+        compare_experiment(cfg.out_dir, only=["nope"])
 
 
 def test_compare_refuses_runs_of_different_data(tmp_path):
