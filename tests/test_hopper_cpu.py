@@ -130,7 +130,7 @@ def _fake_kernels(monkeypatch):
 def test_forward_dispatch(monkeypatch, choice, auto, sm90, want):
     calls = _fake_kernels(monkeypatch)
     monkeypatch.setenv(hb.ENV_KERNEL, choice)
-    monkeypatch.setattr(hb, "AUTO_USES_HOPPER", auto)
+    monkeypatch.setattr(hb, "AUTO_CONFIGS", frozenset({(128, 128)} if auto else ()))
     monkeypatch.setattr(hb, "_is_sm90", lambda dev: sm90)
     monkeypatch.setattr(hb, "supports", lambda prob: None)  # pretend the problem is on a CUDA device
     prob = _prob(_t(1, 2, 256, 128))
@@ -141,10 +141,11 @@ def test_forward_dispatch(monkeypatch, choice, auto, sm90, want):
 def test_forward_auto_falls_back_where_the_kernel_declines(monkeypatch):
     calls = _fake_kernels(monkeypatch)
     monkeypatch.setenv(hb.ENV_KERNEL, "auto")
-    monkeypatch.setattr(hb, "AUTO_USES_HOPPER", True)
     monkeypatch.setattr(hb, "_is_sm90", lambda dev: True)
-    hb.forward(None, None, None, None, _prob(_t(1, 2, 256, 96)), None, False)  # head dim 96
-    assert calls == ["mma_sync"]
+    hb.forward(None, None, None, None, _prob(_t(1, 2, 256, 96)), None, False)  # head dim 96: declined
+    monkeypatch.setattr(hb, "supports", lambda prob: None)
+    hb.forward(None, None, None, None, _prob(_t(1, 2, 256, 64)), None, False)  # D 64: not in AUTO_CONFIGS
+    assert calls == ["mma_sync", "mma_sync"]
 
 
 def test_forced_hopper_raises_the_reason(monkeypatch):

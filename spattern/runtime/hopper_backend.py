@@ -2,8 +2,8 @@
 
 ``forward`` is the CUDA backend's one forward entry (with and without gradient: under autograd the
 backward kernels take this kernel's out and LSE). ``SPATTERN_KERNEL=hopper`` forces this kernel,
-``mma_sync`` the other; ``auto`` takes it on sm_90 when AUTO_USES_HOPPER (set from the H200
-benchmark, notes/hopper_kernel.md). The mma.sync kernel (``cupy_backend``) is its slow twin and
+``mma_sync`` the other; ``auto`` takes it on sm_90 for the (head dim, block_k) in AUTO_CONFIGS (those
+the H200 benchmark measured faster, notes/hopper_kernel.md). The mma.sync kernel (``cupy_backend``) is its slow twin and
 the fallback for everything it declines.
 
 Thin layer over ``cupy_backend``: the same input check, device layout arrays, work order (long rows
@@ -44,9 +44,11 @@ KERNEL_CHOICES = ("auto", "mma_sync", "hopper")
 
 
 # --------------------------------------------------------------------------- selection
-# Whether `auto` runs the forward on this kernel where it takes the problem (sm_90, see supports).
-# Set from the H200 benchmark in results/hopper/ (notes/hopper_kernel.md): True only once measured faster.
-AUTO_USES_HOPPER = False
+# (head dim, block_k) for which `auto` runs the forward on this kernel (on sm_90, where supports() takes
+# the problem): those where the H200 benchmark measured it faster than the mma.sync kernel at every
+# cell (results/hopper/bench_h200_d128.json: 1.4-1.9x at 128 x 128 blocks, D 128, bf16). D 64 and
+# block_k 64 are correct (the GPU tests) but were not timed with the final host path: mma.sync there.
+AUTO_CONFIGS = frozenset({(128, 128)})
 
 
 def kernel_choice() -> str:
@@ -66,7 +68,8 @@ def selected() -> bool:
 def use_for(prob) -> bool:
     """Whether the forward of ``prob`` runs on this kernel: ``SPATTERN_KERNEL=hopper`` always (raises
     with the reason when the kernel cannot take ``prob``), ``mma_sync`` never, ``auto`` when
-    AUTO_USES_HOPPER, the device is compute capability 9.0 and ``supports(prob)`` is None."""
+    (head dim, block_k) is in AUTO_CONFIGS, the device is compute capability 9.0 and ``supports(prob)``
+    is None."""
     choice = kernel_choice()
     if choice == "mma_sync":
         return False
@@ -75,7 +78,7 @@ def use_for(prob) -> bool:
         if reason is not None:
             raise ValueError(f"SPATTERN_KERNEL=hopper cannot run this call: {reason}")
         return True
-    return AUTO_USES_HOPPER and supports(prob) is None and _is_sm90(prob.device)
+    return (prob.D, prob.block_k) in AUTO_CONFIGS and supports(prob) is None and _is_sm90(prob.device)
 
 
 def forward(q, k, v, layout, prob, cu_seqlens, return_lse):
