@@ -7,8 +7,9 @@
 # .carry/sources/* (corpus tarballs) go to the cache; .carry/stdlib311.txz (the .py files of the
 # CPython 3.11 standard library this machine has, so both machines read the same corpus) is
 # unpacked once and becomes SPATTERN_STDLIB_ROOT. PRE="command" runs first (e.g. GPU tests). Each config runs with `spattern run` (finished runs are skipped,
-# interrupted ones resume) within DEADLINE seconds in all; then results/study_* is packed into
-# $OUT/results.tar.gz (a call returns at most 8 files, 2 folders deep).
+# interrupted ones resume) within DEADLINE seconds in all; then the configs' own results/<name> folders
+# are packed into $OUT/results.tar.gz (a call returns at most 8 files, 2 folders deep). Unpack it here
+# with `tar xzf results.tar.gz --keep-newer-files`.
 set -u -o pipefail
 OUT=${OUT:?set OUT}
 mkdir -p "$OUT"
@@ -38,5 +39,8 @@ for cfg in "$@"; do
     | grep -v "━" | tee -a "$OUT/run.log"
   echo "=== $cfg: exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 ))s" | tee -a "$OUT/run.log"
 done
-tar czf "$OUT/results.tar.gz" $(ls -d results/study_* 2>/dev/null) 2>/dev/null
+# only the results folders of the configs run here: other results/ folders in the copy sent over are
+# snapshots of this machine's files at send time, and unpacking them back would overwrite newer ones
+dirs=$(for cfg in "$@"; do python3 -c "import sys, tomllib; print('results/' + tomllib.load(open(sys.argv[1], 'rb'))['name'])" "$cfg"; done)
+tar czf "$OUT/results.tar.gz" $(for d in $dirs; do [ -d "$d" ] && echo "$d"; done) 2>/dev/null
 echo "wall $(( $(date +%s) - t0 ))s" | tee -a "$OUT/run.log"
