@@ -89,8 +89,10 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         indexer_figure,
         kernel_figure,
         quality_figure,
+        quality_matched_figure,
+        single_density,
         synthetic_panels,
-        training_figure,
+        training_panels,
     )
     from spattern.report.figures.kernels import select_cells, target_rows
 
@@ -171,13 +173,23 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     # --- quality -------------------------------------------------------------------------------------
     q_exps = collect.quality_experiments(s)
     q_points: dict[str, list[dict]] = {}
+    q_src: dict[str, list] = {}
     for e in q_exps:
-        pts, src = collect.collect_quality(s, e)
-        q_points[e] = pts
-        b.figure(f"quality_{e}", lambda pts=pts, e=e: quality_figure(pts, palette=b.palette), src,
-                 f"Quality against density in {e}: each pattern family's value with its 95% CI band; dense "
-                 "attention dashed.", True, f"quality curves of {e}")
-        b.table(lambda pts=pts, e=e, src=src: T.quality_table(pts, e, src), f"quality_{e}", f"quality table of {e}")
+        q_points[e], q_src[e] = collect.collect_quality(s, e)
+        b.table(lambda pts=q_points[e], e=e, src=q_src[e]: T.quality_table(pts, e, src), f"quality_{e}",
+                f"quality table of {e}")
+    matched = {e: q_points[e] for e in q_exps if single_density(q_points[e])}
+    for e in q_exps:  # density sweeps: a figure each; experiments at one density: one figure together
+        if e not in matched:
+            b.figure(f"quality_{e}", lambda pts=q_points[e]: quality_figure(pts, palette=b.palette), q_src[e],
+                     f"Quality against density in {e}: each pattern family's value with its 95% CI band; "
+                     "dense attention dashed.", True, f"quality curves of {e}")
+    if matched:
+        b.figure("quality_matched", lambda: quality_matched_figure(matched, palette=b.palette),
+                 [p for e in matched for p in q_src[e]],
+                 "Quality at one matched density, one row per experiment: KL to dense, top-1 agreement and "
+                 "dense attention mass kept of each pattern family with its 95% CI (dense: 0, 1 and 1).",
+                 True, "quality at matched density")
     if not q_exps:
         b.manifest.miss("figure", "quality", "quality vs density (no run compares against dense with KL, "
                         "top-1 agreement or recall)")
@@ -199,13 +211,17 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         b.manifest.miss("figure", "synthetic", "synthetic-task accuracy (no per-example distance/depth with "
                         "correct/accuracy values)")
     curves_by: dict[str, list] = {}
+    train_src: list = []
     for e in collect.training_experiments(s):
         curves, cur_src, _ = collect.training_curves(s, e)
         curves_by[e] = curves
-        b.figure(f"training_{e}", lambda curves=curves: training_figure(curves, palette=b.palette), cur_src,
-                 f"Training curves of {e}: mean over seeds, band from the lowest to the highest seed.", False,
-                 f"training curves of {e}")
-    if not curves_by:
+        train_src += cur_src
+    if curves_by:
+        b.figure("training", lambda: training_panels(curves_by, palette=b.palette), train_src,
+                 "Validation loss against training step, one panel per training experiment (the training "
+                 "loss where no validation was logged): mean over seeds, band from the lowest to the highest "
+                 "seed.", True, "training curves")
+    else:
         b.manifest.miss("figure", "training", "training curves (no training metrics.jsonl)")
     abl, abl_src = collect.collect_ablation(s)
     b.figure("ablation", lambda: ablation_figure(abl, palette=b.palette), abl_src,

@@ -294,9 +294,14 @@ def _classify(data: Any) -> str | None:
     return None
 
 
+SUPERSEDED = "superseded"
+
+
 def load_study(dirs, exclude=()) -> Study:
     """Read every results folder in ``dirs`` (a path or a list of paths), skipping anything under
-    the folders in ``exclude`` (a report built inside a results folder). Missing folders warn."""
+    the folders in ``exclude`` (a report built inside a results folder) and under any folder named
+    ``superseded`` (measurements kept as evidence but replaced by later ones, e.g. a benchmark taken
+    before a fix). Missing folders warn."""
     roots = [Path(d) for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs)]
     skip = [Path(e).resolve() for e in exclude]
     study = Study(roots=roots)
@@ -304,7 +309,7 @@ def load_study(dirs, exclude=()) -> Study:
         if not root.exists():
             warnings.warn(f"results folder {root} does not exist; nothing read from it", stacklevel=2)
             continue
-        files = sorted(p for p in root.rglob("*") if p.is_file()
+        files = sorted(p for p in root.rglob("*") if p.is_file() and SUPERSEDED not in p.relative_to(root).parts
                        and not any(e == p.resolve() or e in p.resolve().parents for e in skip))
         run_dirs = sorted({p.parent for p in files if p.name == "metrics.json"})
         for d in run_dirs:

@@ -29,8 +29,7 @@ def test_complete_study_builds_everything(built):
         assert paths[name].exists(), name
     figs = json.loads((out / "data" / "figures.json").read_text())
     assert {"heatmap", "cost", "kernels", "kernels_backward", "quality_quality", "synthetic",
-            "ablation", "indexer"} <= set(figs)
-    assert any(k.startswith("training_") for k in figs)
+            "ablation", "indexer", "training"} <= set(figs)
     for f in figs.values():
         assert (out / f["file"]).stat().st_size > 0 and (out / f["png"]).stat().st_size > 0
     tables = {p.stem for p in (out / "tables").glob("*.json")}

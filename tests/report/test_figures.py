@@ -110,7 +110,7 @@ def test_synthetic_training_ablation_indexer(study):
         indexer_figure,
         synthetic_figure,
         synthetic_panels,
-        training_figure,
+        training_panels,
     )
 
     assert collect.synthetic_experiments(study) == ["mqar", "quality"]
@@ -125,8 +125,11 @@ def test_synthetic_training_ablation_indexer(study):
 
     curves, _, exp = collect.training_curves(study)
     assert exp == "train_code" and len(curves) == 9
-    fig = rendered(training_figure(curves))
-    assert "local (3 seeds)" in legend_labels(fig) and len(fig.axes) == 2
+    fig = rendered(training_panels({exp: curves, "other": curves[:3]}))
+    assert "local (3 seeds)" in legend_labels(fig)
+    assert [ax.get_title() for ax in fig.axes] == [exp, "other"]
+    with pytest.raises(ValueError):
+        training_panels({exp: []})
 
     abl, _ = collect.collect_ablation(study)
     assert {p["param"] for p in abl} == {"window"} and len(abl) == 4
@@ -164,6 +167,9 @@ def test_bench_cells_take_backward_from_the_cell_or_the_file(tmp_path):
     (r / "c.json").write_text(json.dumps({"results": [{**cell, "D": 32}]}))
     got = {c["D"]: c["backward"] for c, _ in load_study([r]).bench_cells()}
     assert got == {64: True, 128: True, 32: False}
+    (r / "x" / "superseded").mkdir(parents=True)  # kept as evidence, not read by the report
+    (r / "x" / "superseded" / "d.json").write_text(json.dumps({"results": [{**cell, "D": 16}]}))
+    assert 16 not in {c["D"] for c, _ in load_study([r]).bench_cells()}
 
 
 def test_a_density_sweep_is_one_quality_figure():

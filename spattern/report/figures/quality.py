@@ -13,6 +13,7 @@ LABELS = {"ppl": "perplexity", "nll": "NLL (nats/token)", "kl": "KL(dense || spa
           "top1_agreement": "top-1 agreement with dense", "recall": "dense attention mass kept"}
 LOG_Y = {"kl"}
 DASHES = ("-", "--", "-.", ":")  # one per context length
+REFERENCE = ("dense", "causal")  # full attention (bidirectional / causal): the references of a matched comparison
 
 
 @styled
@@ -54,4 +55,56 @@ def quality_figure(points: Sequence[dict], metrics: Sequence[str] = ("ppl", "kl"
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=6, fontsize=6)
     if title:
         fig.suptitle(title, fontsize=8)
+    return fig
+
+
+def single_density(points: Sequence[dict]) -> bool:
+    """True when the sparse points of an experiment sit at one matched density (within a factor 2:
+    matching reaches the target only in block steps, and a family may not reach it), not a density
+    sweep: such experiments share one dot-plot figure (``quality_matched_figure``). Dense and
+    ``causal`` (full causal attention, the model's own) are references, not matched."""
+    dens = [float(p["density"]) for p in points
+            if p["key"] not in REFERENCE and finite(p["density"]) and p["density"] > 0]
+    return not dens or max(dens) / min(dens) < 2
+
+
+@styled
+def quality_matched_figure(points_by_exp: dict, metrics: Sequence[str] = ("kl", "top1_agreement", "recall"),
+                           palette: Palette | None = None):
+    """Experiments at one matched density side by side: one panel per metric, one row per experiment
+    (``points_by_exp``: experiment -> points as for ``quality_figure``), one marker per pattern family
+    with its 95% CI; dense attention is the reference (KL 0, agreement 1, recall 1) and not drawn."""
+    exps = [e for e, pts in points_by_exp.items() if any(p["key"] not in REFERENCE for p in pts)]
+    present = [m for m in metrics if any(p["metric"] == m for e in exps for p in points_by_exp[e])]
+    if not exps or not present:
+        raise ValueError("points_by_exp: no sparse-pattern values at a matched density")
+    every = [p for e in exps for p in points_by_exp[e] if p["key"] not in REFERENCE]
+    palette = palette or Palette(p["key"] for p in every)
+    keys = ordered_keys(every)
+    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=0.32 * len(exps) + 1.0, sharey=True)
+    axes = np.atleast_1d(axes)
+    step = 0.7 / max(len(keys), 1)
+    for ax, m in zip(axes, present):
+        for yi, e in enumerate(exps):
+            for ki, key in enumerate(keys):
+                for p in points_by_exp[e]:
+                    if p["key"] != key or p["metric"] != m or not finite(p["value"]):
+                        continue
+                    y = yi - 0.35 + step * (ki + 0.5)
+                    lo, hi = p.get("lo"), p.get("hi")
+                    err = [[p["value"] - lo], [hi - p["value"]]] if finite(lo) and finite(hi) else None
+                    ax.errorbar([p["value"]], [y], xerr=err, fmt="o", ms=3, color=palette(key), lw=0.8,
+                                label=key if yi == 0 or key not in ax.get_legend_handles_labels()[1] else None)
+        if m in LOG_Y:
+            ax.set_xscale("log")
+        ax.set_xlabel(LABELS.get(m, m))
+        ax.grid(axis="x", lw=0.3)
+    axes[0].set_yticks(range(len(exps)), [e.removeprefix("study_") for e in exps], fontsize=6)
+    axes[0].invert_yaxis()
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend([handles[k] for k in keys if k in handles], [k for k in keys if k in handles],
+               loc="outside lower center", ncol=min(len(handles), 8), fontsize=6)
     return fig

@@ -46,22 +46,28 @@ def synthetic_figure(points: Sequence[dict], palette: Palette | None = None, tit
 
 
 @styled
-def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: Palette | None = None):
-    """One panel per experiment (``panels``: title -> (points, x label)), the y axis shared and one
-    legend for every series: the experiments' retrieval curves side by side in one figure."""
+def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: Palette | None = None,
+                     per_row: int = 4):
+    """One panel per experiment (``panels``: title -> (points, x label)), ``per_row`` panels a row,
+    the y axis shared and one legend for every series: the experiments' retrieval curves in one figure."""
     panels = {t: (_valid(pts), x) for t, (pts, x) in panels.items()}
     panels = {t: v for t, v in panels.items() if v[0]}
     if not panels:
         raise ValueError("panels: no (distance, accuracy) values")
     every = [p for pts, _ in panels.values() for p in pts]
     palette = palette or Palette(p["key"] for p in every)
-    fig, axes = new_figure(ncols=len(panels), width=WIDTH_PAGE, height=2.0, sharey=True)
-    for ax, (title, (pts, xlabel)) in zip(np.atleast_1d(axes), panels.items()):
+    rows = -(-len(panels) // per_row)
+    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=1.5 * rows + 0.5,
+                           sharey=True)
+    axes = np.atleast_1d(axes).ravel()
+    for ax, (title, (pts, xlabel)) in zip(axes, panels.items()):
         _draw(ax, pts, palette, xlabel)
-        ax.set_title(title, fontsize=7)
+        ax.set_title(title.removeprefix("study_"), fontsize=6.5)
         ax.set_ylabel("accuracy")
+    for ax in axes[len(panels):]:
+        ax.remove()
     handles = {}
-    for ax in np.atleast_1d(axes):
+    for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     keys = [k for k in ordered_keys([{"key": k} for k in handles])]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from spattern.report.figures._common import band_line
-from spattern.report.style import WIDTH_COLUMN, Palette, new_figure, styled
+from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
 
 
 def seed_band(curves: Sequence, field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -34,28 +34,30 @@ def runs_label(curves: Sequence, n: int) -> str:
 
 
 @styled
-def training_figure(curves: Sequence, fields: Sequence[str] = ("loss", "val_loss"), palette: Palette | None = None):
-    """One panel per field (training loss, validation loss): for each pattern family the mean
-    over seeds (or runs), shaded between the lowest and highest (``curves``: objects with key, seed,
-    records as written by the training loop)."""
-    if not curves:
-        raise ValueError("curves: expected training curves, got none")
-    palette = palette or Palette(c.key for c in curves)
-    present = [f for f in fields if any(f in r for c in curves for r in c.records)]
-    if not present:
-        raise ValueError(f"curves: none has any of {list(fields)}")
-    fig, axes = new_figure(ncols=len(present), width=WIDTH_COLUMN, height=1.9)  # one column: one per experiment
-    axes = np.atleast_1d(axes)
-    keys = sorted({c.key for c in curves})
-    for ax, f in zip(axes, present):
-        for key in keys:
-            steps, mean, lo, hi, n = seed_band([c for c in curves if c.key == key], f)
-            if n == 0:
-                continue
-            band_line(ax, steps, mean, lo if n > 1 else None, hi if n > 1 else None, palette(key),
-                      f"{key} ({runs_label([c for c in curves if c.key == key], n)})",
-                      marker="" if len(steps) > 12 else "o")
+def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette | None = None, per_row: int = 4):
+    """One panel per experiment (``curves_by``: experiment -> curves): ``field`` (validation loss,
+    else the training loss where an experiment logged no validation) against step, mean over seeds
+    with the seeds' range as a band; a page-wide figure, ``per_row`` panels a row."""
+    names = [e for e, cs in curves_by.items() if cs]
+    if not names:
+        raise ValueError("curves_by: expected training curves of at least one experiment, got none")
+    palette = palette or Palette(c.key for e in names for c in curves_by[e])
+    rows = -(-len(names) // per_row)
+    fig, axes = new_figure(nrows=rows, ncols=min(per_row, len(names)), width=WIDTH_PAGE, height=1.9 * rows)
+    axes = np.atleast_1d(axes).ravel()
+    for ax, e in zip(axes, names):
+        curves = curves_by[e]
+        f = field if any(field in r for c in curves for r in c.records) else "loss"
+        for key in sorted({c.key for c in curves}):
+            mine = [c for c in curves if c.key == key]
+            steps, mean, lo, hi, n = seed_band(mine, f)
+            if n:
+                band_line(ax, steps, mean, lo if n > 1 else None, hi if n > 1 else None, palette(key),
+                          f"{key} ({runs_label(mine, n)})", marker="" if len(steps) > 12 else "o")
+        ax.set_title(e, fontsize=6.5)
         ax.set_xlabel("training step")
-        ax.set_ylabel({"loss": "training loss (nats/token)", "val_loss": "validation loss (nats/token)"}.get(f, f))
-    axes[0].legend(fontsize=5.5)
+        ax.set_ylabel({"loss": "training loss", "val_loss": "validation loss"}.get(f, f) + " (nats/token)")
+        ax.legend(fontsize=4.8)
+    for ax in axes[len(names):]:
+        ax.remove()
     return fig
