@@ -104,6 +104,24 @@ def test_quality_figure_has_bands_per_family(study):
     assert all(ax.collections for ax in fig.axes)  # the CI bands
 
 
+def test_matched_density_experiments_share_one_dot_plot():
+    from spattern.report.figures import quality_matched_figure, single_density
+
+    def pt(key, d, m, v):
+        return {"key": key, "density": d, "metric": m, "value": v, "lo": v * 0.9, "hi": v * 1.1}
+
+    a = [pt("dense", 1.0, "kl", 0.0), pt("causal", 0.5, "kl", 1e-9), pt("window", 0.09, "kl", 0.6),
+         pt("streaming", 0.12, "kl", 0.1), pt("window", 0.09, "recall", 0.5), pt("streaming", 0.12, "recall", 0.8)]
+    sweep = [pt("window", 0.06, "kl", 1.0), pt("window", 0.25, "kl", 0.3)]
+    assert single_density(a) and not single_density(sweep)
+    fig = rendered(quality_matched_figure({"study_a": a, "study_b": [p for p in a if p["key"] != "window"]}))
+    assert [ax.get_xlabel() for ax in fig.axes] == ["KL(dense || sparse) (nats)", "dense attention mass kept"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b"]
+    assert {t.get_text() for t in fig.legends[0].get_texts()} == {"window", "streaming"}  # no references
+    with pytest.raises(ValueError):
+        quality_matched_figure({"x": [pt("dense", 1.0, "kl", 0.0)]})
+
+
 def test_synthetic_training_ablation_indexer(study):
     from spattern.report.figures import (
         ablation_figure,

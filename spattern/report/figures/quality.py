@@ -98,6 +98,8 @@ def quality_matched_figure(points_by_exp: dict, metrics: Sequence[str] = ("kl", 
         if m in LOG_Y:
             ax.set_xscale("log")
         ax.set_xlabel(LABELS.get(m, m))
+        ax.set_ylabel("experiment")
+        ax.yaxis.label.set_visible(ax is axes[0])
         ax.grid(axis="x", lw=0.3)
     axes[0].set_yticks(range(len(exps)), [e.removeprefix("study_") for e in exps], fontsize=6)
     axes[0].invert_yaxis()
