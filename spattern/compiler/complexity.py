@@ -176,7 +176,7 @@ class Cost:
     blocks_closed: Any
     blocks_closed_value: int | None
     blocks_exact: bool
-    asymptotic: str
+    asymptotic: str  # growth class of pairs in N, "no closed form" or "unknown (no limit)"
     flops_fwd: int  # on computed blocks, per batch element and head group
     flops_fwd_bwd: int
     flops_useful: int  # 4 * pairs * D: what the mask really needs
@@ -207,12 +207,12 @@ def cost(pattern: Pattern | str, N_val: int, block=(64, 64), head_dim: int = 64,
     gen = closed_form(p, "pairs", symbolic=True)
     pairs_exact = bool(pf and pf[1] and _exact_here(p, "pairs", N_val, bq))
     blocks_exact = bool(bf and bf[1] and _exact_here(p, "blocks", N_val, bq))
-    asym = "?"
+    asym = "no closed form"  # e.g. random(): its count depends on the draw
     if gen is not None:
         try:
             asym = asymptotic(gen[0])
         except Exception:  # sympy cannot always take the limit; the class is then unknown
-            asym = "?"
+            asym = "unknown (no limit)"
     flops_fwd = 4 * bq * bk * D * st["blocks"]
     return Cost(
         pattern=str(p), N=N_val, block=(bq, bk), head_dim=D, groups=G,
