@@ -97,6 +97,20 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
             k["best"] = {"speedup": fmt_x(best["ms_sdpa_flash"] / best["ms_spattern"]), "N": fmt(best["N"]),
                          "density": fmt_pct(best["density"])}
         n["kernel"] = k
+    if "kernels_hopper" in b.tables:  # the sm_90a kernel beside the mma.sync one (tables.hopper_table)
+        raw = b.tables["kernels_hopper"].raw
+        rng = lambda key: [r[key] for r in raw if isinstance(r.get(key), (int, float))]  # noqa: E731
+        with_t = [r for r in raw if r.get("target_vs_cudnn") and r.get("hopper_vs_cudnn")]
+        h = {"cells": fmt(len(raw)), "D": ", ".join(sorted({fmt(r["D"]) for r in raw})),
+             "n_targets": fmt(len(with_t)),
+             "met": fmt(sum(r["hopper_vs_cudnn"] >= r["target_vs_cudnn"] for r in with_t))}
+        for key, name in (("hopper_vs_mma_sync", "vs_mma_sync"), ("hopper_vs_flex_native", "vs_flex"),
+                          ("hopper_vs_cudnn", "vs_cudnn"), ("tflops_hopper", "tflops")):
+            v = rng(key)
+            if v:
+                lo, hi = (fmt(min(v), 3), fmt(max(v), 3)) if key == "tflops_hopper" else (fmt_x(min(v)), fmt_x(max(v)))
+                h[name] = {"min": lo, "max": hi}
+        n["hopper"] = h
     if study.topk:
         d = study.topk[-1].data
         if isinstance(d.get("build_graph_ms"), (int, float)) and isinstance(d.get("attention_ms"), (int, float)):
