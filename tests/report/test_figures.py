@@ -232,5 +232,5 @@ def test_hopper_table_rows_ratios_and_targets():
     assert first["hopper_vs_mma_sync"] == pytest.approx(1.9) and first["target_vs_cudnn"] == 1.5
     assert t.rows[0][-1] == "1.50x: met" and t.rows[1][-1] == "–"
     cells[0]["ms"]["sdpa_cudnn"] = 0.25  # 1.25x of a 1.5x target
-    assert T.hopper_table(cells, []).rows[0][-1] == "1.50x: missed by 17%"
+    assert T.hopper_table(cells, []).rows[0][-1] == "1.50x: missed by 16.7%"
     assert T.hopper_table(cells[2:], []) is None
