@@ -90,18 +90,18 @@ def test_kernel_defines():
 # ----------------------------------------------------------------------------- selection
 @pytest.mark.parametrize("value,want", [(None, False), ("", False), ("auto", False), ("mma_sync", False),
                                         ("hopper", True)])
-def test_selected(monkeypatch, value, want):
+def test_kernel_choice(monkeypatch, value, want):
     if value is None:
         monkeypatch.delenv(hb.ENV_KERNEL, raising=False)
     else:
         monkeypatch.setenv(hb.ENV_KERNEL, value)
-    assert hb.selected() is want
+    assert (hb.kernel_choice() == "hopper") is want
 
 
-def test_selected_rejects_unknown(monkeypatch):
+def test_kernel_choice_rejects_unknown(monkeypatch):
     monkeypatch.setenv(hb.ENV_KERNEL, "hoper")
     with pytest.raises(ValueError, match=r"SPATTERN_KERNEL: expected one of .*got 'hoper'"):
-        hb.selected()
+        hb.kernel_choice()
 
 
 def test_auto_order_is_unchanged():
@@ -146,6 +146,21 @@ def test_forward_auto_falls_back_where_the_kernel_declines(monkeypatch):
     monkeypatch.setattr(hb, "supports", lambda prob: None)
     hb.forward(None, None, None, None, _prob(_t(1, 2, 256, 64)), None, False)  # D 64: not in AUTO_CONFIGS
     assert calls == ["mma_sync", "mma_sync"]
+
+
+def test_forced_block_overrides_the_variable(monkeypatch):
+    calls = _fake_kernels(monkeypatch)
+    monkeypatch.setenv(hb.ENV_KERNEL, "hopper")
+    monkeypatch.setattr(hb, "supports", lambda prob: None)
+    prob = _prob(_t(1, 2, 256, 128))
+    with hb.forced("mma_sync"):
+        assert hb.kernel_choice() == "mma_sync"
+        hb.forward(None, None, None, None, prob, None, False)
+    hb.forward(None, None, None, None, prob, None, False)  # the variable again after the block
+    assert calls == ["mma_sync", "hopper"]
+    with pytest.raises(ValueError, match=r"kernel: expected one of .*got 'hoper'"):
+        with hb.forced("hoper"):
+            pass
 
 
 def test_forced_hopper_raises_the_reason(monkeypatch):
@@ -262,3 +277,12 @@ def test_tensor_map_encode_failure_names_the_geometry(monkeypatch):
     monkeypatch.setattr(hb, "_tmaps", hb.OrderedDict())
     with pytest.raises(RuntimeError, match=r"cuTensorMapEncodeTiled failed \(CUresult 1\) for shape \(5, 2, 64\)"):
         hb.tensor_map(torch.zeros(5, 2, 64, dtype=torch.float16), True, 64)
+
+
+def test_bench_forces_each_kernel_per_call(monkeypatch):
+    from spattern.evaluation.bench_attention import _forced
+
+    monkeypatch.delenv(hb.ENV_KERNEL, raising=False)
+    assert _forced("hopper", hb.kernel_choice)() == "hopper"
+    assert _forced("mma_sync", hb.kernel_choice)() == "mma_sync"
+    assert hb.kernel_choice() == "auto"

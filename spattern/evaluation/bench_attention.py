@@ -144,21 +144,12 @@ def _grad_runner(fwd):
 
 
 def _forced(kernel: str, fn):
-    """fn with SPATTERN_KERNEL=kernel during each call (the variable is read per call)."""
-    import os
-
-    from spattern.runtime.hopper_backend import ENV_KERNEL
+    """fn run with the forward kernel forced (``hopper_backend.forced``)."""
+    from spattern.runtime.hopper_backend import forced
 
     def run(*args):
-        old = os.environ.get(ENV_KERNEL)
-        os.environ[ENV_KERNEL] = kernel
-        try:
+        with forced(kernel):
             return fn(*args)
-        finally:
-            if old is None:
-                del os.environ[ENV_KERNEL]
-            else:
-                os.environ[ENV_KERNEL] = old
     return run
 
 
@@ -320,8 +311,8 @@ def format_row(r: dict) -> str:
     g = lambda x: f"{x:7.2f}" if x else f"{'-':>7}"  # noqa: E731
     sp_t = ms.get("spattern")
     xc = ms["sdpa_cudnn"] / sp_t if sp_t and ms.get("sdpa_cudnn") else None
-    return (f"{r['N']:>6} {r['D']:>4} {str(r['causal']):>6} {r['family']:>13} {r['density']:5.2f} | {f(sp_t)} {f(ms.get('spattern_hopper'))} "
-            f"{f(ms.get('flex_native'))} {f(ms.get('flex'))} {f(ms.get('sdpa_flash'))} {f(ms.get('sdpa_cudnn'))}    | "
+    return (f"{r['N']:>6} {r['D']:>4} {str(r['causal']):>6} {r['family']:>13} {r['density']:5.2f} | {f(sp_t)} "
+            f"{f(ms.get('spattern_hopper'))} {f(ms.get('flex_native'))} {f(ms.get('flex'))} {f(ms.get('sdpa_flash'))} {f(ms.get('sdpa_cudnn'))}    | "
             f"{g(r.get('spattern_vs_flex_native'))} {g(r['speedup_vs_flash'].get('spattern'))} {g(xc)} "
             f"{g(r.get('flex_converted_over_native'))} | {g(r.get('vs_flex_native', {}).get('spattern_hopper'))} "
             f"{g(r.get('vs_cudnn', {}).get('spattern_hopper'))} {r['tflops'].get('spattern_hopper', 0):5.0f}")

@@ -10,6 +10,7 @@ import math
 import shlex
 from pathlib import Path
 
+from spattern.report.figures.quality import REFERENCE as CONTROLS  # dense and full causal: not contenders
 from spattern.report.tables import fmt, fmt_ci, fmt_p, fmt_pct, fmt_x
 
 
@@ -195,7 +196,6 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
     return n
 
 
-CONTROLS = ("dense", "causal")  # not contenders: the dense model and its full-causal kernel control
 
 
 def headline(doc: dict) -> dict | None:

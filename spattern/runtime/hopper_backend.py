@@ -13,6 +13,8 @@ three TMA tensor maps (q, k, v) encoded on the host with the driver's ``cuTensor
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import math
 import os
@@ -51,18 +53,29 @@ KERNEL_CHOICES = ("auto", "mma_sync", "hopper")
 AUTO_CONFIGS = frozenset({(128, 128)})
 
 
+_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("spattern_forced_kernel", default=None)
+
+
 def kernel_choice() -> str:
-    """``SPATTERN_KERNEL``: ``auto`` (unset or empty), ``mma_sync`` or ``hopper``. Any other value raises
-    (a typo must not silently time the wrong kernel)."""
-    v = os.environ.get(ENV_KERNEL, "auto").strip() or "auto"
+    """The kernel inside ``forced(...)``, else ``SPATTERN_KERNEL``: ``auto`` (unset or empty),
+    ``mma_sync`` or ``hopper``. Any other value raises (a typo must not silently time the wrong kernel)."""
+    v = _forced.get() or os.environ.get(ENV_KERNEL, "auto").strip() or "auto"
     if v not in KERNEL_CHOICES:
         raise ValueError(f"{ENV_KERNEL}: expected one of {KERNEL_CHOICES}, got {v!r}")
     return v
 
 
-def selected() -> bool:
-    """True when ``SPATTERN_KERNEL=hopper`` forces this kernel."""
-    return kernel_choice() == "hopper"
+@contextlib.contextmanager
+def forced(kernel: str):
+    """Within the block, ``kernel`` (one of KERNEL_CHOICES) as if ``SPATTERN_KERNEL`` said so (benchmarks
+    that time both kernels in one process)."""
+    if kernel not in KERNEL_CHOICES:
+        raise ValueError(f"kernel: expected one of {KERNEL_CHOICES}, got {kernel!r}")
+    token = _forced.set(kernel)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
 
 
 def use_for(prob) -> bool:
