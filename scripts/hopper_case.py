@@ -6,7 +6,8 @@
 Prints one JSON line: the configuration, the kernel's max error against the float64 reference
 (runtime/reference.py), the mma.sync kernel's error on the same inputs, and whether every output
 element was written. Exit 0 when the Hopper error is within 2x the mma.sync kernel's error + a floor.
-SPATTERN_HOPPER_PINGPONG / SPATTERN_HOPPER_STAGES select the variant, as for the library.
+SPATTERN_HOPPER_PINGPONG / _OVERLAP / _PERSISTENT / _STAGES / _MAX_CTAS select the variant, as for the
+library.
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def main(argv=None) -> int:
     ref, ref_lse = attention_reference(q.double(), k.double(), v.double(), lay, scale, True, cu)
     res = dict(config=dict(d=a.d, bk=a.bk, dtype=a.dtype, n=a.n, heads=a.heads, kv_heads=a.kv_heads,
                            pattern=a.pattern, packed=a.packed, stages=hopper_backend.stages(a.d, a.bk),
-                           pingpong=hopper_backend.pingpong()),
+                           pingpong=hopper_backend.pingpong(), overlap=hopper_backend.overlap(),
+                           persistent=hopper_backend.persistent(), max_ctas=hopper_backend.max_ctas()),
                first_call_s=round(t_first, 3), all_written=bool(not torch.isnan(o).any()),
                hopper_err=float((o.double() - ref).abs().nan_to_num(math.inf).max()))
     fin = torch.isfinite(ref_lse)

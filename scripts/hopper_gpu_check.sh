@@ -5,8 +5,9 @@
 #   sass      nvcc cubin of the bf16 D=128 128x128 instantiation: resource usage, HGMMA count, spills
 #   smoke     scripts/hopper_case.py over 8 configurations, one process each, 60 s each (JSON lines)
 #   tests     pytest tests/gpu/test_hopper_gpu.py
-#   sanitize  compute-sanitizer memcheck, racecheck, synccheck on one small case (no mma.sync twin)
-#   bench     (not in the default) spattern bench attention on the issue's cells: mma.sync, Hopper, native
+#   sanitize  compute-sanitizer memcheck, racecheck, synccheck on one small case (no mma.sync twin), 2 CTAs
+#   host      (not in the default) scripts/hopper_host_profile.py: host time per call, cProfile
+#   bench     (not in the default) spattern bench attention on the issue's cells: mma.sync, Hopper (v2 and v1), native
 #             FlexAttention, SDPA flash and cuDNN in one run per head dim (BENCH_D="128 64")
 #   ncu       (not in the default) Nsight Compute on one dense-equivalent launch of the Hopper kernel
 # Usage: OUT=/some/dir [STAGES="env sass smoke tests sanitize"] [BUDGET=560] scripts/hopper_gpu_check.sh
@@ -65,25 +66,30 @@ PY
 fi
 
 if has smoke; then
-  # PINGPONG|arguments|pattern (empty: the case's default); one process per case, so a hang costs 60 s
+  # ENV|arguments|pattern (ENV: variable assignments for the case, "-" for none; pattern empty: the case's
+  # default); one process per case, so a hang costs 60 s. The v2 defaults (persistent, overlap, ping-pong),
+  # then each flag off, then MAX_CTAS=2 so that small cases run many work items per CTA (the persistent loop)
   SMOKE=(
-    "1|--d 128 --bk 128|"
-    "0|--d 128 --bk 128|"
-    "1|--d 64 --bk 128|"
-    "1|--d 128 --bk 64|"
-    "1|--d 64 --bk 64 --dtype fp16|"
-    "1|--d 128 --bk 128 --heads 4 --kv-heads 2 --n 1000|local(300) | sink(128)"
-    "1|--d 128 --bk 64 --packed --heads 2 --kv-heads 2|"
-    "1|--d 128 --bk 128 --n 2000|full()"
+    "-|--d 128 --bk 128|"
+    "SPATTERN_HOPPER_PINGPONG=0|--d 128 --bk 128|"
+    "SPATTERN_HOPPER_OVERLAP=0 SPATTERN_HOPPER_PERSISTENT=0|--d 128 --bk 128|"
+    "SPATTERN_HOPPER_MAX_CTAS=2|--d 128 --bk 128 --heads 4 --n 1000|"
+    "SPATTERN_HOPPER_MAX_CTAS=2 SPATTERN_HOPPER_OVERLAP=0|--d 64 --bk 128 --heads 4 --n 1000|"
+    "-|--d 128 --bk 64|"
+    "SPATTERN_HOPPER_MAX_CTAS=3|--d 64 --bk 64 --dtype fp16 --heads 3 --n 700|"
+    "SPATTERN_HOPPER_MAX_CTAS=2|--d 128 --bk 128 --heads 4 --kv-heads 2 --n 1000|local(300) | sink(128)"
+    "SPATTERN_HOPPER_MAX_CTAS=2|--d 128 --bk 64 --packed --heads 2 --kv-heads 2|"
+    "-|--d 128 --bk 128 --n 2000|full()"
   )
   i=0
   for c in "${SMOKE[@]}"; do
     i=$((i + 1))
-    IFS='|' read -r pp args pattern <<< "$c"
+    IFS='|' read -r envs args pattern <<< "$c"
     extra=(); [[ -n "$pattern" ]] && extra=(--pattern "$pattern")
+    [[ "$envs" == "-" ]] && envs=""
     # shellcheck disable=SC2086
-    SPATTERN_HOPPER_PINGPONG=$pp run "smoke$i" 60 "$OUT/smoke.log" python3 scripts/hopper_case.py $args "${extra[@]}"
-    echo "smoke$i rc=${RC[smoke$i]} pingpong=$pp $args ${pattern}" | tee -a "$OUT/smoke_rc.txt"
+    run "smoke$i" 60 "$OUT/smoke.log" env $envs python3 scripts/hopper_case.py $args "${extra[@]}"
+    echo "smoke$i rc=${RC[smoke$i]} ${envs:-defaults} $args ${pattern}" | tee -a "$OUT/smoke_rc.txt"
     # the first two cases (ping-pong on and off) both hung: the rest would hang too, and so would the tests
     if (( i == 2 )) && [[ ${RC[smoke1]} == 124 && ${RC[smoke2]} == 124 ]]; then
       echo "smoke: both variants hung; stopping" | tee -a "$OUT/skipped.txt"; STAGES=${STAGES/tests/}; break
@@ -93,21 +99,40 @@ fi
 
 if has tests; then
   run tests 270 "$OUT/pytest_hopper.log" python3 -m pytest -m gpu tests/gpu/test_hopper_gpu.py -q -rs -p no:cacheprovider
+  # again with at most 3 CTAs: every test's problem runs several work items per CTA (the persistent loop,
+  # the mask program reloaded when the layout group changes, Q and the K/V ring carried across items)
+  SPATTERN_HOPPER_MAX_CTAS=3 run tests_ctas3 200 "$OUT/pytest_hopper_ctas3.log" \
+    python3 -m pytest -m gpu tests/gpu/test_hopper_gpu.py -q -rs -p no:cacheprovider -x
 fi
 
 if has sanitize; then
+  # 6 work items on 2 CTAs: the persistent loop under the sanitizers
+  export SPATTERN_HOPPER_MAX_CTAS=2
   CASE=(scripts/hopper_case.py --no-twin --n 300 --heads 2 --kv-heads 1)
   run memcheck 90 "$OUT/memcheck.log" compute-sanitizer --tool memcheck --error-exitcode 9 python3 "${CASE[@]}"
   run racecheck 90 "$OUT/racecheck.log" compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 9 python3 "${CASE[@]}"
   run synccheck 60 "$OUT/synccheck.log" compute-sanitizer --tool synccheck --error-exitcode 9 python3 "${CASE[@]}"
+  unset SPATTERN_HOPPER_MAX_CTAS
 fi
 
+if has host; then
+  # where a call's host time goes (cProfile) and whether the GPU waits for the host
+  run host 90 "$OUT/host.log" python3 scripts/hopper_host_profile.py --json "$OUT/host_profile.json"
+fi
+
+if has bench && has smoke; then
+  for k in "${!RC[@]}"; do
+    if [[ $k == smoke* && ${RC[$k]} != 0 ]]; then
+      echo "bench: $k failed (rc ${RC[$k]}); not timing a wrong kernel" | tee -a "$OUT/skipped.txt"; STAGES=${STAGES/bench/}; break
+    fi
+  done
+fi
 if has bench; then
   # both kernels, native FlexAttention and dense SDPA in one process: the ratios are within one run
   for d in $BENCH_D; do
     # shellcheck disable=SC2086
     run "bench_d$d" 300 "$OUT/bench.log" python3 -m spattern.cli bench attention --json "$OUT/bench_hopper_d$d.json" \
-      --head-dim "$d" --cells $BENCH_CELLS --methods spattern spattern_hopper flex_native sdpa_flash sdpa_cudnn \
+      --head-dim "$d" --cells $BENCH_CELLS --methods spattern spattern_hopper spattern_hopper_v1 flex_native sdpa_flash sdpa_cudnn \
       --iters 20
   done
 fi

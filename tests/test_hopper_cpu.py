@@ -21,14 +21,17 @@ from spattern.runtime import hopper_backend as hb  # noqa: E402
 from spattern.runtime.problem import describe  # noqa: E402
 
 NVCC = shutil.which("nvcc")
-# (bf16, head dim, block_k, stages, ping-pong): the defaults of every (dtype, D, block_k), plus ping-pong
-# off and the deepest ring that fits, in bf16 (the dtype only changes the wgmma / cvt type names)
+# (bf16, head dim, block_k, stages, ping-pong, overlap): the defaults of every (dtype, D, block_k), plus
+# ping-pong off, v1's GEMM order (overlap off) and the deepest ring that fits, in bf16 (the dtype only
+# changes the wgmma / cvt type names)
+_DTYPES_SHAPES = list(itertools.product((0, 1), hb.SUPPORTED_HEAD_DIMS, hb.SUPPORTED_BLOCK_K))
+_SHAPES = list(itertools.product(hb.SUPPORTED_HEAD_DIMS, hb.SUPPORTED_BLOCK_K))
 INSTANTIATIONS = sorted(
-    {(bf16, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 1)
-     for bf16, hd, bk in itertools.product((0, 1), hb.SUPPORTED_HEAD_DIMS, hb.SUPPORTED_BLOCK_K)}
-    | {(1, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 0) for hd, bk in itertools.product(hb.SUPPORTED_HEAD_DIMS, hb.SUPPORTED_BLOCK_K)}
-    | {(1, hd, bk, max(n for n in (2, 3, 4) if hb.smem_bytes(hd, bk, n) <= hb.SMEM_LIMIT), 1)
-       for hd, bk in itertools.product(hb.SUPPORTED_HEAD_DIMS, hb.SUPPORTED_BLOCK_K)})
+    {(bf16, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 1, 1) for bf16, hd, bk in _DTYPES_SHAPES}
+    | {(1, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 0, 1) for hd, bk in _SHAPES}
+    | {(1, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 1, 0) for hd, bk in _SHAPES}
+    | {(1, hd, bk, max(n for n in (2, 3, 4) if hb.smem_bytes(hd, bk, n) <= hb.SMEM_LIMIT), 1, 1)
+       for hd, bk in _SHAPES})
 
 
 def _nvcc(tmp_path: Path, defines: list[str]) -> subprocess.CompletedProcess:
@@ -40,9 +43,9 @@ def _nvcc(tmp_path: Path, defines: list[str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
-@pytest.mark.parametrize("bf16,hd,bk,ns,pp", INSTANTIATIONS)
-def test_hopper_kernel_compiles_sm90a(tmp_path: Path, bf16, hd, bk, ns, pp):
-    r = _nvcc(tmp_path, hb.kernel_defines(bf16, hd, bk, ns, pp))
+@pytest.mark.parametrize("bf16,hd,bk,ns,pp,ov", INSTANTIATIONS)
+def test_hopper_kernel_compiles_sm90a(tmp_path: Path, bf16, hd, bk, ns, pp, ov):
+    r = _nvcc(tmp_path, hb.kernel_defines(bf16, hd, bk, ns, pp, ov))
     assert r.returncode == 0, r.stderr[-3000:]
     spills = [int(m) for m in re.findall(r"(\d+) bytes spill stores", r.stderr)]
     assert spills == [0], r.stderr
@@ -70,7 +73,7 @@ def test_source_is_self_contained():
 def test_default_stages_fit():
     for (hd, bk), ns in hb.DEFAULT_STAGES.items():
         assert hb.smem_bytes(hd, bk, ns) <= hb.SMEM_LIMIT
-    assert hb.smem_bytes(128, 128, 2) == 1024 + 128 * 128 * 2 + 2 * 2 * 128 * 128 * 2 + 8 * 9 + 16 + 64 * 16
+    assert hb.smem_bytes(128, 128, 2) == 1024 + 128 * 128 * 2 + 2 * 2 * 128 * 128 * 2 + 8 * 10 + 32 + 64 * 16
 
 
 def test_stages_env(monkeypatch):
@@ -83,8 +86,54 @@ def test_stages_env(monkeypatch):
 
 
 def test_kernel_defines():
-    assert hb.kernel_defines(True, 128, 64, 3, False) == [
-        "-DSP_BF16=1", "-DSP_HD=128", "-DSP_LK=64", "-DSP_LQ=128", "-DSP_NSTAGE=3", "-DSP_PINGPONG=0"]
+    assert hb.kernel_defines(True, 128, 64, 3, False, False) == [
+        "-DSP_BF16=1", "-DSP_HD=128", "-DSP_LK=64", "-DSP_LQ=128", "-DSP_NSTAGE=3", "-DSP_PINGPONG=0",
+        "-DSP_OVERLAP=0"]
+
+
+@pytest.mark.parametrize("name,fn", [("SPATTERN_HOPPER_PERSISTENT", hb.persistent),
+                                     ("SPATTERN_HOPPER_OVERLAP", hb.overlap),
+                                     ("SPATTERN_HOPPER_PINGPONG", hb.pingpong)])
+def test_variant_flags(monkeypatch, name, fn):
+    monkeypatch.delenv(name, raising=False)
+    assert fn() is True  # v2 by default
+    monkeypatch.setenv(name, "0")
+    assert fn() is False
+    monkeypatch.setenv(name, "1")
+    assert fn() is True
+    monkeypatch.setenv(name, "off")
+    with pytest.raises(ValueError, match=rf"{name}: expected 0 or 1, got 'off'"):
+        fn()
+
+
+def test_grid_size():
+    """Persistent: at most one CTA per SM (the kernel's 384 threads and ~160-230 KB of shared memory fit
+    once per SM); otherwise one CTA per work item. Never more CTAs than items."""
+    assert hb.grid_size(512, 132, True) == 132
+    assert hb.grid_size(100, 132, True) == 100
+    assert hb.grid_size(512, 132, False) == 512
+
+
+def _snake(j: int, c: int, G: int) -> int:  # hopper_fwd.cu, item_slot
+    return j * G + ((G - 1 - c) if j & 1 else c)
+
+
+@pytest.mark.parametrize("n_work,G", [(512, 132), (7, 7), (1, 1), (300, 132), (133, 132)])
+def test_snake_schedule_covers_every_item_once(n_work, G):
+    """The kernel's loop (slot = item_slot(j, cta, G); stop at the first slot >= n_work) visits every work
+    item exactly once over the grid, so a persistent grid computes what one CTA per item computes."""
+    seen = []
+    for c in range(G):
+        j = 0
+        while (slot := _snake(j, c, G)) < n_work:
+            seen.append(slot)
+            j += 1
+    assert sorted(seen) == list(range(n_work))
+
+
+def test_snake_schedule_matches_the_kernel_source():
+    src = hb.KERNEL_FILE.read_text()
+    assert "return j * G + ((j & 1) ? (G - 1 - c) : c);" in src
 
 
 # ----------------------------------------------------------------------------- selection

@@ -143,14 +143,21 @@ def _grad_runner(fwd):
     return run
 
 
-def _forced(kernel: str, fn):
-    """fn run with the forward kernel forced (``hopper_backend.forced``)."""
+def _forced(kernel: str, fn, **variant):
+    """fn run with the forward kernel (and the Hopper kernel's variant flags) forced
+    (``hopper_backend.forced``)."""
     from spattern.runtime.hopper_backend import forced
 
     def run(*args):
-        with forced(kernel):
+        with forced(kernel, **variant):
             return fn(*args)
     return run
+
+
+# the CUDA kernels a benchmark can time, each through the public entry: method -> (kernel, variant flags);
+# spattern_hopper_v1 is the Hopper kernel as first measured (one CTA per work item, PV and QK as one group)
+KERNEL_METHODS = {"spattern": ("mma_sync", {}), "spattern_hopper": ("hopper", {}),
+                  "spattern_hopper_v1": ("hopper", {"persistent": False, "overlap": False})}
 
 
 def _methods(lay, n, D, causal, scale, methods, log):
@@ -162,10 +169,10 @@ def _methods(lay, n, D, causal, scale, methods, log):
 
     fns = {}
     # both CUDA kernels through the public entry, as a user calls it, the forward kernel forced
-    for name, kernel in (("spattern", "mma_sync"), ("spattern_hopper", "hopper")):
+    for name, (kernel, variant) in KERNEL_METHODS.items():
         if name in methods:
             fns[name] = _forced(kernel, lambda q, k, v: attention(q, k, v, lay, scale=scale, backend="cupy",
-                                                                 trusted=True))
+                                                                 trusted=True), **variant)
     for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
         if name in methods:
             def f(q, k, v, _b=backend):
@@ -265,7 +272,7 @@ def _row(n, D, causal, fam, dens, block, heads, batch, scale, methods, backward,
     if sp_t and nat:
         row["spattern_vs_flex_native"] = nat / sp_t
     cu = row["ms"].get("sdpa_cudnn")
-    for m in ("spattern", "spattern_hopper"):  # each kernel against the baselines measured in this row
+    for m in KERNEL_METHODS:  # each kernel against the baselines measured in this row
         if row["ms"].get(m):
             row.setdefault("vs_flex_native", {})[m] = nat / row["ms"][m] if nat else None
             row.setdefault("vs_cudnn", {})[m] = cu / row["ms"][m] if cu else None

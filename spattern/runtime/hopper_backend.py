@@ -41,6 +41,10 @@ SMEM_LIMIT = 227 * 1024  # opt-in dynamic shared memory per block on sm_90
 # Default K/V ring depth per (head dim, block_k): as deep as fits, capped at 3 (2 for 128 x 128,
 # where 3 stages would leave under 1 KB of the 227 KB). SPATTERN_HOPPER_STAGES overrides.
 DEFAULT_STAGES = {(128, 128): 2, (128, 64): 3, (64, 128): 3, (64, 64): 3}
+# v2 (persistent grid, intra-warpgroup overlap): on by default; SPATTERN_HOPPER_PERSISTENT=0 /
+# SPATTERN_HOPPER_OVERLAP=0 give back v1's launch and GEMM order for comparisons.
+DEFAULT_PERSISTENT = True
+DEFAULT_OVERLAP = True
 ENV_KERNEL = "SPATTERN_KERNEL"
 KERNEL_CHOICES = ("auto", "mma_sync", "hopper")
 
@@ -54,6 +58,8 @@ AUTO_CONFIGS = frozenset({(128, 128)})
 
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("spattern_forced_kernel", default=None)
+_variant: contextvars.ContextVar[dict] = contextvars.ContextVar("spattern_hopper_variant", default={})
+VARIANT_FLAGS = ("persistent", "overlap", "pingpong")
 
 
 def kernel_choice() -> str:
@@ -66,15 +72,20 @@ def kernel_choice() -> str:
 
 
 @contextlib.contextmanager
-def forced(kernel: str):
-    """Within the block, ``kernel`` (one of KERNEL_CHOICES) as if ``SPATTERN_KERNEL`` said so (benchmarks
-    that time both kernels in one process)."""
+def forced(kernel: str, **variant: bool):
+    """Within the block, ``kernel`` (one of KERNEL_CHOICES) as if ``SPATTERN_KERNEL`` said so, and the Hopper
+    kernel's variant flags (``persistent``, ``overlap``, ``pingpong``) as if their variables said so
+    (benchmarks that time several kernels or variants in one process)."""
     if kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel: expected one of {KERNEL_CHOICES}, got {kernel!r}")
-    token = _forced.set(kernel)
+    bad = sorted(set(variant) - set(VARIANT_FLAGS))
+    if bad:
+        raise ValueError(f"variant: expected flags among {VARIANT_FLAGS}, got {bad}")
+    token, vtoken = _forced.set(kernel), _variant.set({k: bool(v) for k, v in variant.items()})
     try:
         yield
     finally:
+        _variant.reset(vtoken)
         _forced.reset(token)
 
 
@@ -163,36 +174,89 @@ def stages(head_dim: int, block_k: int) -> int:
     return ns
 
 
+def _flag(name: str, default: bool) -> bool:
+    """A variant flag: inside ``forced(..., flag=...)`` that value, else the variable (0 / 1), else ``default``."""
+    over = _variant.get().get(name.rsplit("_", 1)[-1].lower())
+    if over is not None:
+        return over
+    v = os.environ.get(name, "").strip()
+    if v not in ("", "0", "1"):
+        raise ValueError(f"{name}: expected 0 or 1, got {v!r}")
+    return default if v == "" else v == "1"
+
+
 def pingpong() -> bool:
     """Consumer warpgroups take turns at the tensor cores (SPATTERN_HOPPER_PINGPONG=0 turns it off)."""
-    return os.environ.get("SPATTERN_HOPPER_PINGPONG", "1") != "0"
+    return _flag("SPATTERN_HOPPER_PINGPONG", True)
 
 
-def kernel_defines(bf16: bool, head_dim: int, block_k: int, nstage: int, pingpong: bool = True) -> list[str]:
+def overlap() -> bool:
+    """Intra-warpgroup overlap: QK(t+1) issued before PV(t) and waited alone, so the exponentials of the
+    next tile run while PV(t) is on the tensor cores (SPATTERN_HOPPER_OVERLAP=0: v1's single group)."""
+    return _flag("SPATTERN_HOPPER_OVERLAP", DEFAULT_OVERLAP)
+
+
+def persistent() -> bool:
+    """One CTA per SM looping over the work items (SPATTERN_HOPPER_PERSISTENT=0: one CTA per item, v1)."""
+    return _flag("SPATTERN_HOPPER_PERSISTENT", DEFAULT_PERSISTENT)
+
+
+def kernel_defines(bf16: bool, head_dim: int, block_k: int, nstage: int, pingpong: bool = True,
+                   overlap: bool = True) -> list[str]:
     """-D defines of one instantiation (block_q is always 128)."""
     return [f"-DSP_BF16={int(bool(bf16))}", f"-DSP_HD={head_dim}", f"-DSP_LK={block_k}", f"-DSP_LQ={BLOCK_Q}",
-            f"-DSP_NSTAGE={nstage}", f"-DSP_PINGPONG={int(bool(pingpong))}"]
+            f"-DSP_NSTAGE={nstage}", f"-DSP_PINGPONG={int(bool(pingpong))}", f"-DSP_OVERLAP={int(bool(overlap))}"]
+
+
+def grid_size(n_work: int, sm_count: int, persistent: bool, max_ctas: int | None = None) -> int:
+    """CTAs launched: one per work item, or (persistent) at most one per SM (1 CTA fits per SM);
+    ``max_ctas`` (SPATTERN_HOPPER_MAX_CTAS, for tests) caps it further, so that small problems run several
+    work items per CTA."""
+    g = min(n_work, sm_count) if persistent else n_work
+    return max(1, min(g, max_ctas)) if max_ctas else g
+
+
+def max_ctas() -> int | None:
+    """SPATTERN_HOPPER_MAX_CTAS: a cap on the grid (a positive integer), for tests of the persistent loop."""
+    v = os.environ.get("SPATTERN_HOPPER_MAX_CTAS", "").strip()
+    if not v:
+        return None
+    if not v.isdigit() or int(v) < 1:
+        raise ValueError(f"SPATTERN_HOPPER_MAX_CTAS: expected a positive integer, got {v!r}")
+    return int(v)
+
+
+_SMS: dict = {}
+
+
+def _sm_count(idx: int) -> int:
+    if idx not in _SMS:
+        _SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SMS[idx]
 
 
 def smem_bytes(head_dim: int, block_k: int, nstage: int) -> int:
-    """Dynamic shared memory: 1 KB alignment slack, Q tile, NSTAGE K and V tiles, 1 + 4 NSTAGE mbarriers
-    (8 B), the program (16 B per instruction, 16-byte aligned). Mirrors the kernel's static_assert."""
+    """Dynamic shared memory: 1 KB alignment slack, Q tile, NSTAGE K and V tiles, 2 + 4 NSTAGE mbarriers
+    (8 B), the program (16 B per instruction, 16-byte aligned) and its group and length (16 B). Mirrors
+    the kernel's static_assert."""
     tiles = BLOCK_Q * head_dim * 2 + 2 * nstage * block_k * head_dim * 2
-    return 1024 + tiles + 8 * (1 + 4 * nstage) + 16 + MAX_PROGRAM * 16
+    return 1024 + tiles + 8 * (2 + 4 * nstage) + 32 + MAX_PROGRAM * 16
 
 
 _modules: dict[tuple, Any] = {}
 
 
-def get_kernel(device_index: int, bf16: bool, head_dim: int, block_k: int, nstage: int, pp: bool):
-    """Compiled kernel, once per (device, dtype, head dim, block_k, stages, ping-pong, source hash)."""
-    key = (device_index, bool(bf16), head_dim, block_k, nstage, bool(pp), _cb.kernel_source(KERNEL_FILE)[1])
+def get_kernel(device_index: int, bf16: bool, head_dim: int, block_k: int, nstage: int, pp: bool, ov: bool = True):
+    """Compiled kernel, once per (device, dtype, head dim, block_k, stages, ping-pong, overlap, source hash)."""
+    key = (device_index, bool(bf16), head_dim, block_k, nstage, bool(pp), bool(ov),
+           _cb.kernel_source(KERNEL_FILE)[1])
     fn = _modules.get(key)
     if fn is None:
-        tag = f"hopper_{'bf16' if bf16 else 'fp16'}_d{head_dim}_k{block_k}_s{nstage}_pp{int(bool(pp))}"
+        tag = (f"hopper_{'bf16' if bf16 else 'fp16'}_d{head_dim}_k{block_k}_s{nstage}_pp{int(bool(pp))}"
+               f"_ov{int(bool(ov))}")
         fn = _modules[key] = _cb.compile_functions(
-            device_index, KERNEL_FILE, (KERNEL_NAME,), kernel_defines(bf16, head_dim, block_k, nstage, pp), tag,
-            smem_bytes(head_dim, block_k, nstage))[KERNEL_NAME]
+            device_index, KERNEL_FILE, (KERNEL_NAME,), kernel_defines(bf16, head_dim, block_k, nstage, pp, ov),
+            tag, smem_bytes(head_dim, block_k, nstage))[KERNEL_NAME]
     return fn
 
 
@@ -300,7 +364,8 @@ def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, 
     lt = _cb._layout_tensors(layout, dev)
     dev_index = dev.index if dev.index is not None else torch.cuda.current_device()
     ns, pp = stages(D, prob.block_k), pingpong()
-    fn = get_kernel(dev_index, bf16, D, prob.block_k, ns, pp)
+    fn = get_kernel(dev_index, bf16, D, prob.block_k, ns, pp, overlap())
+    grid = grid_size(n_work, _sm_count(dev_index), persistent(), max_ctas())
     tq = tensor_map(q, packed, BLOCK_Q)
     tk = tensor_map(k, packed, prob.block_k)
     tv = tensor_map(v, packed, prob.block_k)
@@ -319,7 +384,7 @@ def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, 
             lcp["row_ptr"], lcp["col_idx"], lcp["block_kind"], lcp["mask_idx"],
             lcp["bitmasks"], lcp["programs"], lcp["program_len"],
             i32(prob.Bg), i32(prob.Hg), i32(R), i32(lt["P"]),
-            lcp["work"], f32(float(scale) * math.log2(math.e)), i32(1 if return_lse else 0),
+            lcp["work"], i32(n_work), f32(float(scale) * math.log2(math.e)), i32(1 if return_lse else 0),
         )
-        fn((n_work, 1, 1), (THREADS, 1, 1), args, shared_mem=smem_bytes(D, prob.block_k, ns))
+        fn((grid, 1, 1), (THREADS, 1, 1), args, shared_mem=smem_bytes(D, prob.block_k, ns))
     return out, lse

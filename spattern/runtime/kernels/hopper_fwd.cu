@@ -2,8 +2,11 @@
 // warp specialization. First version (issue 13); notes/hopper_kernel.md has the design and its status.
 //
 // Contract: docs/design.md, "Concrete contract (as built)"; the same semantics as block_sparse_fwd.cu,
-// which is this kernel's slow twin. One CTA computes one (batch-or-sequence b, head h, query row-block r)
-// work item (block_q = 128 rows), visited in the order given by `work` (long rows first).
+// which is this kernel's slow twin. A work item is one (batch-or-sequence b, head h, query row-block r)
+// (block_q = 128 rows); `work` lists them long rows first. CTA c of a grid of G computes items
+// c, 2G-1-c, 2G+c, ... of that list (a snake, so the long and the short rows even out): with G = the number
+// of items each CTA computes one (v1), with G = the number of SMs the kernel is persistent, and the
+// producer loads the next item's Q and first K/V tiles while the consumers finish the current one.
 // 384 threads = 3 warpgroups:
 //   warpgroup 0 (producer, few registers): one thread issues the TMA loads of the Q tile (once) and of
 //     the K and V tiles of the CSR row (key block col_idx[p] = one tile of BN = block_k keys) into an
@@ -20,7 +23,9 @@
 // [rows][64] elements (128-byte rows), each panel 1024-byte aligned.
 //
 // Compile-time configuration (-D): SP_BF16 (0 = fp16, 1 = bf16), SP_HD (64|128), SP_LK (64|128, layout
-// block_k = keys per tile), SP_NSTAGE (2..4), SP_PINGPONG (0|1). block_q is 128 (SP_LQ must be 128).
+// block_k = keys per tile), SP_NSTAGE (2..4), SP_PINGPONG (0|1), SP_OVERLAP (0|1: QK(t+1) is issued
+// before PV(t) and waited alone, so the exponentials of tile t+1 run while PV(t) is on the tensor cores,
+// FA3's intra-warpgroup overlap). block_q is 128 (SP_LQ must be 128).
 // Packed varlen is handled through the tensor maps' coordinates (see the launcher, hopper_backend.py).
 
 #include "mask_program.cuh"
@@ -42,6 +47,9 @@
 #endif
 #ifndef SP_PINGPONG
 #define SP_PINGPONG 1
+#endif
+#ifndef SP_OVERLAP
+#define SP_OVERLAP 1
 #endif
 #ifndef SP_PRODUCER_REGS
 #define SP_PRODUCER_REGS 24
@@ -71,17 +79,18 @@ constexpr u32 KV_BYTES = BN * HD * 2; // one K (or V) stage
 constexpr u32 Q_PANEL = BQ * 128;     // bytes of one Q panel
 constexpr u32 KV_PANEL = BN * 128;    // bytes of one K/V panel
 constexpr u32 TILES_BYTES = Q_BYTES + 2 * NS * KV_BYTES;
-constexpr u32 NBAR = 1 + 4 * NS;      // q_full, k_full[NS], v_full[NS], k_empty[NS], v_empty[NS]
+constexpr u32 NBAR = 2 + 4 * NS;      // q_full, k_full[NS], v_full[NS], k_empty[NS], v_empty[NS], q_empty
 constexpr float LN2 = 0.6931471805599453f;
 constexpr int BAR_SCHED = 1;          // named barriers 1, 2: the consumers' turn to issue GEMMs
 constexpr int BAR_CLEAR = 3;          // named barrier 3: both consumer warpgroups cleared a V tile's tail
+constexpr int BAR_PROG = 4;           // named barrier 4: the consumers (re)load the group's mask program
 using spk_mask::MAX_PROGRAM;
 
 static_assert(HD == 64 || HD == 128, "SP_HD must be 64 or 128");
 static_assert(BN == 64 || BN == 128, "SP_LK must be 64 or 128");
 static_assert(SP_LQ == 128, "the Hopper kernel takes block_q = 128 only");
 static_assert(NS >= 2 && NS <= 4, "SP_NSTAGE must be 2, 3 or 4");
-static_assert(TILES_BYTES + 1024 + NBAR * 8 + MAX_PROGRAM * 16 + 16 <= 232448, "shared memory over 227 KB");
+static_assert(TILES_BYTES + 1024 + NBAR * 8 + MAX_PROGRAM * 16 + 32 <= 232448, "shared memory over 227 KB");
 static_assert(SP_PRODUCER_REGS * 128 + SP_CONSUMER_REGS * 256 <= 65536, "register file over 64K");
 
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
@@ -144,7 +153,38 @@ __device__ __forceinline__ void clear_tile_rows(u32 tile, int row0, int ctid) {
   named_sync(BAR_CLEAR, NCONS);
 }
 
+// One work item, decoded the same way by the producer and the consumers.
+struct Item {
+  int b, h, r, seq0, qlen, kvlen, q0, g, pstart, ntiles;
+};
+
+// Item number j of CTA c in a grid of G: the snake c, 2G-1-c, 2G+c, ... over `work` (long rows first).
+__device__ __forceinline__ int item_slot(int j, int c, int G) { return j * G + ((j & 1) ? (G - 1 - c) : c); }
+
+__device__ __forceinline__ Item decode_item(int wi, int H, int R, int Nq, int Nk, const int* __restrict__ cu_seqlens,
+                                            int varlen, const int* __restrict__ row_ptr, int Bg, int Hg) {
+  Item it;
+  it.r = wi % R;
+  const int bh = wi / R;
+  it.h = bh % H;
+  it.b = bh / H;
+  it.seq0 = 0;
+  it.qlen = Nq;
+  it.kvlen = Nk;
+  if (varlen) {
+    it.seq0 = cu_seqlens[it.b];
+    it.qlen = it.kvlen = cu_seqlens[it.b + 1] - it.seq0;
+  }
+  it.q0 = it.r * BQ;
+  it.g = (Bg > 1 ? it.b : 0) * Hg + (Hg > 1 ? it.h : 0);
+  it.pstart = row_ptr[it.g * (R + 1) + it.r];
+  it.ntiles = row_ptr[it.g * (R + 1) + it.r + 1] - it.pstart;
+  if (it.q0 >= it.qlen) it.ntiles = -1;  // a row block past this sequence's end: nothing to compute or write
+  return it;
+}
+
 }  // namespace sph
+
 
 extern "C" __global__ void __launch_bounds__(NT, 1)
 sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ TensorMap tmK,
@@ -157,7 +197,7 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
               const unsigned char* __restrict__ block_kind, const int* __restrict__ mask_idx,
               const u32* __restrict__ bitmasks, const int* __restrict__ programs,
               const int* __restrict__ program_len, int Bg, int Hg, int R, int P,
-              const int* __restrict__ work, float scale_log2, int write_lse) {
+              const int* __restrict__ work, int n_work, float scale_log2, int write_lse) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // Tiles at a 1024-byte aligned base (the 128-byte swizzle repeats every 8 rows of 128 bytes).
   const u32 raw = smem_u32(smem_raw);
@@ -171,36 +211,21 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
   auto bar_vf = [&](int s) { return sBar + 8u * (1 + NS + s); };
   auto bar_ke = [&](int s) { return sBar + 8u * (1 + 2 * NS + s); };
   auto bar_ve = [&](int s) { return sBar + 8u * (1 + 3 * NS + s); };
+  const u32 bar_qe = sBar + 8u * (1 + 4 * NS);
   const u32 prog_off = ((sBar + 8u * NBAR - raw) + 15u) & ~15u;
   int4* s_prog = reinterpret_cast<int4*>(smem_raw + prog_off);
+  // after the program: its group and length (read by the consumers; in shared memory, not registers,
+  // so that nothing more stays live through the main loop)
+  int* s_pmeta = reinterpret_cast<int*>(s_prog + MAX_PROGRAM);
 
   const int tid = threadIdx.x;
+  const int cta = blockIdx.x, G = gridDim.x;
+  auto item = [&](int wi) { return decode_item(wi, H, R, Nq, Nk, cu_seqlens, varlen, row_ptr, Bg, Hg); };
 
-  // ---- work item (uniform per CTA) ----
-  const int wi = work[blockIdx.x];
-  const int r = wi % R;
-  const int bh = wi / R;
-  const int h = bh % H;
-  const int b = bh / H;
-  int seq0 = 0, qlen = Nq, kvlen = Nk;
-  if (varlen) {
-    seq0 = cu_seqlens[b];
-    qlen = kvlen = cu_seqlens[b + 1] - seq0;
-  }
-  const int q0 = r * BQ;
-  if (q0 >= qlen) return;  // a row block past this sequence's end: nothing to write
-  const int hk = h / (H / Hkv);
-  const int g = (Bg > 1 ? b : 0) * Hg + (Hg > 1 ? h : 0);
-  const int pstart = row_ptr[g * (R + 1) + r];
-  const int ntiles = row_ptr[g * (R + 1) + r + 1] - pstart;
-  int plen = program_len[g];
-  plen = plen < MAX_PROGRAM ? plen : MAX_PROGRAM;
-  for (int i = tid; i < plen; i += NT) {
-    const int* src = programs + ((long long)g * P + i) * 4;
-    s_prog[i] = make_int4(src[0], src[1], src[2], src[3]);
-  }
   if (tid == 0) {
+    s_pmeta[0] = -1;  // no program loaded yet
     mbar_init(bar_q, 1);
+    mbar_init(bar_qe, NCONS);
     for (int s = 0; s < NS; ++s) {
       mbar_init(bar_kf(s), 1);
       mbar_init(bar_vf(s), 1);
@@ -211,32 +236,52 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
   }
   __syncthreads();
 
+  // Pipeline counters, the same on both sides: T = K/V tiles loaded (consumed) before the current item
+  // (stage T % NS, fill T / NS), nq = items with at least one tile before it (Q fill nq).
   if (tid < 128) {
     // =============================== producer warpgroup ===============================
     setmaxnreg_dec<SP_PRODUCER_REGS>();
-    if (tid == 0 && ntiles > 0) {
+    if (tid == 0) {
+      tma_prefetch_desc(&tmQ);
       tma_prefetch_desc(&tmK);
       tma_prefetch_desc(&tmV);
-      mbar_arrive_expect_tx(bar_q, Q_BYTES);
-#pragma unroll
-      for (int p = 0; p < PANELS; ++p) tma_rows(sQ + p * Q_PANEL, &tmQ, bar_q, p * 64, q0, h, b, seq0, varlen);
-      int next_col = col_idx[pstart];
+      u32 T = 0, nq = 0;
 #pragma unroll 1
-      for (int t = 0; t < ntiles; ++t) {
-        const int st = t % NS;
-        const u32 use = (u32)(t / NS);  // how many times stage st was filled before
-        const int kv0 = next_col * BN;
-        if (t + 1 < ntiles) next_col = col_idx[pstart + t + 1];  // read ahead of its use
-        if (use > 0) mbar_wait(bar_ke(st), (use - 1) & 1);
-        mbar_arrive_expect_tx(bar_kf(st), KV_BYTES);
+      for (int j = 0;; ++j) {
+        const int slot = item_slot(j, cta, G);
+        if (slot >= n_work) break;
+        const Item it = item(work[slot]);
+        if (it.ntiles <= 0) continue;
+        const int hk = it.h / (H / Hkv);
+        int next_col = col_idx[it.pstart];
+#pragma unroll 1
+        for (int t = 0; t < it.ntiles; ++t) {
+          const u32 tt = T + (u32)t;
+          const int st = (int)(tt % NS);
+          const u32 use = tt / NS;  // how many times stage st was filled before
+          const int kv0 = next_col * BN;
+          if (t + 1 < it.ntiles) next_col = col_idx[it.pstart + t + 1];  // read ahead of its use
+          if (use > 0) mbar_wait(bar_ke(st), (use - 1) & 1);
+          mbar_arrive_expect_tx(bar_kf(st), KV_BYTES);
 #pragma unroll
-        for (int p = 0; p < PANELS; ++p)
-          tma_rows(sK + st * KV_BYTES + p * KV_PANEL, &tmK, bar_kf(st), p * 64, kv0, hk, b, seq0, varlen);
-        if (use > 0) mbar_wait(bar_ve(st), (use - 1) & 1);
-        mbar_arrive_expect_tx(bar_vf(st), KV_BYTES);
+          for (int p = 0; p < PANELS; ++p)
+            tma_rows(sK + st * KV_BYTES + p * KV_PANEL, &tmK, bar_kf(st), p * 64, kv0, hk, it.b, it.seq0, varlen);
+          if (t == 0) {
+            // Q of this item, once the consumers' last QK of the previous one is done with sQ
+            if (nq > 0) mbar_wait(bar_qe, (nq - 1) & 1);
+            mbar_arrive_expect_tx(bar_q, Q_BYTES);
 #pragma unroll
-        for (int p = 0; p < PANELS; ++p)
-          tma_rows(sV + st * KV_BYTES + p * KV_PANEL, &tmV, bar_vf(st), p * 64, kv0, hk, b, seq0, varlen);
+            for (int p = 0; p < PANELS; ++p)
+              tma_rows(sQ + p * Q_PANEL, &tmQ, bar_q, p * 64, it.q0, it.h, it.b, it.seq0, varlen);
+            ++nq;
+          }
+          if (use > 0) mbar_wait(bar_ve(st), (use - 1) & 1);
+          mbar_arrive_expect_tx(bar_vf(st), KV_BYTES);
+#pragma unroll
+          for (int p = 0; p < PANELS; ++p)
+            tma_rows(sV + st * KV_BYTES + p * KV_PANEL, &tmV, bar_vf(st), p * 64, kv0, hk, it.b, it.seq0, varlen);
+        }
+        T += (u32)it.ntiles;
       }
     }
     return;
@@ -250,202 +295,295 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
   const int lane = tid & 31;
   const int tq = lane & 3;
   const int row_lo = cw * 64 + wq * 16 + (lane >> 2);  // this thread's rows: row_lo, row_lo + 8
-
-  float o[HD / 2];
-#pragma unroll
-  for (int i = 0; i < HD / 2; ++i) o[i] = 0.f;
-  float m_lo = neg_inf(), m_hi = neg_inf(), l_lo = 0.f, l_hi = 0.f;
-
-  if (ntiles > 0) {
-    float s[BN / 2];
-    u32 pa[BN / 16][4];  // P as the A operand of PV, one m64k16 fragment per 16 keys
-
-    // S = Q K^T for the tile in stage st (issued, not waited).
-    auto issue_qk = [&](int st) {
-#pragma unroll
-      for (int kk = 0; kk < HD / 16; ++kk) {
-        const u64 da = smem_desc(sQ + (kk >> 2) * Q_PANEL + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
-        const u64 db = smem_desc(sK + st * KV_BYTES + (kk >> 2) * KV_PANEL + (kk & 3) * 32, 16, 1024);
-        wgmma_ss<BN, 0>(s, da, db, kk > 0);
-      }
-    };
-    // O += P V for the tile in stage st (issued, not waited). V is [keys][HD] in HD/64 panels: for the
-    // B operand (K = keys, N = HD) that is MN-major, lbo = the panel stride.
-    auto issue_pv = [&](int st) {
-#pragma unroll
-      for (int ks = 0; ks < BN / 16; ++ks) {
-        const u64 db = smem_desc(sV + st * KV_BYTES + ks * 16 * 128, KV_PANEL, 1024);
-        wgmma_rs<HD, 1>(o, pa[ks], db, 1);
-      }
-    };
-
-    mbar_wait(bar_q, 0);
+  u32 T = 0, nq = 0;
 #if SP_PINGPONG
-    if (cw == 1) named_arrive(BAR_SCHED + 0, NCONS);  // warpgroup 0 issues first
-    named_sync(BAR_SCHED + cw, NCONS);
-#endif
-    mbar_wait(bar_kf(0), 0);
-#pragma unroll
-    for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);  // O = 0 is set before the first group is issued
-    wgmma_fence();
-    issue_qk(0);
-    wgmma_commit();
-#if SP_PINGPONG
-    named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
+  if (cw == 1) named_arrive(BAR_SCHED + 0, NCONS);  // warpgroup 0 issues first (once per CTA)
 #endif
 
-    // One tile: mask, wait for S(t), softmax, then issue PV(t) and (HAS_NEXT) QK(t+1) as one group.
-    // The last tile is a separate instantiation, so no branch separates the two GEMMs.
-    auto step = [&](int t, auto has_next) {
-      constexpr bool HAS_NEXT = decltype(has_next)::value;
-      const int st = t % NS;
-      const u32 ph = (u32)(t / NS) & 1;
-      const int pidx = pstart + t;
-      const int kv0 = col_idx[pidx] * BN;
-      const int knd = block_kind[pidx];
-
-      // ---- token mask of tile t (while QK(t) and PV(t-1) run) ----
-      const bool need_mask = knd != 0 || kv0 + BN > kvlen;
-      u64 allow = ~0ull;
-      if (need_mask) {
-        allow = 0ull;
-        const u32* bm = nullptr;
-        if (knd == 2) bm = bitmasks + (long long)mask_idx[pidx] * (BQ * (BN / 32));
 #pragma unroll 1
-        for (int rr = 0; rr < 2; ++rr) {
-          const int rc = row_lo + rr * 8;  // row inside the block
+  for (int j = 0;; ++j) {
+    const int slot = item_slot(j, cta, G);
+    if (slot >= n_work) break;
+    int ntiles;
+    float o[HD / 2];
+    float m_lo = neg_inf(), m_hi = neg_inf(), l_lo = 0.f, l_hi = 0.f;
+    {
+      const Item it = item(work[slot]);
+      ntiles = it.ntiles;
+      if (ntiles < 0) continue;
+      const int g_loaded = s_pmeta[0];
+      if (it.g != g_loaded && ntiles > 0) {
+        // the group's mask program. The first barrier: every consumer thread has read s_pmeta[0] for
+        // this item and both warpgroups are past their last use of the previous program.
+        named_sync(BAR_PROG, NCONS);
+        int plen = program_len[it.g];
+        plen = plen < MAX_PROGRAM ? plen : MAX_PROGRAM;
+        for (int i = ctid; i < plen; i += NCONS) {
+          const int* src = programs + ((long long)it.g * P + i) * 4;
+          s_prog[i] = make_int4(src[0], src[1], src[2], src[3]);
+        }
+        if (ctid == 0) {
+          s_pmeta[0] = it.g;
+          s_pmeta[1] = plen;
+        }
+        named_sync(BAR_PROG, NCONS);
+      }
 #pragma unroll
-          for (int ch = 0; ch < NCH; ++ch) {
-            const int kc = kv0 + ch * 64;
-            u64 cm = ~0ull;
-            if (knd == 1) {
-              cm = spk_mask::eval_program_row<false>(s_prog, plen, q0 + rc, kc, tq);
-            } else if (knd == 2) {
-              const u32* w = bm + rc * (BN / 32) + ch * 2;
-              cm = (u64)w[0] | ((u64)w[1] << 32);
-            }
-            cm &= spk_mask::range_mask(0, kvlen - 1 - kc);
-            allow |= (u64)thread_cols(cm, tq) << ((rr * NCH + ch) * 16);
+      for (int i = 0; i < HD / 2; ++i) o[i] = 0.f;
+
+      if (ntiles > 0) {
+        const int q0 = it.q0, kvlen = it.kvlen, pstart = it.pstart;
+        float s[BN / 2];
+        u32 pa[BN / 16][4];  // P as the A operand of PV, one m64k16 fragment per 16 keys
+
+        // S = Q K^T for the tile in stage st (issued, not waited).
+        auto issue_qk = [&](int st) {
+#pragma unroll
+          for (int kk = 0; kk < HD / 16; ++kk) {
+            const u64 da = smem_desc(sQ + (kk >> 2) * Q_PANEL + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
+            const u64 db = smem_desc(sK + st * KV_BYTES + (kk >> 2) * KV_PANEL + (kk & 3) * 32, 16, 1024);
+            wgmma_ss<BN, 0>(s, da, db, kk > 0);
           }
-        }
-      }
-
-      // ---- S(t) ready (and PV(t-1)); hand K(t), V(t-1) back to the producer ----
-      wgmma_wait<0>();
+        };
+        // O += P V for the tile in stage st (issued, not waited). V is [keys][HD] in HD/64 panels: for the
+        // B operand (K = keys, N = HD) that is MN-major, lbo = the panel stride.
+        auto issue_pv = [&](int st) {
 #pragma unroll
-      for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
-#pragma unroll
-      for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
-      mbar_arrive(bar_ke(st));
-      if (t > 0) mbar_arrive(bar_ve((t - 1) % NS));
-
-      // ---- scale, mask, online softmax (log2 domain) ----
-#pragma unroll
-      for (int j = 0; j < NJ; ++j)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          float x = s[j * 4 + c] * scale_log2;
-          if (need_mask && !((allow >> allow_bit(j, c)) & 1ull)) x = neg_inf();
-          s[j * 4 + c] = x;
-        }
-      float mx_lo = m_lo, mx_hi = m_hi;
-#pragma unroll
-      for (int j = 0; j < NJ; ++j) {
-        mx_lo = fmaxf(mx_lo, fmaxf(s[j * 4 + 0], s[j * 4 + 1]));
-        mx_hi = fmaxf(mx_hi, fmaxf(s[j * 4 + 2], s[j * 4 + 3]));
-      }
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-      const float base_lo = (mx_lo == neg_inf()) ? 0.f : mx_lo;
-      const float base_hi = (mx_hi == neg_inf()) ? 0.f : mx_hi;
-      const float alpha_lo = ex2(m_lo - base_lo);
-      const float alpha_hi = ex2(m_hi - base_hi);
-      m_lo = mx_lo;
-      m_hi = mx_hi;
-      float sum_lo = 0.f, sum_hi = 0.f;
-#pragma unroll
-      for (int j = 0; j < NJ; ++j) {
-        s[j * 4 + 0] = ex2(s[j * 4 + 0] - base_lo);
-        s[j * 4 + 1] = ex2(s[j * 4 + 1] - base_lo);
-        s[j * 4 + 2] = ex2(s[j * 4 + 2] - base_hi);
-        s[j * 4 + 3] = ex2(s[j * 4 + 3] - base_hi);
-        sum_lo += s[j * 4 + 0] + s[j * 4 + 1];
-        sum_hi += s[j * 4 + 2] + s[j * 4 + 3];
-      }
-      l_lo = l_lo * alpha_lo + sum_lo;
-      l_hi = l_hi * alpha_hi + sum_hi;
-#pragma unroll
-      for (int d = 0; d < ND; ++d) {
-        o[d * 4 + 0] *= alpha_lo; o[d * 4 + 1] *= alpha_lo;
-        o[d * 4 + 2] *= alpha_hi; o[d * 4 + 3] *= alpha_hi;
-      }
-      // P fragments: keys 16 ks .. 16 ks + 15 are the S column groups 2 ks and 2 ks + 1.
-#pragma unroll
-      for (int ks = 0; ks < BN / 16; ++ks) {
-        pa[ks][0] = pack2(s[(2 * ks) * 4 + 0], s[(2 * ks) * 4 + 1]);
-        pa[ks][1] = pack2(s[(2 * ks) * 4 + 2], s[(2 * ks) * 4 + 3]);
-        pa[ks][2] = pack2(s[(2 * ks + 1) * 4 + 0], s[(2 * ks + 1) * 4 + 1]);
-        pa[ks][3] = pack2(s[(2 * ks + 1) * 4 + 2], s[(2 * ks + 1) * 4 + 3]);
-      }
-
-      // ---- issue PV(t), then QK(t+1), as one group ----
-      mbar_wait(bar_vf(st), ph);
-      if (varlen && kv0 + BN > kvlen)  // uniform over the CTA: both warpgroups take it for the same t
-        clear_tile_rows(sV + st * KV_BYTES, kvlen - kv0 > 0 ? kvlen - kv0 : 0, ctid);
-      const int st1 = (t + 1) % NS;
-      if (HAS_NEXT) mbar_wait(bar_kf(st1), (u32)((t + 1) / NS) & 1);
-#if SP_PINGPONG
-      named_sync(BAR_SCHED + cw, NCONS);
-#endif
-#pragma unroll
-      for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
-#pragma unroll
-      for (int ks = 0; ks < BN / 16; ++ks)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) reg_fence(pa[ks][e]);
-      wgmma_fence();
-      issue_pv(st);
-      if constexpr (HAS_NEXT) issue_qk(st1);
-      wgmma_commit();
-#if SP_PINGPONG
-      named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
-#endif
-    };
+          for (int ks = 0; ks < BN / 16; ++ks) {
+            const u64 db = smem_desc(sV + st * KV_BYTES + ks * 16 * 128, KV_PANEL, 1024);
+            wgmma_rs<HD, 1>(o, pa[ks], db, 1);
+          }
+        };
+        // Token mask of tile t (FULL: bounds only; PROGRAM; BITMASK), packed per thread (allow_bit).
+        auto tile_mask = [&](int t, bool& need_mask) -> u64 {
+          const int pidx = pstart + t;
+          const int kv0 = col_idx[pidx] * BN;
+          const int knd = block_kind[pidx];
+          need_mask = knd != 0 || kv0 + BN > kvlen;
+          u64 allow = ~0ull;
+          if (need_mask) {
+            allow = 0ull;
+            const u32* bm = nullptr;
+            if (knd == 2) bm = bitmasks + (long long)mask_idx[pidx] * (BQ * (BN / 32));
 #pragma unroll 1
-    for (int t = 0; t + 1 < ntiles; ++t) step(t, bool_c<true>());
-    step(ntiles - 1, bool_c<false>());
-    wgmma_wait<0>();
+            for (int rr = 0; rr < 2; ++rr) {
+              const int rc = row_lo + rr * 8;  // row inside the block
 #pragma unroll
-    for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
-    mbar_arrive(bar_ve((ntiles - 1) % NS));
-  }
+              for (int ch = 0; ch < NCH; ++ch) {
+                const int kc = kv0 + ch * 64;
+                u64 cm = ~0ull;
+                if (knd == 1) {
+                  cm = spk_mask::eval_program_row<false>(s_prog, s_pmeta[1], q0 + rc, kc, tq);
+                } else if (knd == 2) {
+                  const u32* w = bm + rc * (BN / 32) + ch * 2;
+                  cm = (u64)w[0] | ((u64)w[1] << 32);
+                }
+                cm &= spk_mask::range_mask(0, kvlen - 1 - kc);
+                allow |= (u64)thread_cols(cm, tq) << ((rr * NCH + ch) * 16);
+              }
+            }
+          }
+          return allow;
+        };
+        // Scale, mask, online softmax of S in place (log2 domain): S becomes exp2(S - m); l and m updated;
+        // returns the factors O must be rescaled by.
+        auto softmax = [&](bool need_mask, u64 allow, float& alpha_lo, float& alpha_hi) {
+#pragma unroll
+          for (int jj = 0; jj < NJ; ++jj)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              float x = s[jj * 4 + c] * scale_log2;
+              if (need_mask && !((allow >> allow_bit(jj, c)) & 1ull)) x = neg_inf();
+              s[jj * 4 + c] = x;
+            }
+          float mx_lo = m_lo, mx_hi = m_hi;
+#pragma unroll
+          for (int jj = 0; jj < NJ; ++jj) {
+            mx_lo = fmaxf(mx_lo, fmaxf(s[jj * 4 + 0], s[jj * 4 + 1]));
+            mx_hi = fmaxf(mx_hi, fmaxf(s[jj * 4 + 2], s[jj * 4 + 3]));
+          }
+          mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+          mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+          mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+          mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+          const float base_lo = (mx_lo == neg_inf()) ? 0.f : mx_lo;
+          const float base_hi = (mx_hi == neg_inf()) ? 0.f : mx_hi;
+          alpha_lo = ex2(m_lo - base_lo);
+          alpha_hi = ex2(m_hi - base_hi);
+          m_lo = mx_lo;
+          m_hi = mx_hi;
+          float sum_lo = 0.f, sum_hi = 0.f;
+#pragma unroll
+          for (int jj = 0; jj < NJ; ++jj) {
+            s[jj * 4 + 0] = ex2(s[jj * 4 + 0] - base_lo);
+            s[jj * 4 + 1] = ex2(s[jj * 4 + 1] - base_lo);
+            s[jj * 4 + 2] = ex2(s[jj * 4 + 2] - base_hi);
+            s[jj * 4 + 3] = ex2(s[jj * 4 + 3] - base_hi);
+            sum_lo += s[jj * 4 + 0] + s[jj * 4 + 1];
+            sum_hi += s[jj * 4 + 2] + s[jj * 4 + 3];
+          }
+          l_lo = l_lo * alpha_lo + sum_lo;
+          l_hi = l_hi * alpha_hi + sum_hi;
+        };
+        // O *= alpha (PV of the previous tile done); P = S packed to 16-bit A fragments: keys 16 ks ..
+        // 16 ks + 15 are the S column groups 2 ks and 2 ks + 1.
+        auto rescale_pack = [&](float alpha_lo, float alpha_hi) {
+#pragma unroll
+          for (int d = 0; d < ND; ++d) {
+            o[d * 4 + 0] *= alpha_lo; o[d * 4 + 1] *= alpha_lo;
+            o[d * 4 + 2] *= alpha_hi; o[d * 4 + 3] *= alpha_hi;
+          }
+#pragma unroll
+          for (int ks = 0; ks < BN / 16; ++ks) {
+            pa[ks][0] = pack2(s[(2 * ks) * 4 + 0], s[(2 * ks) * 4 + 1]);
+            pa[ks][1] = pack2(s[(2 * ks) * 4 + 2], s[(2 * ks) * 4 + 3]);
+            pa[ks][2] = pack2(s[(2 * ks + 1) * 4 + 0], s[(2 * ks + 1) * 4 + 1]);
+            pa[ks][3] = pack2(s[(2 * ks + 1) * 4 + 2], s[(2 * ks + 1) * 4 + 3]);
+          }
+        };
+        // V of tile t (stage st) loaded; packed inputs: its rows past the sequence cleared.
+        auto v_ready = [&](int t, int st) {
+          mbar_wait(bar_vf(st), ((T + (u32)t) / NS) & 1);
+          const int kv0 = col_idx[pstart + t] * BN;
+          if (varlen && kv0 + BN > kvlen)  // uniform over the CTA: both warpgroups take it for the same t
+            clear_tile_rows(sV + st * KV_BYTES, kvlen - kv0 > 0 ? kvlen - kv0 : 0, ctid);
+        };
+        auto fence_operands = [&]() {
+#pragma unroll
+          for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
+#pragma unroll
+          for (int ks = 0; ks < BN / 16; ++ks)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) reg_fence(pa[ks][e]);
+          wgmma_fence();
+        };
 
-  // ---- epilogue: O = acc / l (rows with no allowed key: 0), LSE = (m + log2 l) ln 2 (or -inf) ----
-  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
-  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
-  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
-  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
-  const float inv_lo = l_lo > 0.f ? 1.f / l_lo : 0.f;
-  const float inv_hi = l_hi > 0.f ? 1.f / l_hi : 0.f;
-  const int tok_lo = q0 + row_lo, tok_hi = tok_lo + 8;
-  if (write_lse && tq == 0) {
-    float* Lb = LSE + b * l_sb + h * l_sh + seq0;
-    if (tok_lo < qlen) Lb[tok_lo] = l_lo > 0.f ? (m_lo + __log2f(l_lo)) * LN2 : neg_inf();
-    if (tok_hi < qlen) Lb[tok_hi] = l_hi > 0.f ? (m_hi + __log2f(l_hi)) * LN2 : neg_inf();
-  }
-  u16* Ob = O + b * o_sb + h * o_sh + (long long)seq0 * o_sn;
-  if (tok_lo < qlen) {
-    u16* orow = Ob + (long long)tok_lo * o_sn + 2 * tq;
+        // ---- tile 0: S(0) alone ----
+        mbar_wait(bar_q, nq & 1);
+        ++nq;
+        {
+          const int st = (int)(T % NS);
+          bool need_mask;
+          const u64 allow = tile_mask(0, need_mask);
+          mbar_wait(bar_kf(st), (T / NS) & 1);
+#if SP_PINGPONG
+          named_sync(BAR_SCHED + cw, NCONS);
+#endif
+          fence_operands();  // O = 0 is set before the group is issued
+          issue_qk(st);
+          wgmma_commit();
+#if SP_PINGPONG
+          named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
+#endif
+          wgmma_wait<0>();
 #pragma unroll
-    for (int d = 0; d < ND; ++d)
-      *reinterpret_cast<u32*>(orow + d * 8) = pack2(o[d * 4 + 0] * inv_lo, o[d * 4 + 1] * inv_lo);
-  }
-  if (tok_hi < qlen) {
-    u16* orow = Ob + (long long)tok_hi * o_sn + 2 * tq;
+          for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+          mbar_arrive(bar_ke(st));
+          if (ntiles == 1) mbar_arrive(bar_qe);
+          float a_lo, a_hi;
+          softmax(need_mask, allow, a_lo, a_hi);
+          rescale_pack(a_lo, a_hi);
+        }
+        // ---- tiles 1 .. ntiles-1: issue S(t) and PV(t-1), mask(t) while they run, softmax(t) ----
+#pragma unroll 1
+        for (int t = 1; t < ntiles; ++t) {
+          const u32 tt = T + (u32)t;
+          const int st = (int)(tt % NS), sp = (int)((tt - 1) % NS);
+          bool need_mask;  // computed here, where S is dead, not under the GEMMs: fewer live registers
+          const u64 allow = tile_mask(t, need_mask);
+          v_ready(t - 1, sp);
+          mbar_wait(bar_kf(st), (tt / NS) & 1);
+#if SP_PINGPONG
+          named_sync(BAR_SCHED + cw, NCONS);
+#endif
+          fence_operands();
+#if SP_OVERLAP
+          issue_qk(st);
+          wgmma_commit();
+          issue_pv(sp);
+          wgmma_commit();
+#else
+          issue_pv(sp);
+          issue_qk(st);
+          wgmma_commit();
+#endif
+#if SP_PINGPONG
+          named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
+#endif
+          float a_lo, a_hi;
+#if SP_OVERLAP
+          wgmma_wait<1>();  // S(t) done; PV(t-1) may still run under the exponentials
 #pragma unroll
-    for (int d = 0; d < ND; ++d)
-      *reinterpret_cast<u32*>(orow + d * 8) = pack2(o[d * 4 + 2] * inv_hi, o[d * 4 + 3] * inv_hi);
+          for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+          mbar_arrive(bar_ke(st));
+          if (t + 1 == ntiles) mbar_arrive(bar_qe);
+          softmax(need_mask, allow, a_lo, a_hi);
+          wgmma_wait<0>();
+#pragma unroll
+          for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
+          mbar_arrive(bar_ve(sp));
+#else
+          wgmma_wait<0>();
+#pragma unroll
+          for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+#pragma unroll
+          for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
+          mbar_arrive(bar_ke(st));
+          mbar_arrive(bar_ve(sp));
+          if (t + 1 == ntiles) mbar_arrive(bar_qe);
+          softmax(need_mask, allow, a_lo, a_hi);
+#endif
+          rescale_pack(a_lo, a_hi);
+        }
+        // ---- PV of the last tile ----
+        {
+          const int sl = (int)((T + (u32)ntiles - 1) % NS);
+          v_ready(ntiles - 1, sl);
+#if SP_PINGPONG
+          named_sync(BAR_SCHED + cw, NCONS);
+#endif
+          fence_operands();
+          issue_pv(sl);
+          wgmma_commit();
+#if SP_PINGPONG
+          named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
+#endif
+          wgmma_wait<0>();
+#pragma unroll
+          for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
+          mbar_arrive(bar_ve(sl));
+        }
+        T += (u32)ntiles;
+      }
+    }
+
+    // ---- epilogue: O = acc / l (rows with no allowed key: 0), LSE = (m + log2 l) ln 2 (or -inf) ----
+    const Item it = item(work[slot]);  // decoded again: nothing of it stays live through the main loop
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+    const float inv_lo = l_lo > 0.f ? 1.f / l_lo : 0.f;
+    const float inv_hi = l_hi > 0.f ? 1.f / l_hi : 0.f;
+    const int tok_lo = it.q0 + row_lo, tok_hi = tok_lo + 8;
+    const int qlen = it.qlen;
+    if (write_lse && tq == 0) {
+      float* Lb = LSE + it.b * l_sb + it.h * l_sh + it.seq0;
+      if (tok_lo < qlen) Lb[tok_lo] = l_lo > 0.f ? (m_lo + __log2f(l_lo)) * LN2 : neg_inf();
+      if (tok_hi < qlen) Lb[tok_hi] = l_hi > 0.f ? (m_hi + __log2f(l_hi)) * LN2 : neg_inf();
+    }
+    u16* Ob = O + it.b * o_sb + it.h * o_sh + (long long)it.seq0 * o_sn;
+    if (tok_lo < qlen) {
+      u16* orow = Ob + (long long)tok_lo * o_sn + 2 * tq;
+#pragma unroll
+      for (int d = 0; d < ND; ++d)
+        *reinterpret_cast<u32*>(orow + d * 8) = pack2(o[d * 4 + 0] * inv_lo, o[d * 4 + 1] * inv_lo);
+    }
+    if (tok_hi < qlen) {
+      u16* orow = Ob + (long long)tok_hi * o_sn + 2 * tq;
+#pragma unroll
+      for (int d = 0; d < ND; ++d)
+        *reinterpret_cast<u32*>(orow + d * 8) = pack2(o[d * 4 + 2] * inv_hi, o[d * 4 + 3] * inv_hi);
+    }
   }
 }
