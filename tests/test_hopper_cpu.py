@@ -335,3 +335,32 @@ def test_bench_forces_each_kernel_per_call(monkeypatch):
     assert _forced("hopper", hb.kernel_choice)() == "hopper"
     assert _forced("mma_sync", hb.kernel_choice)() == "mma_sync"
     assert hb.kernel_choice() == "auto"
+
+
+def test_params_pack_matches_the_kernel_struct():
+    """hopper_backend.PARAMS is the kernel's Params: 28 members of 8 bytes (the kernel static_asserts the
+    size), in the order of the struct's declaration."""
+    import struct
+
+    src = hb.KERNEL_FILE.read_text()
+    assert "static_assert(sizeof(Params) == 28 * 8" in src
+    assert hb.PARAMS.size == 28 * 8
+    body = src[src.index("struct Params {"):src.index("};", src.index("struct Params {"))]
+    body = re.sub(r"//[^\n]*", "", body)  # the members, not their comments
+    names = re.findall(r"\b(O|LSE|o_sb|cu_seqlens|row_ptr|col_idx|block_kind|mask_idx|bitmasks|programs|"
+                       r"program_len|work|H|write_lse|scale_log2)\b[,;]", body)
+    assert names == ["O", "LSE", "o_sb", "cu_seqlens", "row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks",
+                     "programs", "program_len", "work", "H", "write_lse", "scale_log2"]
+    assert hb._LAYOUT_ARRAYS == ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs",
+                                 "program_len", "work")
+    a = hb.pack_params(1, 2, (3, 4, 5), (6, 7), 8, tuple(range(9, 17)), tuple(range(17, 28)), 0.5)
+    assert a.shape == (1,) and a.dtype.itemsize == 224
+    vals = struct.unpack("<2Q5q9Q11qd", a.tobytes())
+    assert vals[:27] == tuple(range(1, 28)) and vals[27] == 0.5
+
+
+def test_supports_declines_a_non_positive_scale():
+    q = _t(1, 2, 256, 128)
+    prob = describe(q, q, q, band_landmark_layout(256, (128, 128), W=16, L=8), -0.1, False, None)
+    assert hb.supports(prob) == ("scale: the Hopper kernel expects a positive scale (it folds the scale into "
+                                 "exp2), got -0.1")

@@ -271,9 +271,12 @@ def test_prepare_io_allocates_or_checks_the_outputs():
         prepare_io(q, k, k, torch.empty(2, 3, 5, 8, dtype=torch.float64), None, True, False, 2, 3)
 
 
-def test_kernel_source_is_kept_until_a_file_changes(tmp_path):
-    """The inlined source is read once per process and re-read when the file or a header changes."""
+def test_kernel_source_is_kept_until_a_file_changes(tmp_path, monkeypatch):
+    """The inlined source is read once per process and re-read when the file or a header changes (the
+    files are looked at once per SOURCE_RECHECK_S; 0 here, so every call looks)."""
     import os
+
+    monkeypatch.setattr(cb, "SOURCE_RECHECK_S", 0.0)
 
     main, head = tmp_path / "k.cu", tmp_path / "h.cuh"
     head.write_text("#define A 1\n")
@@ -286,3 +289,14 @@ def test_kernel_source_is_kept_until_a_file_changes(tmp_path):
     assert "#define A 22" in src2 and h2 != h1
     main.write_text('#include "h.cuh"\nint yy = A;\n')
     assert "int yy = A;" in cb.kernel_source(main)[0]
+
+
+def test_kernel_source_looks_at_the_files_at_most_once_per_interval(tmp_path, monkeypatch):
+    main = tmp_path / "k.cu"
+    main.write_text("int x = 1;\n")
+    monkeypatch.setattr(cb, "SOURCE_RECHECK_S", 3600.0)
+    src1, _ = cb.kernel_source(main)
+    main.write_text("int x = 22;\n")
+    assert cb.kernel_source(main)[0] == src1  # within the interval: the cached text, no stat
+    monkeypatch.setattr(cb, "SOURCE_RECHECK_S", 0.0)
+    assert "int x = 22;" in cb.kernel_source(main)[0]

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +93,24 @@ _modules: dict[tuple, Any] = {}
 
 
 _sources: dict[str, tuple[str, str, tuple]] = {}
+_checked: dict[str, float] = {}  # when each cached source's files were last stat-ed (time.monotonic)
+SOURCE_RECHECK_S = 1.0
 
 
 def kernel_source(path: Path = KERNEL_FILE) -> tuple[str, str]:
     """Source of a kernel file with its local ``#include "x.cuh"`` lines replaced by the header text
     (so NVRTC needs no include path and nvcc compiles the same text); returns (text, sha256[:16]).
-    Kept per process and re-read when the file or one of its headers changes (size or mtime): every
-    launch asks for the hash, and reading and hashing the text took ~0.3 ms, more than a small kernel."""
+    Kept per process and re-read when the file or one of its headers changes (size or mtime, looked at
+    most once per SOURCE_RECHECK_S): every launch asks for the hash; reading and hashing the text took
+    ~0.3 ms, more than a small kernel, and stat-ing the files on every launch ~15 us."""
+    key = str(path)
+    hit = _sources.get(key)
+    now = time.monotonic()
+    if hit is not None and now - _checked.get(key, -1e9) < SOURCE_RECHECK_S:
+        return hit[0], hit[1]
     path = Path(path)
-    hit = _sources.get(str(path))
     if hit is not None and all(_stamp(p) == st for p, st in hit[2]):
+        _checked[key] = now
         return hit[0], hit[1]
     lines, deps = [], [(path, _stamp(path))]
     for line in path.read_text().splitlines():
@@ -114,7 +123,8 @@ def kernel_source(path: Path = KERNEL_FILE) -> tuple[str, str]:
             lines.append(line)
     src = "\n".join(lines) + "\n"
     h = hashlib.sha256(src.encode()).hexdigest()[:16]
-    _sources[str(path)] = (src, h, tuple(deps))
+    _sources[key] = (src, h, tuple(deps))
+    _checked[key] = now
     return src, h
 
 

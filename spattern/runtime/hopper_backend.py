@@ -18,6 +18,7 @@ import contextvars
 import ctypes
 import math
 import os
+import struct
 from collections import OrderedDict
 from typing import Any
 
@@ -143,6 +144,8 @@ def supports(prob) -> str | None:
         return f"layout: the Hopper kernel expects block_q = {BLOCK_Q}, got {prob.block_q}"
     if prob.block_k not in SUPPORTED_BLOCK_K:
         return f"layout: the Hopper kernel expects block_k in {SUPPORTED_BLOCK_K}, got {prob.block_k}"
+    if not prob.scale > 0:
+        return f"scale: the Hopper kernel expects a positive scale (it folds the scale into exp2), got {prob.scale}"
     if prob.max_program > MAX_PROGRAM:
         return f"layout.program_len: expected at most {MAX_PROGRAM}, got {prob.max_program}"
     if prob.device.type != "cuda":  # last: every other reason can be found without a GPU
@@ -334,6 +337,22 @@ def tensor_map(t, packed: bool, rows: int) -> np.ndarray:
     return buf
 
 
+# --------------------------------------------------------------------------- kernel parameters
+# The kernel's `Params` (hopper_fwd.cu), every member 8 bytes, in its order: O, LSE, 5 strides, 9 pointers
+# (cu_seqlens, then _LAYOUT_ARRAYS), 11 integers (H, Hkv, Nq, Nk, varlen, Bg, Hg, R, P, n_work, write_lse),
+# scale * log2(e) as a double. Passed by value as one (1,) numpy array: one kernel argument instead of 28
+# (CuPy's per-argument cost made the launch the larger part of a small call's host time).
+PARAMS = struct.Struct("<2Q5q9Q11qd")
+_PARAMS_DTYPE = np.dtype((np.void, PARAMS.size))
+_LAYOUT_ARRAYS = ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs", "program_len", "work")
+
+
+def pack_params(out_ptr: int, lse_ptr: int, o_strides, l_strides, cu_ptr: int, layout_ptrs, ints, scale_log2: float):
+    """The kernel's Params as a (1,) numpy array (CuPy passes a size-1 array by value)."""
+    raw = PARAMS.pack(out_ptr, lse_ptr, *o_strides, *l_strides, cu_ptr, *layout_ptrs, *ints, scale_log2)
+    return np.frombuffer(bytearray(raw), dtype=_PARAMS_DTYPE)
+
+
 # --------------------------------------------------------------------------- entry point
 def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, *, out=None, lse_out=None,
                      problem=None):
@@ -370,21 +389,16 @@ def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, 
     tk = tensor_map(k, packed, prob.block_k)
     tv = tensor_map(v, packed, prob.block_k)
     stream = _cb.cupy_stream(dev)
-    i64, i32, f32 = np.int64, np.int32, np.float32
     with stream:
         lcp = _cb._layout_cupy(layout, lt, dev, B, H, R, prob.Bg, prob.Hg, 1)
-        lse_a = np.uint64(lse.data_ptr()) if lse is not None else lcp["dummy_f32"]
-        cu_a = np.uint64(cu_seqlens.data_ptr()) if packed else lcp["program_len"]
-        args = (
-            tq, tk, tv,
-            np.uint64(out.data_ptr()), lse_a,
-            i64(os_[0]), i64(os_[1]), i64(os_[2]), i64(ls[0]), i64(ls[1]),
-            i32(H), i32(Hkv), i32(prob.Nq), i32(prob.Nk),
-            cu_a, i32(1 if packed else 0),
-            lcp["row_ptr"], lcp["col_idx"], lcp["block_kind"], lcp["mask_idx"],
-            lcp["bitmasks"], lcp["programs"], lcp["program_len"],
-            i32(prob.Bg), i32(prob.Hg), i32(R), i32(lt["P"]),
-            lcp["work"], i32(n_work), f32(float(scale) * math.log2(math.e)), i32(1 if return_lse else 0),
-        )
-        fn((grid, 1, 1), (THREADS, 1, 1), args, shared_mem=smem_bytes(D, prob.block_k, ns))
+        ptrs = lcp.get("_hopper_ptrs")
+        if ptrs is None:  # the layout arrays' addresses, once per cached layout view
+            ptrs = lcp["_hopper_ptrs"] = tuple(lcp[n].data.ptr for n in _LAYOUT_ARRAYS)
+        params = pack_params(
+            out.data_ptr(), lse.data_ptr() if lse is not None else 0, os_, ls,
+            cu_seqlens.data_ptr() if packed else 0, ptrs,
+            (H, Hkv, prob.Nq, prob.Nk, 1 if packed else 0, prob.Bg, prob.Hg, R, lt["P"], n_work,
+             1 if return_lse else 0),
+            float(scale) * math.log2(math.e))
+        fn((grid, 1, 1), (THREADS, 1, 1), (tq, tk, tv, params), shared_mem=smem_bytes(D, prob.block_k, ns))
     return out, lse

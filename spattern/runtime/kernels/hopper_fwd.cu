@@ -186,18 +186,46 @@ __device__ __forceinline__ Item decode_item(int wi, int H, int R, int Nq, int Nk
 }  // namespace sph
 
 
+// Everything but the tensor maps, as one by-value parameter: one argument for the launcher to pass instead
+// of 28 (the host packs it with hopper_backend.PARAMS, every member 8 bytes, in this order).
+struct Params {
+  u16* O;                          // output, q's layout
+  float* LSE;                      // (B, H, Nq) or (H, T) packed; unused unless write_lse
+  long long o_sb, o_sh, o_sn;      // O strides (elements): batch, head, token
+  long long l_sb, l_sh;            // LSE strides: batch, head
+  const int* cu_seqlens;           // packed: (B + 1,) sequence starts
+  const int* row_ptr;              // layout CSR (G, R + 1)
+  const int* col_idx;              // key block of each stored block
+  const unsigned char* block_kind; // 0 FULL, 1 PROGRAM, 2 BITMASK
+  const int* mask_idx;             // BITMASK blocks: index into bitmasks
+  const u32* bitmasks;             // (n, BQ, BN / 32) words
+  const int* programs;             // (G, P, 4) mask program instructions
+  const int* program_len;          // (G,)
+  const int* work;                 // work items, long rows first
+  long long H, Hkv, Nq, Nk, varlen, Bg, Hg, R, P, n_work, write_lse;
+  double scale_log2;               // scale * log2(e), > 0
+};
+static_assert(sizeof(Params) == 28 * 8, "Params: 28 members of 8 bytes (hopper_backend.PARAMS)");
+
 extern "C" __global__ void __launch_bounds__(NT, 1)
 sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ TensorMap tmK,
-              const __grid_constant__ TensorMap tmV,
-              u16* __restrict__ O, float* __restrict__ LSE,
-              long long o_sb, long long o_sh, long long o_sn, long long l_sb, long long l_sh,
-              int H, int Hkv, int Nq, int Nk,
-              const int* __restrict__ cu_seqlens, int varlen,
-              const int* __restrict__ row_ptr, const int* __restrict__ col_idx,
-              const unsigned char* __restrict__ block_kind, const int* __restrict__ mask_idx,
-              const u32* __restrict__ bitmasks, const int* __restrict__ programs,
-              const int* __restrict__ program_len, int Bg, int Hg, int R, int P,
-              const int* __restrict__ work, int n_work, float scale_log2, int write_lse) {
+              const __grid_constant__ TensorMap tmV, const __grid_constant__ Params prm) {
+  u16* __restrict__ O = prm.O;
+  float* __restrict__ LSE = prm.LSE;
+  const long long o_sb = prm.o_sb, o_sh = prm.o_sh, o_sn = prm.o_sn, l_sb = prm.l_sb, l_sh = prm.l_sh;
+  const int* __restrict__ cu_seqlens = prm.cu_seqlens;
+  const int* __restrict__ row_ptr = prm.row_ptr;
+  const int* __restrict__ col_idx = prm.col_idx;
+  const unsigned char* __restrict__ block_kind = prm.block_kind;
+  const int* __restrict__ mask_idx = prm.mask_idx;
+  const u32* __restrict__ bitmasks = prm.bitmasks;
+  const int* __restrict__ programs = prm.programs;
+  const int* __restrict__ program_len = prm.program_len;
+  const int* __restrict__ work = prm.work;
+  const int H = (int)prm.H, Hkv = (int)prm.Hkv, Nq = (int)prm.Nq, Nk = (int)prm.Nk, varlen = (int)prm.varlen;
+  const int Bg = (int)prm.Bg, Hg = (int)prm.Hg, R = (int)prm.R, P = (int)prm.P, n_work = (int)prm.n_work;
+  const int write_lse = (int)prm.write_lse;
+  const float scale_log2 = (float)prm.scale_log2;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // Tiles at a 1024-byte aligned base (the 128-byte swizzle repeats every 8 rows of 128 bytes).
   const u32 raw = smem_u32(smem_raw);
@@ -385,18 +413,19 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
           }
           return allow;
         };
-        // Scale, mask, online softmax of S in place (log2 domain): S becomes exp2(S - m); l and m updated;
-        // returns the factors O must be rescaled by.
+        // Mask, online softmax of S in place (log2 domain): S becomes exp2(S scale - m) with one FFMA per
+        // element (the scale is positive: supports() sends other scales to the mma.sync kernel, so the row
+        // maximum of S scale is the scaled maximum of S); l and m updated; returns the factors O must be
+        // rescaled by.
         auto softmax = [&](bool need_mask, u64 allow, float& alpha_lo, float& alpha_hi) {
+          if (need_mask) {
 #pragma unroll
-          for (int jj = 0; jj < NJ; ++jj)
+            for (int jj = 0; jj < NJ; ++jj)
 #pragma unroll
-            for (int c = 0; c < 4; ++c) {
-              float x = s[jj * 4 + c] * scale_log2;
-              if (need_mask && !((allow >> allow_bit(jj, c)) & 1ull)) x = neg_inf();
-              s[jj * 4 + c] = x;
-            }
-          float mx_lo = m_lo, mx_hi = m_hi;
+              for (int c = 0; c < 4; ++c)
+                if (!((allow >> allow_bit(jj, c)) & 1ull)) s[jj * 4 + c] = neg_inf();
+          }
+          float mx_lo = neg_inf(), mx_hi = neg_inf();
 #pragma unroll
           for (int jj = 0; jj < NJ; ++jj) {
             mx_lo = fmaxf(mx_lo, fmaxf(s[jj * 4 + 0], s[jj * 4 + 1]));
@@ -406,6 +435,8 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
           mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
           mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
           mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+          mx_lo = fmaxf(m_lo, mx_lo * scale_log2);
+          mx_hi = fmaxf(m_hi, mx_hi * scale_log2);
           const float base_lo = (mx_lo == neg_inf()) ? 0.f : mx_lo;
           const float base_hi = (mx_hi == neg_inf()) ? 0.f : mx_hi;
           alpha_lo = ex2(m_lo - base_lo);
@@ -415,23 +446,26 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
           float sum_lo = 0.f, sum_hi = 0.f;
 #pragma unroll
           for (int jj = 0; jj < NJ; ++jj) {
-            s[jj * 4 + 0] = ex2(s[jj * 4 + 0] - base_lo);
-            s[jj * 4 + 1] = ex2(s[jj * 4 + 1] - base_lo);
-            s[jj * 4 + 2] = ex2(s[jj * 4 + 2] - base_hi);
-            s[jj * 4 + 3] = ex2(s[jj * 4 + 3] - base_hi);
+            s[jj * 4 + 0] = ex2(fmaf(s[jj * 4 + 0], scale_log2, -base_lo));
+            s[jj * 4 + 1] = ex2(fmaf(s[jj * 4 + 1], scale_log2, -base_lo));
+            s[jj * 4 + 2] = ex2(fmaf(s[jj * 4 + 2], scale_log2, -base_hi));
+            s[jj * 4 + 3] = ex2(fmaf(s[jj * 4 + 3], scale_log2, -base_hi));
             sum_lo += s[jj * 4 + 0] + s[jj * 4 + 1];
             sum_hi += s[jj * 4 + 2] + s[jj * 4 + 3];
           }
           l_lo = l_lo * alpha_lo + sum_lo;
           l_hi = l_hi * alpha_hi + sum_hi;
         };
-        // O *= alpha (PV of the previous tile done); P = S packed to 16-bit A fragments: keys 16 ks ..
-        // 16 ks + 15 are the S column groups 2 ks and 2 ks + 1.
+        // O *= alpha (PV of the previous tile done; skipped when no row maximum of the warp moved, the
+        // usual case after the first tiles); P = S packed to 16-bit A fragments: keys 16 ks .. 16 ks + 15
+        // are the S column groups 2 ks and 2 ks + 1.
         auto rescale_pack = [&](float alpha_lo, float alpha_hi) {
+          if (__any_sync(0xffffffffu, alpha_lo != 1.f || alpha_hi != 1.f)) {
 #pragma unroll
-          for (int d = 0; d < ND; ++d) {
-            o[d * 4 + 0] *= alpha_lo; o[d * 4 + 1] *= alpha_lo;
-            o[d * 4 + 2] *= alpha_hi; o[d * 4 + 3] *= alpha_hi;
+            for (int d = 0; d < ND; ++d) {
+              o[d * 4 + 0] *= alpha_lo; o[d * 4 + 1] *= alpha_lo;
+              o[d * 4 + 2] *= alpha_hi; o[d * 4 + 3] *= alpha_hi;
+            }
           }
 #pragma unroll
           for (int ks = 0; ks < BN / 16; ++ks) {
