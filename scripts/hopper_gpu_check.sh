@@ -129,11 +129,15 @@ if has bench && has smoke; then
 fi
 if has bench; then
   # both kernels, native FlexAttention and dense SDPA in one process: the ratios are within one run
+  # BENCH_REPEAT > 1: the same benchmark again (bench_hopper_d<D>_r<i>.json), to show the spread between runs
   for d in $BENCH_D; do
-    # shellcheck disable=SC2086
-    run "bench_d$d" 300 "$OUT/bench.log" python3 -m spattern.cli bench attention --json "$OUT/bench_hopper_d$d.json" \
-      --head-dim "$d" --cells $BENCH_CELLS --methods spattern spattern_hopper spattern_hopper_v1 flex_native sdpa_flash sdpa_cudnn \
-      --iters 20
+    for r in $(seq 1 "${BENCH_REPEAT:-1}"); do
+      suffix=""; (( ${BENCH_REPEAT:-1} > 1 )) && suffix="_r$r"
+      # shellcheck disable=SC2086
+      run "bench_d$d$suffix" 300 "$OUT/bench.log" python3 -m spattern.cli bench attention \
+        --json "$OUT/bench_hopper_d$d$suffix.json" --head-dim "$d" --cells $BENCH_CELLS \
+        --methods spattern spattern_hopper spattern_hopper_v1 flex_native sdpa_flash sdpa_cudnn --iters 20
+    done
   done
 fi
 

@@ -73,7 +73,7 @@ def test_source_is_self_contained():
 def test_default_stages_fit():
     for (hd, bk), ns in hb.DEFAULT_STAGES.items():
         assert hb.smem_bytes(hd, bk, ns) <= hb.SMEM_LIMIT
-    assert hb.smem_bytes(128, 128, 2) == 1024 + 128 * 128 * 2 + 2 * 2 * 128 * 128 * 2 + 8 * 10 + 32 + 64 * 16
+    assert hb.smem_bytes(128, 128, 2) == 1024 + 128 * 128 * 2 + 2 * 2 * 128 * 128 * 2 + 8 * 14 + 32 + 64 * 16
 
 
 def test_stages_env(monkeypatch):
@@ -114,26 +114,41 @@ def test_grid_size():
     assert hb.grid_size(512, 132, False) == 512
 
 
-def _snake(j: int, c: int, G: int) -> int:  # hopper_fwd.cu, item_slot
-    return j * G + ((G - 1 - c) if j & 1 else c)
+def _schedule(n_work: int, G: int, speed) -> list[list[int]]:
+    """The kernel's scheduler (hopper_fwd.cu, producer loop): CTA c takes slot c first, then G +
+    atomicAdd(counter, 1) whenever it is free; `speed(c)` is how long CTA c needs per item (CTAs that start
+    late or run slow take fewer)."""
+    import heapq
+
+    taken = [[c] if c < n_work else [] for c in range(G)]
+    counter = 0
+    free = [(speed(c), c) for c in range(G) if c < n_work]
+    heapq.heapify(free)
+    while free:
+        t, c = heapq.heappop(free)
+        slot = G + counter
+        counter += 1
+        if slot >= n_work:
+            continue
+        taken[c].append(slot)
+        heapq.heappush(free, (t + speed(c), c))
+    return taken
 
 
 @pytest.mark.parametrize("n_work,G", [(512, 132), (7, 7), (1, 1), (300, 132), (133, 132)])
-def test_snake_schedule_covers_every_item_once(n_work, G):
-    """The kernel's loop (slot = item_slot(j, cta, G); stop at the first slot >= n_work) visits every work
-    item exactly once over the grid, so a persistent grid computes what one CTA per item computes."""
-    seen = []
-    for c in range(G):
-        j = 0
-        while (slot := _snake(j, c, G)) < n_work:
-            seen.append(slot)
-            j += 1
-    assert sorted(seen) == list(range(n_work))
+def test_schedule_covers_every_item_once(n_work, G):
+    """Every work item is computed exactly once whatever the CTAs' speeds, so a persistent grid computes
+    what one CTA per item computes."""
+    for speed in (lambda c: 1.0, lambda c: 1.0 + (c % 7), lambda c: 50.0 if c == 3 else 1.0):
+        taken = _schedule(n_work, G, speed)
+        assert sorted(s for t in taken for s in t) == list(range(n_work))
+    if G > 3 and n_work > 2 * G:  # a slow CTA takes fewer than its static share
+        assert len(_schedule(n_work, G, lambda c: 50.0 if c == 3 else 1.0)[3]) < n_work // G
 
 
-def test_snake_schedule_matches_the_kernel_source():
+def test_schedule_matches_the_kernel_source():
     src = hb.KERNEL_FILE.read_text()
-    assert "return j * G + ((j & 1) ? (G - 1 - c) : c);" in src
+    assert "int slot = cta;" in src and "slot = G + atomicAdd(next_slot, 1);" in src
 
 
 # ----------------------------------------------------------------------------- selection
@@ -343,20 +358,20 @@ def test_params_pack_matches_the_kernel_struct():
     import struct
 
     src = hb.KERNEL_FILE.read_text()
-    assert "static_assert(sizeof(Params) == 28 * 8" in src
-    assert hb.PARAMS.size == 28 * 8
+    assert "static_assert(sizeof(Params) == 29 * 8" in src
+    assert hb.PARAMS.size == 29 * 8
     body = src[src.index("struct Params {"):src.index("};", src.index("struct Params {"))]
     body = re.sub(r"//[^\n]*", "", body)  # the members, not their comments
     names = re.findall(r"\b(O|LSE|o_sb|cu_seqlens|row_ptr|col_idx|block_kind|mask_idx|bitmasks|programs|"
-                       r"program_len|work|H|write_lse|scale_log2)\b[,;]", body)
+                       r"program_len|work|next_slot|H|write_lse|scale_log2)\b[,;]", body)
     assert names == ["O", "LSE", "o_sb", "cu_seqlens", "row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks",
-                     "programs", "program_len", "work", "H", "write_lse", "scale_log2"]
+                     "programs", "program_len", "work", "next_slot", "H", "write_lse", "scale_log2"]
     assert hb._LAYOUT_ARRAYS == ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs",
                                  "program_len", "work")
-    a = hb.pack_params(1, 2, (3, 4, 5), (6, 7), 8, tuple(range(9, 17)), tuple(range(17, 28)), 0.5)
-    assert a.shape == (1,) and a.dtype.itemsize == 224
-    vals = struct.unpack("<2Q5q9Q11qd", a.tobytes())
-    assert vals[:27] == tuple(range(1, 28)) and vals[27] == 0.5
+    a = hb.pack_params(1, 2, (3, 4, 5), (6, 7), 8, tuple(range(9, 17)), 17, tuple(range(18, 29)), 0.5)
+    assert a.shape == (1,) and a.dtype.itemsize == 232
+    vals = struct.unpack("<2Q5q10Q11qd", a.tobytes())
+    assert vals[:28] == tuple(range(1, 29)) and vals[28] == 0.5
 
 
 def test_supports_declines_a_non_positive_scale():

@@ -240,10 +240,10 @@ def _sm_count(idx: int) -> int:
 
 def smem_bytes(head_dim: int, block_k: int, nstage: int) -> int:
     """Dynamic shared memory: 1 KB alignment slack, Q tile, NSTAGE K and V tiles, 2 + 4 NSTAGE mbarriers
-    (8 B), the program (16 B per instruction, 16-byte aligned) and its group and length (16 B). Mirrors
-    the kernel's static_assert."""
+    (8 B) and 4 more for the work-slot mailboxes, the program (16 B per instruction, 16-byte aligned),
+    its group and length and the two mailboxes (16 B). Mirrors the kernel's static_assert."""
     tiles = BLOCK_Q * head_dim * 2 + 2 * nstage * block_k * head_dim * 2
-    return 1024 + tiles + 8 * (2 + 4 * nstage) + 32 + MAX_PROGRAM * 16
+    return 1024 + tiles + 8 * (6 + 4 * nstage) + 32 + MAX_PROGRAM * 16
 
 
 _modules: dict[tuple, Any] = {}
@@ -338,18 +338,28 @@ def tensor_map(t, packed: bool, rows: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- kernel parameters
-# The kernel's `Params` (hopper_fwd.cu), every member 8 bytes, in its order: O, LSE, 5 strides, 9 pointers
-# (cu_seqlens, then _LAYOUT_ARRAYS), 11 integers (H, Hkv, Nq, Nk, varlen, Bg, Hg, R, P, n_work, write_lse),
-# scale * log2(e) as a double. Passed by value as one (1,) numpy array: one kernel argument instead of 28
+# The kernel's `Params` (hopper_fwd.cu), every member 8 bytes, in its order: O, LSE, 5 strides, 10 pointers
+# (cu_seqlens, then _LAYOUT_ARRAYS, then the scheduler's counter), 11 integers (H, Hkv, Nq, Nk, varlen, Bg,
+# Hg, R, P, n_work, write_lse), scale * log2(e) as a double. Passed by value as one (1,) numpy array: one kernel argument instead of 28
 # (CuPy's per-argument cost made the launch the larger part of a small call's host time).
-PARAMS = struct.Struct("<2Q5q9Q11qd")
+PARAMS = struct.Struct("<2Q5q10Q11qd")
 _PARAMS_DTYPE = np.dtype((np.void, PARAMS.size))
 _LAYOUT_ARRAYS = ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs", "program_len", "work")
 
 
-def pack_params(out_ptr: int, lse_ptr: int, o_strides, l_strides, cu_ptr: int, layout_ptrs, ints, scale_log2: float):
+_counters: dict = {}
+
+
+def _memset_async(ptr: int, nbytes: int, stream_ptr: int) -> None:
+    import cupy
+
+    cupy.cuda.runtime.memsetAsync(ptr, 0, nbytes, stream_ptr)
+
+
+def pack_params(out_ptr: int, lse_ptr: int, o_strides, l_strides, cu_ptr: int, layout_ptrs, counter_ptr: int, ints,
+                scale_log2: float):
     """The kernel's Params as a (1,) numpy array (CuPy passes a size-1 array by value)."""
-    raw = PARAMS.pack(out_ptr, lse_ptr, *o_strides, *l_strides, cu_ptr, *layout_ptrs, *ints, scale_log2)
+    raw = PARAMS.pack(out_ptr, lse_ptr, *o_strides, *l_strides, cu_ptr, *layout_ptrs, counter_ptr, *ints, scale_log2)
     return np.frombuffer(bytearray(raw), dtype=_PARAMS_DTYPE)
 
 
@@ -394,9 +404,18 @@ def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, 
         ptrs = lcp.get("_hopper_ptrs")
         if ptrs is None:  # the layout arrays' addresses, once per cached layout view
             ptrs = lcp["_hopper_ptrs"] = tuple(lcp[n].data.ptr for n in _LAYOUT_ARRAYS)
+        # the scheduler's counter: one int per device and stream, zeroed on the stream before each launch
+        counter = _counters.get((dev_index, stream.ptr))
+        if counter is None:
+            import cupy
+
+            buf = cupy.zeros(1, dtype=cupy.int32)
+            counter = _counters[(dev_index, stream.ptr)] = (buf, buf.data.ptr)
+        counter = counter[1]
+        _memset_async(counter, 4, stream.ptr)
         params = pack_params(
             out.data_ptr(), lse.data_ptr() if lse is not None else 0, os_, ls,
-            cu_seqlens.data_ptr() if packed else 0, ptrs,
+            cu_seqlens.data_ptr() if packed else 0, ptrs, counter,
             (H, Hkv, prob.Nq, prob.Nk, 1 if packed else 0, prob.Bg, prob.Hg, R, lt["P"], n_work,
              1 if return_lse else 0),
             float(scale) * math.log2(math.e))

@@ -3,10 +3,12 @@
 //
 // Contract: docs/design.md, "Concrete contract (as built)"; the same semantics as block_sparse_fwd.cu,
 // which is this kernel's slow twin. A work item is one (batch-or-sequence b, head h, query row-block r)
-// (block_q = 128 rows); `work` lists them long rows first. CTA c of a grid of G computes items
-// c, 2G-1-c, 2G+c, ... of that list (a snake, so the long and the short rows even out): with G = the number
-// of items each CTA computes one (v1), with G = the number of SMs the kernel is persistent, and the
-// producer loads the next item's Q and first K/V tiles while the consumers finish the current one.
+// (block_q = 128 rows); `work` lists them long rows first. CTA c of a grid of G computes item c of that
+// list first, then the next untaken one (a global counter, so a CTA that started late or got short rows
+// takes more: greedy longest-first): with G = the number of items each CTA computes one (v1), with G =
+// the number of SMs the kernel is persistent, and the producer loads the next item's Q and first K/V
+// tiles while the consumers finish the current one. The producer passes each item to the consumers
+// through two shared-memory mailboxes (mbarriers slot_full / slot_empty).
 // 384 threads = 3 warpgroups:
 //   warpgroup 0 (producer, few registers): one thread issues the TMA loads of the Q tile (once) and of
 //     the K and V tiles of the CSR row (key block col_idx[p] = one tile of BN = block_k keys) into an
@@ -52,10 +54,10 @@
 #define SP_OVERLAP 1
 #endif
 #ifndef SP_PRODUCER_REGS
-#define SP_PRODUCER_REGS 24
+#define SP_PRODUCER_REGS 40
 #endif
 #ifndef SP_CONSUMER_REGS
-#define SP_CONSUMER_REGS 240
+#define SP_CONSUMER_REGS 232
 #endif
 
 typedef unsigned short u16;
@@ -79,7 +81,7 @@ constexpr u32 KV_BYTES = BN * HD * 2; // one K (or V) stage
 constexpr u32 Q_PANEL = BQ * 128;     // bytes of one Q panel
 constexpr u32 KV_PANEL = BN * 128;    // bytes of one K/V panel
 constexpr u32 TILES_BYTES = Q_BYTES + 2 * NS * KV_BYTES;
-constexpr u32 NBAR = 2 + 4 * NS;      // q_full, k_full[NS], v_full[NS], k_empty[NS], v_empty[NS], q_empty
+constexpr u32 NBAR = 6 + 4 * NS;      // q_full, k/v full/empty[NS], q_empty, slot_full[2], slot_empty[2]
 constexpr float LN2 = 0.6931471805599453f;
 constexpr int BAR_SCHED = 1;          // named barriers 1, 2: the consumers' turn to issue GEMMs
 constexpr int BAR_CLEAR = 3;          // named barrier 3: both consumer warpgroups cleared a V tile's tail
@@ -158,8 +160,6 @@ struct Item {
   int b, h, r, seq0, qlen, kvlen, q0, g, pstart, ntiles;
 };
 
-// Item number j of CTA c in a grid of G: the snake c, 2G-1-c, 2G+c, ... over `work` (long rows first).
-__device__ __forceinline__ int item_slot(int j, int c, int G) { return j * G + ((j & 1) ? (G - 1 - c) : c); }
 
 __device__ __forceinline__ Item decode_item(int wi, int H, int R, int Nq, int Nk, const int* __restrict__ cu_seqlens,
                                             int varlen, const int* __restrict__ row_ptr, int Bg, int Hg) {
@@ -202,10 +202,11 @@ struct Params {
   const int* programs;             // (G, P, 4) mask program instructions
   const int* program_len;          // (G,)
   const int* work;                 // work items, long rows first
+  int* next_slot;                  // scheduler counter, zeroed before the launch
   long long H, Hkv, Nq, Nk, varlen, Bg, Hg, R, P, n_work, write_lse;
   double scale_log2;               // scale * log2(e), > 0
 };
-static_assert(sizeof(Params) == 28 * 8, "Params: 28 members of 8 bytes (hopper_backend.PARAMS)");
+static_assert(sizeof(Params) == 29 * 8, "Params: 29 members of 8 bytes (hopper_backend.PARAMS)");
 
 extern "C" __global__ void __launch_bounds__(NT, 1)
 sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ TensorMap tmK,
@@ -222,6 +223,7 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
   const int* __restrict__ programs = prm.programs;
   const int* __restrict__ program_len = prm.program_len;
   const int* __restrict__ work = prm.work;
+  int* __restrict__ next_slot = prm.next_slot;
   const int H = (int)prm.H, Hkv = (int)prm.Hkv, Nq = (int)prm.Nq, Nk = (int)prm.Nk, varlen = (int)prm.varlen;
   const int Bg = (int)prm.Bg, Hg = (int)prm.Hg, R = (int)prm.R, P = (int)prm.P, n_work = (int)prm.n_work;
   const int write_lse = (int)prm.write_lse;
@@ -240,11 +242,14 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
   auto bar_ke = [&](int s) { return sBar + 8u * (1 + 2 * NS + s); };
   auto bar_ve = [&](int s) { return sBar + 8u * (1 + 3 * NS + s); };
   const u32 bar_qe = sBar + 8u * (1 + 4 * NS);
+  auto bar_sf = [&](int i) { return sBar + 8u * (2 + 4 * NS + i); };  // slot i written (i = 0, 1)
+  auto bar_se = [&](int i) { return sBar + 8u * (4 + 4 * NS + i); };  // slot i read by every consumer
   const u32 prog_off = ((sBar + 8u * NBAR - raw) + 15u) & ~15u;
   int4* s_prog = reinterpret_cast<int4*>(smem_raw + prog_off);
   // after the program: its group and length (read by the consumers; in shared memory, not registers,
-  // so that nothing more stays live through the main loop)
+  // so that nothing more stays live through the main loop), then the two work-slot mailboxes
   int* s_pmeta = reinterpret_cast<int*>(s_prog + MAX_PROGRAM);
+  volatile int* s_slot = s_pmeta + 2;
 
   const int tid = threadIdx.x;
   const int cta = blockIdx.x, G = gridDim.x;
@@ -254,6 +259,10 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
     s_pmeta[0] = -1;  // no program loaded yet
     mbar_init(bar_q, 1);
     mbar_init(bar_qe, NCONS);
+    for (int i = 0; i < 2; ++i) {
+      mbar_init(bar_sf(i), 1);
+      mbar_init(bar_se(i), NCONS);
+    }
     for (int s = 0; s < NS; ++s) {
       mbar_init(bar_kf(s), 1);
       mbar_init(bar_vf(s), 1);
@@ -274,12 +283,19 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
       tma_prefetch_desc(&tmK);
       tma_prefetch_desc(&tmV);
       u32 T = 0, nq = 0;
+      int slot = cta;  // the first item is the CTA's own; the next ones are taken from the shared counter
 #pragma unroll 1
       for (int j = 0;; ++j) {
-        const int slot = item_slot(j, cta, G);
+        // hand the slot to the consumers through mailbox j % 2 (once they have read its previous use)
+        if (j >= 2) mbar_wait(bar_se(j & 1), ((j >> 1) - 1) & 1);
+        s_slot[j & 1] = slot;
+        mbar_arrive(bar_sf(j & 1));
         if (slot >= n_work) break;
         const Item it = item(work[slot]);
-        if (it.ntiles <= 0) continue;
+        if (it.ntiles <= 0) {
+          slot = G + atomicAdd(next_slot, 1);
+          continue;
+        }
         const int hk = it.h / (H / Hkv);
         int next_col = col_idx[it.pstart];
 #pragma unroll 1
@@ -310,6 +326,9 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
             tma_rows(sV + st * KV_BYTES + p * KV_PANEL, &tmV, bar_vf(st), p * 64, kv0, hk, it.b, it.seq0, varlen);
         }
         T += (u32)it.ntiles;
+        // the next item, taken once this one's loads are issued (the producer runs NS tiles ahead of the
+        // consumers): whichever CTA gets there first takes the next longest row (greedy, longest first)
+        slot = G + atomicAdd(next_slot, 1);
       }
     }
     return;
@@ -330,7 +349,9 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
 
 #pragma unroll 1
   for (int j = 0;; ++j) {
-    const int slot = item_slot(j, cta, G);
+    mbar_wait(bar_sf(j & 1), (j >> 1) & 1);
+    const int slot = s_slot[j & 1];
+    mbar_arrive(bar_se(j & 1));
     if (slot >= n_work) break;
     int ntiles;
     float o[HD / 2];
