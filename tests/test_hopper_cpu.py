@@ -208,7 +208,8 @@ def test_forward_auto_falls_back_where_the_kernel_declines(monkeypatch):
     monkeypatch.setattr(hb, "_is_sm90", lambda dev: True)
     hb.forward(None, None, None, None, _prob(_t(1, 2, 256, 96)), None, False)  # head dim 96: declined
     monkeypatch.setattr(hb, "supports", lambda prob: None)
-    hb.forward(None, None, None, None, _prob(_t(1, 2, 256, 64)), None, False)  # D 64: not in AUTO_CONFIGS
+    lay = band_landmark_layout(256, (128, 64), W=16, L=8)
+    hb.forward(None, None, None, None, _prob(_t(1, 2, 256, 64), lay=lay), None, False)  # block_k 64: not in AUTO_CONFIGS
     assert calls == ["mma_sync", "mma_sync"]
 
 

@@ -262,10 +262,20 @@ def _row(n, D, causal, fam, dens, block, heads, batch, scale, methods, backward,
             row["ms"][name] = None
             row["errors"][name] = f"{type(e).__name__}: {str(e)[:300]}"
             log(f"{name} failed at N={n} D={D} {fam} d={dens}: {row['errors'][name]}")
+    _derive(row)
+    row["wall_s"] = time.time() - t0
+    return row
+
+
+def _derive(row: dict) -> dict:
+    """TFLOP/s and the ratios of a row, from its ``ms`` and ``flops_computed`` (set in place)."""
+    row["tflops"], row["speedup_vs_flash"] = {}, {}
+    for k in ("spattern_vs_flex_native", "vs_flex_native", "vs_cudnn", "flex_converted_over_native"):
+        row.pop(k, None)
     fl = row["ms"].get("sdpa_flash")
     for m, t in row["ms"].items():
         if t:
-            row["tflops"][m] = flops / (t * 1e-3) / 1e12
+            row["tflops"][m] = row["flops_computed"] / (t * 1e-3) / 1e12
             if fl:
                 row["speedup_vs_flash"][m] = fl / t
     sp_t, nat = row["ms"].get("spattern"), row["ms"].get("flex_native")
@@ -278,8 +288,35 @@ def _row(n, D, causal, fam, dens, block, heads, batch, scale, methods, backward,
             row.setdefault("vs_cudnn", {})[m] = cu / row["ms"][m] if cu else None
     if row["ms"].get("flex") and nat:
         row["flex_converted_over_native"] = row["ms"]["flex"] / nat
-    row["wall_s"] = time.time() - t0
     return row
+
+
+def merge_repeats(outs: list[dict], sources: list[str] | None = None) -> dict:
+    """One benchmark from repeated runs of the same cells (each a ``run_benchmark`` result, e.g. separate
+    processes on one machine): per cell and method the median time over the runs (``ms``; every run's in
+    ``ms_runs``), TFLOP/s and ratios recomputed from those medians. Raises if the runs' cells differ."""
+    import statistics
+
+    if not outs:
+        raise ValueError("outs: expected at least one benchmark result, got none")
+    key = lambda r: (r["N"], r["D"], bool(r["causal"]), r["family"], r["density_target"], r.get("pass_"))  # noqa: E731
+    keys = [[key(r) for r in o["results"]] for o in outs]
+    if any(k != keys[0] for k in keys[1:]):
+        raise ValueError("outs: expected repeats of the same cells in the same order, got different cells")
+    results = []
+    for rows in zip(*(o["results"] for o in outs)):
+        row = {k: v for k, v in rows[0].items() if k not in ("ms", "errors", "wall_s")}
+        methods = sorted({m for r in rows for m in r["ms"]})
+        row["ms_runs"] = {m: [r["ms"].get(m) for r in rows] for m in methods}
+        row["ms"] = {m: (statistics.median([t for t in ts if t]) if any(ts) else None)
+                     for m, ts in row["ms_runs"].items()}
+        row["errors"] = {m: e for r in rows for m, e in (r.get("errors") or {}).items()}
+        results.append(_derive(row))
+    cfg = dict(outs[0]["config"], repeats=len(outs), aggregate="median over repeats of each method's median")
+    merged = dict(env=outs[0]["env"], config=cfg, results=results)
+    if sources:
+        merged["merged_from"] = list(sources)
+    return merged
 
 
 def _env(cupy_backend) -> dict:

@@ -295,13 +295,15 @@ def _classify(data: Any) -> str | None:
 
 
 SUPERSEDED = "superseded"
+RAW = "raw"  # per-run files already merged into a file above them (e.g. benchmark repeats -> medians)
 
 
 def load_study(dirs, exclude=()) -> Study:
     """Read every results folder in ``dirs`` (a path or a list of paths), skipping anything under
     the folders in ``exclude`` (a report built inside a results folder) and under any folder named
     ``superseded`` (measurements kept as evidence but replaced by later ones, e.g. a benchmark taken
-    before a fix). Missing folders warn."""
+    before a fix) or ``raw`` (per-run files merged into one above, e.g. repeated benchmark runs whose
+    medians are the file read). Missing folders warn."""
     roots = [Path(d) for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs)]
     skip = [Path(e).resolve() for e in exclude]
     study = Study(roots=roots)
@@ -309,7 +311,8 @@ def load_study(dirs, exclude=()) -> Study:
         if not root.exists():
             warnings.warn(f"results folder {root} does not exist; nothing read from it", stacklevel=2)
             continue
-        files = sorted(p for p in root.rglob("*") if p.is_file() and SUPERSEDED not in p.relative_to(root).parts
+        files = sorted(p for p in root.rglob("*") if p.is_file()
+                       and not {SUPERSEDED, RAW} & set(p.relative_to(root).parts)
                        and not any(e == p.resolve() or e in p.resolve().parents for e in skip))
         run_dirs = sorted({p.parent for p in files if p.name == "metrics.json"})
         for d in run_dirs:

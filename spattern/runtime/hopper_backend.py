@@ -53,9 +53,9 @@ KERNEL_CHOICES = ("auto", "mma_sync", "hopper")
 # --------------------------------------------------------------------------- selection
 # (head dim, block_k) for which `auto` runs the forward on this kernel (on sm_90, where supports() takes
 # the problem): those where the H200 benchmark measured it faster than the mma.sync kernel at every
-# cell (results/hopper/bench_h200_d128.json: 1.4-1.9x at 128 x 128 blocks, D 128, bf16). D 64 and
-# block_k 64 are correct (the GPU tests) but were not timed with the final host path: mma.sync there.
-AUTO_CONFIGS = frozenset({(128, 128)})
+# cell, bf16, 128 x 128 blocks: D 128 1.9-2.1x (results/hopper/bench_h200_d128.json), D 64 1.3-1.4x
+# (bench_h200_d64.json). block_k 64 is correct (the GPU tests) but not timed: mma.sync there.
+AUTO_CONFIGS = frozenset({(128, 128), (64, 128)})
 
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("spattern_forced_kernel", default=None)

@@ -183,3 +183,17 @@ def test_a_report_inside_its_results_folder_is_not_read_back(tmp_path):
         build_report([r], r, pdf=False, html=False)
     with pytest.raises(UserError, match="not a results folder"):
         build_report([r], tmp_path, pdf=False, html=False)
+
+
+def test_superseded_and_raw_folders_are_not_read(tmp_path):
+    """Files under `superseded/` (replaced by later measurements) and `raw/` (per-run files merged into a
+    file above) stay as evidence but are not read as results."""
+    from spattern.report.data import load_study
+
+    r = tmp_path / "results"
+    cell = {"N": 4096, "D": 128, "causal": False, "family": "lrs", "density_target": 0.5, "ms": {"x": 1.0}}
+    for sub in ("hopper", "hopper/raw", "hopper/superseded"):
+        (r / sub).mkdir(parents=True, exist_ok=True)
+        (r / sub / "bench.json").write_text(json.dumps({"results": [cell]}))
+    study = load_study(r)
+    assert [f.path.relative_to(r).as_posix() for f in study.bench] == ["hopper/bench.json"]
