@@ -166,6 +166,9 @@ def kernel_table(cells: Sequence[dict], slice_desc: str, sources: Sequence[Path]
                  rows, raw, list(sources))
 
 
+LAYOUT_NAMES = {"lrs": "lrs", "band_landmark": "b+l", "band+landmark": "b+l"}
+
+
 def hopper_table(cells: Sequence[dict], sources: Sequence[Path], targets=None) -> Table | None:
     """The two forward kernels side by side on the cells that timed the Hopper kernel
     (``spattern_hopper``): times, the Hopper kernel's TFLOP/s on computed blocks and its speed-up over
@@ -178,7 +181,8 @@ def hopper_table(cells: Sequence[dict], sources: Sequence[Path], targets=None) -
     if not hop:
         return None
     rows, raw = [], []
-    for c in sorted(hop, key=lambda c: (c.get("D") or 0, bool(c.get("causal")), c["N"], -float(c.get("density_target", 1)))):
+    for c in sorted(hop, key=lambda c: (c.get("D") or 0, str(c.get("family")), bool(c.get("causal")), c["N"],
+                                        -float(c.get("density_target", 1)))):
         ms = c["ms"]
         h, m, nat, cu = ms.get("spattern_hopper"), ms.get("spattern"), ms.get("flex_native"), ms.get("sdpa_cudnn")
         t = next((t["speedup"] for t in targets if t["N"] == c["N"]
@@ -189,17 +193,20 @@ def hopper_table(cells: Sequence[dict], sources: Sequence[Path], targets=None) -
                     "ms_sdpa_cudnn": cu, "tflops_hopper": (c.get("tflops") or {}).get("spattern_hopper"),
                     "hopper_vs_cudnn": vs_cu, "hopper_vs_flex_native": nat / h if nat and h else None,
                     "hopper_vs_mma_sync": m / h if m and h else None, "target_vs_cudnn": t})
-        rows.append([fmt(c.get("D")), "yes" if c.get("causal") else "no", fmt(c["N"]), fmt_pct(c.get("density")),
+        rows.append([fmt(c.get("D")), LAYOUT_NAMES.get(str(c.get("family")), str(c.get("family"))),
+                     "yes" if c.get("causal") else "no", fmt(c["N"]), fmt_pct(c.get("density")),
                      fmt(m), fmt(h), fmt(nat), fmt(cu), fmt((c.get("tflops") or {}).get("spattern_hopper")),
                      fmt_x(m / h if m and h else None), fmt_x(nat / h if nat and h else None), fmt_x(vs_cu),
                      "–" if t is None else (f"{fmt_x(t)}: " + ("met" if vs_cu and vs_cu >= t else
                                                                f"missed by {fmt_pct(1 - (vs_cu or 0) / t)}"))])
     return Table("kernels_hopper", "Forward kernels on the H200 (bf16, batch 1, 16 heads, 128 x 128 blocks, "
-                 "layouts local | random | sink): the mma.sync kernel and the sm_90a Hopper kernel (wgmma, TMA, "
+                 "layouts lrs = local | random | sink and b+l = band + landmark): the mma.sync kernel and the sm_90a "
+                 "Hopper kernel (wgmma, TMA, "
                  "warp-specialised) against FlexAttention with its own mask_mod and dense SDPA cuDNN (causal "
-                 "when the layout is), medians within one run; TFLOP/s on computed blocks; the Project C target "
+                 "when the layout is), do_bench medians, ratios within one run (or medians over repeated runs where the "
+                 "benchmark file merges them); times in ms; TFLOP/s on computed blocks; the Project C target "
                  "is a speed-up over cuDNN.",
-                 ["D", "causal", "N", "density", "mma.sync ms", "Hopper ms", "Flex ms", "cuDNN ms", "Hopper TFLOP/s",
+                 ["D", "layout", "causal", "N", "density", "mma.sync", "Hopper", "Flex", "cuDNN", "Hopper TF/s",
                   "vs mma.sync", "vs Flex", "vs cuDNN", "target"], rows, raw, list(sources))
 
 
