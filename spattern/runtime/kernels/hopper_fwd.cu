@@ -452,12 +452,8 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
             mx_lo = fmaxf(mx_lo, fmaxf(s[jj * 4 + 0], s[jj * 4 + 1]));
             mx_hi = fmaxf(mx_hi, fmaxf(s[jj * 4 + 2], s[jj * 4 + 3]));
           }
-          mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-          mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-          mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-          mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-          mx_lo = fmaxf(m_lo, mx_lo * scale_log2);
-          mx_hi = fmaxf(m_hi, mx_hi * scale_log2);
+          mx_lo = fmaxf(m_lo, quad_max(mx_lo) * scale_log2);
+          mx_hi = fmaxf(m_hi, quad_max(mx_hi) * scale_log2);
           const float base_lo = (mx_lo == neg_inf()) ? 0.f : mx_lo;
           const float base_hi = (mx_hi == neg_inf()) ? 0.f : mx_hi;
           alpha_lo = ex2(m_lo - base_lo);
@@ -614,10 +610,8 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
 
     // ---- epilogue: O = acc / l (rows with no allowed key: 0), LSE = (m + log2 l) ln 2 (or -inf) ----
     const Item it = item(work[slot]);  // decoded again: nothing of it stays live through the main loop
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+    l_lo = quad_sum(l_lo);
+    l_hi = quad_sum(l_hi);
     const float inv_lo = l_lo > 0.f ? 1.f / l_lo : 0.f;
     const float inv_hi = l_hi > 0.f ? 1.f / l_hi : 0.f;
     const int tok_lo = it.q0 + row_lo, tok_hi = tok_lo + 8;
