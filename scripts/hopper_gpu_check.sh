@@ -100,8 +100,9 @@ fi
 if has tests; then
   run tests 270 "$OUT/pytest_hopper.log" python3 -m pytest -m gpu tests/gpu/test_hopper_gpu.py -q -rs -p no:cacheprovider
   # again with at most 3 CTAs: every test's problem runs several work items per CTA (the persistent loop,
-  # the mask program reloaded when the layout group changes, Q and the K/V ring carried across items)
-  SPATTERN_HOPPER_MAX_CTAS=3 run tests_ctas3 200 "$OUT/pytest_hopper_ctas3.log" \
+  # the mask program reloaded when the layout group changes, Q and the K/V ring carried across items), and
+  # with the mask programs run by the kernel (the default turns PROGRAM blocks into bitmasks on the host)
+  SPATTERN_HOPPER_MAX_CTAS=3 SPATTERN_HOPPER_BITMASK=0 run tests_ctas3 200 "$OUT/pytest_hopper_ctas3.log" \
     python3 -m pytest -m gpu tests/gpu/test_hopper_gpu.py -q -rs -p no:cacheprovider -x
 fi
 
@@ -136,7 +137,7 @@ if has bench; then
       # shellcheck disable=SC2086
       run "bench_d$d$suffix" 300 "$OUT/bench.log" python3 -m spattern.cli bench attention \
         --json "$OUT/bench_hopper_d$d$suffix.json" --head-dim "$d" --cells $BENCH_CELLS \
-        --methods spattern spattern_hopper spattern_hopper_v1 flex_native sdpa_flash sdpa_cudnn --iters 20
+        --methods ${BENCH_METHODS:-spattern spattern_hopper spattern_hopper_v1 flex_native sdpa_flash sdpa_cudnn} --iters 20
     done
   done
 fi

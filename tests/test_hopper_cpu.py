@@ -93,7 +93,8 @@ def test_kernel_defines():
 
 @pytest.mark.parametrize("name,fn", [("SPATTERN_HOPPER_PERSISTENT", hb.persistent),
                                      ("SPATTERN_HOPPER_OVERLAP", hb.overlap),
-                                     ("SPATTERN_HOPPER_PINGPONG", hb.pingpong)])
+                                     ("SPATTERN_HOPPER_PINGPONG", hb.pingpong),
+                                     ("SPATTERN_HOPPER_BITMASK", hb.bitmask)])
 def test_variant_flags(monkeypatch, name, fn):
     monkeypatch.delenv(name, raising=False)
     assert fn() is True  # v2 by default

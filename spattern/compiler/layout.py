@@ -538,3 +538,20 @@ def replace(layout: BlockLayout, **changes) -> BlockLayout:
     changes.setdefault("_device_cache", OrderedDict())
     changes.setdefault("_csc", None)
     return dataclasses.replace(layout, **changes)
+
+
+def programs_as_bitmasks(layout: BlockLayout, max_blocks: int | None = None) -> BlockLayout:
+    """The same token mask with every PROGRAM block stored as a BITMASK block (its mask evaluated here,
+    once, on the host: block_q x ceil(block_k / 32) words per block). A kernel then reads bits instead of
+    running the program per tile and head. Returns ``layout`` itself when it has no PROGRAM block or more
+    than ``max_blocks`` of them (the evaluation and the memory grow with their number)."""
+    prog_idx = np.flatnonzero(layout.block_kind == PROGRAM)
+    if prog_idx.size == 0 or (max_blocks is not None and prog_idx.size > max_blocks):
+        return layout
+    words = pack_bits(layout.block_masks(prog_idx))  # [n, block_q, words_per_row]
+    kind = layout.block_kind.copy()
+    kind[prog_idx] = BITMASK
+    mask_idx = layout.mask_idx.copy()
+    mask_idx[prog_idx] = layout.bitmasks.shape[0] + np.arange(prog_idx.size, dtype=mask_idx.dtype)
+    bitmasks = np.concatenate([layout.bitmasks, words.astype(np.uint32)], axis=0)
+    return replace(layout, block_kind=kind, mask_idx=mask_idx, bitmasks=bitmasks)

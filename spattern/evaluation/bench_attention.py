@@ -155,9 +155,11 @@ def _forced(kernel: str, fn, **variant):
 
 
 # the CUDA kernels a benchmark can time, each through the public entry: method -> (kernel, variant flags);
-# spattern_hopper_v1 is the Hopper kernel as first measured (one CTA per work item, PV and QK as one group)
+# spattern_hopper_v1 is the Hopper kernel as first measured (one CTA per work item, PV and QK as one group,
+# mask programs run in the kernel); spattern_hopper_programs is the current one running the mask programs
 KERNEL_METHODS = {"spattern": ("mma_sync", {}), "spattern_hopper": ("hopper", {}),
-                  "spattern_hopper_v1": ("hopper", {"persistent": False, "overlap": False})}
+                  "spattern_hopper_v1": ("hopper", {"persistent": False, "overlap": False, "bitmask": False}),
+                  "spattern_hopper_programs": ("hopper", {"bitmask": False})}
 
 
 def _methods(lay, n, D, causal, scale, methods, log):

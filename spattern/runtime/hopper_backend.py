@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from spattern.compiler.layout import programs_as_bitmasks
 from spattern.runtime import cupy_backend as _cb
 
 try:
@@ -46,6 +47,10 @@ DEFAULT_STAGES = {(128, 128): 2, (128, 64): 3, (64, 128): 3, (64, 64): 3}
 # SPATTERN_HOPPER_OVERLAP=0 give back v1's launch and GEMM order for comparisons.
 DEFAULT_PERSISTENT = True
 DEFAULT_OVERLAP = True
+DEFAULT_BITMASK = True
+# at most this many PROGRAM blocks are turned into bitmasks (host time ~1 ms per 128 x 128 block, once per
+# layout; 2 KB each on the device); layouts with more keep their programs
+MAX_BITMASK_BLOCKS = 2048
 ENV_KERNEL = "SPATTERN_KERNEL"
 KERNEL_CHOICES = ("auto", "mma_sync", "hopper")
 
@@ -60,7 +65,7 @@ AUTO_CONFIGS = frozenset({(128, 128), (64, 128)})
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("spattern_forced_kernel", default=None)
 _variant: contextvars.ContextVar[dict] = contextvars.ContextVar("spattern_hopper_variant", default={})
-VARIANT_FLAGS = ("persistent", "overlap", "pingpong")
+VARIANT_FLAGS = ("persistent", "overlap", "pingpong", "bitmask")
 
 
 def kernel_choice() -> str:
@@ -197,6 +202,13 @@ def overlap() -> bool:
     """Intra-warpgroup overlap: QK(t+1) issued before PV(t) and waited alone, so the exponentials of the
     next tile run while PV(t) is on the tensor cores (SPATTERN_HOPPER_OVERLAP=0: v1's single group)."""
     return _flag("SPATTERN_HOPPER_OVERLAP", DEFAULT_OVERLAP)
+
+
+def bitmask() -> bool:
+    """PROGRAM blocks evaluated once on the host into BITMASK blocks (``programs_as_bitmasks``, cached on
+    the layout), so the kernel reads bits instead of running the program per tile and head
+    (SPATTERN_HOPPER_BITMASK=0: the kernel runs the programs)."""
+    return _flag("SPATTERN_HOPPER_BITMASK", DEFAULT_BITMASK)
 
 
 def persistent() -> bool:
@@ -390,6 +402,9 @@ def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, 
             lse.fill_(-math.inf)
         return out.zero_(), lse
 
+    if bitmask() and prob.max_program > 0:
+        layout = layout.cached(dev, "hopper_programs_as_bitmasks",
+                               lambda: programs_as_bitmasks(layout, MAX_BITMASK_BLOCKS))
     lt = _cb._layout_tensors(layout, dev)
     dev_index = dev.index if dev.index is not None else torch.cuda.current_device()
     ns, pp = stages(D, prob.block_k), pingpong()
