@@ -314,7 +314,9 @@ def merge_repeats(outs: list[dict], sources: list[str] | None = None) -> dict:
                      for m, ts in row["ms_runs"].items()}
         row["errors"] = {m: e for r in rows for m, e in (r.get("errors") or {}).items()}
         results.append(_derive(row))
-    cfg = dict(outs[0]["config"], repeats=len(outs), aggregate="median over repeats of each method's median")
+    methods = list(dict.fromkeys(m for o in outs for m in o["config"].get("methods", [])))  # union, in order
+    cfg = dict(outs[0]["config"], methods=methods, repeats=len(outs),
+               aggregate="median over the repeats that timed each method (ms_runs: None where one did not)")
     merged = dict(env=outs[0]["env"], config=cfg, results=results)
     if sources:
         merged["merged_from"] = list(sources)

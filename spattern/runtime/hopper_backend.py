@@ -43,8 +43,9 @@ SMEM_LIMIT = 227 * 1024  # opt-in dynamic shared memory per block on sm_90
 # Default K/V ring depth per (head dim, block_k): as deep as fits, capped at 3 (2 for 128 x 128,
 # where 3 stages would leave under 1 KB of the 227 KB). SPATTERN_HOPPER_STAGES overrides.
 DEFAULT_STAGES = {(128, 128): 2, (128, 64): 3, (64, 128): 3, (64, 64): 3}
-# v2 (persistent grid, intra-warpgroup overlap): on by default; SPATTERN_HOPPER_PERSISTENT=0 /
-# SPATTERN_HOPPER_OVERLAP=0 give back v1's launch and GEMM order for comparisons.
+# v2 (persistent grid, intra-warpgroup overlap, PROGRAM blocks as host-made bitmasks): on by default;
+# SPATTERN_HOPPER_PERSISTENT=0 / _OVERLAP=0 / _BITMASK=0 give back v1's launch, GEMM order and in-kernel
+# mask programs, for comparisons.
 DEFAULT_PERSISTENT = True
 DEFAULT_OVERLAP = True
 DEFAULT_BITMASK = True
@@ -58,7 +59,7 @@ KERNEL_CHOICES = ("auto", "mma_sync", "hopper")
 # --------------------------------------------------------------------------- selection
 # (head dim, block_k) for which `auto` runs the forward on this kernel (on sm_90, where supports() takes
 # the problem): those where the H200 benchmark measured it faster than the mma.sync kernel at every
-# cell, bf16, 128 x 128 blocks: D 128 1.9-2.1x (results/hopper/bench_h200_d128.json), D 64 1.3-1.4x
+# cell, bf16, 128 x 128 blocks: D 128 1.9-2.1x (results/hopper/bench_h200_d128.json), D 64 1.3-1.9x
 # (bench_h200_d64.json). block_k 64 is correct (the GPU tests) but not timed: mma.sync there.
 AUTO_CONFIGS = frozenset({(128, 128), (64, 128)})
 
@@ -80,7 +81,8 @@ def kernel_choice() -> str:
 @contextlib.contextmanager
 def forced(kernel: str, **variant: bool):
     """Within the block, ``kernel`` (one of KERNEL_CHOICES) as if ``SPATTERN_KERNEL`` said so, and the Hopper
-    kernel's variant flags (``persistent``, ``overlap``, ``pingpong``) as if their variables said so
+    kernel's variant flags (VARIANT_FLAGS: ``persistent``, ``overlap``, ``pingpong``, ``bitmask``) as if
+    their variables said so
     (benchmarks that time several kernels or variants in one process)."""
     if kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel: expected one of {KERNEL_CHOICES}, got {kernel!r}")
