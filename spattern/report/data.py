@@ -221,7 +221,9 @@ class Study:
                 if bwd is None:
                     mode = c.get("pass_", c.get("pass"))
                     bwd = mode == "fwd+bwd" if mode is not None else bool(cfg.get("backward"))
-                c = {**c, "backward": bool(bwd), "family": str(c.get("family") or "band+landmark")}
+                # one name per family: the benchmark writes band_landmark, older files have none
+                fam = str(c.get("family") or "band+landmark").replace("band_landmark", "band+landmark")
+                c = {**c, "backward": bool(bwd), "family": fam}
                 k = (c.get("N"), c.get("D"), bool(c.get("causal")), c["family"],
                      c.get("density_target", c.get("density")), c["backward"])
                 cells[k] = (c, f.path)

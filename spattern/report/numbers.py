@@ -111,6 +111,10 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
             if v:
                 lo, hi = (fmt(min(v), 3), fmt(max(v), 3)) if key == "tflops_hopper" else (fmt_x(min(v)), fmt_x(max(v)))
                 h[name] = {"min": lo, "max": hi}
+        h["missed"] = [{"D": fmt(r["D"]), "layout": str(r.get("family")), "causal": "causal" if r["causal"] else "non-causal",
+                        "N": fmt(r["N"]), "density": fmt_pct(r["density"]), "measured": fmt_x(r["hopper_vs_cudnn"]),
+                        "target": fmt_x(r["target_vs_cudnn"])}
+                       for r in with_t if r["hopper_vs_cudnn"] < r["target_vs_cudnn"]]
         n["hopper"] = h
     if study.topk:
         d = study.topk[-1].data

@@ -234,3 +234,18 @@ def test_hopper_table_rows_ratios_and_targets():
     cells[0]["ms"]["sdpa_cudnn"] = 0.25  # 1.25x of a 1.5x target
     assert T.hopper_table(cells, []).rows[0][-1] == "1.50x: missed by 16.7%"
     assert T.hopper_table(cells[2:], []) is None
+
+
+def test_targets_are_judged_on_the_kernel_auto_runs():
+    """Where a cell timed the Hopper kernel, the target rows use it (what `auto` runs on that GPU);
+    elsewhere the mma.sync kernel."""
+    from spattern.report.figures.kernels import target_rows
+
+    cell = {"N": 4096, "D": 128, "causal": False, "family": "lrs", "density_target": 0.5, "density": 0.5,
+            "ms": {"spattern": 0.30, "spattern_hopper": 0.13, "sdpa_flash": 0.40, "sdpa_cudnn": 0.21}}
+    row = next(r for r in target_rows([cell]) if r["N"] == 4096)
+    assert row["kernel"] == "Hopper" and row["vs_sdpa_cudnn"] == pytest.approx(0.21 / 0.13)
+    assert row["met_sdpa_cudnn"] is True
+    old = dict(cell, ms={k: v for k, v in cell["ms"].items() if k != "spattern_hopper"})
+    row = next(r for r in target_rows([old]) if r["N"] == 4096)
+    assert row["kernel"] == "mma.sync" and row["vs_sdpa_cudnn"] == pytest.approx(0.21 / 0.30)

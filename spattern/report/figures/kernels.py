@@ -51,9 +51,19 @@ def speedup(cell: dict, method: str = "spattern", dense: str = "sdpa_flash") -> 
     return float(a) / float(b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 else None
 
 
+KERNEL_LABELS = {"spattern": "mma.sync", "spattern_hopper": "Hopper"}
+
+
+def target_method(cell: dict) -> str:
+    """The spattern forward kernel a target is judged on: the Hopper kernel where the cell timed it (what
+    ``auto`` runs on that GPU), else the mma.sync kernel."""
+    return "spattern_hopper" if isinstance((cell.get("ms") or {}).get("spattern_hopper"), (int, float)) else "spattern"
+
+
 def target_rows(cells: Sequence[dict]) -> list[dict]:
     """For each target: the cell at its N whose measured density is closest to the target density,
-    its speed-up against each dense SDPA backend, and whether the target is met."""
+    its kernel's (``target_method``) speed-up against each dense SDPA backend, and whether the target is
+    met."""
     out = []
     for t in TARGETS:
         at_n = [c for c in cells if c.get("N") == t["N"] and c.get("density_target", c.get("density")) is not None]
@@ -62,9 +72,10 @@ def target_rows(cells: Sequence[dict]) -> list[dict]:
         if best is None or abs(float(best.get("density_target", best.get("density"))) - t["density"]) > 0.051:
             out.append({**t, "cell": None})
             continue
-        row = {**t, "cell": best, "density_measured": best.get("density")}
+        method = target_method(best)
+        row = {**t, "cell": best, "density_measured": best.get("density"), "kernel": KERNEL_LABELS[method]}
         for d in DENSE:
-            s = speedup(best, "spattern", d)
+            s = speedup(best, method, d)
             row[f"vs_{d}"] = s
             row[f"met_{d}"] = None if s is None else bool(s >= t["speedup"])
         out.append(row)
