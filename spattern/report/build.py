@@ -153,7 +153,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     sel_b, sl_b = select_cells(cells, backward=True)
     b.figure("kernels", lambda: kernel_figure(cells, backward=False), bench_src,
              "Forward attention: time against N, TFLOP/s against density at the largest N, and speed-up over "
-             "dense SDPA against density with the Project C targets (stars).", True,
+             "dense SDPA against density with the Project C targets (stars); the speed-up is the Hopper kernel's "
+             "where a cell timed it (what auto runs on the H200), else the mma.sync kernel's.", True,
              "forward kernel benchmark (no spattern bench attention results)")
     b.figure("kernels_backward", lambda: kernel_figure(cells, backward=True), bench_src,
              "Forward+backward attention: time, TFLOP/s and speed-up over dense SDPA, as in the forward figure.",

@@ -22,7 +22,7 @@ FIXED = {"dense": "#000000", "sdpa_flash": "#4D4D4D", "sdpa_cudnn": "#8C8C8C", "
          "flex_native": "#9467BD", "spattern": "#0072B2"}
 METHOD_LABELS = {"sdpa_flash": "SDPA flash (dense)", "sdpa_cudnn": "SDPA cuDNN (dense)",
                  "flex": "Flex (converted)", "flex_native": "FlexAttention",
-                 "spattern": "spattern"}
+                 "spattern": "spattern mma.sync", "spattern_hopper": "spattern Hopper"}
 
 RC = {
     "font.family": "DejaVu Sans", "font.size": 8.0, "axes.titlesize": 8.5, "axes.labelsize": 8.0,

@@ -78,7 +78,7 @@ def test_kernel_figure_marks_the_targets(study):
         assert len(fig.axes) == 3
         stars = [ln for ln in fig.axes[2].lines if ln.get_marker() == "*"]
         assert len(stars) == len(TARGETS)
-        assert {"spattern 50%", "FlexAttention 50%", "SDPA flash (dense)"} <= legend_labels(fig)
+        assert {"spattern mma.sync 50%", "FlexAttention 50%", "SDPA flash (dense)"} <= legend_labels(fig)
     assert {c["family"] for c in cells} == {"band+landmark", "lrs"}  # the benchmark's band_landmark, one name across files
     assert sum(c["backward"] for c in cells) == len(cells) / 2  # from pass_ == "fwd+bwd"
     sel, sl = select_cells(cells)

@@ -86,9 +86,10 @@ def target_rows(cells: Sequence[dict]) -> list[dict]:
 def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int | None = None,
                   causal: bool | None = None, family: str | None = None):
     """Three panels from the attention benchmark cells of one slice (see ``select_cells``):
-    time vs N (log-log; spattern and FlexAttention per density, dense SDPA flash/cuDNN),
+    time vs N (log-log; both spattern kernels and FlexAttention per density, dense SDPA flash/cuDNN),
     TFLOP/s on computed blocks vs density at the largest N, and speed-up over dense SDPA vs
-    density per N with the Project C targets as stars. Raises ValueError without cells."""
+    density per N of the kernel ``auto`` runs (``target_method``) with the Project C targets as stars.
+    Raises ValueError without cells."""
     cs, sl = select_cells(cells, backward, head_dim, causal, family)
     flex = flex_method(cs)
     if not cs:
@@ -107,7 +108,7 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
         if pts:
             ax.plot(*zip(*pts), color="black" if d == "sdpa_flash" else "grey", lw=1.5, label=label_method(d))
     for d in dens:
-        for m, ls, mk in (("spattern", "-", "o"), (flex, ":", "s")):
+        for m, ls, mk in (("spattern", "-", "o"), ("spattern_hopper", "-.", "^"), (flex, ":", "s")):
             pts = sorted((int(c["N"]), c["ms"][m]) for c in cs if float(c.get("density_target", c["density"])) == d
                          and isinstance(c["ms"].get(m), (int, float)))
             if pts:
@@ -121,11 +122,11 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ax = axes[1]
     n_max = ns[-1]
     at = sorted((c for c in cs if c["N"] == n_max), key=lambda c: float(c.get("density_target", c["density"])))
-    for m, mk in (("spattern", "o"), (flex, "s")):
+    for m, mk, col in (("spattern", "o", "C0"), ("spattern_hopper", "^", "C3"), (flex, "s", "C4")):
         pts = [(float(c["density"]), c["tflops"][m]) for c in at
                if isinstance((c.get("tflops") or {}).get(m), (int, float))]
         if pts:
-            ax.plot(*zip(*pts), marker=mk, color="C0" if m == "spattern" else "C4", label=label_method(m))
+            ax.plot(*zip(*pts), marker=mk, color=col, label=label_method(m))
     for d in DENSE:
         dense_cell = next((c for c in at if float(c.get("density_target", c["density"])) >= 1.0), None)
         v = (dense_cell or {}).get("tflops", {}).get(d)
@@ -138,10 +139,10 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
 
     ax = axes[2]
-    for n in ns:
+    for n in ns:  # the kernel auto runs (target_method: the Hopper kernel where the cell timed it)
         for dname, ls in (("sdpa_flash", "-"), ("sdpa_cudnn", "--")):
-            pts = sorted((float(c["density"]), speedup(c, "spattern", dname)) for c in cs if c["N"] == n
-                         and speedup(c, "spattern", dname) is not None)
+            pts = sorted((float(c["density"]), speedup(c, target_method(c), dname)) for c in cs if c["N"] == n
+                         and speedup(c, target_method(c), dname) is not None)
             if pts:
                 ax.plot(*zip(*pts), ls=ls, marker="o", color=ncol[n],
                         label=f"N={n} vs {'flash' if dname == 'sdpa_flash' else 'cuDNN'}")
