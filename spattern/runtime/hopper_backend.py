@@ -354,7 +354,8 @@ def tensor_map(t, packed: bool, rows: int) -> np.ndarray:
 # --------------------------------------------------------------------------- kernel parameters
 # The kernel's `Params` (hopper_fwd.cu), every member 8 bytes, in its order: O, LSE, 5 strides, 10 pointers
 # (cu_seqlens, then _LAYOUT_ARRAYS, then the scheduler's counter), 11 integers (H, Hkv, Nq, Nk, varlen, Bg,
-# Hg, R, P, n_work, write_lse), scale * log2(e) as a double. Passed by value as one (1,) numpy array: one kernel argument instead of 28
+# Hg, R, P, n_work, write_lse), scale * log2(e) as a double. Passed by value as one (1,) numpy array: one
+# kernel argument instead of 29
 # (CuPy's per-argument cost made the launch the larger part of a small call's host time).
 PARAMS = struct.Struct("<2Q5q10Q11qd")
 _PARAMS_DTYPE = np.dtype((np.void, PARAMS.size))
@@ -426,7 +427,8 @@ def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, 
         if counter is None:
             import cupy
 
-            buf = cupy.zeros(1, dtype=cupy.int32)
+            with cupy.cuda.Device(dev_index):  # on the tensors' device, whatever CuPy's current one is
+                buf = cupy.zeros(1, dtype=cupy.int32)
             counter = _counters[(dev_index, stream.ptr)] = (buf, buf.data.ptr)
         counter = counter[1]
         _memset_async(counter, 4, stream.ptr)
