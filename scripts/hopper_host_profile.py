@@ -18,7 +18,6 @@ import argparse
 import cProfile
 import io
 import json
-import math
 import pstats
 import statistics
 import sys
@@ -30,6 +29,7 @@ from spattern.evaluation.bench_attention import structured_layout
 from spattern.evaluation.timing import median_ms
 from spattern.runtime.api import attention
 from spattern.runtime.hopper_backend import forced
+from spattern.utils.io import write_json
 
 
 def main(argv=None) -> int:
@@ -82,8 +82,7 @@ def main(argv=None) -> int:
         print(kernel, json.dumps(res["kernels"][kernel]), flush=True)
     print(res["cprofile_hopper_top_tottime"])
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1, default=lambda x: None if isinstance(x, float) and math.isnan(x) else str(x))
+        write_json(a.json, res)
     return 0
 
 

@@ -362,13 +362,20 @@ _PARAMS_DTYPE = np.dtype((np.void, PARAMS.size))
 _LAYOUT_ARRAYS = ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs", "program_len", "work")
 
 
-_counters: dict = {}
+_counters: dict = {}  # (device, stream) -> the scheduler's int32 counter (kept alive here)
 
 
-def _memset_async(ptr: int, nbytes: int, stream_ptr: int) -> None:
+def _zeroed_counter(dev_index: int, stream_ptr: int) -> int:
+    """Address of the scheduler's counter for this device and stream, zeroed on the stream (ahead of the
+    launch that follows on it)."""
     import cupy
 
-    cupy.cuda.runtime.memsetAsync(ptr, 0, nbytes, stream_ptr)
+    buf = _counters.get((dev_index, stream_ptr))
+    if buf is None:
+        with cupy.cuda.Device(dev_index):  # on the tensors' device, whatever CuPy's current one is
+            buf = _counters[(dev_index, stream_ptr)] = cupy.zeros(1, dtype=cupy.int32)
+    cupy.cuda.runtime.memsetAsync(buf.data.ptr, 0, 4, stream_ptr)
+    return buf.data.ptr
 
 
 def pack_params(out_ptr: int, lse_ptr: int, o_strides, l_strides, cu_ptr: int, layout_ptrs, counter_ptr: int, ints,
@@ -422,16 +429,7 @@ def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, 
         ptrs = lcp.get("_hopper_ptrs")
         if ptrs is None:  # the layout arrays' addresses, once per cached layout view
             ptrs = lcp["_hopper_ptrs"] = tuple(lcp[n].data.ptr for n in _LAYOUT_ARRAYS)
-        # the scheduler's counter: one int per device and stream, zeroed on the stream before each launch
-        counter = _counters.get((dev_index, stream.ptr))
-        if counter is None:
-            import cupy
-
-            with cupy.cuda.Device(dev_index):  # on the tensors' device, whatever CuPy's current one is
-                buf = cupy.zeros(1, dtype=cupy.int32)
-            counter = _counters[(dev_index, stream.ptr)] = (buf, buf.data.ptr)
-        counter = counter[1]
-        _memset_async(counter, 4, stream.ptr)
+        counter = _zeroed_counter(dev_index, stream.ptr)
         params = pack_params(
             out.data_ptr(), lse.data_ptr() if lse is not None else 0, os_, ls,
             cu_seqlens.data_ptr() if packed else 0, ptrs, counter,

@@ -106,11 +106,6 @@ using namespace sph;
 
 namespace sph {
 
-template <bool B>
-struct bool_c {
-  static constexpr bool value = B;
-};
-
 // A CUtensorMap, opaque (128 bytes); passed by value as a __grid_constant__ parameter.
 struct __align__(128) TensorMap {
   u64 w[16];
@@ -499,7 +494,12 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
           if (varlen && kv0 + BN > kvlen)  // uniform over the CTA: both warpgroups take it for the same t
             clear_tile_rows(sV + st * KV_BYTES, kvlen - kv0 > 0 ? kvlen - kv0 : 0, ctid);
         };
-        auto fence_operands = [&]() {
+        // This warpgroup's turn at the tensor cores: take the ping-pong token, make O and P (written by
+        // ordinary instructions) visible to the wgmmas, issue (and commit) the GEMMs, pass the token on.
+        auto gemm_turn = [&](auto issue) {
+#if SP_PINGPONG
+          named_sync(BAR_SCHED + cw, NCONS);
+#endif
 #pragma unroll
           for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
 #pragma unroll
@@ -507,6 +507,10 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
 #pragma unroll
             for (int e = 0; e < 4; ++e) reg_fence(pa[ks][e]);
           wgmma_fence();
+          issue();
+#if SP_PINGPONG
+          named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
+#endif
         };
 
         // ---- tile 0: S(0) alone ----
@@ -517,15 +521,10 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
           bool need_mask;
           const u64 allow = tile_mask(0, need_mask);
           mbar_wait(bar_kf(st), (T / NS) & 1);
-#if SP_PINGPONG
-          named_sync(BAR_SCHED + cw, NCONS);
-#endif
-          fence_operands();  // O = 0 is set before the group is issued
-          issue_qk(st);
-          wgmma_commit();
-#if SP_PINGPONG
-          named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
-#endif
+          gemm_turn([&] {  // O = 0 is set before the group is issued
+            issue_qk(st);
+            wgmma_commit();
+          });
           wgmma_wait<0>();
 #pragma unroll
           for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
@@ -544,23 +543,18 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
           const u64 allow = tile_mask(t, need_mask);
           v_ready(t - 1, sp);
           mbar_wait(bar_kf(st), (tt / NS) & 1);
-#if SP_PINGPONG
-          named_sync(BAR_SCHED + cw, NCONS);
-#endif
-          fence_operands();
+          gemm_turn([&] {
 #if SP_OVERLAP
-          issue_qk(st);
-          wgmma_commit();
-          issue_pv(sp);
-          wgmma_commit();
+            issue_qk(st);
+            wgmma_commit();
+            issue_pv(sp);
+            wgmma_commit();
 #else
-          issue_pv(sp);
-          issue_qk(st);
-          wgmma_commit();
+            issue_pv(sp);
+            issue_qk(st);
+            wgmma_commit();
 #endif
-#if SP_PINGPONG
-          named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
-#endif
+          });
           float a_lo, a_hi;
 #if SP_OVERLAP
           wgmma_wait<1>();  // S(t) done; PV(t-1) may still run under the exponentials
@@ -590,15 +584,10 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
         {
           const int sl = (int)((T + (u32)ntiles - 1) % NS);
           v_ready(ntiles - 1, sl);
-#if SP_PINGPONG
-          named_sync(BAR_SCHED + cw, NCONS);
-#endif
-          fence_operands();
-          issue_pv(sl);
-          wgmma_commit();
-#if SP_PINGPONG
-          named_arrive(BAR_SCHED + (cw ^ 1), NCONS);
-#endif
+          gemm_turn([&] {
+            issue_pv(sl);
+            wgmma_commit();
+          });
           wgmma_wait<0>();
 #pragma unroll
           for (int i = 0; i < HD / 2; ++i) reg_fence(o[i]);
