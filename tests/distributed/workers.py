@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -20,10 +21,20 @@ def finish(ok: bool) -> None:
     """End a worker's process group: a barrier first when this rank got through (a rank that tears
     its gloo connections down while another still uses them can abort that one at exit:
     "terminate called without an active exception"), then destroy it. No barrier after an error:
-    the other ranks may never reach it."""
+    the other ranks may never reach it.
+
+    A rank that got through then leaves with ``os._exit(0)``, skipping interpreter finalization:
+    objects that outlive the group (FSDP2's pending collectives, DTensor meshes) can still hold
+    gloo work whose C++ threads abort the process while Python is torn down (CI once saw rank 1 of
+    the FSDP2 checkpoint test end with SIGABRT this way). Every caller writes its rank's record
+    before this call; an error keeps the normal exit, so its traceback reaches ``mp.spawn``."""
     if ok:
         dist.barrier()
     dist.destroy_process_group()
+    if ok:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def cp_attention(rank: int, world: int, port: int, out_dir: str) -> None:
