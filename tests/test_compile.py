@@ -161,7 +161,9 @@ def test_custom_and_programless_patterns_use_bitmasks():
         assert (layout.program_len == 0).all()
         bm = layout.block_kind == BITMASK
         assert (layout.mask_idx[bm] >= 0).all() and (layout.mask_idx[~bm] == -1).all()
-        assert np.unique(layout.mask_idx[bm]).size == bm.sum()  # one bitmask per partial block
+        # each distinct block mask stored once (dedupe_bitmasks), and every stored one used
+        distinct = np.unique(layout.bitmasks[layout.mask_idx[bm]].reshape(int(bm.sum()), -1), axis=0)
+        assert layout.bitmasks.shape[0] == distinct.shape[0] == np.unique(layout.mask_idx[bm]).size
     with pytest.raises(ValueError, match="no analytic block enumerator"):
         sp.compile(c, 64, path="analytic")
 

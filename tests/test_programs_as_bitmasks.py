@@ -39,3 +39,28 @@ def test_too_many_program_blocks_or_none_leave_the_layout_as_it_is():
     assert programs_as_bitmasks(lay, max_blocks=1) is lay
     full = spattern.compile("full()", 512, block=(128, 128))
     assert programs_as_bitmasks(full) is full
+
+
+def test_dedupe_bitmasks_stores_each_mask_once_and_keeps_the_token_mask():
+    from spattern.compiler.layout import dedupe_bitmasks
+
+    rng = np.random.default_rng(0)
+    shapes = rng.integers(0, 2**32, size=(3, 16, 2), dtype=np.uint32)
+    pick = np.array([2, 0, 2, 1, 0, 2])
+    bitmasks = shapes[pick]                                  # 6 stored, 3 distinct
+    mask_idx = np.array([-1, 5, 0, -1, 3, 1, 2, 4], np.int32)
+    uniq, idx = dedupe_bitmasks(bitmasks, mask_idx)
+    assert uniq.shape == (3, 16, 2) and idx.dtype == mask_idx.dtype
+    np.testing.assert_array_equal(uniq, shapes[[2, 0, 1]])   # order of first use
+    np.testing.assert_array_equal(idx == -1, mask_idx == -1)
+    used = mask_idx >= 0
+    np.testing.assert_array_equal(uniq[idx[used]], bitmasks[mask_idx[used]])
+    distinct = shapes[[0, 1, 2]]
+    same = dedupe_bitmasks(distinct, np.array([0, 1, 2], np.int32))
+    assert same[0] is distinct  # nothing repeats: the inputs themselves
+    # a compiled layout whose random block pattern is finer than its blocks: many partial blocks, few shapes
+    text = "(local(200) | random(2, seed=3, block=32) | sink(128)) & causal"
+    lay = spattern.compile(text, 2048, block=(128, 128))
+    assert 0 < lay.bitmasks.shape[0] < int((lay.block_kind == BITMASK).sum())
+    lay.validate()
+    np.testing.assert_array_equal(lay.to_dense()[0], spattern.parse(text).dense_mask(2048))

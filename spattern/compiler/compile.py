@@ -38,7 +38,7 @@ import numpy as np
 from spattern.ir import program as prog
 from spattern.ir.blocks import FULL as S_FULL
 from spattern.ir.blocks import UNKNOWN, Grid
-from spattern.compiler.layout import BITMASK, FULL, PROGRAM, BlockLayout, pack_bits
+from spattern.compiler.layout import BITMASK, FULL, PROGRAM, BlockLayout, dedupe_bitmasks, pack_bits
 from spattern.patterns.base import Geometry, Heads, Pattern
 from spattern.patterns.parse import parse
 from spattern.utils.errors import UserError
@@ -220,13 +220,16 @@ def _assemble(groups: Sequence[_Group], group_shape, q_len, kv_len, bq, bk, text
             program_len[g] = len(grp.program)
     cat = lambda arrs, dt: np.concatenate(arrs).astype(dt) if arrs else np.zeros(0, dt)  # noqa: E731
     bitmasks = [g.bitmasks for g in groups if g.bitmasks.shape[0]]
+    bitmasks, mask_idx_all = dedupe_bitmasks(
+        np.concatenate(bitmasks).astype(np.uint32) if bitmasks else np.zeros((0, bq, W), np.uint32),
+        cat(mask_idx, np.int32))
     layout = BlockLayout(
         q_len=q_len, kv_len=kv_len, block_q=bq, block_k=bk, group_shape=tuple(int(x) for x in group_shape),
         row_ptr=row_ptr.astype(np.int32),
         col_idx=cat([g.cols for g in groups], np.int32),
         block_kind=cat([g.kinds for g in groups], np.uint8),
-        mask_idx=cat(mask_idx, np.int32),
-        bitmasks=np.concatenate(bitmasks).astype(np.uint32) if bitmasks else np.zeros((0, bq, W), np.uint32),
+        mask_idx=mask_idx_all,
+        bitmasks=bitmasks,
         programs=programs, program_len=program_len, pattern=text,
     )
     for name in BlockLayout._ARRAYS:  # cached and shared: read-only

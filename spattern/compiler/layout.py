@@ -15,7 +15,9 @@ Arrays (numpy, host):
 - ``mask_idx``    int32  [nnz]     index into ``bitmasks`` for BITMASK blocks, -1 otherwise.
 - ``bitmasks``    uint32 [M, block_q, ceil(block_k/32)]  bit c%32 of word c//32 of row r: query
                                     row*block_q + r may attend key col*block_k + c. Bits of
-                                    out-of-range tokens are 0.
+                                    out-of-range tokens are 0. Blocks with the same mask may share
+                                    one entry (the compiler stores each distinct mask once:
+                                    ``dedupe_bitmasks``), so M <= the number of BITMASK blocks.
 - ``programs``    int32  [G, P, 4] each group's mask program (``spattern.ir.program``).
 - ``program_len`` int32  [G]       its length; 0 when the group has none.
 
@@ -540,6 +542,29 @@ def replace(layout: BlockLayout, **changes) -> BlockLayout:
     return dataclasses.replace(layout, **changes)
 
 
+def dedupe_bitmasks(bitmasks: np.ndarray, mask_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bitmasks, mask_idx) with each distinct block mask stored once, in order of first use, and
+    ``mask_idx`` pointing at it (-1 entries kept). Every reader goes through ``mask_idx``, so the token
+    mask is unchanged; patterns that repeat a few partial-block shapes (a random block pattern at a finer
+    grain than the layout's blocks, band edges of a per-row program turned into bits) keep far fewer
+    words. Returns the inputs themselves when nothing repeats."""
+    M = bitmasks.shape[0]
+    if M < 2:
+        return bitmasks, mask_idx
+    flat = np.ascontiguousarray(bitmasks).reshape(M, -1)
+    keys = flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).reshape(M)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    if first.size == M:
+        return bitmasks, mask_idx
+    order = np.argsort(first)  # distinct masks in order of first occurrence
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    new_idx = np.array(mask_idx, copy=True)
+    used = new_idx >= 0
+    new_idx[used] = rank[inverse.reshape(M)[new_idx[used]]]
+    return np.ascontiguousarray(bitmasks[first[order]]), new_idx.astype(mask_idx.dtype)
+
+
 def programs_as_bitmasks(layout: BlockLayout, max_blocks: int | None = None) -> BlockLayout:
     """The same token mask with every PROGRAM block stored as a BITMASK block (its mask evaluated here,
     once, on the host: block_q x ceil(block_k / 32) words per block). A kernel then reads bits instead of
@@ -554,4 +579,5 @@ def programs_as_bitmasks(layout: BlockLayout, max_blocks: int | None = None) -> 
     mask_idx = layout.mask_idx.copy()
     mask_idx[prog_idx] = layout.bitmasks.shape[0] + np.arange(prog_idx.size, dtype=mask_idx.dtype)
     bitmasks = np.concatenate([layout.bitmasks, words.astype(np.uint32)], axis=0)
+    bitmasks, mask_idx = dedupe_bitmasks(bitmasks, mask_idx)
     return replace(layout, block_kind=kind, mask_idx=mask_idx, bitmasks=bitmasks)
