@@ -244,8 +244,27 @@ def run_benchmark(seqs=(4096, 8192, 16384, 32768), head_dims=(64, 128), densitie
     return _finish(out, json_path)
 
 
+def call_peak_bytes(fn, args) -> int:
+    """Device memory one call of ``fn(*args)`` allocates above what was allocated before it (outputs,
+    LSE, workspaces, autograd's saved tensors and gradients): torch's peak-allocated counter, reset
+    before the call. Run after warm-up, so per-layout state built on the first call (kept on the
+    layout; ``runtime.memory``) is not counted; every spattern allocation goes through torch."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = fn(*args)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    del out
+    return int(peak)
+
+
 def _row(n, D, causal, fam, dens, block, heads, batch, scale, methods, backward, bufs, warmup, iters, log):
     import torch
+
+    from spattern.runtime.memory import state_bytes
 
     t0 = time.time()
     lay = structured_layout(n, dens, block, causal, fam)
@@ -253,13 +272,15 @@ def _row(n, D, causal, fam, dens, block, heads, batch, scale, methods, backward,
     flops = 4.0 * block[0] * block[1] * D * nnz * heads * batch * (3.5 if backward else 1.0)
     row = dict(N=n, D=D, causal=causal, family=fam, pattern=lay.pattern, density_target=dens,
                density=block_density(lay), nnz_blocks=nnz, block=list(block), flops_computed=flops,
-               pass_="fwd+bwd" if backward else "fwd", ms={}, tflops={}, speedup_vs_flash={}, errors={})
+               pass_="fwd+bwd" if backward else "fwd", ms={}, tflops={}, speedup_vs_flash={}, errors={}, peak_mib={},
+               state_bytes=state_bytes(lay, "cpu", batch, heads, D))
     for name, fwd in _methods(lay, n, D, causal, scale, methods, log).items():
         fn = _grad_runner(fwd) if backward else fwd
         try:
             fn(*bufs[0])  # compile / warm up (flex compiles here)
             torch.cuda.synchronize()
             row["ms"][name] = median_ms(fn, bufs, warmup, iters)
+            row["peak_mib"][name] = call_peak_bytes(fn, bufs[0]) / 2**20
         except Exception as e:  # noqa: BLE001 - a failing method is recorded, the row goes on
             row["ms"][name] = None
             row["errors"][name] = f"{type(e).__name__}: {str(e)[:300]}"

@@ -167,6 +167,9 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         b.table(lambda: T.kernel_table(sel_b, desc(sl_b), bench_src, name="kernels_backward"), "kernels_backward", "")
     if any("spattern_hopper" in (c.get("ms") or {}) for c in cells):  # only benchmarks of the sm_90a kernel have it
         b.table(lambda: T.hopper_table(cells, bench_src), "kernels_hopper", "Hopper kernel benchmark")
+    mem = s.memory[-1] if s.memory else None  # the newest file (load order: sorted paths)
+    b.table(lambda: T.memory_table(mem.data["memory"], [mem.path]) if mem else None, "memory",
+            "memory kept per layout (no spattern bench memory results)")
     targets = target_rows(sel_f)
     b.table(lambda: T.target_table(targets, bench_src) if sel_f else None, "targets",
             "speed-up targets (no forward benchmark cells)")

@@ -199,6 +199,7 @@ class Study:
     bench: list[Found] = field(default_factory=list)
     topk: list[Found] = field(default_factory=list)
     compile_bench: list[Found] = field(default_factory=list)
+    memory: list[Found] = field(default_factory=list)
     curves: list[Curve] = field(default_factory=list)
     snapshots: list[Found] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
@@ -291,6 +292,9 @@ def _classify(data: Any) -> str | None:
         return "topk"
     if "headline" in data and "analytic_vs_generic" in data:
         return "compile_bench"
+    mem = data.get("memory")
+    if isinstance(mem, list) and mem and all(isinstance(r, dict) and isinstance(r.get("bytes"), dict) for r in mem):
+        return "memory"
     if "heads" in data and isinstance(data.get("heads"), list) and data["heads"] and "scores" in data["heads"][0]:
         return "indexer_snapshot"
     return None

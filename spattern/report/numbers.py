@@ -116,6 +116,14 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
                         "target": fmt_x(r["target_vs_cudnn"])}
                        for r in with_t if r["hopper_vs_cudnn"] < r["target_vs_cudnn"]]
         n["hopper"] = h
+    if "memory" in b.tables:  # bytes kept per layout (tables.memory_table), at the largest N per family
+        raw = b.tables["memory"].raw
+        big = max(r["N"] for r in raw)
+        kib = lambda r, k: fmt(r[f"bytes_{k}"] / 1024) if isinstance(r.get(f"bytes_{k}"), (int, float)) else "–"  # noqa: E731
+        n["memory"] = {"N": fmt(big), "rows": [
+            {"layout": str(r["family"]).replace("band_landmark", "band+landmark"), "density": fmt_pct(r["density"]),
+             "mma_sync": kib(r, "mma_sync"), "hopper": kib(r, "hopper"), "flex": kib(r, "flex_blockmask"),
+             "bool_mib": fmt(r["bytes_dense_bool_mask"] / 2**20)} for r in raw if r["N"] == big]}
     if study.topk:
         d = study.topk[-1].data
         if isinstance(d.get("build_graph_ms"), (int, float)) and isinstance(d.get("attention_ms"), (int, float)):

@@ -231,6 +231,43 @@ def target_table(targets: Sequence[dict], sources: Sequence[Path]) -> Table:
                  ["N", "density", "target", "kernel", "vs flash", "vs cuDNN", "verdict"], rows, raw, list(sources))
 
 
+MEMORY_CELLS = ((4096, 0.5), (8192, 0.25), (16384, 0.1))  # the Project C cells; the largest N is added
+
+
+def memory_rows(rows: Sequence[dict]) -> list[dict]:
+    """The non-causal rows of a ``spattern bench memory`` file at the Project C cells and at its largest
+    N (lowest density there), per layout family."""
+    out = []
+    for fam in sorted({str(r.get("family")) for r in rows}):
+        fr = [r for r in rows if str(r.get("family")) == fam and not r.get("causal")]
+        if not fr:
+            continue
+        big = max(r["N"] for r in fr)
+        want = [*MEMORY_CELLS, (big, min(r["density_target"] for r in fr if r["N"] == big))]
+        for n, d in dict.fromkeys(want):
+            out += [r for r in fr if r["N"] == n and abs(r["density_target"] - d) < 1e-9]
+    return out
+
+
+def memory_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
+    rows, raw = [], []
+    for r in memory_rows(rows_in):
+        b = r["bytes"]
+        raw.append({k: v for k, v in r.items() if k != "bytes"} | {f"bytes_{k}": v for k, v in b.items()})
+        kib = lambda k: fmt(b[k] / 1024) if isinstance(b.get(k), (int, float)) else "–"  # noqa: E731
+        rows.append([str(r["family"]).replace("band_landmark", "b+l"), fmt(r["N"]), fmt_pct(r["density"]),
+                     kib("mma_sync"), kib("hopper"), kib("backward"), kib("flex_blockmask"),
+                     fmt(b["dense_bool_mask"] / 2**20)])
+    return Table("memory", "What each path keeps on the device per layout (16 heads sharing one layout, "
+                 "128 x 128 blocks, the benchmark's non-causal layouts; lrs = local | random | sink, b+l = band + "
+                 "landmark), in KiB, counted from the tensors the runtime builds: spattern's CSR metadata "
+                 "and work order for each forward kernel (Hopper: PROGRAM blocks stored as bitmasks), what the "
+                 "backward adds, FlexAttention's BlockMask for the same blocks, and a dense boolean mask (MiB). "
+                 "Activations are per call and alike for all.",
+                 ["layout", "N", "density", "mma.sync", "Hopper", "+ backward", "Flex BlockMask", "bool mask MiB"],
+                 rows, raw, list(sources))
+
+
 def cost_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
     rows, raw = [], []
     for r in rows_in:

@@ -213,6 +213,15 @@ def bitmask() -> bool:
     return _flag("SPATTERN_HOPPER_BITMASK", DEFAULT_BITMASK)
 
 
+def kernel_layout(layout, device, max_program: int):
+    """The layout the kernel reads on ``device``: with ``bitmask()`` on and PROGRAM blocks present
+    (``max_program`` > 0), their host-evaluated BITMASK twin, cached on the layout; else the layout."""
+    if bitmask() and max_program > 0:
+        return layout.cached(device, "hopper_programs_as_bitmasks",
+                             lambda: programs_as_bitmasks(layout, MAX_BITMASK_BLOCKS))
+    return layout
+
+
 def persistent() -> bool:
     """One CTA per SM looping over the work items (SPATTERN_HOPPER_PERSISTENT=0: one CTA per item, v1)."""
     return _flag("SPATTERN_HOPPER_PERSISTENT", DEFAULT_PERSISTENT)
@@ -412,9 +421,7 @@ def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, 
             lse.fill_(-math.inf)
         return out.zero_(), lse
 
-    if bitmask() and prob.max_program > 0:
-        layout = layout.cached(dev, "hopper_programs_as_bitmasks",
-                               lambda: programs_as_bitmasks(layout, MAX_BITMASK_BLOCKS))
+    layout = kernel_layout(layout, dev, prob.max_program)
     lt = _cb._layout_tensors(layout, dev)
     dev_index = dev.index if dev.index is not None else torch.cuda.current_device()
     ns, pp = stages(D, prob.block_k), pingpong()

@@ -33,7 +33,8 @@ def test_complete_study_builds_everything(built):
     for f in figs.values():
         assert (out / f["file"]).stat().st_size > 0 and (out / f["png"]).stat().st_size > 0
     tables = {p.stem for p in (out / "tables").glob("*.json")}
-    assert {"significance", "kernels", "targets", "cost", "environment", "quality_quality", "headline"} <= tables
+    assert {"significance", "kernels", "targets", "cost", "environment", "quality_quality", "headline",
+            "memory"} <= tables
     head = json.loads((out / "tables" / "headline.json").read_text())
     sig = json.loads((out / "tables" / "significance_primary.json").read_text())
     assert len(head["rows"]) == len({r["experiment"] for r in sig["raw"]}) and all("[" in r[5] for r in head["rows"])
