@@ -167,6 +167,9 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         b.table(lambda: T.kernel_table(sel_b, desc(sl_b), bench_src, name="kernels_backward"), "kernels_backward", "")
     if any("spattern_hopper" in (c.get("ms") or {}) for c in cells):  # only benchmarks of the sm_90a kernel have it
         b.table(lambda: T.hopper_table(cells, bench_src), "kernels_hopper", "Hopper kernel benchmark")
+        if len({c.get("D") for c in cells if "spattern_hopper" in (c.get("ms") or {})}) > 1:  # the PDF's: D 128
+            b.table(lambda: T.hopper_table(cells, bench_src, head_dim=128, name="kernels_hopper_main"),
+                    "kernels_hopper_main", "Hopper kernel benchmark at head dim 128")
     mem = s.memory[-1] if s.memory else None  # the newest file (load order: sorted paths)
     b.table(lambda: T.memory_table(mem.data["memory"], [mem.path]) if mem else None, "memory",
             "memory kept per layout (no spattern bench memory results)")

@@ -110,8 +110,11 @@ def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
               _figure(out, figs, "heatmap", "pattern heatmaps"),
               _figure(out, figs, "cost", "cost curves"), _table(tables, "cost", "cost table")]
     parts += ["<h2>Kernel speed</h2>", _figure(out, figs, "kernels", "forward kernel benchmark"),
-              _table(tables, "targets", "speed-up targets"),
-              _figure(out, figs, "kernels_backward", "forward+backward kernel benchmark")]
+              _table(tables, "targets", "speed-up targets")]
+    if "kernels_hopper" in tables:  # only benchmarks of the sm_90a kernel have it
+        parts.append(_table(tables, "kernels_hopper", "Hopper kernel benchmark"))
+    parts += [_figure(out, figs, "kernels_backward", "forward+backward kernel benchmark"),
+              _table(tables, "memory", "memory kept per layout")]
     parts.append("<h2>Quality</h2>")
     q_names = [k for k in figs if k.startswith("quality_")]
     parts += [_figure(out, figs, k, k) for k in q_names] or [_missing("quality vs density")]

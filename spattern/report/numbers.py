@@ -102,7 +102,9 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
         raw = b.tables["kernels_hopper"].raw
         rng = lambda key: [r[key] for r in raw if isinstance(r.get(key), (int, float))]  # noqa: E731
         with_t = [r for r in raw if r.get("target_vs_cudnn") and r.get("hopper_vs_cudnn")]
+        shown = b.tables.get("kernels_hopper_main", b.tables["kernels_hopper"]).raw  # the PDF's table
         h = {"cells": fmt(len(raw)), "D": ", ".join(sorted({fmt(r["D"]) for r in raw})),
+             "table_D": ", ".join(sorted({fmt(r["D"]) for r in shown})),
              "n_targets": fmt(len(with_t)),
              "met": fmt(sum(r["hopper_vs_cudnn"] >= r["target_vs_cudnn"] for r in with_t))}
         for key, name in (("hopper_vs_mma_sync", "vs_mma_sync"), ("hopper_vs_flex_native", "vs_flex"),
@@ -122,7 +124,7 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
         kib = lambda r, k: fmt(r[f"bytes_{k}"] / 1024) if isinstance(r.get(f"bytes_{k}"), (int, float)) else "–"  # noqa: E731
         n["memory"] = {"N": fmt(big), "rows": [
             {"layout": str(r["family"]).replace("band_landmark", "band+landmark"), "density": fmt_pct(r["density"]),
-             "mma_sync": kib(r, "mma_sync"), "hopper": kib(r, "hopper"), "flex": kib(r, "flex_blockmask"),
+             "mma_sync": kib(r, "mma_sync"), "hopper": kib(r, "hopper"), "flex": fmt((r["bytes_flex_blockmask"] + r.get("bytes_flex_mask_mod", 0)) / 1024),
              "bool_mib": fmt(r["bytes_dense_bool_mask"] / 2**20)} for r in raw if r["N"] == big]}
     if study.topk:
         d = study.topk[-1].data
@@ -185,9 +187,12 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
     syn_rows = []
     for e, (pts, xname) in syn.items():
         far = max(p["distance"] for p in pts)
+        same: dict[str, list[str]] = {}  # patterns with the same accuracy (and interval) named together
+        for p in pts:
+            if p["distance"] == far:
+                same.setdefault(fmt_ci(p["value"], p["lo"], p["hi"]), []).append(str(p["key"]))
         syn_rows.append({"name": e, "x": xname, "distance": fmt(far),
-                         "rows": [{"key": p["key"], "accuracy": fmt_ci(p["value"], p["lo"], p["hi"])}
-                                  for p in pts if p["distance"] == far]})
+                         "rows": [{"key": ", ".join(keys), "accuracy": acc} for acc, keys in same.items()]})
     if syn_rows:
         n["synthetic"] = {"experiments": syn_rows}
     train_exps = []

@@ -169,15 +169,17 @@ def kernel_table(cells: Sequence[dict], slice_desc: str, sources: Sequence[Path]
 LAYOUT_NAMES = {"lrs": "lrs", "band+landmark": "b+l"}  # family names as data.bench_cells gives them
 
 
-def hopper_table(cells: Sequence[dict], sources: Sequence[Path], targets=None) -> Table | None:
+def hopper_table(cells: Sequence[dict], sources: Sequence[Path], targets=None, head_dim: int | None = None,
+                 name: str = "kernels_hopper") -> Table | None:
     """The two forward kernels side by side on the cells that timed the Hopper kernel
     (``spattern_hopper``): times, the Hopper kernel's TFLOP/s on computed blocks and its speed-up over
     native FlexAttention and dense SDPA cuDNN (causal when the cell is), with the Project C target of
-    the cell's (N, density) where there is one. None without such cells."""
+    the cell's (N, density) where there is one. ``head_dim``: only those cells. None without such cells."""
     from spattern.report.figures.kernels import TARGETS
 
     targets = TARGETS if targets is None else targets
-    hop = [c for c in cells if not c.get("backward") and isinstance((c.get("ms") or {}).get("spattern_hopper"), (int, float))]
+    hop = [c for c in cells if not c.get("backward") and isinstance((c.get("ms") or {}).get("spattern_hopper"), (int, float))
+           and (head_dim is None or c.get("D") == head_dim)]
     if not hop:
         return None
     rows, raw = [], []
@@ -199,7 +201,9 @@ def hopper_table(cells: Sequence[dict], sources: Sequence[Path], targets=None) -
                      fmt_x(m / h if m and h else None), fmt_x(nat / h if nat and h else None), fmt_x(vs_cu),
                      "–" if t is None else (f"{fmt_x(t)}: " + ("met" if vs_cu and vs_cu >= t else
                                                                f"missed by {fmt_pct(1 - (vs_cu or 0) / t)}"))])
-    return Table("kernels_hopper", "Forward kernels on the H200 (bf16, batch 1, 16 heads, 128 x 128 blocks, "
+    only = "" if head_dim is None else (f"Head dim {head_dim} (the issue's targets; every head dim: "
+                                        "tables/kernels_hopper.csv and the HTML page). ")
+    return Table(name, only + "Forward kernels on the H200 (bf16, batch 1, 16 heads, 128 x 128 blocks, "
                  "layouts lrs = local | random | sink and b+l = band + landmark): the mma.sync kernel and the sm_90a "
                  "Hopper kernel (wgmma, TMA, "
                  "warp-specialised) against FlexAttention with its own mask_mod and dense SDPA cuDNN (causal "
@@ -256,15 +260,13 @@ def memory_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
         raw.append({k: v for k, v in r.items() if k != "bytes"} | {f"bytes_{k}": v for k, v in b.items()})
         kib = lambda k: fmt(b[k] / 1024) if isinstance(b.get(k), (int, float)) else "–"  # noqa: E731
         rows.append([str(r["family"]).replace("band_landmark", "b+l"), fmt(r["N"]), fmt_pct(r["density"]),
-                     kib("mma_sync"), kib("hopper"), kib("backward"), kib("flex_blockmask"),
-                     fmt(b["dense_bool_mask"] / 2**20)])
-    return Table("memory", "What each path keeps on the device per layout (16 heads sharing one layout, "
-                 "128 x 128 blocks, the benchmark's non-causal layouts; lrs = local | random | sink, b+l = band + "
-                 "landmark), in KiB, counted from the tensors the runtime builds: spattern's CSR metadata "
-                 "and work order for each forward kernel (Hopper: PROGRAM blocks stored as bitmasks), what the "
-                 "backward adds, FlexAttention's BlockMask for the same blocks, and a dense boolean mask (MiB). "
-                 "Activations are per call and alike for all.",
-                 ["layout", "N", "density", "mma.sync", "Hopper", "+ backward", "Flex BlockMask", "bool mask MiB"],
+                     kib("mma_sync"), kib("hopper"), kib("backward"),
+                     fmt((b["flex_blockmask"] + b.get("flex_mask_mod", 0)) / 1024), fmt(b["dense_bool_mask"] / 2**20)])
+    return Table("memory", "State kept on the device per layout (KiB; 16 heads share one layout; the kernel "
+                 "benchmark's non-causal layouts), counted from the tensors built: spattern's metadata and work "
+                 "order per kernel, what its backward adds, Flex's BlockMask with its mask_mod's tables, and a "
+                 "dense boolean mask (MiB).",
+                 ["layout", "N", "density", "mma.sync", "Hopper", "+ backward", "Flex", "bool mask MiB"],
                  rows, raw, list(sources))
 
 

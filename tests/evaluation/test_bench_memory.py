@@ -21,8 +21,17 @@ def test_cli_writes_the_counts_of_the_benchmarks_layouts(tmp_path, capsys):
     for r in doc["memory"]:
         lay = structured_layout(r["N"], 0.5, (128, 128), r["causal"], "band_landmark")
         assert r["nnz_blocks"] == lay.nnz
-        assert r["bytes"] == state_bytes(lay, "cpu", 1, 4, 128)
+        assert {k: v for k, v in r["bytes"].items() if k != "flex_mask_mod"} == state_bytes(lay, "cpu", 1, 4, 128)
+        assert r["bytes"]["flex_mask_mod"] == 0  # band + landmark: Flex's mask_mod is arithmetic, no table
         assert r["bytes"]["dense_bool_mask"] == r["N"] ** 2
+
+
+def test_the_native_mask_mod_of_the_random_pattern_brings_its_block_table(tmp_path):
+    out = tmp_path / "mem.json"
+    assert main(["bench", "memory", "--seq", "2048", "--density", "0.5", "--causal", "no", "--family", "lrs",
+                 "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["memory"]
+    assert r["bytes"]["flex_mask_mod"] == (2048 // 64) ** 2  # the random pattern's bool table, 64-token blocks
 
 
 def test_memory_table_takes_the_project_cells_and_the_largest_n_per_family():
