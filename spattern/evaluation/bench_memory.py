@@ -16,6 +16,7 @@ activations (Q, K, V, O, LSE, gradients) are the same O(N * D) for every path an
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 
@@ -84,6 +85,14 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--json", default="bench_memory.json", help="output JSON path")
 
 
+def command(a) -> str:
+    """The command line that repeats this run, from the parsed options (what the report lists)."""
+    opts = [("--seq", a.seq), ("--density", a.density), ("--causal", [a.causal]), ("--family", a.family),
+            ("--heads", [a.heads]), ("--batch", [a.batch]), ("--head-dim", [a.head_dim]), ("--block", a.block),
+            ("--json", [a.json])]
+    return shlex.join(["spattern", "bench", "memory"] + [str(x) for o, vals in opts for x in (o, *vals)])
+
+
 def run(a) -> int:
     from spattern.utils.io import write_json
 
@@ -91,6 +100,7 @@ def run(a) -> int:
     print(HEADER, flush=True)
     res = run_grid(a.seq, a.density, causals, a.family, tuple(a.block), a.heads, a.batch, a.head_dim,
                    log=lambda s: print(s, flush=True))
+    res["command"] = command(a)
     write_json(a.json, res)
     print(f"wrote {a.json}")
     return 0

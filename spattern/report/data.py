@@ -232,7 +232,7 @@ class Study:
 
     def envs(self) -> list[tuple[dict, Path]]:
         out = [(r.env, r.dir / "env.json") for r in self.runs if r.env]
-        for f in self.bench:
+        for f in self.bench + self.memory:
             env = f.data.get("env") or next((r.get("env") for r in f.data.get("runs", {}).values()
                                               if isinstance(r, dict) and r.get("env")), None)
             if isinstance(env, dict):

@@ -20,7 +20,7 @@ def _commands(study) -> list[str]:
         env = r.env or {}
         c = env.get("command") or (shlex.join(env["argv"]) if isinstance(env.get("argv"), list) else None)
         cmds.append(c or f"spattern run experiments/{r.experiment}.toml")
-    for f in study.bench + study.topk + study.compile_bench:
+    for f in study.bench + study.topk + study.compile_bench + study.memory:
         d = f.data
         if isinstance(d.get("command"), str):
             cmds.append(d["command"])

@@ -18,6 +18,7 @@ def test_cli_writes_the_counts_of_the_benchmarks_layouts(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert _classify(doc) == "memory" and doc["config"]["heads"] == 4 and len(doc["memory"]) == 4
+    assert doc["command"].startswith("spattern bench memory --seq 1024 2048")  # the report's reproduction line
     for r in doc["memory"]:
         lay = structured_layout(r["N"], 0.5, (128, 128), r["causal"], "band_landmark")
         assert r["nnz_blocks"] == lay.nnz
