@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from spattern.compiler.layout import BlockLayout
 from spattern.data.packing import eval_windows, window_tokens
-from spattern.models.attention import compiled_layout, per_layer_patterns
+from spattern.models.attention import compiled_layout, oracle_contexts, per_layer_patterns, self_scored
+from spattern.patterns import parse
 from spattern.runtime.api import attention
 
 
@@ -220,11 +221,12 @@ def information_loss(model: torch.nn.Module, stream: np.ndarray, offsets: np.nda
             full = torch.from_numpy(window_tokens(stream, offsets, w, window)).to(device)[None]  # (1, n+1)
             toks, tgt = full[:, :-1], full[0, 1 + w.score_from:]                  # (1, n), (n - score_from,)
             n, acc = toks.shape[1], docs.setdefault(w.doc, _Doc(L, H))
-            layouts = [None if p is None else compiled_layout(p, n, n, block) for p in pats]
+            # an oracle layer's layout comes from the dense run's own q, k (in _observe)
+            layouts = [None if p is None else p if self_scored(p) else compiled_layout(p, n, n, block) for p in pats]
             model.set_pattern(None)
             for i, layer in enumerate(layers):
                 layer.attn.observer = functools.partial(_observe, acc, layouts[i], i, w.score_from,
-                                                        q_chunk, backend)
+                                                        q_chunk, backend, block)
             dense = model(toks)[0][0]                                            # (n, V)
             for layer in layers:
                 layer.attn.observer, layer.attn.block = None, block
@@ -256,9 +258,15 @@ def information_loss(model: torch.nn.Module, stream: np.ndarray, offsets: np.nda
             "docs": {d: acc.summary(per_token) for d, acc in docs.items()}}
 
 
-def _observe(acc: _Doc, layout: BlockLayout | None, layer: int, score_from: int, q_chunk: int, backend: str,
+def _observe(acc: _Doc, layout, layer: int, score_from: int, q_chunk: int, backend: str, block,
              q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> None:
-    """Observer of one layer in the dense run: adds its scored positions to the document's sums."""
+    """Observer of one layer in the dense run: adds its scored positions to the document's sums.
+    ``layout``: a BlockLayout, None (a dense layer), or a self-scored pattern (``oracle``), whose layout
+    is chosen here from the dense run's q and k: its recall is the dense mass the oracle's choice keeps
+    (the sparse run chooses from its own q and k, which differ from layer two on)."""
+    if layout is not None and not isinstance(layout, BlockLayout):
+        p = parse(layout) if isinstance(layout, str) else layout
+        layout = compiled_layout(p, q.shape[2], k.shape[2], block, context=oracle_contexts(q, k, p.block))
     if layout is None:  # a dense layer of a per-layer pattern: everything kept, no error
         acc.recall[layer] += y.shape[2] - score_from
         acc.ref_sq[layer] += y[0, :, score_from:].double().pow(2).sum((-1, -2)).cpu().numpy()

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from spattern.experiments.config import ExperimentConfig, Setup
+from spattern.models.attention import cost_contexts, self_scored
 from spattern.utils.errors import UserError
 
 
@@ -89,7 +90,9 @@ def matched(cfg: ExperimentConfig, family: str, context: int):
     from spattern.evaluation.matching import Match, family_fn, match
     from spattern.utils.io import write_json
 
-    dependent = not family_fn(family)[0](1).is_static
+    probe = family_fn(family)[0](1)
+    scored = self_scored(probe)  # oracle: content-dependent, but its cost does not depend on the content
+    dependent = not probe.is_static and not scored
     key = {"family": family, "target": cfg.match.target, "measure": cfg.match.measure, "context": context,
            "block": list(cfg.setup.block)}
     if dependent:
@@ -100,7 +103,7 @@ def matched(cfg: ExperimentConfig, family: str, context: int):
     cache = json.loads(path.read_text()) if path.is_file() else {}
     if k in cache:
         return Match(**{**cache[k]["match"], "block": tuple(cache[k]["match"]["block"])})
-    contexts = None
+    contexts = cost_contexts(probe, context) if scored else None
     if dependent:  # the structures are built only when the match is not cached
         from spattern.data.structure import structure_context
 

@@ -13,6 +13,7 @@ from spattern.experiments.config import ExperimentConfig
 from spattern.experiments.inputs import _load, documents
 from spattern.experiments.results import DIRECTION
 from spattern.experiments.runs import RunSpec
+from spattern.models.attention import cost_contexts, self_scored
 
 
 def _dense(pattern) -> bool:
@@ -35,7 +36,7 @@ def sequence_pattern(pattern, tokenizer, ids):
     from spattern.patterns import parse
 
     p = parse(pattern)
-    if p.is_static:
+    if p.is_static or self_scored(p):  # oracle: each attention call scores its own q and k
         return pattern
     from spattern.data.structure import structure_context
 
@@ -47,7 +48,7 @@ def _layout_cost(pattern, n: int, block) -> dict:
     the layers (every layer computes the same n x n grid)."""
     from spattern.models.attention import compiled_layout
 
-    stats = [compiled_layout(p, n, n, tuple(block)).stats() for p in
+    stats = [compiled_layout(p, n, n, tuple(block), context=cost_contexts(p, n)).stats() for p in
              (pattern if isinstance(pattern, list | tuple) else [pattern])]
     return {k: float(np.mean([st[k] for st in stats])) for k in ("block_density", "density")}
 

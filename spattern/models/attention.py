@@ -10,8 +10,10 @@ object works the same way; a content-dependent one must be bound to its sequence
 from __future__ import annotations
 
 import functools
+import math
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,10 +25,70 @@ def is_dense(pattern) -> bool:
 
 
 def needs_context(pattern) -> bool:
-    """True for a content-dependent pattern (e.g. outline): it compiles per sequence, from a context."""
-    if is_dense(pattern):
+    """True for a content-dependent pattern (e.g. outline): it compiles per sequence, from a context.
+    False for a self-scored one (``oracle``): attention computes its scores from q and k."""
+    if is_dense(pattern) or self_scored(pattern):
         return False
     return _string_needs_context(pattern) if isinstance(pattern, str) else not pattern.is_static
+
+
+def self_scored(pattern) -> bool:
+    """True for ``oracle(...)``: a top-k pattern whose block scores each attention call computes
+    from its own queries and keys (``oracle_contexts``)."""
+    if is_dense(pattern):
+        return False
+    if isinstance(pattern, str):
+        return _string_self_scored(pattern)
+    from spattern.patterns.topk import Oracle  # noqa: PLC0415
+
+    return isinstance(pattern, Oracle)
+
+
+@functools.lru_cache(maxsize=256)
+def _string_self_scored(text: str) -> bool:
+    from spattern.patterns import Oracle, parse  # noqa: PLC0415
+
+    return isinstance(parse(text), Oracle)
+
+
+def cost_contexts(pattern, n: int) -> list[dict] | None:
+    """None, or for ``oracle`` one context of zero scores at n tokens: each of its rows holds
+    min(k, available) blocks whatever the scores, so its cost compiles exactly without a model."""
+    if not self_scored(pattern):
+        return None
+    R = -(-int(n) // _parse(pattern).block)
+    return [{"block_scores": np.zeros((R, R), np.float32), "q_len": int(n), "kv_len": int(n)}]
+
+
+def oracle_contexts(q: torch.Tensor, k: torch.Tensor, block: int, chunk: int = 1024) -> list[dict]:
+    """The contexts ``oracle`` binds to, one per sequence: {"block_scores": (R, C) float32 on the host,
+    "q_len", "kv_len"}, the causal softmax attention mass of q (B, H, Nq, D) over k (B, Hkv, Nk, D)
+    (scale 1/sqrt(D), the queries aligned to the end of the keys) per (block x block) cell
+    (``indexer.block_scores``, pooling "mass": the mean over the block's query rows of the mass its keys
+    take), averaged over the heads. Query rows go ``chunk`` at a time (multiples of ``block``)."""
+    from spattern.indexer.select import block_scores  # noqa: PLC0415
+
+    B, H, Nq, D = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    rows = max(block, chunk // block * block)
+    kk = k.repeat_interleave(H // Hkv, dim=1).float()
+    out = []
+    for b in range(B):
+        parts = []
+        for r0 in range(0, Nq, rows):
+            qs = q[b, :, r0:r0 + rows].float()                                     # (H, n, D)
+            s = qs @ kk[b].transpose(-1, -2) / math.sqrt(D)                       # (H, n, Nk)
+            qpos = torch.arange(r0, r0 + qs.shape[1], device=q.device)[:, None] + (Nk - Nq)
+            s = s.masked_fill(torch.arange(Nk, device=q.device)[None] > qpos, float("-inf"))
+            parts.append(block_scores(s, block, block).mean(0))                   # (n / block, C)
+        out.append({"block_scores": torch.cat(parts).cpu().numpy(), "q_len": Nq, "kv_len": Nk})
+    return out
+
+
+def _parse(pattern):
+    from spattern.patterns import parse  # noqa: PLC0415
+
+    return parse(pattern) if isinstance(pattern, str) else pattern
 
 
 @functools.lru_cache(maxsize=256)
@@ -92,7 +154,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | Non
 
     if context is not None and len(context) != q.shape[0]:
         raise ValueError(f"context: expected one per sequence ({q.shape[0]}), got {len(context)}")
-    if not needs_context(pattern):
+    if self_scored(pattern):  # oracle: its scores from this call's q and k, one layout group per sequence
+        p = _parse(pattern)
+        layout = compiled_layout(p, q.shape[2], k.shape[2], block, context=oracle_contexts(q, k, p.block))
+    elif not needs_context(pattern):
         layout = compiled_layout(pattern, q.shape[2], k.shape[2], block)
     elif context is None:
         raise ValueError(f"pattern {str(pattern)!r} is content-dependent: set one context per sequence first "

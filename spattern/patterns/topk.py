@@ -110,7 +110,25 @@ class TopK(Pattern):
         return N * self.k * self.block
 
 
+@register("oracle")
+@dataclass(frozen=True, repr=False)
+class Oracle(TopK):
+    """oracle(k, sink, local, block): ``topk`` with the exact block scores of the layer it runs in.
+
+    The model computes the scores at every forward from the layer's own queries and keys
+    (``spattern.models.attention.oracle_contexts``): the causal softmax attention mass of each
+    (query block, key block), averaged over the heads, one selection shared by all heads (as a
+    DeepSeek-style indexer makes one selection per query for every head). No indexer and no context
+    are needed; the scores cost a dense QK^T per layer, so this is a reference, not a fast path: the
+    best a block indexer with this selection rule can do at k blocks per row. Bound like ``topk``
+    (``bind({"block_scores": ...})``); every row holds exactly min(k, available) blocks, so its cost
+    does not depend on the scores."""
+
+    name = "oracle"
+
+
 topk = TopK
+oracle = Oracle
 
 NEG = -3.0e38  # a finite floor for valid blocks, so that invalid ones always sort last
 
