@@ -14,6 +14,8 @@ LABELS = {"ppl": "perplexity", "nll": "NLL (nats/token)", "kl": "KL(dense || spa
 LOG_Y = {"kl"}
 DASHES = ("-", "--", "-.", ":")  # one per context length
 REFERENCE = ("dense", "causal")  # full attention (bidirectional / causal): the references of a matched comparison
+# bounds, not contenders: oracle top-k chooses blocks from the exact attention it is scored against
+BOUNDS = ("oracle",)
 
 
 @styled
