@@ -28,8 +28,7 @@ import torch.nn.functional as F
 
 from spattern.compiler.layout import BlockLayout
 from spattern.data.packing import eval_windows, window_tokens
-from spattern.models.attention import compiled_layout, oracle_contexts, per_layer_patterns, self_scored
-from spattern.patterns import parse
+from spattern.models.attention import compiled_layout, oracle_layout, per_layer_patterns, self_scored
 from spattern.runtime.api import attention
 
 
@@ -265,8 +264,7 @@ def _observe(acc: _Doc, layout, layer: int, score_from: int, q_chunk: int, backe
     is chosen here from the dense run's q and k: its recall is the dense mass the oracle's choice keeps
     (the sparse run chooses from its own q and k, which differ from layer two on)."""
     if layout is not None and not isinstance(layout, BlockLayout):
-        p = parse(layout) if isinstance(layout, str) else layout
-        layout = compiled_layout(p, q.shape[2], k.shape[2], block, context=oracle_contexts(q, k, p.block))
+        layout = oracle_layout(layout, q, k, block)
     if layout is None:  # a dense layer of a per-layer pattern: everything kept, no error
         acc.recall[layer] += y.shape[2] - score_from
         acc.ref_sq[layer] += y[0, :, score_from:].double().pow(2).sum((-1, -2)).cpu().numpy()

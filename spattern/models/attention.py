@@ -85,6 +85,12 @@ def oracle_contexts(q: torch.Tensor, k: torch.Tensor, block: int, chunk: int = 1
     return out
 
 
+def oracle_layout(pattern, q: torch.Tensor, k: torch.Tensor, block: tuple[int, int]):
+    """The layout ``oracle(...)`` chooses for this call's q and k: one layout group per sequence."""
+    p = _parse(pattern)
+    return compiled_layout(p, q.shape[2], k.shape[2], block, context=oracle_contexts(q, k, p.block))
+
+
 def _parse(pattern):
     from spattern.patterns import parse  # noqa: PLC0415
 
@@ -154,9 +160,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | Non
 
     if context is not None and len(context) != q.shape[0]:
         raise ValueError(f"context: expected one per sequence ({q.shape[0]}), got {len(context)}")
-    if self_scored(pattern):  # oracle: its scores from this call's q and k, one layout group per sequence
-        p = _parse(pattern)
-        layout = compiled_layout(p, q.shape[2], k.shape[2], block, context=oracle_contexts(q, k, p.block))
+    if self_scored(pattern):
+        layout = oracle_layout(pattern, q, k, block)
     elif not needs_context(pattern):
         layout = compiled_layout(pattern, q.shape[2], k.shape[2], block)
     elif context is None:
