@@ -182,6 +182,12 @@ class Curve:
     experiment: str | None = None
 
 
+def family_name(fam) -> str:
+    """One name per benchmark layout family: the benchmarks write band_landmark; the oldest files
+    have none (they timed band + landmark only)."""
+    return str(fam or "band+landmark").replace("band_landmark", "band+landmark")
+
+
 @dataclass
 class Found:
     """A JSON document of a known kind and the file it came from."""
@@ -222,9 +228,7 @@ class Study:
                 if bwd is None:
                     mode = c.get("pass_", c.get("pass"))
                     bwd = mode == "fwd+bwd" if mode is not None else bool(cfg.get("backward"))
-                # one name per family: the benchmark writes band_landmark, older files have none
-                fam = str(c.get("family") or "band+landmark").replace("band_landmark", "band+landmark")
-                c = {**c, "backward": bool(bwd), "family": fam}
+                c = {**c, "backward": bool(bwd), "family": family_name(c.get("family"))}
                 k = (c.get("N"), c.get("D"), bool(c.get("causal")), c["family"],
                      c.get("density_target", c.get("density")), c["backward"])
                 cells[k] = (c, f.path)

@@ -124,8 +124,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
         big = max(r["N"] for r in raw)
         kib = lambda r, k: fmt(r[f"bytes_{k}"] / 1024) if isinstance(r.get(f"bytes_{k}"), (int, float)) else "–"  # noqa: E731
         n["memory"] = {"N": fmt(big), "rows": [
-            {"layout": str(r["family"]).replace("band_landmark", "band+landmark"), "density": fmt_pct(r["density"]),
-             "mma_sync": kib(r, "mma_sync"), "hopper": kib(r, "hopper"), "flex": fmt((r["bytes_flex_blockmask"] + r.get("bytes_flex_mask_mod", 0)) / 1024),
+            {"layout": r["family"], "density": fmt_pct(r["density"]),
+             "mma_sync": kib(r, "mma_sync"), "hopper": kib(r, "hopper"), "flex": kib(r, "flex"),
              "bool_mib": fmt(r["bytes_dense_bool_mask"] / 2**20)} for r in raw if r["N"] == big]}
     if study.topk:
         d = study.topk[-1].data

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spattern.report.data import family_name
 from spattern.utils.io import atomic_write_text, write_json
 
 
@@ -257,11 +258,12 @@ def memory_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
     rows, raw = [], []
     for r in memory_rows(rows_in):
         b = r["bytes"]
-        raw.append({k: v for k, v in r.items() if k != "bytes"} | {f"bytes_{k}": v for k, v in b.items()})
+        b = {**b, "flex": b["flex_blockmask"] + b.get("flex_mask_mod", 0)}  # Flex: BlockMask + its mask_mod's tables
+        fam = family_name(r["family"])
+        raw.append({k: v for k, v in r.items() if k != "bytes"} | {"family": fam} | {f"bytes_{k}": v for k, v in b.items()})
         kib = lambda k: fmt(b[k] / 1024) if isinstance(b.get(k), (int, float)) else "–"  # noqa: E731
-        rows.append([str(r["family"]).replace("band_landmark", "b+l"), fmt(r["N"]), fmt_pct(r["density"]),
-                     kib("mma_sync"), kib("hopper"), kib("backward"),
-                     fmt((b["flex_blockmask"] + b.get("flex_mask_mod", 0)) / 1024), fmt(b["dense_bool_mask"] / 2**20)])
+        rows.append([LAYOUT_NAMES.get(fam, fam), fmt(r["N"]), fmt_pct(r["density"]), kib("mma_sync"), kib("hopper"),
+                     kib("backward"), kib("flex"), fmt(b["dense_bool_mask"] / 2**20)])
     return Table("memory", "State kept on the device per layout (KiB; 16 heads share one layout; the kernel "
                  "benchmark's non-causal layouts), counted from the tensors built: spattern's metadata and work "
                  "order per kernel, what its backward adds, Flex's BlockMask with its mask_mod's tables, and a "
