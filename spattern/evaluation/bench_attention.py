@@ -409,6 +409,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--json", default="bench_attention.json", help="output JSON path")
 
 
+def check_grid(seqs, densities) -> None:
+    """The benchmark grid's options, checked once at the command line: --seq positive, --density in (0, 1]."""
+    from spattern.utils.errors import UserError
+
+    bad = [n for n in seqs if n < 1]
+    if bad:
+        raise UserError(f"--seq: expected positive sequence lengths, got {bad}")
+    bad = [d for d in densities if not 0 < d <= 1]
+    if bad:
+        raise UserError(f"--density: expected fractions in (0, 1], got {bad}")
+
+
 def _parse_cells(cells):
     if not cells:
         return None
@@ -429,6 +441,7 @@ def _parse_cells(cells):
 
 
 def run(a) -> int:
+    check_grid(a.seq, a.density)
     causals = {"no": (False,), "yes": (True,), "both": (False, True)}[a.causal]
     print(format_header(), flush=True)
     res = run_benchmark(a.seq, a.head_dim, a.density, causals, a.family, a.heads, a.batch, tuple(a.block), a.methods,

@@ -20,7 +20,13 @@ import shlex
 import sys
 import time
 
-from spattern.evaluation.bench_attention import FAMILIES, block_density, native_mask_mod, structured_layout
+from spattern.evaluation.bench_attention import (
+    FAMILIES,
+    block_density,
+    check_grid,
+    native_mask_mod,
+    structured_layout,
+)
 
 SEQS = (4096, 8192, 16384, 32768, 65536)
 DENSITIES = (0.5, 0.25, 0.1, 0.05)
@@ -96,6 +102,7 @@ def command(a) -> str:
 def run(a) -> int:
     from spattern.utils.io import write_json
 
+    check_grid(a.seq, a.density)
     causals = {"no": (False,), "yes": (True,), "both": (False, True)}[a.causal]
     print(HEADER, flush=True)
     res = run_grid(a.seq, a.density, causals, a.family, tuple(a.block), a.heads, a.batch, a.head_dim,

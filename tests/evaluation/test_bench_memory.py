@@ -49,3 +49,12 @@ def test_memory_table_takes_the_project_cells_and_the_largest_n_per_family():
     t = memory_table(rows, [])
     assert t.rows[0] == ["b+l", "4 096", "50%", "2.00", "4.00", "1.00", "8.00", "16.0"]
     assert t.raw[0]["bytes_flex_blockmask"] == 8192
+
+
+def test_bad_grid_options_are_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "mem.json"
+    for argv, msg in ((["--seq", "0"], "--seq: expected positive"), (["--density", "0"], "--density: expected fractions"),
+                      (["--density", "1.5"], "--density: expected fractions")):
+        assert main(["bench", "memory", *argv, "--json", str(out)]) != 0
+        assert msg in capsys.readouterr().err
+    assert not out.exists()
