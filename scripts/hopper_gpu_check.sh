@@ -9,7 +9,8 @@
 #   host      (not in the default) scripts/hopper_host_profile.py: host time per call, cProfile
 #   bench     (not in the default) spattern bench attention on the cells: mma.sync, Hopper (v2 and v1), native
 #             FlexAttention, SDPA flash and cuDNN in one run per head dim (BENCH_D="128 64")
-#   ncu       (not in the default) Nsight Compute on one dense-equivalent launch of the Hopper kernel
+#   ncu       (not in the default) Nsight Compute on one launch of the Hopper kernel: dense-equivalent work and the
+#             two cells with missed targets
 # Usage: OUT=/some/dir [STAGES="env sass smoke tests sanitize"] [BUDGET=560] scripts/hopper_gpu_check.sh
 #        then, if the kernel is correct, a second call: STAGES="env bench" scripts/hopper_gpu_check.sh
 set -u -o pipefail
@@ -143,14 +144,15 @@ if has bench; then
 fi
 
 if has ncu; then
-  # one launch of the Hopper kernel on dense-equivalent work (N 8192, 16 heads), clocks as the GPU sets them
-  run ncu 150 "$OUT/ncu.log" ncu --clock-control none --kernel-name sp_hopper_fwd --launch-count 1 \
-    --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy \
-    python3 scripts/hopper_case.py --no-check --n 8192 --heads 16 --kv-heads 16 --pattern "full()"
-  # and one small causal benchmark cell (N 4096, 16 heads, local | random | sink at 50%, & causal)
-  run ncu_small 120 "$OUT/ncu.log" ncu --clock-control none --kernel-name sp_hopper_fwd --launch-count 1 \
-    --section SpeedOfLight --section WarpStateStats \
-    python3 scripts/hopper_case.py --no-check --n 4096 --heads 16 --kv-heads 16 --lrs 0.5 --causal
+  # Nsight Compute, clocks as the GPU sets them (METHOD.md), one launch each: dense-equivalent work (N 8192,
+  # 16 heads), then the cells whose targets were missed: 50%/4096 non-causal and 25%/8192 causal (lrs)
+  NCU=(ncu --clock-control none --kernel-name sp_hopper_fwd --launch-count 1 --section SpeedOfLight
+       --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section Occupancy
+       --section LaunchStats)
+  CASE=(python3 scripts/hopper_case.py --no-check --heads 16 --kv-heads 16)
+  run ncu 120 "$OUT/ncu.log" "${NCU[@]}" "${CASE[@]}" --n 8192 --pattern "full()"
+  run ncu_4096 90 "$OUT/ncu.log" "${NCU[@]}" "${CASE[@]}" --n 4096 --lrs 0.5
+  run ncu_8192c 90 "$OUT/ncu.log" "${NCU[@]}" "${CASE[@]}" --n 8192 --lrs 0.25 --causal
 fi
 
 {
