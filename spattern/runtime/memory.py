@@ -66,11 +66,20 @@ def _shape(layout: BlockLayout, B: int, H: int) -> tuple[int, int, int]:
     return Bg, Hg, int(layout.n_rows)
 
 
+def _device(device) -> torch.device:
+    """``device`` as the launchers key their caches: a tensor's device, so "cuda" means "cuda:<current>"
+    (a bare "cuda" key would miss the launcher's "cuda:0" entries and build a second copy)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def kernel_state(layout: BlockLayout, device, kernel: str, B: int = 1, H: int = 1, head_dim: int = 128,
                  Hkv: int | None = None) -> dict:
     """The per-layout tensors a launch of ``kernel`` (one of ``KERNELS``) keeps on ``device`` for a
     (B, H, N, head_dim) call, built (or fetched from the layout's cache) by the launcher's builders."""
-    device = torch.device(device)
+    device = _device(device)
     Bg, Hg, R = _shape(layout, B, H)
     if kernel == "mma_sync":
         lt = _cb._layout_tensors(layout, device)
@@ -91,7 +100,7 @@ def kernel_state(layout: BlockLayout, device, kernel: str, B: int = 1, H: int = 
 
 def blockmask_tensors(layout: BlockLayout, device) -> dict:
     """The index tensors of the FlexAttention BlockMask of the layout's blocks (``flex.block_mask_from_layout``)."""
-    bm = _flex.block_mask_from_layout(layout, torch.device(device))
+    bm = _flex.block_mask_from_layout(layout, _device(device))
     return {n: getattr(bm, n) for n in BLOCKMASK_FIELDS if isinstance(getattr(bm, n, None), torch.Tensor)}
 
 
