@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import os
+import re
 
 import pytest
 
@@ -49,9 +50,11 @@ def test_page_count_of_the_complete_study(built):
 def test_pdf_states_results_environment_and_commands(built):
     text = " ".join(pdf_text(built["paths"]["pdf"]))
     assert "missing:" not in text
-    for expected in ("NVIDIA H100", "3.11.7", "spattern run experiments/quality.toml", "spattern report",
-                     "spattern bench attention", "References"):
+    for expected in ("NVIDIA H100", "3.11.7", "spattern report", "spattern bench attention", "References"):
         assert expected in text, expected
+    # the experiment runs as one loop over their config names (conclusion.typ)
+    loop = re.search(r"for x in (.*?); do spattern run\s+experiments/\$x\.toml; done", text)
+    assert loop and "quality" in loop.group(1).split(), text[-2000:]
 
 
 ILLUSTRATIONS = {"outline"}  # drawn from fixed texts in the figure's module: no results file behind them

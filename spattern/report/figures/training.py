@@ -34,7 +34,7 @@ def runs_label(curves: Sequence, n: int) -> str:
 
 
 @styled
-def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette | None = None, per_row: int = 4):
+def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette | None = None, per_row: int = 6):
     """One panel per experiment (``curves_by``: experiment -> curves): ``field`` (validation loss,
     else the training loss where an experiment logged no validation) against step, mean over seeds
     with the seeds' range as a band; a page-wide figure, ``per_row`` panels a row."""
