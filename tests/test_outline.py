@@ -95,6 +95,21 @@ def test_mask_equals_the_literal_definition(lines, window, header, recent):
     assert np.array_equal(got, _slow_outline(t, window, header, recent, n))
 
 
+@settings(max_examples=60, deadline=None)
+@given(LINES, st.integers(1, 40), st.integers(1, 20), st.integers(0, 3), st.sampled_from([(16, 16), (16, 32), (32, 16)]),
+       st.integers(-20, 40), st.booleans())
+def test_block_enumeration_equals_the_generic_path(lines, window, header, recent, block, extra, causal):
+    """Outline.blocks (candidates from the tree) gives the layout that evaluating the predicate on
+    every block gives, for lengths shorter and longer than the tree, with and without ``& causal``."""
+    text = "".join(" " * (4 * ind) + body + "\n" for ind, body in lines) * 3
+    pat = Outline(window=window, header=header, recent=recent) & sp.causal if causal else \
+        Outline(window=window, header=header, recent=recent)
+    n = max(1, len(text) + extra)
+    fast = sp.compile(pat, n, block=block, context={"tree": text_tree(text)})
+    slow = sp.compile(pat, n, block=block, context={"tree": text_tree(text)}, path="generic")
+    assert fast.equals(slow)
+
+
 def test_mask_on_an_ast_tree_too():
     t = python_tree(CODE, range(len(CODE)))
     got = Outline(window=6, header=4, recent=1).bind({"tree": t}).dense_mask(len(CODE))

@@ -258,6 +258,27 @@ def _states_on(pattern: Pattern, grid: Grid, rows, cols) -> np.ndarray:
     return np.where(n == area, S_FULL, np.where(n > 0, 0, -1)).astype(np.int8)
 
 
+_UNIFORM_CHUNK = 16  # blocks evaluated at a time when looking for a non-uniform one
+
+
+def _uniform_state(pattern: Pattern, grid: Grid, rows, cols) -> int | None:
+    """S_FULL or -1 when ``pattern`` has that state on every given block, else None (mixed, or
+    partial somewhere: ``_program_on`` treats both alike). The O(1) classifier when the pattern has
+    one; else the predicate a few blocks at a time, stopping at the first partial or differing
+    block (the part of an intersection whose blocks are all partial costs one chunk, not all)."""
+    st = pattern.classify(grid, rows, cols)
+    if st is not None and not (st == UNKNOWN).any():
+        return int(st[0]) if st.size and (st == st[0]).all() and st[0] != 0 else None
+    first = None
+    for s in range(0, rows.size, _UNIFORM_CHUNK):
+        part = _states_on(pattern, grid, rows[s : s + _UNIFORM_CHUNK], cols[s : s + _UNIFORM_CHUNK])
+        if first is None:
+            first = int(part[0])
+        if first == 0 or (part != first).any():
+            return None
+    return first
+
+
 def _program_on(pattern: Pattern, grid: Grid, rows, cols) -> list | None:
     """A mask program that is exact on the given (partial) blocks, or None.
 
@@ -275,9 +296,8 @@ def _program_on(pattern: Pattern, grid: Grid, rows, cols) -> list | None:
 
     TRUE, FALSE = [(prog.TRUE, 0, 0, 0)], [(prog.FALSE, 0, 0, 0)]
 
-    def uniform(p):  # the part's state if it is the same on every block, else None
-        st = _states_on(p, grid, rows, cols)
-        return int(st[0]) if (st == st[0]).all() else None
+    def uniform(p):  # the part's state if it is FULL (or absent) on every block, else None
+        return _uniform_state(p, grid, rows, cols)
 
     if isinstance(pattern, (Intersection, Union)):
         neutral, absorbing, op = ((S_FULL, -1, prog.AND) if isinstance(pattern, Intersection)
@@ -338,6 +358,7 @@ def _compile_group(pattern: Pattern, q_len, kv_len, bq, bk, path) -> _Group:
     if bs is None and path == "analytic":
         raise ValueError(f"path='analytic': pattern {pattern} has no analytic block enumerator "
                          "(custom predicates don't); use path='auto' or 'generic'")
+    masks, have = None, None  # token masks already evaluated (candidate blocks), reused for the bitmasks
     if bs is not None:
         rows, cols, state = bs.rows, bs.cols, bs.state
         unk = np.flatnonzero(state == UNKNOWN)
@@ -347,8 +368,10 @@ def _compile_group(pattern: Pattern, q_len, kv_len, bq, bk, path) -> _Group:
             area = _areas(grid, rows[unk], cols[unk])
             state = state.copy()
             state[unk] = np.where(n == area, S_FULL, np.where(n > 0, 0, -1))
+            have = np.full(rows.size, -1, dtype=np.int64)
+            have[unk] = np.arange(unk.size)
             keep = state >= 0
-            rows, cols, state = rows[keep], cols[keep], state[keep]
+            rows, cols, state, have = rows[keep], cols[keep], state[keep], have[keep]
         full = state == S_FULL
     else:
         rows, cols, full = _generic_blocks(pattern, grid)
@@ -363,8 +386,21 @@ def _compile_group(pattern: Pattern, q_len, kv_len, bq, bk, path) -> _Group:
     bitmasks = np.zeros((0, bq, W), dtype=np.uint32)
     if program is None and part.size:
         mask_idx[part] = np.arange(part.size)
-        bitmasks = pack_bits(block_token_masks(pattern, grid, rows[part], cols[part]))
+        bitmasks = pack_bits(_part_masks(pattern, grid, rows[part], cols[part], masks,
+                                         None if have is None else have[part]))
     return _Group(counts, cols.astype(np.int64), kinds, mask_idx, bitmasks, program)
+
+
+def _part_masks(pattern, grid, rows, cols, masks, have) -> np.ndarray:
+    """Token masks of the partial blocks: the ones evaluated already (``have`` >= 0 indexes
+    ``masks``), the rest evaluated now."""
+    if have is None:
+        return block_token_masks(pattern, grid, rows, cols)
+    new = np.flatnonzero(have < 0)
+    out = masks[np.maximum(have, 0)]
+    if new.size:
+        out[new] = block_token_masks(pattern, grid, rows[new], cols[new])
+    return out
 
 
 def _areas(grid: Grid, rows, cols) -> np.ndarray:

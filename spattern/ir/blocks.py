@@ -142,6 +142,17 @@ def ranges_to_pairs(c_lo: np.ndarray, c_hi: np.ndarray):
     return rows, cols
 
 
+def rectangles_to_pairs(r0, r1, c0, c1):
+    """Inclusive block rectangles [r0, r1] x [c0, c1] (arrays of one length; empty ones skipped)
+    -> (rows, cols), one pair per block of each rectangle (overlaps repeat)."""
+    r0, r1, c0, c1 = (np.asarray(a, dtype=np.int64) for a in (r0, r1, c0, c1))
+    nr, nc = np.maximum(r1 - r0 + 1, 0), np.maximum(c1 - c0 + 1, 0)
+    counts = nr * nc
+    idx = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    local = np.arange(idx.size, dtype=np.int64) - (np.cumsum(counts) - counts)[idx]
+    return r0[idx] + local // nc[idx], c0[idx] + local % nc[idx]
+
+
 def _finish(grid, rows, cols, present, full) -> BlockSet:
     keep = present
     state = np.where(full[keep], FULL, PARTIAL).astype(np.int8)

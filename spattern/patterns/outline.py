@@ -48,6 +48,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from spattern.ir.blocks import UNKNOWN, BlockSet, Grid, band_blocks, rectangles_to_pairs
 from spattern.patterns.base import check_int
 from spattern.patterns.registry import register
 from spattern.patterns.tree import Tree, TreeRelation, _pad
@@ -164,6 +165,37 @@ class Outline(TreeRelation):
             out = out | np.zeros(enclosing.shape, dtype=bool)
             out[enclosing] |= T["rank"][np.broadcast_to(v, enclosing.shape)[enclosing]] >= k - 1 - self.recent
         return out
+
+    def blocks(self, geom, block_q, block_k):
+        """Candidate blocks from the tree, without evaluating the predicate on the N x N grid: the
+        window's band (classified exactly), the document's first ``header`` keys, and per node v
+        the rectangle of its header's keys [start(v), start(v) + header) against the queries that
+        can see them: p = parent(v) must enclose the query (so it lies in p's span; past the tree,
+        only the root encloses) and no child of p at rank rank(v) + 1 + recent may start at or
+        before it. Every block but the band's is UNKNOWN: the compiler evaluates the predicate
+        on those (a superset), so the layout is exact."""
+        if self.tree is None:
+            return None
+        t, T = self.tree, self.tables(self.tree)
+        grid = Grid(geom.q_len, geom.kv_len, block_q, block_k)
+        n, A = t.n_tokens, t.arrays
+        st, en = np.asarray(t.start, dtype=np.int64), np.asarray(t.end, dtype=np.int64)
+        v = np.arange(1, t.n_nodes, dtype=np.int64)
+        p = A["parent"][v]
+        k_hi = np.minimum.reduce([st[v] + self.header, en[v], np.full(v.size, min(n, geom.kv_len))])
+        q_hi = np.where(p > 0, en[p], geom.q_len)
+        m = T["rank"][v] + 1 + self.recent                   # the first child of p that hides v's header
+        later = m < A["n_children"][p]
+        nxt = T["keys"][np.minimum(T["first"][p] + m, T["keys"].size - 1)] - p * (n + 1)
+        q_hi = np.minimum(np.where(later, nxt, q_hi), geom.q_len)
+        ok = (k_hi > st[v]) & (q_hi > st[v])
+        s0, k1, q1 = st[v][ok], k_hi[ok], q_hi[ok]
+        h = min(self.header, geom.kv_len)
+        rows, cols = rectangles_to_pairs(np.append(s0 // block_q, 0), np.append((q1 - 1) // block_q, grid.n_rows - 1),
+                                         np.append(s0 // block_k, 0), np.append((k1 - 1) // block_k, (h - 1) // block_k))
+        keys = np.unique(rows * grid.n_cols + cols)
+        cand = BlockSet(grid, keys // grid.n_cols, keys % grid.n_cols, np.full(keys.size, UNKNOWN, dtype=np.int8))
+        return band_blocks(grid, 0, self.window - 1).union(cand)
 
     def pairs_expr(self, N, causal: bool = False):
         """An upper bound, N * (window + header * (1 + (D + 1)(recent + 1))), for the bound tree."""

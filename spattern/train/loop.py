@@ -181,10 +181,10 @@ PREFETCH_DEPTH = 2  # micro-batches whose contexts are queued ahead of the one t
 
 
 def context_workers(choice: int | None, device: torch.device) -> int:
-    """``train.context_workers``: None = 0 on the CPU (the cores train), else up to 4 (one core left)."""
+    """``train.context_workers``: None = 0 on the CPU (the cores train), else up to 8 (one core left)."""
     if choice is not None:
         return choice
-    return 0 if device.type == "cpu" else max(1, min(4, (os.cpu_count() or 2) - 1))
+    return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def set_indexer_mode(model, mode):
