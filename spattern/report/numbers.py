@@ -208,7 +208,11 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
             if k:
                 rows.append({"key": key, "val_loss": fmt(float(mean[-1])), "seeds": fmt(k), "step": fmt(int(steps[-1]))})
         if rows:
-            train_exps.append({"name": e, "rows": rows})
+            exp = {"name": e, "rows": rows}
+            if len({(r["seeds"], r["step"]) for r in rows}) == 1:  # said once for the experiment
+                exp.update(seeds=rows[0]["seeds"], step=rows[0]["step"])
+                exp["rows"] = [{"key": r["key"], "val_loss": r["val_loss"]} for r in rows]
+            train_exps.append(exp)
     if train_exps:
         n["training"] = {"experiments": train_exps}
     if abl:
