@@ -11,6 +11,11 @@
 #             FlexAttention, SDPA flash and cuDNN in one run per head dim (BENCH_D="128 64")
 #   ncu       (not in the default) Nsight Compute on one launch of the Hopper kernel: dense-equivalent work and the
 #             two cells with missed targets
+#   overhead  (not in the default) where a short row's time goes: the Hopper kernel and cuDNN at N 4096 (lrs, 16
+#             tiles per row at 50%) for 16 / 64 / 256 heads x densities 0.25-1.0, so that time = launch + items x
+#             (per-item cost + tiles x per-tile cost) / SMs can be fitted (scripts/hopper_overhead_fit.py)
+#   ncu_src   (not in the default) Nsight Compute's per-instruction stall samples (SourceCounters) of the 50% / 4096
+#             cell, printed per SASS line as CSV
 # Usage: OUT=/some/dir [STAGES="env sass smoke tests sanitize"] [BUDGET=560] scripts/hopper_gpu_check.sh
 #        then, if the kernel is correct, a second call: STAGES="env bench" scripts/hopper_gpu_check.sh
 set -u -o pipefail
@@ -153,6 +158,23 @@ if has ncu; then
   run ncu 120 "$OUT/ncu.log" "${NCU[@]}" "${CASE[@]}" --n 8192 --pattern "full()"
   run ncu_4096 90 "$OUT/ncu.log" "${NCU[@]}" "${CASE[@]}" --n 4096 --lrs 0.5
   run ncu_8192c 90 "$OUT/ncu.log" "${NCU[@]}" "${CASE[@]}" --n 8192 --lrs 0.25 --causal
+fi
+
+if has overhead; then
+  for h in ${OVERHEAD_HEADS:-16 64 256}; do
+    run "overhead_h$h" 120 "$OUT/overhead.log" python3 -m spattern.cli bench attention \
+      --json "$OUT/overhead_h$h.json" --head-dim 128 --heads "$h" --iters 20 --methods spattern_hopper sdpa_cudnn \
+      --cells 4096:0.25:no:lrs 4096:0.5:no:lrs 4096:0.75:no:lrs 4096:1.0:no:lrs
+  done
+fi
+
+if has ncu_src; then
+  run ncu_src 150 "$OUT/ncu_src.log" ncu --clock-control none --kernel-name sp_hopper_fwd --launch-count 1 \
+    --section SourceCounters --section WarpStateStats -f -o "$OUT/ncu_4096_src" \
+    python3 scripts/hopper_case.py --no-check --heads 16 --kv-heads 16 --n 4096 --lrs 0.5
+  [ -f "$OUT/ncu_4096_src.ncu-rep" ] && ncu --import "$OUT/ncu_4096_src.ncu-rep" --page source --print-source sass \
+    --csv > "$OUT/ncu_4096_sass.csv" 2> "$OUT/ncu_src_print.err"
+  ls -la "$OUT"/ncu_4096* 2>&1 | tee -a "$OUT/ncu_src.log"
 fi
 
 {
