@@ -230,6 +230,9 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
                  "seed.", True, "training curves")
     else:
         b.manifest.miss("figure", "training", "training curves (no training metrics.jsonl)")
+    t_rows, t_src = collect.collect_training_cost(s)
+    b.table(lambda: T.training_table(t_rows, t_src) if t_rows else None, "training_cost",
+            "training cost table (no run with tokens_per_s)")
     abl, abl_src = collect.collect_ablation(s)
     b.figure("ablation", lambda: ablation_figure(abl, palette=b.palette), abl_src,
              "Ablations: one parameter varied at a time, the rest fixed (95% CI).", False,

@@ -305,6 +305,16 @@ def quality_table(points: Sequence[dict], experiment: str, sources: Sequence[Pat
                  list(sources))
 
 
+def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
+    """``collect.collect_training_cost``: quality and cost of each trained pattern, side by side."""
+    rows = [[r["experiment"], r["key"], r["device"], fmt(r["seeds"]), fmt_ci(r["loss"], *r["loss_ci"]),
+             fmt(r["tokens_per_s"]), fmt(r["step_ms"])] for r in rows_in]
+    return Table("training_cost", "Training runs: final validation loss (mean over seeds, 95% t interval); "
+                 "tokens/s and ms per step as the loop measured them (medians over seeds).",
+                 ["experiment", "pattern", "device", "seeds", "val. loss [95% CI]", "tokens/s", "ms/step"],
+                 rows, [dict(r) for r in rows_in], list(sources))
+
+
 def headline_table(heads: Sequence[tuple[dict, Path]]) -> Table:
     """Each significance file's primary comparison (``numbers.headline``): the best run and outline
     attention's row against the baseline, difference [95% CI] and Holm p, and the smallest p the
