@@ -83,6 +83,39 @@ def test_contexts_built_ahead_in_workers_train_the_same_run(tmp_path):
     assert ahead == inline and s2["val_loss"] == s0["val_loss"]
 
 
+@pytest.mark.slow
+def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
+    """With workers the loop queues each training micro-batch's contexts once, up to workers + 1
+    ahead of its use (``prefetch_depth``), so that only the first one is built on demand."""
+    from spattern.train import contexts as C
+    from spattern.train.config import load_train_config
+    from spattern.train.loop import prefetch_depth, train
+
+    queued, on_demand = [], []
+    real_ahead, real_get = C.ContextPrefetch.ahead, C.ContextPrefetch.get
+
+    def ahead(self, rows):
+        queued.append(C._key(rows))
+        return real_ahead(self, rows)
+
+    def get(self, rows, keep=False):
+        k = C._key(rows)
+        if k not in self.pending and k not in self.kept:
+            on_demand.append(k)
+        return real_get(self, rows, keep)
+
+    monkeypatch.setattr(C.ContextPrefetch, "ahead", ahead)
+    monkeypatch.setattr(C.ContextPrefetch, "get", get)
+    cfg = load_train_config("experiments/train_tiny_cpu.toml", [
+        f"model.pattern={PATTERN!r}".replace("'", '"'), "model.block=[16, 16]", "train.steps=6",
+        "train.eval_every=3", "train.log_every=1", "train.progress=false", "train.context_workers=2",
+        f'train.out_dir="{tmp_path}"', f'train.ckpt_dir="{tmp_path / "ckpt"}"'])
+    train(cfg, log=lambda *a, **k: None)
+    assert prefetch_depth(2) == 3 and prefetch_depth(0) == 2
+    assert len(queued) == len(set(queued))          # none queued twice (the validation batches once too)
+    assert len(on_demand) == 1                      # the first training micro-batch only
+
+
 def test_context_prefetch_builds_what_the_forward_would():
     """ContextPrefetch (workers, queued ahead, kept) against building the contexts in the forward."""
     import numpy as np
