@@ -401,6 +401,8 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
             wgmma_rs<HD, 1>(o, pa[ks], db, 1);
           }
         };
+        // Two versions of the per-tile mask until an A/B in one process decides between them (then one
+        // goes): SP_AHEAD (metadata loaded one tile ahead) and, in #else, v2's code verbatim as measured.
 #if SP_AHEAD
         // What tile t's token mask needs from global memory (its first key, its kind, and for BITMASK
         // blocks this thread's words: 2 rows x NCH 64-key chunks x 2), loaded one tile ahead of its use
