@@ -91,7 +91,7 @@ def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
     from spattern.train.config import load_train_config
     from spattern.train.loop import prefetch_depth, train
 
-    queued, on_demand = [], []
+    queued, on_demand, used = [], [], []
     real_ahead, real_get = C.ContextPrefetch.ahead, C.ContextPrefetch.get
 
     def ahead(self, rows):
@@ -100,6 +100,7 @@ def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
 
     def get(self, rows, keep=False):
         k = C._key(rows)
+        used.append(k)
         if k not in self.pending and k not in self.kept:
             on_demand.append(k)
         return real_get(self, rows, keep)
@@ -114,6 +115,7 @@ def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
     assert prefetch_depth(2) == 3 and prefetch_depth(0) == 2
     assert len(queued) == len(set(queued))          # none queued twice (the validation batches once too)
     assert len(on_demand) == 1                      # the first training micro-batch only
+    assert set(queued) <= set(used)                 # nothing queued goes unused (none past the run's end)
 
 
 def test_context_prefetch_builds_what_the_forward_would():

@@ -557,7 +557,7 @@ def _train(cfg, log, new_run: bool) -> dict:
                 if prefetch is not None:  # the next micro-batches' contexts build while this one trains
                     g = step * n_micro + micro  # this micro-batch's index in the run
                     queued = g if queued is None else max(queued, g)
-                    while queued < min(g + depth, steps * n_micro):  # each one queued once
+                    while queued < min(g + depth, steps * n_micro - 1):  # each one queued once, none past the run
                         queued += 1
                         s_a, m_a = divmod(queued, n_micro)
                         ahead = sample_indices(s_a, m_a, n_micro, dp_rank, dp, bs, len(train_seqs), seed)
