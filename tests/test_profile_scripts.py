@@ -1,0 +1,70 @@
+"""The analysis scripts of the Hopper kernel's device runs, on synthetic inputs with known answers:
+scripts/hopper_overhead_fit.py (launch + per-item + per-tile costs) and scripts/ncu_source_summary.py
+(Nsight Compute's per-instruction stall samples)."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _bench_json(path: Path, heads: int, us_of) -> None:
+    """A `spattern bench attention` JSON with the Hopper kernel's time from us_of(items, tiles)."""
+    rows = []
+    for density, nnz in ((0.25, 256), (0.5, 512), (1.0, 1024)):
+        items, tiles = heads * 32, heads * nnz
+        rows.append({"N": 4096, "density": density, "block": [128, 128], "nnz_blocks": nnz,
+                     "ms": {"spattern_hopper": us_of(items, tiles) / 1e3, "sdpa_cudnn": 0.25}})
+    path.write_text(json.dumps({"config": {"heads": heads, "batch": 1}, "results": rows}))
+
+
+def test_overhead_fit_recovers_the_costs_and_flags_the_small_launch(tmp_path):
+    fit = _script("hopper_overhead_fit")
+    F, o, t, sms = 9.0, 6.0, 1.7, 132
+    paths = []
+    for h in (16, 64, 256):
+        p = tmp_path / f"overhead_h{h}.json"
+        tail = 20.0 if h == 16 else 0.0   # the small launch runs above the model (its last partial round)
+        _bench_json(p, h, lambda items, tiles, tail=tail: F + items / sms * o + tiles / sms * t + tail)
+        paths.append(str(p))
+    out = fit.fit(fit.rows_of(paths), sms, min_heads=64)
+    c = out["coef"]
+    assert c["launch_us"]["value"] == pytest.approx(F)
+    assert c["per_item_us"]["value"] == pytest.approx(o)
+    assert c["per_tile_us"]["value"] == pytest.approx(t)
+    small = [r for r in out["rows"] if r["heads"] == 16]
+    assert all(r["us"] - r["predicted_us"] == pytest.approx(20.0) for r in small)
+    assert all(r["vs_cudnn"] == pytest.approx(250.0 / r["us"]) for r in out["rows"])
+
+
+def test_ncu_source_summary_adds_up_samples_by_reason_opcode_and_instruction(tmp_path):
+    summ = _script("ncu_source_summary")
+    cols = ["Address", "Source", "Warp Stall Sampling (All Samples)", "Warp Stall Sampling (Not-issued Samples)",
+            "Instructions Executed", "stall_wait", "stall_long_sb", "stall_barrier", "stall_wait (Not Issued)"]
+    lines = [("0x10", "      WARPGROUP.DEPBAR.LE gsb0, 0x0", 60, 0, 10, 0, 0, 60, 0),
+             ("0x20", "@!P0  BRA 0x40", 30, 0, 10, 0, 30, 0, 0),
+             ("0x30", "      FFMA R1, R2, R3, R4", 10, 0, 10, 10, 0, 0, 5)]
+    path = tmp_path / "src.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Kernel Name", "k"])
+        w.writerow(cols)
+        w.writerows(lines)
+    out = summ.summarise(str(path), top=2)
+    assert out["samples"] == 100 and out["instructions"] == 3
+    assert out["by_reason_pct"] == {"barrier": 60.0, "long_sb": 30.0, "wait": 10.0}   # "Not Issued" columns apart
+    assert out["by_opcode_pct"] == {"WARPGROUP": 60.0, "BRA": 30.0, "FFMA": 10.0}       # predicates stripped
+    assert [h["address"] for h in out["hottest"]] == ["0x10", "0x20"]
+    assert out["hottest"][1]["reasons"] == {"long_sb": 30.0}
