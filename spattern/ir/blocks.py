@@ -135,11 +135,8 @@ class BlockSet:
 # ------------------------------------------------------------------------------------------
 def ranges_to_pairs(c_lo: np.ndarray, c_hi: np.ndarray):
     """Rows r = 0..R-1 with inclusive column ranges [c_lo[r], c_hi[r]] -> (rows, cols)."""
-    counts = np.maximum(c_hi - c_lo + 1, 0)
-    rows = np.repeat(np.arange(len(c_lo), dtype=np.int64), counts)
-    starts = np.cumsum(counts) - counts
-    cols = c_lo[rows] + (np.arange(rows.size, dtype=np.int64) - starts[rows])
-    return rows, cols
+    r = np.arange(len(c_lo), dtype=np.int64)
+    return rectangles_to_pairs(r, r, c_lo, c_hi)
 
 
 def rectangles_to_pairs(r0, r1, c0, c1):

@@ -259,7 +259,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     b.table(lambda: T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------
-    nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn_points, curves_by, abl, out, title)
+    nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn_points, abl, out, title)
     num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench
                                                            + s.compile_bench]
     paths: dict[str, Path] = {"numbers": write_json(out / "data" / "numbers.json", nums),

@@ -54,9 +54,7 @@ def _env(study) -> dict:
     return out
 
 
-def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Path, title: str) -> dict:
-    from spattern.report.figures.training import seed_band
-
+def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, title: str) -> dict:
     n: dict = {"title": title}
     runs = study.runs
     keys = sorted({r.key for r in runs} | {c.key for c in study.curves})
@@ -200,21 +198,6 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, curves, abl, out: Pa
                          "rows": [{"key": ", ".join(keys), "accuracy": acc} for acc, keys in same.items()]})
     if syn_rows:
         n["synthetic"] = {"experiments": syn_rows}
-    train_exps = []
-    for e, cs in (curves or {}).items():
-        rows = []
-        for key in sorted({c.key for c in cs}):
-            steps, mean, _lo, _hi, k = seed_band([c for c in cs if c.key == key], "val_loss")
-            if k:
-                rows.append({"key": key, "val_loss": fmt(float(mean[-1])), "seeds": fmt(k), "step": fmt(int(steps[-1]))})
-        if rows:
-            exp = {"name": e, "rows": rows}
-            if len({(r["seeds"], r["step"]) for r in rows}) == 1:  # said once for the experiment
-                exp.update(seeds=rows[0]["seeds"], step=rows[0]["step"])
-                exp["rows"] = [{"key": r["key"], "val_loss": r["val_loss"]} for r in rows]
-            train_exps.append(exp)
-    if train_exps:
-        n["training"] = {"experiments": train_exps}
     if abl:
         n["ablation"] = {"params": ", ".join(dict.fromkeys(p["param"] for p in abl)),
                          "experiments": ", ".join(dict.fromkeys(p["experiment"] for p in abl))}
