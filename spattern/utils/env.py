@@ -4,6 +4,7 @@ platform, device. One implementation, used by runs, benchmarks and the report.""
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import platform
 import subprocess
 import sys
@@ -13,7 +14,18 @@ PACKAGES = ("spattern", "torch", "numpy", "scipy", "statsmodels", "triton", "cup
             "transformers", "datasets", "tokenizers", "sympy", "networkx", "matplotlib", "typst")
 
 
+SOURCE_REVISION_VAR = "SPATTERN_SOURCE_REVISION"
+
+
 def git_revision(root: str | Path | None = None) -> dict:
+    """The revision of the code that runs: ``{"revision", "dirty"}`` from the checkout's git, unless
+    ``$SPATTERN_SOURCE_REVISION`` names it ("<sha>" or "<sha>+dirty"). That is for a copy of the working
+    tree sent to another machine (the GPU machine), whose own git knows nothing of the commit it came
+    from; scripts/stamp_source.sh writes the value, and the device scripts export it."""
+    sent = os.environ.get(SOURCE_REVISION_VAR, "").strip()
+    if sent:
+        rev, _, flag = sent.partition("+")
+        return {"revision": rev, "dirty": flag == "dirty", "from": SOURCE_REVISION_VAR}
     root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,

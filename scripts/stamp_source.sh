@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Write the checkout's revision to .carry/source_rev ("<sha>" or "<sha>+dirty") before a device call, so
+# that results made from the copy sent there record the commit they came from (the copy's own git does
+# not know it); scripts/study_gpu.sh and scripts/hopper_gpu_check.sh export it as SPATTERN_SOURCE_REVISION.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .carry
+rev=$(git rev-parse HEAD)
+[ -n "$(git status --porcelain --untracked-files=no)" ] && rev="$rev+dirty"
+echo "$rev" > .carry/source_rev
+echo "$rev"
