@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B of two Hopper kernel variants in one process per repeat (issue 13): the methods' order flips every
 # repeat, so that a method's place in the row (clock ramp, cache state) cannot pass for a kernel effect.
-#   OUT=<dir> [AB="spattern_hopper spattern_hopper_ahead"] [BASE="flex_native sdpa_cudnn"] [REPEAT=4]
+#   OUT=<dir> AB="<method A> <method B>" [BASE="flex_native sdpa_cudnn"] [REPEAT=4]
 #   [CELLS="4096:0.5:no:lrs ..."] [D=128] bash scripts/hopper_ab.sh
+# (call 14 of 2026-12-03 compared spattern_hopper with the since-removed spattern_hopper_ahead)
 # writes $OUT/ab_r<i>.json (spattern bench attention's JSON); summarise with scripts/hopper_ab_summary.py
 set -u -o pipefail
 OUT=${OUT:?set OUT}
@@ -10,7 +11,7 @@ mkdir -p "$OUT"
 if [ -d .whl ] && [ ! -d /tmp/site ]; then pip install -q --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2; fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 [ -f .carry/source_rev ] && export SPATTERN_SOURCE_REVISION="${SPATTERN_SOURCE_REVISION:-$(cat .carry/source_rev)}"
-read -r -a ab <<< "${AB:-spattern_hopper spattern_hopper_ahead}"
+read -r -a ab <<< "${AB:?set AB to two kernel methods of spattern bench attention, e.g. AB=\"spattern_hopper spattern_hopper_programs\"}"
 CELLS=${CELLS:-"4096:0.5:no:lrs 4096:0.5:yes:lrs 8192:0.25:no:lrs 8192:0.25:yes:lrs 16384:0.1:no:lrs 16384:0.1:yes:lrs 16384:1.0:no:lrs"}
 for r in $(seq 1 "${REPEAT:-4}"); do
   if (( r % 2 )); then m="${ab[0]} ${ab[1]}"; else m="${ab[1]} ${ab[0]}"; fi

@@ -144,7 +144,7 @@ if has bench; then
       # shellcheck disable=SC2086
       run "bench_d$d$suffix" 300 "$OUT/bench.log" python3 -m spattern.cli bench attention \
         --json "$OUT/bench_hopper_d$d$suffix.json" --head-dim "$d" --cells $BENCH_CELLS \
-        --methods ${BENCH_METHODS:-spattern spattern_hopper spattern_hopper_ahead spattern_hopper_v1 flex_native sdpa_flash sdpa_cudnn} --iters 20
+        --methods ${BENCH_METHODS:-spattern spattern_hopper spattern_hopper_v1 flex_native sdpa_flash sdpa_cudnn} --iters 20
     done
   done
 fi

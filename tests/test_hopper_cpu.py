@@ -27,11 +27,10 @@ NVCC = shutil.which("nvcc")
 _DTYPES_SHAPES = list(itertools.product((0, 1), hb.SUPPORTED_HEAD_DIMS, hb.SUPPORTED_BLOCK_K))
 _SHAPES = list(itertools.product(hb.SUPPORTED_HEAD_DIMS, hb.SUPPORTED_BLOCK_K))
 INSTANTIATIONS = sorted(
-    {(bf16, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 1, 1, 0) for bf16, hd, bk in _DTYPES_SHAPES}
-    | {(1, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 0, 1, 0) for hd, bk in _SHAPES}
-    | {(1, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 1, 0, 0) for hd, bk in _SHAPES}
-    | {(1, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 1, 1, 1) for hd, bk in _SHAPES}   # metadata loaded ahead
-    | {(1, hd, bk, max(n for n in (2, 3, 4) if hb.smem_bytes(hd, bk, n) <= hb.SMEM_LIMIT), 1, 1, 0)
+    {(bf16, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 1, 1) for bf16, hd, bk in _DTYPES_SHAPES}
+    | {(1, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 0, 1) for hd, bk in _SHAPES}
+    | {(1, hd, bk, hb.DEFAULT_STAGES[(hd, bk)], 1, 0) for hd, bk in _SHAPES}
+    | {(1, hd, bk, max(n for n in (2, 3, 4) if hb.smem_bytes(hd, bk, n) <= hb.SMEM_LIMIT), 1, 1)
        for hd, bk in _SHAPES})
 
 
@@ -44,9 +43,9 @@ def _nvcc(tmp_path: Path, defines: list[str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
-@pytest.mark.parametrize("bf16,hd,bk,ns,pp,ov,ah", INSTANTIATIONS)
-def test_hopper_kernel_compiles_sm90a(tmp_path: Path, bf16, hd, bk, ns, pp, ov, ah):
-    r = _nvcc(tmp_path, hb.kernel_defines(bf16, hd, bk, ns, pp, ov, ah))
+@pytest.mark.parametrize("bf16,hd,bk,ns,pp,ov", INSTANTIATIONS)
+def test_hopper_kernel_compiles_sm90a(tmp_path: Path, bf16, hd, bk, ns, pp, ov):
+    r = _nvcc(tmp_path, hb.kernel_defines(bf16, hd, bk, ns, pp, ov))
     assert r.returncode == 0, r.stderr[-3000:]
     spills = [int(m) for m in re.findall(r"(\d+) bytes spill stores", r.stderr)]
     assert spills == [0], r.stderr
@@ -89,18 +88,16 @@ def test_stages_env(monkeypatch):
 def test_kernel_defines():
     assert hb.kernel_defines(True, 128, 64, 3, False, False) == [
         "-DSP_BF16=1", "-DSP_HD=128", "-DSP_LK=64", "-DSP_LQ=128", "-DSP_NSTAGE=3", "-DSP_PINGPONG=0",
-        "-DSP_OVERLAP=0", "-DSP_AHEAD=0"]
-    assert hb.kernel_defines(True, 128, 64, 3, True, True, True)[-1] == "-DSP_AHEAD=1"
+        "-DSP_OVERLAP=0"]
 
 
 @pytest.mark.parametrize("name,fn", [("SPATTERN_HOPPER_PERSISTENT", hb.persistent),
                                      ("SPATTERN_HOPPER_OVERLAP", hb.overlap),
                                      ("SPATTERN_HOPPER_PINGPONG", hb.pingpong),
-                                     ("SPATTERN_HOPPER_BITMASK", hb.bitmask),
-                                     ("SPATTERN_HOPPER_AHEAD", hb.ahead)])
+                                     ("SPATTERN_HOPPER_BITMASK", hb.bitmask)])
 def test_variant_flags(monkeypatch, name, fn):
     monkeypatch.delenv(name, raising=False)
-    assert fn() is (name != "SPATTERN_HOPPER_AHEAD")  # v2 by default; loading ahead is off until it is timed
+    assert fn() is True  # v2 by default
     monkeypatch.setenv(name, "0")
     assert fn() is False
     monkeypatch.setenv(name, "1")

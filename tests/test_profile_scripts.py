@@ -74,27 +74,27 @@ def _ab_run(a_ms: float, b_ms: float, causal: bool = False) -> dict:
     cell = dict(N=4096, D=128, causal=causal, family="lrs", pattern="p", density_target=0.5, density=0.5,
                 nnz_blocks=512, block=[128, 128], flops_computed=1e11, pass_="fwd", errors={}, tflops={},
                 speedup_vs_flash={}, wall_s=1.0,
-                ms={"spattern_hopper": a_ms, "spattern_hopper_ahead": b_ms, "sdpa_cudnn": 0.2, "flex_native": 0.3})
+                ms={"spattern_hopper": a_ms, "spattern_hopper_programs": b_ms, "sdpa_cudnn": 0.2, "flex_native": 0.3})
     return dict(env={"gpu": "x"}, config={"heads": 16}, results=[cell])
 
 
 def test_ab_summary_ratios_per_repeat_and_verdicts():
     ab = _script("hopper_ab_summary")
     s = ab.summarise([_ab_run(0.10, 0.09), _ab_run(0.12, 0.11), _ab_run(0.10, 0.095)],
-                     "spattern_hopper", "spattern_hopper_ahead")
+                     "spattern_hopper", "spattern_hopper_programs")
     c = s["cells"][0]
     assert c["ratios"] == pytest.approx([0.9, 0.11 / 0.12, 0.95])
     assert c["ratio_b_over_a"] == pytest.approx(0.11 / 0.12) and c["verdict"] == "B faster"
     assert c["vs_cudnn"]["spattern_hopper"] == pytest.approx(0.2 / 0.10)
-    mixed = ab.summarise([_ab_run(0.10, 0.09), _ab_run(0.10, 0.11)], "spattern_hopper", "spattern_hopper_ahead")
+    mixed = ab.summarise([_ab_run(0.10, 0.09), _ab_run(0.10, 0.11)], "spattern_hopper", "spattern_hopper_programs")
     assert mixed["cells"][0]["verdict"] == "mixed"
-    slower = ab.summarise([_ab_run(0.10, 0.12), _ab_run(0.10, 0.13)], "spattern_hopper", "spattern_hopper_ahead")
+    slower = ab.summarise([_ab_run(0.10, 0.12), _ab_run(0.10, 0.13)], "spattern_hopper", "spattern_hopper_programs")
     assert slower["cells"][0]["verdict"] == "A faster"
 
 
 def test_ab_summary_refuses_a_cell_neither_repeat_timed_for_both():
     ab = _script("hopper_ab_summary")
     r = _ab_run(0.10, 0.09)
-    r["results"][0]["ms"]["spattern_hopper_ahead"] = None
+    r["results"][0]["ms"]["spattern_hopper_programs"] = None
     with pytest.raises(ValueError, match="no repeat timed both"):
-        ab.summarise([r], "spattern_hopper", "spattern_hopper_ahead")
+        ab.summarise([r], "spattern_hopper", "spattern_hopper_programs")

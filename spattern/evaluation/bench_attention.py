@@ -159,8 +159,7 @@ def _forced(kernel: str, fn, **variant):
 # mask programs run in the kernel); spattern_hopper_programs is the current one running the mask programs
 KERNEL_METHODS = {"spattern": ("mma_sync", {}), "spattern_hopper": ("hopper", {}),
                   "spattern_hopper_v1": ("hopper", {"persistent": False, "overlap": False, "bitmask": False}),
-                  "spattern_hopper_programs": ("hopper", {"bitmask": False}),
-                  "spattern_hopper_ahead": ("hopper", {"ahead": True})}
+                  "spattern_hopper_programs": ("hopper", {"bitmask": False})}
 
 
 def _methods(lay, n, D, causal, scale, methods, log):

@@ -49,11 +49,6 @@ DEFAULT_STAGES = {(128, 128): 2, (128, 64): 3, (64, 128): 3, (64, 64): 3}
 DEFAULT_PERSISTENT = True
 DEFAULT_OVERLAP = True
 DEFAULT_BITMASK = True
-# SPATTERN_HOPPER_AHEAD=1: each tile's mask metadata and bitmask words loaded one tile ahead of its use.
-# Off by default: one H200 run (results/hopper/raw/bench_h200_d128_ahead.json) timed it 3-7% faster at
-# N >= 8192 but 14% and 85% slower on the two N = 4096 cells, unexplained; it needs an A/B in one process
-# (bench method spattern_hopper_ahead beside spattern_hopper) before it is chosen.
-DEFAULT_AHEAD = False
 # at most this many PROGRAM blocks are turned into bitmasks (host time ~1 ms per 128 x 128 block, once per
 # layout; 2 KB each on the device); layouts with more keep their programs
 MAX_BITMASK_BLOCKS = 2048
@@ -71,7 +66,7 @@ AUTO_CONFIGS = frozenset({(128, 128), (64, 128)})
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("spattern_forced_kernel", default=None)
 _variant: contextvars.ContextVar[dict] = contextvars.ContextVar("spattern_hopper_variant", default={})
-VARIANT_FLAGS = ("persistent", "overlap", "pingpong", "bitmask", "ahead")
+VARIANT_FLAGS = ("persistent", "overlap", "pingpong", "bitmask")
 
 
 def kernel_choice() -> str:
@@ -86,7 +81,7 @@ def kernel_choice() -> str:
 @contextlib.contextmanager
 def forced(kernel: str, **variant: bool):
     """Within the block, ``kernel`` (one of KERNEL_CHOICES) as if ``SPATTERN_KERNEL`` said so, and the Hopper
-    kernel's variant flags (VARIANT_FLAGS: ``persistent``, ``overlap``, ``pingpong``, ``bitmask``, ``ahead``) as if
+    kernel's variant flags (VARIANT_FLAGS: ``persistent``, ``overlap``, ``pingpong``, ``bitmask``) as if
     their variables said so
     (benchmarks that time several kernels or variants in one process)."""
     if kernel not in KERNEL_CHOICES:
@@ -211,10 +206,6 @@ def overlap() -> bool:
     return _flag("SPATTERN_HOPPER_OVERLAP", DEFAULT_OVERLAP)
 
 
-def ahead() -> bool:
-    """Each tile's mask metadata (first key, kind, mask index) and bitmask words loaded one tile ahead, under
-    the previous tile's GEMMs, instead of right before its own (SPATTERN_HOPPER_AHEAD=1; off by default)."""
-    return _flag("SPATTERN_HOPPER_AHEAD", DEFAULT_AHEAD)
 
 
 def bitmask() -> bool:
@@ -239,11 +230,10 @@ def persistent() -> bool:
 
 
 def kernel_defines(bf16: bool, head_dim: int, block_k: int, nstage: int, pingpong: bool = True,
-                   overlap: bool = True, ahead: bool = False) -> list[str]:
+                   overlap: bool = True) -> list[str]:
     """-D defines of one instantiation (block_q is always 128)."""
     return [f"-DSP_BF16={int(bool(bf16))}", f"-DSP_HD={head_dim}", f"-DSP_LK={block_k}", f"-DSP_LQ={BLOCK_Q}",
-            f"-DSP_NSTAGE={nstage}", f"-DSP_PINGPONG={int(bool(pingpong))}", f"-DSP_OVERLAP={int(bool(overlap))}",
-            f"-DSP_AHEAD={int(bool(ahead))}"]
+            f"-DSP_NSTAGE={nstage}", f"-DSP_PINGPONG={int(bool(pingpong))}", f"-DSP_OVERLAP={int(bool(overlap))}"]
 
 
 def grid_size(n_work: int, sm_count: int, persistent: bool, max_ctas: int | None = None) -> int:
@@ -284,17 +274,16 @@ def smem_bytes(head_dim: int, block_k: int, nstage: int) -> int:
 _modules: dict[tuple, Any] = {}
 
 
-def get_kernel(device_index: int, bf16: bool, head_dim: int, block_k: int, nstage: int, pp: bool, ov: bool = True,
-               ah: bool = False):
-    """Compiled kernel, once per (device, dtype, head dim, block_k, stages, ping-pong, overlap, ahead, source hash)."""
-    key = (device_index, bool(bf16), head_dim, block_k, nstage, bool(pp), bool(ov), bool(ah),
+def get_kernel(device_index: int, bf16: bool, head_dim: int, block_k: int, nstage: int, pp: bool, ov: bool = True):
+    """Compiled kernel, once per (device, dtype, head dim, block_k, stages, ping-pong, overlap, source hash)."""
+    key = (device_index, bool(bf16), head_dim, block_k, nstage, bool(pp), bool(ov),
            _cb.kernel_source(KERNEL_FILE)[1])
     fn = _modules.get(key)
     if fn is None:
         tag = (f"hopper_{'bf16' if bf16 else 'fp16'}_d{head_dim}_k{block_k}_s{nstage}_pp{int(bool(pp))}"
-               f"_ov{int(bool(ov))}_ah{int(bool(ah))}")
+               f"_ov{int(bool(ov))}")
         fn = _modules[key] = _cb.compile_functions(
-            device_index, KERNEL_FILE, (KERNEL_NAME,), kernel_defines(bf16, head_dim, block_k, nstage, pp, ov, ah),
+            device_index, KERNEL_FILE, (KERNEL_NAME,), kernel_defines(bf16, head_dim, block_k, nstage, pp, ov),
             tag, smem_bytes(head_dim, block_k, nstage))[KERNEL_NAME]
     return fn
 
@@ -438,7 +427,7 @@ def attention_hopper(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, 
     lt = _cb._layout_tensors(layout, dev)
     dev_index = dev.index if dev.index is not None else torch.cuda.current_device()
     ns, pp = stages(D, prob.block_k), pingpong()
-    fn = get_kernel(dev_index, bf16, D, prob.block_k, ns, pp, overlap(), ahead())
+    fn = get_kernel(dev_index, bf16, D, prob.block_k, ns, pp, overlap())
     grid = grid_size(n_work, _sm_count(dev_index), persistent(), max_ctas())
     tq = tensor_map(q, packed, BLOCK_Q)
     tk = tensor_map(k, packed, prob.block_k)

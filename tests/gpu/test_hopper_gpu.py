@@ -116,14 +116,6 @@ def test_varlen_packed(D, dtype, block):
     check_varlen_packed(hopper_backend.attention_hopper, D, dtype, block)
 
 
-@pytest.mark.parametrize("block", [(128, 64), (128, 128)])
-def test_varlen_packed_with_metadata_ahead(block, monkeypatch):
-    """With SPATTERN_HOPPER_AHEAD=1 the V tile that runs into the next sequence is found from the
-    first key carried over from the tile before (not re-read): packed inputs stay exact."""
-    monkeypatch.setenv("SPATTERN_HOPPER_AHEAD", "1")
-    check_varlen_packed(hopper_backend.attention_hopper, 128, torch.bfloat16, block)
-
-
 @pytest.mark.parametrize("block", BLOCKS, ids=str)
 @pytest.mark.parametrize("D", HDS)
 def test_varlen_next_sequence_nan_stays_out(D, block):
@@ -183,13 +175,10 @@ def test_compiled_patterns(spec, block):
 
 
 # ----------------------------------------------------------------------------- variants and selection
-@pytest.mark.parametrize("pingpong,stages,ahead", [("0", None, "0"), ("1", "3", "0"), ("0", "4", "0"),
-                                                   ("1", None, "1"), ("1", "3", "1")])
-def test_variants(pingpong, stages, ahead, monkeypatch):
-    """Ping-pong off (each consumer warpgroup issues freely), deeper rings and the tile metadata loaded
-    one tile ahead give the same results."""
+@pytest.mark.parametrize("pingpong,stages", [("0", None), ("1", "3"), ("0", "4")])
+def test_variants(pingpong, stages, monkeypatch):
+    """Ping-pong off (each consumer warpgroup issues freely) and deeper rings give the same results."""
     monkeypatch.setenv("SPATTERN_HOPPER_PINGPONG", pingpong)
-    monkeypatch.setenv("SPATTERN_HOPPER_AHEAD", ahead)
     if stages is not None:
         monkeypatch.setenv("SPATTERN_HOPPER_STAGES", stages)
     n = 700

@@ -56,9 +56,6 @@
 #ifndef SP_PRODUCER_REGS
 #define SP_PRODUCER_REGS 40
 #endif
-#ifndef SP_AHEAD  // 1: each tile's mask metadata and bitmask words loaded one tile ahead (hopper_backend.ahead)
-#define SP_AHEAD 0
-#endif
 #ifndef SP_CONSUMER_REGS
 #define SP_CONSUMER_REGS 232
 #endif
@@ -401,65 +398,6 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
             wgmma_rs<HD, 1>(o, pa[ks], db, 1);
           }
         };
-        // Two versions of the per-tile mask until an A/B in one process decides between them (then one
-        // goes): SP_AHEAD (metadata loaded one tile ahead) and, in #else, v2's code verbatim as measured.
-#if SP_AHEAD
-        // What tile t's token mask needs from global memory (its first key, its kind, and for BITMASK
-        // blocks this thread's words: 2 rows x NCH 64-key chunks x 2), loaded one tile ahead of its use
-        // (load_meta(t + 1) is issued before tile t's GEMMs), so that the dependent loads col_idx ->
-        // mask_idx -> bitmask words are not on the path from one tile's softmax to the next tile's GEMMs.
-        struct TileMeta {
-          int kv0, knd;
-          u32 w[4 * NCH];
-        };
-        auto load_meta = [&](int t) -> TileMeta {
-          TileMeta mt;
-          const int pidx = pstart + t;
-          mt.kv0 = col_idx[pidx] * BN;
-          mt.knd = block_kind[pidx];
-          const int mi = mask_idx[pidx];  // loaded beside the kind, not after it
-#pragma unroll
-          for (int i = 0; i < 4 * NCH; ++i) mt.w[i] = 0u;
-          if (mt.knd == 2) {
-            const u32* bm = bitmasks + (long long)mi * (BQ * (BN / 32));
-#pragma unroll
-            for (int rr = 0; rr < 2; ++rr)
-#pragma unroll
-              for (int ch = 0; ch < NCH; ++ch) {
-                const u32* w = bm + (row_lo + rr * 8) * (BN / 32) + ch * 2;
-                mt.w[(rr * NCH + ch) * 2 + 0] = w[0];
-                mt.w[(rr * NCH + ch) * 2 + 1] = w[1];
-              }
-          }
-          return mt;
-        };
-        // Token mask of a tile (FULL: bounds only; PROGRAM; BITMASK), packed per thread (allow_bit).
-        auto tile_mask = [&](const TileMeta& mt, bool& need_mask) -> u64 {
-          const int kv0 = mt.kv0, knd = mt.knd;
-          need_mask = knd != 0 || kv0 + BN > kvlen;
-          u64 allow = ~0ull;
-          if (need_mask) {
-            allow = 0ull;
-#pragma unroll
-            for (int rr = 0; rr < 2; ++rr) {
-              const int rc = row_lo + rr * 8;  // row inside the block
-#pragma unroll
-              for (int ch = 0; ch < NCH; ++ch) {
-                const int kc = kv0 + ch * 64;
-                u64 cm = ~0ull;
-                if (knd == 1) {
-                  cm = spk_mask::eval_program_row<false>(s_prog, s_pmeta[1], q0 + rc, kc, tq);
-                } else if (knd == 2) {
-                  cm = (u64)mt.w[(rr * NCH + ch) * 2] | ((u64)mt.w[(rr * NCH + ch) * 2 + 1] << 32);
-                }
-                cm &= spk_mask::range_mask(0, kvlen - 1 - kc);
-                allow |= (u64)thread_cols(cm, tq) << ((rr * NCH + ch) * 16);
-              }
-            }
-          }
-          return allow;
-        };
-#else
         // Token mask of tile t (FULL: bounds only; PROGRAM; BITMASK), packed per thread (allow_bit).
         auto tile_mask = [&](int t, bool& need_mask) -> u64 {
           const int pidx = pstart + t;
@@ -491,7 +429,6 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
           }
           return allow;
         };
-#endif
         // Mask, online softmax of S in place (log2 domain): S becomes exp2(S scale - m) with one FFMA per
         // element (the scale is positive: supports() sends other scales to the mma.sync kernel, so the row
         // maximum of S scale is the scaled maximum of S); l and m updated; returns the factors O must be
@@ -550,13 +487,10 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
             pa[ks][3] = pack2(s[(2 * ks + 1) * 4 + 2], s[(2 * ks + 1) * 4 + 3]);
           }
         };
-        // V of tile t (stage st) loaded; packed inputs: its rows past the sequence cleared (kv0: the tile's
-        // first key, known already with SP_AHEAD, else read here).
-        auto v_ready = [&](int t, int st, int kv0) {
+        // V of tile t (stage st) loaded; packed inputs: its rows past the sequence cleared.
+        auto v_ready = [&](int t, int st) {
           mbar_wait(bar_vf(st), ((T + (u32)t) / NS) & 1);
-#if !SP_AHEAD
-          kv0 = col_idx[pstart + t] * BN;
-#endif
+          const int kv0 = col_idx[pstart + t] * BN;
           if (varlen && kv0 + BN > kvlen)  // uniform over the CTA: both warpgroups take it for the same t
             clear_tile_rows(sV + st * KV_BYTES, kvlen - kv0 > 0 ? kvlen - kv0 : 0, ctid);
         };
@@ -582,20 +516,10 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
         // ---- tile 0: S(0) alone ----
         mbar_wait(bar_q, nq & 1);
         ++nq;
-#if SP_AHEAD
-        TileMeta meta = load_meta(0);  // tile t's, then t + 1's
-#endif
-        int kv0_prev = 0;              // SP_AHEAD: the first key of the tile before (its V is used next)
         {
           const int st = (int)(T % NS);
           bool need_mask;
-#if SP_AHEAD
-          const u64 allow = tile_mask(meta, need_mask);
-          kv0_prev = meta.kv0;
-          if (ntiles > 1) meta = load_meta(1);
-#else
           const u64 allow = tile_mask(0, need_mask);
-#endif
           mbar_wait(bar_kf(st), (T / NS) & 1);
           gemm_turn([&] {  // O = 0 is set before the group is issued
             issue_qk(st);
@@ -616,16 +540,8 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
           const u32 tt = T + (u32)t;
           const int st = (int)(tt % NS), sp = (int)((tt - 1) % NS);
           bool need_mask;  // computed here, where S is dead, not under the GEMMs: fewer live registers
-#if SP_AHEAD
-          const u64 allow = tile_mask(meta, need_mask);
-          const int kv0_t = meta.kv0;
-          if (t + 1 < ntiles) meta = load_meta(t + 1);  // its loads run under this tile's GEMMs
-          v_ready(t - 1, sp, kv0_prev);
-          kv0_prev = kv0_t;
-#else
           const u64 allow = tile_mask(t, need_mask);
-          v_ready(t - 1, sp, 0);
-#endif
+          v_ready(t - 1, sp);
           mbar_wait(bar_kf(st), (tt / NS) & 1);
           gemm_turn([&] {
 #if SP_OVERLAP
@@ -667,7 +583,7 @@ sp_hopper_fwd(const __grid_constant__ TensorMap tmQ, const __grid_constant__ Ten
         // ---- PV of the last tile ----
         {
           const int sl = (int)((T + (u32)ntiles - 1) % NS);
-          v_ready(ntiles - 1, sl, kv0_prev);
+          v_ready(ntiles - 1, sl);
           gemm_turn([&] {
             issue_pv(sl);
             wgmma_commit();
