@@ -209,8 +209,8 @@ def training_curves(study: Study, experiment: str | None = None) -> tuple[list[C
 
 def collect_training_cost(study: Study) -> tuple[list[dict], list[Path]]:
     """Per trained (experiment, series): seeds, final validation loss (mean with a t interval over
-    seeds), and the training cost the loop measured, tokens/s and ms per step (medians over seeds),
-    on the device the runs trained on. Runs without ``metrics.tokens_per_s`` are not training runs."""
+    seeds), and the training cost the loop measured, tokens/s (median and range over seeds) and ms per
+    step (median over seeds), on the device the runs trained on. Runs without ``metrics.tokens_per_s`` are not training runs."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in study.runs:
         if _finite(r.metrics.get("tokens_per_s")):
@@ -220,9 +220,10 @@ def collect_training_cost(study: Study) -> tuple[list[dict], list[Path]]:
         devices = sorted({str((r.env or {}).get("name")).removeprefix("NVIDIA ") if (r.env or {}).get("device") == "cuda"
                           else "CPU" for r in runs})
         loss, lo, hi = run_metric_ci(runs, "loss")
+        tps = [r.metrics["tokens_per_s"] for r in runs]
         rows.append({"experiment": exp, "key": key, "seeds": len(runs), "device": ", ".join(map(str, devices)),
                      "loss": loss, "loss_ci": [lo, hi],
-                     "tokens_per_s": float(np.median([r.metrics["tokens_per_s"] for r in runs])),
+                     "tokens_per_s": float(np.median(tps)), "tokens_per_s_range": [float(min(tps)), float(max(tps))],
                      "step_ms": float(np.median([r.metrics["step_ms"] for r in runs if _finite(r.metrics.get("step_ms"))]
                                                 or [math.nan]))})
     return rows, _sources([r for rs in groups.values() for r in rs], per_example=False)

@@ -39,6 +39,7 @@ def test_complete_study_builds_everything(built):
     cost = json.loads((out / "tables" / "training_cost.json").read_text())["raw"]
     assert [(r["key"], r["seeds"]) for r in cost] == [("dense", 3), ("local", 3), ("local+landmark", 3)]
     assert all(r["tokens_per_s"] == 2000.0 and r["step_ms"] == 20.0 for r in cost)  # medians over the seeds
+    assert all(r["tokens_per_s_range"] == [1000.0, 3000.0] for r in cost)  # seeds 0-2 ran at 1000 x (seed + 1)
     head = json.loads((out / "tables" / "headline.json").read_text())
     sig = json.loads((out / "tables" / "significance_primary.json").read_text())
     assert len(head["rows"]) == len({r["experiment"] for r in sig["raw"]}) and all("[" in r[5] for r in head["rows"])
