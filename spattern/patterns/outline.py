@@ -120,6 +120,25 @@ def outline_tables(t: Tree, header: int) -> dict:
     return {"hn": hn, "parent": par, "rank": rank, "keys": keys, "first": first}
 
 
+NEVER = np.iinfo(np.int64).max  # hidden_from of a header no later sibling hides
+
+
+@lru_cache(maxsize=16)
+def hidden_from(t: Tree, header: int, recent: int) -> np.ndarray:
+    """Per node v: the first query position at which v's header is hidden by v's later siblings, i.e. the
+    start of the child of parent(v) at rank rank(v) + 1 + recent (the recent + 1-th sibling after v), or
+    NEVER when parent(v) has no such child (and for the root). A query q in parent(v)'s span sees v's
+    header iff q < hidden_from[v]: the rank test of the definition as one comparison per pair."""
+    T = outline_tables(t, header)
+    n, par = t.n_tokens, np.maximum(T["parent"], 0)
+    m = T["rank"] + 1 + recent
+    later = (np.arange(t.n_nodes) > 0) & (m < t.arrays["n_children"][par])
+    if not later.any():  # (a tree of one node has no keys at all)
+        return np.full(t.n_nodes, NEVER, dtype=np.int64)
+    nxt = T["keys"][np.minimum(T["first"][par] + m, T["keys"].size - 1)] - par * (n + 1)
+    return np.where(later, nxt, NEVER)
+
+
 @register("outline")
 @dataclass(frozen=True, repr=False, eq=False)
 class Outline(TreeRelation):
@@ -151,20 +170,15 @@ class Outline(TreeRelation):
     def allowed(self, q_idx, kv_idx, geom):
         t, oi, _ = self._nodes(q_idx, kv_idx, geom)
         T = self.tables(t)
-        n = t.n_tokens
         d = q_idx - kv_idx
         hn = _pad(T["hn"], max(geom.q_len, geom.kv_len), -1)[kv_idx]
         v = np.maximum(hn, 0)
         p = np.where(hn > 0, T["parent"][v], -1)
         out = (d >= 0) & ((d < self.window) | (kv_idx < self.header))
-        enclosing = (d >= 0) & (hn > 0) & t.is_ancestor_or_self(p, oi)     # full (broadcast) shape
-        if enclosing.any():  # rank test only where it matters: one searchsorted per candidate pair
-            pe = np.broadcast_to(p, enclosing.shape)[enclosing]
-            ie = np.minimum(np.broadcast_to(q_idx, enclosing.shape)[enclosing], n)  # past the tree: all children
-            k = np.searchsorted(T["keys"], pe * (n + 1) + ie, side="right") - T["first"][pe]
-            out = out | np.zeros(enclosing.shape, dtype=bool)
-            out[enclosing] |= T["rank"][np.broadcast_to(v, enclosing.shape)[enclosing]] >= k - 1 - self.recent
-        return out
+        # the key's header node v is visible from q if parent(v) encloses q and fewer than recent + 1 later
+        # siblings of v start at or before q (q < hidden_from[v]; past the tree only the root encloses)
+        seen = (hn > 0) & (q_idx < hidden_from(t, self.header, self.recent)[v])
+        return out | ((d >= 0) & seen & t.is_ancestor_or_self(p, oi))
 
     def blocks(self, geom, block_q, block_k):
         """Candidate blocks from the tree, without evaluating the predicate on the N x N grid: the
@@ -183,11 +197,8 @@ class Outline(TreeRelation):
         v = np.arange(1, t.n_nodes, dtype=np.int64)
         p = A["parent"][v]
         k_hi = np.minimum.reduce([st[v] + self.header, en[v], np.full(v.size, min(n, geom.kv_len))])
-        q_hi = np.where(p > 0, en[p], geom.q_len)
-        m = T["rank"][v] + 1 + self.recent                   # the first child of p that hides v's header
-        later = m < A["n_children"][p]
-        nxt = T["keys"][np.minimum(T["first"][p] + m, T["keys"].size - 1)] - p * (n + 1)
-        q_hi = np.minimum(np.where(later, nxt, q_hi), geom.q_len)
+        hide = hidden_from(t, self.header, self.recent)[v]   # where p's later children hide v's header
+        q_hi = np.minimum(np.where(hide < NEVER, hide, np.where(p > 0, en[p], geom.q_len)), geom.q_len)
         ok = (k_hi > st[v]) & (q_hi > st[v])
         s0, k1, q1 = st[v][ok], k_hi[ok], q_hi[ok]
         h = min(self.header, geom.kv_len)
