@@ -9,7 +9,8 @@
 # unpacked once and becomes SPATTERN_STDLIB_ROOT. PRE="command" runs first (e.g. GPU tests). Each config runs with `spattern run` (finished runs are skipped,
 # interrupted ones resume) within DEADLINE seconds in all; then the configs' own results/<name> folders
 # are packed into $OUT/results.tar.gz (a call returns at most 8 files, 2 folders deep). Unpack it here
-# with `tar xzf results.tar.gz --keep-newer-files`.
+# with `tar xzf results.tar.gz --keep-newer-files`. Before each call run scripts/stamp_source.sh here and
+# carry .carry/source_rev, so that env.json names the commit the runs came from.
 set -u -o pipefail
 OUT=${OUT:?set OUT}
 mkdir -p "$OUT"
