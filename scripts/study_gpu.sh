@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The study's GPU runs, one device call at a time:
 #   OUT=<dir> [SETS="--set k=v ..."] [DEADLINE=540] bash scripts/study_gpu.sh experiments/<a>.toml ...
+# Runs go seed by seed (--by-seed), so that a call stopped at its deadline leaves complete paired sets.
 # Installs the carried wheels (.whl/) into /tmp/site once per machine; points SPATTERN_CACHE at
 # /tmp/spattern-cache; the SmolLM2 GGUF (98 MB, over what one call carries) arrives as
 # .carry/gguf_00 in one call and .carry/gguf_01 in the next and is joined and hash-checked here;
@@ -37,7 +38,7 @@ for cfg in "$@"; do
   left=$(( ${DEADLINE:-540} - ($(date +%s) - t0) ))
   [ "$left" -gt 20 ] || { echo "=== no time left for $cfg" | tee -a "$OUT/run.log"; continue; }
   echo "=== $cfg (${left}s left)" | tee -a "$OUT/run.log"
-  timeout -s INT "$left" python3 -m spattern.cli run "$cfg" --no-compare --no-report ${SETS:-} 2>&1 \
+  timeout -s INT "$left" python3 -m spattern.cli run "$cfg" --by-seed --no-compare --no-report ${SETS:-} 2>&1 \
     | grep -v "━" | tee -a "$OUT/run.log"
   echo "=== $cfg: exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 ))s" | tee -a "$OUT/run.log"
 done

@@ -7,15 +7,15 @@ from pathlib import Path
 
 def cmd_run(args) -> int:
     from spattern.experiments.config import load_experiment
-    from spattern.experiments.runner import expand, run_experiment
+    from spattern.experiments.runner import expand, run_experiment, select
 
     cfg = load_experiment(args.config, args.overrides)
     if args.list:
-        for spec in expand(cfg):
+        for spec in select(expand(cfg), args.only, args.by_seed):
             state = "finished" if spec.dir.finished() else ("started" if spec.dir.metrics() else "new")
             print(f"{spec.label:40s} seed {spec.seed:<3d} {state:9s} {spec.dir.path}")
         return 0
-    run_experiment(cfg, only=args.only)
+    run_experiment(cfg, only=args.only, by_seed=args.by_seed)
     if not args.no_compare:
         _print_compare(cfg.out_dir, cfg.baseline, None, "wilcoxon", None)
     if cfg.report and not args.no_report:
@@ -51,7 +51,11 @@ def register(sub) -> None:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set setup.docs=4")
     r.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="run only these run labels")
-    r.add_argument("--list", action="store_true", help="list the runs and their state, run nothing")
+    r.add_argument("--by-seed", action="store_true",
+                   help="run seed by seed (every pattern of a seed before the next seed), so that a sweep stopped "
+                        "early leaves complete sets paired by seed")
+    r.add_argument("--list", action="store_true", help="list the runs (in the order they would run) and their "
+                                                       "state, run nothing")
     r.add_argument("--no-compare", action="store_true", help="do not print the comparison table at the end")
     r.add_argument("--no-report", action="store_true", help="do not build the report even if the config asks")
     r.add_argument("--report-out", default=None, help="report folder (default results/<name>/report)")

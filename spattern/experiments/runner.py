@@ -70,11 +70,19 @@ def _q(s: str) -> str:
     return json.dumps(s)
 
 
-def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = None) -> list[dict]:
-    """Run every run of the sweep that has not finished; returns every run's summary."""
-    runs = expand(cfg)
-    if only:
-        runs = [r for r in runs if r.label in only]
+def select(runs: list, only: list[str] | None = None, by_seed: bool = False) -> list:
+    """The runs labelled ``only`` (all when None), in the sweep's order (pattern by pattern), or with
+    ``by_seed`` seed by seed (every pattern of the first seed, then of the next), so that a sweep stopped
+    at a deadline leaves complete sets of runs paired by seed."""
+    runs = [r for r in runs if not only or r.label in only]
+    return sorted(runs, key=lambda r: r.seed) if by_seed else runs
+
+
+def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = None,
+                   by_seed: bool = False) -> list[dict]:
+    """Run every run of the sweep (``select``: ``only``, ``by_seed``) that has not finished; returns every
+    run's summary."""
+    runs = select(expand(cfg), only, by_seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     from spattern.utils.io import write_json
 
@@ -101,4 +109,4 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
     return summaries
 
 
-__all__ = ["expand", "run_experiment", "run_one"]
+__all__ = ["expand", "run_experiment", "run_one", "select"]

@@ -168,3 +168,18 @@ overrides = ["train.steps=3", "train.eval_every=0", "data.max_docs=60", "model.b
     table = compare_experiment(cfg.out_dir)
     rows = {(r["metric"], r["run"]): r for r in table["rows"]}
     assert rows[("loss", "local(16) & causal")]["n"] == 2  # two seeds, paired by seed
+
+
+def test_select_filters_labels_and_orders_seed_by_seed(tmp_path):
+    from spattern.experiments.runner import select
+
+    cfg = load_experiment(_write(tmp_path), ["sweep.seed=[0, 1, 2]"])
+    runs = expand(cfg)
+    assert [(r.label, r.seed) for r in runs][:3] == [("dense", 0), ("dense", 1), ("dense", 2)]  # the sweep's order
+    by_seed = select(runs, by_seed=True)
+    assert [r.seed for r in by_seed] == sorted(r.seed for r in runs)
+    labels = list(dict.fromkeys(r.label for r in runs))
+    assert [r.label for r in by_seed[:len(labels)]] == labels  # every pattern of seed 0 first, in the sweep's order
+    only = select(runs, only=["dense"], by_seed=True)
+    assert [(r.label, r.seed) for r in only] == [("dense", 0), ("dense", 1), ("dense", 2)]
+    assert select(runs, only=["nope"]) == []
