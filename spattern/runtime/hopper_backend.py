@@ -206,8 +206,6 @@ def overlap() -> bool:
     return _flag("SPATTERN_HOPPER_OVERLAP", DEFAULT_OVERLAP)
 
 
-
-
 def bitmask() -> bool:
     """PROGRAM blocks evaluated once on the host into BITMASK blocks (``programs_as_bitmasks``, cached on
     the layout), so the kernel reads bits instead of running the program per tile and head
