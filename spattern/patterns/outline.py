@@ -190,7 +190,7 @@ class Outline(TreeRelation):
         on those (a superset), so the layout is exact."""
         if self.tree is None:
             return None
-        t, T = self.tree, self.tables(self.tree)
+        t = self.tree
         grid = Grid(geom.q_len, geom.kv_len, block_q, block_k)
         n, A = t.n_tokens, t.arrays
         st, en = np.asarray(t.start, dtype=np.int64), np.asarray(t.end, dtype=np.int64)
