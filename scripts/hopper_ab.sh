@@ -8,9 +8,7 @@
 set -u -o pipefail
 OUT=${OUT:?set OUT}
 mkdir -p "$OUT"
-if [ -d .whl ] && [ ! -d /tmp/site ]; then pip install -q --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2; fi
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-[ -f .carry/source_rev ] && export SPATTERN_SOURCE_REVISION="${SPATTERN_SOURCE_REVISION:-$(cat .carry/source_rev)}"
+source scripts/device_env.sh  # wheels into /tmp/site, PYTHONPATH, the source revision
 read -r -a ab <<< "${AB:?set AB to two kernel methods of spattern bench attention, e.g. AB=\"spattern_hopper spattern_hopper_programs\"}"
 CELLS=${CELLS:-"4096:0.5:no:lrs 4096:0.5:yes:lrs 8192:0.25:no:lrs 8192:0.25:yes:lrs 16384:0.1:no:lrs 16384:0.1:yes:lrs 16384:1.0:no:lrs"}
 for r in $(seq 1 "${REPEAT:-4}"); do

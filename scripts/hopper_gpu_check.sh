@@ -21,11 +21,7 @@
 set -u -o pipefail
 OUT=${OUT:-/tmp/spattern_hopper_check}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-# the carried wheels (.whl/, scripts/make_carry.sh) give the device's python spattern's pure-Python needs
-if [ -d .whl ] && [ ! -d /tmp/site ]; then pip install -q --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2; fi
-export PYTHONPATH=/tmp/site:$PWD
-[ -f .carry/source_rev ] && export SPATTERN_SOURCE_REVISION="${SPATTERN_SOURCE_REVISION:-$(cat .carry/source_rev)}"
+source scripts/device_env.sh  # wheels into /tmp/site, PYTHONPATH, the source revision
 STAGES=${STAGES:-"env sass smoke tests sanitize"}
 BUDGET=${BUDGET:-560}
 BENCH_CELLS=${BENCH_CELLS:-"4096:0.5:no:lrs 8192:0.25:no:lrs 16384:0.1:no:lrs 16384:1.0:no:lrs 4096:0.5:yes:lrs 8192:0.25:yes:lrs 16384:0.1:yes:lrs"}

@@ -13,28 +13,30 @@ import re
 from collections import Counter
 from pathlib import Path
 
+SAMPLES = "Warp Stall Sampling (All Samples)"  # the column of each instruction's stall samples
+
 
 def summarise(path: str, top: int = 30) -> dict:
     rows = list(csv.reader(open(path, newline="")))
     head = next(i for i, r in enumerate(rows) if r and r[0] == "Address")
     cols, data = rows[head], [r for r in rows[head + 1:] if len(r) > 3]
     reasons = [c for c in cols if c.startswith("stall_") and "Not Issued" not in c]
-    idx = {c: cols.index(c) for c in reasons + ["Source", "Warp Stall Sampling (All Samples)", "Instructions Executed"]}
+    idx = {c: cols.index(c) for c in reasons + ["Source", SAMPLES, "Instructions Executed"]}
     num = lambda r, c: float(r[idx[c]] or 0)  # noqa: E731
-    total = sum(num(r, "Warp Stall Sampling (All Samples)") for r in data)
+    total = sum(num(r, SAMPLES) for r in data)
     by_reason, by_op = Counter(), Counter()
     for r in data:
         for c in reasons:
             by_reason[c[len("stall_"):]] += num(r, c)
         m = re.match(r"\s*(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", r[idx["Source"]])
-        by_op[m.group(1) if m else "?"] += num(r, "Warp Stall Sampling (All Samples)")
-    hot = sorted(data, key=lambda r: -num(r, "Warp Stall Sampling (All Samples)"))[:top]
+        by_op[m.group(1) if m else "?"] += num(r, SAMPLES)
+    hot = sorted(data, key=lambda r: -num(r, SAMPLES))[:top]
     pct = lambda v: round(100.0 * v / total, 2) if total else 0.0  # noqa: E731
     return {
         "source": str(path), "samples": total, "instructions": len(data),
         "by_reason_pct": {k: pct(v) for k, v in by_reason.most_common() if v},
         "by_opcode_pct": {k: pct(v) for k, v in by_op.most_common(25)},
-        "hottest": [{"address": r[0], "sass": r[idx["Source"]].strip(), "pct": pct(num(r, "Warp Stall Sampling (All Samples)")),
+        "hottest": [{"address": r[0], "sass": r[idx["Source"]].strip(), "pct": pct(num(r, SAMPLES)),
                      "executed": num(r, "Instructions Executed"),
                      "reasons": {c[len("stall_"):]: num(r, c) for c in sorted(reasons, key=lambda c: -num(r, c))[:3]
                                  if num(r, c)}} for r in hot],

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Write the checkout's revision to .carry/source_rev ("<sha>" or "<sha>+dirty") before a device call, so
 # that results made from the copy sent there record the commit they came from (the copy's own git does
-# not know it); scripts/study_gpu.sh and scripts/hopper_gpu_check.sh export it as SPATTERN_SOURCE_REVISION.
+# not know it); scripts/device_env.sh, which the device scripts source, exports it as SPATTERN_SOURCE_REVISION.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .carry

@@ -16,9 +16,8 @@ set -u -o pipefail
 OUT=${OUT:?set OUT}
 mkdir -p "$OUT"
 t0=$(date +%s)
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 SPATTERN_CACHE=/tmp/spattern-cache
-[ -f .carry/source_rev ] && export SPATTERN_SOURCE_REVISION="${SPATTERN_SOURCE_REVISION:-$(cat .carry/source_rev)}"
-[ -d /tmp/site ] || pip install -q --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2
+source scripts/device_env.sh  # wheels into /tmp/site, PYTHONPATH, the source revision
+export SPATTERN_CACHE=/tmp/spattern-cache
 mkdir -p "$SPATTERN_CACHE/models" "$SPATTERN_CACHE/sources"
 for part in .carry/gguf_0*; do [ -f "$part" ] && cp "$part" /tmp/; done
 gguf=$SPATTERN_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf
