@@ -9,7 +9,10 @@
 # CPython 3.11 standard library this machine has, so both machines read the same corpus) is
 # unpacked once and becomes SPATTERN_STDLIB_ROOT. PRE="command" runs first (e.g. GPU tests). Each config runs with `spattern run` (finished runs are skipped,
 # interrupted ones resume) within DEADLINE seconds in all; then the configs' own results/<name> folders
-# are packed into $OUT/results.tar.gz (a call returns at most 8 files, 2 folders deep). Unpack it here
+# are packed into $OUT/results.tar.gz (a call returns at most 8 files, 2 folders deep), also every 20 s
+# while the runs go, so that a call killed at its limit (the device tool kills the whole command, no signal
+# to trap) still returns the runs finished by then. The device's limit_s counts the machine's start
+# (seen: 30-210 s), so keep DEADLINE about 240 s under the budget left. Unpack it here
 # with `tar xzf results.tar.gz --keep-newer-files`. Before each call run scripts/stamp_source.sh here and
 # carry .carry/source_rev, so that env.json names the commit the runs came from.
 set -u -o pipefail
@@ -33,16 +36,24 @@ if [ -f .carry/stdlib311.txz ] && [ ! -d /tmp/stdlib311 ]; then mkdir -p /tmp/st
 [ -n "${PRE:-}" ] && { echo "=== $PRE"; bash -c "$PRE"; } 2>&1 | tee -a "$OUT/run.log"
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"; } 2>&1 | tee -a "$OUT/run.log"
+# only the results folders of the configs run here: other results/ folders in the copy sent over are
+# snapshots of this machine's files at send time, and unpacking them back would overwrite newer ones
+dirs=$(for cfg in "$@"; do python3 -c "import sys, tomllib; print('results/' + tomllib.load(open(sys.argv[1], 'rb'))['name'])" "$cfg"; done)
+pack() {  # written whole, then renamed: a kill mid-pack leaves the previous archive
+  tar czf "$OUT/.results.tar.gz" $(for d in $dirs; do [ -d "$d" ] && echo "$d"; done) 2>/dev/null \
+    && mv "$OUT/.results.tar.gz" "$OUT/results.tar.gz"
+}
+( while sleep 20; do pack; done ) &
+packer=$!
+export PYTHONUNBUFFERED=1
 for cfg in "$@"; do
   left=$(( ${DEADLINE:-540} - ($(date +%s) - t0) ))
   [ "$left" -gt 20 ] || { echo "=== no time left for $cfg" | tee -a "$OUT/run.log"; continue; }
   echo "=== $cfg (${left}s left)" | tee -a "$OUT/run.log"
   timeout -s INT "$left" python3 -m spattern.cli run "$cfg" --by-seed --no-compare --no-report ${SETS:-} 2>&1 \
-    | grep -v "━" | tee -a "$OUT/run.log"
+    | grep --line-buffered -v "━" | tee -a "$OUT/run.log"
   echo "=== $cfg: exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 ))s" | tee -a "$OUT/run.log"
 done
-# only the results folders of the configs run here: other results/ folders in the copy sent over are
-# snapshots of this machine's files at send time, and unpacking them back would overwrite newer ones
-dirs=$(for cfg in "$@"; do python3 -c "import sys, tomllib; print('results/' + tomllib.load(open(sys.argv[1], 'rb'))['name'])" "$cfg"; done)
-tar czf "$OUT/results.tar.gz" $(for d in $dirs; do [ -d "$d" ] && echo "$d"; done) 2>/dev/null
+kill "$packer" 2>/dev/null; wait "$packer" 2>/dev/null
+pack
 echo "wall $(( $(date +%s) - t0 ))s" | tee -a "$OUT/run.log"

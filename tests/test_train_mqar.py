@@ -85,14 +85,21 @@ def test_mqar_config_errors_name_the_key(tmp_path):
                                        f'train.out_dir="{tmp_path}"']), log=lambda *a: None)
 
 
+def _tiny(results: Path, device: str | None = "cpu") -> list[str]:
+    """--set overrides that shrink experiments/study_mqar.toml to a few CPU steps (2 patterns x 2 seeds);
+    ``device`` None leaves the training config's own (cuda)."""
+    train = [*([f"train.device={device}"] if device else []), "train.steps=3", "train.batch_size=4",
+             "train.eval_every=0", "train.log_every=1", "data.vocab_size=64", "data.mqar.train_pairs=[2, 4]",
+             "data.mqar.eval_pairs=[2, 4]", "data.mqar.eval_sequences=3", "model.block=[16, 16]",
+             "model.max_seq_len=64"]
+    return [f'results="{results}"', "setup.context=64", "setup.block=[16, 16]", "sweep.seed=[0, 1]",
+            "match.target=0.5", 'match.families={ window = "local({w}) & causal" }',
+            "train.overrides=" + json.dumps(train)]
+
+
 def test_study_config_runs_tiny_on_cpu_and_compares_by_seed(tmp_path, cache):
     """experiments/study_mqar.toml with --set overrides: 2 patterns x 2 seeds, a few CPU steps."""
-    over = [f'results="{tmp_path / "results"}"', "setup.context=64", "setup.block=[16, 16]", "sweep.seed=[0, 1]",
-            "match.target=0.5", 'match.families={ window = "local({w}) & causal" }',
-            ('train.overrides=["train.device=cpu", "train.steps=3", "train.batch_size=4", "train.eval_every=0", '
-             '"train.log_every=1", "data.vocab_size=64", "data.mqar.train_pairs=[2, 4]", '
-             '"data.mqar.eval_pairs=[2, 4]", "data.mqar.eval_sequences=3", "model.block=[16, 16]", '
-             '"model.max_seq_len=64"]')]
+    over = _tiny(tmp_path / "results")
     args = ["run", str(STUDY), "--no-compare"] + [a for o in over for a in ("--set", o)]
     assert main(args) == 0
     cfg = load_experiment(STUDY, over)
@@ -126,6 +133,24 @@ def test_study_config_runs_tiny_on_cpu_and_compares_by_seed(tmp_path, cache):
         assert rows[(metric, "window")]["n"] == 2  # two seeds, paired by seed
     assert direction("mqar_accuracy_n64") is True and direction("mqar_accuracy_nx") is None
 
+
+
+def test_runtime_overrides_run_the_same_ids_elsewhere_and_are_recorded(tmp_path, cache, capsys):
+    """--runtime train.device=cpu runs the GPU config's runs (device = "cuda" in its training TOML) on the
+    CPU in the folders the config names without it; other keys are refused."""
+    over = _tiny(tmp_path / "results", device=None)
+    args = ["run", str(STUDY), "--no-compare", "--only", "window"] + [a for o in over for a in ("--set", o)]
+    assert main(args + ["--runtime", "train.device=cpu"]) == 0
+    specs = [s for s in expand(load_experiment(STUDY, over)) if s.label == "window"]
+    for spec in specs:
+        m = json.loads(spec.dir.metrics_path.read_text())
+        assert m["status"] == "finished" and m["runtime"] == ["train.device=cpu"]
+        assert m["train"]["device"] == "cpu"
+    assert len(specs) == 2 and len(list((tmp_path / "results" / "study_mqar").glob("window-*"))) == 2
+    assert main(args + ["--runtime", "train.steps=5"]) == 2  # a UserError: one line, exit code 2
+    assert ("--runtime expects KEY=VALUE with KEY one of train.device, train.max_seconds, got 'train.steps=5'"
+            in capsys.readouterr().err)
+    assert main(args + ["--runtime", "train.device"]) == 2
 
 
 def test_study_config_matches_the_baselines_and_resolves_its_training_config(tmp_path):

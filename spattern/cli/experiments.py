@@ -15,7 +15,7 @@ def cmd_run(args) -> int:
             state = "finished" if spec.dir.finished() else ("started" if spec.dir.metrics() else "new")
             print(f"{spec.label:40s} seed {spec.seed:<3d} {state:9s} {spec.dir.path}")
         return 0
-    run_experiment(cfg, only=args.only, by_seed=args.by_seed)
+    run_experiment(cfg, only=args.only, by_seed=args.by_seed, runtime=args.runtime)
     if not args.no_compare:
         _print_compare(cfg.out_dir, cfg.baseline, None, "wilcoxon", None)
     if cfg.report and not args.no_report:
@@ -50,6 +50,9 @@ def register(sub) -> None:
     r.add_argument("config", help="an experiment TOML, e.g. experiments/cpu_study.toml")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set setup.docs=4")
+    r.add_argument("--runtime", action="append", default=[], metavar="KEY=VALUE",
+                   help="train.device or train.max_seconds for the runs executed now, without changing their ids "
+                        "(e.g. finish a GPU config's run on a CPU; recorded in its metrics.json and env.json)")
     r.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="run only these run labels")
     r.add_argument("--by-seed", action="store_true",
                    help="run seed by seed (every pattern of a seed before the next seed), so that a sweep stopped "

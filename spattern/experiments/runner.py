@@ -10,6 +10,22 @@ from pathlib import Path
 from spattern.experiments.config import ExperimentConfig
 from spattern.experiments.runs import RunSpec, expand
 
+# training-config keys that say where and how long a run executes, not what it computes: `--runtime`
+# sets them without changing the run's id (a GPU config's run finished on a CPU lands in its own folder;
+# its env.json records the device and its metrics.json the runtime overrides)
+RUNTIME_KEYS = ("train.device", "train.max_seconds")
+
+
+def check_runtime(items: list[str]) -> list[str]:
+    """``--runtime KEY=VALUE`` items, each KEY one of RUNTIME_KEYS."""
+    from spattern.utils.errors import UserError
+
+    for item in items:
+        key = item.split("=", 1)[0].strip()
+        if "=" not in item or key not in RUNTIME_KEYS:
+            raise UserError(f"--runtime expects KEY=VALUE with KEY one of {', '.join(RUNTIME_KEYS)}, got {item!r}")
+    return list(items)
+
 
 def _progress():
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -19,8 +35,9 @@ def _progress():
                     TextColumn("eta"), TimeRemainingColumn())
 
 
-def run_one(cfg: ExperimentConfig, spec: RunSpec, progress=None, log=print) -> dict:
-    """One run: start (config, env, status running) unless resuming, execute, finish."""
+def run_one(cfg: ExperimentConfig, spec: RunSpec, progress=None, log=print, runtime: list[str] = ()) -> dict:
+    """One run: start (config, env, status running) unless resuming, execute, finish. ``runtime``:
+    checked ``--runtime`` overrides (``train`` runs only)."""
     rd = spec.dir
     if rd.metrics() is None:
         rd.start(spec.resolved, spec.seed, run={"label": spec.label, "pattern": spec.pattern})
@@ -32,10 +49,10 @@ def run_one(cfg: ExperimentConfig, spec: RunSpec, progress=None, log=print) -> d
         from spattern.experiments.lm_eval import evaluate_run
 
         return evaluate_run(cfg, spec, progress)
-    return _train_run(cfg, spec, log)
+    return _train_run(cfg, spec, log, list(runtime))
 
 
-def _train_run(cfg: ExperimentConfig, spec: RunSpec, log) -> dict:
+def _train_run(cfg: ExperimentConfig, spec: RunSpec, log, runtime: list[str]) -> dict:
     """A ``train`` run: the training loop writes the same run-directory files (it resumes from its
     checkpoint and recognises a finished run itself)."""
     from spattern.train.config import load_train_config
@@ -45,7 +62,7 @@ def _train_run(cfg: ExperimentConfig, spec: RunSpec, log) -> dict:
     base = Path(cfg.source).parent if cfg.source else Path(".")
     over = [*t["overrides"], f"name={_q(cfg.name + '-' + spec.dir.path.name)}",
             f"model.pattern={_q(spec.pattern)}", f"train.seed={spec.seed}",
-            f"train.out_dir={_q(str(spec.dir.path))}", f"data.seq_len={spec.context}", "train.progress=false"]
+            f"train.out_dir={_q(str(spec.dir.path))}", f"data.seq_len={spec.context}", "train.progress=false", *runtime]
     tcfg = load_train_config(base / t["config"], over)
     summary = train(tcfg, log=log)
     m = {"experiment": cfg.name, "run_id": spec.dir.path.name, "label": spec.label, "pattern": spec.pattern,
@@ -55,6 +72,8 @@ def _train_run(cfg: ExperimentConfig, spec: RunSpec, log) -> dict:
                      "tokens_per_s": summary["tokens"] / max(summary["seconds"], 1e-9),
                      **{k: v for k, v in summary.items() if k.startswith("mqar_accuracy")}},  # data.corpus = "mqar"
          "timings": {"train": summary["seconds"]}, "train": summary}
+    if runtime:
+        m["runtime"] = runtime
     # step time and the indexer's statistics over training (experiments/curves.py)
     from spattern.experiments.curves import train_curves
 
@@ -79,9 +98,14 @@ def select(runs: list, only: list[str] | None = None, by_seed: bool = False) -> 
 
 
 def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = None,
-                   by_seed: bool = False) -> list[dict]:
+                   by_seed: bool = False, runtime: list[str] = ()) -> list[dict]:
     """Run every run of the sweep (``select``: ``only``, ``by_seed``) that has not finished; returns every
-    run's summary."""
+    run's summary. ``runtime``: ``--runtime`` overrides (``check_runtime``) for the runs executed here."""
+    runtime = check_runtime(runtime)
+    if runtime and cfg.kind != "train":
+        from spattern.utils.errors import UserError
+
+        raise UserError(f"--runtime applies to kind = \"train\" experiments; {cfg.name} is {cfg.kind!r}")
     runs = select(expand(cfg), only, by_seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     from spattern.utils.io import write_json
@@ -102,11 +126,11 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
     with _progress() as progress:
         sweep = progress.add_task(f"{cfg.name}", total=len(todo))
         for spec in todo:
-            summaries.append(run_one(cfg, spec, progress, log=progress.console.print))
+            summaries.append(run_one(cfg, spec, progress, log=progress.console.print, runtime=runtime))
             progress.advance(sweep)
     if todo:
         log(f"[run] {cfg.name}: {len(todo)} runs in {time.perf_counter() - t0:.1f} s")
     return summaries
 
 
-__all__ = ["expand", "run_experiment", "run_one", "select"]
+__all__ = ["RUNTIME_KEYS", "check_runtime", "expand", "run_experiment", "run_one", "select"]

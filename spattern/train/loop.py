@@ -522,7 +522,7 @@ def _train(cfg, log, new_run: bool) -> dict:
         summary = {"name": name, "status": status, "step": step, "steps": steps, "first_loss": first_loss,
                    "final_loss": last_loss, "val_loss": val_loss,
                    "val_ppl": math.exp(min(val_loss, 50)) if finite else None, **(task or {}),
-                   "backend": backend, "seconds": round(elapsed(), 2), "tokens": step * tokens_per_step,
+                   "backend": backend, "device": str(device), "seconds": round(elapsed(), 2), "tokens": step * tokens_per_step,
                    "metrics": str(metrics_path), "checkpoint": str(dcp_dir if use_dcp else ckpt_path),
                    "out_dir": str(out_dir)}
         if is_main:
