@@ -207,24 +207,37 @@ def training_curves(study: Study, experiment: str | None = None) -> tuple[list[C
     return chosen, [p for c in chosen for p in c.sources], exp
 
 
+def _train_device(r: Run) -> str:
+    """Where a run trained: the loop's summary (``train.device``; a ``--runtime`` override can move a run
+    off the machine its env.json describes), else the machine; "H200" for a CUDA device, "CPU" else."""
+    env, summary = r.env or {}, r.raw.get("train") if isinstance(r.raw.get("train"), dict) else {}
+    device = str(summary.get("device") or env.get("device") or "cpu")
+    return str(env.get("name")).removeprefix("NVIDIA ") if device.startswith("cuda") else "CPU"
+
+
 def collect_training_cost(study: Study) -> tuple[list[dict], list[Path]]:
     """Per trained (experiment, series): seeds, final validation loss (mean with a t interval over
     seeds), and the training cost the loop measured, tokens/s (median and range over seeds) and ms per
-    step (median over seeds), on the device the runs trained on. Runs without ``metrics.tokens_per_s`` are not training runs."""
+    step (median over seeds), on the device most of the runs trained on; runs on another device count
+    in the loss but not in the timing (the device column says how many). Runs without
+    ``metrics.tokens_per_s`` are not training runs."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in study.runs:
         if _finite(r.metrics.get("tokens_per_s")):
             groups.setdefault((r.experiment, r.key), []).append(r)
     rows = []
     for (exp, key), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "dense", kv[0][1])):
-        devices = sorted({str((r.env or {}).get("name")).removeprefix("NVIDIA ") if (r.env or {}).get("device") == "cuda"
-                          else "CPU" for r in runs})
+        devices = [_train_device(r) for r in runs]
+        main = max(sorted(set(devices)), key=devices.count)
+        timed = [r for r, d in zip(runs, devices) if d == main]
+        others = sorted({d for d in devices if d != main})
+        note = "".join(f" (+{devices.count(d)} {d}, untimed)" for d in others)
         loss, lo, hi = run_metric_ci(runs, "loss")
-        tps = [r.metrics["tokens_per_s"] for r in runs]
-        rows.append({"experiment": exp, "key": key, "seeds": len(runs), "device": ", ".join(map(str, devices)),
-                     "loss": loss, "loss_ci": [lo, hi],
+        tps = [r.metrics["tokens_per_s"] for r in timed]
+        rows.append({"experiment": exp, "key": key, "seeds": len(runs), "device": main + note,
+                     "timed_seeds": len(timed), "loss": loss, "loss_ci": [lo, hi],
                      "tokens_per_s": float(np.median(tps)), "tokens_per_s_range": [float(min(tps)), float(max(tps))],
-                     "step_ms": float(np.median([r.metrics["step_ms"] for r in runs if _finite(r.metrics.get("step_ms"))]
+                     "step_ms": float(np.median([r.metrics["step_ms"] for r in timed if _finite(r.metrics.get("step_ms"))]
                                                 or [math.nan]))})
     return rows, _sources([r for rs in groups.values() for r in rs], per_example=False)
 
