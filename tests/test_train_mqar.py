@@ -157,7 +157,8 @@ def test_study_config_matches_the_baselines_and_resolves_its_training_config(tmp
     cfg = load_experiment(STUDY, [f'results="{tmp_path}"'])  # expanding writes matches.json under results
     specs = expand(cfg)
     labels = ["dense", "window", "strided", "streaming", "longformer", "bigbird"]
-    assert [s.label for s in specs] == [lab for lab in labels for _ in range(3)]
+    assert len(cfg.sweep.seed) >= 3  # the issue: >= 3 seeds wherever anything is trained
+    assert [s.label for s in specs] == [lab for lab in labels for _ in cfg.sweep.seed]
     for s in specs:
         if s.label != "dense":  # every baseline within 10% of the target block density
             assert abs(s.resolved["match"]["achieved"] - 0.3) <= 0.03, s.resolved["match"]
