@@ -218,8 +218,8 @@ def _train_device(r: Run) -> str:
 def collect_training_cost(study: Study) -> tuple[list[dict], list[Path]]:
     """Per trained (experiment, series): seeds, final validation loss (mean with a t interval over
     seeds), and the training cost the loop measured, tokens/s (median and range over seeds) and ms per
-    step (median over seeds), on the device most of the runs trained on; runs on another device count
-    in the loss but not in the timing (the device column says how many). Runs without
+    step (median over seeds), on the device most of the runs trained on (``device``); runs on another
+    device count in the loss but not in the timing (``untimed``: device -> runs). Runs without
     ``metrics.tokens_per_s`` are not training runs."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in study.runs:
@@ -230,11 +230,10 @@ def collect_training_cost(study: Study) -> tuple[list[dict], list[Path]]:
         devices = [_train_device(r) for r in runs]
         main = max(sorted(set(devices)), key=devices.count)
         timed = [r for r, d in zip(runs, devices) if d == main]
-        others = sorted({d for d in devices if d != main})
-        note = "".join(f" (+{devices.count(d)} {d}, untimed)" for d in others)
+        untimed = {d: devices.count(d) for d in sorted(set(devices) - {main})}
         loss, lo, hi = run_metric_ci(runs, "loss")
         tps = [r.metrics["tokens_per_s"] for r in timed]
-        rows.append({"experiment": exp, "key": key, "seeds": len(runs), "device": main + note,
+        rows.append({"experiment": exp, "key": key, "seeds": len(runs), "device": main, "untimed": untimed,
                      "timed_seeds": len(timed), "loss": loss, "loss_ci": [lo, hi],
                      "tokens_per_s": float(np.median(tps)), "tokens_per_s_range": [float(min(tps)), float(max(tps))],
                      "step_ms": float(np.median([r.metrics["step_ms"] for r in timed if _finite(r.metrics.get("step_ms"))]

@@ -307,11 +307,16 @@ def quality_table(points: Sequence[dict], experiment: str, sources: Sequence[Pat
 
 def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
     """``collect.collect_training_cost``: quality and cost of each trained pattern, side by side."""
-    rows = [[r["experiment"], r["key"], r["device"], fmt(r["seeds"]), fmt_ci(r["loss"], *r["loss_ci"]),
+    rows = [[r["experiment"], r["key"], r["device"] + ("*" if r.get("untimed") else ""), fmt(r["seeds"]),
+             fmt_ci(r["loss"], *r["loss_ci"]),
              "{} [{}, {}]".format(*(fmt(v / 1e3) for v in (r["tokens_per_s"], *r["tokens_per_s_range"]))),
              fmt(r["step_ms"])] for r in rows_in]
+    elsewhere = sorted({d for r in rows_in for d in r.get("untimed") or {}})
+    star = (f" *: some seeds trained on another device ({', '.join(elsewhere)}); they count in the loss, not in the "
+            "timing." if elsewhere else "")
     return Table("training_cost", "Training runs: final validation loss (mean over seeds, 95% t interval); "
-                 "thousands of tokens/s (median [min, max] over seeds) and ms per step (median) as the loop measured them.",
+                 "thousands of tokens/s (median [min, max] over seeds) and ms per step (median) as the loop measured "
+                 "them." + star,
                  ["experiment", "pattern", "device", "seeds", "val. loss [95% CI]", "ktok/s [range]", "ms/step"],
                  rows, [dict(r) for r in rows_in], list(sources))
 
