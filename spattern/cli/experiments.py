@@ -52,7 +52,7 @@ def register(sub) -> None:
                    help="override a config value, e.g. --set setup.docs=4")
     r.add_argument("--runtime", action="append", default=[], metavar="KEY=VALUE",
                    help="train.device or train.max_seconds for the runs executed now, without changing their ids "
-                        "(e.g. finish a GPU config's run on a CPU; recorded in its metrics.json and env.json)")
+                        "(e.g. finish a GPU config's run on a CPU; its metrics.json records them and the device it trained on)")
     r.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="run only these run labels")
     r.add_argument("--by-seed", action="store_true",
                    help="run seed by seed (every pattern of a seed before the next seed), so that a sweep stopped "

@@ -12,7 +12,7 @@ from spattern.experiments.runs import RunSpec, expand
 
 # training-config keys that say where and how long a run executes, not what it computes: `--runtime`
 # sets them without changing the run's id (a GPU config's run finished on a CPU lands in its own folder;
-# its env.json records the device and its metrics.json the runtime overrides)
+# its metrics.json records the overrides, "runtime", and the device it trained on, "train.device")
 RUNTIME_KEYS = ("train.device", "train.max_seconds")
 
 
