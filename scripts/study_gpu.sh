@@ -45,7 +45,6 @@ pack() {  # written whole, then renamed: a kill mid-pack leaves the previous arc
 }
 ( while sleep 20; do pack; done ) &
 packer=$!
-export PYTHONUNBUFFERED=1
 for cfg in "$@"; do
   left=$(( ${DEADLINE:-540} - ($(date +%s) - t0) ))
   [ "$left" -gt 20 ] || { echo "=== no time left for $cfg" | tee -a "$OUT/run.log"; continue; }
