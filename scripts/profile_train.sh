@@ -3,7 +3,7 @@
 # window of the same block density). On a GPU machine, one device call:
 #   OUT=<dir> [STEPS=120] bash scripts/profile_train.sh "outline(window=258) & causal" "local(386) & causal"
 # For each pattern, a short run of experiments/study_code_gpu_train.toml (the study's model, data and batch)
-# without a profiler ($OUT/plain_<i>/metrics.jsonl: the loop's tokens/s), then the same run under cProfile
+# without a profiler ($OUT/plain_<i>.jsonl: the loop's log, tokens/s per 10 steps), then the same run under cProfile
 # (main process only; the context workers are separate processes): $OUT/prof_<i>.txt lists the functions
 # by own time and by cumulative time. A prepared corpus carried in .carry/data/ (a copy of
 # $SPATTERN_CACHE/data/stdlib-bpe8192-*) skips the corpus preparation there.
@@ -22,8 +22,9 @@ for pattern in "$@"; do
   echo "=== $i: $pattern" | tee -a "$OUT/run.log"
   sets=(--set "model.pattern=\"$pattern\"" --set "train.steps=${STEPS:-120}" --set train.eval_every=100000
         --set train.eval_batches=1 --set train.max_seconds=0)
-  python3 -m spattern.cli train experiments/study_code_gpu_train.toml "${sets[@]}" --set "train.out_dir=\"$OUT/plain_$i\"" \
+  python3 -m spattern.cli train experiments/study_code_gpu_train.toml "${sets[@]}" --set "train.out_dir=\"/tmp/prof_plain_$i\"" \
     --set "train.ckpt_dir=\"/tmp/prof_ckpt_p$i\"" 2>&1 | grep -v "━" | tail -3 | tee -a "$OUT/run.log"
+  cp "/tmp/prof_plain_$i/metrics.jsonl" "$OUT/plain_$i.jsonl"  # one file per run: a call returns at most 8
   python3 -m cProfile -o "/tmp/prof_$i.prof" -m spattern.cli train experiments/study_code_gpu_train.toml "${sets[@]}" \
     --set "train.out_dir=\"/tmp/prof_run_$i\"" --set "train.ckpt_dir=\"/tmp/prof_ckpt_c$i\"" 2>&1 | grep -v "━" | tail -2 | tee -a "$OUT/run.log"
   python3 - "/tmp/prof_$i.prof" "$pattern" > "$OUT/prof_$i.txt" <<'PY'
