@@ -111,11 +111,16 @@ def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
         f"model.pattern={PATTERN!r}".replace("'", '"'), "model.block=[16, 16]", "train.steps=6",
         "train.eval_every=3", "train.log_every=1", "train.progress=false", "train.context_workers=2",
         f'train.out_dir="{tmp_path}"', f'train.ckpt_dir="{tmp_path / "ckpt"}"'])
-    train(cfg, log=lambda *a, **k: None)
+    summary = train(cfg, log=lambda *a, **k: None)
     assert prefetch_depth(2) == 3 and prefetch_depth(0) == 2
     assert len(queued) == len(set(queued))          # none queued twice (the validation batches once too)
     assert len(on_demand) == 1                      # the first training micro-batch only
     assert set(queued) <= set(used)                 # nothing queued goes unused (none past the run's end)
+    import json                                     # the context pipeline's cost is logged per interval
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "tok_per_s" in r]
+    assert len(steps) == 6 and all(r["ctx_wait_ms"] >= 0 and r["ctx_build_ms"] > 0 for r in steps)
+    assert summary["context_wait_s"] >= 0
 
 
 def test_context_prefetch_builds_what_the_forward_would():
@@ -136,7 +141,15 @@ def test_context_prefetch_builds_what_the_forward_would():
         assert len(ctx.layouts) == 1 and pre.get(rows) is ctx                   # kept: the same object
         model.set_contexts(ctx)
         assert torch.equal(model(x)[0], ref)
-        fresh = ContextPrefetch(model, tok, workers=0).get(rows[::-1].copy())     # never queued: built now
+        assert pre.stats() == (0.0, 0.0, 0)                                       # kept batches are not counted
+        pre.ahead(rows[:1])
+        pre.get(rows[:1])                                                         # built in the worker
+        waited, built, n = pre.stats()
+        assert n == 1 and built > 0 and waited >= 0
+        slow = ContextPrefetch(model, tok, workers=0)
+        fresh = slow.get(rows[::-1].copy())                                       # never queued: built now
+        waited, built, n = slow.stats()
+        assert n == 1 and waited >= built > 0                                     # the caller waited for its build
         model.set_contexts(fresh)
         assert torch.allclose(model(x.flip(0))[0], ref.flip(0), atol=1e-6)
     finally:
@@ -157,7 +170,10 @@ def test_runs_of_one_name_in_two_directories_keep_their_own_checkpoints(tmp_path
                                                               'model.pattern="local(8) & causal"', "train.steps=5"])
     assert run_paths(a)[1] != run_paths(b)[1]
     train(a, log=lambda *x, **k: None)
-    assert train(b, log=lambda *x, **k: None)["step"] == 5          # trained from step 0, not resumed from a
+    summary = train(b, log=lambda *x, **k: None)
+    assert summary["step"] == 5                                     # trained from step 0, not resumed from a
+    assert "context_wait_s" not in summary                          # no context pipeline for a static pattern
+    assert "ctx_wait_ms" not in (tmp_path / "b" / "metrics.jsonl").read_text()
     shared = load_train_config("experiments/train_tiny_cpu.toml",
                                [*base, f'train.out_dir="{tmp_path / "c"}"', f'train.ckpt_dir="{run_paths(a)[1].parent}"',
                                 'model.pattern="local(8) & causal"', "train.steps=5"])

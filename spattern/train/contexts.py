@@ -11,11 +11,17 @@ are needed: ``ContextPrefetch`` builds each batch's ``SequenceContexts`` (the tr
 layout the model's layers will ask for) in worker processes, ``depth`` micro-batches ahead, and
 keeps the validation batches' contexts for every later evaluation. With ``workers = 0`` it builds
 them in the calling process, on demand: the slow twin the workers are tested against.
+
+``stats()`` says what the training batches' contexts cost: the seconds the caller waited in ``get``
+and the seconds their builds took (in a worker or in the caller). The training loop logs both per
+interval (``ctx_wait_ms`` per step, ``ctx_build_ms`` per batch), so a run shows whether its workers keep
+up. Kept batches (validation) are not counted: their time is not training time.
 """
 from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
@@ -44,6 +50,13 @@ def build_contexts(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> Sequence
     return ctx
 
 
+def _build_timed(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> tuple[SequenceContexts, float]:
+    """build_contexts, and the seconds it took where it ran."""
+    t0 = time.perf_counter()
+    ctx = build_contexts(table, jobs, rows)
+    return ctx, time.perf_counter() - t0
+
+
 def _key(rows: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest() + str(rows.shape)
 
@@ -63,21 +76,33 @@ class ContextPrefetch:
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers else None
         self.pending: dict[str, Future] = {}
         self.kept: dict[str, SequenceContexts] = {}
+        self.waited = 0.0  # seconds spent in get() for batches not kept
+        self.built = 0.0   # seconds their builds took (worker or caller)
+        self.batches = 0   # how many
 
     def ahead(self, rows: np.ndarray) -> None:
         key = _key(rows)
         if self.pool is not None and key not in self.pending and key not in self.kept:
-            self.pending[key] = self.pool.submit(build_contexts, self.table, self.jobs, np.asarray(rows))
+            self.pending[key] = self.pool.submit(_build_timed, self.table, self.jobs, np.asarray(rows))
 
     def get(self, rows: np.ndarray, keep: bool = False) -> SequenceContexts:
         key = _key(rows)
         if key in self.kept:
             return self.kept[key]
+        t0 = time.perf_counter()
         fut = self.pending.pop(key, None)
-        ctx = fut.result() if fut is not None else build_contexts(self.table, self.jobs, np.asarray(rows))
+        ctx, built = fut.result() if fut is not None else _build_timed(self.table, self.jobs, np.asarray(rows))
         if keep:
             self.kept[key] = ctx
+        else:
+            self.waited += time.perf_counter() - t0
+            self.built += built
+            self.batches += 1
         return ctx
+
+    def stats(self) -> tuple[float, float, int]:
+        """(seconds waited in get, seconds of building, batches) over the batches not kept so far."""
+        return self.waited, self.built, self.batches
 
     def close(self) -> None:
         if self.pool is not None:

@@ -523,6 +523,7 @@ def _train(cfg, log, new_run: bool) -> dict:
                    "final_loss": last_loss, "val_loss": val_loss,
                    "val_ppl": math.exp(min(val_loss, 50)) if finite else None, **(task or {}),
                    "backend": backend, "device": str(device), "seconds": round(elapsed(), 2), "tokens": step * tokens_per_step,
+                   **({"context_wait_s": round(prefetch.stats()[0], 2)} if prefetch is not None else {}),
                    "metrics": str(metrics_path), "checkpoint": str(dcp_dir if use_dcp else ckpt_path),
                    "out_dir": str(out_dir)}
         if is_main:
@@ -536,6 +537,7 @@ def _train(cfg, log, new_run: bool) -> dict:
     model.train()
     progress = _Progress(steps, step, is_main and t_cfg.progress)
     t_last, tokens_since = time.time(), 0
+    ctx_last, steps_since = (prefetch.stats() if prefetch is not None else None), 0
     log_every, eval_every, ckpt_every = t_cfg.log_every, t_cfg.eval_every, t_cfg.checkpoint_interval()
     max_seconds = t_cfg.max_seconds
     per_val, task_metrics = None, None
@@ -590,6 +592,7 @@ def _train(cfg, log, new_run: bool) -> dict:
         opt.zero_grad(set_to_none=True)
         step += 1
         tokens_since += tokens_per_step
+        steps_since += 1
         if step % log_every == 0 or step == steps or step == 1:
             if world > 1:
                 dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
@@ -602,6 +605,13 @@ def _train(cfg, log, new_run: bool) -> dict:
             t_last, tokens_since = now, 0
             rec = {"step": step, "loss": last_loss, "lr": lr, "grad_norm": float(gnorm),
                    "tokens": step * tokens_per_step, "tok_per_s": round(tps, 1), "time": round(elapsed(), 2)}
+            if prefetch is not None:  # the context pipeline: this interval's wait per step, build per batch
+                ctx_now = prefetch.stats()
+                waited, built, n = (a - b for a, b in zip(ctx_now, ctx_last))
+                rec["ctx_wait_ms"] = round(1e3 * waited / max(steps_since, 1), 3)
+                rec["ctx_build_ms"] = round(1e3 * built / n, 3) if n else None
+                ctx_last = ctx_now
+            steps_since = 0
             if indexed:  # selection statistics: density, dense-attention mass kept, top-mass overlap
                 rec["indexer_stage"] = "dense-warmup" if warm else "sparse"
                 rec["indexer_kl"] = round(float(indexer_aux_loss(raw_model).detach()), 5)
