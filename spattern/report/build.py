@@ -86,6 +86,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         cost_figure,
         cost_points,
         heatmap_figure,
+        indexer_caption,
         indexer_figure,
         kernel_figure,
         quality_figure,
@@ -239,8 +240,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
              "ablations (no experiment named ablation*)")
     snap, idx_curves, idx_src = collect.collect_indexer(s)
     b.figure("indexer", lambda: indexer_figure(snap, idx_curves, palette=b.palette), idx_src,
-             "The top-k indexer: raw index scores, the key blocks it selects, the attention on that selection "
-             "(per indexer head), and its recall of dense attention mass over training.", snap is not None,
+             indexer_caption(snap, idx_curves), snap is not None,
              "top-k indexer results (no snapshot and no indexer recall logged)")
 
     # --- tables from other results -------------------------------------------------------------------

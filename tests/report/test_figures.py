@@ -161,6 +161,11 @@ def test_synthetic_training_ablation_indexer(study):
     rendered(indexer_figure(None, icurves))  # recall only
     with pytest.raises(ValueError):
         indexer_figure(None, [])
+    from spattern.report.figures import indexer_caption  # the caption names only what is drawn
+    both, recall, heads = indexer_caption(snap, icurves), indexer_caption(None, icurves), indexer_caption(snap, [])
+    assert "raw index scores" in both and "recall" in both
+    assert "raw index scores" not in recall and "recall" in recall
+    assert "raw index scores" in heads and "recall" not in heads
 
 
 def test_loose_training_curves_like_train_h100(tmp_path):

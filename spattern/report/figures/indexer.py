@@ -12,6 +12,21 @@ from spattern.report.figures.training import runs_label, seed_band
 from spattern.report.style import WIDTH_COLUMN, WIDTH_PAGE, Palette, styled
 
 
+def _parts(snapshot: dict | None, curves: Sequence) -> tuple[list, list]:
+    heads = list((snapshot or {}).get("heads") or [])
+    with_recall = [c for c in curves if any("indexer_mass_recall" in r for r in c.records)]
+    return heads, with_recall
+
+
+def indexer_caption(snapshot: dict | None, curves: Sequence = ()) -> str:
+    """The caption of ``indexer_figure(snapshot, curves)``, naming only the parts it draws."""
+    heads, with_recall = _parts(snapshot, curves)
+    parts = (["raw index scores, the key blocks it selects and the attention on that selection (per indexer head)"]
+             if heads else []) + (["its recall of dense attention mass over training (mean over seeds, band = range)"]
+                                  if with_recall else [])
+    return "The top-k indexer: " + "; ".join(parts) + "."
+
+
 @styled
 def indexer_figure(snapshot: dict | None, curves: Sequence = (), max_heads: int = 2,
                    palette: Palette | None = None):
@@ -21,14 +36,14 @@ def indexer_figure(snapshot: dict | None, curves: Sequence = (), max_heads: int 
     from the curves that log it. Either part may be absent, not both."""
     from matplotlib.figure import Figure
 
-    heads = list((snapshot or {}).get("heads") or [])[:max_heads]
-    with_recall = [c for c in curves if any("indexer_mass_recall" in r for r in c.records)]
+    heads, with_recall = _parts(snapshot, curves)
+    heads = heads[:max_heads]
     if not heads and not with_recall:
         raise ValueError("indexer_figure: needs a snapshot with heads or curves with indexer_mass_recall")
     palette = palette or Palette(c.key for c in with_recall)
     rows = max(len(heads), 1)
     width = WIDTH_PAGE if heads else WIDTH_COLUMN  # the recall curve alone fits a column
-    fig = Figure(figsize=(width, 1.75 * rows + 0.4 if heads else 1.6), layout="constrained")  # recall alone: short
+    fig = Figure(figsize=(width, 1.75 * rows + 0.4 if heads else 1.35), layout="constrained")  # recall alone: short
     gs = fig.add_gridspec(rows, 4 if heads and with_recall else (3 if heads else 1))
     for h, head in enumerate(heads):
         panels = (("scores", "raw index scores", "magma", "query position"),
@@ -57,7 +72,7 @@ def indexer_figure(snapshot: dict | None, curves: Sequence = (), max_heads: int 
                     ax.fill_between(steps, lo, hi, color=palette(key), alpha=0.2, lw=0)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("training step")
-        ax.set_ylabel("dense attention mass recalled")
+        ax.set_ylabel("dense mass\nrecalled")
         ax.set_title("indexer recall over training", fontsize=7)
         ax.legend(fontsize=5.5)
     return fig
