@@ -4,7 +4,9 @@
 # Runs go seed by seed (--by-seed), so that a call stopped at its deadline leaves complete paired sets.
 # Installs the carried wheels (.whl/) into /tmp/site once per machine; points SPATTERN_CACHE at
 # /tmp/spattern-cache; the SmolLM2 GGUF (98 MB, over what one call carries) arrives as
-# .carry/gguf_00 in one call and .carry/gguf_01 in the next and is joined and hash-checked here;
+# .carry/gguf_00 in one call and .carry/gguf_01 in the next and is joined and hash-checked here
+# (the tracked tree, .whl/ and one half come to more than one call carries: carry the halves without
+# .whl/ on a machine kept warm since a call that installed the wheels, which stay in /tmp/site);
 # .carry/sources/* (corpus tarballs) go to the cache; .carry/stdlib311.txz (the .py files of the
 # CPython 3.11 standard library this machine has, so both machines read the same corpus) is
 # unpacked once and becomes SPATTERN_STDLIB_ROOT. PRE="command" runs first (e.g. GPU tests). Each config runs with `spattern run` (finished runs are skipped,
