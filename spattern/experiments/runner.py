@@ -9,6 +9,7 @@ from pathlib import Path
 
 from spattern.experiments.config import ExperimentConfig
 from spattern.experiments.runs import RunSpec, expand
+from spattern.utils.errors import UserError
 
 # training-config keys that say where and how long a run executes, not what it computes: `--runtime`
 # sets them without changing the run's id (a GPU config's run finished on a CPU lands in its own folder;
@@ -16,10 +17,10 @@ from spattern.experiments.runs import RunSpec, expand
 RUNTIME_KEYS = ("train.device", "train.max_seconds")
 
 
-def check_runtime(items: list[str]) -> list[str]:
-    """``--runtime KEY=VALUE`` items, each KEY one of RUNTIME_KEYS."""
-    from spattern.utils.errors import UserError
-
+def check_runtime(items: list[str], cfg: ExperimentConfig) -> list[str]:
+    """``--runtime KEY=VALUE`` items for ``cfg``'s runs: each KEY one of RUNTIME_KEYS, a ``train`` experiment."""
+    if items and cfg.kind != "train":
+        raise UserError(f"--runtime applies to kind = \"train\" experiments; {cfg.name} is {cfg.kind!r}")
     for item in items:
         key = item.split("=", 1)[0].strip()
         if "=" not in item or key not in RUNTIME_KEYS:
@@ -101,11 +102,7 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
                    by_seed: bool = False, runtime: list[str] = ()) -> list[dict]:
     """Run every run of the sweep (``select``: ``only``, ``by_seed``) that has not finished; returns every
     run's summary. ``runtime``: ``--runtime`` overrides (``check_runtime``) for the runs executed here."""
-    runtime = check_runtime(runtime)
-    if runtime and cfg.kind != "train":
-        from spattern.utils.errors import UserError
-
-        raise UserError(f"--runtime applies to kind = \"train\" experiments; {cfg.name} is {cfg.kind!r}")
+    runtime = check_runtime(runtime, cfg)
     runs = select(expand(cfg), only, by_seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     from spattern.utils.io import write_json
