@@ -7,7 +7,8 @@
 # .carry/gguf_00 in one call and .carry/gguf_01 in the next and is joined and hash-checked here
 # (the tracked tree, .whl/ and one half come to more than one call carries: carry the halves without
 # .whl/ on a machine kept warm since a call that installed the wheels, which stay in /tmp/site);
-# .carry/sources/* (corpus tarballs) go to the cache; .carry/stdlib311.txz (the .py files of the
+# .carry/sources/* (corpus tarballs) and .carry/data/* (prepared corpora: a copy of
+# $SPATTERN_CACHE/data/<key>, which skips the preparation there) go to the cache; .carry/stdlib311.txz (the .py files of the
 # CPython 3.11 standard library this machine has, so both machines read the same corpus) is
 # unpacked once and becomes SPATTERN_STDLIB_ROOT. PRE="command" runs first (e.g. GPU tests). Each config runs with `spattern run` (finished runs are skipped,
 # interrupted ones resume) within DEADLINE seconds in all; then the configs' own results/<name> folders
@@ -33,6 +34,7 @@ if [ ! -f "$gguf" ] && [ -f /tmp/gguf_00 ] && [ -f /tmp/gguf_01 ]; then
 fi
 [ -f .carry/gguf.sha256 ] && cp .carry/gguf.sha256 /tmp/
 [ -d .carry/sources ] && cp .carry/sources/* "$SPATTERN_CACHE/sources/"
+mkdir -p "$SPATTERN_CACHE/data"; [ -d .carry/data ] && cp -rn .carry/data/* "$SPATTERN_CACHE/data/"
 if [ -f .carry/stdlib311.txz ] && [ ! -d /tmp/stdlib311 ]; then mkdir -p /tmp/stdlib311 && tar xJf .carry/stdlib311.txz -C /tmp/stdlib311; fi
 [ -d /tmp/stdlib311 ] && export SPATTERN_STDLIB_ROOT=/tmp/stdlib311
 [ -n "${PRE:-}" ] && { echo "=== $PRE"; bash -c "$PRE"; } 2>&1 | tee -a "$OUT/run.log"
