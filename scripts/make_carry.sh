@@ -2,7 +2,8 @@
 # What scripts/study_gpu.sh carries to the GPU machine (both folders are git-ignored; rebuild them on
 # a fresh checkout before the first device call):
 #   .whl/                 wheels the GPU machine lacks (CPython 3.12, manylinux x86_64, no deps pulled)
-#   .carry/gguf_00, _01   the SmolLM2 GGUF in two halves (one call carries at most 64 MiB) + gguf.sha256
+#   .carry/gguf_00, _01   the SmolLM2 GGUF in GGUF_PARTS parts (default 2; one call carries at most 64 MiB;
+#                         3 parts let a fresh machine's first call carry one with .whl/) + gguf.sha256
 #   .carry/stdlib311.txz  the CPython 3.11 standard library .py files this machine reads (same corpus there)
 #   .carry/sources/       corpus tarballs from the cache (State of the Union, ...)
 #   bash scripts/make_carry.sh
@@ -14,7 +15,8 @@ python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --
     pydantic pydantic-core annotated-types typing-inspection typing-extensions gguf rich markdown-it-py \
     mdurl pygments hypothesis sortedcontainers attrs pyyaml
 gguf=$(python -c "from spattern.models.pretrained import find_smollm2_gguf as f; print(f(obtain=True, log=lambda *a: None))")
-split -n 2 -d "$gguf" .carry/gguf_
+rm -f .carry/gguf_0*
+split -n "${GGUF_PARTS:-2}" -d "$gguf" .carry/gguf_
 sha256sum "$gguf" | cut -c1-64 > .carry/gguf.sha256
 stdlib=$(python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
 (cd "$stdlib" && find . -name '*.py' -not -path './site-packages/*' -print0 | tar --null -cJf - -T -) > .carry/stdlib311.txz

@@ -3,8 +3,9 @@
 #   OUT=<dir> [SETS="--set k=v ..."] [DEADLINE=540] bash scripts/study_gpu.sh experiments/<a>.toml ...
 # Runs go seed by seed (--by-seed), so that a call stopped at its deadline leaves complete paired sets.
 # Installs the carried wheels (.whl/) into /tmp/site once per machine; points SPATTERN_CACHE at
-# /tmp/spattern-cache; the SmolLM2 GGUF (98 MB, over what one call carries) arrives as
-# .carry/gguf_00 in one call and .carry/gguf_01 in the next and is joined and hash-checked here
+# /tmp/spattern-cache; the SmolLM2 GGUF (98 MB, over what one call carries) arrives in parts
+# (.carry/gguf_00 in one call, .carry/gguf_01 in the next, ...) and is joined here once the parts
+# that have arrived hash to .carry/gguf.sha256
 # (the tracked tree, .whl/ and one half come to more than one call carries: carry the halves without
 # .whl/ on a machine kept warm since a call that installed the wheels, which stay in /tmp/site);
 # .carry/sources/* (corpus tarballs) and .carry/data/* (prepared corpora: a copy of
@@ -26,13 +27,13 @@ source scripts/device_env.sh  # wheels into /tmp/site, PYTHONPATH, the source re
 export SPATTERN_CACHE=/tmp/spattern-cache
 mkdir -p "$SPATTERN_CACHE/models" "$SPATTERN_CACHE/sources"
 for part in .carry/gguf_0*; do [ -f "$part" ] && cp "$part" /tmp/; done
-gguf=$SPATTERN_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf
-if [ ! -f "$gguf" ] && [ -f /tmp/gguf_00 ] && [ -f /tmp/gguf_01 ]; then
-  cat /tmp/gguf_00 /tmp/gguf_01 > "$gguf"
-  [ "$(sha256sum "$gguf" | cut -c1-64)" = "$(cat .carry/gguf.sha256 2>/dev/null || cat /tmp/gguf.sha256)" ] \
-    || { echo "GGUF hash mismatch"; rm -f "$gguf"; }
-fi
 [ -f .carry/gguf.sha256 ] && cp .carry/gguf.sha256 /tmp/
+gguf=$SPATTERN_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$gguf" ] && ls /tmp/gguf_0* >/dev/null 2>&1 && [ -f /tmp/gguf.sha256 ]; then
+  cat /tmp/gguf_0* > "$gguf.part"  # the parts that have arrived, in order; whole when the hash matches
+  if [ "$(sha256sum "$gguf.part" | cut -c1-64)" = "$(cat /tmp/gguf.sha256)" ]; then mv "$gguf.part" "$gguf"
+  else echo "GGUF: $(ls /tmp/gguf_0* | wc -l) part(s) here, not whole yet"; rm -f "$gguf.part"; fi
+fi
 [ -d .carry/sources ] && cp .carry/sources/* "$SPATTERN_CACHE/sources/"
 mkdir -p "$SPATTERN_CACHE/data"; [ -d .carry/data ] && cp -rn .carry/data/* "$SPATTERN_CACHE/data/"
 if [ -f .carry/stdlib311.txz ] && [ ! -d /tmp/stdlib311 ]; then mkdir -p /tmp/stdlib311 && tar xJf .carry/stdlib311.txz -C /tmp/stdlib311; fi
