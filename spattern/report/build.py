@@ -236,7 +236,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
             "training cost table (no run with tokens_per_s)")
     abl, abl_src = collect.collect_ablation(s)
     b.figure("ablation", lambda: ablation_figure(abl, palette=b.palette), abl_src,
-             "Ablations: one parameter varied at a time, the rest fixed (95% CI).", False,
+             "Ablations: one parameter varied at a time, the rest fixed (95% CI over documents; the paired tests "
+             "are in the significance table).", False,
              "ablations (no experiment named ablation*)")
     snap, idx_curves, idx_src = collect.collect_indexer(s)
     b.figure("indexer", lambda: indexer_figure(snap, idx_curves, palette=b.palette), idx_src,

@@ -49,8 +49,8 @@ def _env(study) -> dict:
             out[key] = ", ".join(vals)
     revs = sorted({(e.get("git") or {}).get("revision", "")[:10] + (" (dirty)" if (e.get("git") or {}).get("dirty") else "")
                    for e, _ in envs if (e.get("git") or {}).get("revision")})
-    if revs:
-        out["git"] = ", ".join(revs)
+    if revs:  # each result's own revision is in the environment table's CSV; the prose counts them
+        out["git"] = f"revision {revs[0]}" if len(revs) == 1 else f"{len(revs)} git revisions"
     return out
 
 

@@ -45,8 +45,6 @@ def ablation_figure(points: Sequence[dict], palette: Palette | None = None):
                 ax.set_xscale("log")
                 ax.xaxis.set_major_formatter(ScalarFormatter())
                 ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.text(0.99, 0.01, "CI over documents; paired tests in the significance table", fontsize=5,
-                    transform=ax.transAxes, ha="right", va="bottom", color="0.4")
             continue
         for key in sorted({p["key"] for p in ps}):
             qs = sorted((p for p in ps if p["key"] == key), key=lambda p: p["value"])
