@@ -86,12 +86,13 @@ def test_contexts_built_ahead_in_workers_train_the_same_run(tmp_path):
 @pytest.mark.slow
 def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
     """With workers the loop queues each training micro-batch's contexts once, up to workers + 1
-    ahead of its use (``prefetch_depth``), so that only the first one is built on demand."""
+    ahead of its use (``prefetch_depth``), so that only the first one is built on demand; the workers'
+    first jobs are the training micro-batches after the first, the validation batches after them."""
     from spattern.train import contexts as C
     from spattern.train.config import load_train_config
     from spattern.train.loop import prefetch_depth, train
 
-    queued, on_demand, used = [], [], []
+    queued, on_demand, used, trained = [], [], [], []
     real_ahead, real_get = C.ContextPrefetch.ahead, C.ContextPrefetch.get
 
     def ahead(self, rows):
@@ -101,6 +102,7 @@ def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
     def get(self, rows, keep=False):
         k = C._key(rows)
         used.append(k)
+        trained.extend([] if keep else [k])
         if k not in self.pending and k not in self.kept:
             on_demand.append(k)
         return real_get(self, rows, keep)
@@ -116,6 +118,10 @@ def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
     assert len(queued) == len(set(queued))          # none queued twice (the validation batches once too)
     assert len(on_demand) == 1                      # the first training micro-batch only
     assert set(queued) <= set(used)                 # nothing queued goes unused (none past the run's end)
+    depth = prefetch_depth(2)
+    assert queued[:depth] == trained[1:depth + 1]  # the first jobs: the next training micro-batches, in order
+    val = [k for k in queued if k not in set(trained)]
+    assert val and queued[depth:depth + len(val)] == val  # then the validation batches, before any later one
     import json                                     # the context pipeline's cost is logged per interval
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in recs if "tok_per_s" in r]

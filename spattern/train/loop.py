@@ -378,7 +378,7 @@ def _train(cfg, log, new_run: bool) -> dict:
     model = build_from_config(cfg, vocab_size).to(device)
     n_workers = context_workers(t_cfg.context_workers, device)
     prefetch = None if mqar is not None else sequence_contexts(model, data.tokenizer(), n_workers)
-    depth, queued = prefetch_depth(n_workers), None  # micro-batches queued ahead; the last one queued
+    depth = prefetch_depth(n_workers)  # micro-batches whose contexts are queued ahead of the one that trains
     if getattr(model, "needs_contexts", False) and (mqar is not None or cp > 1):
         raise UserError(f"model.pattern: a content-dependent pattern ({model.cfg.pattern!r}) needs text "
                         "(not data.corpus = 'mqar') and train.context_parallel = 1")
@@ -457,7 +457,19 @@ def _train(cfg, log, new_run: bool) -> dict:
     steps, n_micro, bs = t_cfg.steps, t_cfg.grad_accum, t_cfg.batch_size
     tokens_per_step = bs * seq_len * n_micro * dp
     before_val = None
-    if prefetch is not None:  # the validation batches are fixed: built once (ahead), kept for every evaluation
+
+    def train_rows(g: int) -> np.ndarray:  # micro-batch g of the run (step * n_micro + micro): (B, L+1)
+        s_g, m_g = divmod(g, n_micro)
+        return train_seqs.batch(sample_indices(s_g, m_g, n_micro, dp_rank, dp, bs, len(train_seqs), seed))
+
+    if prefetch is not None:
+        # the workers take jobs in order: first the micro-batches after this run's first one (the
+        # first one is built here, while the workers start), then the validation batches (fixed:
+        # built once, kept for every evaluation, first needed at the first evaluation)
+        g0 = step * n_micro
+        queued = min(g0 + depth, steps * n_micro - 1)
+        for g in range(g0 + 1, queued + 1):
+            prefetch.ahead(train_rows(g)[:, :-1])
         n_val = min(len(val_seqs), t_cfg.eval_batches * bs)
         for start in range(0, n_val, bs):
             prefetch.ahead(val_seqs.batch(np.arange(start, min(n_val, start + bs)))[:, :-1])
@@ -554,16 +566,12 @@ def _train(cfg, log, new_run: bool) -> dict:
             if mqar is not None:  # (B, L) inputs and targets (-100 but at the queries); batch index = step in one process
                 x, y = (t.to(device, non_blocking=True) for t in mqar.batch((step * n_micro + micro) * dp + dp_rank))
             else:
-                idx = sample_indices(step, micro, n_micro, dp_rank, dp, bs, len(train_seqs), seed)
-                rows = train_seqs.batch(idx)                                            # (B, L+1)
+                g = step * n_micro + micro  # this micro-batch's index in the run
+                rows = train_rows(g)                                                    # (B, L+1)
                 if prefetch is not None:  # the next micro-batches' contexts build while this one trains
-                    g = step * n_micro + micro  # this micro-batch's index in the run
-                    queued = g if queued is None else max(queued, g)
                     while queued < min(g + depth, steps * n_micro - 1):  # each one queued once, none past the run
                         queued += 1
-                        s_a, m_a = divmod(queued, n_micro)
-                        ahead = sample_indices(s_a, m_a, n_micro, dp_rank, dp, bs, len(train_seqs), seed)
-                        prefetch.ahead(train_seqs.batch(ahead)[:, :-1])
+                        prefetch.ahead(train_rows(queued)[:, :-1])
                     raw_model.set_contexts(prefetch.get(rows[:, :-1]))
                 batch = torch.from_numpy(rows).to(device, non_blocking=True)  # (B, L+1)
                 x, y = batch[:, :-1], batch[:, 1:]
