@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spattern.data.batch_contexts import SequenceContexts  # noqa: F401 (models take a batch's contexts as this)
+
 DENSE = (None, "", "dense")
 
 
@@ -124,21 +126,6 @@ def compiled_layout(pattern, q_len: int, kv_len: int | None = None, block: tuple
         layout.validate()  # once here; every call after passes trusted=True
         layout.mark_validated()
     return layout
-
-
-class SequenceContexts(list):
-    """One context per sequence of a batch, shared by every layer of a model; the layouts compiled
-    from it are kept here (per pattern, lengths and block), so a forward compiles each once."""
-
-    def __init__(self, contexts) -> None:
-        super().__init__(contexts)
-        self.layouts: dict = {}
-
-    def layout(self, pattern, q_len: int, kv_len: int, block) -> object:
-        key = (str(pattern), q_len, kv_len, tuple(block))
-        if key not in self.layouts:
-            self.layouts[key] = compiled_layout(pattern, q_len, kv_len, block, context=self)
-        return self.layouts[key]
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | None = None,

@@ -10,7 +10,10 @@ model's GPU step. Training batches are a pure function of the step
 are needed: ``ContextPrefetch`` builds each batch's ``SequenceContexts`` (the trees and every
 layout the model's layers will ask for) in worker processes, ``depth`` micro-batches ahead, and
 keeps the validation batches' contexts for every later evaluation. With ``workers = 0`` it builds
-them in the calling process, on demand: the slow twin the workers are tested against.
+them in the calling process, on demand: the slow twin the workers are tested against. The workers
+are spawned and run ``spattern.data.batch_contexts.build_timed``, which imports no torch, so they
+start in a fraction of a second (with torch, about 2 s each, measured on a 2-core CPU, which the
+trainer spent waiting for its first batches).
 
 ``stats()`` says what the training batches' contexts cost: the seconds the caller waited in ``get``
 and the seconds their builds took (in a worker or in the caller). The training loop logs both per
@@ -26,35 +29,11 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 
-from spattern.data.structure import structure_context
-from spattern.models.attention import SequenceContexts, needs_context
+# the workers run build_timed from the data layer, so that they start without importing torch
+from spattern.data.batch_contexts import SequenceContexts, TokenBytes, build_contexts, build_timed
+from spattern.models.attention import needs_context
 
-
-class TokenBytes:
-    """A tokenizer's id -> bytes table (what ``structure_context`` reads), picklable for workers."""
-
-    def __init__(self, tokenizer) -> None:
-        self.table = tokenizer.token_bytes(list(range(tokenizer.vocab_size)))
-
-    def token_bytes(self, ids) -> list[bytes]:
-        return [self.table[i] for i in ids]
-
-
-def build_contexts(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> SequenceContexts:
-    """rows (B, L) int token ids -> one context per row, with the layout of every (pattern, block)
-    in ``jobs`` compiled at L x L (the keys ``SequenceContexts.layout`` is asked for in the forward)."""
-    ctx = SequenceContexts([structure_context(table, r) for r in rows.tolist()])
-    L = rows.shape[1]
-    for pattern, block in jobs:
-        ctx.layout(pattern, L, L, block)
-    return ctx
-
-
-def _build_timed(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> tuple[SequenceContexts, float]:
-    """build_contexts, and the seconds it took where it ran."""
-    t0 = time.perf_counter()
-    ctx = build_contexts(table, jobs, rows)
-    return ctx, time.perf_counter() - t0
+__all__ = ["ContextPrefetch", "SequenceContexts", "TokenBytes", "build_contexts", "build_timed"]
 
 
 def _key(rows: np.ndarray) -> str:
@@ -83,7 +62,7 @@ class ContextPrefetch:
     def ahead(self, rows: np.ndarray) -> None:
         key = _key(rows)
         if self.pool is not None and key not in self.pending and key not in self.kept:
-            self.pending[key] = self.pool.submit(_build_timed, self.table, self.jobs, np.asarray(rows))
+            self.pending[key] = self.pool.submit(build_timed, self.table, self.jobs, np.asarray(rows))
 
     def get(self, rows: np.ndarray, keep: bool = False) -> SequenceContexts:
         key = _key(rows)
@@ -91,7 +70,7 @@ class ContextPrefetch:
             return self.kept[key]
         t0 = time.perf_counter()
         fut = self.pending.pop(key, None)
-        ctx, built = fut.result() if fut is not None else _build_timed(self.table, self.jobs, np.asarray(rows))
+        ctx, built = fut.result() if fut is not None else build_timed(self.table, self.jobs, np.asarray(rows))
         if keep:
             self.kept[key] = ctx
         else:

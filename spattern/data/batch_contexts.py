@@ -1,0 +1,66 @@
+"""A batch's structure contexts and the layouts compiled from them, without torch.
+
+``build_contexts(table, jobs, rows)`` turns a batch of token ids (B, L) into ``SequenceContexts``:
+one structure context per row (``structure_context``: the outline tree of the text the ids spell)
+and every layout the model's content-dependent layers will ask for (``jobs``: (pattern, block)
+pairs, compiled at L x L). The training loop's context workers (``spattern.train.contexts``) run
+it in spawned processes; it lives here, below the models, so that a worker imports the tokenizer
+table, the patterns and the compiler only (about 0.2 s) and never torch (about 2 s more on each
+worker's start, while the trainer waits for its first batches).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from spattern.data.structure import structure_context
+
+
+class TokenBytes:
+    """A tokenizer's id -> bytes table (what ``structure_context`` reads), picklable for workers."""
+
+    def __init__(self, tokenizer) -> None:
+        self.table = tokenizer.token_bytes(list(range(tokenizer.vocab_size)))
+
+    def token_bytes(self, ids) -> list[bytes]:
+        return [self.table[i] for i in ids]
+
+
+class SequenceContexts(list):
+    """One context per sequence of a batch, shared by every layer of a model; the layouts compiled
+    from it are kept here (per pattern, lengths and block), so a forward compiles each once."""
+
+    def __init__(self, contexts) -> None:
+        super().__init__(contexts)
+        self.layouts: dict = {}
+
+    def layout(self, pattern, q_len: int, kv_len: int, block) -> object:
+        """The BlockLayout of ``pattern`` over these sequences (a layout group, one per sequence),
+        validated once when compiled."""
+        key = (str(pattern), q_len, kv_len, tuple(block))
+        if key not in self.layouts:
+            from spattern.compiler.compile import compile as compile_pattern  # noqa: PLC0415
+
+            layout = compile_pattern(pattern, int(q_len), int(kv_len), block=tuple(block), context=list(self))
+            layout.validate()
+            layout.mark_validated()
+            self.layouts[key] = layout
+        return self.layouts[key]
+
+
+def build_contexts(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> SequenceContexts:
+    """rows (B, L) int token ids -> one context per row, with the layout of every (pattern, block)
+    in ``jobs`` compiled at L x L (the keys ``SequenceContexts.layout`` is asked for in the forward)."""
+    ctx = SequenceContexts([structure_context(table, r) for r in rows.tolist()])
+    L = rows.shape[1]
+    for pattern, block in jobs:
+        ctx.layout(pattern, L, L, block)
+    return ctx
+
+
+def build_timed(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> tuple[SequenceContexts, float]:
+    """build_contexts, and the seconds it took where it ran."""
+    t0 = time.perf_counter()
+    ctx = build_contexts(table, jobs, rows)
+    return ctx, time.perf_counter() - t0
