@@ -97,6 +97,35 @@ def test_packing_and_resumable_sampling():
         PackedSequences(stream, 0)
 
 
+def test_document_losses_sum_each_target_into_its_own_document():
+    """DocumentLosses against a per-token loop: target j of chunk i is stream position i*L + 1 + j, and
+    it counts for the document whose span holds that position."""
+    from spattern.data.packing import DocumentLosses
+
+    rng = np.random.default_rng(0)
+    offsets = np.array([0, 5, 6, 19, 40, 41])        # five documents, one of a single token
+    L = 7
+    seqs = PackedSequences(np.arange(41), L)         # 5 chunks; position p holds token p
+    acc = DocumentLosses(offsets, L)
+    sums, counts = np.zeros(5), np.zeros(5, int)
+    for idx in ([3, 0], [2]):                        # chunks in any order, over two batches
+        nll = rng.random((len(idx), L))
+        acc.add(np.array(idx), nll)
+        targets = seqs.batch(np.array(idx))[:, 1:]   # (B, L) stream positions of the targets
+        for p, v in zip(targets.ravel(), nll.ravel()):
+            d = max(i for i in range(5) if offsets[i] <= p)
+            sums[d] += v
+            counts[d] += 1
+    recs = acc.records(["a", "b", "c", "d", "e"])
+    assert [r["id"] for r in recs] == [x for x, c in zip("abcde", counts) if c]   # only the scored ones
+    for r in recs:
+        d = "abcde".index(r["id"])
+        assert r["file_tokens"] == counts[d] and r["file_loss"] == pytest.approx(sums[d] / counts[d])
+    assert sum(r["file_tokens"] for r in recs) == 3 * L
+    with pytest.raises(ValueError, match="expected"):
+        acc.add(np.array([1]), np.zeros((1, L + 1)))
+
+
 def test_eval_windows_score_every_target_once():
     lengths = [50, 300, 1000]
     offsets = np.concatenate([[0], np.cumsum(lengths)])

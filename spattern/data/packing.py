@@ -37,6 +37,43 @@ class PackedSequences:
         return np.asarray(self.stream[gather], dtype=np.int64)
 
 
+class DocumentLosses:
+    """Next-token losses of scored chunks of a ``PackedSequences`` stream, summed per document.
+
+    Target j of chunk i is stream position ``i * L + 1 + j``; it belongs to the document whose span
+    in ``offsets`` (n_docs + 1 starts, the last one the stream's end) holds that position (a
+    document's closing EOS is its own). ``add(indices, nll)`` takes one batch: chunk indices (B,)
+    and their losses (B, L). ``records(ids)``: one dict per document with a scored token, in stream
+    order: ``{"id": ids[d], "file_loss": mean loss over its scored tokens, "file_tokens": how many}``.
+    A document cut by the last scored chunk counts the tokens scored; the context a token saw may
+    reach back into the previous document (the chunks are packed, not aligned to documents)."""
+
+    def __init__(self, offsets: np.ndarray, seq_len: int) -> None:
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        if self.offsets.ndim != 1 or self.offsets.size < 2:
+            raise ValueError(f"offsets: expected n_docs + 1 >= 2 document starts, got shape {self.offsets.shape}")
+        self.seq_len = int(seq_len)
+        n = self.offsets.size - 1
+        self.sums, self.counts = np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.int64)
+
+    def add(self, indices: np.ndarray, nll: np.ndarray) -> None:
+        idx = np.asarray(indices, dtype=np.int64)
+        nll = np.asarray(nll, dtype=np.float64)
+        if nll.shape != (idx.size, self.seq_len):
+            raise ValueError(f"nll: expected ({idx.size}, {self.seq_len}) losses, got {nll.shape}")
+        pos = idx[:, None] * self.seq_len + 1 + np.arange(self.seq_len)[None, :]     # (B, L)
+        doc = np.searchsorted(self.offsets, pos, side="right").ravel() - 1
+        n = self.sums.size
+        self.sums += np.bincount(doc, weights=nll.ravel(), minlength=n)[:n]
+        self.counts += np.bincount(doc, minlength=n)[:n]
+
+    def records(self, ids) -> list[dict]:
+        if len(ids) != self.sums.size:
+            raise ValueError(f"ids: expected one per document ({self.sums.size}), got {len(ids)}")
+        return [{"id": ids[d], "file_loss": float(self.sums[d] / self.counts[d]), "file_tokens": int(self.counts[d])}
+                for d in np.flatnonzero(self.counts)]
+
+
 def sample_indices(step: int, micro: int, n_micro: int, rank: int, world: int, batch: int,
                    n_chunks: int, seed: int) -> np.ndarray:
     """Chunk indices of one micro-batch, a pure function of its position in training.

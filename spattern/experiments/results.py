@@ -18,8 +18,8 @@ from spattern.utils.errors import UserError
 from spattern.utils.io import write_json
 
 # per-example metric -> higher is better (the one declaration: summaries and comparisons use it)
-DIRECTION = {"nll": False, "kl": False, "rel_error": False, "loss": False, "top1": True, "recall": True,
-             "passkey_correct": True, "passkey_logprob": True, "mqar_accuracy": True}
+DIRECTION = {"nll": False, "kl": False, "rel_error": False, "loss": False, "file_loss": False, "top1": True,
+             "recall": True, "passkey_correct": True, "passkey_logprob": True, "mqar_accuracy": True}
 # metric families named <prefix><setting>, one metric per setting: mqar_accuracy_n16 (MQAR with 16 pairs)
 DIRECTION_PREFIX = {"mqar_accuracy_n": True}
 

@@ -25,7 +25,9 @@ A run directory (``train.out_dir``) holds (docs/design.md, "Runs"):
 - ``metrics.jsonl``     one strict-JSON line per logged step and per validation
 - ``metrics.json``      the summary: status (running / stopped / finished), first and final loss,
                         validation loss, steps, total seconds over every resumed segment
-- ``per_example.jsonl`` the final validation loss of each validation sequence (paired comparisons);
+- ``per_example.jsonl`` the final validation loss of each validation sequence (paired comparisons),
+                        then of each validation file the scored sequences hold (``file_loss``, the
+                        mean over its scored tokens, and ``file_tokens``; ``DocumentLosses``);
                         with ``data.corpus = "mqar"`` each held-out MQAR sequence's accuracy and loss
                         (``spattern.train.mqar``; training batch i is a pure function of i)
 
@@ -49,7 +51,7 @@ import torch
 import torch.distributed as dist
 
 from ..data.cache import cache_dir
-from ..data.packing import PackedSequences, sample_indices
+from ..data.packing import DocumentLosses, PackedSequences, sample_indices
 from ..data.prepare import PreparedData, PrepareSettings, prepare
 from ..models.attention import per_layer_patterns
 from ..models.config import get_config
@@ -143,11 +145,12 @@ class _Progress:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: PackedSequences, n_batches: int, batch_size: int,
-             device: torch.device, autocast, per_sequence: bool = False, before=None):
+             device: torch.device, autocast, per_sequence: bool = False, before=None, files=None):
     """Mean next-token loss over the first n_batches * batch_size validation chunks (fixed, so the
     same chunks are scored in every run on the same data). With ``per_sequence``, also the mean
     loss of each chunk ({chunk index: loss}), for paired comparisons. ``before(x)`` runs before
-    each forward (``sequence_contexts``)."""
+    each forward (``sequence_contexts``); ``files`` (a ``DocumentLosses``) gets every token's loss,
+    summed per document of the stream."""
     model.eval()
     per: dict[int, float] = {}
     n = min(len(data), n_batches * batch_size)
@@ -160,6 +163,8 @@ def evaluate(model: torch.nn.Module, data: PackedSequences, n_batches: int, batc
             _, nll = model(chunk[:, :-1], chunk[:, 1:], reduction="none")  # (B, L)
         for i, v in zip(idx.tolist(), nll.float().mean(dim=1).tolist()):
             per[i] = v
+        if files is not None:
+            files.add(idx, nll.float().cpu().numpy())
     model.train()
     mean = sum(per.values()) / max(len(per), 1)
     return (mean, per) if per_sequence else mean
@@ -525,9 +530,11 @@ def _train(cfg, log, new_run: bool) -> dict:
         """(validation loss, one record per validation sequence, task metrics for the summary)."""
         if mqar is not None:
             return mqar.evaluate(raw_model, bs, device, autocast)
+        files = DocumentLosses(data.offsets("validation"), seq_len)
         loss, per = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast, per_sequence=True,
-                             before=before_val)
-        return loss, [{"id": f"val/{i}", "loss": v} for i, v in sorted(per.items())], {}
+                             before=before_val, files=files)
+        return loss, [{"id": f"val/{i}", "loss": v} for i, v in sorted(per.items())] + files.records(
+            data.doc_ids("validation")), {}
 
     def summarize(status: str, per_val: list[dict] | None = None, task: dict | None = None) -> dict:
         finite = val_loss is not None and math.isfinite(val_loss)
