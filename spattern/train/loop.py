@@ -543,6 +543,7 @@ def _train(cfg, log, new_run: bool) -> dict:
                    "val_ppl": math.exp(min(val_loss, 50)) if finite else None, **(task or {}),
                    "backend": backend, "device": str(device), "seconds": round(elapsed(), 2), "tokens": step * tokens_per_step,
                    **({"context_wait_s": round(prefetch.stats()[0], 2)} if prefetch is not None else {}),
+                   "checkpoint_s": round(checkpoint_s, 2),
                    "metrics": str(metrics_path), "checkpoint": str(dcp_dir if use_dcp else ckpt_path),
                    "out_dir": str(out_dir)}
         if is_main:
@@ -551,6 +552,7 @@ def _train(cfg, log, new_run: bool) -> dict:
             write_json(out_dir / "metrics.json", summary)
         return summary
 
+    checkpoint_s = 0.0  # seconds this process spent writing checkpoints (in the summary, not in tok/s)
     if is_main:
         summarize("running")
     model.train()
@@ -638,19 +640,23 @@ def _train(cfg, log, new_run: bool) -> dict:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             stop = bool(flag.item())
         if (eval_every and step % eval_every == 0) or step == steps or stop:
+            t_paused = time.time()
             if is_main or fsdp:  # FSDP: every rank runs the forward (its all-gathers are collective)
                 with indexer_collect(raw_model) as val_stats:  # the indexers' statistics on validation
                     val_loss, per_val, task_metrics = validate()
                 emit({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)),
                       **{k: v for k, v in task_metrics.items() if isinstance(v, float)},
                       "time": round(elapsed(), 2), **{f"val_indexer_{k}": round(v, 5) for k, v in val_stats.items()}})
-                t_last = time.time()  # evaluation time is not training throughput
             if world > 1:
                 dist.barrier()
+            t_last += time.time() - t_paused  # evaluation time is not training throughput
         if step % ckpt_every == 0 or step == steps or stop:
+            t_paused = time.time()
             save_ckpt(step)
             if is_main and step < steps:
                 summarize("stopped" if stop else "running")
+            checkpoint_s += time.time() - t_paused
+            t_last += time.time() - t_paused  # nor is writing a checkpoint
         progress.update(loss="-" if last_loss is None else f"{last_loss:.3f}", lr=f"{lr:.1e}",
                         tok_s=f"{(tokens_per_step * step) / max(time.time() - t_start, 1e-9):.0f}")
         if stop:
