@@ -1,7 +1,7 @@
 """The loop's tokens/s is training throughput: evaluation and checkpoint writes are left out of the
-interval they fall in (in call 29's 600-step profile on the H200, results/study_device_logs, the
-intervals with a checkpoint of the 20M model ran at about 60% of the others' tokens/s (270-390K against a median of 573K)), and the
-summary says how long the checkpoints took."""
+interval they fall in, and the summary says how long the checkpoints took. In call 29's 600-step
+profile on the H200 (results/study_device_logs), the intervals holding a checkpoint of the 20M
+model ran at about 60% of the others' tokens/s: 270-390K against a median of 573K."""
 
 from __future__ import annotations
 
