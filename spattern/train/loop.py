@@ -655,8 +655,9 @@ def _train(cfg, log, new_run: bool) -> dict:
             save_ckpt(step)
             if is_main and step < steps:
                 summarize("stopped" if stop else "running")
-            checkpoint_s += time.time() - t_paused
-            t_last += time.time() - t_paused  # nor is writing a checkpoint
+            dt = time.time() - t_paused
+            checkpoint_s += dt
+            t_last += dt  # nor is writing a checkpoint
         progress.update(loss="-" if last_loss is None else f"{last_loss:.3f}", lr=f"{lr:.1e}",
                         tok_s=f"{(tokens_per_step * step) / max(time.time() - t_start, 1e-9):.0f}")
         if stop:
