@@ -315,8 +315,9 @@ def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
     star = (f" *: some seeds trained on another device ({', '.join(elsewhere)}); they count in the loss, not in the "
             "timing." if elsewhere else "")
     return Table("training_cost", "Training runs: final validation loss (mean over seeds, 95% t interval); "
-                 "thousands of tokens/s (median [min, max] over seeds) and ms per step (median) as the loop measured "
-                 "them." + star,
+                 "thousands of tokens/s over each run's wall clock, start-up, evaluations and checkpoints included "
+                 "(median [min, max] over seeds); ms per training step (median over the logged intervals, then over "
+                 "seeds)." + star,
                  ["experiment", "pattern", "device", "seeds", "val. loss [95% CI]", "ktok/s [range]", "ms/step"],
                  rows, [dict(r) for r in rows_in], list(sources))
 
