@@ -102,7 +102,8 @@ def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
     def get(self, rows, keep=False):
         k = C._key(rows)
         used.append(k)
-        trained.extend([] if keep else [k])
+        if not keep:
+            trained.append(k)
         if k not in self.pending and k not in self.kept:
             on_demand.append(k)
         return real_get(self, rows, keep)

@@ -27,6 +27,17 @@ class TokenBytes:
         return [self.table[i] for i in ids]
 
 
+def contexts_layout(pattern, q_len: int, kv_len: int, block, contexts) -> object:
+    """The BlockLayout of a content-dependent ``pattern`` over ``contexts`` (one per sequence: a layout
+    group each), validated once here; compiled on every call, since the sequences change."""
+    from spattern.compiler.compile import compile as compile_pattern  # noqa: PLC0415
+
+    layout = compile_pattern(pattern, int(q_len), int(kv_len), block=tuple(block), context=list(contexts))
+    layout.validate()
+    layout.mark_validated()
+    return layout
+
+
 class SequenceContexts(list):
     """One context per sequence of a batch, shared by every layer of a model; the layouts compiled
     from it are kept here (per pattern, lengths and block), so a forward compiles each once."""
@@ -36,16 +47,10 @@ class SequenceContexts(list):
         self.layouts: dict = {}
 
     def layout(self, pattern, q_len: int, kv_len: int, block) -> object:
-        """The BlockLayout of ``pattern`` over these sequences (a layout group, one per sequence),
-        validated once when compiled."""
+        """The BlockLayout of ``pattern`` over these sequences (``contexts_layout``), compiled once."""
         key = (str(pattern), q_len, kv_len, tuple(block))
         if key not in self.layouts:
-            from spattern.compiler.compile import compile as compile_pattern  # noqa: PLC0415
-
-            layout = compile_pattern(pattern, int(q_len), int(kv_len), block=tuple(block), context=list(self))
-            layout.validate()
-            layout.mark_validated()
-            self.layouts[key] = layout
+            self.layouts[key] = contexts_layout(pattern, q_len, kv_len, block, self)
         return self.layouts[key]
 
 

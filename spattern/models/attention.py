@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spattern.data.batch_contexts import SequenceContexts  # noqa: F401 (models take a batch's contexts as this)
+from spattern.data.batch_contexts import SequenceContexts, contexts_layout  # noqa: F401 (SequenceContexts: re-exported)
 
 DENSE = (None, "", "dense")
 
@@ -114,11 +114,7 @@ def compiled_layout(pattern, q_len: int, kv_len: int | None = None, block: tuple
     from spattern.compiler.compile import compile as compile_pattern  # noqa: PLC0415
 
     if context is not None:
-        layout = compile_pattern(pattern, int(q_len), int(kv_len if kv_len is not None else q_len),
-                                 block=tuple(block), context=list(context))
-        layout.validate()
-        layout.mark_validated()
-        return layout
+        return contexts_layout(pattern, q_len, kv_len if kv_len is not None else q_len, block, context)
 
     # the compiler's own cache returns the same (validated) layout for a static pattern string
     layout = compile_pattern(pattern, int(q_len), int(kv_len if kv_len is not None else q_len), block=tuple(block))

@@ -376,6 +376,7 @@ def _train(cfg, log, new_run: bool) -> dict:
             dist.barrier()
         train_seqs = PackedSequences(data.stream("train"), seq_len)
         val_seqs = PackedSequences(data.stream("validation"), seq_len)
+        val_files = data.offsets("validation"), data.doc_ids("validation")  # for the per-file losses
         if len(train_seqs) == 0 or len(val_seqs) == 0:
             raise UserError(f"data: the corpus has too few tokens for data.seq_len={seq_len} "
                             f"({len(train_seqs)} train and {len(val_seqs)} validation sequences)")
@@ -530,11 +531,10 @@ def _train(cfg, log, new_run: bool) -> dict:
         """(validation loss, one record per validation sequence, task metrics for the summary)."""
         if mqar is not None:
             return mqar.evaluate(raw_model, bs, device, autocast)
-        files = DocumentLosses(data.offsets("validation"), seq_len)
+        files = DocumentLosses(val_files[0], seq_len)
         loss, per = evaluate(raw_model, val_seqs, t_cfg.eval_batches, bs, device, autocast, per_sequence=True,
                              before=before_val, files=files)
-        return loss, [{"id": f"val/{i}", "loss": v} for i, v in sorted(per.items())] + files.records(
-            data.doc_ids("validation")), {}
+        return loss, [{"id": f"val/{i}", "loss": v} for i, v in sorted(per.items())] + files.records(val_files[1]), {}
 
     def summarize(status: str, per_val: list[dict] | None = None, task: dict | None = None) -> dict:
         finite = val_loss is not None and math.isfinite(val_loss)
