@@ -13,6 +13,15 @@ from spattern.runtime.memory import KERNELS, blockmask_tensors, kernel_state, st
 LRS = "(local(200) | random(2, seed=3) | sink(128)) & causal"
 
 
+def uploaded(*arrays) -> int:
+    """Device bytes of host arrays uploaded together (``upload_arrays``: each at a 16-byte offset)."""
+    return sum(-(-a.nbytes // 16) * 16 for a in arrays)
+
+
+def layout_bytes(lay) -> int:
+    return uploaded(*(getattr(lay, n) for n in lay._ARRAYS))
+
+
 def test_tensor_bytes_counts_each_storage_once():
     a = torch.zeros(10, dtype=torch.int32)
     b = torch.zeros(3, dtype=torch.uint8)
@@ -26,7 +35,8 @@ def test_forward_state_is_the_layout_arrays_and_the_work_order(B, H, D):
     lay = spattern.compile(LRS, 1100, block=(128, 64))
     split = lay.block_q // cupy_backend.kernel_config(lay.block_q, D)[0]
     got = state_bytes(lay, "cpu", B, H, D)
-    assert got["mma_sync"] == lay.metadata_bytes() + 4 * B * H * lay.n_rows * split  # int32 work items
+    assert got["mma_sync"] == layout_bytes(lay) + 4 * B * H * lay.n_rows * split  # int32 work items
+    assert layout_bytes(lay) - lay.metadata_bytes() < 16 * len(lay._ARRAYS)  # the alignment only
     assert got["dense_bool_mask"] == 1100 * 1100
     assert set(got) == {"mma_sync", "hopper", "backward", "flex_blockmask", "dense_bool_mask"}
 
@@ -37,7 +47,7 @@ def test_hopper_state_holds_bitmasks_in_place_of_programs():
     conv = programs_as_bitmasks(lay, hopper_backend.MAX_BITMASK_BLOCKS)
     st = kernel_state(lay, "cpu", "hopper", 1, 2, 128)
     assert not (st["layout"]["block_kind"] == PROGRAM).any() and conv.bitmasks.shape[0] > lay.bitmasks.shape[0]
-    assert state_bytes(lay, "cpu", 1, 2, 128)["hopper"] == conv.metadata_bytes() + 4 * 1 * 2 * lay.n_rows  # split 1
+    assert state_bytes(lay, "cpu", 1, 2, 128)["hopper"] == layout_bytes(conv) + 4 * 1 * 2 * lay.n_rows  # split 1
 
 
 def test_backward_adds_the_transposed_csr_and_its_work_orders():
@@ -45,7 +55,8 @@ def test_backward_adds_the_transposed_csr_and_its_work_orders():
     st = kernel_state(lay, "cpu", "backward", 1, 2, 128)
     nnz = int(lay.nnz)
     csc = tensor_bytes(st["csc"])
-    assert csc == 4 * (lay.n_groups * (lay.n_cols + 1) + 2 * nnz)  # col_ptr, row_idx, perm (int32)
+    assert csc == uploaded(*lay.csc().values())  # col_ptr, row_idx, perm (int32), one upload
+    assert uploaded(*lay.csc().values()) - 4 * (lay.n_groups * (lay.n_cols + 1) + 2 * nnz) < 3 * 16
     assert state_bytes(lay, "cpu", 1, 2, 128)["backward"] == tensor_bytes(st)
 
 

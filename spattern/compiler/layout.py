@@ -375,19 +375,40 @@ class BlockLayout(Grid):
             c.popitem(last=False)
         return value
 
-    def to_device(self, device) -> dict[str, Any]:
-        """torch tensors of the arrays on ``device`` (cached per device; uint32 bitmasks as int32)."""
+    def to_device(self, device, csc: bool = False) -> dict[str, Any]:
+        """torch tensors of the arrays on ``device``, cached per device: the ``_ARRAYS`` with their
+        shapes and dtypes (uint32 bitmasks as int32), and with ``csc`` also ``csc()``'s ``col_ptr``,
+        ``row_idx`` and ``perm`` (what the backward reads).
+
+        One host-to-device copy: the arrays are packed into one buffer, pinned on CUDA and copied
+        without blocking, so a layout built per step (outline's, per batch) does not stall the host
+        on the GPU's queue as a copy from pageable memory may. The tensors are views of that one
+        device buffer. A call without ``csc`` is served by an earlier call with it."""
         import torch
 
-        def build():
-            t = {}
-            for name in ("row_ptr", "col_idx", "mask_idx", "programs", "program_len"):
-                t[name] = torch.from_numpy(np.array(getattr(self, name))).to(device)  # writable copy
-            t["block_kind"] = torch.from_numpy(self.block_kind.astype(np.uint8)).to(device)
-            t["bitmasks"] = torch.from_numpy(self.bitmasks.view(np.int32).copy()).to(device)
-            return t
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:  # one cache key per GPU: "cuda" and "cuda:0" alike
+            dev = torch.device("cuda", torch.cuda.current_device())
+        cache = self._device_cache
+        if not csc and (str(dev), "arrays") not in cache and (str(dev), "arrays+csc") in cache:
+            return self.cached(dev, "arrays+csc", lambda: None)
+        if not csc:
+            return self.cached(dev, "arrays", lambda: upload_arrays(self._host_arrays(), dev))
 
-        return self.cached(torch.device(device), "arrays", build)
+        def with_csc():
+            have = cache.get((str(dev), "arrays"))  # e.g. a DeviceBlockLayout's: upload the CSC part only
+            if have is not None:
+                return {**have, **upload_arrays(self.csc(), dev)}
+            return upload_arrays({**self._host_arrays(), **self.csc()}, dev)
+
+        return self.cached(dev, "arrays+csc", with_csc)
+
+    def _host_arrays(self) -> dict[str, np.ndarray]:
+        a = {n: np.asarray(getattr(self, n), dtype=np.int32) for n in self._ARRAYS
+             if n not in ("block_kind", "bitmasks")}
+        a["block_kind"] = np.asarray(self.block_kind, dtype=np.uint8)
+        a["bitmasks"] = self.bitmasks.view(np.int32)  # bit-preserving (torch has no uint32 kernels)
+        return a
 
     # --- persistence -----------------------------------------------------------------------
     _ARRAYS = ("row_ptr", "col_idx", "block_kind", "mask_idx", "bitmasks", "programs", "program_len")
@@ -581,3 +602,33 @@ def programs_as_bitmasks(layout: BlockLayout, max_blocks: int | None = None) -> 
     bitmasks = np.concatenate([layout.bitmasks, words.astype(np.uint32)], axis=0)
     bitmasks, mask_idx = dedupe_bitmasks(bitmasks, mask_idx)
     return replace(layout, block_kind=kind, mask_idx=mask_idx, bitmasks=bitmasks)
+
+
+def upload_arrays(arrays: dict[str, np.ndarray], device) -> dict[str, Any]:
+    """numpy arrays -> torch tensors on ``device`` (same shapes and dtypes), through one copy of one
+    byte buffer (each array at a 16-byte aligned offset; pinned and non-blocking on CUDA).
+
+    The pinned staging buffer is torch's (its caching host allocator keeps it until the copy has
+    run), so it may be dropped at once. On the CPU the tensors view a fresh host buffer."""
+    import torch
+
+    device = torch.device(device)
+    dtypes = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int32): torch.int32,
+              np.dtype(np.int64): torch.int64, np.dtype(np.float32): torch.float32}
+    offsets, total = {}, 0
+    for name, a in arrays.items():
+        offsets[name] = total
+        total += -(-a.nbytes // 16) * 16
+    pin = device.type == "cuda"
+    host = torch.empty(max(total, 16), dtype=torch.uint8, pin_memory=pin)
+    flat = host.numpy()
+    for name, a in arrays.items():
+        o = offsets[name]
+        flat[o:o + a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    buf = host.to(device, non_blocking=True) if device.type != "cpu" else host
+    out = {}
+    for name, a in arrays.items():
+        o = offsets[name]
+        out[name] = buf[o:o + a.nbytes].view(dtypes[a.dtype]).view(a.shape)
+    return out
+

@@ -53,6 +53,13 @@ class SequenceContexts(list):
             self.layouts[key] = contexts_layout(pattern, q_len, kv_len, block, self)
         return self.layouts[key]
 
+    def to_device(self, device, csc: bool = False) -> None:
+        """Start the copy of every layout compiled so far to ``device`` (``BlockLayout.to_device``: one
+        pinned, non-blocking copy each; ``csc``: the backward's arrays too), so that the forward that
+        reads them finds them there and the host never waits on the GPU for them."""
+        for layout in self.layouts.values():
+            layout.to_device(device, csc=csc)
+
 
 def build_contexts(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> SequenceContexts:
     """rows (B, L) int token ids -> one context per row, with the layout of every (pattern, block)

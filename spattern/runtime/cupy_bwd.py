@@ -57,9 +57,8 @@ def get_functions(device_index: int, bf16: bool, head_dim: int, block_q: int, bl
 def _csc_tensors(layout, device) -> dict:
     """col_ptr [G, C+1], row_idx [nnz], perm [nnz] (int32, on the device), once per layout and device."""
     def build():
-        c = layout.csc()
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32).reshape(-1)).to(device)  # noqa: E731
-        d = {n: t(c[n]) for n in ("col_ptr", "row_idx", "perm")}
+        c = layout.to_device(device, csc=True)  # with the forward's arrays, when the trainer uploaded them ahead
+        d = {n: c[n].reshape(-1) for n in ("col_ptr", "row_idx", "perm")}
         for n in ("row_idx", "perm"):
             if d[n].numel() == 0:
                 d[n] = torch.zeros(1, dtype=torch.int32, device=device)

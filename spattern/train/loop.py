@@ -93,6 +93,14 @@ def _device(choice: str, local_rank: int) -> torch.device:
     return torch.device(choice)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch on ``device``; on CUDA through pinned memory and without blocking (a copy from
+    pageable memory may hold the host until the GPU's queue has drained)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def as_config(cfg) -> TrainConfig:
     """A TrainConfig from itself or from its dict form (checkpoints store the dict)."""
     return cfg if isinstance(cfg, TrainConfig) else TrainConfig.model_validate(cfg)
@@ -573,7 +581,7 @@ def _train(cfg, log, new_run: bool) -> dict:
             set_indexer_mode(raw_model, "dense" if warm else "sparse")
         for micro in range(n_micro):
             if mqar is not None:  # (B, L) inputs and targets (-100 but at the queries); batch index = step in one process
-                x, y = (t.to(device, non_blocking=True) for t in mqar.batch((step * n_micro + micro) * dp + dp_rank))
+                x, y = (to_device(t, device) for t in mqar.batch((step * n_micro + micro) * dp + dp_rank))
             else:
                 g = step * n_micro + micro  # this micro-batch's index in the run
                 rows = train_rows(g)                                                    # (B, L+1)
@@ -581,8 +589,11 @@ def _train(cfg, log, new_run: bool) -> dict:
                     while queued < min(g + depth, steps * n_micro - 1):  # each one queued once, none past the run
                         queued += 1
                         prefetch.ahead(train_rows(queued)[:, :-1])
-                    raw_model.set_contexts(prefetch.get(rows[:, :-1]))
-                batch = torch.from_numpy(rows).to(device, non_blocking=True)  # (B, L+1)
+                    contexts = prefetch.get(rows[:, :-1])
+                    if device.type == "cuda":  # its layouts' forward and backward arrays: one pinned copy each
+                        contexts.to_device(device, csc=True)
+                    raw_model.set_contexts(contexts)
+                batch = to_device(torch.from_numpy(rows), device)  # (B, L+1)
                 x, y = batch[:, :-1], batch[:, 1:]
             last_micro = world == 1 or micro == n_micro - 1
             if fsdp:

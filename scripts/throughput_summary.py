@@ -1,0 +1,77 @@
+"""Training throughput of the plain runs of scripts/profile_train.sh, one row per run.
+
+    python scripts/throughput_summary.py DIR [--from-step 20] [--json OUT]
+
+DIR holds the runs' logs (<tag>plain_<i>.jsonl, each line a 10-step interval of the training loop) and
+run.log (which names the pattern of each). Per run: the median and quartiles of the intervals' tokens/s
+after ``--from-step`` (the workers' start and the first compiles excluded), the same as ms per step,
+the trainer's total wait for contexts up to that step and after it, and the ratio of each median to the first run's of the
+same tag (the baseline of that comparison, measured in the same call).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+
+def patterns(run_log: Path) -> dict[str, str]:
+    """'<tag><i>' -> pattern, from run.log's '=== <tag><i>: <pattern>' lines."""
+    out = {}
+    for line in run_log.read_text().splitlines():
+        m = re.match(r"=== (\S+?): (.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def summarize(path: Path, from_step: int) -> dict:
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    recs = [r for r in recs if "tok_per_s" in r]
+    prev = 0
+    for r in recs:  # ctx_wait_ms is a per-step mean over the interval: weight it by the interval's steps
+        r["waited_ms"], prev = r.get("ctx_wait_ms", 0.0) * (r["step"] - prev), r["step"]
+    late = [r for r in recs if r["step"] > from_step]
+    if not late:
+        raise SystemExit(f"{path}: no interval after step {from_step}")
+    tps = np.array([r["tok_per_s"] for r in late])
+    tokens_per_step = recs[-1]["tokens"] / recs[-1]["step"]
+    q1, med, q3 = np.percentile(tps, [25, 50, 75])
+    return {"steps": recs[-1]["step"], "intervals": len(late), "tokens_per_step": tokens_per_step,
+            "tok_per_s_median": round(float(med), 1), "tok_per_s_q1": round(float(q1), 1),
+            "tok_per_s_q3": round(float(q3), 1), "ms_per_step_median": round(1000 * tokens_per_step / med, 2),
+            "ctx_wait_ms_early": round(sum(r["waited_ms"] for r in recs if r["step"] <= from_step), 1),
+            "ctx_wait_ms_late": round(sum(r["waited_ms"] for r in late), 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir", type=Path)
+    ap.add_argument("--from-step", type=int, default=20)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    names = patterns(a.dir / "run.log")
+    rows = []
+    for f in sorted(a.dir.glob("*plain_*.jsonl"), key=lambda p: (p.name.split("plain_")[0],
+                                                                  int(p.stem.split("_")[-1]))):
+        tag, i = f.name.split("plain_")[0], f.stem.split("_")[-1]
+        rows.append({"run": f"{tag}{i}", "tag": tag, "pattern": names.get(f"{tag}{i}", "?"),
+                     **summarize(f, a.from_step)})
+    for tag in {r["tag"] for r in rows}:
+        base = next(r for r in rows if r["tag"] == tag)
+        for r in rows:
+            if r["tag"] == tag:
+                r["ratio_to_first"] = round(r["tok_per_s_median"] / base["tok_per_s_median"], 3)
+    for r in rows:
+        print(f"{r['run']:>8} {r['tok_per_s_median'] / 1e3:8.1f}K tok/s [{r['tok_per_s_q1'] / 1e3:.0f}-"
+              f"{r['tok_per_s_q3'] / 1e3:.0f}K] {r['ms_per_step_median']:6.1f} ms/step x{r['ratio_to_first']:.3f} "
+              f"wait {r['ctx_wait_ms_early']:.0f}/{r['ctx_wait_ms_late']:.1f} ms  {r['pattern']}")
+    if a.json:
+        a.json.write_text(json.dumps({"from_step": a.from_step, "runs": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
