@@ -1,0 +1,146 @@
+"""Where outline's training step loses time against a window of the same density, in one process
+on a GPU (study scenario 2), free of the run-to-run drift of whole training runs.
+
+    python scripts/bench_train_step.py [--steps 20] [--rounds 7] [--batches 8] [--json out.json]
+
+The study's model, data and step (experiments/study_code_gpu_train.toml: forward under bf16 autocast,
+backward, gradient clipping, fused AdamW), timed in blocks of ``--steps`` steps (synchronized at the
+block's ends only, so that the host may run ahead as in training) in these modes, rotated each round:
+  window        local(386) & causal: one static layout, on the GPU from the first step;
+  outline_warm  outline(window=258) over ``--batches`` real batches whose layouts are already on the
+                GPU (what the kernels and masks cost, with no per-step setup);
+  outline_new   a new copy of a batch's layouts every step, uploaded as the training loop now does
+                (``SequenceContexts.to_device``: one pinned, non-blocking copy each, backward included);
+  outline_sync  the same copies uploaded as before this change (each array its own synchronous
+                ``.to(device)`` from pageable memory).
+Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
+Prints one line per mode (median ms/step over rounds, and its ratio to window within each round).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import statistics
+import time
+
+import numpy as np
+import torch
+
+WINDOW = "local(386) & causal"
+OUTLINE = "outline(window=258) & causal"
+MODES = ("window", "outline_warm", "outline_new", "outline_sync")
+
+
+def sync_upload(layout, device) -> None:
+    """The former ``BlockLayout.to_device`` + the backward's CSC: one synchronous copy per array."""
+    host = {**layout._host_arrays(), **layout.csc()}
+    t = {n: torch.from_numpy(np.array(a)).to(device) for n, a in host.items()}
+    layout._device_cache[(str(device), "arrays+csc")] = t
+
+
+def fresh(ctx):
+    from spattern.compiler.layout import replace
+    from spattern.data.batch_contexts import SequenceContexts
+
+    c = SequenceContexts(ctx)
+    c.layouts = {k: replace(v) for k, v in ctx.layouts.items()}
+    return c
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="experiments/study_code_gpu_train.toml")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--batches", type=int, default=8)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+
+    from spattern.data.packing import PackedSequences
+    from spattern.train.config import load_train_config
+    from spattern.train.contexts import ContextPrefetch
+    from spattern.train.loop import build_from_config, load_data
+
+    dev = torch.device("cuda", torch.cuda.current_device())
+    cfg = load_train_config(a.config, [f'model.pattern="{OUTLINE}"'])
+    data = load_data(cfg)
+    seqs = PackedSequences(data.stream("train"), cfg.data.seq_len)
+    B = cfg.train.batch_size
+    rng = np.random.default_rng(0)
+    rows = [seqs.batch(rng.choice(len(seqs), B, replace=False)) for _ in range(a.batches)]  # (B, L+1) each
+    torch.manual_seed(0)
+    model = build_from_config(cfg, data.vocab_size).to(dev)
+    model.set_pattern(OUTLINE, "cupy")
+    pre = ContextPrefetch(model, data.tokenizer(), 0)
+    t0 = time.perf_counter()
+    ctxs = [pre.get(r[:, :-1]) for r in rows]
+    build_ms = 1e3 * (time.perf_counter() - t0) / len(ctxs)
+    pickled = [pickle.dumps(c) for c in ctxs]
+    t0 = time.perf_counter()
+    for p in pickled:
+        pickle.loads(p)
+    unpickle_ms = 1e3 * (time.perf_counter() - t0) / len(pickled)
+    batches = [torch.from_numpy(r).to(dev) for r in rows]
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
+                            lr=1e-4, fused=True)
+
+    def step(i: int, mode: str) -> None:
+        j = i % len(batches)
+        if mode != "window":
+            ctx = ctxs[j]
+            if mode in ("outline_new", "outline_sync"):
+                ctx = fresh(ctx)
+                if mode == "outline_new":
+                    ctx.to_device(dev, csc=True)
+                else:
+                    for lay in ctx.layouts.values():
+                        sync_upload(lay, dev)
+            model.set_contexts(ctx)
+        x, y = batches[j][:, :-1], batches[j][:, 1:]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def block(mode: str) -> float:
+        model.set_pattern(WINDOW if mode == "window" else OUTLINE, "cupy")
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for i in range(a.steps):
+            step(i, mode)
+        torch.cuda.synchronize()
+        return 1e3 * (time.perf_counter() - t) / a.steps
+
+    for mode in MODES:  # warm-up: kernels compiled, warm layouts uploaded, allocator grown
+        block(mode)
+    per: dict[str, list[float]] = {m: [] for m in MODES}
+    for r in range(a.rounds):
+        order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]
+        for mode in order:
+            per[mode].append(block(mode))
+    out = {"config": a.config, "steps_per_block": a.steps, "rounds": a.rounds, "batches": a.batches,
+           "tokens_per_step": B * cfg.data.seq_len, "device": torch.cuda.get_device_name(dev),
+           "contexts_build_ms": round(build_ms, 2), "contexts_unpickle_ms": round(unpickle_ms, 2),
+           "contexts_pickled_bytes": int(np.median([len(p) for p in pickled])), "modes": {}}
+    for mode in MODES:
+        ratios = [m / w for m, w in zip(per[mode], per["window"])]
+        out["modes"][mode] = {"ms_per_step": [round(v, 3) for v in per[mode]],
+                              "median_ms": round(statistics.median(per[mode]), 3),
+                              "median_ratio_to_window": round(statistics.median(ratios), 4)}
+        print(f"{mode:>13} {statistics.median(per[mode]):7.2f} ms/step  x{statistics.median(ratios):.3f} of window"
+              f"  [{min(per[mode]):.2f}-{max(per[mode]):.2f}]")
+    print(f"contexts: built {build_ms:.1f} ms/batch here, unpickled {unpickle_ms:.2f} ms "
+          f"({out['contexts_pickled_bytes'] / 1e6:.2f} MB)")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
