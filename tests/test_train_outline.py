@@ -1,6 +1,8 @@
 """Content-dependent patterns in models and training: one layout per sequence of a batch, equal to
 running each sequence alone with its pattern bound to its own structure."""
 
+import os
+
 import pytest
 import torch
 
@@ -134,7 +136,7 @@ def test_context_prefetch_builds_what_the_forward_would():
     """ContextPrefetch (workers, queued ahead, kept) against building the contexts in the forward."""
     import numpy as np
 
-    from spattern.train.contexts import ContextPrefetch
+    from spattern.train.contexts import WORKER_NICE, ContextPrefetch
 
     model, tok = _model()
     rows = np.array([tok.encode(t)[:96] for t in TEXTS])                           # (2, 96)
@@ -153,6 +155,7 @@ def test_context_prefetch_builds_what_the_forward_would():
         pre.get(rows[:1])                                                         # built in the worker
         waited, built, n = pre.stats()
         assert n == 1 and built > 0 and waited >= 0
+        assert pre.pool.submit(os.nice, 0).result() == min(19, os.nice(0) + WORKER_NICE)  # below the trainer
         slow = ContextPrefetch(model, tok, workers=0)
         fresh = slow.get(rows[::-1].copy())                                       # never queued: built now
         waited, built, n = slow.stats()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -34,6 +35,11 @@ from spattern.data.batch_contexts import SequenceContexts, TokenBytes, build_con
 from spattern.models.attention import needs_context
 
 __all__ = ["ContextPrefetch", "SequenceContexts", "TokenBytes", "build_contexts", "build_timed"]
+
+# The workers' scheduling priority (``os.nice`` increment): below the trainer, whose host thread
+# launches the GPU's work and is the limit of a small model's step, so that it is not the one
+# descheduled when the workers and the trainer want more cores than there are.
+WORKER_NICE = 10
 
 
 def _key(rows: np.ndarray) -> str:
@@ -52,7 +58,8 @@ class ContextPrefetch:
         self.jobs = tuple(sorted({(str(layer.attn.pattern), tuple(layer.attn.block)) for layer in model.layers
                                   if needs_context(layer.attn.pattern)}))
         # spawn: the trainer may hold CUDA and threads that a fork would copy half-way
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers else None
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
+                                        initargs=(WORKER_NICE,)) if workers else None
         self.pending: dict[str, Future] = {}
         self.kept: dict[str, SequenceContexts] = {}
         self.waited = 0.0  # seconds spent in get() for batches not kept
