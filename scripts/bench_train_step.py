@@ -12,7 +12,10 @@ block's ends only, so that the host may run ahead as in training) in these modes
   outline_new   a new copy of a batch's layouts every step, uploaded as the training loop now does
                 (``SequenceContexts.to_device``: one pinned, non-blocking copy each, backward included);
   outline_sync  the same copies uploaded as before this change (each array its own synchronous
-                ``.to(device)`` from pageable memory).
+                ``.to(device)`` from pageable memory);
+  window_busy, outline_new_busy   window and outline_new while ``--busy`` processes spin on the CPU
+                (the load of the training loop's context workers: about 5 cores for outline at 4K, whose
+                batches take 0.2 s of one core each while a step takes 0.05 s).
 Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
 Prints one line per mode (median ms/step over rounds, and its ratio to window within each round).
 """
@@ -22,6 +25,8 @@ import argparse
 import json
 import pickle
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -29,7 +34,7 @@ import torch
 
 WINDOW = "local(386) & causal"
 OUTLINE = "outline(window=258) & causal"
-MODES = ("window", "outline_warm", "outline_new", "outline_sync")
+MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy")
 
 
 def sync_upload(layout, device) -> None:
@@ -54,6 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batches", type=int, default=8)
+    ap.add_argument("--busy", type=int, default=5)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
 
@@ -89,11 +95,11 @@ def main(argv=None) -> int:
 
     def step(i: int, mode: str) -> None:
         j = i % len(batches)
-        if mode != "window":
+        if not mode.startswith("window"):
             ctx = ctxs[j]
-            if mode in ("outline_new", "outline_sync"):
+            if mode in ("outline_new", "outline_sync", "outline_new_busy"):
                 ctx = fresh(ctx)
-                if mode == "outline_new":
+                if mode != "outline_sync":
                     ctx.to_device(dev, csc=True)
                 else:
                     for lay in ctx.layouts.values():
@@ -108,13 +114,21 @@ def main(argv=None) -> int:
         opt.zero_grad(set_to_none=True)
 
     def block(mode: str) -> float:
-        model.set_pattern(WINDOW if mode == "window" else OUTLINE, "cupy")
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        for i in range(a.steps):
-            step(i, mode)
-        torch.cuda.synchronize()
-        return 1e3 * (time.perf_counter() - t) / a.steps
+        model.set_pattern(WINDOW if mode.startswith("window") else OUTLINE, "cupy")
+        spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(a.busy if mode.endswith("_busy") else 0)]
+        try:
+            time.sleep(0.2 if spin else 0)
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for i in range(a.steps):
+                step(i, mode)
+            torch.cuda.synchronize()
+            return 1e3 * (time.perf_counter() - t) / a.steps
+        finally:
+            for proc in spin:
+                proc.kill()
+                proc.wait()
 
     for mode in MODES:  # warm-up: kernels compiled, warm layouts uploaded, allocator grown
         block(mode)
@@ -123,7 +137,7 @@ def main(argv=None) -> int:
         order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]
         for mode in order:
             per[mode].append(block(mode))
-    out = {"config": a.config, "steps_per_block": a.steps, "rounds": a.rounds, "batches": a.batches,
+    out = {"config": a.config, "steps_per_block": a.steps, "rounds": a.rounds, "batches": a.batches, "busy": a.busy,
            "tokens_per_step": B * cfg.data.seq_len, "device": torch.cuda.get_device_name(dev),
            "contexts_build_ms": round(build_ms, 2), "contexts_unpickle_ms": round(unpickle_ms, 2),
            "contexts_pickled_bytes": int(np.median([len(p) for p in pickled])), "modes": {}}
