@@ -237,8 +237,29 @@ def collect_training_cost(study: Study) -> tuple[list[dict], list[Path]]:
                      "timed_seeds": len(timed), "loss": loss, "loss_ci": [lo, hi],
                      "tokens_per_s": float(np.median(tps)), "tokens_per_s_range": [float(min(tps)), float(max(tps))],
                      "step_ms": float(np.median([r.metrics["step_ms"] for r in timed if _finite(r.metrics.get("step_ms"))]
-                                                or [math.nan]))})
-    return rows, _sources([r for rs in groups.values() for r in rs], per_example=False)
+                                                or [math.nan])),
+                     **same_call_ratio(study, exp, runs)})
+    used = sorted({str(f.path) for f in study.throughput if any(r.get("same_call_source") == str(f.path) for r in rows)})
+    return rows, _sources([r for rs in groups.values() for r in rs], per_example=False) + [Path(u) for u in used]
+
+
+def same_call_ratio(study: Study, experiment: str, runs: list[Run]) -> dict:
+    """Tokens/s of the runs' pattern relative to a baseline pattern trained in the same device call
+    (``scripts/throughput_summary.py``'s JSON in the experiment's results folder; min and max over the
+    call's runs of the pattern): throughput drifts between calls more than it differs between static
+    patterns, so only a same-call ratio compares patterns. {} when there is none."""
+    pattern = runs[0].pattern
+    for f in study.throughput:
+        if f.path.parent.name != experiment:
+            continue
+        ratios = [r["ratio_to_baseline"] for r in f.data["runs"] if r.get("pattern") == pattern
+                  and _finite(r.get("ratio_to_baseline"))]
+        if ratios:
+            base = f.data.get("baseline")
+            name = next((r.key for r in study.runs if r.experiment == experiment and r.pattern == base), base)
+            return {"same_call_ratio": [float(min(ratios)), float(max(ratios))], "same_call_baseline": name,
+                    "same_call_from_step": f.data.get("from_step"), "same_call_source": str(f.path)}
+    return {}
 
 
 def collect_ablation(study: Study) -> tuple[list[dict], list[Path]]:

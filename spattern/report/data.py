@@ -208,6 +208,7 @@ class Study:
     memory: list[Found] = field(default_factory=list)
     curves: list[Curve] = field(default_factory=list)
     snapshots: list[Found] = field(default_factory=list)
+    throughput: list[Found] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def experiments(self) -> list[str]:
@@ -301,6 +302,10 @@ def _classify(data: Any) -> str | None:
         return "memory"
     if "heads" in data and isinstance(data.get("heads"), list) and data["heads"] and "scores" in data["heads"][0]:
         return "indexer_snapshot"
+    runs = data.get("runs")
+    if isinstance(runs, list) and runs and all(isinstance(r, dict) and "tok_per_s_median" in r
+                                               and "ratio_to_baseline" in r for r in runs):
+        return "throughput"  # scripts/throughput_summary.py: training runs of one device call
     return None
 
 

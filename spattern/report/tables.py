@@ -306,7 +306,9 @@ def quality_table(points: Sequence[dict], experiment: str, sources: Sequence[Pat
 
 
 def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
-    """``collect.collect_training_cost``: quality and cost of each trained pattern, side by side."""
+    """``collect.collect_training_cost``: quality and cost of each trained pattern, side by side; with
+    a same-call throughput file (``collect.same_call_ratio``), the caption gives each pattern's tokens/s
+    relative to its baseline trained in the same device call (a column would not fit the report's)."""
     rows = [[r["experiment"], r["key"], r["device"] + ("*" if r.get("untimed") else ""), fmt(r["seeds"]),
              fmt_ci(r["loss"], *r["loss_ci"]),
              "{} [{}, {}]".format(*(fmt(v / 1e3) for v in (r["tokens_per_s"], *r["tokens_per_s_range"]))),
@@ -314,12 +316,30 @@ def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
     elsewhere = sorted({d for r in rows_in for d in r.get("untimed") or {}})
     star = (f" *: some seeds trained on another device ({', '.join(elsewhere)}); they count in the loss, not in the "
             "timing." if elsewhere else "")
+    note = ""
+    for exp in sorted({r["experiment"] for r in rows_in if r.get("same_call_ratio")}):
+        same = [r for r in rows_in if r["experiment"] == exp and r.get("same_call_ratio")
+                and r["key"] != r["same_call_baseline"]]
+        base = "/".join(sorted({r["same_call_baseline"] for r in same}))
+        after = "/".join(sorted({str(r.get("same_call_from_step")) for r in same}))
+        note += (f" {exp} in one device call (scripts/profile_train.sh; medians of the logged intervals after step "
+                 f"{after}; min-max over the call's runs), tokens/s relative to {base}: "
+                 + ", ".join(f"{r['key']} {fmt_range(r['same_call_ratio'])}" for r in same)
+                 + ". Between calls, the same pattern's ktok/s varies more than static patterns differ.")
     return Table("training_cost", "Training runs: final validation loss (mean over seeds, 95% t interval); "
                  "thousands of tokens/s over each run's wall clock, start-up, evaluations and checkpoints included "
                  "(median [min, max] over seeds); ms per training step (median over the logged intervals, then over "
-                 "seeds)." + star,
+                 "seeds)." + note + star,
                  ["experiment", "pattern", "device", "seeds", "val. loss [95% CI]", "ktok/s [range]", "ms/step"],
                  rows, [dict(r) for r in rows_in], list(sources))
+
+
+def fmt_range(r) -> str:
+    """[lo, hi] -> "lo-hi" with two decimals (one value when equal); "–" for none."""
+    if not r:
+        return "–"
+    lo, hi = (f"{float(v):.2f}" for v in r)
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def headline_table(heads: Sequence[tuple[dict, Path]]) -> Table:

@@ -1,5 +1,6 @@
 """The training-cost table's grouping: a run trained elsewhere (``spattern run --runtime train.device=cpu``
-on a GPU config) counts in the loss but not in the timing of its series."""
+on a GPU config) counts in the loss but not in the timing of its series; a same-call throughput file
+(scripts/throughput_summary.py) in the experiment's folder gives each pattern's ratio to its baseline."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from spattern.report.collect import collect_training_cost
-from spattern.report.data import Run, Study
+from spattern.report.data import Found, Run, Study, _classify
 from spattern.report.tables import training_table
 
 
-def _run(seed: int, loss: float, tps: float, device: str | None, machine: str = "cuda") -> Run:
+def _run(seed: int, loss: float, tps: float, device: str | None, machine: str = "cuda", label: str = "bigbird",
+         pattern: str = "local(8) & causal") -> Run:
     env = {"device": machine, "name": "NVIDIA H200" if machine == "cuda" else None}
     raw = {"train": {"device": device}} if device else {}
-    return Run(dir=Path(f"/r/s{seed}"), experiment="mqar", run_id=f"bigbird-s{seed}", label="bigbird",
-               pattern="local(8) & causal", params={}, status="finished",
+    return Run(dir=Path(f"/r/s{seed}"), experiment="mqar", run_id=f"{label}-s{seed}", label=label,
+               pattern=pattern, params={}, status="finished",
                metrics={"loss": loss, "tokens_per_s": tps, "step_ms": 1e6 / tps}, timings={}, env=env,
                sources=[Path(f"/r/s{seed}/metrics.json")], raw=raw)
 
@@ -40,3 +42,26 @@ def test_one_device_keeps_the_plain_name():
     assert row["device"] == "CPU" and row["untimed"] == {} and row["timed_seeds"] == 3
     table = training_table([row], [])
     assert table.rows[0][2] == "CPU" and "another device" not in table.caption and row["tokens_per_s"] == 200.0
+
+
+def test_same_call_ratios_come_from_the_experiments_throughput_file():
+    runs = [_run(0, 1.0, 100.0, None, label="window", pattern="local(8) & causal"),
+            _run(0, 1.0, 50.0, None, label="outline", pattern="outline(window=8) & causal"),
+            _run(0, 1.0, 50.0, None, label="dense", pattern="dense")]
+    data = {"from_step": 20, "baseline": "local(8) & causal", "runs": [
+        {"run": "a_1", "pattern": "local(8) & causal", "tok_per_s_median": 9.0, "ratio_to_baseline": 1.0},
+        {"run": "a_2", "pattern": "outline(window=8) & causal", "tok_per_s_median": 8.0, "ratio_to_baseline": 0.8},
+        {"run": "b_1", "pattern": "outline(window=8) & causal", "tok_per_s_median": 7.0, "ratio_to_baseline": 0.7},
+        {"run": "b_2", "pattern": "local(8) & causal", "tok_per_s_median": 10.0, "ratio_to_baseline": 1.0}]}
+    assert _classify(data) == "throughput"
+    here, elsewhere = Path("/r/mqar/throughput.json"), Path("/r/other/throughput.json")
+    study = Study(roots=[Path("/r")], runs=runs, throughput=[Found("throughput", data, elsewhere)])
+    rows, _ = collect_training_cost(study)
+    assert not any("same_call_ratio" in r for r in rows)  # another experiment's file is not read
+    study.throughput = [Found("throughput", data, here)]
+    rows, sources = collect_training_cost(study)
+    by = {r["key"]: r for r in rows}
+    assert by["outline"]["same_call_ratio"] == [0.7, 0.8] and by["outline"]["same_call_baseline"] == "window"
+    assert "same_call_ratio" not in by["dense"] and here in sources
+    caption = training_table(rows, sources).caption
+    assert "relative to window: outline 0.70-0.80." in caption and "after step 20" in caption
