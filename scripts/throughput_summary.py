@@ -1,12 +1,12 @@
 """Training throughput of the plain runs of scripts/profile_train.sh, one row per run.
 
-    python scripts/throughput_summary.py DIR [--from-step 20] [--json OUT]
+    python scripts/throughput_summary.py DIR [--from-step 20] [--baseline PATTERN] [--json OUT]
 
 DIR holds the runs' logs (<tag>plain_<i>.jsonl, each line a 10-step interval of the training loop) and
 run.log (which names the pattern of each). Per run: the median and quartiles of the intervals' tokens/s
 after ``--from-step`` (the workers' start and the first compiles excluded), the same as ms per step,
-the trainer's total wait for contexts up to that step and after it, and the ratio of each median to the first run's of the
-same tag (the baseline of that comparison, measured in the same call).
+the trainer's total wait for contexts up to that step and after it, and the ratio of each median to
+the baseline's of the same tag (measured in the same call): the run of ``--baseline``, else the tag's first run.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", type=Path)
     ap.add_argument("--from-step", type=int, default=20)
+    ap.add_argument("--baseline", default=None, help="the pattern whose run of each tag the others are divided by")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     names = patterns(a.dir / "run.log")
@@ -61,16 +62,16 @@ def main() -> None:
         rows.append({"run": f"{tag}{i}", "tag": tag, "pattern": names.get(f"{tag}{i}", "?"),
                      **summarize(f, a.from_step)})
     for tag in {r["tag"] for r in rows}:
-        base = next(r for r in rows if r["tag"] == tag)
-        for r in rows:
-            if r["tag"] == tag:
-                r["ratio_to_first"] = round(r["tok_per_s_median"] / base["tok_per_s_median"], 3)
+        mine = [r for r in rows if r["tag"] == tag]
+        base = next((r for r in mine if r["pattern"] == a.baseline), mine[0] if a.baseline is None else None)
+        for r in mine:
+            r["ratio_to_baseline"] = round(r["tok_per_s_median"] / base["tok_per_s_median"], 3) if base else None
     for r in rows:
         print(f"{r['run']:>8} {r['tok_per_s_median'] / 1e3:8.1f}K tok/s [{r['tok_per_s_q1'] / 1e3:.0f}-"
-              f"{r['tok_per_s_q3'] / 1e3:.0f}K] {r['ms_per_step_median']:6.1f} ms/step x{r['ratio_to_first']:.3f} "
+              f"{r['tok_per_s_q3'] / 1e3:.0f}K] {r['ms_per_step_median']:6.1f} ms/step x{r['ratio_to_baseline'] or float('nan'):.3f} "
               f"wait {r['ctx_wait_ms_early']:.0f}/{r['ctx_wait_ms_late']:.1f} ms  {r['pattern']}")
     if a.json:
-        a.json.write_text(json.dumps({"from_step": a.from_step, "runs": rows}, indent=1) + "\n")
+        a.json.write_text(json.dumps({"from_step": a.from_step, "baseline": a.baseline, "runs": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The analysis scripts of the Hopper kernel's device runs, on synthetic inputs with known answers:
-scripts/hopper_overhead_fit.py (launch + per-item + per-tile costs) and scripts/ncu_source_summary.py
-(Nsight Compute's per-instruction stall samples)."""
+"""The analysis scripts of device runs, on synthetic inputs with known answers:
+scripts/hopper_overhead_fit.py (launch + per-item + per-tile costs), scripts/ncu_source_summary.py
+(Nsight Compute's per-instruction stall samples) and scripts/throughput_summary.py (training runs'
+tokens/s, context waits and same-call ratios)."""
 from __future__ import annotations
 
 import csv
@@ -98,3 +99,30 @@ def test_ab_summary_refuses_a_cell_neither_repeat_timed_for_both():
     r["results"][0]["ms"]["spattern_hopper_programs"] = None
     with pytest.raises(ValueError, match="no repeat timed both"):
         ab.summarise([r], "spattern_hopper", "spattern_hopper_programs")
+
+
+def _plain_log(path: Path, tok_per_s: list[float], wait_ms: list[float]) -> None:
+    """A training loop's metrics.jsonl: step 1, then every 10 steps (ctx_wait_ms: a per-step mean)."""
+    steps = [1] + [10 * i for i in range(1, len(tok_per_s))]
+    path.write_text("".join(json.dumps({"step": s, "tokens": 100 * s, "tok_per_s": t, "ctx_wait_ms": w}) + "\n"
+                            for s, t, w in zip(steps, tok_per_s, wait_ms)))
+
+
+def test_throughput_summary_medians_waits_and_same_tag_ratios(tmp_path, monkeypatch, capsys):
+    ts = _script("throughput_summary")
+    (tmp_path / "run.log").write_text("=== a_1: local(8) & causal\n[train] ...\n=== a_2: outline(window=8) & causal\n"
+                                      "=== b_1: outline(window=8) & causal\n=== b_2: local(8) & causal\n")
+    _plain_log(tmp_path / "a_plain_1.jsonl", [10, 20, 50, 100, 100, 100], [0] * 6)
+    _plain_log(tmp_path / "a_plain_2.jsonl", [10, 20, 50, 90, 80, 70], [500, 100, 1, 2, 0, 0])
+    _plain_log(tmp_path / "b_plain_1.jsonl", [10, 20, 50, 60, 60, 60], [0] * 6)
+    _plain_log(tmp_path / "b_plain_2.jsonl", [10, 20, 50, 30, 30, 30], [0] * 6)
+    out = tmp_path / "t.json"
+    monkeypatch.setattr("sys.argv", ["x", str(tmp_path), "--baseline", "local(8) & causal", "--json", str(out)])
+    ts.main()
+    rows = {r["run"]: r for r in json.loads(out.read_text())["runs"]}
+    a2 = rows["a_2"]
+    assert a2["tok_per_s_median"] == 80 and a2["intervals"] == 3 and a2["ms_per_step_median"] == 1000 * 100 / 80
+    assert a2["ctx_wait_ms_early"] == 500 * 1 + 100 * 9 + 1 * 10 and a2["ctx_wait_ms_late"] == 2 * 10  # x steps
+    assert a2["ratio_to_baseline"] == 0.8 and rows["a_1"]["ratio_to_baseline"] == 1.0
+    assert rows["b_1"]["ratio_to_baseline"] == 2.0  # against b's own window run, not a's
+    assert "outline(window=8)" in capsys.readouterr().out
