@@ -15,7 +15,11 @@ block's ends only, so that the host may run ahead as in training) in these modes
                 ``.to(device)`` from pageable memory);
   window_busy, outline_new_busy   window and outline_new while ``--busy`` processes spin on the CPU
                 (the load of the training loop's context workers: about 5 cores for outline at 4K, whose
-                batches take 0.2 s of one core each while a step takes 0.05 s).
+                batches take 0.2 s of one core each while a step takes 0.05 s);
+  outline_pool  as in training: each step a new batch (its rows uploaded through pinned memory) whose
+                contexts come from the loop's ``ContextPrefetch`` (``--workers`` spawned workers, queued
+                ``prefetch_depth`` batches ahead): the workers' load, their results' transfer and the
+                pool's threads in this process, all at once.
 Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
 Prints one line per mode (median ms/step over rounds, and its ratio to window within each round).
 """
@@ -34,7 +38,7 @@ import torch
 
 WINDOW = "local(386) & causal"
 OUTLINE = "outline(window=258) & causal"
-MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy")
+MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy", "outline_pool")
 
 
 def sync_upload(layout, device) -> None:
@@ -60,16 +64,21 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--busy", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=None, help="outline_pool's workers (default: the loop's)")
+    ap.add_argument("--set", action="append", default=[], help="config overrides (a small smoke test)")
+    ap.add_argument("--device", default="cuda")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
 
     from spattern.data.packing import PackedSequences
     from spattern.train.config import load_train_config
     from spattern.train.contexts import ContextPrefetch
-    from spattern.train.loop import build_from_config, load_data
+    from spattern.train.loop import build_from_config, context_workers, load_data, prefetch_depth, to_device
 
-    dev = torch.device("cuda", torch.cuda.current_device())
-    cfg = load_train_config(a.config, [f'model.pattern="{OUTLINE}"'])
+    cuda = a.device == "cuda"
+    dev = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device(a.device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    cfg = load_train_config(a.config, [f'model.pattern="{OUTLINE}"', *a.set])
     data = load_data(cfg)
     seqs = PackedSequences(data.stream("train"), cfg.data.seq_len)
     B = cfg.train.batch_size
@@ -77,7 +86,8 @@ def main(argv=None) -> int:
     rows = [seqs.batch(rng.choice(len(seqs), B, replace=False)) for _ in range(a.batches)]  # (B, L+1) each
     torch.manual_seed(0)
     model = build_from_config(cfg, data.vocab_size).to(dev)
-    model.set_pattern(OUTLINE, "cupy")
+    backend = "cupy" if cuda else "reference"
+    model.set_pattern(OUTLINE, backend)
     pre = ContextPrefetch(model, data.tokenizer(), 0)
     t0 = time.perf_counter()
     ctxs = [pre.get(r[:, :-1]) for r in rows]
@@ -91,11 +101,31 @@ def main(argv=None) -> int:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
-                            lr=1e-4, fused=True)
+                            lr=1e-4, fused=cuda)
+    workers = context_workers(a.workers, dev)
+    pool = ContextPrefetch(model, data.tokenizer(), workers)
+    depth = prefetch_depth(workers)
+    stream = np.random.default_rng(1)
+    pool_rows: list[np.ndarray] = []  # batches queued in the pool, oldest first
+
+    def pool_batch() -> tuple:
+        while len(pool_rows) < depth + 1:
+            r = seqs.batch(stream.choice(len(seqs), B, replace=False))
+            pool.ahead(r[:, :-1])
+            pool_rows.append(r)
+        r = pool_rows.pop(0)
+        ctx = pool.get(r[:, :-1])
+        if cuda:
+            ctx.to_device(dev, csc=True)
+        return ctx, to_device(torch.from_numpy(r), dev)
 
     def step(i: int, mode: str) -> None:
         j = i % len(batches)
-        if not mode.startswith("window"):
+        batch = batches[j]
+        if mode == "outline_pool":
+            ctx, batch = pool_batch()
+            model.set_contexts(ctx)
+        elif not mode.startswith("window"):
             ctx = ctxs[j]
             if mode in ("outline_new", "outline_sync", "outline_new_busy"):
                 ctx = fresh(ctx)
@@ -105,8 +135,8 @@ def main(argv=None) -> int:
                     for lay in ctx.layouts.values():
                         sync_upload(lay, dev)
             model.set_contexts(ctx)
-        x, y = batches[j][:, :-1], batches[j][:, 1:]
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        x, y = batch[:, :-1], batch[:, 1:]
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             _, loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -114,16 +144,16 @@ def main(argv=None) -> int:
         opt.zero_grad(set_to_none=True)
 
     def block(mode: str) -> float:
-        model.set_pattern(WINDOW if mode.startswith("window") else OUTLINE, "cupy")
+        model.set_pattern(WINDOW if mode.startswith("window") else OUTLINE, backend)
         spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 for _ in range(a.busy if mode.endswith("_busy") else 0)]
         try:
             time.sleep(0.2 if spin else 0)
-            torch.cuda.synchronize()
+            sync()
             t = time.perf_counter()
             for i in range(a.steps):
                 step(i, mode)
-            torch.cuda.synchronize()
+            sync()
             return 1e3 * (time.perf_counter() - t) / a.steps
         finally:
             for proc in spin:
@@ -138,7 +168,8 @@ def main(argv=None) -> int:
         for mode in order:
             per[mode].append(block(mode))
     out = {"config": a.config, "steps_per_block": a.steps, "rounds": a.rounds, "batches": a.batches, "busy": a.busy,
-           "tokens_per_step": B * cfg.data.seq_len, "device": torch.cuda.get_device_name(dev),
+           "tokens_per_step": B * cfg.data.seq_len, "workers": workers,
+           "device": torch.cuda.get_device_name(dev) if cuda else a.device,
            "contexts_build_ms": round(build_ms, 2), "contexts_unpickle_ms": round(unpickle_ms, 2),
            "contexts_pickled_bytes": int(np.median([len(p) for p in pickled])), "modes": {}}
     for mode in MODES:
@@ -153,6 +184,7 @@ def main(argv=None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
+    pool.close()
     return 0
 
 
