@@ -234,6 +234,9 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     t_rows, t_src = collect.collect_training_cost(s)
     b.table(lambda: T.training_table(t_rows, t_src) if t_rows else None, "training_cost",
             "training cost table (no run with tokens_per_s)")
+    for e, (items, f_src) in collect.collect_file_losses(s).items():  # CSV and HTML (no room in the PDF)
+        b.table(lambda items=items, e=e, src=f_src: T.file_loss_table(items, e, src), f"file_loss_{e}",
+                f"validation loss per file of {e}")
     abl, abl_src = collect.collect_ablation(s)
     b.figure("ablation", lambda: ablation_figure(abl, palette=b.palette), abl_src,
              "Ablations: one parameter varied at a time, the rest fixed (95% CI over documents; the paired tests "

@@ -262,6 +262,37 @@ def same_call_ratio(study: Study, experiment: str, runs: list[Run]) -> dict:
     return {}
 
 
+def collect_file_losses(study: Study) -> dict[str, tuple[list[dict], list[Path]]]:
+    """Per trained experiment whose runs recorded it (``per_example.jsonl`` rows with ``file_loss``, the
+    training loop's ``DocumentLosses``): one row per validation file, with its scored tokens and, per
+    series, the mean over seeds of the file's loss (``loss``: key -> value, ``seeds``: key -> n).
+    Files are ordered by tokens, largest first; only runs with per-file rows count."""
+    out: dict[str, tuple[list[dict], list[Path]]] = {}
+    for exp in study.experiments():
+        per: dict[str, dict[str, list[float]]] = {}  # key -> file -> losses over seeds
+        tokens: dict[str, int] = {}
+        seeds: dict[str, int] = {}
+        used: list[Run] = []
+        for r in study.runs:
+            if r.experiment != exp:
+                continue
+            rows = [e for e in r.per_example if "file_loss" in e and _finite(e.get("file_loss"))]
+            if not rows:
+                continue
+            used.append(r)
+            seeds[r.key] = seeds.get(r.key, 0) + 1
+            for e in rows:
+                per.setdefault(r.key, {}).setdefault(str(e["id"]), []).append(float(e["file_loss"]))
+                tokens[str(e["id"])] = int(e.get("file_tokens", 0))
+        if not per:
+            continue
+        files = sorted(tokens, key=lambda f: (-tokens[f], f))
+        rows_out = [{"file": f, "tokens": tokens[f],
+                     "loss": {k: float(np.mean(v[f])) for k, v in per.items() if f in v}} for f in files]
+        out[exp] = ([{"row": r, "seeds": seeds} for r in rows_out], _sources(used))
+    return out
+
+
 def collect_ablation(study: Study) -> tuple[list[dict], list[Path]]:
     points, sources = [], []
     for exp in [e for e in study.experiments() if _is_ablation(e)]:

@@ -120,7 +120,9 @@ def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
     parts += [_figure(out, figs, k, k) for k in q_names] or [_missing("quality vs density")]
     parts.append(_figure(out, figs, "synthetic", "synthetic-task accuracy"))
     parts += [
-              _figure(out, figs, "training", "training curves"), _figure(out, figs, "ablation", "ablations"),
+              _figure(out, figs, "training", "training curves"), _table(tables, "training_cost", "training cost"),
+              *[_table(tables, k, k) for k in sorted(tables) if k.startswith("file_loss_")],
+              _figure(out, figs, "ablation", "ablations"),
               _figure(out, figs, "indexer", "top-k indexer")]
     parts += ["<h2>Significance</h2>", _table(tables, "significance", "significance table")]
     parts += ["<h2>Environment and reproduction</h2>", _table(tables, "environment", "environment"),

@@ -334,6 +334,24 @@ def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
                  rows, [dict(r) for r in rows_in], list(sources))
 
 
+def file_loss_table(items: Sequence[dict], experiment: str, sources: Sequence[Path]) -> Table:
+    """``collect.collect_file_losses``: validation loss per file, one column per series (mean over its
+    seeds), and a last row with the mean over files (what ``spattern compare --metric file_loss`` pairs)."""
+    seeds = items[0]["seeds"]
+    keys = sorted(seeds, key=lambda k: (k != "dense", k))
+    rows = [[it["row"]["file"].split(":", 1)[-1], fmt(it["row"]["tokens"])]
+            + [fmt(it["row"]["loss"].get(k)) for k in keys] for it in items]
+    per = {k: [it["row"]["loss"][k] for it in items if k in it["row"]["loss"]] for k in keys}
+    means = {k: sum(v) / len(v) for k, v in per.items()}
+    rows.append(["mean over files", "–"] + [fmt(means[k]) for k in keys])
+    return Table(f"file_loss_{experiment}", f"Validation loss per file in {experiment} (nats/token over the file's "
+                 "scored tokens; mean over the seeds that recorded it, n in each column's header). Sequences are "
+                 "packed, so a file's first tokens may attend to the end of the file before it.",
+                 ["file", "tokens"] + [f"{k} (n={seeds[k]})" for k in keys], rows,
+                 [{"file": it["row"]["file"], "tokens": it["row"]["tokens"], **it["row"]["loss"]} for it in items]
+                 + [{"file": "mean over files", "tokens": None, **means}], list(sources))
+
+
 def fmt_range(r) -> str:
     """[lo, hi] -> "lo-hi" with two decimals (one value when equal); "–" for none."""
     if not r:
