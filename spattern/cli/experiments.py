@@ -17,7 +17,7 @@ def cmd_run(args) -> int:
         return 0
     run_experiment(cfg, only=args.only, by_seed=args.by_seed, runtime=args.runtime)
     if not args.no_compare:
-        _print_compare(cfg.out_dir, cfg.baseline, None, "wilcoxon", None)
+        _print_compare(cfg.out_dir, cfg.baseline, cfg.compare.metrics, cfg.compare.test, None)
     if cfg.report and not args.no_report:
         from spattern.cli.report import build_and_print
 

@@ -631,4 +631,3 @@ def upload_arrays(arrays: dict[str, np.ndarray], device) -> dict[str, Any]:
         o = offsets[name]
         out[name] = buf[o:o + a.nbytes].view(dtypes[a.dtype]).view(a.shape)
     return out
-

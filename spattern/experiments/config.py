@@ -121,6 +121,13 @@ class TrainSetup(Section):
     overrides: list[str] = []             # --set style overrides applied to every run
 
 
+class Compare(Section):
+    """What ``spattern run`` compares at its end (as ``spattern compare`` with these options), so that
+    running a study again rewrites each ``compare.json`` as it was made."""
+    test: Literal["wilcoxon", "permutation", "t"] = "wilcoxon"
+    metrics: Optional[list[str]] = None   # None: every metric the baseline and another run have
+
+
 class ExperimentConfig(Section):
     name: str
     kind: Literal["evaluate", "train"] = "evaluate"
@@ -131,6 +138,7 @@ class ExperimentConfig(Section):
     sweep: Sweep = Sweep()
     match: Match = Match()
     train: TrainSetup = TrainSetup()
+    compare: Compare = Compare()
     source: str = ""                      # the file it was read from (set by load_experiment)
 
     @model_validator(mode="after")

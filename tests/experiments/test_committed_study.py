@@ -26,3 +26,45 @@ def test_committed_runs_are_exactly_the_configs_runs(name):
     extra = sorted(folders - {s.dir.path.name for s in specs})
     assert not extra, f"{name}: run folders under results/ that the config does not produce: {extra}"
     assert len({s.seed for s in specs}) >= 3  # >= 3 seeds wherever anything is trained
+
+
+def _configs_with_comparisons() -> list[str]:
+    names = []
+    for p in sorted((ROOT / "experiments").glob("study_*.toml")):
+        if (ROOT / "results" / p.stem / "compare.json").is_file():
+            names.append(p.stem)
+    return names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _configs_with_comparisons())
+def test_spattern_run_rewrites_the_committed_comparison(name, tmp_path):
+    """`spattern run` ends by comparing with the config's [compare] test and metrics: what it would write
+    is the committed compare.json (a run of a finished study must not replace, say, a t-test by Wilcoxon)."""
+    from spattern.experiments.results import compare_experiment
+    from spattern.utils.io import read_json
+
+    cfg = load_experiment(ROOT / "experiments" / f"{name}.toml", [f'results="{ROOT / "results"}"'])
+    got = compare_experiment(cfg.out_dir, cfg.baseline, cfg.compare.metrics, test=cfg.compare.test,
+                             out=tmp_path / "compare.json")
+    want = read_json(cfg.out_dir / "compare.json")
+
+    def key(rows):
+        return {(r["metric"], r["run"]): r for r in rows}
+
+    g, w = key(got["rows"]), key(want["rows"])
+    assert sorted(g) == sorted(w), f"{name}: compared (metric, run) pairs differ"
+    for k, row in w.items():
+        assert g[k]["test"] == row["test"], (name, k)
+        for field in ("diff", "p", "p_holm"):
+            a, b = g[k][field], row[field]
+            assert (a is None and b is None) or a == pytest.approx(b, rel=1e-6, abs=1e-12), (name, k, field, a, b)
+
+
+def test_the_compare_section_offers_the_tests_compare_runs():
+    from typing import get_args
+
+    from spattern.evaluation.stats import TESTS
+    from spattern.experiments.config import Compare
+
+    assert set(get_args(Compare.model_fields["test"].annotation)) == set(TESTS)
