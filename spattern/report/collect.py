@@ -274,8 +274,8 @@ def collect_file_losses(study: Study) -> dict[str, tuple[list[dict], list[Path]]
         seeds: dict[str, int] = {}
         used: list[Run] = []
         for r in study.runs:
-            if r.experiment != exp:
-                continue
+            if r.experiment != exp or not _finite(r.metrics.get("tokens_per_s")):  # trained runs only: no
+                continue                                                            # evaluate run's file is read
             rows = [e for e in r.per_example if "file_loss" in e and _finite(e.get("file_loss"))]
             if not rows:
                 continue

@@ -19,7 +19,7 @@ def _run(tmp: Path, label: str, seed: int, files: dict[str, tuple[float, int]] |
     rows += [{"id": f, "file_loss": loss, "file_tokens": n} for f, (loss, n) in (files or {}).items()]
     (d / "per_example.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return Run(dir=d, experiment="code", run_id=d.name, label=label, pattern=None, params={}, status="finished",
-               metrics={"loss": 4.0}, timings={}, env=None, sources=[d / "metrics.json"],
+               metrics={"loss": 4.0, "tokens_per_s": 1e3}, timings={}, env=None, sources=[d / "metrics.json"],
                per_example_path=d / "per_example.jsonl")
 
 
