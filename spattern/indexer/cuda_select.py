@@ -63,7 +63,9 @@ def select_into(bscores, row_ptr, col_idx, kind, q_len: int, block_q: int, block
     sptr = torch.cuda.current_stream(bscores.device).cuda_stream
     stream = _STREAMS.get(sptr)
     if stream is None:
-        stream = _STREAMS[sptr] = cupy.cuda.ExternalStream(sptr, dev)
+        from spattern.runtime.cupy_backend import external_stream
+
+        stream = _STREAMS[sptr] = external_stream(sptr, dev)
     P = 1 << max(0, (C - 1).bit_length())
     threads = min(1024, max(64, P // 2))
     s = bscores.contiguous().float()

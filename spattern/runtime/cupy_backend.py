@@ -312,15 +312,38 @@ _fast_kernels: dict[tuple, Any] = {}
 ARG_MODE = os.environ.get("SPATTERN_CUPY_ARGS", "ptr")
 
 
-def cupy_stream(dev):
-    """CuPy view of torch's current stream on ``dev`` (kernels launch on it, ordered with torch's work)."""
+class _StreamHandle:
+    """A raw ``cudaStream_t`` in the CUDA stream protocol (``__cuda_stream__`` -> (version 0, handle)),
+    what CuPy 14's ``Stream.from_external`` takes (its ``ExternalStream`` is deprecated)."""
+
+    __slots__ = ("ptr",)
+
+    def __init__(self, ptr: int):
+        self.ptr = int(ptr)
+
+    def __cuda_stream__(self):
+        return (0, self.ptr)
+
+
+def external_stream(sptr: int, dev_index: int):
+    """CuPy stream object for the existing CUDA stream ``sptr`` on device ``dev_index`` (not owned:
+    CuPy never destroys it). ``Stream.from_external`` where CuPy has it, else ``ExternalStream``."""
     import cupy
 
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None:
+        with cupy.cuda.Device(dev_index):
+            return from_external(_StreamHandle(sptr))
+    return cupy.cuda.ExternalStream(sptr, dev_index)
+
+
+def cupy_stream(dev):
+    """CuPy view of torch's current stream on ``dev`` (kernels launch on it, ordered with torch's work)."""
     sptr = torch.cuda.current_stream(dev).cuda_stream
     stream = _streams.get(sptr)
     if stream is None:
         dev_index = dev.index if dev.index is not None else torch.cuda.current_device()
-        stream = _streams[sptr] = cupy.cuda.ExternalStream(sptr, dev_index)
+        stream = _streams[sptr] = external_stream(sptr, dev_index)
     return stream
 
 

@@ -360,3 +360,25 @@ def test_project_reference_and_api_agree():
     assert float((mine.double() - ref.double()).abs().max()) < 2e-2
     finite = torch.isfinite(ref_lse)
     assert float((lse.double()[finite] - ref_lse.double()[finite]).abs().max()) < 2e-2
+
+
+def test_cupy_stream_is_torchs_stream_without_deprecation_warning():
+    """The kernels launch on torch's current stream (a side stream too), through CuPy's non-deprecated
+    external-stream entry, and work queued there is ordered with torch's."""
+    import warnings
+
+    import cupy
+
+    dev = torch.device("cuda", torch.cuda.current_device())
+    side = torch.cuda.Stream(dev)
+    with torch.cuda.stream(side), warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        s = cupy_backend.cupy_stream(dev)
+        assert s.ptr == side.cuda_stream
+        x = torch.zeros(1 << 20, device=dev)
+        torch.cuda._sleep(1_000_000)                      # keep the stream busy before the CuPy work
+        with s:
+            cupy.from_dlpack(x).fill(1.0)                 # queued behind the sleep, on the same stream
+        y = x.sum()
+    side.synchronize()
+    assert float(y) == float(1 << 20)
