@@ -6,6 +6,9 @@
 #                         3 parts let a fresh machine's first call carry one with .whl/) + gguf.sha256
 #   .carry/stdlib311.txz  the CPython 3.11 standard library .py files this machine reads (same corpus there)
 #   .carry/sources/       corpus tarballs from the cache (State of the Union, ...)
+#   .carry/linuxdocs.txz  Linux docs' Documentation/**/*.rst[.gz] (English) when Debian's linux-doc-6.1 is
+#                         installed here (7.5 MB): the GPU machine has no apt; study_gpu.sh points
+#                         SPATTERN_LINUX_DOCS_ROOT at them
 #   bash scripts/make_carry.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +23,9 @@ split -n "${GGUF_PARTS:-2}" -d "$gguf" .carry/gguf_
 sha256sum "$gguf" | cut -c1-64 > .carry/gguf.sha256
 stdlib=$(python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
 (cd "$stdlib" && find . -name '*.py' -not -path './site-packages/*' -print0 | tar --null -cJf - -T -) > .carry/stdlib311.txz
+docs=/usr/share/doc/linux-doc-6.1
+[ -d "$docs/Documentation" ] && (cd "$docs" && find Documentation \( -name '*.rst' -o -name '*.rst.gz' \) \
+    -not -path 'Documentation/translations/*' -print0 | tar --null -cJf - -T -) > .carry/linuxdocs.txz
 cache=${SPATTERN_CACHE:-$HOME/.cache/spattern}
 [ -d "$cache/sources" ] && find "$cache/sources" -maxdepth 1 -name '*.tgz' -exec cp {} .carry/sources/ \;
 du -sh .whl .carry .carry/* | sed 's/^/[carry] /'

