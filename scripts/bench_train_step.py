@@ -19,7 +19,15 @@ block's ends only, so that the host may run ahead as in training) in these modes
   outline_pool  as in training: each step a new batch (its rows uploaded through pinned memory) whose
                 contexts come from the loop's ``ContextPrefetch`` (``--workers`` spawned workers, queued
                 ``prefetch_depth`` batches ahead): the workers' load, their results' transfer and the
-                pool's threads in this process, all at once.
+                pool's threads in this process, all at once;
+  outline_pool_si  outline_pool with the interpreter's thread switch interval at 0.2 ms (5 ms by default):
+                if the pool's threads in this process delay the launching thread through the GIL, this is faster;
+  window_fresh  window with a new batch of rows each step, uploaded through pinned memory (as in training);
+  window_poolload  window_fresh while the pool builds and delivers outline contexts for every step (received,
+                uploaded and not used): the pool's cost without outline's kernels;
+  window_membusy  window while ``--busy`` processes stream memory (256 MB copies): memory-bandwidth and
+                cache pressure, which ``_busy`` (a spinning loop) does not exert.
+``--modes a,b,..`` runs a subset (window is always among them: the ratios are to it).
 Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
 Prints one line per mode (median ms/step over rounds, and its ratio to window within each round).
 """
@@ -38,7 +46,10 @@ import torch
 
 WINDOW = "local(386) & causal"
 OUTLINE = "outline(window=258) & causal"
-MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy", "outline_pool")
+MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy", "outline_pool",
+         "outline_pool_si", "window_fresh", "window_poolload", "window_membusy")
+SPIN = "while True: pass"
+STREAM = "import numpy as np\na = np.ones(1 << 25); b = np.empty_like(a)\nwhile True: np.copyto(b, a)"
 
 
 def sync_upload(layout, device) -> None:
@@ -66,9 +77,13 @@ def main(argv=None) -> int:
     ap.add_argument("--busy", type=int, default=5)
     ap.add_argument("--workers", type=int, default=None, help="outline_pool's workers (default: the loop's)")
     ap.add_argument("--set", action="append", default=[], help="config overrides (a small smoke test)")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    modes = tuple(dict.fromkeys(["window", *a.modes.split(",")]))
+    if unknown := [m for m in modes if m not in MODES]:
+        ap.error(f"--modes: unknown {unknown}; expected some of {', '.join(MODES)}")
 
     from spattern.data.packing import PackedSequences
     from spattern.train.config import load_train_config
@@ -119,12 +134,19 @@ def main(argv=None) -> int:
             ctx.to_device(dev, csc=True)
         return ctx, to_device(torch.from_numpy(r), dev)
 
+    def fresh_batch() -> torch.Tensor:
+        return to_device(torch.from_numpy(seqs.batch(stream.choice(len(seqs), B, replace=False))), dev)
+
     def step(i: int, mode: str) -> None:
         j = i % len(batches)
         batch = batches[j]
-        if mode == "outline_pool":
+        if mode in ("outline_pool", "outline_pool_si"):
             ctx, batch = pool_batch()
             model.set_contexts(ctx)
+        elif mode == "window_poolload":
+            _, batch = pool_batch()
+        elif mode == "window_fresh":
+            batch = fresh_batch()
         elif not mode.startswith("window"):
             ctx = ctxs[j]
             if mode in ("outline_new", "outline_sync", "outline_new_busy"):
@@ -145,10 +167,13 @@ def main(argv=None) -> int:
 
     def block(mode: str) -> float:
         model.set_pattern(WINDOW if mode.startswith("window") else OUTLINE, backend)
-        spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(a.busy if mode.endswith("_busy") else 0)]
+        code = SPIN if mode.endswith("_busy") else STREAM if mode.endswith("_membusy") else None
+        spin = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(a.busy if code else 0)]
+        switch = sys.getswitchinterval()
+        if mode.endswith("_si"):
+            sys.setswitchinterval(2e-4)
         try:
-            time.sleep(0.2 if spin else 0)
+            time.sleep(0.5 if spin else 0)
             sync()
             t = time.perf_counter()
             for i in range(a.steps):
@@ -156,15 +181,16 @@ def main(argv=None) -> int:
             sync()
             return 1e3 * (time.perf_counter() - t) / a.steps
         finally:
+            sys.setswitchinterval(switch)
             for proc in spin:
                 proc.kill()
                 proc.wait()
 
-    for mode in MODES:  # warm-up: kernels compiled, warm layouts uploaded, allocator grown
+    for mode in modes:  # warm-up: kernels compiled, warm layouts uploaded, allocator grown
         block(mode)
-    per: dict[str, list[float]] = {m: [] for m in MODES}
+    per: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(a.rounds):
-        order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]
+        order = modes[r % len(modes):] + modes[:r % len(modes)]
         for mode in order:
             per[mode].append(block(mode))
     out = {"config": a.config, "steps_per_block": a.steps, "rounds": a.rounds, "batches": a.batches, "busy": a.busy,
@@ -172,7 +198,7 @@ def main(argv=None) -> int:
            "device": torch.cuda.get_device_name(dev) if cuda else a.device,
            "contexts_build_ms": round(build_ms, 2), "contexts_unpickle_ms": round(unpickle_ms, 2),
            "contexts_pickled_bytes": int(np.median([len(p) for p in pickled])), "modes": {}}
-    for mode in MODES:
+    for mode in modes:
         ratios = [m / w for m, w in zip(per[mode], per["window"])]
         out["modes"][mode] = {"ms_per_step": [round(v, 3) for v in per[mode]],
                               "median_ms": round(statistics.median(per[mode]), 3),

@@ -126,3 +126,23 @@ def test_throughput_summary_medians_waits_and_same_tag_ratios(tmp_path, monkeypa
     assert a2["ratio_to_baseline"] == 0.8 and rows["a_1"]["ratio_to_baseline"] == 1.0
     assert rows["b_1"]["ratio_to_baseline"] == 2.0  # against b's own window run, not a's
     assert "outline(window=8)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
+    """scripts/bench_train_step.py end to end on this CPU at a tiny size (its numbers mean nothing
+    here): the chosen modes run, window is added, and each gets its times and a ratio to window."""
+    monkeypatch.chdir(ROOT)
+    bench = _script("bench_train_step")
+    out = tmp_path / "step.json"
+    assert bench.main(["--device", "cpu", "--steps", "1", "--rounds", "2", "--batches", "1", "--busy", "1",
+                       "--workers", "1", "--set", "data.seq_len=256", "--set", "train.batch_size=2",
+                       "--set", 'model.preset="neox-tiny"', "--modes", "window_fresh,window_poolload,outline_pool",
+                       "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert list(got["modes"]) == ["window", "window_fresh", "window_poolload", "outline_pool"]
+    for m in got["modes"].values():
+        assert len(m["ms_per_step"]) == 2 and all(v > 0 for v in m["ms_per_step"])
+    assert got["modes"]["window"]["median_ratio_to_window"] == 1.0
+    with pytest.raises(SystemExit):
+        bench.main(["--modes", "nonsense"])
