@@ -25,6 +25,7 @@ block's ends only, so that the host may run ahead as in training) in these modes
   window_fresh  window with a new batch of rows each step, uploaded through pinned memory (as in training);
   window_poolload  window_fresh while the pool builds and delivers outline contexts for every step (received,
                 uploaded and not used): the pool's cost without outline's kernels;
+  window_poolnoup  window_poolload without the upload of the delivered layouts;
   window_membusy  window while ``--busy`` processes stream memory (256 MB copies): memory-bandwidth and
                 cache pressure, which ``_busy`` (a spinning loop) does not exert.
 ``--modes a,b,..`` runs a subset (window is always among them: the ratios are to it).
@@ -47,7 +48,7 @@ import torch
 WINDOW = "local(386) & causal"
 OUTLINE = "outline(window=258) & causal"
 MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy", "outline_pool",
-         "outline_pool_si", "window_fresh", "window_poolload", "window_membusy")
+         "outline_pool_si", "window_fresh", "window_poolload", "window_poolnoup", "window_membusy")
 SPIN = "while True: pass"
 STREAM = "import numpy as np\na = np.ones(1 << 25); b = np.empty_like(a)\nwhile True: np.copyto(b, a)"
 
@@ -123,15 +124,23 @@ def main(argv=None) -> int:
     stream = np.random.default_rng(1)
     pool_rows: list[np.ndarray] = []  # batches queued in the pool, oldest first
 
-    def pool_batch() -> tuple:
+    host: dict[str, float] = {}  # this block's host seconds in the pool's parts (pool modes)
+
+    def pool_batch(upload: bool = True) -> tuple:
+        t0 = time.perf_counter()
         while len(pool_rows) < depth + 1:
             r = seqs.batch(stream.choice(len(seqs), B, replace=False))
             pool.ahead(r[:, :-1])
             pool_rows.append(r)
         r = pool_rows.pop(0)
+        t1 = time.perf_counter()
         ctx = pool.get(r[:, :-1])
-        if cuda:
+        t2 = time.perf_counter()
+        if cuda and upload:
             ctx.to_device(dev, csc=True)
+        t3 = time.perf_counter()
+        for k, v in (("ahead", t1 - t0), ("get", t2 - t1), ("upload", t3 - t2)):
+            host[k] = host.get(k, 0.0) + v
         return ctx, to_device(torch.from_numpy(r), dev)
 
     def fresh_batch() -> torch.Tensor:
@@ -143,8 +152,8 @@ def main(argv=None) -> int:
         if mode in ("outline_pool", "outline_pool_si"):
             ctx, batch = pool_batch()
             model.set_contexts(ctx)
-        elif mode == "window_poolload":
-            _, batch = pool_batch()
+        elif mode in ("window_poolload", "window_poolnoup"):
+            _, batch = pool_batch(upload=mode == "window_poolload")
         elif mode == "window_fresh":
             batch = fresh_batch()
         elif not mode.startswith("window"):
@@ -165,6 +174,8 @@ def main(argv=None) -> int:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    parts: dict[str, dict[str, list[float]]] = {}  # mode -> pool part -> ms per step, per block
+
     def block(mode: str) -> float:
         model.set_pattern(WINDOW if mode.startswith("window") else OUTLINE, backend)
         code = SPIN if mode.endswith("_busy") else STREAM if mode.endswith("_membusy") else None
@@ -175,10 +186,13 @@ def main(argv=None) -> int:
         try:
             time.sleep(0.5 if spin else 0)
             sync()
+            host.clear()
             t = time.perf_counter()
             for i in range(a.steps):
                 step(i, mode)
             sync()
+            for k, v in host.items():
+                parts.setdefault(mode, {}).setdefault(k, []).append(1e3 * v / a.steps)
             return 1e3 * (time.perf_counter() - t) / a.steps
         finally:
             sys.setswitchinterval(switch)
@@ -188,6 +202,7 @@ def main(argv=None) -> int:
 
     for mode in modes:  # warm-up: kernels compiled, warm layouts uploaded, allocator grown
         block(mode)
+    parts.clear()
     per: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(a.rounds):
         order = modes[r % len(modes):] + modes[:r % len(modes)]
@@ -202,9 +217,12 @@ def main(argv=None) -> int:
         ratios = [m / w for m, w in zip(per[mode], per["window"])]
         out["modes"][mode] = {"ms_per_step": [round(v, 3) for v in per[mode]],
                               "median_ms": round(statistics.median(per[mode]), 3),
-                              "median_ratio_to_window": round(statistics.median(ratios), 4)}
+                              "median_ratio_to_window": round(statistics.median(ratios), 4),
+                              **({"pool_host_ms_per_step": {k: round(statistics.median(v), 3) for k, v in
+                                                            parts[mode].items()}} if mode in parts else {})}
         print(f"{mode:>13} {statistics.median(per[mode]):7.2f} ms/step  x{statistics.median(ratios):.3f} of window"
-              f"  [{min(per[mode]):.2f}-{max(per[mode]):.2f}]")
+              f"  [{min(per[mode]):.2f}-{max(per[mode]):.2f}]"
+              + "".join(f"  {k} {v:.2f}" for k, v in out["modes"][mode].get("pool_host_ms_per_step", {}).items()))
     print(f"contexts: built {build_ms:.1f} ms/batch here, unpickled {unpickle_ms:.2f} ms "
           f"({out['contexts_pickled_bytes'] / 1e6:.2f} MB)")
     if a.json:
