@@ -187,10 +187,12 @@ def main(argv=None) -> int:
             time.sleep(0.5 if spin else 0)
             sync()
             host.clear()
-            t = time.perf_counter()
+            t, tt, tp = time.perf_counter(), time.thread_time(), time.process_time()
             for i in range(a.steps):
                 step(i, mode)
             sync()
+            host["cpu_main_thread"] = time.thread_time() - tt   # this thread's CPU time (launches, Python)
+            host["cpu_process"] = time.process_time() - tp      # every thread of this process
             for k, v in host.items():
                 parts.setdefault(mode, {}).setdefault(k, []).append(1e3 * v / a.steps)
             return 1e3 * (time.perf_counter() - t) / a.steps
@@ -218,11 +220,10 @@ def main(argv=None) -> int:
         out["modes"][mode] = {"ms_per_step": [round(v, 3) for v in per[mode]],
                               "median_ms": round(statistics.median(per[mode]), 3),
                               "median_ratio_to_window": round(statistics.median(ratios), 4),
-                              **({"pool_host_ms_per_step": {k: round(statistics.median(v), 3) for k, v in
-                                                            parts[mode].items()}} if mode in parts else {})}
+                              "host_ms_per_step": {k: round(statistics.median(v), 3) for k, v in parts[mode].items()}}
         print(f"{mode:>13} {statistics.median(per[mode]):7.2f} ms/step  x{statistics.median(ratios):.3f} of window"
               f"  [{min(per[mode]):.2f}-{max(per[mode]):.2f}]"
-              + "".join(f"  {k} {v:.2f}" for k, v in out["modes"][mode].get("pool_host_ms_per_step", {}).items()))
+              + "".join(f"  {k} {v:.2f}" for k, v in out["modes"][mode]["host_ms_per_step"].items()))
     print(f"contexts: built {build_ms:.1f} ms/batch here, unpickled {unpickle_ms:.2f} ms "
           f"({out['contexts_pickled_bytes'] / 1e6:.2f} MB)")
     if a.json:

@@ -144,7 +144,8 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     for m in got["modes"].values():
         assert len(m["ms_per_step"]) == 2 and all(v > 0 for v in m["ms_per_step"])
     assert got["modes"]["window"]["median_ratio_to_window"] == 1.0
-    assert set(got["modes"]["outline_pool"]["pool_host_ms_per_step"]) == {"ahead", "get", "upload"}
-    assert "pool_host_ms_per_step" not in got["modes"]["window_fresh"]
+    assert set(got["modes"]["outline_pool"]["host_ms_per_step"]) == {"ahead", "get", "upload", "cpu_main_thread",
+                                                                     "cpu_process"}
+    assert set(got["modes"]["window_fresh"]["host_ms_per_step"]) == {"cpu_main_thread", "cpu_process"}
     with pytest.raises(SystemExit):
         bench.main(["--modes", "nonsense"])

@@ -215,6 +215,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
                  "Long-range retrieval, one panel per experiment: accuracy against the distance between key and "
                  "query (or the passkey's depth), mean over seeds (or examples) with 95% CI.", True,
                  "synthetic-task accuracy")
+        b.table(lambda: T.synthetic_table(syn_points, syn_srcs), "synthetic",  # CSV and HTML (no room in the PDF)
+                "synthetic-task accuracy table")
     else:
         b.manifest.miss("figure", "synthetic", "synthetic-task accuracy (no per-example distance/depth with "
                         "correct/accuracy values)")

@@ -75,8 +75,14 @@ def quality_experiments(study: Study) -> list[str]:
     return list(dict.fromkeys(density_group(e) for e in names))
 
 
+def _target(r: Run) -> float | None:
+    """The cost a run was matched to (``params.target``), None for a run that was not matched."""
+    t = r.params.get("target") if isinstance(r.params, dict) else None
+    return float(t) if isinstance(t, (int, float)) else None
+
+
 def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Path]]:
-    """Points (key, density, metric, value, lo, hi) per (family, density, context) over the
+    """Points (key, density, target, metric, value, lo, hi) per (family, density, context) over the
     experiments of one density group; several runs of one point (seeds) give a t interval over
     runs. Dense is taken from one experiment of the group (the others score the same documents).
     ``label`` names the context when the experiment has more than one."""
@@ -84,7 +90,9 @@ def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Pat
                      key=lambda e: (e != experiment, e))
     runs = [r for r in study.runs if r.experiment in members and r.density is not None
             and (r.key != "dense" or r.experiment == members[0])]
-    measures = {r.density_measure for r in runs if r.key != "dense"}
+    # the matched runs' measure (causal, the numerical control, is not matched and records token density)
+    measures = {r.density_measure for r in runs if r.key != "dense" and _target(r) is not None} \
+        or {r.density_measure for r in runs if r.key != "dense"}
     if len(measures) > 1:  # mixed matching: compare on token density, which every run records
         runs = [r for r in runs if isinstance(r.metrics.get("density"), (int, float))]
     measure = next(iter(measures)) if len(measures) == 1 else "density"
@@ -92,13 +100,13 @@ def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Pat
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
         x = r.density if len(measures) <= 1 else float(r.metrics["density"])
-        groups.setdefault((r.key, r.context or 0, x), []).append(r)
+        groups.setdefault((r.key, r.context or 0, x, _target(r)), []).append(r)
     points = []
-    for (key, ctx, dens), rs in sorted(groups.items()):
+    for (key, ctx, dens, target), rs in sorted(groups.items(), key=lambda kv: kv[0][:3]):
         for m in QUALITY_METRICS:
             if any(_finite(r.metrics.get(m)) for r in rs):
                 v, lo, hi = run_metric_ci(rs, m)
-                points.append({"key": key, "context": ctx or None, "density": dens,
+                points.append({"key": key, "context": ctx or None, "density": dens, "target": target,
                                "measure": measure,
                                "metric": "top1_agreement" if m == "top1" else m, "value": v, "lo": lo, "hi": hi,
                                "n_runs": len(rs), "series": f"{key} (N={ctx})" if len(contexts) > 1 else key})

@@ -119,6 +119,8 @@ def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
     q_names = [k for k in figs if k.startswith("quality_")]
     parts += [_figure(out, figs, k, k) for k in q_names] or [_missing("quality vs density")]
     parts.append(_figure(out, figs, "synthetic", "synthetic-task accuracy"))
+    if "synthetic" in tables:
+        parts.append(_table(tables, "synthetic", "synthetic-task accuracy"))
     parts += [
               _figure(out, figs, "training", "training curves"), _table(tables, "training_cost", "training cost"),
               *[_table(tables, k, k) for k in sorted(tables) if k.startswith("file_loss_")],

@@ -47,7 +47,7 @@ def synthetic_figure(points: Sequence[dict], palette: Palette | None = None, tit
 
 @styled
 def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: Palette | None = None,
-                     per_row: int = 4):
+                     per_row: int = 5):
     """One panel per experiment (``panels``: title -> (points, x label)), ``per_row`` panels a row,
     the y axis shared and one legend for every series: the experiments' retrieval curves in one figure."""
     panels = {t: (_valid(pts), x) for t, (pts, x) in panels.items()}
@@ -57,7 +57,7 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
     every = [p for pts, _ in panels.values() for p in pts]
     palette = palette or Palette(p["key"] for p in every)
     rows = -(-len(panels) // per_row)
-    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=1.5 * rows + 0.5,
+    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=1.35 * rows + 0.5,
                            sharey=True)
     axes = np.atleast_1d(axes).ravel()
     for ax, (title, (pts, xlabel)) in zip(axes, panels.items()):

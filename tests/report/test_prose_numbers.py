@@ -1,0 +1,45 @@
+"""The sentences the report's prose reads (report.numbers): which runs a quality sentence compares, and
+what the retrieval sentence names, on hand-made points."""
+from __future__ import annotations
+
+from spattern.report.numbers import quality_row, synthetic_row
+
+
+def _kl(key, density, value, target=0.125):
+    return {"key": key, "metric": "kl", "density": density, "target": target, "value": value,
+            "lo": value - 0.01, "hi": value + 0.01}
+
+
+def test_quality_compares_every_run_matched_to_the_lowest_target():
+    """Matched runs achieve slightly different densities: all of them are compared at their target (not
+    only the one run at the lowest achieved density), and causal (not matched) and the bound are not."""
+    pts = [_kl("window", 0.1245, 0.56), _kl("outline", 0.1265, 0.15), _kl("streaming", 0.1245, 0.146),
+           _kl("strided", 0.159, 0.61), _kl("causal", 0.5001, 0.002, target=None),
+           _kl("oracle", 0.12, 0.08), _kl("window", 0.25, 0.2, target=0.25),
+           {"key": "dense", "metric": "ppl", "density": 1.0, "target": None, "value": 10.38, "lo": 10, "hi": 11}]
+    row = quality_row("e", pts)
+    assert row["lowest_density"] == "matched to 12.5%, achieved 12.4%-15.9%"
+    assert (row["best_key"], row["worst_key"]) == ("streaming", "strided")
+    assert row["bound_key"] == "oracle" and row["dense_ppl"] == "10.4"
+
+
+def test_quality_without_matching_uses_the_lowest_density():
+    pts = [_kl("window", 0.0625, 0.9, target=None), _kl("streaming", 0.0625, 0.5, target=None),
+           _kl("window", 0.25, 0.1, target=None)]
+    row = quality_row("sweep", pts)
+    assert row["lowest_density"] == "6.2%" and (row["best_key"], row["worst_key"]) == ("streaming", "window")
+
+
+def _acc(key, distance, value):
+    return {"key": key, "distance": distance, "value": value, "lo": value, "hi": value}
+
+
+def test_retrieval_names_dense_and_the_best_sparse_pattern():
+    pts = [_acc("dense", 128, 0.6), _acc("bigbird", 128, 0.53), _acc("window", 128, 0.03), _acc("causal", 128, 0.9),
+           _acc("oracle", 128, 1.0), _acc("bigbird", 2, 0.9)]
+    row = synthetic_row("mqar", pts, "distance")
+    assert (row["distance"], row["best_key"]) == ("128", "bigbird") and row["dense"].startswith("0.6")
+    tie = synthetic_row("p", [_acc("dense", 9, 1.0), _acc("window", 9, 0.0), _acc("outline", 9, 0.0)], "depth")
+    assert tie["best_key"] == "every sparse pattern"
+    one = synthetic_row("q", [_acc("window", 9, 0.0)], "depth")
+    assert one["best_key"] == "window" and "dense" not in one
