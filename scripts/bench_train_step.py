@@ -26,6 +26,10 @@ block's ends only, so that the host may run ahead as in training) in these modes
   window_poolload  window_fresh while the pool builds and delivers outline contexts for every step (received,
                 uploaded and not used): the pool's cost without outline's kernels;
   window_poolnoup  window_poolload without the upload of the delivered layouts;
+  window_workload  window_fresh while the pool's workers build a batch's contexts per step and keep them
+                (only the build's seconds come back): the workers' load without the transfer;
+  window_echo   window_fresh while the workers send a built batch's contexts per step without building them
+                (read from a file): the transfer and this process's part of it without the workers' load;
   window_membusy  window while ``--busy`` processes stream memory (256 MB copies): memory-bandwidth and
                 cache pressure, which ``_busy`` (a spinning loop) does not exert.
 ``--modes a,b,..`` runs a subset (window is always among them: the ratios are to it).
@@ -36,11 +40,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import pickle
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -48,7 +57,7 @@ import torch
 WINDOW = "local(386) & causal"
 OUTLINE = "outline(window=258) & causal"
 MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy", "outline_pool",
-         "outline_pool_si", "window_fresh", "window_poolload", "window_poolnoup", "window_membusy")
+         "outline_pool_si", "window_fresh", "window_poolload", "window_poolnoup", "window_workload", "window_echo", "window_membusy")
 SPIN = "while True: pass"
 STREAM = "import numpy as np\na = np.ones(1 << 25); b = np.empty_like(a)\nwhile True: np.copyto(b, a)"
 
@@ -88,7 +97,8 @@ def main(argv=None) -> int:
 
     from spattern.data.packing import PackedSequences
     from spattern.train.config import load_train_config
-    from spattern.train.contexts import ContextPrefetch
+    from spattern.data.batch_contexts import build_seconds, read_pickled
+    from spattern.train.contexts import WORKER_NICE, ContextPrefetch
     from spattern.train.loop import build_from_config, context_workers, load_data, prefetch_depth, to_device
 
     cuda = a.device == "cuda"
@@ -125,6 +135,26 @@ def main(argv=None) -> int:
     pool_rows: list[np.ndarray] = []  # batches queued in the pool, oldest first
 
     host: dict[str, float] = {}  # this block's host seconds in the pool's parts (pool modes)
+    aux = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
+                              initargs=(WORKER_NICE,))  # window_workload / window_echo: the pool's processes alone
+    aux_queue: deque = deque()
+    echo = tempfile.NamedTemporaryFile(suffix=".pkl", delete=False)
+    echo.write(pickled[0])
+    echo.close()
+
+    def aux_batch(mode: str) -> torch.Tensor:
+        """One job submitted (queued ``depth`` steps ahead, as the pool's) and the oldest one's result taken."""
+        t0 = time.perf_counter()
+        while len(aux_queue) < depth + 1:
+            r = seqs.batch(stream.choice(len(seqs), B, replace=False))
+            aux_queue.append(aux.submit(build_seconds, pool.table, pool.jobs, r[:, :-1]) if mode == "window_workload"
+                             else aux.submit(read_pickled, echo.name))
+        t1 = time.perf_counter()
+        aux_queue.popleft().result()
+        t2 = time.perf_counter()
+        for k, v in (("ahead", t1 - t0), ("get", t2 - t1)):
+            host[k] = host.get(k, 0.0) + v
+        return fresh_batch()
 
     def pool_batch(upload: bool = True) -> tuple:
         t0 = time.perf_counter()
@@ -154,6 +184,8 @@ def main(argv=None) -> int:
             model.set_contexts(ctx)
         elif mode in ("window_poolload", "window_poolnoup"):
             _, batch = pool_batch(upload=mode == "window_poolload")
+        elif mode in ("window_workload", "window_echo"):
+            batch = aux_batch(mode)
         elif mode == "window_fresh":
             batch = fresh_batch()
         elif not mode.startswith("window"):
@@ -230,6 +262,8 @@ def main(argv=None) -> int:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
     pool.close()
+    aux.shutdown(wait=False, cancel_futures=True)
+    os.unlink(echo.name)
     return 0
 
 

@@ -76,3 +76,18 @@ def build_timed(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> tuple[Seque
     t0 = time.perf_counter()
     ctx = build_contexts(table, jobs, rows)
     return ctx, time.perf_counter() - t0
+
+
+def build_seconds(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> float:
+    """build_timed's seconds only, the contexts dropped where they were built: a worker's load without
+    the transfer of its result (``scripts/bench_train_step.py`` takes the pool's cost apart with it)."""
+    return build_timed(table, jobs, rows)[1]
+
+
+def read_pickled(path: str) -> object:
+    """The object pickled in the file ``path``: a worker's delivery of a result it did not build
+    (``scripts/bench_train_step.py``)."""
+    import pickle
+
+    with open(path, "rb") as f:
+        return pickle.load(f)
