@@ -99,7 +99,7 @@ def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Pat
     contexts = sorted({r.context for r in runs if r.context is not None})
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
-        x = r.density if len(measures) <= 1 else float(r.metrics["density"])
+        x = float(r.metrics[measure]) if _finite(r.metrics.get(measure)) else r.density  # one measure for all
         groups.setdefault((r.key, r.context or 0, x, _target(r)), []).append(r)
     points = []
     for (key, ctx, dens, target), rs in sorted(groups.items(), key=lambda kv: kv[0][:3]):
