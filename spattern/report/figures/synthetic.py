@@ -62,7 +62,8 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
     axes = np.atleast_1d(axes).ravel()
     for ax, (title, (pts, xlabel)) in zip(axes, panels.items()):
         _draw(ax, pts, palette, xlabel)
-        ax.set_title(title.removeprefix("study_"), fontsize=6.5)
+        name = title.removeprefix("study_")
+        ax.set_title(name, fontsize=6.5 if len(name) <= 20 else 5.5)  # long names would overlap at five a row
         ax.set_ylabel("accuracy")
     for ax in axes[len(panels):]:
         ax.remove()
