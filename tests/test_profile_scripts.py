@@ -151,3 +151,14 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     assert set(got["modes"]["window_echo"]["host_ms_per_step"]) == {"ahead", "get", "cpu_main_thread", "cpu_process"}
     with pytest.raises(SystemExit):
         bench.main(["--modes", "nonsense"])
+
+
+@pytest.mark.slow
+def test_pool_delivery_probe_runs_both_modes(monkeypatch):
+    """scripts/pool_delivery_probe.py at a tiny size: both modes timed, the pool's results taken."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # the spawned workers import the script's echo by name
+    probe = importlib.import_module("pool_delivery_probe")
+    out = probe.main(["--ops", "50", "--iters", "2", "--rounds", "2", "--sleep", "0"])
+    assert set(out) == {"plain", "pool"} and all(v["ms_per_iter"] > 0 for v in out.values())
