@@ -26,21 +26,43 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _print_compare(folder, baseline, metrics, test, out, family="metric", only=None) -> dict:
+def _print_compare(folder, baseline, metrics, test, out, family="metric", only=None, write=True) -> dict:
     from rich.console import Console
 
     from spattern.evaluation.compare import render_table, to_rows
     from spattern.experiments.results import compare_experiment
 
-    table = compare_experiment(folder, baseline, metrics, test=test, out=out, family=family, only=only)
+    table = compare_experiment(folder, baseline, metrics, test=test, out=out, family=family, only=only, write=write)
     Console(width=160).print(render_table(to_rows(table), title=f"{Path(folder).name}: each run vs "
                                           f"{table['baseline']} (paired, Holm-corrected per {family})"))
     return table
 
 
 def cmd_compare(args) -> int:
-    table = _print_compare(args.folder, args.baseline, args.metric, args.test, args.json, args.family, args.runs)
-    print(f"wrote {args.json or Path(args.folder) / 'compare.json'} ({len(table['rows'])} rows)")
+    """Prints the table and writes it to ``--json``, else to ``<folder>/compare.json`` unless that file
+    holds a comparison with other settings (the experiment's own, which ``spattern run`` and the report
+    use): an exploratory ``--baseline`` or ``--metric`` never replaces it silently."""
+    import json
+
+    from spattern.experiments.results import comparison_settings
+    from spattern.utils.io import write_json
+
+    table = _print_compare(args.folder, args.baseline, args.metric, args.test, None, args.family, args.runs,
+                           write=False)
+    path = Path(args.json) if args.json else Path(args.folder) / "compare.json"
+    if not args.json and path.is_file():
+        try:
+            kept = comparison_settings(json.loads(path.read_text()))
+        except (ValueError, AttributeError):
+            kept = None  # unreadable: replaced
+        new = comparison_settings(table)
+        if kept is not None and kept != new:
+            diff = ", ".join(f"{k} {kept[k]} (now {new[k]})" for k in kept if kept[k] != new[k])
+            print(f"not written: {path} holds a comparison with other settings ({diff}); "
+                  f"pass --json FILE to keep this one")
+            return 0
+    write_json(path, table)
+    print(f"wrote {path} ({len(table['rows'])} rows)")
     return 0
 
 
@@ -71,7 +93,8 @@ def register(sub) -> None:
     c.add_argument("--metric", nargs="+", default=None, help="metrics to compare (default: every one found)")
     c.add_argument("--test", choices=["wilcoxon", "permutation", "t"], default="wilcoxon",
                    help="paired test (default wilcoxon; t: the paired t-test, for a few seeds)")
-    c.add_argument("--json", default=None, help="write the table here (default <folder>/compare.json)")
+    c.add_argument("--json", default=None, help="write the table here (default <folder>/compare.json, unless "
+                                                "that holds a comparison with other settings)")
     c.add_argument("--family", choices=["metric", "all"], default="metric",
                    help="Holm family: the runs of each metric (default) or every (run, metric) comparison")
     c.add_argument("--runs", nargs="+", default=None, metavar="LABEL",

@@ -99,12 +99,12 @@ def metric_values(runs: list[dict], metrics: list[str] | None = None) -> dict[st
 
 def compare_experiment(folder: str | Path, baseline: str | None = None, metrics: list[str] | None = None,
                        test: str = "wilcoxon", alpha: float = 0.05, out: str | Path | None = None,
-                       family: str = "metric", only: list[str] | None = None) -> dict:
+                       family: str = "metric", only: list[str] | None = None, write: bool = True) -> dict:
     """The significance table of an experiment's runs against ``baseline`` (default: the config's),
     Holm-corrected over the runs of each metric (``family="metric"``, the default) or over every
     (run, metric) comparison (``"all"``); written to ``<folder>/compare.json``. ``only``: compare
     these run labels (and the baseline) and no other; the table records the labels it left out
-    (``runs_left_out``), e.g. runs whose seeds are not all finished."""
+    (``runs_left_out``), e.g. runs whose seeds are not all finished. ``write=False``: return it only."""
     from spattern.evaluation.compare import compare_many, to_json
 
     runs = load_runs(folder)
@@ -133,5 +133,16 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
                      for r in runs}
     if left_out:
         table["runs_left_out"] = left_out
-    write_json(Path(out) if out else Path(folder) / "compare.json", table)
+    if write:
+        write_json(Path(out) if out else Path(folder) / "compare.json", table)
     return table
+
+
+def comparison_settings(table: dict) -> dict:
+    """What a significance table compared (baseline, Holm family, tests, metrics, runs left out): two
+    tables with equal settings differ only where the results under them changed."""
+    rows = table.get("rows", [])
+    return {"baseline": table.get("baseline"), "family": table.get("family"),
+            "tests": sorted({str(r.get("test")) for r in rows if r.get("note") != "baseline"}),
+            "metrics": sorted({str(r.get("metric")) for r in rows}),
+            "runs_left_out": sorted(table.get("runs_left_out", []))}

@@ -183,3 +183,26 @@ def test_select_filters_labels_and_orders_seed_by_seed(tmp_path):
     only = select(runs, only=["dense"], by_seed=True)
     assert [(r.label, r.seed) for r in only] == [("dense", 0), ("dense", 1), ("dense", 2)]
     assert select(runs, only=["nope"]) == []
+
+
+def test_cli_compare_keeps_the_experiments_own_comparison(tmp_path, capsys):
+    """`spattern compare` with another baseline or test prints its table but does not replace the
+    compare.json that `spattern run` wrote (the report reads it); --json writes it elsewhere; the same
+    settings refresh the file."""
+    from spattern.cli import main
+
+    cfg = load_experiment(_write(tmp_path))
+    run_experiment(cfg, log=lambda *a: None)
+    path = cfg.out_dir / "compare.json"
+    assert main(["compare", str(cfg.out_dir)]) == 0 and "wrote" in capsys.readouterr().out  # none yet: written
+    own = path.read_text()
+    assert main(["compare", str(cfg.out_dir), "--baseline", "window"]) == 0
+    out = capsys.readouterr().out
+    assert "not written" in out and "baseline dense (now window)" in out and path.read_text() == own
+    assert main(["compare", str(cfg.out_dir), "--test", "permutation"]) == 0
+    assert "tests ['wilcoxon'] (now ['permutation'])" in capsys.readouterr().out and path.read_text() == own
+    assert main(["compare", str(cfg.out_dir), "--baseline", "window", "--json", str(tmp_path / "w.json")]) == 0
+    assert json.loads((tmp_path / "w.json").read_text())["baseline"] == "window"
+    path.write_text(own.replace('"n": 4', '"n": 3'))  # stale numbers under the same settings
+    assert main(["compare", str(cfg.out_dir)]) == 0 and "wrote" in capsys.readouterr().out
+    assert path.read_text() == own
