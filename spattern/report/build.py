@@ -209,13 +209,18 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         syn, syn_src, xname = collect.collect_synthetic(s, e)
         syn_points[e] = (syn, xname)
         syn_srcs += syn_src
-    if syn_points:  # one figure, one panel per experiment
+    pairs = collect.collect_mqar_pairs(s)  # MQAR accuracy against the number of key-value pairs
+    syn_srcs += [p for _, src in pairs.values() for p in src]
+    if syn_points:  # one figure, one panel per experiment, then MQAR's by number of pairs
         panels = {e: (pts, f"{x} (tokens)" if x == "distance" else x) for e, (pts, x) in syn_points.items()}
+        panels.update({f"{e}: by pairs": (pts, "key-value pairs") for e, (pts, _) in pairs.items()})
         b.figure("synthetic", lambda: synthetic_panels(panels, palette=b.palette), syn_srcs,
                  "Long-range retrieval, one panel per experiment: accuracy against the distance between key and "
-                 "query (or the passkey's depth), mean over seeds (or examples) with 95% CI.", True,
+                 "query (or the passkey's depth), mean over seeds (or examples) with 95% CI"
+                 + ("; MQAR's also against the number of key-value pairs in the sequence." if pairs else "."), True,
                  "synthetic-task accuracy")
-        b.table(lambda: T.synthetic_table(syn_points, syn_srcs), "synthetic",  # CSV and HTML (no room in the PDF)
+        rows = [(e, pts, x) for e, (pts, x) in syn_points.items()] + [(e, pts, "pairs") for e, (pts, _) in pairs.items()]
+        b.table(lambda: T.synthetic_table(rows, syn_srcs), "synthetic",  # CSV and HTML (no room in the PDF)
                 "synthetic-task accuracy table")
     else:
         b.manifest.miss("figure", "synthetic", "synthetic-task accuracy (no per-example distance/depth with "

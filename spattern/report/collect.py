@@ -196,6 +196,34 @@ def collect_synthetic(study: Study, experiment: str | None = None) -> tuple[list
     return points, _sources(runs), xname
 
 
+_PAIRS = re.compile(r"^mqar_accuracy_n(\d+)$")
+
+
+def collect_mqar_pairs(study: Study) -> dict[str, tuple[list[dict], list[Path]]]:
+    """MQAR accuracy against the number of key-value pairs, per experiment whose runs record
+    ``mqar_accuracy_n<N>``: per family and N, the mean over seeds with its t interval (one run: no
+    interval). Points as ``collect_synthetic``'s, the number of pairs in ``distance``."""
+    out: dict[str, tuple[list[dict], list[Path]]] = {}
+    for e in study.experiments():
+        runs = [r for r in study.runs if r.experiment == e and any(_PAIRS.match(k) for k in r.metrics)]
+        if not runs:
+            continue
+        points = []
+        for key in sorted({r.key for r in runs}):
+            by: dict[int, list[float]] = {}
+            for r in runs:
+                if r.key == key:
+                    for k, v in r.metrics.items():
+                        if (m := _PAIRS.match(k)) and _finite(v):
+                            by.setdefault(int(m.group(1)), []).append(float(v))
+            for n in sorted(by):
+                v, lo, hi = mean_ci(by[n])
+                points.append({"key": key, "distance": float(n), "value": v, "lo": max(lo, 0.0), "hi": min(hi, 1.0),
+                               "n_runs": len(by[n])})
+        out[e] = (points, _sources(runs))
+    return out
+
+
 def training_experiments(study: Study) -> list[str]:
     """The experiments with training curves, the one with the most curves first."""
     counts: dict[str, int] = {}

@@ -404,16 +404,17 @@ def env_table(envs: Sequence[tuple[dict, Path]]) -> Table:
                  [p for k in sorted(seen) for p in seen[k]])
 
 
-def synthetic_table(points: dict[str, tuple[list[dict], str]], sources: Sequence[Path]) -> Table:
-    """``collect.collect_synthetic`` per experiment: accuracy [95% CI] of every pattern at every
-    distance (or passkey depth) tested, what the synthetic figure draws."""
+def synthetic_table(points: Sequence[tuple[str, list[dict], str]], sources: Sequence[Path]) -> Table:
+    """(experiment, points, x) from ``collect.collect_synthetic`` (x: distance or depth) and
+    ``collect.collect_mqar_pairs`` (x: pairs): accuracy [95% CI] of every pattern at every value of x,
+    what the synthetic figure draws."""
     rows, raw = [], []
-    for e, (pts, xname) in points.items():
+    for e, pts, xname in points:
         for p in sorted(pts, key=lambda p: (p["key"] != "dense", p["key"], p["distance"])):
             rows.append([e, str(p["key"]), xname, fmt(p["distance"]), fmt_ci(p["value"], p["lo"], p["hi"]),
                          fmt(p["n_runs"])])
             raw.append({"experiment": e, "x": xname, **p})
     return Table("synthetic", "Long-range retrieval: accuracy of each pattern at each distance between key "
-                 "and query (MQAR) or passkey depth, mean with 95% CI over seeds (trained) or examples "
-                 "(pretrained); n = runs.",
+                 "and query (MQAR), number of key-value pairs (MQAR, x = pairs) or passkey depth, mean with 95% CI "
+                 "over seeds (trained) or examples (pretrained); n = runs.",
                  ["experiment", "pattern", "x", "at", "accuracy [95% CI]", "n"], rows, raw, list(sources))

@@ -140,6 +140,13 @@ def test_synthetic_training_ablation_indexer(study):
     fig = rendered(synthetic_panels({"mqar": (syn, "distance"), "quality": (quality[0], quality[2])}))
     assert [ax.get_title() for ax in fig.axes] == ["mqar", "quality"]
     assert {t.get_text() for t in fig.legends[0].get_texts()} >= {"dense", "local", "local+landmark"}
+    pairs = collect.collect_mqar_pairs(study)  # accuracy by number of key-value pairs, over the 3 seeds
+    assert list(pairs) == ["mqar"]
+    pts = {(p["key"], p["distance"]): p for p in pairs["mqar"][0]}
+    assert set(pts) == {(k, n) for k in ("dense", "local", "local+landmark") for n in (2.0, 8.0)}
+    assert pts[("dense", 2.0)]["n_runs"] == 3 and abs(pts[("dense", 2.0)]["value"] - 1.0) < 1e-9  # capped at 1
+    assert abs(pts[("local", 8.0)]["value"] - (0.6 * 2 / 8 ** 0.5 + 0.01)) < 1e-9  # mean of seeds 0, 1, 2
+    assert pts[("local", 8.0)]["lo"] < pts[("local", 8.0)]["value"] < pts[("local", 8.0)]["hi"]
 
     curves, _, exp = collect.training_curves(study)
     assert exp == "train_code" and len(curves) == 9
