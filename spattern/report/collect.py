@@ -75,12 +75,6 @@ def quality_experiments(study: Study) -> list[str]:
     return list(dict.fromkeys(density_group(e) for e in names))
 
 
-def _target(r: Run) -> float | None:
-    """The cost a run was matched to (``params.target``), None for a run that was not matched."""
-    t = r.params.get("target") if isinstance(r.params, dict) else None
-    return float(t) if isinstance(t, (int, float)) else None
-
-
 def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Path]]:
     """Points (key, density, target, metric, value, lo, hi) per (family, density, context) over the
     experiments of one density group; several runs of one point (seeds) give a t interval over
@@ -91,7 +85,7 @@ def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Pat
     runs = [r for r in study.runs if r.experiment in members and r.density is not None
             and (r.key != "dense" or r.experiment == members[0])]
     # the matched runs' measure (causal, the numerical control, is not matched and records token density)
-    measures = {r.density_measure for r in runs if r.key != "dense" and _target(r) is not None} \
+    measures = {r.density_measure for r in runs if r.key != "dense" and r.target is not None} \
         or {r.density_measure for r in runs if r.key != "dense"}
     if len(measures) > 1:  # mixed matching: compare on token density, which every run records
         runs = [r for r in runs if isinstance(r.metrics.get("density"), (int, float))]
@@ -100,7 +94,7 @@ def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Pat
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
         x = float(r.metrics[measure]) if _finite(r.metrics.get(measure)) else r.density  # one measure for all
-        groups.setdefault((r.key, r.context or 0, x, _target(r)), []).append(r)
+        groups.setdefault((r.key, r.context or 0, x, r.target), []).append(r)
     points = []
     for (key, ctx, dens, target), rs in sorted(groups.items(), key=lambda kv: kv[0][:3]):
         for m in QUALITY_METRICS:

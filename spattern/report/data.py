@@ -134,6 +134,12 @@ class Run:
         m = self.params.get("measure") if isinstance(self.params, dict) else None
         return m if m in ("block_density", "density") and m in self.metrics else "density"
 
+    @property
+    def target(self) -> float | None:
+        """The cost the run was matched to (``params.target``); None for a run that was not matched."""
+        t = self.params.get("target") if isinstance(self.params, dict) else None
+        return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
     @cached_property
     def config(self) -> dict:
         """The run's ``config.toml`` (empty when absent or unreadable)."""
