@@ -135,12 +135,13 @@ def main(argv=None) -> int:
     pool_rows: list[np.ndarray] = []  # batches queued in the pool, oldest first
 
     host: dict[str, float] = {}  # this block's host seconds in the pool's parts (pool modes)
-    aux = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
-                              initargs=(WORKER_NICE,))  # window_workload / window_echo: the pool's processes alone
+    aux = echo = None  # window_workload / window_echo: the pool's processes alone, and the batch they send
+    if {"window_workload", "window_echo"} & set(modes):
+        aux = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
+                                  initargs=(WORKER_NICE,))
+        with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as echo:
+            echo.write(pickled[0])
     aux_queue: deque = deque()
-    echo = tempfile.NamedTemporaryFile(suffix=".pkl", delete=False)
-    echo.write(pickled[0])
-    echo.close()
 
     def aux_batch(mode: str) -> torch.Tensor:
         """One job submitted (queued ``depth`` steps ahead, as the pool's) and the oldest one's result taken."""
@@ -262,8 +263,9 @@ def main(argv=None) -> int:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
     pool.close()
-    aux.shutdown(wait=False, cancel_futures=True)
-    os.unlink(echo.name)
+    if aux is not None:
+        aux.shutdown(wait=False, cancel_futures=True)
+        os.unlink(echo.name)
     return 0
 
 
