@@ -53,6 +53,18 @@ def _layout_cost(pattern, n: int, block) -> dict:
     return {k: float(np.mean([st[k] for st in stats])) for k in ("block_density", "density")}
 
 
+def _check_resumed_documents(path, scored: set[str], doc_ids: list[str]) -> None:
+    """A resumed run scores the documents it scored before: one it has that the corpus no longer
+    selects (another corpus version, another split) would mix two document sets in one run."""
+    stray = sorted(scored - set(doc_ids))
+    if stray:
+        from spattern.utils.errors import UserError
+
+        raise UserError(f"{path}: resuming a run whose documents {stray[:3]}{' ...' if len(stray) > 3 else ''} "
+                        f"are not among the {len(doc_ids)} the config selects now (expected the same corpus "
+                        f"and split as when it started); move the run aside to start it again")
+
+
 def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
     """Score every document and task example not yet in the run's per_example.jsonl; write
     metrics.json. Returns the summary."""
@@ -60,8 +72,10 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
     loaded = _load(setup.model, setup.device, setup.dtype, spec.seed, setup.obtain)
     model, tok = loaded.model, loaded.tokenizer
     rd = spec.dir
-    done = {r["id"] for r in rd.examples()}
+    recs = rd.examples()
+    done = {r["id"] for r in recs}
     docs = documents(setup)
+    _check_resumed_documents(rd.path, {r["id"] for r in recs if "tokens" in r}, [d for d, _, _ in docs])
     pattern = None if _dense(spec.pattern) else spec.pattern
     if "fit" in spec.resolved.get("match", {}):
         from spattern.experiments.inputs import check_held_out

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from spattern.experiments.config import ExperimentConfig
+from spattern.experiments.grow import adopt, grown_from
 from spattern.experiments.runs import RunSpec, expand
 from spattern.utils.errors import UserError
 
@@ -84,6 +85,10 @@ def _train_run(cfg: ExperimentConfig, spec: RunSpec, log, runtime: list[str]) ->
     return m
 
 
+def _added(added: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in added.items())
+
+
 def _q(s: str) -> str:
     import json
 
@@ -113,6 +118,10 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
         write_json(meta, info)
     summaries, todo = [], []
     for spec in runs:
+        if cfg.kind == "evaluate" and (grown := grown_from(spec)) is not None:  # more passkey seeds, say
+            adopt(spec, *grown)
+            log(f"[run] {spec.dir.path.name} grows {grown[0].name} (adds {_added(grown[1])}): only the new "
+                f"examples are computed")
         if spec.dir.finished():
             summaries.append(spec.dir.metrics())
         else:

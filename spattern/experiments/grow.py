@@ -1,0 +1,101 @@
+"""Growing a finished run's sampled examples without redoing the rest.
+
+A run's id hashes its whole resolved config (``rundir.run_id``), so adding a passkey seed to a config
+gives every run a new id, and the runs would start again from nothing: every document re-scored to
+add a few task examples. Instead, a run whose resolved config differs from a run already in the
+results folder only in a *growable* list, with the old list's values among the new ones, takes that
+run's directory over (``adopt``): the directory is renamed to the new id, its ``config.toml``
+rewritten, and ``env.json`` records the growth (``grown``: from which run, what was added, and the
+environment that adds it). The runner then resumes it: the documents and examples already in
+``per_example.jsonl`` are kept (each example's id names its seed), only the new ones are computed,
+and ``metrics.json`` is recomputed over all of them.
+
+A growable list is one whose values each add examples and change no other example: the passkey
+seeds (an example of seed s depends on s, its length and depth only; ``tasks/passkey.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tomllib
+from pathlib import Path
+
+from spattern.experiments.rundir import RunDir, run_id
+from spattern.experiments.runs import RunSpec
+from spattern.utils.env import capture_env
+from spattern.utils.io import atomic_write_text, read_json, write_json
+
+GROWABLE = (("setup", "passkey", "seeds"),)   # paths in a run's resolved config
+
+
+def _get(d: dict, path: tuple[str, ...]):
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _set(d: dict, path: tuple[str, ...], value) -> dict:
+    out = copy.deepcopy(d)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
+def grown_from(spec: RunSpec) -> tuple[Path, dict] | None:
+    """The finished run of the same label and seed that ``spec`` grows, and what it adds
+    (``{"setup.passkey.seeds": [2]}``); None when ``spec``'s directory exists or no run qualifies.
+
+    A candidate qualifies when putting its growable values into ``spec``'s resolved config gives
+    exactly the candidate's id: every other value is then the same."""
+    if spec.dir.path.exists():
+        return None
+    name = spec.dir.path.name
+    prefix = name[: -len(run_id(spec.resolved))]
+    best = None
+    for old in sorted(spec.dir.path.parent.glob(f"{prefix}*")):
+        if not re.fullmatch(re.escape(prefix) + r"[0-9a-f]{10}", old.name) or not RunDir(old).finished():
+            continue
+        try:
+            old_cfg = tomllib.loads((old / "config.toml").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        candidate, added, ok = spec.resolved, {}, True
+        for path in GROWABLE:
+            was, now = _get(old_cfg, path), _get(spec.resolved, path)
+            if was == now:
+                continue
+            if not isinstance(was, list) or not isinstance(now, list) or not set(was) < set(now):
+                ok = False
+                break
+            candidate = _set(candidate, path, was)
+            added[".".join(path)] = [v for v in now if v not in was]
+        if ok and added and run_id(candidate) == old.name[len(prefix):]:
+            size = sum(len(_get(old_cfg, p) or []) for p in GROWABLE)
+            if best is None or size > best[0]:
+                best = (size, old, added)
+    return None if best is None else (best[1], best[2])
+
+
+def adopt(spec: RunSpec, old: Path, added: dict) -> None:
+    """Rename ``old`` to ``spec``'s directory and mark it as a run to resume (see the module doc)."""
+    new = spec.dir
+    os.rename(old, new.path)
+    from spattern.utils.config import dumps_toml
+
+    atomic_write_text(new.config_path, dumps_toml(spec.resolved))
+    env = read_json(new.env_path) if new.env_path.is_file() else {}
+    env.setdefault("grown", []).append({"from": old.name, "added": added, **capture_env()})
+    write_json(new.env_path, env)
+    m = new.metrics() or {}
+    m.update({"run_id": new.path.name, "status": "running", "grown_from": old.name})
+    new.write_metrics(m)
+
+
+__all__ = ["GROWABLE", "adopt", "grown_from"]
+
