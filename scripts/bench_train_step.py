@@ -31,7 +31,10 @@ block's ends only, so that the host may run ahead as in training) in these modes
   window_echo   window_fresh while the workers send a built batch's contexts per step without building them
                 (read from a file): the transfer and this process's part of it without the workers' load;
   window_membusy  window while ``--busy`` processes stream memory (256 MB copies): memory-bandwidth and
-                cache pressure, which ``_busy`` (a spinning loop) does not exert.
+                cache pressure, which ``_busy`` (a spinning loop) does not exert;
+  window_poolfile, outline_poolfile  window_poolload and outline_pool with the pool's results spooled to
+                files (``train.context_transport = "file"``): the workers send a path, and this thread reads
+                the batch when it needs it, so the pool's thread here receives and unpickles nothing.
 ``--modes a,b,..`` runs a subset (window is always among them: the ratios are to it).
 Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
 Prints one line per mode (median ms/step over rounds, and its ratio to window within each round).
@@ -57,7 +60,8 @@ import torch
 WINDOW = "local(386) & causal"
 OUTLINE = "outline(window=258) & causal"
 MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy", "outline_pool",
-         "outline_pool_si", "window_fresh", "window_poolload", "window_poolnoup", "window_workload", "window_echo", "window_membusy")
+         "outline_pool_si", "window_fresh", "window_poolload", "window_poolnoup", "window_workload", "window_echo", "window_membusy",
+         "window_poolfile", "outline_poolfile")
 SPIN = "while True: pass"
 STREAM = "import numpy as np\na = np.ones(1 << 25); b = np.empty_like(a)\nwhile True: np.copyto(b, a)"
 
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
 
     from spattern.data.packing import PackedSequences
     from spattern.train.config import load_train_config
-    from spattern.data.batch_contexts import build_seconds, read_pickled
+    from spattern.data.batch_contexts import build_seconds, init_worker, read_pickled
     from spattern.train.contexts import WORKER_NICE, ContextPrefetch
     from spattern.train.loop import build_from_config, context_workers, load_data, prefetch_depth, to_device
 
@@ -130,15 +134,18 @@ def main(argv=None) -> int:
                             lr=1e-4, fused=cuda)
     workers = context_workers(a.workers, dev)
     pool = ContextPrefetch(model, data.tokenizer(), workers)
+    # the file transport's pool, only when a mode uses it (its workers would load the machine otherwise)
+    spooled = ContextPrefetch(model, data.tokenizer(), workers, "file") \
+        if {"window_poolfile", "outline_poolfile"} & set(modes) else None
     depth = prefetch_depth(workers)
     stream = np.random.default_rng(1)
-    pool_rows: list[np.ndarray] = []  # batches queued in the pool, oldest first
+    queued: dict[int, list[np.ndarray]] = {}  # per pool: the batches queued in it, oldest first
 
     host: dict[str, float] = {}  # this block's host seconds in the pool's parts (pool modes)
     aux = echo = None  # window_workload / window_echo: the pool's processes alone, and the batch they send
     if {"window_workload", "window_echo"} & set(modes):
-        aux = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
-                                  initargs=(WORKER_NICE,))
+        aux = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
+                                  initargs=(WORKER_NICE, pool.table))
         with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as echo:
             echo.write(pickled[0])
     aux_queue: deque = deque()
@@ -148,7 +155,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         while len(aux_queue) < depth + 1:
             r = seqs.batch(stream.choice(len(seqs), B, replace=False))
-            aux_queue.append(aux.submit(build_seconds, pool.table, pool.jobs, r[:, :-1]) if mode == "window_workload"
+            aux_queue.append(aux.submit(build_seconds, pool.jobs, r[:, :-1]) if mode == "window_workload"
                              else aux.submit(read_pickled, echo.name))
         t1 = time.perf_counter()
         aux_queue.popleft().result()
@@ -157,15 +164,17 @@ def main(argv=None) -> int:
             host[k] = host.get(k, 0.0) + v
         return fresh_batch()
 
-    def pool_batch(upload: bool = True) -> tuple:
+    def pool_batch(upload: bool = True, source=None) -> tuple:
+        source = source or pool
+        pool_rows = queued.setdefault(id(source), [])
         t0 = time.perf_counter()
         while len(pool_rows) < depth + 1:
             r = seqs.batch(stream.choice(len(seqs), B, replace=False))
-            pool.ahead(r[:, :-1])
+            source.ahead(r[:, :-1])
             pool_rows.append(r)
         r = pool_rows.pop(0)
         t1 = time.perf_counter()
-        ctx = pool.get(r[:, :-1])
+        ctx = source.get(r[:, :-1])
         t2 = time.perf_counter()
         if cuda and upload:
             ctx.to_device(dev, csc=True)
@@ -180,11 +189,11 @@ def main(argv=None) -> int:
     def step(i: int, mode: str) -> None:
         j = i % len(batches)
         batch = batches[j]
-        if mode in ("outline_pool", "outline_pool_si"):
-            ctx, batch = pool_batch()
+        if mode in ("outline_pool", "outline_pool_si", "outline_poolfile"):
+            ctx, batch = pool_batch(source=spooled if mode == "outline_poolfile" else pool)
             model.set_contexts(ctx)
-        elif mode in ("window_poolload", "window_poolnoup"):
-            _, batch = pool_batch(upload=mode == "window_poolload")
+        elif mode in ("window_poolload", "window_poolnoup", "window_poolfile"):
+            _, batch = pool_batch(upload=mode != "window_poolnoup", source=spooled if mode == "window_poolfile" else pool)
         elif mode in ("window_workload", "window_echo"):
             batch = aux_batch(mode)
         elif mode == "window_fresh":
@@ -263,6 +272,8 @@ def main(argv=None) -> int:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
     pool.close()
+    if spooled is not None:
+        spooled.close()
     if aux is not None:
         aux.shutdown(wait=False, cancel_futures=True)
         os.unlink(echo.name)

@@ -137,11 +137,12 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     out = tmp_path / "step.json"
     assert bench.main(["--device", "cpu", "--steps", "1", "--rounds", "2", "--batches", "1", "--busy", "1",
                        "--workers", "1", "--set", "data.seq_len=256", "--set", "train.batch_size=2",
-                       "--set", 'model.preset="neox-tiny"', "--modes", "window_fresh,window_poolload,outline_pool,window_workload,window_echo",
+                       "--set", 'model.preset="neox-tiny"', "--modes", "window_fresh,window_poolload,outline_pool,window_workload,window_echo,"
+                       "window_poolfile,outline_poolfile",
                        "--json", str(out)]) == 0
     got = json.loads(out.read_text())
     assert list(got["modes"]) == ["window", "window_fresh", "window_poolload", "outline_pool", "window_workload",
-                                  "window_echo"]
+                                  "window_echo", "window_poolfile", "outline_poolfile"]
     for m in got["modes"].values():
         assert len(m["ms_per_step"]) == 2 and all(v > 0 for v in m["ms_per_step"])
     assert got["modes"]["window"]["median_ratio_to_window"] == 1.0
@@ -149,6 +150,7 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
                                                                      "cpu_process"}
     assert set(got["modes"]["window_fresh"]["host_ms_per_step"]) == {"cpu_main_thread", "cpu_process"}
     assert set(got["modes"]["window_echo"]["host_ms_per_step"]) == {"ahead", "get", "cpu_main_thread", "cpu_process"}
+    assert got["modes"]["outline_poolfile"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
     with pytest.raises(SystemExit):
         bench.main(["--modes", "nonsense"])
 

@@ -2,6 +2,7 @@
 running each sequence alone with its pattern bound to its own structure."""
 
 import os
+import time
 
 import pytest
 import torch
@@ -64,25 +65,26 @@ def test_training_with_outline_runs_through_the_loop(tmp_path):
 
 @pytest.mark.slow
 def test_contexts_built_ahead_in_workers_train_the_same_run(tmp_path):
-    """train.context_workers = 2 (contexts and layouts built ahead in worker processes) against 0
-    (built on demand, in the trainer): the same losses at every step and the same validation."""
+    """train.context_workers = 2 (contexts and layouts built ahead in worker processes, their results
+    through the pool or spooled to files) against 0 (built on demand, in the trainer): the same losses
+    at every step and the same validation."""
     import json
 
     from spattern.train.config import load_train_config
     from spattern.train.loop import train
 
-    def run(workers: int) -> tuple[list, dict]:
-        d = tmp_path / f"w{workers}"
+    def run(workers: int, transport: str = "pipe") -> tuple[list, dict]:
+        d = tmp_path / f"w{workers}{transport}"
         cfg = load_train_config("experiments/train_tiny_cpu.toml", [
             f"model.pattern={PATTERN!r}".replace("'", '"'), "model.block=[16, 16]", "train.steps=4",
             "train.eval_every=2", "train.log_every=1", "train.progress=false", f"train.context_workers={workers}",
-            f'train.out_dir="{d}"', f'train.ckpt_dir="{d / "ckpt"}"'])
+            f'train.context_transport="{transport}"', f'train.out_dir="{d}"', f'train.ckpt_dir="{d / "ckpt"}"'])
         summary = train(cfg, log=lambda *a, **k: None)
         lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
         return [(r["step"], r.get("loss"), r.get("val_loss")) for r in lines], summary
 
-    (ahead, s2), (inline, s0) = run(2), run(0)
-    assert ahead == inline and s2["val_loss"] == s0["val_loss"]
+    (ahead, s2), (spooled, sf), (inline, s0) = run(2), run(2, "file"), run(0)
+    assert ahead == inline == spooled and s2["val_loss"] == s0["val_loss"] == sf["val_loss"]
 
 
 @pytest.mark.slow
@@ -132,8 +134,10 @@ def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
     assert summary["context_wait_s"] >= 0
 
 
-def test_context_prefetch_builds_what_the_forward_would():
-    """ContextPrefetch (workers, queued ahead, kept) against building the contexts in the forward."""
+@pytest.mark.parametrize("transport", ["pipe", "file"])
+def test_context_prefetch_builds_what_the_forward_would(transport):
+    """ContextPrefetch (workers, queued ahead, kept; results through the pool or spooled to files)
+    against building the contexts in the forward."""
     import numpy as np
 
     from spattern.train.contexts import WORKER_NICE, ContextPrefetch
@@ -143,7 +147,9 @@ def test_context_prefetch_builds_what_the_forward_would():
     x = torch.from_numpy(rows)
     model.set_contexts([structure_context(tok, r) for r in rows.tolist()])
     ref = model(x)[0]
-    pre = ContextPrefetch(model, tok, workers=1)
+    pre = ContextPrefetch(model, tok, workers=1, transport=transport)
+    spool = pre.spool
+    assert (spool is not None) == (transport == "file")
     try:
         pre.ahead(rows)
         ctx = pre.get(rows, keep=True)
@@ -156,6 +162,12 @@ def test_context_prefetch_builds_what_the_forward_would():
         waited, built, n = pre.stats()
         assert n == 1 and built > 0 and waited >= 0
         assert pre.pool.submit(os.nice, 0).result() == min(19, os.nice(0) + WORKER_NICE)  # below the trainer
+        if spool is not None:
+            assert os.listdir(spool) == []                                        # each file read and removed
+            pre.ahead(rows[1:])
+            while not pre.pending[next(iter(pre.pending))].done():
+                time.sleep(0.01)
+            assert len(os.listdir(spool)) == 1                                    # a batch never taken ...
         slow = ContextPrefetch(model, tok, workers=0)
         fresh = slow.get(rows[::-1].copy())                                       # never queued: built now
         waited, built, n = slow.stats()
@@ -164,6 +176,9 @@ def test_context_prefetch_builds_what_the_forward_would():
         assert torch.allclose(model(x.flip(0))[0], ref.flip(0), atol=1e-6)
     finally:
         pre.close()
+    assert spool is None or not os.path.exists(spool)                             # ... goes with the spool
+    with pytest.raises(ValueError, match="transport: expected one of pipe, file, got 'shm'"):
+        ContextPrefetch(model, tok, transport="shm")
 
 
 def test_runs_of_one_name_in_two_directories_keep_their_own_checkpoints(tmp_path, monkeypatch):
@@ -199,7 +214,7 @@ def test_context_workers_start_without_torch():
 
     from spattern.train import contexts as C
 
-    assert C.build_timed.__module__ == "spattern.data.batch_contexts"
-    code = ("import sys, spattern.data.batch_contexts as m; m.build_timed; "
+    assert C.build_job.__module__ == C.init_worker.__module__ == "spattern.data.batch_contexts"
+    code = ("import sys, spattern.data.batch_contexts as m; m.build_job, m.init_worker; "
             "assert 'torch' not in sys.modules, sorted(k for k in sys.modules if k.startswith('torch'))[:3]")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -78,10 +78,6 @@ def build_timed(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> tuple[Seque
     return ctx, time.perf_counter() - t0
 
 
-def build_seconds(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> float:
-    """build_timed's seconds only, the contexts dropped where they were built: a worker's load without
-    the transfer of its result (``scripts/bench_train_step.py`` takes the pool's cost apart with it)."""
-    return build_timed(table, jobs, rows)[1]
 
 
 def read_pickled(path: str) -> object:
@@ -91,3 +87,55 @@ def read_pickled(path: str) -> object:
 
     with open(path, "rb") as f:
         return pickle.load(f)
+
+
+# --- a context worker's side (``spattern.train.contexts.ContextPrefetch``) ---------------------------
+_TABLE: TokenBytes | None = None  # a worker's token table, sent once when it starts (``init_worker``)
+
+
+def init_worker(nice: int, table: TokenBytes) -> None:
+    """A context worker's start: lower its priority by ``nice`` and keep the token table, so that each
+    job carries only its rows (the table is about 58 KB pickled at 8K tokens, once per worker, not per batch)."""
+    import os
+
+    global _TABLE
+    os.nice(nice)
+    _TABLE = table
+
+
+def build_job(jobs: tuple, rows: np.ndarray, spool: str | None = None) -> tuple:
+    """One batch built in a worker (``build_timed`` with the worker's table) -> ``(contexts, seconds)``;
+    with ``spool`` (a folder) the contexts are pickled into a file there instead, and the result is
+    ``(path, seconds)``: what the worker sends back through the pool is then a few bytes, and the
+    trainer reads the file when it needs the batch (``read_spooled``), in its own thread, rather than
+    the pool's thread receiving and unpickling about 0.6 MB per batch while the trainer launches work."""
+    if _TABLE is None:
+        raise RuntimeError("build_job runs in a worker started with init_worker")
+    ctx, seconds = build_timed(_TABLE, jobs, rows)
+    if spool is None:
+        return ctx, seconds
+    import os
+    import pickle
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix=".pkl", dir=spool)
+    with os.fdopen(fd, "wb") as f:
+        pickle.dump(ctx, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path, seconds
+
+
+def read_spooled(path: str) -> SequenceContexts:
+    """The contexts ``build_job`` spooled to ``path``; the file is removed."""
+    import os
+    import pickle
+
+    with open(path, "rb") as f:
+        ctx = pickle.load(f)
+    os.unlink(path)
+    return ctx
+
+
+def build_seconds(jobs: tuple, rows: np.ndarray) -> float:
+    """``build_job``'s seconds only, the contexts dropped where they were built: a worker's load without
+    the transfer of its result (``scripts/bench_train_step.py`` takes the pool's cost apart with it)."""
+    return build_job(jobs, rows)[1]

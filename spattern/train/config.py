@@ -136,6 +136,9 @@ class TrainSection(Section):
     progress: bool = True
     max_seconds: float = Field(0, ge=0)      # a wall-clock guard (0 = none)
     context_workers: Optional[int] = Field(None, ge=0)  # outline: processes building contexts ahead (None = auto)
+    # outline: how the workers' contexts come back (None = "pipe", through the pool; "file": spooled to
+    # /dev/shm and read by the trainer when it needs them; spattern.train.contexts)
+    context_transport: Optional[Literal["pipe", "file"]] = None
     # distributed (under torchrun). None = the default, left out of config.toml so that the files of
     # runs written before these fields existed stay byte-identical.
     parallel: Optional[Literal["ddp", "fsdp"]] = None        # None = "ddp"; "fsdp": FSDP2 + DCP checkpoints

@@ -15,6 +15,12 @@ are spawned and run ``spattern.data.batch_contexts.build_timed``, which imports 
 start in a fraction of a second (with torch, about 2 s each, measured on a 2-core CPU, which the
 trainer spent waiting for its first batches).
 
+How a worker's result comes back (``transport``): ``"pipe"``, the pool's own way (the pool's thread in
+this process receives the pickled contexts, about 0.6 MB per 8 x 4K batch, and unpickles them), or
+``"file"``: the worker pickles them into a file in a spool folder (``/dev/shm`` where there is one) and
+sends its path, and ``get`` reads it in the caller's thread (``batch_contexts.build_job``). Either way
+the token table goes to each worker once, when it starts.
+
 ``stats()`` says what the training batches' contexts cost: the seconds the caller waited in ``get``
 and the seconds their builds took (in a worker or in the caller). The training loop logs both per
 interval (``ctx_wait_ms`` per step, ``ctx_build_ms`` per batch), so a run shows whether its workers keep
@@ -25,21 +31,25 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 
 # the workers run build_timed from the data layer, so that they start without importing torch
-from spattern.data.batch_contexts import SequenceContexts, TokenBytes, build_contexts, build_timed
+from spattern.data.batch_contexts import (SequenceContexts, TokenBytes, build_contexts, build_job, build_timed,
+                                          init_worker, read_spooled)
 from spattern.models.attention import needs_context
 
-__all__ = ["ContextPrefetch", "SequenceContexts", "TokenBytes", "build_contexts", "build_timed"]
+__all__ = ["TRANSPORTS", "ContextPrefetch", "SequenceContexts", "TokenBytes", "build_contexts", "build_timed"]
 
 # The workers' scheduling priority (``os.nice`` increment): below the trainer, whose host thread
 # launches the GPU's work and is the limit of a small model's step, so that it is not the one
 # descheduled when the workers and the trainer want more cores than there are.
 WORKER_NICE = 10
+TRANSPORTS = ("pipe", "file")
 
 
 def _key(rows: np.ndarray) -> str:
@@ -51,15 +61,20 @@ class ContextPrefetch:
     building them now if they were never queued). ``keep=True`` keeps the result for later calls
     (validation batches, scored at every evaluation)."""
 
-    def __init__(self, model, tokenizer, workers: int = 0) -> None:
+    def __init__(self, model, tokenizer, workers: int = 0, transport: str = "pipe") -> None:
         if workers < 0:
             raise ValueError(f"workers: expected >= 0, got {workers}")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport: expected one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.table = TokenBytes(tokenizer)
         self.jobs = tuple(sorted({(str(layer.attn.pattern), tuple(layer.attn.block)) for layer in model.layers
                                   if needs_context(layer.attn.pattern)}))
         # spawn: the trainer may hold CUDA and threads that a fork would copy half-way
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
-                                        initargs=(WORKER_NICE,)) if workers else None
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=init_worker, initargs=(WORKER_NICE, self.table)) if workers else None
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        self.spool = tempfile.mkdtemp(prefix="spattern-contexts-", dir=shm) \
+            if workers and transport == "file" else None
         self.pending: dict[str, Future] = {}
         self.kept: dict[str, SequenceContexts] = {}
         self.waited = 0.0  # seconds spent in get() for batches not kept
@@ -69,7 +84,7 @@ class ContextPrefetch:
     def ahead(self, rows: np.ndarray) -> None:
         key = _key(rows)
         if self.pool is not None and key not in self.pending and key not in self.kept:
-            self.pending[key] = self.pool.submit(build_timed, self.table, self.jobs, np.asarray(rows))
+            self.pending[key] = self.pool.submit(build_job, self.jobs, np.asarray(rows), self.spool)
 
     def get(self, rows: np.ndarray, keep: bool = False) -> SequenceContexts:
         key = _key(rows)
@@ -78,6 +93,8 @@ class ContextPrefetch:
         t0 = time.perf_counter()
         fut = self.pending.pop(key, None)
         ctx, built = fut.result() if fut is not None else build_timed(self.table, self.jobs, np.asarray(rows))
+        if isinstance(ctx, str):  # transport "file": the worker's spool file
+            ctx = read_spooled(ctx)
         if keep:
             self.kept[key] = ctx
         else:
@@ -95,3 +112,6 @@ class ContextPrefetch:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
         self.pending.clear()
+        if self.spool is not None:  # the files of batches never taken
+            shutil.rmtree(self.spool, ignore_errors=True)
+            self.spool = None
