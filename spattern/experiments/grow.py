@@ -52,14 +52,20 @@ def grown_from(spec: RunSpec) -> tuple[Path, dict] | None:
     (``{"setup.passkey.seeds": [2]}``); None when ``spec``'s directory exists or no run qualifies.
 
     A candidate qualifies when putting its growable values into ``spec``'s resolved config gives
-    exactly the candidate's id: every other value is then the same."""
+    exactly the candidate's id: every other value is then the same. A run whose adoption by ``spec``
+    was interrupted before its rename (``adopt``) qualifies again."""
     if spec.dir.path.exists():
         return None
     name = spec.dir.path.name
     prefix = name[: -len(run_id(spec.resolved))]
     best = None
     for old in sorted(spec.dir.path.parent.glob(f"{prefix}*")):
-        if not re.fullmatch(re.escape(prefix) + r"[0-9a-f]{10}", old.name) or not RunDir(old).finished():
+        if not re.fullmatch(re.escape(prefix) + r"[0-9a-f]{10}", old.name):
+            continue
+        m = RunDir(old).metrics() or {}
+        if m.get("run_id") == name and m.get("grown_from") == old.name and isinstance(m.get("grown_added"), dict):
+            return old, m["grown_added"]  # adopt was interrupted: its marker names this run
+        if m.get("status") != "finished":
             continue
         try:
             old_cfg = tomllib.loads((old / "config.toml").read_text(encoding="utf-8"))
@@ -83,19 +89,21 @@ def grown_from(spec: RunSpec) -> tuple[Path, dict] | None:
 
 
 def adopt(spec: RunSpec, old: Path, added: dict) -> None:
-    """Rename ``old`` to ``spec``'s directory and mark it as a run to resume (see the module doc)."""
-    new = spec.dir
-    os.rename(old, new.path)
+    """Mark ``old`` as ``spec``'s run to resume, then rename it to ``spec``'s directory (see the module
+    doc). The rename comes last: until then ``old`` keeps its name, and its marker in metrics.json
+    (``run_id`` = the new name, ``grown_from``, ``grown_added``) lets ``grown_from`` find it again."""
     from spattern.utils.config import dumps_toml
 
-    atomic_write_text(new.config_path, dumps_toml(spec.resolved))
-    env = read_json(new.env_path) if new.env_path.is_file() else {}
-    env.setdefault("grown", []).append({"from": old.name, "added": added, **capture_env()})
-    write_json(new.env_path, env)
-    m = new.metrics() or {}
-    m.update({"run_id": new.path.name, "status": "running", "grown_from": old.name})
-    new.write_metrics(m)
+    here = RunDir(old)
+    m = here.metrics() or {}
+    m.update({"run_id": spec.dir.path.name, "status": "running", "grown_from": old.name, "grown_added": added})
+    here.write_metrics(m)
+    atomic_write_text(here.config_path, dumps_toml(spec.resolved))
+    env = read_json(here.env_path) if here.env_path.is_file() else {}
+    if not any(g.get("from") == old.name for g in env.get("grown", [])):
+        env.setdefault("grown", []).append({"from": old.name, "added": added, **capture_env()})
+        write_json(here.env_path, env)
+    os.rename(old, spec.dir.path)
 
 
 __all__ = ["GROWABLE", "adopt", "grown_from"]
-

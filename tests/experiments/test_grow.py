@@ -101,3 +101,33 @@ def test_resuming_a_run_whose_documents_the_config_no_longer_selects_is_refused(
     spec.dir.add_example({"id": "stdlib:not/selected.py", "tokens": 128, "nll": 1.0})
     with pytest.raises(UserError, match=r"stdlib:not/selected.py.*not among the 3 the config selects"):
         run_experiment(cfg, log=lambda *a: None)
+
+
+def test_an_adoption_interrupted_before_its_rename_is_taken_up_again(tmp_path, monkeypatch):
+    import os
+
+    from spattern.experiments import grow
+
+    small = _config(tmp_path, "[0]")
+    run_experiment(small, log=lambda *a: None)
+    old = expand(small)[0].dir.path
+    grown = _config(tmp_path, "[0, 1]")
+    spec = expand(grown)[0]
+
+    class Stopped(Exception):
+        pass
+
+    def crash(a, b):
+        raise Stopped("stopped before the rename")
+
+    rename = os.rename
+    monkeypatch.setattr(os, "rename", crash)
+    with pytest.raises(Stopped):
+        grow.adopt(spec, *grow.grown_from(spec))
+    monkeypatch.setattr(os, "rename", rename)
+    assert old.exists() and not spec.dir.path.exists()
+    assert grow.grown_from(spec) == (old, {"setup.passkey.seeds": [1]})  # found again by its marker
+    summaries = run_experiment(grown, log=lambda *a: None)
+    assert not old.exists() and summaries[0]["n_examples"] == 7
+    env = json.loads(spec.dir.env_path.read_text())
+    assert [g["from"] for g in env["grown"]] == [old.name]  # recorded once
