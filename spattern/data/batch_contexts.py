@@ -78,8 +78,6 @@ def build_timed(table: TokenBytes, jobs: tuple, rows: np.ndarray) -> tuple[Seque
     return ctx, time.perf_counter() - t0
 
 
-
-
 def read_pickled(path: str) -> object:
     """The object pickled in the file ``path``: a worker's delivery of a result it did not build
     (``scripts/bench_train_step.py``)."""

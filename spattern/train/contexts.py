@@ -11,7 +11,7 @@ are needed: ``ContextPrefetch`` builds each batch's ``SequenceContexts`` (the tr
 layout the model's layers will ask for) in worker processes, ``depth`` micro-batches ahead, and
 keeps the validation batches' contexts for every later evaluation. With ``workers = 0`` it builds
 them in the calling process, on demand: the slow twin the workers are tested against. The workers
-are spawned and run ``spattern.data.batch_contexts.build_timed``, which imports no torch, so they
+are spawned and run ``spattern.data.batch_contexts.build_job``, which imports no torch, so they
 start in a fraction of a second (with torch, about 2 s each, measured on a 2-core CPU, which the
 trainer spent waiting for its first batches).
 
@@ -38,7 +38,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 
-# the workers run build_timed from the data layer, so that they start without importing torch
+# the workers run build_job from the data layer, so that they start without importing torch
 from spattern.data.batch_contexts import (SequenceContexts, TokenBytes, build_contexts, build_job, build_timed,
                                           init_worker, read_spooled)
 from spattern.models.attention import needs_context
