@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -106,4 +107,31 @@ def adopt(spec: RunSpec, old: Path, added: dict) -> None:
     os.rename(old, spec.dir.path)
 
 
-__all__ = ["GROWABLE", "adopt", "grown_from"]
+def prune_grown(specs: list[RunSpec], log=print) -> list[Path]:
+    """Remove the runs that a run of ``specs`` grew from, where both are present: a run grown on another
+    machine (the GPU's) and copied back arrives under its new name beside the old one, which would
+    otherwise count as a second run of the same label. An old run is removed only when its examples
+    are the first lines of the grown run's (it is then wholly inside it); otherwise this refuses."""
+    from spattern.utils.errors import UserError
+
+    removed = []
+    for spec in specs:
+        env_path = spec.dir.env_path
+        if not env_path.is_file():
+            continue
+        for g in read_json(env_path).get("grown", []):
+            old = spec.dir.path.parent / str(g.get("from", ""))
+            if not g.get("from") or old == spec.dir.path or not old.is_dir():
+                continue
+            mine = spec.dir.examples_path.read_bytes() if spec.dir.examples_path.is_file() else b""
+            theirs = (old / "per_example.jsonl").read_bytes() if (old / "per_example.jsonl").is_file() else b""
+            if not mine.startswith(theirs):
+                raise UserError(f"{old} and {spec.dir.path} are both here; the second grew from the first, but "
+                                f"the first holds examples the second does not: move one of them aside")
+            shutil.rmtree(old)
+            removed.append(old)
+            log(f"[run] removed {old.name}: {spec.dir.path.name} grew from it (elsewhere) and holds all its examples")
+    return removed
+
+
+__all__ = ["GROWABLE", "adopt", "grown_from", "prune_grown"]

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from spattern.experiments.config import ExperimentConfig
-from spattern.experiments.grow import adopt, grown_from
+from spattern.experiments.grow import adopt, grown_from, prune_grown
 from spattern.experiments.runs import RunSpec, expand
 from spattern.utils.errors import UserError
 
@@ -117,6 +117,8 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
     if not meta.is_file() or json.loads(meta.read_text()) != info:  # a finished experiment's files stay untouched
         write_json(meta, info)
     summaries, todo = [], []
+    if cfg.kind == "evaluate":
+        prune_grown(runs, log)
     for spec in runs:
         if cfg.kind == "evaluate" and (grown := grown_from(spec)) is not None:  # more passkey seeds, say
             adopt(spec, *grown)

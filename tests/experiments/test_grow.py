@@ -131,3 +131,43 @@ def test_an_adoption_interrupted_before_its_rename_is_taken_up_again(tmp_path, m
     assert not old.exists() and summaries[0]["n_examples"] == 7
     env = json.loads(spec.dir.env_path.read_text())
     assert [g["from"] for g in env["grown"]] == [old.name]  # recorded once
+
+
+def test_a_run_grown_elsewhere_and_copied_back_replaces_its_old_self(tmp_path):
+    """The GPU machine grows a copy of the results; unpacked here, the grown run arrives beside the
+    run it grew from. The next `spattern run` here removes the old one (its examples are all in the
+    grown one), runs nothing, and the comparison sees one run per label."""
+    import shutil
+
+    from spattern.experiments import compare_experiment
+
+    quiet = lambda *a: None  # noqa: E731
+    run_experiment(_config(tmp_path, "[0]"), log=quiet)
+    shutil.copytree(tmp_path / "results", tmp_path / "remote")
+    run_experiment(_config(tmp_path, "[0, 1]", results="remote", name="remote.toml"), log=quiet)  # "elsewhere"
+    here = _config(tmp_path, "[0, 1]")
+    for spec in expand(here):  # unpacked here: the grown runs beside the old ones
+        shutil.copytree(tmp_path / "remote" / "grow" / spec.dir.path.name, spec.dir.path)
+    assert len(list((tmp_path / "results" / "grow").glob("*/metrics.json"))) == 4
+    messages = []
+    summaries = run_experiment(here, log=messages.append)
+    assert sum("removed" in m for m in messages) == 2 and all(s["n_examples"] == 7 for s in summaries)
+    assert len(list((tmp_path / "results" / "grow").glob("*/metrics.json"))) == 2
+    assert compare_experiment(tmp_path / "results" / "grow", write=False)["baseline"] == "dense"
+
+
+def test_an_old_run_with_examples_the_grown_run_lacks_is_not_removed(tmp_path):
+    import shutil
+
+    quiet = lambda *a: None  # noqa: E731
+    run_experiment(_config(tmp_path, "[0]"), log=quiet)
+    old = expand(_config(tmp_path, "[0]"))[0].dir.path
+    keep = tmp_path / "kept"
+    shutil.copytree(old, keep)
+    run_experiment(_config(tmp_path, "[0, 1]"), log=quiet)
+    shutil.copytree(keep, old)  # the old run back, with one line changed
+    lines = (old / "per_example.jsonl").read_text().splitlines()
+    (old / "per_example.jsonl").write_text("\n".join([lines[0].replace('"nll": ', '"nll": 1'), *lines[1:]]) + "\n")
+    with pytest.raises(UserError, match="holds examples the second does not"):
+        run_experiment(_config(tmp_path, "[0, 1]"), log=quiet)
+    assert old.exists()
