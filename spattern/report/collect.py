@@ -159,7 +159,8 @@ def synthetic_experiments(study: Study) -> list[str]:
 def collect_synthetic(study: Study, experiment: str | None = None) -> tuple[list[dict], list[Path], str]:
     """Accuracy against distance (or depth) from per-example records that carry both, per family:
     over seeds (t interval of the per-run accuracies) or, with one run, over examples. Distances
-    with more than a dozen distinct values are grouped in power-of-two buckets."""
+    with more than a dozen distinct values are grouped in power-of-two buckets: such a point's
+    ``distance`` is its bucket's first distance and ``distance_to`` its last."""
     xy = _xy
     runs = [r for r in study.runs if (experiment is None or r.experiment == experiment)
             and any(all(xy(e)) for e in r.per_example)]
@@ -186,7 +187,10 @@ def collect_synthetic(study: Study, experiment: str | None = None) -> tuple[list
         for x in sorted(per_run):
             m, lo, hi = mean_ci(per_run[x]) if len(per_run[x]) > 1 else mean_ci(pooled[x])
             lo, hi = max(lo, 0.0), min(hi, 1.0)  # an accuracy interval stays within [0, 1] (NaN stays NaN)
-            points.append({"key": key, "distance": x, "value": m, "lo": lo, "hi": hi, "n_runs": len(per_run[x])})
+            point = {"key": key, "distance": x, "value": m, "lo": lo, "hi": hi, "n_runs": len(per_run[x])}
+            if bucket is _bucket and x >= 1:  # the bucket's last distance: it holds [x, 2x - 1]
+                point["distance_to"] = 2 * x - 1
+            points.append(point)
     return points, _sources(runs), xname
 
 

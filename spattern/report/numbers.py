@@ -12,7 +12,7 @@ from pathlib import Path
 
 from spattern.report.figures.quality import BOUNDS  # oracle top-k: a bound, not a contender
 from spattern.report.figures.quality import REFERENCE as CONTROLS  # dense and full causal: not contenders
-from spattern.report.tables import fmt, fmt_ci, fmt_p, fmt_pct, fmt_x
+from spattern.report.tables import distance_label, fmt, fmt_ci, fmt_p, fmt_pct, fmt_x
 
 
 def _commands(study) -> list[str]:
@@ -96,7 +96,7 @@ def synthetic_row(name: str, pts: list[dict], xname: str) -> dict:
     at_far = [p for p in pts if p["distance"] == far]
     dense = [p for p in at_far if p["key"] == "dense"]
     rivals = [p for p in at_far if p["key"] not in ("dense", "causal") and p["key"] not in BOUNDS]
-    row = {"name": name, "x": xname, "distance": fmt(far)}
+    row = {"name": name, "x": xname, "distance": distance_label(at_far[0])}
     if dense:
         row["dense"] = fmt_ci(dense[0]["value"], dense[0]["lo"], dense[0]["hi"])
     if rivals:

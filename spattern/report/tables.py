@@ -404,6 +404,11 @@ def env_table(envs: Sequence[tuple[dict, Path]]) -> Table:
                  [p for k in sorted(seen) for p in seen[k]])
 
 
+def distance_label(p: dict) -> str:
+    """A retrieval point's distance: the value, or its power-of-two bucket's range ("1 024-2 047")."""
+    return f"{fmt(p['distance'])}-{fmt(p['distance_to'])}" if "distance_to" in p else fmt(p["distance"])
+
+
 def synthetic_table(points: Sequence[tuple[str, list[dict], str]], sources: Sequence[Path]) -> Table:
     """(experiment, points, x) from ``collect.collect_synthetic`` (x: distance or depth) and
     ``collect.collect_mqar_pairs`` (x: pairs): accuracy [95% CI] of every pattern at every value of x,
@@ -411,7 +416,7 @@ def synthetic_table(points: Sequence[tuple[str, list[dict], str]], sources: Sequ
     rows, raw = [], []
     for e, pts, xname in points:
         for p in sorted(pts, key=lambda p: (p["key"] != "dense", p["key"], p["distance"])):
-            rows.append([e, str(p["key"]), xname, fmt(p["distance"]), fmt_ci(p["value"], p["lo"], p["hi"]),
+            rows.append([e, str(p["key"]), xname, distance_label(p), fmt_ci(p["value"], p["lo"], p["hi"]),
                          fmt(p["n_runs"])])
             raw.append({"experiment": e, "x": xname, **p})
     return Table("synthetic", "Long-range retrieval: accuracy of each pattern at each distance between key "

@@ -134,6 +134,7 @@ def test_synthetic_training_ablation_indexer(study):
     assert collect.synthetic_experiments(study) == ["mqar", "quality"]
     syn, _, xname = collect.collect_synthetic(study, "mqar")
     assert xname == "distance" and {p["n_runs"] for p in syn} == {3}
+    assert all("distance_to" not in p for p in syn)  # a dozen distances or fewer: each its own x
     fig = rendered(synthetic_figure(syn))
     assert {"dense", "local", "local+landmark"} == legend_labels(fig)
     quality = collect.collect_synthetic(study, "quality")
@@ -261,3 +262,17 @@ def test_targets_are_judged_on_the_kernel_auto_runs():
     old = dict(cell, ms={k: v for k, v in cell["ms"].items() if k != "spattern_hopper"})
     row = next(r for r in target_rows([old]) if r["N"] == 4096)
     assert row["kernel"] == "mma.sync" and row["vs_sdpa_cudnn"] == pytest.approx(0.21 / 0.30)
+
+
+def test_many_distances_are_bucketed_by_powers_of_two_with_their_range():
+    """More than a dozen distinct distances (a passkey at many depths): power-of-two buckets, each
+    point drawn at its first distance and carrying its last (``distance_to``)."""
+    from types import SimpleNamespace
+
+    recs = [{"id": f"p{d}", "distance": d, "passkey_correct": float(d < 300)} for d in range(100, 2000, 100)]
+    run = SimpleNamespace(experiment="pk", key="dense", per_example=recs, sources=[], per_example_path=None)
+    pts, _, xname = collect.collect_synthetic(SimpleNamespace(runs=[run]), "pk")
+    assert xname == "distance"
+    assert [(p["distance"], p["distance_to"]) for p in pts] == [(64, 127), (128, 255), (256, 511), (512, 1023),
+                                                               (1024, 2047)]
+    assert [p["value"] for p in pts] == [1.0, 1.0, 0.0, 0.0, 0.0]  # 100 | 200 | 300, 400, 500 | ...

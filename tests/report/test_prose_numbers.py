@@ -43,3 +43,10 @@ def test_retrieval_names_dense_and_the_best_sparse_pattern():
     assert tie["best_key"] == "every sparse pattern"
     one = synthetic_row("q", [_acc("window", 9, 0.0)], "depth")
     assert one["best_key"] == "window" and "dense" not in one
+
+
+def test_a_bucketed_distance_is_named_as_its_range():
+    """Passkey distances are grouped in power-of-two buckets (the lower edge is the x drawn): the
+    sentence names the range, not the lower edge (a 2K passkey at depth 0.1 is about 1 800 tokens away)."""
+    far = [{**_acc("dense", 1024, 1.0), "distance_to": 2047}, {**_acc("window", 1024, 0.0), "distance_to": 2047}]
+    assert synthetic_row("p", far, "distance")["distance"] == "1 024-2 047"
