@@ -18,8 +18,9 @@
 # to trap) still returns the runs finished by then. The device's limit_s counts the machine's start
 # (seen: 30-210 s), so keep DEADLINE about 240 s under the budget left. Unpack it here
 # with `tar xzf results.tar.gz --keep-newer-files`, then `spattern run` the configs here (it skips the
-# finished runs, writes compare.json, and removes a run that one of them grew from there: grow.py). Before each call run scripts/stamp_source.sh here and
-# carry .carry/source_rev, so that env.json names the commit the runs came from.
+# finished runs, writes compare.json, and removes a run that one of them grew from there: grow.py).
+# Before each call run scripts/stamp_source.sh here and carry .carry/source_rev, so that env.json names
+# the commit the runs came from.
 set -u -o pipefail
 OUT=${OUT:?set OUT}
 mkdir -p "$OUT"

@@ -31,14 +31,17 @@ def _config(tmp_path, seeds, results="results", name="grow.toml"):
     return load_experiment(p)
 
 
+def _quiet(*args) -> None:
+    pass
+
+
 def _lines(path):
     return path.read_text().splitlines()
 
 
 def test_more_seeds_grow_the_finished_runs_and_equal_a_run_with_every_seed(tmp_path):
-    quiet = lambda *a: None  # noqa: E731
     small = _config(tmp_path, "[0]")
-    run_experiment(small, log=quiet)
+    run_experiment(small, log=_quiet)
     old = [spec.dir.path for spec in expand(small)]
     before = {p.name: _lines(p / "per_example.jsonl") for p in old}
     assert all(len(v) == 3 + 2 for v in before.values())  # 3 documents, 2 depths x 1 seed
@@ -61,7 +64,7 @@ def test_more_seeds_grow_the_finished_runs_and_equal_a_run_with_every_seed(tmp_p
         assert "git" in env["grown"][0] and env["seed"] == 0  # the run's own environment is kept
 
     fresh = _config(tmp_path, "[0, 1]", results="fresh", name="fresh.toml")
-    ref = run_experiment(fresh, log=quiet)
+    ref = run_experiment(fresh, log=_quiet)
     for a, b in zip(ref, summaries):
         assert a["run_id"] == b["run_id"]  # the same config, the same id
         for key, value in a["metrics"].items():
@@ -71,8 +74,7 @@ def test_more_seeds_grow_the_finished_runs_and_equal_a_run_with_every_seed(tmp_p
 
 
 def test_only_a_superset_of_seeds_with_everything_else_equal_grows(tmp_path):
-    quiet = lambda *a: None  # noqa: E731
-    run_experiment(_config(tmp_path, "[0, 1]"), log=quiet)
+    run_experiment(_config(tmp_path, "[0, 1]"), log=_quiet)
     assert all(grown_from(s) is None for s in expand(_config(tmp_path, "[1, 2]")))  # drops seed 0
     assert all(grown_from(s) is None for s in expand(_config(tmp_path, "[0]")))     # fewer seeds
     other = load_experiment(tmp_path / "grow.toml", ["setup.passkey.seeds=[0, 1, 2]", "setup.docs=2"])
@@ -85,7 +87,7 @@ def test_only_a_superset_of_seeds_with_everything_else_equal_grows(tmp_path):
 
 def test_an_unfinished_run_is_not_grown(tmp_path):
     small = _config(tmp_path, "[0]")
-    run_experiment(small, log=lambda *a: None)
+    run_experiment(small, log=_quiet)
     spec = expand(small)[1]
     m = json.loads(spec.dir.metrics_path.read_text())
     spec.dir.metrics_path.write_text(json.dumps({**m, "status": "running"}))
@@ -100,7 +102,7 @@ def test_resuming_a_run_whose_documents_the_config_no_longer_selects_is_refused(
     spec.dir.write_metrics({"status": "running"})
     spec.dir.add_example({"id": "stdlib:not/selected.py", "tokens": 128, "nll": 1.0})
     with pytest.raises(UserError, match=r"stdlib:not/selected.py.*not among the 3 the config selects"):
-        run_experiment(cfg, log=lambda *a: None)
+        run_experiment(cfg, log=_quiet)
 
 
 def test_an_adoption_interrupted_before_its_rename_is_taken_up_again(tmp_path, monkeypatch):
@@ -109,7 +111,7 @@ def test_an_adoption_interrupted_before_its_rename_is_taken_up_again(tmp_path, m
     from spattern.experiments import grow
 
     small = _config(tmp_path, "[0]")
-    run_experiment(small, log=lambda *a: None)
+    run_experiment(small, log=_quiet)
     old = expand(small)[0].dir.path
     grown = _config(tmp_path, "[0, 1]")
     spec = expand(grown)[0]
@@ -127,7 +129,7 @@ def test_an_adoption_interrupted_before_its_rename_is_taken_up_again(tmp_path, m
     monkeypatch.setattr(os, "rename", rename)
     assert old.exists() and not spec.dir.path.exists()
     assert grow.grown_from(spec) == (old, {"setup.passkey.seeds": [1]})  # found again by its marker
-    summaries = run_experiment(grown, log=lambda *a: None)
+    summaries = run_experiment(grown, log=_quiet)
     assert not old.exists() and summaries[0]["n_examples"] == 7
     env = json.loads(spec.dir.env_path.read_text())
     assert [g["from"] for g in env["grown"]] == [old.name]  # recorded once
@@ -141,10 +143,9 @@ def test_a_run_grown_elsewhere_and_copied_back_replaces_its_old_self(tmp_path):
 
     from spattern.experiments import compare_experiment
 
-    quiet = lambda *a: None  # noqa: E731
-    run_experiment(_config(tmp_path, "[0]"), log=quiet)
+    run_experiment(_config(tmp_path, "[0]"), log=_quiet)
     shutil.copytree(tmp_path / "results", tmp_path / "remote")
-    run_experiment(_config(tmp_path, "[0, 1]", results="remote", name="remote.toml"), log=quiet)  # "elsewhere"
+    run_experiment(_config(tmp_path, "[0, 1]", results="remote", name="remote.toml"), log=_quiet)  # "elsewhere"
     here = _config(tmp_path, "[0, 1]")
     for spec in expand(here):  # unpacked here: the grown runs beside the old ones
         shutil.copytree(tmp_path / "remote" / "grow" / spec.dir.path.name, spec.dir.path)
@@ -159,15 +160,14 @@ def test_a_run_grown_elsewhere_and_copied_back_replaces_its_old_self(tmp_path):
 def test_an_old_run_with_examples_the_grown_run_lacks_is_not_removed(tmp_path):
     import shutil
 
-    quiet = lambda *a: None  # noqa: E731
-    run_experiment(_config(tmp_path, "[0]"), log=quiet)
+    run_experiment(_config(tmp_path, "[0]"), log=_quiet)
     old = expand(_config(tmp_path, "[0]"))[0].dir.path
     keep = tmp_path / "kept"
     shutil.copytree(old, keep)
-    run_experiment(_config(tmp_path, "[0, 1]"), log=quiet)
+    run_experiment(_config(tmp_path, "[0, 1]"), log=_quiet)
     shutil.copytree(keep, old)  # the old run back, with one line changed
     lines = (old / "per_example.jsonl").read_text().splitlines()
     (old / "per_example.jsonl").write_text("\n".join([lines[0].replace('"nll": ', '"nll": 1'), *lines[1:]]) + "\n")
     with pytest.raises(UserError, match="holds examples the second does not"):
-        run_experiment(_config(tmp_path, "[0, 1]"), log=quiet)
+        run_experiment(_config(tmp_path, "[0, 1]"), log=_quiet)
     assert old.exists()
