@@ -68,7 +68,7 @@ class Setup(Section):
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     metrics: list[Literal["perplexity", "info_loss"]] = ["perplexity"]
-    tasks: list[str] = []
+    tasks: list[Literal["passkey"]] = []   # what an evaluate run scores besides the documents
     passkey: PasskeySection = PasskeySection()
     obtain: bool = False
 

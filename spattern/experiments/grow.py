@@ -11,7 +11,9 @@ environment that adds it). The runner then resumes it: the documents and example
 and ``metrics.json`` is recomputed over all of them.
 
 A growable list is one whose values each add examples and change no other example: the passkey
-seeds (an example of seed s depends on s, its length and depth only; ``tasks/passkey.py``).
+seeds (an example of seed s depends on s, its length and depth only; ``tasks/passkey.py``), and the
+tasks themselves (``setup.tasks``: a task added to a run adds its examples; the added task's own
+settings, ``setup.<task>``, did not matter to the run before, so they may differ too).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from spattern.experiments.runs import RunSpec
 from spattern.utils.env import capture_env
 from spattern.utils.io import atomic_write_text, read_json, write_json
 
-GROWABLE = (("setup", "passkey", "seeds"),)   # paths in a run's resolved config
+TASKS = ("setup", "tasks")                    # paths in a run's resolved config
+GROWABLE = (("setup", "passkey", "seeds"),)
 
 
 def _get(d: dict, path: tuple[str, ...]):
@@ -73,8 +76,8 @@ def grown_from(spec: RunSpec) -> tuple[Path, dict] | None:
         except (OSError, ValueError):
             continue
         candidate, added, ok = spec.resolved, {}, True
-        for path in GROWABLE:
-            was, now = _get(old_cfg, path), _get(spec.resolved, path)
+        for path in (TASKS, *GROWABLE):
+            was, now = _get(old_cfg, path), _get(candidate, path)
             if was == now:
                 continue
             if not isinstance(was, list) or not isinstance(now, list) or not set(was) < set(now):
@@ -82,8 +85,12 @@ def grown_from(spec: RunSpec) -> tuple[Path, dict] | None:
                 break
             candidate = _set(candidate, path, was)
             added[".".join(path)] = [v for v in now if v not in was]
+            if path == TASKS:  # an added task's settings did not matter to the old run: take its values
+                for task in added[".".join(path)]:
+                    if _get(old_cfg, ("setup", task)) is not None:
+                        candidate = _set(candidate, ("setup", task), _get(old_cfg, ("setup", task)))
         if ok and added and run_id(candidate) == old.name[len(prefix):]:
-            size = sum(len(_get(old_cfg, p) or []) for p in GROWABLE)
+            size = sum(len(_get(old_cfg, p) or []) for p in (TASKS, *GROWABLE))
             if best is None or size > best[0]:
                 best = (size, old, added)
     return None if best is None else (best[1], best[2])
@@ -134,4 +141,4 @@ def prune_grown(specs: list[RunSpec], log=print) -> list[Path]:
     return removed
 
 
-__all__ = ["GROWABLE", "adopt", "grown_from", "prune_grown"]
+__all__ = ["GROWABLE", "TASKS", "adopt", "grown_from", "prune_grown"]

@@ -9,7 +9,7 @@ import pytest
 
 from spattern.experiments import expand, load_experiment, run_experiment
 from spattern.experiments.grow import grown_from
-from spattern.utils.errors import UserError
+from spattern.utils.errors import ConfigError, UserError
 
 from .tiny import tiny_config
 
@@ -24,10 +24,10 @@ pattern = ["dense", "(local(32) | sink(16)) & causal"]
 """
 
 
-def _config(tmp_path, seeds, results="results", name="grow.toml"):
+def _config(tmp_path, seeds, results="results", name="grow.toml", tasks='["passkey"]'):
     p = tmp_path / name
     text = tiny_config("grow", SWEEP.format(seeds=seeds)).format(results=tmp_path / results)  # tasks: in [setup]
-    p.write_text(text)
+    p.write_text(text.replace('tasks = ["passkey"]', f"tasks = {tasks}"))
     return load_experiment(p)
 
 
@@ -171,3 +171,18 @@ def test_an_old_run_with_examples_the_grown_run_lacks_is_not_removed(tmp_path):
     with pytest.raises(UserError, match="holds examples the second does not"):
         run_experiment(_config(tmp_path, "[0, 1]"), log=_quiet)
     assert old.exists()
+
+
+def test_an_added_task_grows_a_run_that_had_none(tmp_path):
+    """A run scored without passkey (tasks = [], its passkey settings at their defaults) grows when the
+    config adds the task with settings of its own: only the passkey examples are computed."""
+    run_experiment(_config(tmp_path, "[0, 1]", tasks="[]"), log=_quiet)
+    old = [s.dir.path for s in expand(_config(tmp_path, "[0, 1]", tasks="[]"))]
+    assert all(len(_lines(p / "per_example.jsonl")) == 3 for p in old)  # the documents only
+    grown = _config(tmp_path, "[5, 6, 7]")  # settings the old runs never used
+    assert [grown_from(s) for s in expand(grown)] == [(p, {"setup.tasks": ["passkey"]}) for p in old]
+    summaries = run_experiment(grown, log=_quiet)
+    assert [s["n_examples"] for s in summaries] == [3 + 2 * 3] * 2 and not any(p.exists() for p in old)
+    assert grown_from(expand(_config(tmp_path, "[5, 6, 7, 8]"))[0])[1] == {"setup.passkey.seeds": [8]}
+    with pytest.raises(ConfigError, match=r"'setup.tasks.1': expected 'passkey', got 'mqar'"):  # no such task here
+        _config(tmp_path, "[5, 6, 7]", tasks='["passkey", "mqar"]')
