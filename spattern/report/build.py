@@ -190,8 +190,9 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     for e in q_exps:  # density sweeps: a figure each; experiments at one density: one figure together
         if e not in matched:
             b.figure(f"quality_{e}", lambda pts=q_points[e]: quality_figure(pts, palette=b.palette), q_src[e],
-                     f"Quality against density in {e}: each pattern family's value with its 95% CI band; "
-                     "dense attention dashed.", True, f"quality curves of {e}")
+                     f"Quality against density in {e}: each pattern family's value with its 95% CI band "
+                     "(passkey: the fraction of trials retrieved, where scored); dense attention dashed.", True,
+                     f"quality curves of {e}")
     if matched:
         b.figure("quality_matched", lambda: quality_matched_figure(matched, palette=b.palette),
                  [p for e in matched for p in q_src[e]],

@@ -36,7 +36,7 @@ import numpy as np
 
 from spattern.utils.io import read_jsonl
 
-QUALITY_METRICS = ("ppl", "nll", "kl", "top1_agreement", "top1", "recall")
+QUALITY_METRICS = ("ppl", "nll", "kl", "top1_agreement", "top1", "recall", "passkey_correct")
 _FAMILY_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 _NOT_FAMILIES = {"causal", "heads"}
 

@@ -287,7 +287,8 @@ def cost_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
 
 
 def quality_table(points: Sequence[dict], experiment: str, sources: Sequence[Path]) -> Table:
-    metrics = [m for m in ("ppl", "kl", "top1_agreement", "recall") if any(p["metric"] == m for p in points)]
+    metrics = [m for m in ("ppl", "kl", "top1_agreement", "recall", "passkey_correct")
+               if any(p["metric"] == m for p in points)]
     by: dict[tuple, dict] = {}
     for p in points:
         by.setdefault((p["key"] != "dense", -p["density"], p.get("series", p["key"])), {})[p["metric"]] = p
@@ -297,7 +298,8 @@ def quality_table(points: Sequence[dict], experiment: str, sources: Sequence[Pat
                                              for m in metrics])
         raw.append({"key": key, "density": -negd, **{m: ms[m]["value"] for m in metrics if m in ms},
                     **{f"{m}_ci": [ms[m]["lo"], ms[m]["hi"]] for m in metrics if m in ms}})
-    names = {"ppl": "perplexity", "kl": "KL", "top1_agreement": "top-1 agr.", "recall": "mass recall"}
+    names = {"ppl": "perplexity", "kl": "KL", "top1_agreement": "top-1 agr.", "recall": "mass recall",
+             "passkey_correct": "passkey"}
     return Table(f"quality_{experiment}", f"Quality of each pattern against dense attention in {experiment} "
                  "(value with 95% CI).",
                  ["pattern", "block density" if points and points[0].get("measure") == "block_density" else "density"]

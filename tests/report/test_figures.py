@@ -211,7 +211,8 @@ def test_a_density_sweep_is_one_quality_figure():
     def run(exp, label, bd, kl):
         return Run(dir=Path("."), experiment=exp, run_id=f"{exp}-{label}", label=label, pattern=None,
                    params={"measure": "block_density"}, status="finished",
-                   metrics={"block_density": bd, "kl": kl, "density": bd / 2}, timings={}, env=None, sources=[])
+                   metrics={"block_density": bd, "kl": kl, "density": bd / 2, "passkey_correct": min(1.0, 2 * bd)},
+                   timings={}, env=None, sources=[])
 
     study = Study(roots=[])
     for exp, bd in (("x", 0.125), ("x_d50", 0.25), ("x_d12", 0.0625)):
@@ -222,6 +223,12 @@ def test_a_density_sweep_is_one_quality_figure():
     pts, _ = collect.collect_quality(study, "x")
     kl = sorted((p["key"], p["density"], p["value"]) for p in pts if p["metric"] == "kl")
     assert kl == [("dense", 1.0, 0.0), ("window", 0.0625, 0.4375), ("window", 0.125, 0.375), ("window", 0.25, 0.25)]
+    passkey = sorted((p["density"], p["value"]) for p in pts if p["metric"] == "passkey_correct" and p["key"] != "dense")
+    assert passkey == [(0.0625, 0.125), (0.125, 0.25), (0.25, 0.5)]  # passkey against density beside the quality
+    from spattern.report.figures import quality_figure
+
+    fig = rendered(quality_figure(pts))
+    assert [ax.get_ylabel() for ax in fig.axes] == ["KL(dense || sparse) (nats)", "passkey retrieved (fraction)"]
 
 
 def test_hopper_table_rows_ratios_and_targets():

@@ -1,4 +1,4 @@
-"""Quality against density: perplexity, KL to dense, top-1 agreement, attention-mass recall."""
+"""Quality against density: perplexity, KL to dense, top-1 agreement, attention-mass recall, passkey retrieval."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from spattern.report.figures._common import band_line, finite, ordered_keys
 from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
 
 LABELS = {"ppl": "perplexity", "nll": "NLL (nats/token)", "kl": "KL(dense || sparse) (nats)",
-          "top1_agreement": "top-1 agreement with dense", "recall": "dense attention mass kept"}
+          "top1_agreement": "top-1 agreement with dense", "recall": "dense attention mass kept",
+          "passkey_correct": "passkey retrieved (fraction)"}
 LOG_Y = {"kl"}
 DASHES = ("-", "--", "-.", ":")  # one per context length
 REFERENCE = ("dense", "causal")  # full attention (bidirectional / causal): the references of a matched comparison
@@ -19,7 +20,8 @@ BOUNDS = ("oracle",)
 
 
 @styled
-def quality_figure(points: Sequence[dict], metrics: Sequence[str] = ("ppl", "kl", "top1_agreement", "recall"),
+def quality_figure(points: Sequence[dict],
+                   metrics: Sequence[str] = ("ppl", "kl", "top1_agreement", "recall", "passkey_correct"),
                    palette: Palette | None = None, title: str | None = None):
     """One panel per metric present in ``points`` (dicts: key, density, metric, value, lo, hi; a
     95% CI or NaN; optional series/context): one line per pattern family (colour) and context
