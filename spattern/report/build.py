@@ -212,8 +212,11 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         syn_srcs += syn_src
     pairs = collect.collect_mqar_pairs(s)  # MQAR accuracy against the number of key-value pairs
     syn_srcs += [p for _, src in pairs.values() for p in src]
+    # the figure and the retrieval sentence: one panel per experiment, the members of a density sweep
+    # (x_d50, x_d12) left to the sweep's figure (its passkey panel); the table keeps every experiment
+    syn_shown = {e: v for e, v in syn_points.items() if not collect.sweep_member(e)}
     if syn_points:  # one figure, one panel per experiment, then MQAR's by number of pairs
-        panels = {e: (pts, f"{x} (tokens)" if x == "distance" else x) for e, (pts, x) in syn_points.items()}
+        panels = {e: (pts, f"{x} (tokens)" if x == "distance" else x) for e, (pts, x) in syn_shown.items()}
         panels.update({f"{e}: by pairs": (pts, "key-value pairs") for e, (pts, _) in pairs.items()})
         b.figure("synthetic", lambda: synthetic_panels(panels, palette=b.palette), syn_srcs,
                  "Long-range retrieval, one panel per experiment: accuracy against the distance between key and "
@@ -271,7 +274,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     b.table(lambda: T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------
-    nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn_points, abl, out, title)
+    nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn_shown, abl, out, title)
     num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench
                                                            + s.compile_bench]
     paths: dict[str, Path] = {"numbers": write_json(out / "data" / "numbers.json", nums),

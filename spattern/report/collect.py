@@ -66,6 +66,12 @@ def density_group(experiment: str) -> str:
     return re.sub(r"_d\d+$", "", experiment)
 
 
+def sweep_member(experiment: str) -> bool:
+    """A member of a density sweep other than the sweep itself (``study_x_d50`` of ``study_x``): its
+    quality and passkey are drawn in the sweep's figure, not in a panel of their own."""
+    return density_group(experiment) != experiment
+
+
 def quality_experiments(study: Study) -> list[str]:
     """Experiments that compare patterns against dense without training (they log KL, top-1
     agreement or recall against dense), ablations excluded; the experiments of one density sweep
