@@ -66,10 +66,11 @@ def density_group(experiment: str) -> str:
     return re.sub(r"_d\d+$", "", experiment)
 
 
-def sweep_member(experiment: str) -> bool:
-    """A member of a density sweep other than the sweep itself (``study_x_d50`` of ``study_x``): its
-    quality and passkey are drawn in the sweep's figure, not in a panel of their own."""
-    return density_group(experiment) != experiment
+def sweep_member(experiment: str, experiments: Sequence[str]) -> bool:
+    """A member of a density sweep whose sweep is among ``experiments`` (``study_x_d50`` beside
+    ``study_x``): its quality and passkey are drawn in the sweep's figure, not in a panel of their own."""
+    group = density_group(experiment)
+    return group != experiment and group in experiments
 
 
 def quality_experiments(study: Study) -> list[str]:

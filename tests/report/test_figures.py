@@ -219,7 +219,8 @@ def test_a_density_sweep_is_one_quality_figure():
         study.runs += [run(exp, "dense", 1.0, 0.0), run(exp, "window", bd, 0.5 - bd)]
     study.runs.append(run("y_ablation", "window", 0.1, 0.3))
     assert collect.density_group("x_d50") == "x" and collect.density_group("x_d50b") == "x_d50b"
-    assert collect.sweep_member("x_d50") and not collect.sweep_member("x")  # x_d50's passkey: in x's figure
+    assert collect.sweep_member("x_d50", ["x", "x_d50"]) and not collect.sweep_member("x", ["x", "x_d50"])
+    assert not collect.sweep_member("x_d50", ["x_d50"])  # alone, it is no sweep's member: a panel of its own
     assert collect.quality_experiments(study) == ["x"]
     pts, _ = collect.collect_quality(study, "x")
     kl = sorted((p["key"], p["density"], p["value"]) for p in pts if p["metric"] == "kl")
