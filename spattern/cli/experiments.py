@@ -7,7 +7,7 @@ from pathlib import Path
 
 def cmd_run(args) -> int:
     from spattern.experiments.config import load_experiment
-    from spattern.experiments.grow import grown_from
+    from spattern.experiments.grow import describe, grown_from
     from spattern.experiments.runner import expand, run_experiment, select
 
     cfg = load_experiment(args.config, args.overrides)
@@ -15,8 +15,7 @@ def cmd_run(args) -> int:
         for spec in select(expand(cfg), args.only, args.by_seed):
             state = "finished" if spec.dir.finished() else ("started" if spec.dir.metrics() else "new")
             grown = grown_from(spec) if cfg.kind == "evaluate" else None
-            extra = f" (grows {grown[0].name}: adds {', '.join(f'{k} {v}' for k, v in grown[1].items())})" \
-                if grown else ""
+            extra = f" (grows {grown[0].name}: adds {describe(grown[1])})" if grown else ""
             print(f"{spec.label:40s} seed {spec.seed:<3d} {'grows' if grown else state:9s} {spec.dir.path}{extra}")
         return 0
     run_experiment(cfg, only=args.only, by_seed=args.by_seed, runtime=args.runtime)

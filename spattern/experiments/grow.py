@@ -32,6 +32,7 @@ from spattern.utils.io import atomic_write_text, read_json, write_json
 
 TASKS = ("setup", "tasks")                    # paths in a run's resolved config
 GROWABLE = (("setup", "passkey", "seeds"),)
+_PATHS = (TASKS, *GROWABLE)                   # tasks first: an added task brings its own settings
 
 
 def _get(d: dict, path: tuple[str, ...]):
@@ -76,7 +77,7 @@ def grown_from(spec: RunSpec) -> tuple[Path, dict] | None:
         except (OSError, ValueError):
             continue
         candidate, added, ok = spec.resolved, {}, True
-        for path in (TASKS, *GROWABLE):
+        for path in _PATHS:
             was, now = _get(old_cfg, path), _get(candidate, path)
             if was == now:
                 continue
@@ -90,10 +91,15 @@ def grown_from(spec: RunSpec) -> tuple[Path, dict] | None:
                     if _get(old_cfg, ("setup", task)) is not None:
                         candidate = _set(candidate, ("setup", task), _get(old_cfg, ("setup", task)))
         if ok and added and run_id(candidate) == old.name[len(prefix):]:
-            size = sum(len(_get(old_cfg, p) or []) for p in (TASKS, *GROWABLE))
+            size = sum(len(_get(old_cfg, p) or []) for p in _PATHS)
             if best is None or size > best[0]:
                 best = (size, old, added)
     return None if best is None else (best[1], best[2])
+
+
+def describe(added: dict) -> str:
+    """``grown_from``'s "what it adds" in words: ``setup.passkey.seeds [2]``."""
+    return ", ".join(f"{k} {v}" for k, v in added.items())
 
 
 def adopt(spec: RunSpec, old: Path, added: dict) -> None:
@@ -141,4 +147,4 @@ def prune_grown(specs: list[RunSpec], log=print) -> list[Path]:
     return removed
 
 
-__all__ = ["GROWABLE", "TASKS", "adopt", "grown_from", "prune_grown"]
+__all__ = ["GROWABLE", "TASKS", "adopt", "describe", "grown_from", "prune_grown"]

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from spattern.experiments.config import ExperimentConfig
-from spattern.experiments.grow import adopt, grown_from, prune_grown
+from spattern.experiments.grow import adopt, describe, grown_from, prune_grown
 from spattern.experiments.runs import RunSpec, expand
 from spattern.utils.errors import UserError
 
@@ -85,10 +85,6 @@ def _train_run(cfg: ExperimentConfig, spec: RunSpec, log, runtime: list[str]) ->
     return m
 
 
-def _added(added: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in added.items())
-
-
 def _q(s: str) -> str:
     import json
 
@@ -122,7 +118,7 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
     for spec in runs:
         if cfg.kind == "evaluate" and (grown := grown_from(spec)) is not None:  # more passkey seeds, say
             adopt(spec, *grown)
-            log(f"[run] {spec.dir.path.name} grows {grown[0].name} (adds {_added(grown[1])}): only the new "
+            log(f"[run] {spec.dir.path.name} grows {grown[0].name} (adds {describe(grown[1])}): only the new "
                 f"examples are computed")
         if spec.dir.finished():
             summaries.append(spec.dir.metrics())

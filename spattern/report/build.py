@@ -214,7 +214,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     syn_srcs += [p for _, src in pairs.values() for p in src]
     # the figure and the retrieval sentence: one panel per experiment, the members of a density sweep
     # (x_d50, x_d12) left to the sweep's figure (its passkey panel); the table keeps every experiment
-    syn_shown = {e: v for e, v in syn_points.items() if not collect.sweep_member(e, s.experiments())}
+    experiments = s.experiments()
+    syn_shown = {e: v for e, v in syn_points.items() if not collect.sweep_member(e, experiments)}
     if syn_points:  # one figure, one panel per experiment, then MQAR's by number of pairs
         panels = {e: (pts, f"{x} (tokens)" if x == "distance" else x) for e, (pts, x) in syn_shown.items()}
         panels.update({f"{e}: by pairs": (pts, "key-value pairs") for e, (pts, _) in pairs.items()})
