@@ -146,6 +146,9 @@ def block_of(study: Study, default: int = 64) -> int:
     return int(max(sorted(set(blocks)), key=blocks.count)) if blocks else default
 
 
+_BUCKET = re.compile(r"^\[(\d+), (\d+)\)$")  # spattern.data.mqar.distance_bucket's "[lo, hi)"
+
+
 def _bucket(x: float) -> float:
     """Power-of-two bucket of a distance (the lower edge), as the MQAR task reports them."""
     return float(1 << (int(x).bit_length() - 1)) if x >= 1 else float(x)
@@ -167,7 +170,8 @@ def collect_synthetic(study: Study, experiment: str | None = None) -> tuple[list
     """Accuracy against distance (or depth) from per-example records that carry both, per family:
     over seeds (t interval of the per-run accuracies) or, with one run, over examples. Distances
     with more than a dozen distinct values are grouped in power-of-two buckets: such a point's
-    ``distance`` is its bucket's first distance and ``distance_to`` its last."""
+    ``distance`` is its bucket's first distance and ``distance_to`` its last. Records that name their
+    own bucket (``distance_bucket`` "[lo, hi)", as MQAR's do) carry its last distance the same way."""
     xy = _xy
     runs = [r for r in study.runs if (experiment is None or r.experiment == experiment)
             and any(all(xy(e)) for e in r.per_example)]
@@ -182,12 +186,15 @@ def collect_synthetic(study: Study, experiment: str | None = None) -> tuple[list
         rs = [r for r in runs if r.key == key]
         per_run: dict[float, list[float]] = {}
         pooled: dict[float, list[float]] = {}
+        last: dict[float, float] = {}  # a bucket's last distance, where the records name their bucket
         for r in rs:
             by: dict[float, list[float]] = {}
             for e in r.per_example:
                 _, yname = xy(e)
                 if _finite(e.get(xname)) and yname is not None:
                     by.setdefault(bucket(e[xname]), []).append(float(e[yname]))
+                    if (m := _BUCKET.match(str(e.get("distance_bucket", "")))) and int(m.group(2)) - 1 > e[xname]:
+                        last[bucket(e[xname])] = float(int(m.group(2)) - 1)
             for x, ys in by.items():
                 per_run.setdefault(x, []).append(float(np.mean(ys)))
                 pooled.setdefault(x, []).extend(ys)
@@ -197,6 +204,8 @@ def collect_synthetic(study: Study, experiment: str | None = None) -> tuple[list
             point = {"key": key, "distance": x, "value": m, "lo": lo, "hi": hi, "n_runs": len(per_run[x])}
             if bucket is _bucket and x >= 1:  # the bucket's last distance: it holds [x, 2x - 1]
                 point["distance_to"] = 2 * x - 1
+            elif x in last:
+                point["distance_to"] = last[x]
             points.append(point)
     return points, _sources(runs), xname
 

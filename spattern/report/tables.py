@@ -407,8 +407,12 @@ def env_table(envs: Sequence[tuple[dict, Path]]) -> Table:
 
 
 def distance_label(p: dict) -> str:
-    """A retrieval point's distance: the value, or its power-of-two bucket's range ("1 024-2 047")."""
-    return f"{fmt(p['distance'])}-{fmt(p['distance_to'])}" if "distance_to" in p else fmt(p["distance"])
+    """A retrieval point's distance: the value, or its bucket's range ("1 024-2 047"); a whole number of
+    tokens (or pairs) as an integer."""
+    def num(x):
+        return fmt(int(x)) if isinstance(x, float) and x.is_integer() else fmt(x)
+
+    return f"{num(p['distance'])}-{num(p['distance_to'])}" if "distance_to" in p else num(p["distance"])
 
 
 def synthetic_table(points: Sequence[tuple[str, list[dict], str]], sources: Sequence[Path]) -> Table:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from spattern.report import collect
+from spattern.report import collect, tables
 from spattern.report.data import family, load_study, mean_ci
 from spattern.report.style import Palette
 
@@ -271,6 +271,20 @@ def test_targets_are_judged_on_the_kernel_auto_runs():
     old = dict(cell, ms={k: v for k, v in cell["ms"].items() if k != "spattern_hopper"})
     row = next(r for r in target_rows([old]) if r["N"] == 4096)
     assert row["kernel"] == "mma.sync" and row["vs_sdpa_cudnn"] == pytest.approx(0.21 / 0.30)
+
+
+def test_records_that_name_their_bucket_carry_its_last_distance():
+    """MQAR's bucket records give the bucket's lower edge as ``distance`` and the bucket as
+    ``distance_bucket`` "[lo, hi)": a point carries hi - 1 as ``distance_to``; a bucket of one
+    distance ("[1, 2)") carries none."""
+    from types import SimpleNamespace
+
+    recs = [{"id": f"b{lo}", "distance": lo, "distance_bucket": f"[{lo}, {2 * lo})", "accuracy": a}
+            for lo, a in ((1, 1.0), (64, 0.5), (128, 0.25))]
+    run = SimpleNamespace(experiment="mqar", key="dense", per_example=recs, sources=[], per_example_path=None)
+    pts, _, _ = collect.collect_synthetic(SimpleNamespace(runs=[run]), "mqar")
+    assert [(p["distance"], p.get("distance_to")) for p in pts] == [(1, None), (64, 127), (128, 255)]
+    assert [tables.distance_label(p) for p in pts] == ["1", "64-127", "128-255"]
 
 
 def test_many_distances_are_bucketed_by_powers_of_two_with_their_range():
