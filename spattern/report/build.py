@@ -123,9 +123,13 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     pats, pat_src, n_seq = collect.patterns_of(s, highlight=highlight)
     derived = "compiled from the runs' pattern strings with spattern.compile / spattern.cost"
     blk = collect.block_of(s)
+    fams = sorted({r.key for r in s.runs if r.pattern and r.key not in ("dense", "causal")})
     b.figure("heatmap", lambda: heatmap_figure(pats, n_block=n_seq, block=blk, palette=b.palette), pat_src,
-             f"Each pattern family of the study: its token mask at small N (left of each pair, with its density) "
-             f"and its block layout at N = {n_seq} with blocks of b (right, with its block density).", True,
+             f"{len(pats)} of the study's {len(fams)} pattern families ({', '.join(k for k, _ in pats)}; "
+             f"{'outline in its own figure; ' if 'outline' in fams else ''}patterns that need a document or one "
+             f"pattern per layer are not drawn), each from one of its runs at N = {n_seq}: its token mask at small "
+             f"N (left of each pair, with its density) and its block layout at N = {n_seq} with blocks of {blk} "
+             f"(right, with its block density).", True,
              "pattern heatmaps (no run records a static pattern)", derived)
     from spattern.report.figures.outline import outline_figure
 

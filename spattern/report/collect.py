@@ -115,18 +115,23 @@ def collect_quality(study: Study, experiment: str) -> tuple[list[dict], list[Pat
 
 
 def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5,
-                highlight: Sequence[str] = ()) -> tuple[list[tuple[str, str]], list[Path], int]:
-    """One static pattern per family (the one whose run density is nearest ``target_density``;
-    the ``highlight`` families first, then the rest in sorted order, at most ``limit``),
-    the metrics files naming them, and the study's most common sequence length (``Run.context``,
-    else 4096)."""
+                highlight: Sequence[str] = (), skip: Sequence[str] = ("dense", "causal")
+                ) -> tuple[list[tuple[str, str]], list[Path], int]:
+    """One static pattern per family: of the runs at the study's most common sequence length
+    (``Run.context``, else 4096) where a family has any, the one whose run density is nearest
+    ``target_density``; the ``highlight`` families first, then the rest in sorted order, at most
+    ``limit``. ``skip``: dense and the causal control are not pattern families to draw. Patterns that
+    need a document (outline, the oracle) or one per layer (fitted) are not static and not drawn.
+    Returns the patterns, the metrics files naming them and that sequence length."""
     from spattern.compiler.compile import compile as compile_pattern
 
-    best: dict[str, tuple[float, str, Run]] = {}
+    seqs = [r.context for r in study.runs if r.context is not None]
+    n = int(max(sorted(set(seqs)), key=seqs.count)) if seqs else 4096
+    best: dict[str, tuple[tuple, str, Run]] = {}
     for r in study.runs:
-        if not r.pattern or r.key == "dense":
+        if not r.pattern or r.key in skip:
             continue
-        score = abs((r.density if r.density is not None else 1.0) - target_density)
+        score = (r.context != n, abs((r.density if r.density is not None else 1.0) - target_density))
         cur = best.get(r.key)
         if cur is None or (score, r.pattern) < (cur[0], cur[1]):
             try:
@@ -135,8 +140,6 @@ def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5,
                 continue
             best[r.key] = (score, r.pattern, r)
     keys = ([k for k in highlight if k in best] + [k for k in sorted(best) if k not in highlight])[:limit]
-    seqs = [r.context for r in study.runs if r.context is not None]
-    n = int(max(sorted(set(seqs)), key=seqs.count)) if seqs else 4096
     return [(k, best[k][1]) for k in keys], [best[k][2].dir / "metrics.json" for k in keys], n
 
 

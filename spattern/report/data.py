@@ -5,7 +5,8 @@ file system) and classifies what it finds by content, tolerating extra keys:
 
 - **runs**: a folder with ``metrics.json`` holding ``experiment`` and ``run_id`` (the experiment
   runner's layout: ``config.toml``, ``metrics.json``, ``per_example.jsonl``, ``env.json``; a training
-  run adds the loop's ``metrics.jsonl``; an indexer run may add ``indexer_snapshot.json``).
+  run adds the loop's ``metrics.jsonl``; an indexer run may add ``indexer_snapshot.json``). A run
+  whose ``status`` is not ``finished`` (one in progress, or stopped) is skipped until it is.
 - **significance tables**: JSON with ``rows`` and ``correction`` (``spattern compare --json``).
 - **attention benchmarks**: JSON with a ``results`` list of cells holding ``N`` and ``ms``
   (``spattern bench attention``); a cell with ``"backward": true`` is forward+backward.
@@ -251,16 +252,21 @@ class Study:
         return out
 
 
-def _load_run(d: Path, study: Study) -> None:
+def _load_run(d: Path, study: Study) -> bool:
+    """Read the run folder ``d`` into ``study``; False when it is not a run folder after all (its
+    files are then read one by one)."""
     mpath = d / "metrics.json"
     try:
         m = _read_json(mpath)
     except (OSError, json.JSONDecodeError) as e:
         study.skipped.append((mpath, f"unreadable metrics.json: {e}"))
-        return
+        return False
     if not isinstance(m, dict) or "experiment" not in m or "run_id" not in m:
         study.skipped.append((mpath, "metrics.json without experiment/run_id"))
-        return
+        return False
+    if m.get("status") not in ("finished", None):  # a run in progress (or stopped) has partial results
+        study.skipped.append((mpath, f"run not finished (status {m.get('status')!r}): left out until it is"))
+        return True
     sources = [mpath]
     env = None
     if (d / "env.json").exists():
@@ -289,6 +295,7 @@ def _load_run(d: Path, study: Study) -> None:
             study.snapshots.append(Found("indexer_snapshot", _read_json(snap), snap))
         except (OSError, json.JSONDecodeError) as e:
             study.skipped.append((snap, f"unreadable: {e}"))
+    return True
 
 
 def _classify(data: Any) -> str | None:
@@ -336,9 +343,7 @@ def load_study(dirs, exclude=()) -> Study:
                        and not {SUPERSEDED, RAW} & set(p.relative_to(root).parts)
                        and not any(e == p.resolve() or e in p.resolve().parents for e in skip))
         run_dirs = sorted({p.parent for p in files if p.name == "metrics.json"})
-        for d in run_dirs:
-            _load_run(d, study)
-        in_run = {d for d in run_dirs if any(r.dir == d for r in study.runs)}
+        in_run = {d for d in run_dirs if _load_run(d, study)}
         for p in files:
             if any(d in p.parents for d in in_run):
                 continue

@@ -103,7 +103,7 @@ def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
     parts.append(_card(n, "kernel.met", f"Project C speed-up targets met (of {_get(n, 'kernel.n_targets') or '–'}, "
                        "against both flash and cuDNN)"))
     parts.append(_card(n, "significance.significant",
-                       f"significant paired comparisons (of {_get(n, 'significance.rows') or '–'}, Holm-corrected)"))
+                       f"significant paired comparisons (of {_get(n, 'significance.rows') or '–'} distinct ones, Holm-corrected)"))
     parts.append(_card(n, "topk.fraction", "top-k layout build time relative to attention (graph replay)"))
     parts.append("</div>")
     parts += ["<h2>The pattern</h2>", _figure(out, figs, "outline", "outline attention"),
@@ -118,6 +118,7 @@ def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
     parts.append("<h2>Quality</h2>")
     q_names = [k for k in figs if k.startswith("quality_")]
     parts += [_figure(out, figs, k, k) for k in q_names] or [_missing("quality vs density")]
+    parts += [_table(tables, k, k) for k in sorted(tables) if k.startswith("quality_")]  # every value with its CI
     parts.append(_figure(out, figs, "synthetic", "synthetic-task accuracy"))
     if "synthetic" in tables:
         parts.append(_table(tables, "synthetic", "synthetic-task accuracy"))

@@ -56,7 +56,8 @@ def _env(study) -> dict:
 
 def quality_row(name: str, pts: list[dict]) -> dict:
     """The quality sentence of one experiment (``collect.collect_quality`` points): at its lowest cost,
-    the pattern that keeps the dense model closest and the one that loses the most (KL), the oracle
+    the pattern with the lowest mean KL to dense (and the patterns whose intervals overlap its: they
+    are not ranked against it, no paired test compares them) and the one that loses the most, the oracle
     bound beside them, dense perplexity. Matched runs are compared at the lowest target they were matched
     to, whatever density each achieved; an experiment without matching, at its lowest density. Dense,
     the bound and runs outside the matching (causal, the numerical control) are not contenders."""
@@ -82,6 +83,11 @@ def quality_row(name: str, pts: list[dict]) -> dict:
         row.update(lowest_density=where, best_key=bestp.get("series", bestp["key"]),
                    best_kl=fmt_ci(bestp["value"], bestp["lo"], bestp["hi"]), worst_key=worst.get("series", worst["key"]),
                    worst_kl=fmt_ci(worst["value"], worst["lo"], worst["hi"]))
+        # contenders whose interval overlaps the lowest one's: no paired test between them, so not ranked
+        near = [p.get("series", p["key"]) for p in sorted(at, key=lambda p: p["value"])
+                if p is not bestp and p["lo"] <= bestp["hi"] and bestp["lo"] <= p["hi"]]
+        if near:
+            row["best_overlap"] = ", ".join(str(k) for k in near)
     dense = [p for p in pts if p["key"] == "dense" and p["metric"] == "ppl"]
     if dense:
         row["dense_ppl"] = fmt(dense[0]["value"])
@@ -207,7 +213,7 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
         n["quality"] = {"experiments": qs}
 
     if study.significance:
-        rows = [r for f in study.significance for r in f.data.get("rows", []) if r.get("note") != "baseline"]
+        rows = distinct_comparisons(study.significance)
         sig = [r for r in rows if r.get("significant")]
         alphas = sorted({f.data.get("alpha") for f in study.significance if f.data.get("alpha") is not None})
         n["significance"] = {"rows": fmt(len(rows)), "significant": fmt(len(sig)), "not_significant": fmt(len(rows) - len(sig)),
@@ -236,10 +242,28 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
 
 
 
+def distinct_comparisons(files) -> list[dict]:
+    """The comparison rows of the significance files, each (experiment, metric, pair of runs) once: a
+    pair compared in its experiment's own table (``compare.json``) and again, the other way round,
+    against a second baseline (``compare_vs_<run>.json``) counts once, as its own table has it."""
+    ordered = sorted(files, key=lambda f: (str(f.path.parent), f.path.name != "compare.json", f.path.name))
+    seen, out = set(), []
+    for f in ordered:
+        for r in f.data.get("rows", []):
+            if r.get("note") == "baseline":
+                continue
+            key = (str(f.path.parent), r.get("metric"), frozenset((str(r.get("run")), str(r.get("baseline")))))
+            if key not in seen:
+                seen.add(key)
+                out.append(r)
+    return out
+
+
 def headline(doc: dict) -> dict | None:
     """An experiment's primary comparison: the best run against the baseline and, when present,
-    outline attention's row (difference [CI], Holm p); the smallest p an exact paired test can
-    reach with n pairs (2 / 2^n) tells whether n could show significance after correction."""
+    outline attention's row (difference [CI], Holm p); the smallest Holm-adjusted p an exact paired
+    test can reach with n pairs over the m comparisons of the metric (m * 2 / 2^n, at most 1) tells
+    whether n could show significance after correction."""
     from spattern.report.tables import primary_metric
 
     metric = primary_metric(doc)
@@ -258,8 +282,8 @@ def headline(doc: dict) -> dict | None:
            "n": fmt(n_pairs), "comparisons": fmt(len(rows)), "best": row(best),
            "test": str(rows[0].get("test", "")),
            "direction": "higher" if sign > 0 else "lower"}
-    if rows[0].get("test") in ("wilcoxon", "permutation") and n_pairs:  # exact: p >= 2 / 2^n
-        out["min_p"] = fmt_p(2.0 / 2 ** n_pairs)
+    if rows[0].get("test") in ("wilcoxon", "permutation") and n_pairs:  # exact: p >= 2 / 2^n, Holm: x m
+        out["min_p"] = fmt_p(min(1.0, len(rows) * 2.0 / 2 ** n_pairs))
     outl = [r for r in rows if r.get("run") == "outline"]
     if outl and outl[0] is not best:
         out["outline"] = row(outl[0])

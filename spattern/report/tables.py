@@ -364,10 +364,10 @@ def fmt_range(r) -> str:
 
 def headline_table(heads: Sequence[tuple[dict, Path]]) -> Table:
     """Each significance file's primary comparison (``numbers.headline``): the best run and outline
-    attention's row against the baseline, difference [95% CI] and Holm p, and the smallest p the
-    exact paired test can reach with n pairs."""
+    attention's row against the baseline, difference [95% CI] and Holm p, and the smallest Holm p
+    the exact paired test can reach with n pairs over the metric's comparisons."""
     cols = ["experiment", "metric", "baseline", "n", "best", "difference [95% CI]", "Holm p",
-            "outline: difference", "Holm p", "min p"]
+            "outline: difference", "Holm p", "min Holm p"]
     rows, raw = [], []
     for h, _ in heads:
         o = h.get("outline", {})
@@ -378,7 +378,8 @@ def headline_table(heads: Sequence[tuple[dict, Path]]) -> Table:
                              "outline_diff", "outline_p_holm", "min_p"], rows[-1]), test=h.get("test")))
     return Table("headline", "Each experiment's primary comparison: the best contender and outline attention against "
                  "the baseline (paired, per document or per seed; Holm-corrected over the experiment's comparisons "
-                 "of that metric); min p: the smallest p the exact test reaches with n pairs (wilcoxon/permutation).",
+                 "of that metric); min Holm p: the smallest Holm-adjusted p the exact test (wilcoxon/permutation) can "
+                 "reach with n pairs over that many comparisons, m * 2 / 2^n.",
                  cols, rows, raw, [p for _, p in heads])
 
 

@@ -205,3 +205,19 @@ def test_superseded_and_raw_folders_are_not_read(tmp_path):
         (r / sub / "bench.json").write_text(json.dumps({"results": [cell]}))
     study = load_study(r)
     assert [f.path.relative_to(r).as_posix() for f in study.bench] == ["hopper/bench.json"]
+
+
+def test_a_run_in_progress_is_left_out_until_it_finishes(tmp_path):
+    """A run folder whose metrics.json says "running" (the runner writes it as it goes) has partial
+    results: the study leaves it out, says why, and takes it once it is finished."""
+    from spattern.report.data import load_study
+
+    d = tmp_path / "results" / "e" / "dense-s0-abc"
+    d.mkdir(parents=True)
+    m = {"experiment": "e", "run_id": "dense-s0-abc", "label": "dense", "status": "running", "metrics": {"nll": 2.0}}
+    (d / "metrics.json").write_text(json.dumps(m))
+    study = load_study([tmp_path / "results"])
+    assert study.runs == [] and study.experiments() == []
+    assert "not finished (status 'running')" in dict(study.skipped)[d / "metrics.json"]
+    (d / "metrics.json").write_text(json.dumps({**m, "status": "finished"}))
+    assert [r.label for r in load_study([tmp_path / "results"]).runs] == ["dense"]

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from html import escape
 
 import numpy as np
 import pytest
@@ -25,6 +26,9 @@ def test_html_is_self_contained(built):
     assert not re.search(r'(src|href)="(?!data:)', html), "an external reference"
     assert "@media print" in html and "missing:" not in html
     assert "NVIDIA H100" in html and "significant" in html
+    quality = sorted((built["out"] / "tables").glob("quality_*.json"))
+    captions = [json.loads(p.read_text())["caption"] for p in quality]
+    assert quality and all(escape(c) in html for c in captions)  # every value with its CI, as the PDF says
 
 
 @pytest.mark.skipif(browser() is None, reason="no chromium/google-chrome on PATH (CI: apt-get install -y chromium)")

@@ -3,6 +3,7 @@ what the retrieval sentence names, on hand-made points."""
 from __future__ import annotations
 
 from spattern.report.numbers import quality_row, synthetic_row
+from spattern.report.tables import fmt_p
 
 
 def _kl(key, density, value, target=0.125):
@@ -20,6 +21,7 @@ def test_quality_compares_every_run_matched_to_the_lowest_target():
     row = quality_row("e", pts)
     assert row["lowest_density"] == "matched to 12.5%, achieved 12.4%-15.9%"
     assert (row["best_key"], row["worst_key"]) == ("streaming", "strided")
+    assert row["best_overlap"] == "outline"  # 0.15 +- 0.01 overlaps 0.146 +- 0.01: not ranked below it
     assert row["bound_key"] == "oracle" and row["dense_ppl"] == "10.4"
 
 
@@ -28,6 +30,7 @@ def test_quality_without_matching_uses_the_lowest_density():
            _kl("window", 0.25, 0.1, target=None)]
     row = quality_row("sweep", pts)
     assert row["lowest_density"] == "6.2%" and (row["best_key"], row["worst_key"]) == ("streaming", "window")
+    assert "best_overlap" not in row
 
 
 def _acc(key, distance, value):
@@ -50,3 +53,39 @@ def test_a_bucketed_distance_is_named_as_its_range():
     sentence names the range, not the lower edge (a 2K passkey at depth 0.1 is about 1 800 tokens away)."""
     far = [{**_acc("dense", 1024, 1.0), "distance_to": 2047}, {**_acc("window", 1024, 0.0), "distance_to": 2047}]
     assert synthetic_row("p", far, "distance")["distance"] == "1 024-2 047"
+
+
+def _row(run, metric="nll", baseline="dense", diff=0.1, n=8, significant=True):
+    return {"run": run, "baseline": baseline, "metric": metric, "diff": diff, "diff_ci_low": diff - 0.05,
+            "diff_ci_high": diff + 0.05, "p_holm": 0.04, "n": n, "test": "wilcoxon", "significant": significant,
+            "higher_is_better": False}
+
+
+def test_headline_floor_is_holm_adjusted_over_the_metric_comparisons():
+    """With 8 pairs an exact test reaches p = 2/256; over 5 comparisons Holm multiplies that by 5."""
+    from spattern.report.numbers import headline
+
+    doc = {"experiment": "e", "baseline": "dense",
+           "rows": [_row(f"r{i}", diff=0.1 * i) for i in range(5)] + [_row("r9", metric="kl")]}
+    h = headline(doc)
+    assert h["comparisons"] == "5" and h["min_p"] == fmt_p(5 * 2 / 2 ** 8)
+    assert headline({**doc, "rows": [_row(f"r{i}", n=3) for i in range(5)]})["min_p"] == fmt_p(1.0)  # capped
+
+
+def test_a_pair_compared_against_two_baselines_counts_once():
+    """compare.json has window vs dense; compare_vs_window.json has dense vs window (and outline vs
+    window): three distinct comparisons, dense/window counted as its own table has it."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from spattern.report.numbers import distinct_comparisons
+
+    own = SimpleNamespace(path=Path("r/e/compare.json"), data={"rows": [
+        {"run": "dense", "metric": "nll", "note": "baseline"}, _row("window"), _row("outline")]})
+    vs = SimpleNamespace(path=Path("r/e/compare_vs_window.json"), data={"rows": [
+        _row("dense", baseline="window", significant=False), _row("outline", baseline="window", significant=False)]})
+    other = SimpleNamespace(path=Path("r/f/compare.json"), data={"rows": [_row("window")]})
+    rows = distinct_comparisons([vs, other, own])
+    assert len(rows) == 4
+    assert [(r["run"], r["baseline"], r["significant"]) for r in rows[:3]] == [
+        ("window", "dense", True), ("outline", "dense", True), ("outline", "window", False)]
