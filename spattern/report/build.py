@@ -159,17 +159,21 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     b.figure("kernels", lambda: kernel_figure(cells, backward=False), bench_src,
              "Forward attention: time against N, TFLOP/s against density at the largest N, and speed-up over "
              "dense SDPA against density with the Project C targets (stars); the speed-up is the Hopper kernel's "
-             "where a cell timed it (what auto runs on the H200), else the mma.sync kernel's.", True,
+             "where a cell timed it (what auto runs on the H200), else the mma.sync kernel's. Each series is one "
+             f"GPU's ({' and '.join(sorted({str(c.get('device')) for c in sel_f})) or 'none'}; where there are two, "
+             "the second's markers are hollow and its dense lines marked x).", True,
              "forward kernel benchmark (no spattern bench attention results)")
     b.figure("kernels_backward", lambda: kernel_figure(cells, backward=True), bench_src,
              "Forward+backward attention: time, TFLOP/s and speed-up over dense SDPA, as in the forward figure.",
              True, "forward+backward kernel benchmark (no cells with backward = true)")
-    desc = lambda sl: f"{'forward+backward' if sl['backward'] else 'forward'}, head dim {sl['D']}, " \
-                      f"{'causal' if sl['causal'] else 'non-causal'}, {sl['family']} layouts"
-    b.table(lambda: T.kernel_table(sel_f, desc(sl_f), bench_src) if sel_f else None, "kernels",
+    desc = lambda sl, sel: f"{'forward+backward' if sl['backward'] else 'forward'}, head dim {sl['D']}, " \
+                           f"{'causal' if sl['causal'] else 'non-causal'}, {sl['family']} layouts, " \
+                           f"{' and '.join(sorted({str(c.get('device')) for c in sel}))}"
+    b.table(lambda: T.kernel_table(sel_f, desc(sl_f, sel_f), bench_src) if sel_f else None, "kernels",
             "kernel benchmark table (no forward benchmark cells)")
     if sel_b:
-        b.table(lambda: T.kernel_table(sel_b, desc(sl_b), bench_src, name="kernels_backward"), "kernels_backward", "")
+        b.table(lambda: T.kernel_table(sel_b, desc(sl_b, sel_b), bench_src, name="kernels_backward"),
+                "kernels_backward", "")
     if any("spattern_hopper" in (c.get("ms") or {}) for c in cells):  # only benchmarks of the sm_90a kernel have it
         b.table(lambda: T.hopper_table(cells, bench_src), "kernels_hopper", "Hopper kernel benchmark")
         if len({c.get("D") for c in cells if "spattern_hopper" in (c.get("ms") or {})}) > 1:  # the PDF's: D 128
@@ -216,10 +220,10 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         syn_srcs += syn_src
     pairs = collect.collect_mqar_pairs(s)  # MQAR accuracy against the number of key-value pairs
     syn_srcs += [p for _, src in pairs.values() for p in src]
-    # the figure and the retrieval sentence: one panel per experiment, the members of a density sweep
-    # (x_d50, x_d12) left to the sweep's figure (its passkey panel); the table keeps every experiment
+    # the figure and the retrieval sentence: one panel per experiment; the members of another (a density
+    # sweep's x_d50, x_d12 in its passkey panel; a check such as x_draws) have none: the table keeps them
     experiments = s.experiments()
-    syn_shown = {e: v for e, v in syn_points.items() if not collect.sweep_member(e, experiments)}
+    syn_shown = {e: v for e, v in syn_points.items() if collect.member_of(e, experiments) is None}
     if syn_points:  # one figure, one panel per experiment, then MQAR's by number of pairs
         panels = {e: (pts, f"{x} (tokens)" if x == "distance" else x) for e, (pts, x) in syn_shown.items()}
         panels.update({f"{e}: by pairs": (pts, "key-value pairs") for e, (pts, _) in pairs.items()})
@@ -256,7 +260,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     abl, abl_src = collect.collect_ablation(s)
     b.figure("ablation", lambda: ablation_figure(abl, palette=b.palette), abl_src,
              "Ablations: one parameter varied at a time, the rest fixed (95% CI over documents; the paired tests "
-             "are in the significance table).", False,
+             "are in the significance table). A block-size ablation is drawn against the experiment that runs the "
+             "same patterns at another block size, on the documents both scored.", False,
              "ablations (no experiment named ablation*)")
     snap, idx_curves, idx_src = collect.collect_indexer(s)
     b.figure("indexer", lambda: indexer_figure(snap, idx_curves, palette=b.palette), idx_src,

@@ -66,11 +66,13 @@ def density_group(experiment: str) -> str:
     return re.sub(r"_d\d+$", "", experiment)
 
 
-def sweep_member(experiment: str, experiments: Sequence[str]) -> bool:
-    """A member of a density sweep whose sweep is among ``experiments`` (``study_x_d50`` beside
-    ``study_x``): its quality and passkey are drawn in the sweep's figure, not in a panel of their own."""
-    group = density_group(experiment)
-    return group != experiment and group in experiments
+def member_of(experiment: str, experiments: Sequence[str]) -> str | None:
+    """The experiment among ``experiments`` that ``experiment`` varies, by name ``<it>_<suffix>``, else
+    None: a member of a density sweep (``study_x_d50`` beside ``study_x``, drawn in the sweep's figure)
+    or a check of one setting (``study_x_draws``, BigBird's random draws). Such a member's retrieval
+    repeats its parent's setup: it gets no panel of its own (the tables keep it)."""
+    parents = [e for e in experiments if e != experiment and experiment.startswith(e + "_")]
+    return max(parents, key=len) if parents else None
 
 
 def quality_experiments(study: Study) -> list[str]:
@@ -361,6 +363,11 @@ def collect_ablation(study: Study) -> tuple[list[dict], list[Path]]:
         value = {k: (lambda r, k=k: r.params.get(k)) for k in varied}
         if not varied and len({r.context for r in runs}) > 1:
             value = {"context": lambda r: r.context}
+        if not value and (other := block_companion(study, exp)) is not None:  # the block-size ablation
+            pts, src = _block_points(exp, runs, other)
+            points += pts
+            sources += src
+            continue
         if not value:  # the runner's ablations differ by pattern: one category per run label
             value = {"variant": lambda r: r.label}
         for p, get in value.items():
@@ -373,6 +380,49 @@ def collect_ablation(study: Study) -> tuple[list[dict], list[Path]]:
                                "metric": metric, "mean": v, "lo": lo, "hi": hi, "n_runs": len(rs)})
         sources += _sources(runs)
     return points, sources
+
+
+def _doc_nll(r: Run) -> dict[str, float]:
+    return {str(e["id"]): float(e["nll"]) for e in r.per_example if "id" in e and _finite(e.get("nll"))}
+
+
+def block_companion(study: Study, experiment: str) -> list[Run] | None:
+    """For an ablation whose runs all use one block size and differ only by pattern: the runs of the
+    experiment that has the same patterns (labels) at the same context with another block size and
+    shares documents with it (the one with the most labels, then documents, in common), else None.
+    ``study_block_ablation`` is ``study_pretrained_code`` at 128 x 128 blocks, on its first 8 documents."""
+    runs = [r for r in study.runs if r.experiment == experiment]
+    blocks, contexts = {r.block for r in runs}, {r.context for r in runs}
+    if len(blocks) != 1 or None in blocks or len(contexts) != 1:
+        return None
+    docs = set.intersection(*(set(_doc_nll(r)) for r in runs)) if runs else set()
+    best, score = None, (1, 0)  # at least two labels in common
+    for e in study.experiments():
+        if e == experiment or _is_ablation(e):
+            continue
+        other = [r for r in study.runs if r.experiment == e and r.label in {q.label for q in runs}
+                 and r.context in contexts and r.block is not None and r.block not in blocks]
+        shared = docs & set.intersection(*(set(_doc_nll(r)) for r in other)) if other else set()
+        labels = {r.label for r in other}
+        if len(shared) >= 2 and (len(labels), len(shared)) > score:
+            best, score = other, (len(labels), len(shared))
+    return best
+
+
+def _block_points(experiment: str, runs: list[Run], other: list[Run]) -> tuple[list[dict], list[Path]]:
+    """Perplexity of each pattern at both block sizes on the documents every run of both scored
+    (exp of the mean per-document NLL, t interval over documents): param "block", one line per label."""
+    labels = sorted({r.label for r in runs} & {r.label for r in other})
+    both = [r for r in runs + other if r.label in labels]
+    shared = set.intersection(*(set(_doc_nll(r)) for r in both))
+    points = []
+    for r in both:
+        nll = _doc_nll(r)
+        m, lo, hi = mean_ci([nll[d] for d in sorted(shared)])
+        points.append({"experiment": experiment, "param": "block", "value": r.block, "key": r.key, "metric": "ppl",
+                       "mean": math.exp(m), "lo": math.exp(lo), "hi": math.exp(hi), "n_runs": 1,
+                       "n_docs": len(shared)})
+    return points, _sources(both)
 
 
 def collect_indexer(study: Study) -> tuple[dict | None, list[Curve], list[Path]]:

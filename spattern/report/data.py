@@ -223,12 +223,14 @@ class Study:
 
     def bench_cells(self) -> list[tuple[dict, Path]]:
         """Attention benchmark cells with their file, each with ``backward`` set (from the cell's
-        ``backward`` or ``pass_ == "fwd+bwd"``, else the file's ``config.backward``) and ``family``
-        (the cell's, else the file's description); a later file's cell replaces an earlier one with
-        the same (N, D, causal, family, density_target, backward)."""
+        ``backward`` or ``pass_ == "fwd+bwd"``, else the file's ``config.backward``), ``family``
+        (the cell's, else the file's description) and ``device`` (the GPU of the file's environment,
+        ``gpu_name``); a later file's cell replaces an earlier one with the same (N, D, causal, family,
+        density_target, backward, device)."""
         cells: dict[tuple, tuple[dict, Path]] = {}
         for f in self.bench:
             cfg = f.data.get("config") if isinstance(f.data.get("config"), dict) else {}
+            device = gpu_name(file_env(f.data))
             for c in f.data.get("results", []):
                 if not isinstance(c, dict) or "N" not in c or not isinstance(c.get("ms"), dict):
                     continue
@@ -236,20 +238,38 @@ class Study:
                 if bwd is None:
                     mode = c.get("pass_", c.get("pass"))
                     bwd = mode == "fwd+bwd" if mode is not None else bool(cfg.get("backward"))
-                c = {**c, "backward": bool(bwd), "family": family_name(c.get("family"))}
+                c = {**c, "backward": bool(bwd), "family": family_name(c.get("family")), "device": device}
                 k = (c.get("N"), c.get("D"), bool(c.get("causal")), c["family"],
-                     c.get("density_target", c.get("density")), c["backward"])
+                     c.get("density_target", c.get("density")), c["backward"], device)
                 cells[k] = (c, f.path)
         return [cells[k] for k in sorted(cells, key=lambda t: tuple(str(x) for x in t))]
 
     def envs(self) -> list[tuple[dict, Path]]:
         out = [(r.env, r.dir / "env.json") for r in self.runs if r.env]
         for f in self.bench + self.memory:
-            env = f.data.get("env") or next((r.get("env") for r in f.data.get("runs", {}).values()
-                                              if isinstance(r, dict) and r.get("env")), None)
-            if isinstance(env, dict):
+            env = file_env(f.data)
+            if env:
                 out.append((env, f.path))
         return out
+
+
+def file_env(data: dict) -> dict:
+    """The environment a benchmark file records: its ``env``, else its first run's (files that merge
+    repeated runs); {} when none."""
+    runs = data.get("runs") if isinstance(data.get("runs"), dict) else {}
+    env = data.get("env") or next((r.get("env") for r in runs.values() if isinstance(r, dict) and r.get("env")), None)
+    return env if isinstance(env, dict) else {}
+
+
+def gpu_name(env: dict) -> str:
+    """A short name for the machine of an environment: the GPU model ("H200" from "NVIDIA H200",
+    "H100" from "NVIDIA H100 80GB HBM3"; older files name it in ``device``), "CPU" for a CPU
+    environment, "unknown" without a name."""
+    dev = env.get("device")
+    name = env.get("name") or (dev if dev not in ("cpu", "cuda") else None)
+    if isinstance(name, str) and name.strip():
+        return name.strip().removeprefix("NVIDIA ").split()[0]
+    return "CPU" if dev == "cpu" else "unknown"
 
 
 def _load_run(d: Path, study: Study) -> bool:

@@ -6,13 +6,69 @@ A value that the results do not provide is left out (the typst ``val`` helper th
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import shlex
 from pathlib import Path
 
+from spattern.report.figures.kernels import KERNEL_LABELS  # spattern's two forward kernels
 from spattern.report.figures.quality import BOUNDS  # oracle top-k: a bound, not a contender
 from spattern.report.figures.quality import REFERENCE as CONTROLS  # dense and full causal: not contenders
 from spattern.report.tables import distance_label, fmt, fmt_ci, fmt_p, fmt_pct, fmt_x
+
+
+# scripts and modules that ran a benchmark, and the `spattern` command that runs it now
+_ENTRY = (("spattern/cli/__main__.py", "spattern"), ("-m spattern.cli", "spattern"),
+          ("benchmarks/compile_bench.py", "spattern bench compile"))
+_BENCH_MODULE = re.compile(r"(?:spattern/evaluation/bench_|-m spattern\.evaluation\.bench_)(\w+?)(?:\.py)?$")
+
+
+def bench_command(words: list[str], result: Path) -> str:
+    """The command that writes the benchmark file ``result``, from the command words it recorded (its
+    ``argv``, or its ``command`` split): the script or module as the ``spattern`` command that runs it
+    now, and ``--json`` pointing at the file itself (the device machine's output path, or "...", is
+    not where the result lives). Commands of other programs (a shell script with its settings) stay."""
+    words = list(words)
+    if words[:1] in (["python"], ["python3"]):
+        start = 3 if words[1:2] == ["-m"] else 2
+        head = " ".join(words[1:start])
+    else:
+        start, head = 1, (words[0] if words else "")
+    cmd = "spattern" if head == "spattern" else next((c for k, c in _ENTRY if head.endswith(k)), None)
+    if cmd is None and (m := _BENCH_MODULE.search(head)):
+        cmd = f"spattern bench {m.group(1)}"
+    if cmd is None:
+        return shlex.join(words)
+    rest = words[start:]
+    if "--json" in rest and rest.index("--json") + 1 < len(rest):
+        rest[rest.index("--json") + 1] = _disp(result)
+    return " ".join([cmd, shlex.join(rest)]).strip()
+
+
+def _file_commands(d: dict, path: Path) -> list[str]:
+    """A benchmark file's commands: its own (``bench_command``), its runs', and for a file merged from
+    repeats (``merged_from``: files in ``raw/`` beside it) each repeat's and the merge."""
+    cmds = []
+    if isinstance(d.get("argv"), list) and not isinstance(d.get("command"), str):
+        cmds.append(bench_command([str(a) for a in d["argv"]], path))
+    if isinstance(d.get("command"), str):
+        cmds.append(bench_command(shlex.split(d["command"]), path) if "=" not in d["command"].split()[0]
+                     else d["command"])
+    for run in (d.get("runs") or {}).values():
+        if isinstance(run, dict) and isinstance(run.get("command"), str):
+            cmds.append(run["command"])
+    merged = [path.parent / "raw" / str(n) for n in d.get("merged_from") or []]
+    if merged:
+        for m in merged:
+            try:
+                argv = json.loads(m.read_text()).get("argv")
+            except (OSError, json.JSONDecodeError):
+                argv = None
+            if isinstance(argv, list):
+                cmds.append(bench_command([str(a) for a in argv], m))
+        cmds.append(shlex.join(["python", "scripts/merge_bench.py", _disp(path), *map(_disp, merged)]))
+    return cmds
 
 
 def _commands(study) -> list[str]:
@@ -22,12 +78,7 @@ def _commands(study) -> list[str]:
         c = env.get("command") or (shlex.join(env["argv"]) if isinstance(env.get("argv"), list) else None)
         cmds.append(c or f"spattern run experiments/{r.experiment}.toml")
     for f in study.bench + study.topk + study.compile_bench + study.memory:
-        d = f.data
-        if isinstance(d.get("command"), str):
-            cmds.append(d["command"])
-        for run in (d.get("runs") or {}).values():
-            if isinstance(run, dict) and isinstance(run.get("command"), str):
-                cmds.append(run["command"])
+        cmds += _file_commands(f.data, f.path)
     return sorted(set(cmds))
 
 
@@ -138,7 +189,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
     if "kernels" in b.tables:
         k: dict = {"slice": f"{'forward+backward' if kernel_slice['backward'] else 'forward'}, head dim "
                             f"{kernel_slice['D']}, {'causal' if kernel_slice['causal'] else 'non-causal'}, "
-                            f"{kernel_slice['family']} layouts",
+                            f"{kernel_slice['family']} layouts, "
+                            f"{' and '.join(sorted({str(r.get('device')) for r in b.tables['kernels'].raw}))}",
                    "targets": [], "met": fmt(0), "n_targets": fmt(len(targets))}
         met = 0
         for t in targets:
@@ -149,12 +201,14 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
                 met += bool(t.get("met_sdpa_flash") and t.get("met_sdpa_cudnn"))
             k["targets"].append(row)
         k["met"] = fmt(met)
-        raw = b.tables["kernels"].raw
-        best = max((r for r in raw if r.get("ms_spattern") and r.get("ms_sdpa_flash") and (r.get("density") or 1) < 1),
-                   key=lambda r: r["ms_sdpa_flash"] / r["ms_spattern"], default=None)
+        # the best of either spattern kernel on any GPU of the slice, named with both
+        best = max(((r["ms_sdpa_flash"] / r[f"ms_{m}"], m, r) for r in b.tables["kernels"].raw for m in KERNEL_LABELS
+                    if r.get(f"ms_{m}") and r.get("ms_sdpa_flash") and (r.get("density") or 1) < 1),
+                   key=lambda t: t[0], default=None)
         if best is not None:
-            k["best"] = {"speedup": fmt_x(best["ms_sdpa_flash"] / best["ms_spattern"]), "N": fmt(best["N"]),
-                         "density": fmt_pct(best["density"])}
+            x, m, r = best
+            k["best"] = {"speedup": fmt_x(x), "N": fmt(r["N"]), "density": fmt_pct(r["density"]),
+                         "kernel": KERNEL_LABELS[m], "device": str(r.get("device") or "–")}
         n["kernel"] = k
     if "kernels_hopper" in b.tables:  # the sm_90a kernel beside the mma.sync one (tables.hopper_table)
         raw = b.tables["kernels_hopper"].raw
@@ -187,12 +241,13 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
             {"layout": r["family"], "density": fmt_pct(r["density"]),
              "mma_sync": kib(r, "mma_sync"), "hopper": kib(r, "hopper"), "flex": kib(r, "flex"),
              "bool_mib": fmt(r["bytes_dense_bool_mask"] / 2**20)} for r in raw if r["N"] == big]}
-    if study.topk:
-        d = study.topk[-1].data
+    if study.topk:  # head dim 128 (the kernel targets') where a file has it, else the last file read
+        d = next((f.data for f in study.topk if f.data.get("head_dim") == 128), study.topk[-1].data)
         if isinstance(d.get("build_graph_ms"), (int, float)) and isinstance(d.get("attention_ms"), (int, float)):
             n["topk"] = {"build_graph_us": fmt(1e3 * d["build_graph_ms"]), "attention_ms": fmt(d["attention_ms"]),
                          "fraction": fmt_pct(d["build_graph_ms"] / d["attention_ms"]), "N": fmt(d.get("n")),
-                         "k": fmt(d.get("k")), "device": str(d.get("device", "–"))}
+                         "k": fmt(d.get("k")), "device": str(d.get("device", "–")), "D": fmt(d.get("head_dim")),
+                         "heads": fmt(d.get("heads"))}
 
     if study.compile_bench:
         d = study.compile_bench[-1].data

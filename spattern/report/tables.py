@@ -148,23 +148,25 @@ def kernel_table(cells: Sequence[dict], slice_desc: str, sources: Sequence[Path]
 
     flex = flex_method(cells)
     rows, raw = [], []
-    for c in sorted(cells, key=lambda c: (c["N"], -float(c.get("density_target", c.get("density", 0))))):
+    for c in sorted(cells, key=lambda c: (c["N"], -float(c.get("density_target", c.get("density", 0))),
+                                          str(c.get("device")))):
         ms = c.get("ms") or {}
         fl = ms.get("sdpa_flash")
         cu = ms.get("sdpa_cudnn")
         spm = ms.get("spattern")
         raw.append({"N": c["N"], "D": c.get("D"), "causal": c.get("causal"), "backward": bool(c.get("backward")),
-                    "density": c.get("density"), **{f"ms_{k}": v for k, v in ms.items()},
+                    "density": c.get("density"), "device": c.get("device"), **{f"ms_{k}": v for k, v in ms.items()},
                     **{f"tflops_{k}": v for k, v in (c.get("tflops") or {}).items()}})
-        rows.append([fmt(c["N"]), fmt_pct(c.get("density")), fmt(spm), fmt(ms.get(flex)), fmt(fl), fmt(cu),
-                     fmt((c.get("tflops") or {}).get("spattern")),
+        rows.append([str(c.get("device", "–")), fmt(c["N"]), fmt_pct(c.get("density")), fmt(spm), fmt(ms.get(flex)),
+                     fmt(fl), fmt(cu), fmt((c.get("tflops") or {}).get("spattern")),
                      fmt_x(fl / spm if fl and spm else None), fmt_x(cu / spm if cu and spm else None)])
     flex_desc = "its own compiled mask" if flex == "flex_native" else "spattern's layout"
-    return Table(name, f"Attention kernel times ({slice_desc}): spattern and FlexAttention ({flex_desc}) on "
-                 "the sparse pattern, dense SDPA (flash, cuDNN) at the same N; TFLOP/s counted on computed "
-                 "blocks; speed-up = dense time / spattern time.",
-                 ["N", "density", "spattern ms", "Flex ms", "flash ms", "cuDNN ms", "TFLOP/s", "vs flash", "vs cuDNN"],
-                 rows, raw, list(sources))
+    return Table(name, f"Attention kernel times ({slice_desc}): the mma.sync spattern kernel and FlexAttention "
+                 f"({flex_desc}) on the sparse pattern, dense SDPA (flash, cuDNN) at the same N, each row from one "
+                 "GPU's run; TFLOP/s counted on computed blocks; speed-up = dense time / spattern time (the Hopper "
+                 "kernel's times: the Hopper table).",
+                 ["GPU", "N", "density", "spattern ms", "Flex ms", "flash ms", "cuDNN ms", "TFLOP/s", "vs flash",
+                  "vs cuDNN"], rows, raw, list(sources))
 
 
 LAYOUT_NAMES = {"lrs": "lrs", "band+landmark": "b+l"}  # family names as data.bench_cells gives them
@@ -228,11 +230,12 @@ def target_table(targets: Sequence[dict], sources: Sequence[Path]) -> Table:
             s = t.get(f"vs_{d}")
             if s is not None:
                 verdict.append(f"{name}: met" if s >= t["speedup"] else f"{name}: missed by {fmt_pct(1 - s / t['speedup'])}")
-        rows.append([fmt(t["N"]), fmt_pct(t["density"]), fmt_x(t["speedup"]), t.get("kernel", "–"),
+        kernel = t.get("kernel", "–") + (f" ({t['device']})" if t.get("device") else "")
+        rows.append([fmt(t["N"]), fmt_pct(t["density"]), fmt_x(t["speedup"]), kernel,
                      fmt_x(t.get("vs_sdpa_flash")), fmt_x(t.get("vs_sdpa_cudnn")), "; ".join(verdict)])
     return Table("targets", "Project C speed-up targets against dense attention and the measured speed-up of the "
-                 "spattern forward kernel at the nearest benchmarked density: the Hopper kernel where the cell "
-                 "timed it (what auto runs on the H200), else the mma.sync kernel.",
+                 "spattern forward kernel at the nearest benchmarked density, on the GPU named: the Hopper kernel "
+                 "where a cell timed it (what auto runs on the H200), else the mma.sync kernel.",
                  ["N", "density", "target", "kernel", "vs flash", "vs cuDNN", "verdict"], rows, raw, list(sources))
 
 

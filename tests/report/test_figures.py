@@ -203,6 +203,37 @@ def test_bench_cells_take_backward_from_the_cell_or_the_file(tmp_path):
     assert 16 not in {c["D"] for c, _ in load_study([r]).bench_cells()}
 
 
+def test_bench_cells_of_two_gpus_stay_apart_and_are_named(tmp_path):
+    """The same (N, D, density) timed on an H100 (mma.sync only) and on an H200 (with the Hopper kernel):
+    both cells are kept with their GPU, a target is judged on the H200's Hopper kernel, the table has a
+    GPU column, and every series of the figure names its GPU."""
+    import json
+
+    from spattern.report.figures import kernel_figure
+    from spattern.report.figures.kernels import select_cells, target_rows
+    from spattern.report.tables import kernel_table, target_table
+
+    r = tmp_path / "results"
+    r.mkdir()
+    ms = {"sdpa_flash": 0.4, "sdpa_cudnn": 0.2, "spattern": 0.3}
+    cell = {"N": 4096, "D": 128, "causal": False, "family": "lrs", "density_target": 0.5, "density": 0.5}
+    (r / "h100.json").write_text(json.dumps({"env": {"device": "NVIDIA H100 80GB HBM3"},
+                                             "results": [{**cell, "ms": ms}, {**cell, "N": 8192, "ms": ms}]}))
+    (r / "h200.json").write_text(json.dumps({"env": {"device": "cuda", "name": "NVIDIA H200"},
+                                             "results": [{**cell, "ms": {**ms, "spattern_hopper": 0.125}}]}))
+    cells = [c for c, _ in load_study([r]).bench_cells()]
+    assert sorted((c["device"], c["N"]) for c in cells) == [("H100", 4096), ("H100", 8192), ("H200", 4096)]
+    sel, _ = select_cells(cells)
+    t = next(t for t in target_rows(sel) if t["N"] == 4096)
+    assert (t["kernel"], t["device"], t["vs_sdpa_cudnn"]) == ("Hopper", "H200", 1.6)
+    assert target_table([t], []).rows[0][3] == "Hopper (H200)"
+    table = kernel_table(sel, "slice", [])
+    assert table.columns[0] == "GPU" and [row[0] for row in table.rows] == ["H100", "H200", "H100"]
+    labels = legend_labels(rendered(kernel_figure(cells)))
+    assert {"spattern mma.sync 50% (H100)", "spattern mma.sync 50% (H200)"} <= labels
+    assert not [lb for lb in labels if "(H100)" not in lb and "(H200)" not in lb]
+
+
 def test_a_density_sweep_is_one_quality_figure():
     """Experiments x, x_d50, x_d12 (one target density each) are one group: one point per family
     and density, dense once (the members score the same documents)."""
@@ -219,8 +250,10 @@ def test_a_density_sweep_is_one_quality_figure():
         study.runs += [run(exp, "dense", 1.0, 0.0), run(exp, "window", bd, 0.5 - bd)]
     study.runs.append(run("y_ablation", "window", 0.1, 0.3))
     assert collect.density_group("x_d50") == "x" and collect.density_group("x_d50b") == "x_d50b"
-    assert collect.sweep_member("x_d50", ["x", "x_d50"]) and not collect.sweep_member("x", ["x", "x_d50"])
-    assert not collect.sweep_member("x_d50", ["x_d50"])  # alone, it is no sweep's member: a panel of its own
+    assert collect.member_of("x_d50", ["x", "x_d50"]) == "x" and collect.member_of("x", ["x", "x_d50"]) is None
+    assert collect.member_of("x_d50", ["x_d50"]) is None  # alone, it is no sweep's member: a panel of its own
+    assert collect.member_of("x_y_draws", ["x", "x_y", "x_y_draws"]) == "x_y"  # the nearest parent
+    assert collect.member_of("xy", ["x"]) is None  # a name that merely starts alike is not a member
     assert collect.quality_experiments(study) == ["x"]
     pts, _ = collect.collect_quality(study, "x")
     kl = sorted((p["key"], p["density"], p["value"]) for p in pts if p["metric"] == "kl")
@@ -299,3 +332,38 @@ def test_many_distances_are_bucketed_by_powers_of_two_with_their_range():
     assert [(p["distance"], p["distance_to"]) for p in pts] == [(64, 127), (128, 255), (256, 511), (512, 1023),
                                                                (1024, 2047)]
     assert [p["value"] for p in pts] == [1.0, 1.0, 0.0, 0.0, 0.0]  # 100 | 200 | 300, 400, 500 | ...
+
+
+def test_a_block_size_ablation_is_drawn_against_its_companion_at_another_block(tmp_path):
+    """An ablation whose runs differ only by pattern, at 128-blocks, and an experiment with the same
+    patterns at 64-blocks on a superset of its documents: one "block" panel, each pattern at both sizes
+    on the shared documents (perplexity = exp of their mean NLL)."""
+    import json
+    import math
+
+    from spattern.report.figures import ablation_figure
+
+    def run(exp, label, block, nll):
+        d = tmp_path / "results" / exp / f"{label}-s0"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"experiment": exp, "run_id": d.name, "label": label,
+                                                    "pattern": label, "status": "finished", "context": 4096,
+                                                    "metrics": {"ppl": math.exp(sum(nll) / len(nll))}}))
+        (d / "config.toml").write_text(f"[setup]\nblock = [{block}, {block}]\n")
+        (d / "per_example.jsonl").write_text("".join(json.dumps({"id": f"doc{i}", "nll": v}) + "\n"
+                                                     for i, v in enumerate(nll)))
+
+    run("block_ablation", "window", 128, [2.0, 3.0])
+    run("block_ablation", "outline", 128, [4.0, 5.0])
+    run("code", "window", 64, [1.0, 2.0, 9.0])  # doc2 not in the ablation: left out
+    run("code", "outline", 64, [1.5, 2.5, 9.0])
+    run("other", "window", 64, [1.0, 2.0])  # one label in common only: not the companion
+    s = load_study([tmp_path / "results"])
+    assert {(r.experiment, r.block) for r in collect.block_companion(s, "block_ablation")} == {("code", 64)}
+    pts, _ = collect.collect_ablation(s)
+    got = {(p["key"], p["value"]): round(p["mean"], 6) for p in pts if p["param"] == "block"}
+    assert got == {("window", 128): round(math.exp(2.5), 6), ("outline", 128): round(math.exp(4.5), 6),
+                   ("window", 64): round(math.exp(1.5), 6), ("outline", 64): round(math.exp(2.0), 6)}
+    fig = rendered(ablation_figure(pts))
+    assert fig.axes[0].get_title() == "block_ablation (2 shared documents)" and fig.axes[0].get_xlabel() == "block"
+    assert collect.block_companion(s, "code") is None  # an ablation is never the companion; "other" is at 64 too

@@ -55,6 +55,20 @@ def ablation_figure(points: Sequence[dict], palette: Palette | None = None):
             ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", color=palette(key), capsize=2, label=key)
         if max(p["value"] for p in ps) > 4 * max(min(p["value"] for p in ps), 1e-12) > 0:
             ax.set_xscale("log", base=2)
+        if max(p["mean"] for p in ps) > 4 * min(p["mean"] for p in ps) > 0:  # as the dot plots' axis
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        xs = sorted({p["value"] for p in ps})
+        if len(xs) <= 6:  # a few settings: a tick at each, none between
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            ax.minorticks_off()
+        if exp:
+            docs = {p.get("n_docs") for p in ps}
+            ax.set_title(exp + (f" ({docs.pop()} shared documents)" if len(docs) == 1 and None not in docs else ""),
+                         fontsize=6.5)
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
         ax.legend(fontsize=5.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 
@@ -65,15 +66,16 @@ def target_rows(cells: Sequence[dict]) -> list[dict]:
     its kernel's (``target_method``) speed-up against each dense SDPA backend, and whether the target is
     met."""
     out = []
-    for t in TARGETS:
+    for t in TARGETS:  # equally near cells (one per GPU): the one that timed the Hopper kernel
         at_n = [c for c in cells if c.get("N") == t["N"] and c.get("density_target", c.get("density")) is not None]
-        best = min(at_n, key=lambda c: abs(float(c.get("density_target", c.get("density"))) - t["density"]),
-                   default=None)
+        best = min(at_n, key=lambda c: (abs(float(c.get("density_target", c.get("density"))) - t["density"]),
+                                        target_method(c) != "spattern_hopper"), default=None)
         if best is None or abs(float(best.get("density_target", best.get("density"))) - t["density"]) > 0.051:
             out.append({**t, "cell": None})
             continue
         method = target_method(best)
-        row = {**t, "cell": best, "density_measured": best.get("density"), "kernel": KERNEL_LABELS[method]}
+        row = {**t, "cell": best, "density_measured": best.get("density"), "kernel": KERNEL_LABELS[method],
+               "device": best.get("device")}
         for d in DENSE:
             s = speedup(best, method, d)
             row[f"vs_{d}"] = s
@@ -95,6 +97,11 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     if not cs:
         raise ValueError(f"cells: no benchmark cells with backward={backward}")
     mode = "forward+backward" if backward else "forward"
+    devices = sorted({str(c.get("device")) for c in cs})
+    # cells of several GPUs in one slice: each series is one GPU's, named with it; the first GPU's markers
+    # filled and lines solid, the others' hollow (mfc none) with dense lines marked x
+    sfx = (lambda dv: f" ({dv})") if len(devices) > 1 else (lambda dv: "")  # noqa: E731
+    hollow = lambda dv: {} if dv == devices[0] else {"mfc": "none"}  # noqa: E731
     fig, axes = new_figure(ncols=3, width=WIDTH_PAGE, height=3.0)
     dens = sorted({float(c.get("density_target", c["density"])) for c in cs if c.get("density_target", c.get("density")) < 1})
     ns = sorted({int(c["N"]) for c in cs})
@@ -103,16 +110,20 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ncol = {n: cmap(0.1 + 0.8 * i / max(len(ns) - 1, 1)) for i, n in enumerate(ns)}
 
     ax = axes[0]
-    for d in DENSE:  # dense baselines: one time per N (the same in every cell of that N)
-        pts = sorted({(int(c["N"]), c["ms"][d]) for c in cs if isinstance(c["ms"].get(d), (int, float))})
-        if pts:
-            ax.plot(*zip(*pts), color="black" if d == "sdpa_flash" else "grey", lw=1.5, label=label_method(d))
-    for d in dens:
-        for m, ls, mk in (("spattern", "-", "o"), ("spattern_hopper", "-.", "^"), (flex, ":", "s")):
-            pts = sorted((int(c["N"]), c["ms"][m]) for c in cs if float(c.get("density_target", c["density"])) == d
-                         and isinstance(c["ms"].get(m), (int, float)))
+    for dv in devices:
+        on = [c for c in cs if str(c.get("device")) == dv]
+        for d in DENSE:  # dense baselines: one time per N (the same in every cell of that N)
+            pts = sorted({(int(c["N"]), c["ms"][d]) for c in on if isinstance(c["ms"].get(d), (int, float))})
             if pts:
-                ax.plot(*zip(*pts), ls=ls, marker=mk, color=dcol[d], label=f"{label_method(m)} {d:.0%}")
+                ax.plot(*zip(*pts), color="black" if d == "sdpa_flash" else "grey", lw=1.5,
+                        marker=None if dv == devices[0] else "x", label=label_method(d) + sfx(dv))
+        for d in dens:
+            for m, ls, mk in (("spattern", "-", "o"), ("spattern_hopper", "-.", "^"), (flex, ":", "s")):
+                pts = sorted((int(c["N"]), c["ms"][m]) for c in on if float(c.get("density_target", c["density"])) == d
+                             and isinstance(c["ms"].get(m), (int, float)))
+                if pts:
+                    ax.plot(*zip(*pts), ls=ls, marker=mk, color=dcol[d], label=f"{label_method(m)} {d:.0%}{sfx(dv)}",
+                            **hollow(dv))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length N (tokens)")
@@ -121,31 +132,36 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
 
     ax = axes[1]
     n_max = ns[-1]
-    at = sorted((c for c in cs if c["N"] == n_max), key=lambda c: float(c.get("density_target", c["density"])))
-    for m, mk, col in (("spattern", "o", "C0"), ("spattern_hopper", "^", "C3"), (flex, "s", "C4")):
-        pts = [(float(c["density"]), c["tflops"][m]) for c in at
-               if isinstance((c.get("tflops") or {}).get(m), (int, float))]
-        if pts:
-            ax.plot(*zip(*pts), marker=mk, color=col, label=label_method(m))
-    for d in DENSE:
-        dense_cell = next((c for c in at if float(c.get("density_target", c["density"])) >= 1.0), None)
-        v = (dense_cell or {}).get("tflops", {}).get(d)
-        if isinstance(v, (int, float)):
-            ax.axhline(v, color="black" if d == "sdpa_flash" else "grey", lw=1, ls="--", label=label_method(d))
+    at_max = [c for c in cs if c["N"] == n_max]
+    devs_max = sorted({str(c.get("device")) for c in at_max})
+    for dv in devs_max:
+        at = sorted((c for c in at_max if str(c.get("device")) == dv), key=lambda c: float(c.get("density_target", c["density"])))
+        for m, mk, col in (("spattern", "o", "C0"), ("spattern_hopper", "^", "C3"), (flex, "s", "C4")):
+            pts = [(float(c["density"]), c["tflops"][m]) for c in at
+                   if isinstance((c.get("tflops") or {}).get(m), (int, float))]
+            if pts:
+                ax.plot(*zip(*pts), marker=mk, color=col, label=label_method(m) + sfx(dv), **hollow(dv))
+        for d in DENSE:
+            dense_cell = next((c for c in at if float(c.get("density_target", c["density"])) >= 1.0), None)
+            v = (dense_cell or {}).get("tflops", {}).get(d)
+            if isinstance(v, (int, float)):
+                ax.axhline(v, color="black" if d == "sdpa_flash" else "grey", lw=1, ls="--" if dv == devices[0] else ":",
+                           label=label_method(d) + sfx(dv))
     ax.set_xlabel("block density")
     ax.set_ylabel("TFLOP/s (computed blocks)")
-    ax.set_title(f"N = {n_max}")
+    ax.set_title(f"N = {n_max}" + (f", {', '.join(devs_max)}" if len(devices) > 1 else ""))
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
 
     ax = axes[2]
-    for n in ns:  # the kernel auto runs (target_method: the Hopper kernel where the cell timed it)
+    for n, dv in itertools.product(ns, devices):  # the kernel auto runs (target_method: Hopper where timed)
+        on = [c for c in cs if c["N"] == n and str(c.get("device")) == dv]
         for dname, ls in (("sdpa_flash", "-"), ("sdpa_cudnn", "--")):
-            pts = sorted((float(c["density"]), speedup(c, target_method(c), dname)) for c in cs if c["N"] == n
-                         and speedup(c, target_method(c), dname) is not None)
+            pts = sorted((float(c["density"]), speedup(c, target_method(c), dname)) for c in on
+                         if speedup(c, target_method(c), dname) is not None)
             if pts:
-                ax.plot(*zip(*pts), ls=ls, marker="o", color=ncol[n],
-                        label=f"N={n} vs {'flash' if dname == 'sdpa_flash' else 'cuDNN'}")
+                ax.plot(*zip(*pts), ls=ls, marker="o", color=ncol[n], **hollow(dv),
+                        label=f"N={n}{sfx(dv)} vs {'flash' if dname == 'sdpa_flash' else 'cuDNN'}")
     for t in TARGETS:
         ax.plot([t["density"]], [t["speedup"]], marker="*", ms=9, color=ncol.get(t["N"], "red"), mec="red",
                 ls="none")
@@ -157,6 +173,6 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ax.set_xlabel("block density")
     ax.set_ylabel("speed-up over dense SDPA (x)")
     ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
-    fig.suptitle(f"{mode}, head dim {sl['D']}, {'causal' if sl['causal'] else 'non-causal'}, layouts: {sl['family']}",
-                 fontsize=8)
+    fig.suptitle(f"{mode}, head dim {sl['D']}, {'causal' if sl['causal'] else 'non-causal'}, layouts: {sl['family']}; "
+                 f"{' and '.join(devices)}", fontsize=8)
     return fig
