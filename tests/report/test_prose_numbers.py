@@ -89,3 +89,24 @@ def test_a_pair_compared_against_two_baselines_counts_once():
     assert len(rows) == 4
     assert [(r["run"], r["baseline"], r["significant"]) for r in rows[:3]] == [
         ("window", "dense", True), ("outline", "dense", True), ("outline", "window", False)]
+
+
+def test_a_benchmark_command_is_the_spattern_command_writing_that_file():
+    """Recorded argv (a script path on the device machine, an output path there) or an old command
+    ("python benchmarks/compile_bench.py", "--json ...") becomes the current `spattern bench` command
+    writing the result file itself; a shell script with its settings stays as recorded."""
+    import shlex
+    from pathlib import Path
+
+    from spattern.report.numbers import bench_command
+
+    f = Path("results/hopper/b.json")
+    assert bench_command(["/x/spattern/cli/__main__.py", "bench", "attention", "--json", "/root/out/a.json",
+                          "--iters", "20"], f) == "spattern bench attention --json results/hopper/b.json --iters 20"
+    assert bench_command(["/x/spattern/evaluation/bench_attention.py", "--seq", "4096"], f) == \
+        "spattern bench attention --seq 4096"
+    assert bench_command(shlex.split("python3 -m spattern.evaluation.bench_topk --k 32 --json ..."), f) == \
+        "spattern bench topk --k 32 --json results/hopper/b.json"
+    assert bench_command(shlex.split("python benchmarks/compile_bench.py --json x.json"), f) == \
+        "spattern bench compile --json results/hopper/b.json"
+    assert bench_command(["scripts/gpu_suite.sh", "--a"], f) == "scripts/gpu_suite.sh --a"
