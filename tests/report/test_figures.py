@@ -78,7 +78,8 @@ def test_kernel_figure_marks_the_targets(study):
         assert len(fig.axes) == 3
         stars = [ln for ln in fig.axes[2].lines if ln.get_marker() == "*"]
         assert len(stars) == len(TARGETS)
-        assert {"spattern mma.sync 50%", "FlexAttention 50%", "SDPA flash (dense)"} <= legend_labels(fig)
+        assert {"density 50%", "spattern mma.sync", "FlexAttention", "SDPA flash (dense)"} <= legend_labels(fig)
+        assert not [lb for lb in legend_labels(fig) if "filled" in lb or "hollow" in lb]  # one GPU: no fill key
     assert {c["family"] for c in cells} == {"band+landmark", "lrs"}  # the benchmark's band_landmark, one name across files
     assert sum(c["backward"] for c in cells) == len(cells) / 2  # from pass_ == "fwd+bwd"
     sel, sl = select_cells(cells)
@@ -229,9 +230,11 @@ def test_bench_cells_of_two_gpus_stay_apart_and_are_named(tmp_path):
     assert target_table([t], []).rows[0][3] == "Hopper (H200)"
     table = kernel_table(sel, "slice", [])
     assert table.columns[0] == "GPU" and [row[0] for row in table.rows] == ["H100", "H200", "H100"]
-    labels = legend_labels(rendered(kernel_figure(cells)))
-    assert {"spattern mma.sync 50% (H100)", "spattern mma.sync 50% (H200)"} <= labels
-    assert not [lb for lb in labels if "(H100)" not in lb and "(H200)" not in lb]
+    fig = rendered(kernel_figure(cells))
+    assert {"H100 (filled)", "H200 (hollow; dense: x)", "spattern Hopper", "density 50%"} <= legend_labels(fig)
+    series = [ln.get_label() for ln in fig.axes[0].lines]  # each drawn series names its GPU
+    assert {"spattern mma.sync 50% (H100)", "spattern mma.sync 50% (H200)", "spattern Hopper 50% (H200)"} <= set(series)
+    assert all("(H100)" in lb or "(H200)" in lb for lb in series)
 
 
 def test_a_density_sweep_is_one_quality_figure():

@@ -84,6 +84,20 @@ def target_rows(cells: Sequence[dict]) -> list[dict]:
     return out
 
 
+def _key_legend(ax, colors: dict, styles: dict, devices: Sequence[str]) -> None:
+    """A legend by factor instead of one entry per series: colours (label -> colour), line and marker
+    styles (label -> Line2D keywords), and with several GPUs which is filled and which hollow."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, lw=2, label=lb) for lb, c in colors.items()]
+    handles += [Line2D([], [], **{"color": "0.35", **kw}, label=lb) for lb, kw in styles.items()]
+    if len(devices) > 1:
+        handles.append(Line2D([], [], color="0.35", marker="o", ls="none", label=f"{devices[0]} (filled)"))
+        handles += [Line2D([], [], color="0.35", marker="o", mfc="none", ls="none", label=f"{dv} (hollow; dense: x)")
+                    for dv in devices[1:]]
+    ax.legend(handles=handles, fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+
+
 @styled
 def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int | None = None,
                   causal: bool | None = None, family: str | None = None):
@@ -110,13 +124,16 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ncol = {n: cmap(0.1 + 0.8 * i / max(len(ns) - 1, 1)) for i, n in enumerate(ns)}
 
     ax = axes[0]
+    colors, styles = {}, {}  # the legend: density by colour, method by line and marker, GPU by fill
     for dv in devices:
         on = [c for c in cs if str(c.get("device")) == dv]
         for d in DENSE:  # dense baselines: one time per N (the same in every cell of that N)
             pts = sorted({(int(c["N"]), c["ms"][d]) for c in on if isinstance(c["ms"].get(d), (int, float))})
             if pts:
-                ax.plot(*zip(*pts), color="black" if d == "sdpa_flash" else "grey", lw=1.5,
-                        marker=None if dv == devices[0] else "x", label=label_method(d) + sfx(dv))
+                col = "black" if d == "sdpa_flash" else "grey"
+                ax.plot(*zip(*pts), color=col, lw=1.5, marker=None if dv == devices[0] else "x",
+                        label=label_method(d) + sfx(dv))
+                styles[label_method(d)] = {"color": col, "lw": 1.5}
         for d in dens:
             for m, ls, mk in (("spattern", "-", "o"), ("spattern_hopper", "-.", "^"), (flex, ":", "s")):
                 pts = sorted((int(c["N"]), c["ms"][m]) for c in on if float(c.get("density_target", c["density"])) == d
@@ -124,11 +141,13 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
                 if pts:
                     ax.plot(*zip(*pts), ls=ls, marker=mk, color=dcol[d], label=f"{label_method(m)} {d:.0%}{sfx(dv)}",
                             **hollow(dv))
+                    colors[f"density {d:.0%}"] = dcol[d]
+                    styles[label_method(m)] = {"ls": ls, "marker": mk}
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length N (tokens)")
     ax.set_ylabel(f"{mode} time (ms)")
-    ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    _key_legend(ax, colors, styles, devices)
 
     ax = axes[1]
     n_max = ns[-1]
@@ -154,14 +173,17 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
 
     ax = axes[2]
+    colors, styles = {}, {}
     for n, dv in itertools.product(ns, devices):  # the kernel auto runs (target_method: Hopper where timed)
         on = [c for c in cs if c["N"] == n and str(c.get("device")) == dv]
         for dname, ls in (("sdpa_flash", "-"), ("sdpa_cudnn", "--")):
             pts = sorted((float(c["density"]), speedup(c, target_method(c), dname)) for c in on
                          if speedup(c, target_method(c), dname) is not None)
             if pts:
-                ax.plot(*zip(*pts), ls=ls, marker="o", color=ncol[n], **hollow(dv),
-                        label=f"N={n}{sfx(dv)} vs {'flash' if dname == 'sdpa_flash' else 'cuDNN'}")
+                vs = f"vs {'flash' if dname == 'sdpa_flash' else 'cuDNN'}"
+                ax.plot(*zip(*pts), ls=ls, marker="o", color=ncol[n], **hollow(dv), label=f"N={n}{sfx(dv)} {vs}")
+                colors[f"N={n}"] = ncol[n]
+                styles[vs] = {"ls": ls, "marker": "o"}
     for t in TARGETS:
         ax.plot([t["density"]], [t["speedup"]], marker="*", ms=9, color=ncol.get(t["N"], "red"), mec="red",
                 ls="none")
@@ -172,7 +194,7 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ax.set_yscale("log", base=2)
     ax.set_xlabel("block density")
     ax.set_ylabel("speed-up over dense SDPA (x)")
-    ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    _key_legend(ax, colors, styles, devices)
     fig.suptitle(f"{mode}, head dim {sl['D']}, {'causal' if sl['causal'] else 'non-causal'}, layouts: {sl['family']}; "
                  f"{' and '.join(devices)}", fontsize=8)
     return fig
