@@ -8,7 +8,7 @@ example ids (they must be the same set):
 - ``p``: Wilcoxon signed-rank or paired permutation test (``stats.paired_test``);
 - ``p_holm``: Holm over the family of comparisons (the runs of one metric in ``compare``; every
   (run, metric) pair in ``compare_many``, or the runs of each metric with ``family="metric"``);
-  ``significant = p_holm < alpha``;
+  ``significant = p_holm <= alpha`` (Holm's rejection rule, as statsmodels applies it);
 - ``effect_size``: Cohen's d_z = mean(d) / sd(d).
 
 The baseline gets its own row first (diff 0, p = 1, ``note = "baseline"``) so its mean and CI are in

@@ -8,8 +8,11 @@ Notation: ``x`` (a run) and ``y`` (its baseline) are per-example values paired b
   accelerated interval; resampling from a seeded ``numpy.random.Generator`` so it is reproducible).
 - One-sample mean CI: the same BCa bootstrap of ``mean(x)``.
 - Tests of ``H0: the distribution of d is symmetric about 0`` (two-sided by default):
-  Wilcoxon signed-rank (``scipy.stats.wilcoxon``, zero differences dropped: ``zero_method="wilcox"``;
-  exact null distribution for small n without ties, normal approximation otherwise) and the paired
+  Wilcoxon signed-rank (``scipy.stats.wilcoxon`` on the nonzero d_i: zero differences are dropped
+  first, so the method follows their number, not n; exact null distribution up to 50 without ties;
+  with ties, the signs flipped over every assignment up to 2^15 of them, else seeded random flips
+  (``scipy.stats.PermutationMethod``), never scipy's normal approximation below 51 nonzero pairs
+  with ties; one nonzero difference: p = 1) and the paired
   permutation test (``scipy.stats.permutation_test`` with ``permutation_type="samples"``: the signs of
   the d_i are flipped at random, statistic ``mean(d)``; exact when 2^n <= n_resamples); and the
   paired t-test (``scipy.stats.ttest_rel``, ``H0: mean(d) = 0`` under normal d), the one that can
@@ -147,8 +150,8 @@ def paired_test(x, y, test: str = "wilcoxon", alternative: str = "two-sided",
                 n_resamples: int = N_RESAMPLES, seed: int = 0) -> TestResult:
     """p-value of ``H0: d = x - y is symmetric about 0``.
 
-    ``"wilcoxon"``: ``scipy.stats.wilcoxon(x, y, zero_method="wilcox")``, statistic as scipy
-    reports it (two-sided: min(T+, T-)). ``"permutation"``: ``scipy.stats.permutation_test`` on
+    ``"wilcoxon"``: ``scipy.stats.wilcoxon`` on the nonzero differences (see the module docstring for
+    the method), statistic as scipy reports it (two-sided: min(T+, T-)). ``"permutation"``: ``scipy.stats.permutation_test`` on
     ``(x, y)`` with ``permutation_type="samples"`` (sign flips of d), statistic ``mean(d)``.
     ``"t"``: ``scipy.stats.ttest_rel(x, y)``, statistic t; all ``d_i`` equal and nonzero (sd 0):
     ``p = 0`` with the reason in ``note``.
@@ -168,10 +171,19 @@ def paired_test(x, y, test: str = "wilcoxon", alternative: str = "two-sided",
                               "all differences equal and nonzero: sd(d) = 0, t infinite, p = 0")
         res = scipy.stats.ttest_rel(x, y, alternative=alternative)
         return TestResult(test, float(res.statistic), float(res.pvalue), n)
-    if test == "wilcoxon":
-        res = scipy.stats.wilcoxon(x, y, zero_method="wilcox", alternative=alternative)
-        zeros = int((d == 0).sum())
+    if test == "wilcoxon":  # on the nonzero differences, so that scipy picks its method from their number
+        nz = d[d != 0]
+        zeros = n - int(nz.size)
         note = f"{zeros} zero difference(s) dropped" if zeros else None
+        if nz.size == 1:
+            return TestResult(test, 0.0, 1.0, n, f"{note}; one nonzero difference: p = 1")
+        method = "auto"  # exact without ties (n <= 50); with ties, exhaustive sign flips up to 13
+        if 13 < nz.size <= 50 and np.unique(np.abs(nz)).size < nz.size:  # ties: sign flips, not the normal approx.
+            flips = 2 ** int(nz.size)
+            exact = flips <= max(n_resamples, 2 ** 15)
+            method = scipy.stats.PermutationMethod(n_resamples=flips if exact else n_resamples,
+                                                   rng=np.random.default_rng(seed))
+        res = scipy.stats.wilcoxon(nz, zero_method="wilcox", alternative=alternative, method=method)
         return TestResult(test, float(res.statistic), float(res.pvalue), n, note)
     res = scipy.stats.permutation_test((x, y), lambda a, b, axis: np.mean(a - b, axis=axis),
                                        permutation_type="samples", vectorized=True, alternative=alternative,

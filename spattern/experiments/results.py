@@ -74,6 +74,13 @@ def metric_values(runs: list[dict], metrics: list[str] | None = None) -> dict[st
     by_label: dict[str, list[dict]] = {}
     for r in runs:
         by_label.setdefault(r["metrics"]["label"], []).append(r)
+    for label, rs in by_label.items():  # two runs of one label and seed (a stale run beside its re-made twin)
+        seeds = [r["metrics"].get("seed") for r in rs]
+        dup = sorted({str(s) for s in seeds if seeds.count(s) > 1})
+        if dup:
+            dirs = ", ".join(sorted(Path(r["dir"]).name for r in rs if str(r["metrics"].get("seed")) in dup))
+            raise UserError(f"results: expected one run per label and seed, got several of {label!r} with seed "
+                            f"{', '.join(dup)} ({dirs}); remove the stale one")
     per_seed = any(len(v) > 1 for v in by_label.values())
     found = sorted({k for r in runs for e in r["examples"] for k in e if direction(k) is not None})
     wanted = metrics or found

@@ -104,3 +104,34 @@ def test_holm_family_per_metric_corrects_each_metric_on_its_own():
     assert all(by(whole, "nll")[k] >= by(per, "nll")[k] for k in ("a", "b"))
     with pytest.raises(UserError, match="family"):
         cmp.compare_many(metrics, "dense", {"nll": False, "acc": True}, family="runs")
+
+
+def test_significant_follows_holm_not_the_raw_p():
+    """Two comparisons with raw p 0.03 and 0.04: both below alpha raw, Holm gives 0.06 and 0.06 (not
+    significant); p_holm equal to alpha is significant (statsmodels' rule, p_holm <= alpha)."""
+    rows = [cmp.Row(metric="nll", run=r, baseline="dense", n=8, mean=1.0, ci_low=0.9, ci_high=1.1, baseline_mean=0.9,
+                    diff=0.1, diff_ci_low=0.0, diff_ci_high=0.2, p=p, p_holm=p, effect_size=None,
+                    effect_size_name="cohen_dz", test="wilcoxon", higher_is_better=False, significant=True, note=None)
+            for r, p in (("a", 0.03), ("b", 0.04))]
+    out = cmp._apply_holm(rows, 0.05)
+    assert [r.p_holm for r in out] == pytest.approx([0.06, 0.06]) and not any(r.significant for r in out)
+    edge = cmp._apply_holm([cmp.Row(**{**vars(rows[0]), "p": 0.025}), cmp.Row(**{**vars(rows[1]), "p": 0.025})], 0.05)
+    assert [r.p_holm for r in edge] == pytest.approx([0.05, 0.05]) and all(r.significant for r in edge)
+
+
+def test_render_colours_a_significant_difference_by_the_metric_direction():
+    """A significant loss increase is worse (red); the same increase of an accuracy is better (green);
+    a non-significant difference has no colour."""
+    def row(diff, higher, significant):
+        return cmp.Row(metric="m", run="r", baseline="dense", n=8, mean=1.0, ci_low=0.9, ci_high=1.1,
+                       baseline_mean=0.9, diff=diff, diff_ci_low=diff - 0.1, diff_ci_high=diff + 0.1, p=0.01,
+                       p_holm=0.01, effect_size=1.0, effect_size_name="cohen_dz", test="wilcoxon",
+                       higher_is_better=higher, significant=significant, note=None)
+
+    def diff_style(r):
+        table = cmp.render_table([r])
+        return str(table.columns[3]._cells[0].style)
+
+    assert diff_style(row(0.2, False, True)) == "red" and diff_style(row(-0.2, False, True)) == "green"
+    assert diff_style(row(0.2, True, True)) == "green" and diff_style(row(-0.2, True, True)) == "red"
+    assert diff_style(row(0.2, True, False)) == ""

@@ -47,6 +47,31 @@ def test_small_n_permutation_is_exact():
     assert stats.paired_test(x, y, "wilcoxon").p == pytest.approx(2 / 16)
 
 
+def test_wilcoxon_with_zeros_is_exact_on_the_nonzero_differences():
+    """scipy picks exact vs normal approximation from n counting the zeros it drops; the test here drops
+    them first. 10 zeros and 5 of +1 (15 pairs): the exact p of 5 equal signs, 2/2^5, not the normal
+    approximation's 0.025; one nonzero difference: p = 1; 8 zeros and 7 ties: 2/2^7."""
+    x, y = np.array([1.0] * 5 + [0.0] * 10), np.zeros(15)
+    assert scipy.stats.wilcoxon(x, y).pvalue < 0.03  # what scipy gives when it sees the zeros
+    r = stats.paired_test(x, y, "wilcoxon")
+    assert r.p == pytest.approx(2 / 2 ** 5) and r.n == 15 and "10 zero" in r.note
+    assert stats.paired_test(np.array([1.0] + [0.0] * 14), np.zeros(15), "wilcoxon").p == 1.0
+    assert stats.paired_test(np.array([-1.0] * 7 + [0.0] * 8), np.zeros(15), "wilcoxon").p == pytest.approx(2 / 2 ** 7)
+    # continuous differences without zeros: scipy's exact test as before
+    assert stats.paired_test(X[:20], Y[:20], "wilcoxon").p == pytest.approx(scipy.stats.wilcoxon(X[:20], Y[:20]).pvalue)
+
+
+def test_wilcoxon_with_many_ties_flips_signs_instead_of_a_normal_approximation():
+    """15 nonzero differences, all equal (a passkey trial retrieved by one run and not the other):
+    every one of the 2^15 sign assignments, so p is the sign test's 2/2^15; 20 tied differences: seeded
+    random flips, reproducible, at least the exact value (the observed assignment counts)."""
+    r = stats.paired_test(np.zeros(15), np.ones(15), "wilcoxon")
+    assert r.p == pytest.approx(scipy.stats.binomtest(0, 15).pvalue)
+    d = np.array([1.0, -1.0, 2.0, 2.0] * 5)
+    a, b = (stats.paired_test(d, np.zeros(20), "wilcoxon", seed=3).p for _ in range(2))
+    assert a == b and 0 < a <= 1
+
+
 def test_identical_inputs_give_p1_and_zero_ci():
     r = stats.paired_compare(X, X.copy())
     assert r.test.p == 1.0 and r.diff.estimate == 0.0

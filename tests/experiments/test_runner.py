@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +98,12 @@ def test_runs_finish_skip_and_compare(tmp_path):
     assert same["diff"] == rows[("nll", "window")]["diff"]  # the same pairs: only the Holm family shrinks
     with pytest.raises(UserError, match=r"--runs: expected labels among .*got \['nope'\]"):
         compare_experiment(cfg.out_dir, only=["nope"])
+    # a stale run beside its re-made twin (same label and seed, another id): refused, not silently paired
+    window = next(p for p in cfg.out_dir.iterdir() if p.name.startswith("window-s0-"))
+    shutil.copytree(window, cfg.out_dir / "window-s0-0000000000")
+    with pytest.raises(UserError, match=r"one run per label and seed, got several of 'window' with seed 0 "
+                                        r"\(window-s0-0000000000, window-s0-"):
+        compare_experiment(cfg.out_dir, write=False)
 
 
 def test_compare_refuses_runs_of_different_data(tmp_path):
