@@ -11,8 +11,8 @@ example ids (they must be the same set):
   ``significant = p_holm <= alpha`` (Holm's rejection rule, as statsmodels applies it);
 - ``effect_size``: Cohen's d_z = mean(d) / sd(d).
 
-The baseline gets its own row first (diff 0, p = 1, ``note = "baseline"``) so its mean and CI are in
-the table; it is not part of the Holm family. ``note`` collects the degenerate-case reasons.
+The baseline gets its own row first (``run == baseline``, diff 0, p = 1, a note starting "baseline")
+so its mean and CI are in the table; it is not part of the Holm family. ``note`` collects the degenerate-case reasons.
 JSON (``to_json``) is what the report reads: ``{"experiment", "baseline", "alpha", "correction": "holm",
 "rows": [Row...]}`` with the keys of ``Row``.
 """

@@ -150,6 +150,6 @@ def comparison_settings(table: dict) -> dict:
     tables with equal settings differ only where the results under them changed."""
     rows = table.get("rows", [])
     return {"baseline": table.get("baseline"), "family": table.get("family"),
-            "tests": sorted({str(r.get("test")) for r in rows if r.get("note") != "baseline"}),
+            "tests": sorted({str(r.get("test")) for r in rows if r.get("run") != r.get("baseline")}),
             "metrics": sorted({str(r.get("metric")) for r in rows}),
             "runs_left_out": sorted(table.get("runs_left_out", []))}

@@ -305,7 +305,7 @@ def distinct_comparisons(files) -> list[dict]:
     seen, out = set(), []
     for f in ordered:
         for r in f.data.get("rows", []):
-            if r.get("note") == "baseline":
+            if r.get("run") == r.get("baseline"):  # the baseline's own row (its note may add reasons)
                 continue
             key = (str(f.path.parent), r.get("metric"), frozenset((str(r.get("run")), str(r.get("baseline")))))
             if key not in seen:
@@ -322,7 +322,7 @@ def headline(doc: dict) -> dict | None:
     from spattern.report.tables import primary_metric
 
     metric = primary_metric(doc)
-    rows = [r for r in doc.get("rows", []) if r.get("metric") == metric and r.get("note") != "baseline"
+    rows = [r for r in doc.get("rows", []) if r.get("metric") == metric and r.get("run") != r.get("baseline")
             and isinstance(r.get("diff"), (int, float))]
     if not rows:
         return None

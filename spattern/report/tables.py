@@ -126,7 +126,7 @@ def significance_table(docs: Sequence[tuple[dict, Path]], primary: Sequence[str]
                 continue
             raw.append({"experiment": doc.get("experiment"), **r})
             better = r.get("higher_is_better")
-            is_base = r.get("note") == "baseline"
+            is_base = r.get("run") == r.get("baseline")  # its note may add reasons to "baseline"
             rows.append([str(doc.get("experiment", "")), str(r.get("metric", "")),
                          f"{r.get('run', '')} vs {r.get('baseline', doc.get('baseline', ''))}",
                          fmt(r.get("n")), fmt_ci(r.get("mean"), r.get("ci_low"), r.get("ci_high")),

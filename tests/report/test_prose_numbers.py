@@ -81,7 +81,8 @@ def test_a_pair_compared_against_two_baselines_counts_once():
     from spattern.report.numbers import distinct_comparisons
 
     own = SimpleNamespace(path=Path("r/e/compare.json"), data={"rows": [
-        {"run": "dense", "metric": "nll", "note": "baseline"}, _row("window"), _row("outline")]})
+        {"run": "dense", "baseline": "dense", "metric": "nll", "note": "baseline; constant values: zero-width interval"},
+        _row("window"), _row("outline")]})
     vs = SimpleNamespace(path=Path("r/e/compare_vs_window.json"), data={"rows": [
         _row("dense", baseline="window", significant=False), _row("outline", baseline="window", significant=False)]})
     other = SimpleNamespace(path=Path("r/f/compare.json"), data={"rows": [_row("window")]})
