@@ -134,6 +134,8 @@ class ExperimentConfig(Section):
     baseline: str = "dense"
     results: str = "results"              # runs go to <results>/<name>/<run>
     report: bool = False                  # build the report after the runs
+    check_of: Optional[str] = None        # the experiment this one checks one setting of (e.g. BigBird's random
+                                          # draw): the report gives it its tables and one sentence, not a figure row
     setup: Setup = Setup()
     sweep: Sweep = Sweep()
     match: Match = Match()

@@ -110,6 +110,8 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
 
     # what `spattern compare <folder>` needs from the config (its baseline), beside the runs
     meta, info = cfg.out_dir / "experiment.json", {"experiment": cfg.name, "kind": cfg.kind, "baseline": cfg.baseline}
+    if cfg.check_of:  # only when set: the experiment.json of every other experiment stays as it was
+        info["check_of"] = cfg.check_of
     if not meta.is_file() or json.loads(meta.read_text()) != info:  # a finished experiment's files stay untouched
         write_json(meta, info)
     summaries, todo = [], []

@@ -123,7 +123,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     pats, pat_src, n_seq = collect.patterns_of(s, highlight=highlight)
     derived = "compiled from the runs' pattern strings with spattern.compile / spattern.cost"
     blk = collect.block_of(s)
-    fams = sorted({r.key for r in s.runs if r.pattern and r.key not in ("dense", "causal")})
+    fams = sorted({r.key for r in s.runs if r.pattern and r.key not in ("dense", "causal")
+                   and r.experiment not in s.check_of()})
     b.figure("heatmap", lambda: heatmap_figure(pats, n_block=n_seq, block=blk, palette=b.palette), pat_src,
              f"{len(pats)} of the study's {len(fams)} pattern families ({', '.join(k for k, _ in pats)}; "
              f"{'outline in its own figure; ' if 'outline' in fams else ''}patterns that need a document or one "
@@ -194,9 +195,11 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         q_points[e], q_src[e] = collect.collect_quality(s, e)
         b.table(lambda pts=q_points[e], e=e, src=q_src[e]: T.quality_table(pts, e, src), f"quality_{e}",
                 f"quality table of {e}")
-    matched = {e: q_points[e] for e in q_exps if single_density(q_points[e])}
+    # a check of one setting of another experiment (x_draws beside x): its tables, and one sentence
+    checks = {e: parent for e in q_exps if (parent := collect.member_of(e, s.experiments(), s.check_of())) is not None}
+    matched = {e: q_points[e] for e in q_exps if single_density(q_points[e]) and e not in checks}
     for e in q_exps:  # density sweeps: a figure each; experiments at one density: one figure together
-        if e not in matched:
+        if e not in matched and e not in checks:
             b.figure(f"quality_{e}", lambda pts=q_points[e]: quality_figure(pts, palette=b.palette), q_src[e],
                      f"Quality against density in {e}: each pattern family's value with its 95% CI band "
                      "(passkey: the fraction of trials retrieved, where scored); dense attention dashed.", True,
@@ -207,6 +210,10 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
                  "Quality at one matched density, one row per experiment: KL to dense, top-1 agreement and "
                  "dense attention mass kept of each pattern family with its 95% CI (dense: 0, 1 and 1).",
                  True, "quality at matched density")
+    shown_q = [e for e in q_exps if e not in checks]
+    b.table(lambda: T.quality_summary_table([numbers_mod.quality_row(e, q_points[e]) for e in shown_q],
+                                            [p for e in shown_q for p in q_src[e]]) if shown_q else None,
+            "quality_summary", "quality at each experiment's lowest cost")
     if not q_exps:
         b.manifest.miss("figure", "quality", "quality vs density (no run compares against dense with KL, "
                         "top-1 agreement or recall)")
@@ -223,7 +230,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     # the figure and the retrieval sentence: one panel per experiment; the members of another (a density
     # sweep's x_d50, x_d12 in its passkey panel; a check such as x_draws) have none: the table keeps them
     experiments = s.experiments()
-    syn_shown = {e: v for e, v in syn_points.items() if collect.member_of(e, experiments) is None}
+    syn_shown = {e: v for e, v in syn_points.items() if collect.member_of(e, experiments, s.check_of()) is None}
     if syn_points:  # one figure, one panel per experiment, then MQAR's by number of pairs
         panels = {e: (pts, f"{x} (tokens)" if x == "distance" else x) for e, (pts, x) in syn_shown.items()}
         panels.update({f"{e}: by pairs": (pts, "key-value pairs") for e, (pts, _) in pairs.items()})
@@ -278,13 +285,15 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     primary_docs = [(d, p) for d, p in sig_docs if p.name == "compare.json" or p.parent not in own]
     b.table(lambda: T.significance_table(primary_docs, T.PRIMARY_METRICS, "significance_primary") if sig_docs else None,
             "significance_primary", "significance table of the primary metrics (no spattern compare --json output)")
-    heads = [(h, f.path) for f in s.significance if (h := numbers_mod.headline(f.data))]
+    heads = [(h, f.path) for f in s.significance  # a check's comparisons have their own sentence
+             if f.path.parent.name not in checks and (h := numbers_mod.headline(f.data))]
     b.table(lambda: T.headline_table(heads) if heads else None, "headline",
             "headline comparisons (no spattern compare --json output)")
     b.table(lambda: T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------
-    nums = numbers_mod.numbers(s, b, targets, sl_f, q_points, syn_shown, abl, out, title)
+    nums = numbers_mod.numbers(s, b, targets, sl_f, {e: v for e, v in q_points.items() if e not in checks},
+                               syn_shown, abl, out, title, checks=checks)
     num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench
                                                            + s.compile_bench]
     paths: dict[str, Path] = {"numbers": write_json(out / "data" / "numbers.json", nums),

@@ -66,13 +66,17 @@ def density_group(experiment: str) -> str:
     return re.sub(r"_d\d+$", "", experiment)
 
 
-def member_of(experiment: str, experiments: Sequence[str]) -> str | None:
-    """The experiment among ``experiments`` that ``experiment`` varies, by name ``<it>_<suffix>``, else
-    None: a member of a density sweep (``study_x_d50`` beside ``study_x``, drawn in the sweep's figure)
-    or a check of one setting (``study_x_draws``, BigBird's random draws). Such a member's retrieval
-    repeats its parent's setup: it gets no panel of its own (the tables keep it)."""
-    parents = [e for e in experiments if e != experiment and experiment.startswith(e + "_")]
-    return max(parents, key=len) if parents else None
+def member_of(experiment: str, experiments: Sequence[str], check_of: dict[str, str] | None = None) -> str | None:
+    """The experiment among ``experiments`` that ``experiment`` is part of, else None: the sweep of a
+    density-sweep member (``study_x_d50`` beside ``study_x``: drawn in the sweep's figure), or the
+    experiment it checks one setting of (``check_of`` in its config, ``Study.check_of()``: BigBird's
+    random draws). A member's retrieval repeats its parent's setup: no panel of its own (the tables
+    keep it)."""
+    group = density_group(experiment)
+    if group != experiment and group in experiments:
+        return group
+    parent = (check_of or {}).get(experiment)
+    return parent if parent in experiments and parent != experiment else None
 
 
 def quality_experiments(study: Study) -> list[str]:
@@ -122,7 +126,8 @@ def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5,
     """One static pattern per family: of the runs at the study's most common sequence length
     (``Run.context``, else 4096) where a family has any, the one whose run density is nearest
     ``target_density``; the ``highlight`` families first, then the rest in sorted order, at most
-    ``limit``. ``skip``: dense and the causal control are not pattern families to draw. Patterns that
+    ``limit``. ``skip``: dense and the causal control are not pattern families to draw, nor the runs of
+    a check experiment (``Study.check_of``: BigBird's other draws). Patterns that
     need a document (outline, the oracle) or one per layer (fitted) are not static and not drawn.
     Returns the patterns, the metrics files naming them and that sequence length."""
     from spattern.compiler.compile import compile as compile_pattern
@@ -130,8 +135,9 @@ def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5,
     seqs = [r.context for r in study.runs if r.context is not None]
     n = int(max(sorted(set(seqs)), key=seqs.count)) if seqs else 4096
     best: dict[str, tuple[tuple, str, Run]] = {}
+    checks = study.check_of() if hasattr(study, "check_of") else {}
     for r in study.runs:
-        if not r.pattern or r.key in skip:
+        if not r.pattern or r.key in skip or r.experiment in checks:  # a check's variants are not families
             continue
         score = (r.context != n, abs((r.density if r.density is not None else 1.0) - target_density))
         cur = best.get(r.key)

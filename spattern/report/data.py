@@ -8,6 +8,8 @@ file system) and classifies what it finds by content, tolerating extra keys:
   run adds the loop's ``metrics.jsonl``; an indexer run may add ``indexer_snapshot.json``). A run
   whose ``status`` is not ``finished`` (one in progress, or stopped) is skipped until it is.
 - **significance tables**: JSON with ``rows`` and ``correction`` (``spattern compare --json``).
+- **experiment records** (``experiment.json``, written by ``spattern run``): ``experiment``, ``kind``,
+  ``baseline`` and, for a check of another experiment's setting, ``check_of``.
 - **attention benchmarks**: JSON with a ``results`` list of cells holding ``N`` and ``ms``
   (``spattern bench attention``); a cell with ``"backward": true`` is forward+backward.
 - **top-k build benchmarks**: JSON with ``build_eager_ms``; **compile benchmarks**: JSON with
@@ -216,7 +218,12 @@ class Study:
     curves: list[Curve] = field(default_factory=list)
     snapshots: list[Found] = field(default_factory=list)
     throughput: list[Found] = field(default_factory=list)
+    meta: list[Found] = field(default_factory=list)  # each experiment folder's experiment.json (spattern run)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def check_of(self) -> dict[str, str]:
+        """experiment -> the experiment it checks one setting of (``check_of`` in its config)."""
+        return {str(f.data["experiment"]): str(f.data["check_of"]) for f in self.meta if f.data.get("check_of")}
 
     def experiments(self) -> list[str]:
         return sorted({r.experiment for r in self.runs})
@@ -335,6 +342,8 @@ def _classify(data: Any) -> str | None:
         return "memory"
     if "heads" in data and isinstance(data.get("heads"), list) and data["heads"] and "scores" in data["heads"][0]:
         return "indexer_snapshot"
+    if set(data) >= {"experiment", "kind", "baseline"} and not isinstance(data.get("rows"), list):
+        return "meta"  # experiment.json: what spattern run records of the config beside the runs
     runs = data.get("runs")
     if isinstance(runs, list) and runs and all(isinstance(r, dict) and "tok_per_s_median" in r
                                                and "ratio_to_baseline" in r for r in runs):

@@ -164,7 +164,8 @@ def synthetic_row(name: str, pts: list[dict], xname: str) -> dict:
     return row
 
 
-def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, title: str) -> dict:
+def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, title: str,
+            checks: dict[str, str] | None = None) -> dict:
     n: dict = {"title": title}
     runs = study.runs
     keys = sorted({r.key for r in runs} | {c.key for c in study.curves})
@@ -281,13 +282,26 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
                                             "diff": fmt_ci(top.get("diff"), top.get("diff_ci_low"), top.get("diff_ci_high")),
                                             "p_holm": fmt_p(top.get("p_holm")), "effect": fmt(top["effect_size"], 2)}
 
-    heads = [h for f in study.significance if (h := headline(f.data))]
+    rows_c = []
+    for e, parent in (checks or {}).items():  # check experiments: one sentence each, not a figure row
+        docs = [(f.data, f.path) for f in study.significance if f.path.parent.name == e]
+        if (row := check_row(e, parent, docs)) is not None:
+            rows_c.append(row)
+    if rows_c:
+        n["checks"] = rows_c
+
+    heads = [h for f in study.significance if f.path.parent.name not in (checks or {}) and (h := headline(f.data))]
     if heads:
         n["headline"] = heads
 
     syn_rows = [synthetic_row(e, pts, xname) for e, (pts, xname) in syn.items()]
-    if syn_rows:
-        n["synthetic"] = {"experiments": syn_rows}
+    if syn_rows:  # experiments with the same outcome in one clause: "a (distance 3 941), b (...): dense 1.00 vs ..."
+        groups: dict[tuple, dict] = {}
+        for r in syn_rows:
+            k = (r["x"], r.get("dense"), r.get("best_key"), r.get("best"))
+            g = groups.setdefault(k, {k2: r[k2] for k2 in ("x", "dense", "best_key", "best") if k2 in r} | {"names": []})
+            g["names"].append({"name": r["name"], "distance": r["distance"]})
+        n["synthetic"] = {"experiments": syn_rows, "groups": list(groups.values())}
     if abl:
         n["ablation"] = {"params": ", ".join(dict.fromkeys(p["param"] for p in abl)),
                          "experiments": ", ".join(dict.fromkeys(p["experiment"] for p in abl))}
@@ -311,6 +325,40 @@ def distinct_comparisons(files) -> list[dict]:
             if key not in seen:
                 seen.add(key)
                 out.append(r)
+    return out
+
+
+def check_row(experiment: str, parent: str, docs: list[tuple[dict, Path]]) -> dict | None:
+    """The sentence of a check experiment (``collect.member_of``: ``x_draws`` beside ``x``), from its
+    comparison files: on the primary metric, its runs' differences from its baseline (range) and the
+    largest Holm p; with a second table against one of its runs (``compare_vs_<run>.json``), the other
+    runs' differences from that run and the smallest Holm p. None without a comparison."""
+    from spattern.report.tables import primary_metric
+
+    own = next((d for d, p in docs if p.name == "compare.json"), None)
+    metric = primary_metric(own) if own else None
+    if metric is None:
+        return None
+
+    def span(doc):
+        rows = [r for r in doc.get("rows", []) if r.get("metric") == metric and r.get("run") != r.get("baseline")
+                and r.get("run") not in CONTROLS and isinstance(r.get("diff"), (int, float))]
+        diffs = sorted(r["diff"] for r in rows)
+        ps = [r["p_holm"] for r in rows if isinstance(r.get("p_holm"), (int, float))]
+        return rows, (f"{diffs[0]:+.3f} to {diffs[-1]:+.3f}" if diffs else "–"), ps
+
+    rows, diffs, ps = span(own)
+    if not rows:
+        return None
+    out = {"name": experiment, "parent": parent, "metric": metric, "baseline": str(own.get("baseline")),
+           "runs": ", ".join(sorted(str(r["run"]) for r in rows)), "diffs": diffs, "p_max": fmt_p(max(ps))}
+    other = next((d for d, p in docs if p.name.startswith("compare_vs_")), None)
+    if other is not None:
+        rows2, diffs2, ps2 = span(other)
+        rows2 = [r for r in rows2 if r["run"] != own.get("baseline")]
+        if rows2:
+            _, diffs2, ps2 = span({"rows": rows2})
+            out["within"] = {"baseline": str(other.get("baseline")), "diffs": diffs2, "p_min": fmt_p(min(ps2))}
     return out
 
 

@@ -83,6 +83,13 @@ def test_runs_finish_skip_and_compare(tmp_path):
     before = _tree_digest(cfg.out_dir)
     run_experiment(cfg, log=lambda *a: None)  # everything finished: nothing on disk changes
     assert _tree_digest(cfg.out_dir) == before
+    assert "check_of" not in json.loads((cfg.out_dir / "experiment.json").read_text())
+    check = load_experiment(_write(tmp_path), ['check_of="other"'])  # not in the run ids: the same runs
+    assert [r.dir.path for r in expand(check)] == [r.dir.path for r in expand(cfg)]
+    run_experiment(check, log=lambda *a: None)
+    assert json.loads((cfg.out_dir / "experiment.json").read_text())["check_of"] == "other"
+    run_experiment(cfg, log=lambda *a: None)  # without it again: the record as it was (rewritten)
+    assert {k: v[0] for k, v in _tree_digest(cfg.out_dir).items()} == {k: v[0] for k, v in before.items()}
     table = compare_experiment(cfg.out_dir)
     rows = {(r["metric"], r["run"]): r for r in table["rows"]}
     assert rows[("nll", "dense")]["note"] == "baseline"

@@ -221,3 +221,16 @@ def test_a_run_in_progress_is_left_out_until_it_finishes(tmp_path):
     assert "not finished (status 'running')" in dict(study.skipped)[d / "metrics.json"]
     (d / "metrics.json").write_text(json.dumps({**m, "status": "finished"}))
     assert [r.label for r in load_study([tmp_path / "results"]).runs] == ["dense"]
+
+
+def test_experiment_records_name_the_checks(tmp_path):
+    """experiment.json (spattern run) is read, not skipped; its check_of marks a check experiment."""
+    from spattern.report.data import load_study
+
+    r = tmp_path / "results"
+    for name, extra in (("x", {}), ("x_draws", {"check_of": "x"})):
+        (r / name).mkdir(parents=True)
+        (r / name / "experiment.json").write_text(json.dumps({"experiment": name, "kind": "evaluate",
+                                                             "baseline": "dense", **extra}))
+    study = load_study([r])
+    assert study.check_of() == {"x_draws": "x"} and not study.skipped

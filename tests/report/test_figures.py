@@ -255,8 +255,10 @@ def test_a_density_sweep_is_one_quality_figure():
     assert collect.density_group("x_d50") == "x" and collect.density_group("x_d50b") == "x_d50b"
     assert collect.member_of("x_d50", ["x", "x_d50"]) == "x" and collect.member_of("x", ["x", "x_d50"]) is None
     assert collect.member_of("x_d50", ["x_d50"]) is None  # alone, it is no sweep's member: a panel of its own
-    assert collect.member_of("x_y_draws", ["x", "x_y", "x_y_draws"]) == "x_y"  # the nearest parent
-    assert collect.member_of("xy", ["x"]) is None  # a name that merely starts alike is not a member
+    assert collect.member_of("x_8k", ["x", "x_8k"]) is None  # another context is its own experiment
+    checks = {"x_draws": "x"}  # declared by the config (check_of), not guessed from the name
+    assert collect.member_of("x_draws", ["x", "x_draws"], checks) == "x"
+    assert collect.member_of("x_draws", ["x_draws"], checks) is None
     assert collect.quality_experiments(study) == ["x"]
     pts, _ = collect.collect_quality(study, "x")
     kl = sorted((p["key"], p["density"], p["value"]) for p in pts if p["metric"] == "kl")

@@ -111,3 +111,34 @@ def test_a_benchmark_command_is_the_spattern_command_writing_that_file():
     assert bench_command(shlex.split("python benchmarks/compile_bench.py --json x.json"), f) == \
         "spattern bench compile --json results/hopper/b.json"
     assert bench_command(["scripts/gpu_suite.sh", "--a"], f) == "scripts/gpu_suite.sh --a"
+
+
+def test_a_check_experiment_is_one_sentence_from_its_tables():
+    """x_draws checks BigBird's random draw: against dense every draw's NLL difference (range, largest
+    Holm p); against draw 0 (compare_vs_bigbird.json) the other draws' differences (smallest Holm p)."""
+    from pathlib import Path
+
+    from spattern.report.numbers import check_row
+
+    base = {"run": "dense", "baseline": "dense", "metric": "nll", "note": "baseline"}
+    own = {"baseline": "dense", "rows": [base] + [{**_row(r, diff=d), "p_holm": p} for r, d, p in
+                                                  (("bigbird", 0.385, 0.006), ("bigbird_draw1", 0.372, 0.006),
+                                                   ("bigbird_draw2", 0.393, 0.004))]}
+    vs = {"baseline": "bigbird", "rows": [{**_row(r, baseline="bigbird", diff=d), "p_holm": p} for r, d, p in
+                                          (("dense", -0.385, 0.006), ("bigbird_draw1", -0.012, 0.21),
+                                           ("bigbird_draw2", 0.008, 0.28))]}
+    row = check_row("x_draws", "x", [(own, Path("r/x_draws/compare.json")),
+                                     (vs, Path("r/x_draws/compare_vs_bigbird.json"))])
+    assert row["runs"] == "bigbird, bigbird_draw1, bigbird_draw2" and row["diffs"] == "+0.372 to +0.393"
+    assert row["p_max"] == fmt_p(0.006) and row["within"] == {"baseline": "bigbird", "diffs": "-0.012 to +0.008",
+                                                               "p_min": fmt_p(0.21)}
+    assert check_row("x_draws", "x", []) is None
+
+
+def test_the_quality_summary_is_one_row_per_experiment():
+    from spattern.report.tables import quality_summary_table
+
+    pts = [_kl("window", 0.1245, 0.56), _kl("outline", 0.1265, 0.15), _kl("streaming", 0.1245, 0.146)]
+    t = quality_summary_table([quality_row("e", pts)], [])
+    assert t.rows == [["e", "12.5% (12.4%-12.7%)", "streaming 0.146 [0.136, 0.156]", "outline",
+                       "window 0.560 [0.550, 0.570]", "–", "–"]]

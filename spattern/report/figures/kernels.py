@@ -95,7 +95,7 @@ def _key_legend(ax, colors: dict, styles: dict, devices: Sequence[str]) -> None:
         handles.append(Line2D([], [], color="0.35", marker="o", ls="none", label=f"{devices[0]} (filled)"))
         handles += [Line2D([], [], color="0.35", marker="o", mfc="none", ls="none", label=f"{dv} (hollow; dense: x)")
                     for dv in devices[1:]]
-    ax.legend(handles=handles, fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.legend(handles=handles, fontsize=4.8, ncols=2, handlelength=1.6, labelspacing=0.3, loc="upper center", bbox_to_anchor=(0.5, -0.26))
 
 
 @styled
@@ -116,7 +116,7 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     # filled and lines solid, the others' hollow (mfc none) with dense lines marked x
     sfx = (lambda dv: f" ({dv})") if len(devices) > 1 else (lambda dv: "")  # noqa: E731
     hollow = lambda dv: {} if dv == devices[0] else {"mfc": "none"}  # noqa: E731
-    fig, axes = new_figure(ncols=3, width=WIDTH_PAGE, height=3.0)
+    fig, axes = new_figure(ncols=3, width=WIDTH_PAGE, height=2.6)  # legends by factor: shorter than one entry per series
     dens = sorted({float(c.get("density_target", c["density"])) for c in cs if c.get("density_target", c.get("density")) < 1})
     ns = sorted({int(c["N"]) for c in cs})
     cmap = colormaps["viridis"]
@@ -170,7 +170,7 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ax.set_ylabel("TFLOP/s (computed blocks)")
     ax.set_title(f"N = {n_max}" + (f", {', '.join(devs_max)}" if len(devices) > 1 else ""))
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.legend(fontsize=5.0, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.26))
 
     ax = axes[2]
     colors, styles = {}, {}
