@@ -135,7 +135,7 @@ def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5,
     seqs = [r.context for r in study.runs if r.context is not None]
     n = int(max(sorted(set(seqs)), key=seqs.count)) if seqs else 4096
     best: dict[str, tuple[tuple, str, Run]] = {}
-    checks = study.check_of() if hasattr(study, "check_of") else {}
+    checks = study.check_of()
     for r in study.runs:
         if not r.pattern or r.key in skip or r.experiment in checks:  # a check's variants are not families
             continue
