@@ -151,7 +151,8 @@ def paired_test(x, y, test: str = "wilcoxon", alternative: str = "two-sided",
     """p-value of ``H0: d = x - y is symmetric about 0``.
 
     ``"wilcoxon"``: ``scipy.stats.wilcoxon`` on the nonzero differences (see the module docstring for
-    the method), statistic as scipy reports it (two-sided: min(T+, T-)). ``"permutation"``: ``scipy.stats.permutation_test`` on
+    the method), statistic as scipy reports it (two-sided: min(T+, T-)).
+    ``"permutation"``: ``scipy.stats.permutation_test`` on
     ``(x, y)`` with ``permutation_type="samples"`` (sign flips of d), statistic ``mean(d)``.
     ``"t"``: ``scipy.stats.ttest_rel(x, y)``, statistic t; all ``d_i`` equal and nonzero (sd 0):
     ``p = 0`` with the reason in ``note``.

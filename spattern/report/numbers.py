@@ -52,7 +52,7 @@ def _file_commands(d: dict, path: Path) -> list[str]:
     cmds = []
     if isinstance(d.get("argv"), list) and not isinstance(d.get("command"), str):
         cmds.append(bench_command([str(a) for a in d["argv"]], path))
-    if isinstance(d.get("command"), str):
+    if isinstance(d.get("command"), str):  # one that starts with settings (VAR=...) runs a script: as recorded
         cmds.append(bench_command(shlex.split(d["command"]), path) if "=" not in d["command"].split()[0]
                      else d["command"])
     for run in (d.get("runs") or {}).values():
@@ -329,7 +329,7 @@ def distinct_comparisons(files) -> list[dict]:
 
 
 def check_row(experiment: str, parent: str, docs: list[tuple[dict, Path]]) -> dict | None:
-    """The sentence of a check experiment (``collect.member_of``: ``x_draws`` beside ``x``), from its
+    """The sentence of a check experiment (``check_of`` in its config: ``x_draws`` checks ``x``), from its
     comparison files: on the primary metric, its runs' differences from its baseline (range) and the
     largest Holm p; with a second table against one of its runs (``compare_vs_<run>.json``), the other
     runs' differences from that run and the smallest Holm p. None without a comparison."""
@@ -353,11 +353,9 @@ def check_row(experiment: str, parent: str, docs: list[tuple[dict, Path]]) -> di
     out = {"name": experiment, "parent": parent, "metric": metric, "baseline": str(own.get("baseline")),
            "runs": ", ".join(sorted(str(r["run"]) for r in rows)), "diffs": diffs, "p_max": fmt_p(max(ps))}
     other = next((d for d, p in docs if p.name.startswith("compare_vs_")), None)
-    if other is not None:
-        rows2, diffs2, ps2 = span(other)
-        rows2 = [r for r in rows2 if r["run"] != own.get("baseline")]
+    if other is not None:  # the runs against one of them, the own baseline left out
+        rows2, diffs2, ps2 = span({"rows": [r for r in other.get("rows", []) if r.get("run") != own.get("baseline")]})
         if rows2:
-            _, diffs2, ps2 = span({"rows": rows2})
             out["within"] = {"baseline": str(other.get("baseline")), "diffs": diffs2, "p_min": fmt_p(min(ps2))}
     return out
 
