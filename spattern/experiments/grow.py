@@ -132,11 +132,13 @@ def prune_grown(specs: list[RunSpec], log=print) -> list[Path]:
         env_path = spec.dir.env_path
         if not env_path.is_file():
             continue
+        mine = None  # the grown run's examples, read once it has an old self here
         for g in read_json(env_path).get("grown", []):
             old = spec.dir.path.parent / str(g.get("from", ""))
             if not g.get("from") or old == spec.dir.path or not old.is_dir():
                 continue
-            mine = spec.dir.examples_path.read_bytes() if spec.dir.examples_path.is_file() else b""
+            if mine is None:
+                mine = spec.dir.examples_path.read_bytes() if spec.dir.examples_path.is_file() else b""
             theirs = (old / "per_example.jsonl").read_bytes() if (old / "per_example.jsonl").is_file() else b""
             if not mine.startswith(theirs):
                 raise UserError(f"{old} and {spec.dir.path} are both here; the second grew from the first, but "

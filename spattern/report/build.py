@@ -123,8 +123,9 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     pats, pat_src, n_seq = collect.patterns_of(s, highlight=highlight)
     derived = "compiled from the runs' pattern strings with spattern.compile / spattern.cost"
     blk = collect.block_of(s)
+    check_of = s.check_of()  # experiment -> the experiment it checks a setting of
     fams = sorted({r.key for r in s.runs if r.pattern and r.key not in ("dense", "causal")
-                   and r.experiment not in s.check_of()})
+                   and r.experiment not in check_of})
     b.figure("heatmap", lambda: heatmap_figure(pats, n_block=n_seq, block=blk, palette=b.palette), pat_src,
              f"{len(pats)} of the study's {len(fams)} pattern families ({', '.join(k for k, _ in pats)}; "
              f"{'outline in its own figure; ' if 'outline' in fams else ''}patterns that need a document or one "
@@ -196,7 +197,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         b.table(lambda pts=q_points[e], e=e, src=q_src[e]: T.quality_table(pts, e, src), f"quality_{e}",
                 f"quality table of {e}")
     # a check of one setting of another experiment (x_draws beside x): its tables, and one sentence
-    checks = {e: parent for e in q_exps if (parent := collect.member_of(e, s.experiments(), s.check_of())) is not None}
+    checks = {e: parent for e in q_exps if (parent := collect.member_of(e, s.experiments(), check_of)) is not None}
     matched = {e: q_points[e] for e in q_exps if single_density(q_points[e]) and e not in checks}
     for e in q_exps:  # density sweeps: a figure each; experiments at one density: one figure together
         if e not in matched and e not in checks:
@@ -230,7 +231,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     # the figure and the retrieval sentence: one panel per experiment; the members of another (a density
     # sweep's x_d50, x_d12 in its passkey panel; a check such as x_draws) have none: the table keeps them
     experiments = s.experiments()
-    syn_shown = {e: v for e, v in syn_points.items() if collect.member_of(e, experiments, s.check_of()) is None}
+    syn_shown = {e: v for e, v in syn_points.items() if collect.member_of(e, experiments, check_of) is None}
     if syn_points:  # one figure, one panel per experiment, then MQAR's by number of pairs
         panels = {e: (pts, f"{x} (tokens)" if x == "distance" else x) for e, (pts, x) in syn_shown.items()}
         panels.update({f"{e}: by pairs": (pts, "key-value pairs") for e, (pts, _) in pairs.items()})

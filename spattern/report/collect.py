@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spattern.report.data import QUALITY_METRICS, Curve, Run, Study, mean_ci
+from spattern.report.data import QUALITY_METRICS, Curve, Run, Study, gpu_name, mean_ci
 
 FIT_METRICS = ("kl", "top1_agreement", "top1", "recall")  # a training-free comparison against dense logs one of these
 SYNTH_X = ("distance", "depth")
@@ -273,7 +273,7 @@ def _train_device(r: Run) -> str:
     off the machine its env.json describes), else the machine; "H200" for a CUDA device, "CPU" else."""
     env, summary = r.env or {}, r.raw.get("train") if isinstance(r.raw.get("train"), dict) else {}
     device = str(summary.get("device") or env.get("device") or "cpu")
-    return str(env.get("name")).removeprefix("NVIDIA ") if device.startswith("cuda") else "CPU"
+    return gpu_name(env) if device.startswith("cuda") else "CPU"
 
 
 def collect_training_cost(study: Study) -> tuple[list[dict], list[Path]]:
