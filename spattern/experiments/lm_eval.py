@@ -149,7 +149,7 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
             r = score_examples(logits_fn, [ex])[0]
             rd.add_example({"id": eid, "passkey_correct": float(r["correct"]), "passkey_logprob": r["logprob"],
                             "distance": r.get("distance_tokens"), "depth": r.get("depth"),
-                            "context_len": r.get("context_len")})
+                            "depth_actual": r.get("depth_actual"), "context_len": r.get("context_len")})
             tick()
         model.set_pattern(None)
         timings["passkey"] = time.perf_counter() - t

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spattern.evaluation.trials import unique_trials
 from spattern.experiments.rundir import RunDir
 from spattern.utils.errors import UserError
 from spattern.utils.io import write_json
@@ -32,7 +33,8 @@ def direction(metric: str) -> bool | None:
 
 
 def load_runs(folder: str | Path) -> list[dict]:
-    """[{dir, config, metrics, examples}] of every finished run under ``folder``."""
+    """[{dir, config, metrics, examples}] of every finished run under ``folder``; ``examples`` holds one
+    record per trial (``spattern.evaluation.trials``: two ids with the same input count once)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"results: expected an experiment folder (results/<experiment>), got {folder} (no such folder)")
@@ -45,7 +47,7 @@ def load_runs(folder: str | Path) -> list[dict]:
         if m.get("status") != "finished":
             continue
         cfg = tomllib.loads(rd.config_path.read_text()) if rd.config_path.is_file() else {}
-        runs.append({"dir": p, "config": cfg, "metrics": m, "examples": rd.examples()})
+        runs.append({"dir": p, "config": cfg, "metrics": m, "examples": unique_trials(rd.examples())})
     if not runs:
         raise UserError(f"results: no finished run under {folder} (run `spattern run <config>` first)")
     return runs
@@ -153,3 +155,19 @@ def comparison_settings(table: dict) -> dict:
             "tests": sorted({str(r.get("test")) for r in rows if r.get("run") != r.get("baseline")}),
             "metrics": sorted({str(r.get("metric")) for r in rows}),
             "runs_left_out": sorted(table.get("runs_left_out", []))}
+
+
+def recompute_comparison(path: str | Path, write: bool = True) -> dict:
+    """A committed significance table (``compare.json``, ``compare_vs_<run>.json``) computed again from
+    the runs in its folder with the settings it records (baseline, metrics, test, Holm family, runs left
+    out, alpha): what it says now, with the current runs and statistics code. ``write``: replace it."""
+    path = Path(path)
+    old = json.loads(path.read_text())
+    s = comparison_settings(old)
+    if len(s["tests"]) > 1:
+        raise UserError(f"{path}: expected one test for every row, got {s['tests']}")
+    runs = {r["metrics"]["label"] for r in load_runs(path.parent)}
+    only = sorted(runs - set(s["runs_left_out"])) if s["runs_left_out"] else None
+    return compare_experiment(path.parent, s["baseline"], s["metrics"], test=(s["tests"] or ["wilcoxon"])[0],
+                              alpha=float(old.get("alpha", 0.05)), out=path, family=s["family"] or "metric",
+                              only=only, write=write)

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from spattern.evaluation.trials import unique_trials
 from spattern.utils.io import read_jsonl
 
 QUALITY_METRICS = ("ppl", "nll", "kl", "top1_agreement", "top1", "recall", "passkey_correct")
@@ -166,7 +167,8 @@ class Run:
 
     @cached_property
     def per_example(self) -> list[dict]:
-        return _jsonl(self.per_example_path) if self.per_example_path else []
+        """The run's per-example records, one per trial (two ids with the same input count once)."""
+        return unique_trials(_jsonl(self.per_example_path)) if self.per_example_path else []
 
     @cached_property
     def curve(self) -> list[dict]:

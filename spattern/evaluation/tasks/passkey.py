@@ -6,7 +6,10 @@ One example of context length L (tokens, answer included) and depth fraction d i
 
 - the haystack is whole sentences of the given documents, taken cyclically from a start sentence,
   the last one cut to fill L exactly; ``b`` is the sentence boundary nearest to ``d * len(haystack)``
-  (so the needle never splits a sentence);
+  (so the needle never splits a sentence). Where the haystack has no sentence end between two depths
+  (source code: long runs of lines without ". "), both snap to one boundary and their examples are
+  the same input under two ids; ``meta["depth_actual"]`` says where the needle went, and
+  ``spattern.evaluation.trials`` counts such examples as one trial;
 - the key (5 digits) and the start sentence depend on the seed only, so every (L, d) of one seed
   uses the same key and text: deterministic per (seed, L, d), and paired across lengths and depths;
 - the pieces are tokenized separately (``tokenizer.encode(str) -> list[int]``, no special tokens
