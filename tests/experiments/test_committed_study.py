@@ -47,12 +47,13 @@ def test_spattern_run_rewrites_the_committed_comparison(name, tmp_path):
     cfg = load_experiment(ROOT / "experiments" / f"{name}.toml", [f'results="{ROOT / "results"}"'])
     got = compare_experiment(cfg.out_dir, cfg.baseline, cfg.compare.metrics, test=cfg.compare.test,
                              out=tmp_path / "compare.json")
-    want = read_json(cfg.out_dir / "compare.json")
+    _assert_same_rows(got, read_json(cfg.out_dir / "compare.json"), name)
 
-    def key(rows):
-        return {(r["metric"], r["run"]): r for r in rows}
 
-    g, w = key(got["rows"]), key(want["rows"])
+def _assert_same_rows(got: dict, want: dict, name: str) -> None:
+    """Two significance tables compare the same (metric, run) pairs with the same test and results."""
+    g = {(r["metric"], r["run"]): r for r in got["rows"]}
+    w = {(r["metric"], r["run"]): r for r in want["rows"]}
     assert sorted(g) == sorted(w), f"{name}: compared (metric, run) pairs differ"
     for k, row in w.items():
         assert g[k]["test"] == row["test"], (name, k)
@@ -68,3 +69,16 @@ def test_the_compare_section_offers_the_tests_compare_runs():
     from spattern.experiments.config import Compare
 
     assert set(get_args(Compare.model_fields["test"].annotation)) == set(TESTS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT / "results").as_posix()
+                                        for p in (ROOT / "results").glob("*/compare_vs_*.json")))
+def test_committed_further_comparisons_are_current(path):
+    """A table against a second baseline (``compare_vs_<run>.json``, written by `spattern compare` or
+    ``scripts/recompute_comparisons.py``) says what its runs and settings give with the current code."""
+    from spattern.experiments.results import recompute_comparison
+    from spattern.utils.io import read_json
+
+    f = ROOT / "results" / path
+    _assert_same_rows(recompute_comparison(f, write=False), read_json(f), path)
