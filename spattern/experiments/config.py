@@ -53,6 +53,8 @@ class PasskeySection(Section):
     context_lengths: list[int] = [256]
     depths: list[float] = [0.1, 0.5, 0.9]
     seeds: list[int] = [0, 1]
+    boundaries: Literal["sentence", "line"] = "sentence"  # where the needle may go: "line" for source code,
+                                                          # which has too few sentence ends (tasks/passkey.py)
 
 
 class Setup(Section):

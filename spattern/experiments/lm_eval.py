@@ -131,7 +131,7 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
 
         t = time.perf_counter()
         task = Passkey(tok, [text for _, _, text in docs], setup.passkey.context_lengths, setup.passkey.depths,
-                       bos_id=None)
+                       bos_id=None, boundaries=setup.passkey.boundaries)
         examples = [ex for s in setup.passkey.seeds for ex in task.examples(s)]
         model.set_pattern(pattern, setup.backend)
 

@@ -60,8 +60,10 @@ def expand(cfg: ExperimentConfig) -> list[RunSpec]:
                                                                                    cfg.sweep.seed):
             label = plabel if variant is None else (variant if len(patterns) == 1 else f"{plabel}+{variant}")
             setup = cfg.setup.model_dump(mode="json")
-            if not setup["exclude"]:  # a field added later: left out at its default, so run ids stay
+            if not setup["exclude"]:  # fields added later: left out at their defaults, so run ids stay
                 del setup["exclude"]
+            if setup["passkey"]["boundaries"] == "sentence":
+                del setup["passkey"]["boundaries"]
             setup["context"] = context
             resolved = {"experiment": cfg.name, "kind": cfg.kind, "label": label,
                         "pattern": list(pattern) if isinstance(pattern, tuple) else pattern, "seed": seed,

@@ -89,3 +89,19 @@ def test_compare_and_report_count_a_repeated_trial_once(tmp_path):
     assert [e["id"] for e in run.per_example] == ["passkey/L4096/d0.1/s0", "passkey/L4096/d0.5/s0",
                                                  "passkey/L4096/d0.7/s0", "passkey/L4096/d0.9/s0"]
     assert np.mean(run.values("passkey_correct")) == pytest.approx(0.25)
+
+
+def test_line_boundaries_give_code_distinct_trials():
+    """The fix for source code: with ``boundaries="line"`` every depth puts the needle at its own line end."""
+    tok = ByteTokenizer()
+    task = Passkey(tok, CODE, context_lengths=(1500,), depths=(0.1, 0.3, 0.5, 0.7, 0.9), boundaries="line")
+    for seed in (0, 1, 2):
+        ex = task.examples(seed)
+        assert len({tuple(e.input_ids.tolist()) for e in ex}) == len(ex)
+        assert all(abs(e.meta["depth_actual"] - e.meta["depth"]) < 0.05 for e in ex)  # lines are short
+        for e in ex:  # the needle sits on a line of its own, between two whole lines of the code
+            text = tok.decode(e.input_ids.tolist())
+            before = text.split("\nThe pass key is")[0]
+            assert before.endswith("\n")
+    with pytest.raises(Exception, match="boundaries: expected one of"):
+        Passkey(tok, CODE, boundaries="paragraph")

@@ -72,6 +72,12 @@ def test_expand_gives_stable_ids_and_matched_patterns(tmp_path):
     assert abs(strided.resolved["match"]["achieved"] - 0.4) < 0.12  # a 3 x 3 block grid: steps of 1/9
     other = expand(load_experiment(_write(tmp_path), ["setup.context=128"]))
     assert {r.dir.path for r in other}.isdisjoint({r.dir.path for r in runs})  # another config, other ids
+    # a field added later keeps the ids of runs at its default, and changes them otherwise
+    same = expand(load_experiment(_write(tmp_path), ['setup.passkey.boundaries="sentence"']))
+    assert [r.dir.path for r in same] == [r.dir.path for r in runs]
+    lines = expand(load_experiment(_write(tmp_path), ['setup.passkey.boundaries="line"']))
+    assert {r.dir.path for r in lines}.isdisjoint({r.dir.path for r in runs})
+    assert all(r.resolved["setup"]["passkey"]["boundaries"] == "line" for r in lines)
 
 
 def test_runs_finish_skip_and_compare(tmp_path):

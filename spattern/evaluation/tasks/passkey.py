@@ -4,11 +4,12 @@ One example of context length L (tokens, answer included) and depth fraction d i
 
     [bos] INTRO  haystack[:b]  NEEDLE("\\nThe pass key is NNNNN. Remember it.\\n")  haystack[b:]  QUESTION  " NNNNN"
 
-- the haystack is whole sentences of the given documents, taken cyclically from a start sentence,
-  the last one cut to fill L exactly; ``b`` is the sentence boundary nearest to ``d * len(haystack)``
-  (so the needle never splits a sentence). Where the haystack has no sentence end between two depths
-  (source code: long runs of lines without ". "), both snap to one boundary and their examples are
-  the same input under two ids; ``meta["depth_actual"]`` says where the needle went, and
+- the haystack is whole sentences (``boundaries="sentence"``, for prose) or whole lines (``"line"``,
+  for source code) of the given documents, taken cyclically from a start unit, the last one cut to
+  fill L exactly; ``b`` is the unit boundary nearest to ``d * len(haystack)`` (so the needle never
+  splits a sentence, or a line). Where the haystack has no boundary between two depths (source code
+  cut into sentences: long runs of lines without ". "), both snap to one boundary and their examples
+  are the same input under two ids; ``meta["depth_actual"]`` says where the needle went, and
   ``spattern.evaluation.trials`` counts such examples as one trial;
 - the key (5 digits) and the start sentence depend on the seed only, so every (L, d) of one seed
   uses the same key and text: deterministic per (seed, L, d), and paired across lengths and depths;
@@ -55,12 +56,26 @@ def sentence_units(docs: Sequence[str]) -> list[str]:
     return units
 
 
+def line_units(docs: Sequence[str]) -> list[str]:
+    """Documents -> their lines as written (indentation and blank lines kept, trailing spaces dropped),
+    each with its ``"\\n"`` (``"\\n\\n"`` at a document end)."""
+    units = []
+    for doc in docs:
+        lines = [ln.rstrip() for ln in doc.strip("\n").rstrip().split("\n")] if doc.strip() else []
+        units += [ln + "\n" for ln in lines[:-1]] + ([lines[-1] + "\n\n"] if lines else [])
+    return units
+
+
+BOUNDARIES = {"sentence": sentence_units, "line": line_units}  # where the needle may go
+
+
 @register_task
 class Passkey(Task):
     name = "passkey"
 
     def __init__(self, tokenizer: Tokenizer, docs: Sequence[str], context_lengths: Sequence[int] = (1024,),
-                 depths: Sequence[float] = (0.0, 0.5, 1.0), bos_id: int | None = None) -> None:
+                 depths: Sequence[float] = (0.0, 0.5, 1.0), bos_id: int | None = None,
+                 boundaries: str = "sentence") -> None:
         if not hasattr(tokenizer, "encode"):
             raise UserError(f"tokenizer: expected an object with encode(str) -> list[int], "
                             f"got {type(tokenizer).__name__}")
@@ -69,7 +84,9 @@ class Passkey(Task):
             raise UserError(f"depths: expected fractions in [0, 1], got {list(depths)}")
         self.tokenizer, self.bos_id = tokenizer, bos_id
         self.context_lengths, self.depths = [int(x) for x in context_lengths], [float(d) for d in depths]
-        self.units = [tokenizer.encode(u) for u in sentence_units(docs)]
+        if boundaries not in BOUNDARIES:
+            raise UserError(f"boundaries: expected one of {sorted(BOUNDARIES)}, got {boundaries!r}")
+        self.units = [tokenizer.encode(u) for u in BOUNDARIES[boundaries](docs)]
         self.units = [u for u in self.units if u]
         if not self.units:
             raise UserError("haystack_docs: expected at least one document with text, got none")
@@ -121,10 +138,10 @@ class Passkey(Task):
 
 def evaluate_passkey(logits_fn: LogitsFn, tokenizer: Tokenizer, haystack_docs: Sequence[str],
                      context_lengths: Sequence[int], depths: Sequence[float], seeds: Sequence[int],
-                     bos_id: int | None = None, batch_size: int = 1) -> list[dict]:
+                     bos_id: int | None = None, batch_size: int = 1, boundaries: str = "sentence") -> list[dict]:
     """Per-example records ``{id, context_len, depth, depth_actual, distance_tokens, seed, key, correct,
     answer_logprob}`` over every (seed, context length, depth)."""
-    task = Passkey(tokenizer, haystack_docs, context_lengths, depths, bos_id)
+    task = Passkey(tokenizer, haystack_docs, context_lengths, depths, bos_id, boundaries)
     examples = [ex for s in seeds for ex in task.examples(s)]
     records = score_examples(logits_fn, examples, batch_size)
     for r in records:
