@@ -22,7 +22,8 @@ def passkey_unit(record: dict) -> str:
     distance from the key to the answer decides the needle's position."""
     rid = str(record["id"])
     parts = rid.split("/")  # passkey/L<L>/d<depth>/s<seed>
-    distance = record.get("distance", record.get("distance_tokens"))
+    distance = record.get("distance")
+    distance = record.get("distance_tokens") if distance is None else distance
     if len(parts) != 4 or distance is None:
         return rid
     return f"passkey/{parts[1]}/{parts[3]}/at{int(distance)}"
@@ -31,10 +32,13 @@ def passkey_unit(record: dict) -> str:
 UNITS: dict[str, Callable[[dict], str]] = {"passkey": passkey_unit}  # id prefix -> the task's unit
 
 
-def unit(record: dict) -> str:
+def unit(record: dict) -> str | None:
     """The trial of a per-example record: its task's unit (``UNITS``, by the id's first part), else its
-    id (and its answer group, where a record is one of several groups of an example)."""
-    rid = str(record.get("id"))
+    id (and its answer group, where a record is one of several groups of an example); None for a
+    record without an id, which is a trial of its own."""
+    if record.get("id") is None:
+        return None
+    rid = str(record["id"])
     fn = UNITS.get(rid.split("/", 1)[0])
     if fn is not None:
         return fn(record)
@@ -42,12 +46,13 @@ def unit(record: dict) -> str:
 
 
 def unique_trials(records: Iterable[dict]) -> list[dict]:
-    """``records`` with each unit's first record only, in order."""
+    """``records`` with each unit's first record only, in order (every record without an id kept)."""
     seen: set[str] = set()
     out = []
     for r in records:
         u = unit(r)
-        if u not in seen:
-            seen.add(u)
+        if u is None or u not in seen:
+            if u is not None:
+                seen.add(u)
             out.append(r)
     return out

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import torch
 
+from spattern.evaluation.trials import unique_trials
 from spattern.experiments.config import ExperimentConfig
 from spattern.experiments.inputs import _load, documents
 from spattern.experiments.results import DIRECTION
@@ -160,8 +161,8 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
 
 def summarize(cfg: ExperimentConfig, spec: RunSpec, timings: dict) -> dict:
     """metrics.json of a run from its per_example.jsonl (recomputed, so a resumed run's summary
-    covers every example)."""
-    recs = spec.dir.examples()
+    covers every example), one record per trial (``evaluation.trials``: a repeated input counts once)."""
+    recs = unique_trials(spec.dir.examples())
     metrics: dict = {}
     for key in DIRECTION:
         vals = [r[key] for r in recs if r.get(key) is not None]

@@ -105,3 +105,24 @@ def test_line_boundaries_give_code_distinct_trials():
             assert before.endswith("\n")
     with pytest.raises(Exception, match="boundaries: expected one of"):
         Passkey(tok, CODE, boundaries="paragraph")
+
+
+def test_records_that_are_not_passkey_trials_are_all_kept():
+    rows = [{"id": "val/0", "loss": 1.0}, {"id": "val/1", "loss": 1.0}, {"id": "stdlib:aifc.py", "file_loss": 2.0},
+            {"id": "mqar/n2/s0/b0/1", "mqar_accuracy": 1.0}, {"loss": 3.0}, {"loss": 3.0}, {"id": None, "loss": 3.0}]
+    assert unique_trials(rows) == rows  # no id: a trial of its own, never merged with another
+    assert unit({"id": "stdlib:aifc.py", "file_loss": 2.0}) == "stdlib:aifc.py" and unit({"loss": 1}) is None
+    # the scorer's records name the distance distance_tokens; a run's records, distance
+    assert passkey_unit({"id": "passkey/L64/d0.5/s1", "distance": None, "distance_tokens": 7}) == "passkey/L64/s1/at7"
+
+
+def test_a_runs_summary_counts_a_repeated_trial_once(tmp_path):
+    from types import SimpleNamespace
+
+    from spattern.experiments.lm_eval import summarize
+
+    _run(tmp_path, "window", [1, 1, 0, 0, 0], [(0.1, 3900), (0.3, 3900), (0.5, 2000), (0.7, 1200), (0.9, 400)])
+    d = RunDir(tmp_path / "window-s0-0000000000")
+    spec = SimpleNamespace(dir=d, pattern="dense", context=4096, resolved={}, label="window", seed=0)
+    summary = summarize(SimpleNamespace(name="x"), spec, {})
+    assert summary["n_examples"] == 4 and summary["metrics"]["passkey_correct"] == pytest.approx(0.25)
