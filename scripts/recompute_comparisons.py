@@ -2,8 +2,10 @@
 
     python scripts/recompute_comparisons.py [results/<experiment>/compare_vs_<run>.json ...]
 
-(default: every ``results/*/compare_vs_*.json``; a config's own ``compare.json`` is rewritten by
-``spattern run <config>``). Prints each row whose Holm-corrected significance changed."""
+(default: every ``results/*/compare_vs_*.json`` of this checkout; a config's own ``compare.json`` is
+rewritten by ``spattern run <config>``). Each table keeps the runs it compared (runs added to the folder
+since are left out) and is refused if they no longer give its (metric, run) pairs. Prints how many
+rows' Holm p moved, and each row whose significance changed."""
 from __future__ import annotations
 
 import json
@@ -14,13 +16,16 @@ from spattern.experiments.results import recompute_comparison
 
 
 def main(paths: list[str]) -> None:
-    files = [Path(p) for p in paths] or sorted(Path("results").glob("*/compare_vs_*.json"))
+    root = Path(__file__).resolve().parents[1]
+    files = [Path(p) for p in paths] or sorted((root / "results").glob("*/compare_vs_*.json"))
     for f in files:
         old = {(r["metric"], r["run"]): r for r in json.loads(f.read_text())["rows"]}
         new = recompute_comparison(f)
-        moved = [(k, old[k]["p_holm"], r["p_holm"]) for r in new["rows"]
-                 if (k := (r["metric"], r["run"])) in old and old[k].get("significant") != r.get("significant")]
-        print(f"{f}: {len(new['rows'])} rows" + "".join(f"\n  {m} {run}: Holm p {a} -> {b}" for (m, run), a, b in moved))
+        pairs = [(old[k], r) for r in new["rows"] if (k := (r["metric"], r["run"])) in old]
+        moved = sum(1 for a, b in pairs if a["p_holm"] != b["p_holm"])
+        flips = [(b["metric"], b["run"], a["p_holm"], b["p_holm"]) for a, b in pairs if a["significant"] != b["significant"]]
+        print(f"{f}: {len(new['rows'])} rows, Holm p moved in {moved}"
+              + "".join(f"\n  {m} {run}: Holm p {a} -> {b}" for m, run, a, b in flips))
 
 
 if __name__ == "__main__":

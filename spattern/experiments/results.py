@@ -164,10 +164,21 @@ def recompute_comparison(path: str | Path, write: bool = True) -> dict:
     path = Path(path)
     old = json.loads(path.read_text())
     s = comparison_settings(old)
+    if not old.get("rows"):
+        raise UserError(f"{path}: expected a table with rows, got none")
     if len(s["tests"]) > 1:
         raise UserError(f"{path}: expected one test for every row, got {s['tests']}")
-    runs = {r["metrics"]["label"] for r in load_runs(path.parent)}
-    only = sorted(runs - set(s["runs_left_out"])) if s["runs_left_out"] else None
-    return compare_experiment(path.parent, s["baseline"], s["metrics"], test=(s["tests"] or ["wilcoxon"])[0],
-                              alpha=float(old.get("alpha", 0.05)), out=path, family=s["family"] or "metric",
-                              only=only, write=write)
+    compared = set(old.get("runs") or {r["run"] for r in old["rows"]})  # runs added since are not its
+    present = {r["metrics"]["label"] for r in load_runs(path.parent)}
+    if missing := sorted(compared - present):
+        raise UserError(f"{path}: the table compared runs that are no longer in its folder: {missing}")
+    new = compare_experiment(path.parent, s["baseline"], s["metrics"], test=(s["tests"] or ["wilcoxon"])[0],
+                             alpha=float(old.get("alpha", 0.05)), family=s["family"] or "metric",
+                             only=sorted(compared - {s["baseline"]}), write=False)
+    pairs = {(r["metric"], r["run"]) for r in old["rows"]}
+    if (got := {(r["metric"], r["run"]) for r in new["rows"]}) != pairs:
+        raise UserError(f"{path}: the runs now give other (metric, run) pairs: lost {sorted(pairs - got)}, "
+                        f"gained {sorted(got - pairs)}")
+    if write:
+        write_json(path, new)
+    return new

@@ -55,9 +55,11 @@ def _assert_same_rows(got: dict, want: dict, name: str) -> None:
     g = {(r["metric"], r["run"]): r for r in got["rows"]}
     w = {(r["metric"], r["run"]): r for r in want["rows"]}
     assert sorted(g) == sorted(w), f"{name}: compared (metric, run) pairs differ"
+    assert sorted(got.get("runs", {})) == sorted(want.get("runs", {})), f"{name}: compared runs differ"
+    assert got.get("runs_left_out", []) == want.get("runs_left_out", []), f"{name}: runs left out differ"
     for k, row in w.items():
-        assert g[k]["test"] == row["test"], (name, k)
-        for field in ("diff", "p", "p_holm"):
+        assert (g[k]["test"], g[k]["n"], g[k]["significant"]) == (row["test"], row["n"], row["significant"]), (name, k)
+        for field in ("mean", "diff", "p", "p_holm"):
             a, b = g[k][field], row[field]
             assert (a is None and b is None) or a == pytest.approx(b, rel=1e-6, abs=1e-12), (name, k, field, a, b)
 
