@@ -79,6 +79,13 @@ def _commands(study) -> list[str]:
         cmds.append(c or f"spattern run experiments/{r.experiment}.toml")
     for f in study.bench + study.topk + study.compile_bench + study.memory:
         cmds += _file_commands(f.data, f.path)
+    # the tables against a second baseline, each from the runs and settings it records
+    cwd = Path.cwd().resolve()
+    extra = sorted(p.resolve() for root in study.roots for p in Path(root).glob("*/compare_vs_*.json"))
+    default = sorted((cwd / "results").glob("*/compare_vs_*.json"))  # what the script takes by default
+    if extra:
+        named = [str(p.relative_to(cwd)) if p.is_relative_to(cwd) else str(p) for p in extra]
+        cmds.append("python scripts/recompute_comparisons.py" + ("" if extra == default else " " + " ".join(named)))
     return sorted(set(cmds))
 
 

@@ -142,3 +142,20 @@ def test_the_quality_summary_is_one_row_per_experiment():
     t = quality_summary_table([quality_row("e", pts)], [])
     assert t.rows == [["e", "12.5% (12.4%-12.7%)", "streaming 0.146 [0.136, 0.156]", "outline",
                        "window 0.560 [0.550, 0.570]", "–", "–"]]
+
+
+def test_commands_recompute_the_tables_against_a_second_baseline(tmp_path, monkeypatch):
+    """Each compare_vs_<run>.json is reproduced by scripts/recompute_comparisons.py: named when it is not
+    what the script finds by default (results/ of the working directory), bare when it is."""
+    from types import SimpleNamespace
+
+    from spattern.report.numbers import _commands
+
+    (tmp_path / "results" / "e").mkdir(parents=True)
+    (tmp_path / "results" / "e" / "compare_vs_window.json").write_text("{}")
+    study = SimpleNamespace(runs=[], bench=[], topk=[], compile_bench=[], memory=[], roots=[tmp_path / "results"])
+    monkeypatch.chdir(tmp_path)
+    assert "python scripts/recompute_comparisons.py" in _commands(study)
+    monkeypatch.chdir(tmp_path / "results")
+    assert "python scripts/recompute_comparisons.py e/compare_vs_window.json" in _commands(study)
+    assert not any("recompute" in c for c in _commands(SimpleNamespace(**{**vars(study), "roots": [tmp_path / "e"]})))
