@@ -46,6 +46,20 @@ def resolve_patterns(cfg: ExperimentConfig, context: int) -> list[tuple[str, str
     return out
 
 
+# setup fields added after runs were made, with their defaults: left out of a run's resolved config at
+# the default, so that the runs made before them keep their ids
+LATER_FIELDS = ((("exclude",), []), (("passkey", "boundaries"), "sentence"))
+
+
+def _drop_later_defaults(setup: dict) -> None:
+    for (*parents, key), default in LATER_FIELDS:
+        d = setup
+        for p in parents:
+            d = d[p]
+        if d[key] == default:
+            del d[key]
+
+
 def expand(cfg: ExperimentConfig) -> list[RunSpec]:
     """Every run of the sweep: patterns x variants x contexts x seeds, each with its directory.
 
@@ -60,10 +74,7 @@ def expand(cfg: ExperimentConfig) -> list[RunSpec]:
                                                                                    cfg.sweep.seed):
             label = plabel if variant is None else (variant if len(patterns) == 1 else f"{plabel}+{variant}")
             setup = cfg.setup.model_dump(mode="json")
-            if not setup["exclude"]:  # fields added later: left out at their defaults, so run ids stay
-                del setup["exclude"]
-            if setup["passkey"]["boundaries"] == "sentence":
-                del setup["passkey"]["boundaries"]
+            _drop_later_defaults(setup)
             setup["context"] = context
             resolved = {"experiment": cfg.name, "kind": cfg.kind, "label": label,
                         "pattern": list(pattern) if isinstance(pattern, tuple) else pattern, "seed": seed,
