@@ -34,7 +34,10 @@ block's ends only, so that the host may run ahead as in training) in these modes
                 cache pressure, which ``_busy`` (a spinning loop) does not exert;
   window_poolfile, outline_poolfile  window_poolload and outline_pool with the pool's results spooled to
                 files (``train.context_transport = "file"``): the workers send a path, and this thread reads
-                the batch when it needs it, so the pool's thread here receives and unpickles nothing.
+                the batch when it needs it, so the pool's thread here receives and unpickles nothing;
+  window_poolspare, outline_poolspare  window_poolload and outline_pool with the workers kept off the
+                launching thread's CPUs (``train.context_cpus = "spare"``): this thread on two CPUs
+                (``contexts.split_cpus``, during these modes' blocks only) and the workers on the rest.
 ``--modes a,b,..`` runs a subset (window is always among them: the ratios are to it).
 Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
 Prints one line per mode (median ms/step over rounds, and its ratio to window within each round).
@@ -61,7 +64,7 @@ WINDOW = "local(386) & causal"
 OUTLINE = "outline(window=258) & causal"
 MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy", "outline_pool",
          "outline_pool_si", "window_fresh", "window_poolload", "window_poolnoup", "window_workload", "window_echo", "window_membusy",
-         "window_poolfile", "outline_poolfile")
+         "window_poolfile", "outline_poolfile", "window_poolspare", "outline_poolspare")
 SPIN = "while True: pass"
 STREAM = "import numpy as np\na = np.ones(1 << 25); b = np.empty_like(a)\nwhile True: np.copyto(b, a)"
 
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
     from spattern.data.packing import PackedSequences
     from spattern.train.config import load_train_config
     from spattern.data.batch_contexts import build_seconds, init_worker, read_pickled
-    from spattern.train.contexts import WORKER_NICE, ContextPrefetch
+    from spattern.train.contexts import WORKER_NICE, ContextPrefetch, split_cpus
     from spattern.train.loop import build_from_config, context_workers, load_data, prefetch_depth, to_device
 
     cuda = a.device == "cuda"
@@ -137,6 +140,16 @@ def main(argv=None) -> int:
     # the file transport's pool, only when a mode uses it (its workers would load the machine otherwise)
     spooled = ContextPrefetch(model, data.tokenizer(), workers, "file") \
         if {"window_poolfile", "outline_poolfile"} & set(modes) else None
+    # the spare placement's pool: made (which pins this thread) then this thread freed again; the blocks of
+    # its modes pin it (and the pool's threads here, started by its first jobs, inherit that)
+    everywhere = os.sched_getaffinity(0)
+    split = split_cpus(everywhere)
+    spare = None
+    if {"window_poolspare", "outline_poolspare"} & set(modes):
+        if split is None:
+            ap.error(f"the spare modes need at least 4 CPUs to split; this process may use {len(everywhere)}")
+        spare = ContextPrefetch(model, data.tokenizer(), workers, cpus="spare")
+        os.sched_setaffinity(0, everywhere)
     depth = prefetch_depth(workers)
     stream = np.random.default_rng(1)
     queued: dict[int, list[np.ndarray]] = {}  # per pool: the batches queued in it, oldest first
@@ -189,11 +202,12 @@ def main(argv=None) -> int:
     def step(i: int, mode: str) -> None:
         j = i % len(batches)
         batch = batches[j]
-        if mode in ("outline_pool", "outline_pool_si", "outline_poolfile"):
-            ctx, batch = pool_batch(source=spooled if mode == "outline_poolfile" else pool)
+        source = {"file": spooled, "spare": spare}.get(mode.removeprefix("window_pool").removeprefix("outline_pool"), pool)
+        if mode in ("outline_pool", "outline_pool_si", "outline_poolfile", "outline_poolspare"):
+            ctx, batch = pool_batch(source=source)
             model.set_contexts(ctx)
-        elif mode in ("window_poolload", "window_poolnoup", "window_poolfile"):
-            _, batch = pool_batch(upload=mode != "window_poolnoup", source=spooled if mode == "window_poolfile" else pool)
+        elif mode in ("window_poolload", "window_poolnoup", "window_poolfile", "window_poolspare"):
+            _, batch = pool_batch(upload=mode != "window_poolnoup", source=source)
         elif mode in ("window_workload", "window_echo"):
             batch = aux_batch(mode)
         elif mode == "window_fresh":
@@ -225,6 +239,8 @@ def main(argv=None) -> int:
         switch = sys.getswitchinterval()
         if mode.endswith("_si"):
             sys.setswitchinterval(2e-4)
+        if mode.endswith("_poolspare"):
+            os.sched_setaffinity(0, split[0])
         try:
             time.sleep(0.5 if spin else 0)
             sync()
@@ -240,6 +256,7 @@ def main(argv=None) -> int:
             return 1e3 * (time.perf_counter() - t) / a.steps
         finally:
             sys.setswitchinterval(switch)
+            os.sched_setaffinity(0, everywhere)
             for proc in spin:
                 proc.kill()
                 proc.wait()
@@ -253,7 +270,8 @@ def main(argv=None) -> int:
         for mode in order:
             per[mode].append(block(mode))
     out = {"config": a.config, "steps_per_block": a.steps, "rounds": a.rounds, "batches": a.batches, "busy": a.busy,
-           "tokens_per_step": B * cfg.data.seq_len, "workers": workers,
+           "tokens_per_step": B * cfg.data.seq_len, "workers": workers, "cpus": len(everywhere),
+           "spare_split": [sorted(c) for c in split] if split and spare is not None else None,
            "device": torch.cuda.get_device_name(dev) if cuda else a.device,
            "contexts_build_ms": round(build_ms, 2), "contexts_unpickle_ms": round(unpickle_ms, 2),
            "contexts_pickled_bytes": int(np.median([len(p) for p in pickled])), "modes": {}}
@@ -272,8 +290,9 @@ def main(argv=None) -> int:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
     pool.close()
-    if spooled is not None:
-        spooled.close()
+    for extra in (spooled, spare):
+        if extra is not None:
+            extra.close()
     if aux is not None:
         aux.shutdown(wait=False, cancel_futures=True)
         os.unlink(echo.name)

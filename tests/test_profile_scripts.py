@@ -131,18 +131,28 @@ def test_throughput_summary_medians_waits_and_same_tag_ratios(tmp_path, monkeypa
 @pytest.mark.slow
 def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     """scripts/bench_train_step.py end to end on this CPU at a tiny size (its numbers mean nothing
-    here): the chosen modes run, window is added, and each gets its times and a ratio to window."""
+    here): the chosen modes run, window is added, and each gets its times and a ratio to window. The spare
+    placement's split is one CPU each here (this machine may have two)."""
+    import os
+
+    from spattern.train import contexts
+
     monkeypatch.chdir(ROOT)
+    everywhere = os.sched_getaffinity(0)
+    low, high = min(everywhere), max(everywhere)
+    monkeypatch.setattr(contexts, "split_cpus", lambda cpus: (frozenset({low}), frozenset({high})))
     bench = _script("bench_train_step")
     out = tmp_path / "step.json"
     assert bench.main(["--device", "cpu", "--steps", "1", "--rounds", "2", "--batches", "1", "--busy", "1",
                        "--workers", "1", "--set", "data.seq_len=256", "--set", "train.batch_size=2",
                        "--set", 'model.preset="neox-tiny"', "--modes", "window_fresh,window_poolload,outline_pool,window_workload,window_echo,"
-                       "window_poolfile,outline_poolfile",
+                       "window_poolfile,outline_poolfile,window_poolspare,outline_poolspare",
                        "--json", str(out)]) == 0
+    assert os.sched_getaffinity(0) == everywhere                   # this thread given back its CPUs
     got = json.loads(out.read_text())
     assert list(got["modes"]) == ["window", "window_fresh", "window_poolload", "outline_pool", "window_workload",
-                                  "window_echo", "window_poolfile", "outline_poolfile"]
+                                  "window_echo", "window_poolfile", "outline_poolfile", "window_poolspare",
+                                  "outline_poolspare"]
     for m in got["modes"].values():
         assert len(m["ms_per_step"]) == 2 and all(v > 0 for v in m["ms_per_step"])
     assert got["modes"]["window"]["median_ratio_to_window"] == 1.0
@@ -151,6 +161,8 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     assert set(got["modes"]["window_fresh"]["host_ms_per_step"]) == {"cpu_main_thread", "cpu_process"}
     assert set(got["modes"]["window_echo"]["host_ms_per_step"]) == {"ahead", "get", "cpu_main_thread", "cpu_process"}
     assert got["modes"]["outline_poolfile"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
+    assert got["modes"]["outline_poolspare"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
+    assert got["spare_split"] == [[low], [high]]
     with pytest.raises(SystemExit):
         bench.main(["--modes", "nonsense"])
 

@@ -181,6 +181,50 @@ def test_context_prefetch_builds_what_the_forward_would(transport):
         ContextPrefetch(model, tok, transport="shm")
 
 
+def test_split_cpus_keeps_the_lowest_for_the_trainer_and_the_rest_for_the_workers():
+    from spattern.train.contexts import SPARE_RESERVED, split_cpus
+
+    assert SPARE_RESERVED == 2
+    assert split_cpus(set(range(16))) == (frozenset({0, 1}), frozenset(range(2, 16)))
+    assert split_cpus({3, 9, 5, 7}) == (frozenset({3, 5}), frozenset({7, 9}))      # the lowest, not the first two
+    assert split_cpus({0, 1, 2}) is None and split_cpus({0, 1}) is None           # too few to split: "shared"
+    assert split_cpus({0, 1, 2, 3}, reserved=1) == (frozenset({0}), frozenset({1, 2, 3}))
+
+
+def test_spare_placement_pins_the_trainer_and_the_workers_apart_and_builds_the_same(monkeypatch):
+    """cpus="spare": this thread on the trainer's CPUs and each worker on the others while the prefetch
+    lives; the same contexts as "shared"; close() gives this thread its CPUs back. (This machine may have
+    too few CPUs for the real split, so the split is one CPU each where there are two.)"""
+    import numpy as np
+
+    from spattern.train import contexts as C
+
+    before = os.sched_getaffinity(0)
+    if len(before) < 2:
+        pytest.skip("needs two CPUs")
+    low, high = min(before), max(before)
+    monkeypatch.setattr(C, "split_cpus", lambda cpus: (frozenset({low}), frozenset({high})))
+    model, tok = _model()
+    rows = np.array([tok.encode(t)[:96] for t in TEXTS])                           # (2, 96)
+    shared = C.ContextPrefetch(model, tok, workers=0).get(rows)
+    pre = C.ContextPrefetch(model, tok, workers=1, cpus="spare")
+    try:
+        assert os.sched_getaffinity(0) == {low}                                   # the trainer's thread
+        assert pre.pool.submit(os.sched_getaffinity, 0).result() == {high}        # the worker
+        pre.ahead(rows)
+        ctx = pre.get(rows)
+        assert ctx.layouts.keys() == shared.layouts.keys()
+        for k, lay in ctx.layouts.items():
+            assert np.array_equal(lay.to_dense(), shared.layouts[k].to_dense())
+    finally:
+        pre.close()
+    assert os.sched_getaffinity(0) == before                                      # given back
+    none = C.ContextPrefetch(model, tok, workers=0, cpus="spare")                 # no workers: nothing pinned
+    assert os.sched_getaffinity(0) == before and none.restore is None
+    with pytest.raises(ValueError, match="cpus: expected one of shared, spare, got 'all'"):
+        C.ContextPrefetch(model, tok, cpus="all")
+
+
 def test_runs_of_one_name_in_two_directories_keep_their_own_checkpoints(tmp_path, monkeypatch):
     """Found while setting up the study: a run in a new directory resumed another run's checkpoint
     (same name, default checkpoint folder) and crashed on its missing loss history."""

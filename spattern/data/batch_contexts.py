@@ -91,13 +91,16 @@ def read_pickled(path: str) -> object:
 _TABLE: TokenBytes | None = None  # a worker's token table, sent once when it starts (``init_worker``)
 
 
-def init_worker(nice: int, table: TokenBytes) -> None:
-    """A context worker's start: lower its priority by ``nice`` and keep the token table, so that each
-    job carries only its rows (the table is about 58 KB pickled at 8K tokens, once per worker, not per batch)."""
+def init_worker(nice: int, table: TokenBytes, cpus: frozenset[int] | None = None) -> None:
+    """A context worker's start: lower its priority by ``nice``, confine it to ``cpus`` (None: where it
+    was started) and keep the token table, so that each job carries only its rows (the table is about
+    58 KB pickled at 8K tokens, once per worker, not per batch)."""
     import os
 
     global _TABLE
     os.nice(nice)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     _TABLE = table
 
 

@@ -139,6 +139,9 @@ class TrainSection(Section):
     # outline: how the workers' contexts come back (None = "pipe", through the pool; "file": spooled to
     # /dev/shm and read by the trainer when it needs them; spattern.train.contexts)
     context_transport: Optional[Literal["pipe", "file"]] = None
+    # outline: where the workers run (None = "shared"; "spare": the trainer's thread on two CPUs and the
+    # workers on the others; spattern.train.contexts)
+    context_cpus: Optional[Literal["shared", "spare"]] = None
     # distributed (under torchrun). None = the default, left out of config.toml so that the files of
     # runs written before these fields existed stay byte-identical.
     parallel: Optional[Literal["ddp", "fsdp"]] = None        # None = "ddp"; "fsdp": FSDP2 + DCP checkpoints

@@ -21,6 +21,12 @@ this process receives the pickled contexts, about 0.6 MB per 8 x 4K batch, and u
 sends its path, and ``get`` reads it in the caller's thread (``batch_contexts.build_job``). Either way
 the token table goes to each worker once, when it starts.
 
+Where the workers run (``cpus``): ``"shared"``, anywhere (the scheduler places them and the trainer), or
+``"spare"``: the thread that makes the prefetch (the trainer's, which launches the GPU's work) is confined
+to the first ``SPARE_RESERVED`` CPUs it may use and the workers to the rest (``split_cpus``), so that they
+never take its core or its caches; ``close()`` gives the thread its CPUs back. Where there are too few
+CPUs to split, ``"spare"`` is ``"shared"``.
+
 ``stats()`` says what the training batches' contexts cost: the seconds the caller waited in ``get``
 and the seconds their builds took (in a worker or in the caller). The training loop logs both per
 interval (``ctx_wait_ms`` per step, ``ctx_build_ms`` per batch), so a run shows whether its workers keep
@@ -43,13 +49,24 @@ from spattern.data.batch_contexts import (SequenceContexts, TokenBytes, build_co
                                           init_worker, read_spooled)
 from spattern.models.attention import needs_context
 
-__all__ = ["TRANSPORTS", "ContextPrefetch", "SequenceContexts", "TokenBytes", "build_contexts", "build_timed"]
+__all__ = ["PLACEMENTS", "TRANSPORTS", "ContextPrefetch", "SequenceContexts", "TokenBytes", "build_contexts", "build_timed"]
 
 # The workers' scheduling priority (``os.nice`` increment): below the trainer, whose host thread
 # launches the GPU's work and is the limit of a small model's step, so that it is not the one
 # descheduled when the workers and the trainer want more cores than there are.
 WORKER_NICE = 10
 TRANSPORTS = ("pipe", "file")
+PLACEMENTS = ("shared", "spare")
+SPARE_RESERVED = 2  # CPUs kept for the trainer under "spare": its launching thread and the pool's own thread
+
+
+def split_cpus(cpus: set[int], reserved: int = SPARE_RESERVED) -> tuple[frozenset[int], frozenset[int]] | None:
+    """``cpus`` split into (the trainer's: the ``reserved`` lowest, the workers': the rest); None when
+    fewer than ``reserved + 2`` CPUs would leave the workers less than two."""
+    order = sorted(cpus)
+    if len(order) < reserved + 2:
+        return None
+    return frozenset(order[:reserved]), frozenset(order[reserved:])
 
 
 def _key(rows: np.ndarray) -> str:
@@ -61,17 +78,27 @@ class ContextPrefetch:
     building them now if they were never queued). ``keep=True`` keeps the result for later calls
     (validation batches, scored at every evaluation)."""
 
-    def __init__(self, model, tokenizer, workers: int = 0, transport: str = "pipe") -> None:
+    def __init__(self, model, tokenizer, workers: int = 0, transport: str = "pipe", cpus: str = "shared") -> None:
         if workers < 0:
             raise ValueError(f"workers: expected >= 0, got {workers}")
         if transport not in TRANSPORTS:
             raise ValueError(f"transport: expected one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        if cpus not in PLACEMENTS:
+            raise ValueError(f"cpus: expected one of {', '.join(PLACEMENTS)}, got {cpus!r}")
+        # "spare": this thread on the reserved CPUs, the workers on the rest (restored by close())
+        self.restore: set[int] | None = None
+        split = split_cpus(os.sched_getaffinity(0)) if workers and cpus == "spare" else None
+        if split is not None:
+            self.restore = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, split[0])
         self.table = TokenBytes(tokenizer)
         self.jobs = tuple(sorted({(str(layer.attn.pattern), tuple(layer.attn.block)) for layer in model.layers
                                   if needs_context(layer.attn.pattern)}))
         # spawn: the trainer may hold CUDA and threads that a fork would copy half-way
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=init_worker, initargs=(WORKER_NICE, self.table)) if workers else None
+                                        initializer=init_worker,
+                                        initargs=(WORKER_NICE, self.table, split[1] if split else None)) \
+            if workers else None
         shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
         self.spool = tempfile.mkdtemp(prefix="spattern-contexts-", dir=shm) \
             if workers and transport == "file" else None
@@ -115,3 +142,6 @@ class ContextPrefetch:
         if self.spool is not None:  # the files of batches never taken
             shutil.rmtree(self.spool, ignore_errors=True)
             self.spool = None
+        if self.restore is not None:
+            os.sched_setaffinity(0, self.restore)
+            self.restore = None

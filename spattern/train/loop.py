@@ -178,17 +178,17 @@ def evaluate(model: torch.nn.Module, data: PackedSequences, n_batches: int, batc
     return (mean, per) if per_sequence else mean
 
 
-def sequence_contexts(model, tokenizer, workers: int = 0, transport: str | None = None):
+def sequence_contexts(model, tokenizer, workers: int = 0, transport: str | None = None, cpus: str | None = None):
     """For a model with a content-dependent pattern (outline): a ``ContextPrefetch`` that builds
     one context per sequence (``spattern.data.structure``: the outline tree of the text the ids
     spell, and its layouts) ahead of the forward that needs it, in ``workers`` processes (0: on
-    demand, in this process; ``transport``: how their results come back, default "pipe"); None for
-    every other model."""
+    demand, in this process; ``transport``: how their results come back, default "pipe"; ``cpus``:
+    where the workers run, default "shared"); None for every other model."""
     if not getattr(model, "needs_contexts", False):
         return None
     from spattern.train.contexts import ContextPrefetch  # noqa: PLC0415
 
-    return ContextPrefetch(model, tokenizer, workers, transport or "pipe")
+    return ContextPrefetch(model, tokenizer, workers, transport or "pipe", cpus or "shared")
 
 
 def prefetch_depth(workers: int) -> int:
@@ -393,7 +393,7 @@ def _train(cfg, log, new_run: bool) -> dict:
     model = build_from_config(cfg, vocab_size).to(device)
     n_workers = context_workers(t_cfg.context_workers, device)
     prefetch = None if mqar is not None else sequence_contexts(model, data.tokenizer(), n_workers,
-                                                               t_cfg.context_transport)
+                                                               t_cfg.context_transport, t_cfg.context_cpus)
     depth = prefetch_depth(n_workers)  # micro-batches whose contexts are queued ahead of the one that trains
     if getattr(model, "needs_contexts", False) and (mqar is not None or cp > 1):
         raise UserError(f"model.pattern: a content-dependent pattern ({model.cfg.pattern!r}) needs text "
