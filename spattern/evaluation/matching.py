@@ -1,7 +1,10 @@
 """Equal-cost matching: the parameter of a pattern family whose compiled layout costs what a target does.
 
 A family is one free integer parameter ``k`` -> Pattern: a callable (``lambda w: local(w) & causal``)
-or a template with one field (``"local({w}) & causal"``). Cost measures at N tokens with blocks
+or a template with one field (``"local({w}) & causal"``). A per-layer family adds the field ``{layer}``
+(``"(local({w}) | random(2, seed={layer})) & causal"``): with ``layers = L`` a member is a tuple of L
+patterns, layer l's with ``{layer}`` = l, and its cost is their mean (one parameter for every layer,
+matched on what the whole model computes). Cost measures at N tokens with blocks
 ``(bq, bk)``, from the compiled layout's exact counts (``spattern.compile``; no closed form):
 
 - ``block_density = nnz / (G * R * C)`` (computed blocks over all blocks; R, C = blocks per
@@ -38,7 +41,7 @@ MEASURES = ("block_density", "density", "flops")
 class Match:
     family: str
     param: int
-    pattern: str
+    pattern: str | tuple[str, ...]  # one per layer for a per-layer family
     achieved: float
     target: float
     rel_gap: float
@@ -53,13 +56,39 @@ class Match:
         return asdict(self)
 
 
-def family_fn(family: Callable[[int], Pattern] | str) -> tuple[Callable[[int], Pattern], str]:
-    """(param -> Pattern, a printable name) from a callable or a one-field template."""
+LAYER = "layer"  # a per-layer family template's field for the layer's index
+
+
+def _fields(family: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(family) if f is not None}
+
+
+def is_per_layer(family) -> bool:
+    """True for a template with a ``{layer}`` field (its members are one pattern per layer)."""
+    return isinstance(family, str) and LAYER in _fields(family)
+
+
+def family_fn(family: Callable[[int], Pattern] | str,
+              layers: int | None = None) -> tuple[Callable[[int], Pattern | tuple[Pattern, ...]], str]:
+    """(param -> Pattern, a printable name) from a callable or a one-field template; for a per-layer
+    template (a ``{layer}`` field and one more) and ``layers``, param -> one Pattern per layer."""
     if callable(family):
         return family, getattr(family, "__name__", repr(family))
     if not isinstance(family, str):
         raise UserError(f"family: expected a callable int -> Pattern or a template string, got {type(family).__name__}")
-    fields = {f for _, f, _, _ in string.Formatter().parse(family) if f is not None}
+    fields = _fields(family)
+    if LAYER in fields:
+        if not (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1):
+            raise UserError(f"family {family!r} has a {{{LAYER}}} field: expected layers = the model's layer count "
+                            f"(an integer >= 1; in an experiment, [match] layers), got {layers!r}")
+        free = fields - {LAYER}
+        if len(free) != 1 or "" in free or any(f.isdigit() for f in free):
+            raise UserError(f"family: expected a per-layer template with one named field besides {{{LAYER}}}, like "
+                            f"'(local({{w}}) | random(2, seed={{{LAYER}}})) & causal', got {family!r}")
+        (name,) = free
+        return (lambda k: tuple(parse(family.format(**{name: k, LAYER: i})) for i in range(layers))), family
+    if layers is not None:
+        raise UserError(f"layers: given ({layers!r}) for family {family!r}, which has no {{{LAYER}}} field")
     if len(fields) != 1:
         raise UserError(f"family: expected a template with exactly one field like 'local({{w}}) & causal', "
                         f"got {family!r} ({len(fields)} fields)")
@@ -67,13 +96,18 @@ def family_fn(family: Callable[[int], Pattern] | str) -> tuple[Callable[[int], P
     return (lambda k: parse(family.format(k) if name in ("", "0") else family.format(**{name: k}))), family
 
 
-def measure_cost(pattern: Pattern | str, N: int, block=(64, 64), measure: str = "block_density",
+def measure_cost(pattern: Pattern | str | tuple, N: int, block=(64, 64), measure: str = "block_density",
                  head_dim: int = 64, contexts=None) -> float:
     """One cost measure (see the module docstring) of ``pattern`` compiled at N; for a
     content-dependent pattern, the mean over ``contexts`` (one compile per context, e.g. the
-    structure of each evaluation document)."""
+    structure of each evaluation document); for a tuple (one pattern per layer), the mean over its
+    patterns."""
     if measure not in MEASURES:
         raise UserError(f"measure: expected one of {MEASURES}, got {measure!r}")
+    if isinstance(pattern, tuple):
+        if not pattern:
+            raise UserError("pattern: expected one pattern per layer, got an empty tuple")
+        return float(np.mean([measure_cost(p, N, block, measure, head_dim, contexts) for p in pattern]))
     if contexts is not None:
         if not contexts:
             raise UserError("contexts: expected at least one context, got none")
@@ -102,10 +136,11 @@ def _monotone(values: list[float]) -> int:
 
 def match(family, target: float, N: int, block=(64, 64), measure: str = "block_density", lo: int = 1,
           hi: int | None = None, head_dim: int = 64, tolerance: float | None = None, max_scan: int = 4096,
-          contexts=None) -> Match:
+          contexts=None, layers: int | None = None) -> Match:
     """The k in ``[lo, hi]`` (default ``[1, N]``) whose compiled cost is closest to ``target``
-    (for a content-dependent family, its mean cost over ``contexts``)."""
-    fn, name = family_fn(family)
+    (for a content-dependent family, its mean cost over ``contexts``; for a per-layer family and
+    ``layers``, the mean over the layers, and the pattern is one string per layer)."""
+    fn, name = family_fn(family, layers)
     hi = N if hi is None else hi
     if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi):
         raise UserError(f"lo, hi: expected integers 0 <= lo <= hi, got {lo!r}, {hi!r}")
@@ -142,7 +177,8 @@ def match(family, target: float, N: int, block=(64, 64), measure: str = "block_d
     if tolerance is not None and gap > tolerance:
         raise UserError(f"family {name!r}: no parameter in [{lo}, {hi}] reaches {measure} = {target:.6g} at N = {N} "
                         f"within {tolerance:.3g}; nearest is k = {best} with {achieved:.6g} (relative gap {gap:.3g})")
-    pattern = str(fn(best))
+    member = fn(best)
+    pattern = tuple(str(p) for p in member) if isinstance(member, tuple) else str(member)
     bq, bk = (block, block) if isinstance(block, int) else tuple(block)
     return Match(name, best, pattern, achieved, float(target), gap, measure, N, (bq, bk), method, len(cache), note)
 

@@ -110,11 +110,19 @@ class Match(Section):
     target: Optional[float] = Field(None, gt=0, le=1)
     measure: Literal["block_density", "density", "flops"] = "block_density"
     families: dict[str, str] = {}
+    # the model's layer count, for per-layer families (a {layer} field: one pattern per layer,
+    # spattern.evaluation.matching); None where no family has one
+    layers: Optional[int] = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _needs_target(self) -> "Match":
         if self.families and self.target is None:
             raise ValueError("a target (families are matched to it)")
+        from spattern.evaluation.matching import is_per_layer  # noqa: PLC0415
+
+        per_layer = sorted(n for n, f in self.families.items() if is_per_layer(f))
+        if per_layer and self.layers is None:
+            raise ValueError(f"layers (the model's layer count): the families {per_layer} have a {{layer}} field")
         return self
 
 

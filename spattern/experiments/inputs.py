@@ -87,14 +87,22 @@ def matched(cfg: ExperimentConfig, family: str, context: int):
     family, target, measure, length, block and, for a content-dependent family, a digest of the
     scored tokens), so a finished experiment expands again in seconds on any machine, and a
     change of documents is a new match, never a stale one."""
-    from spattern.evaluation.matching import Match, family_fn, match
+    from spattern.evaluation.matching import Match, family_fn, is_per_layer, match
     from spattern.utils.io import write_json
 
-    probe = family_fn(family)[0](1)
+    layers = cfg.match.layers if is_per_layer(family) else None
+    member = family_fn(family, layers)[0](1)
+    probes = member if isinstance(member, tuple) else (member,)
+    probe = probes[0]
     scored = self_scored(probe)  # oracle: content-dependent, but its cost does not depend on the content
-    dependent = not probe.is_static and not scored
+    dependent = not all(p.is_static for p in probes) and not scored
+    if layers is not None and (scored or dependent):
+        raise UserError(f"family {family!r}: a per-layer family must be static (no oracle or outline), "
+                        f"got {probe}")
     key = {"family": family, "target": cfg.match.target, "measure": cfg.match.measure, "context": context,
            "block": list(cfg.setup.block)}
+    if layers is not None:  # only here, so that the keys of the matches made before per-layer families stay
+        key["layers"] = layers
     if dependent:
         tok, seqs = _scored(cfg.model_dump_json(), context)
         key["documents"] = hashlib.sha256(json.dumps(seqs).encode()).hexdigest()[:16]
@@ -102,13 +110,16 @@ def matched(cfg: ExperimentConfig, family: str, context: int):
     path = cfg.out_dir / "matches.json"
     cache = json.loads(path.read_text()) if path.is_file() else {}
     if k in cache:
-        return Match(**{**cache[k]["match"], "block": tuple(cache[k]["match"]["block"])})
+        got = cache[k]["match"]
+        pattern = tuple(got["pattern"]) if isinstance(got["pattern"], list) else got["pattern"]
+        return Match(**{**got, "block": tuple(got["block"]), "pattern": pattern})
     contexts = cost_contexts(probe, context) if scored else None
     if dependent:  # the structures are built only when the match is not cached
         from spattern.data.structure import structure_context
 
         contexts = [structure_context(tok, ids) for _, ids in seqs]
-    m = match(family, cfg.match.target, context, tuple(cfg.setup.block), cfg.match.measure, contexts=contexts)
+    m = match(family, cfg.match.target, context, tuple(cfg.setup.block), cfg.match.measure, contexts=contexts,
+              layers=layers)
     cache[k] = {"key": key, "match": m.as_dict()}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, cache)

@@ -88,3 +88,27 @@ def test_content_dependent_family_is_matched_on_the_mean_over_contexts():
     assert m.achieved == pytest.approx(mean) and m.rel_gap < 0.1
     with pytest.raises(UserError, match="tree"):
         match("outline(window={w}) & causal", 0.3, 256, block=(16, 16))
+
+
+def test_per_layer_family_is_one_pattern_per_layer_matched_on_their_mean():
+    """A ``{layer}`` field: layer l's member has l in it, the parameter is shared by every layer, and the
+    cost matched is the mean over the layers (brute force over the window)."""
+    fam = "(local({w}) | random(2, seed={layer})) & causal"
+    n, layers, target = 2048, 4, 0.125
+    m = match(fam, target, n, block=64, layers=layers)
+    assert isinstance(m.pattern, tuple) and len(m.pattern) == layers
+    for i, p in enumerate(m.pattern):
+        assert spattern.parse(p) == spattern.parse(f"(local({m.param}) | random(2, seed={i})) & causal")
+    mean = lambda w: float(np.mean([measure_cost(fam.format(w=w, layer=i), n, 64) for i in range(layers)]))  # noqa: E731
+    assert m.achieved == pytest.approx(mean(m.param))
+    costs = np.array([mean(w) for w in range(1, 640)])
+    assert abs(m.achieved - target) <= np.abs(costs - target).min() + 1e-12      # as close as any window
+    assert measure_cost(m.pattern, n, 64) == pytest.approx(m.achieved)            # a tuple's cost: the mean
+    draws = {measure_cost(p, n, 64) for p in m.pattern}
+    assert len(draws) > 1                                                         # the layers' draws differ
+    with pytest.raises(UserError, match=r"has a \{layer\} field: expected layers"):
+        match(fam, target, n)
+    with pytest.raises(UserError, match="one named field besides"):
+        match("random(2, seed={layer}) & causal", target, n, layers=2)
+    with pytest.raises(UserError, match=r"which has no \{layer\} field"):
+        match("local({w}) & causal", target, n, layers=2)
