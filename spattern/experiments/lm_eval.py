@@ -78,6 +78,12 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
     docs = documents(setup)
     _check_resumed_documents(rd.path, {r["id"] for r in recs if "tokens" in r}, [d for d, _, _ in docs])
     pattern = None if _dense(spec.pattern) else spec.pattern
+    if isinstance(pattern, tuple) and len(pattern) != len(model.layers):
+        from spattern.utils.errors import UserError
+
+        where = "[match] layers" if "param" in spec.resolved.get("match", {}) else "the fitted record"
+        raise UserError(f"{spec.label}: expected one pattern per layer of {setup.model} ({len(model.layers)}), "
+                        f"got {len(pattern)} (from {where})")
     if "fit" in spec.resolved.get("match", {}):
         from spattern.experiments.inputs import check_held_out
 

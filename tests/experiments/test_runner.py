@@ -80,6 +80,32 @@ def test_expand_gives_stable_ids_and_matched_patterns(tmp_path):
     assert all(r.resolved["setup"]["passkey"]["boundaries"] == "line" for r in lines)
 
 
+def test_per_layer_family_runs_one_pattern_per_layer(tmp_path):
+    """A [match] family with a {layer} field: one pattern per layer of the model (layers = 2 for
+    neox-tiny), one window for both, cached in matches.json and read back as the same tuple; the run
+    records the list and scores like any other; without [match] layers the config is refused."""
+    p = _write(tmp_path)
+    fam = ['match.families={ draws = "(local({w}) | random(1, seed={layer})) & causal" }', "match.layers=2",
+           'sweep.pattern=["dense"]']
+    runs = expand(load_experiment(p, fam))
+    draws = runs[1]
+    assert draws.label == "draws" and isinstance(draws.pattern, tuple) and len(draws.pattern) == 2
+    w = draws.resolved["match"]["param"]
+    assert draws.pattern == (f"(local({w}) | random(1)) & causal", f"(local({w}) | random(1, seed=1)) & causal")
+    assert draws.resolved["pattern"] == list(draws.pattern)
+    cache = json.loads((tmp_path / "results" / "tiny" / "matches.json").read_text())
+    assert [v["key"]["layers"] for v in cache.values()] == [2]
+    again = expand(load_experiment(p, fam))[1]                      # from the cache: the same tuple and run
+    assert again.pattern == draws.pattern and again.dir.path == draws.dir.path
+    (s_dense, s_draws) = run_experiment(load_experiment(p, fam), log=lambda *a: None)
+    assert s_draws["status"] == "finished" and s_draws["metrics"]["nll"] > 0
+    with pytest.raises(ConfigError, match=r"layers \(the model's layer count\).*\['draws'\] have a \{layer\} field"):
+        load_experiment(p, fam[:1])
+    with pytest.raises(UserError, match=r"draws: expected one pattern per layer of random:neox-tiny \(2\), got 3 "
+                                        r"\(from \[match\] layers\)"):
+        run_experiment(load_experiment(p, [*fam[:1], "match.layers=3", 'sweep.pattern=["dense"]']), log=lambda *a: None)
+
+
 def test_runs_finish_skip_and_compare(tmp_path):
     cfg = load_experiment(_write(tmp_path))
     summaries = run_experiment(cfg, log=lambda *a: None)
