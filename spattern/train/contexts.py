@@ -23,8 +23,9 @@ the token table goes to each worker once, when it starts.
 
 Where the workers run (``cpus``): ``"shared"``, anywhere (the scheduler places them and the trainer), or
 ``"spare"``: the thread that makes the prefetch (the trainer's, which launches the GPU's work) is confined
-to the first ``SPARE_RESERVED`` CPUs it may use and the workers to the rest (``split_cpus``), so that they
-never take its core or its caches; ``close()`` gives the thread its CPUs back. Where there are too few
+to the ``SPARE_RESERVED`` lowest-numbered CPUs it may use, the pool's threads it starts with it, and the
+workers to the rest (``split_cpus``), so that they never take its core; ``close()`` gives the thread its
+CPUs back. Measured on an H100 machine it did not make the training step faster (notes/study.md). Where there are too few
 CPUs to split, ``"spare"`` is ``"shared"``.
 
 ``stats()`` says what the training batches' contexts cost: the seconds the caller waited in ``get``
