@@ -8,16 +8,21 @@ since are left out) and is refused if they no longer give its (metric, run) pair
 rows' Holm p moved, and each row whose significance changed."""
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from spattern.experiments.results import recompute_comparison
 
 
-def main(paths: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("tables", nargs="*", help="compare_vs_<run>.json files (default: every one under results/)")
+    a = ap.parse_args(argv)
     root = Path(__file__).resolve().parents[1]
-    files = [Path(p) for p in paths] or sorted((root / "results").glob("*/compare_vs_*.json"))
+    files = [Path(p) for p in a.tables] or sorted((root / "results").glob("*/compare_vs_*.json"))
+    if missing := [str(f) for f in files if not f.is_file()]:
+        ap.error(f"no such table: {', '.join(missing)}")
     for f in files:
         old = {(r["metric"], r["run"]): r for r in json.loads(f.read_text())["rows"]}
         new = recompute_comparison(f)
@@ -29,4 +34,4 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
