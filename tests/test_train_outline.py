@@ -225,6 +225,37 @@ def test_spare_placement_pins_the_trainer_and_the_workers_apart_and_builds_the_s
         C.ContextPrefetch(model, tok, cpus="all")
 
 
+def test_a_run_that_fails_closes_its_context_pool_and_gives_the_cpus_back(tmp_path, monkeypatch):
+    """train.context_cpus = "spare" pins this thread while the run lives; a run that raises mid-way still
+    closes its pool (workers shut down) and gives this thread its CPUs back."""
+    from spattern.train import contexts as C
+    from spattern.train.config import load_train_config
+    from spattern.train.loop import train
+
+    before = os.sched_getaffinity(0)
+    if len(before) < 2:
+        pytest.skip("needs two CPUs")
+    low, high = min(before), max(before)
+    monkeypatch.setattr(C, "split_cpus", lambda cpus: (frozenset({low}), frozenset({high})))
+    made, pinned = [], []
+
+    def failing_get(self, rows, keep=False):
+        made.append(self)
+        pinned.append(os.sched_getaffinity(0))
+        raise RuntimeError("a failure mid-run")
+
+    monkeypatch.setattr(C.ContextPrefetch, "get", failing_get)
+    cfg = load_train_config("experiments/train_tiny_cpu.toml", [
+        f"model.pattern={PATTERN!r}".replace("'", '"'), "model.block=[16, 16]", "train.steps=2",
+        "train.eval_every=0", "train.progress=false", "train.context_workers=1", 'train.context_cpus="spare"',
+        f'train.out_dir="{tmp_path}"', f'train.ckpt_dir="{tmp_path / "ckpt"}"'])
+    with pytest.raises(RuntimeError, match="a failure mid-run"):
+        train(cfg, log=lambda *a, **k: None)
+    assert pinned[0] == {low}                                     # pinned while the run lived
+    assert os.sched_getaffinity(0) == before                      # given back after the failure
+    assert made[0].pool is None and made[0].restore is None       # the pool closed
+
+
 def test_runs_of_one_name_in_two_directories_keep_their_own_checkpoints(tmp_path, monkeypatch):
     """Found while setting up the study: a run in a new directory resumed another run's checkpoint
     (same name, default checkpoint folder) and crashed on its missing loss history."""

@@ -43,7 +43,7 @@ import os
 import platform
 import random
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -324,7 +324,8 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
     run finished ("terminate called without an active exception")."""
     owns_group = _dist_info()[2] > 1 and not dist.is_initialized()
     try:
-        summary = _train(cfg, log, new_run)
+        with ExitStack() as closing:  # what the run opened (the context pool), closed after an error too
+            summary = _train(cfg, log, new_run, closing)
         if owns_group and dist.is_initialized():
             dist.barrier()  # no rank tears its connections down while another still uses them
         return summary
@@ -333,7 +334,7 @@ def train(cfg, log=print, new_run: bool = False) -> dict:
             dist.destroy_process_group()
 
 
-def _train(cfg, log, new_run: bool) -> dict:
+def _train(cfg, log, new_run: bool, closing: ExitStack) -> dict:
     cfg = as_config(cfg)
     if new_run and finished_summary(cfg) is not None:
         cfg = new_run_dir(cfg)
@@ -394,6 +395,8 @@ def _train(cfg, log, new_run: bool) -> dict:
     n_workers = context_workers(t_cfg.context_workers, device)
     prefetch = None if mqar is not None else sequence_contexts(model, data.tokenizer(), n_workers,
                                                                t_cfg.context_transport, t_cfg.context_cpus)
+    if prefetch is not None:  # its workers, spool and CPU placement go with the run, however it ends
+        closing.callback(prefetch.close)
     depth = prefetch_depth(n_workers)  # micro-batches whose contexts are queued ahead of the one that trains
     if getattr(model, "needs_contexts", False) and (mqar is not None or cp > 1):
         raise UserError(f"model.pattern: a content-dependent pattern ({model.cfg.pattern!r}) needs text "
