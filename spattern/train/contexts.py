@@ -86,12 +86,7 @@ class ContextPrefetch:
             raise ValueError(f"transport: expected one of {', '.join(TRANSPORTS)}, got {transport!r}")
         if cpus not in PLACEMENTS:
             raise ValueError(f"cpus: expected one of {', '.join(PLACEMENTS)}, got {cpus!r}")
-        # "spare": this thread on the reserved CPUs, the workers on the rest (restored by close())
-        self.restore: set[int] | None = None
         split = split_cpus(os.sched_getaffinity(0)) if workers and cpus == "spare" else None
-        if split is not None:
-            self.restore = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, split[0])
         self.table = TokenBytes(tokenizer)
         self.jobs = tuple(sorted({(str(layer.attn.pattern), tuple(layer.attn.block)) for layer in model.layers
                                   if needs_context(layer.attn.pattern)}))
@@ -103,6 +98,11 @@ class ContextPrefetch:
         shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
         self.spool = tempfile.mkdtemp(prefix="spattern-contexts-", dir=shm) \
             if workers and transport == "file" else None
+        # "spare": this thread on the reserved CPUs (last, so that a failure above leaves it as it was;
+        # the pool's processes and threads start with its first job, from this thread), restored by close()
+        self.restore: set[int] | None = os.sched_getaffinity(0) if split is not None else None
+        if split is not None:
+            os.sched_setaffinity(0, split[0])
         self.pending: dict[str, Future] = {}
         self.kept: dict[str, SequenceContexts] = {}
         self.waited = 0.0  # seconds spent in get() for batches not kept
