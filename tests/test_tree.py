@@ -162,3 +162,52 @@ def test_python_tree_rejects_invalid_source():
     with pytest.raises(SyntaxError):
         char_tree("def (:\n")
     assert isinstance(ast.parse(SRC), ast.Module)
+
+
+def _arrays_by_definition(t: Tree) -> dict:
+    """Tree.arrays from the definitions: depth by walking up, owner = the deepest covering node (the
+    later one among equals), the Euler tour by recursion in child order."""
+    depth = [0] * t.n_nodes
+    for v in range(t.n_nodes):
+        p = v
+        while t.parent[p] >= 0:
+            depth[v], p = depth[v] + 1, t.parent[p]
+    owner = []
+    for i in range(t.n_tokens):
+        cover = [v for v in range(t.n_nodes) if t.start[v] <= i < t.end[v]] or [0]
+        owner.append(max(cover, key=lambda v: (depth[v], v)))
+    tin, tout, clock = [0] * t.n_nodes, [0] * t.n_nodes, [0]
+
+    def visit(v):
+        tin[v] = clock[0]
+        clock[0] += 1
+        for c in range(1, t.n_nodes):
+            if t.parent[c] == v:
+                visit(c)
+        tout[v] = clock[0]
+
+    visit(0)
+    return {"depth": depth, "owner": owner, "tin": tin, "tout": tout,
+            "n_children": [sum(p == v for p in t.parent) for v in range(t.n_nodes)]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(trees())
+def test_tree_arrays_equal_their_definitions(tree):
+    got, want = tree.arrays, _arrays_by_definition(tree)
+    for name, values in want.items():
+        assert got[name].tolist() == values, name
+
+
+def test_a_tree_pickles_its_fields_and_recomputes_the_rest():
+    import pickle
+
+    t = char_tree(SRC)
+    before = {k: v.copy() for k, v in t.arrays.items()}  # cached on the instance
+    assert t.laminar
+    blob = pickle.dumps(t)
+    assert len(blob) < 8 * t.n_tokens  # the owner array (8 bytes per token) is not in it
+    u = pickle.loads(blob)
+    assert (u.parent, u.start, u.end, u.n_tokens, u.kind) == (t.parent, t.start, t.end, t.n_tokens, t.kind)
+    assert "arrays" not in u.__dict__
+    assert all(np.array_equal(u.arrays[k], v) for k, v in before.items()) and u.laminar

@@ -61,6 +61,12 @@ class Tree:
                 raise ValueError(f"Tree: node {v} span [{self.start[v]}, {self.end[v]}) is not inside its parent "
                                  f"{p} span [{self.start[p]}, {self.end[p]})")
 
+    def __getstate__(self) -> dict:
+        """Its fields only: what is derived from them (``arrays``, ``laminar``) is recomputed where it is
+        read, so a tree sent to another process (a context worker's result) carries about a third of
+        the bytes (the owner array alone is 8 bytes per token)."""
+        return {f: self.__dict__[f] for f in ("parent", "start", "end", "n_tokens", "kind")}
+
     @classmethod
     def from_parents(cls, parent, start, end, n_tokens=None, kind=()):
         parent, start, end = (tuple(int(x) for x in a) for a in (parent, start, end))
@@ -75,18 +81,19 @@ class Tree:
         """owner [n_tokens], parent [n], depth [n], tin/tout [n] (Euler tour), children count."""
         n = self.n_nodes
         parent = np.asarray(self.parent, dtype=np.int64)
-        depth = np.zeros(n, dtype=np.int64)
-        for v in range(1, n):
-            depth[v] = depth[parent[v]] + 1
+        depth_list = [0] * n
+        for v, p in enumerate(self.parent[1:], start=1):  # parents come before children
+            depth_list[v] = depth_list[p] + 1
+        depth = np.asarray(depth_list, dtype=np.int64)
         # owner: deepest node covering the token; nodes in order of depth overwrite their parents
         owner = np.zeros(self.n_tokens, dtype=np.int64)
-        for v in np.argsort(depth, kind="stable"):
+        for v in np.argsort(depth, kind="stable").tolist():
             owner[self.start[v] : min(self.end[v], self.n_tokens)] = v
         # Euler tour by DFS in child order
-        children = [[] for _ in range(n)]
-        for v in range(1, n):
-            children[parent[v]].append(v)
-        tin, tout = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        children: list[list[int]] = [[] for _ in range(n)]
+        for v, p in enumerate(self.parent[1:], start=1):
+            children[p].append(v)
+        tin, tout = [0] * n, [0] * n
         clock, stack = 0, [(0, False)]
         while stack:
             v, done = stack.pop()
@@ -97,9 +104,25 @@ class Tree:
             clock += 1
             stack.append((v, True))
             stack.extend((c, False) for c in reversed(children[v]))
+        tin, tout = np.asarray(tin, dtype=np.int64), np.asarray(tout, dtype=np.int64)
         n_children = np.array([len(c) for c in children], dtype=np.int64)
         return {"owner": owner, "parent": parent, "depth": depth, "tin": tin, "tout": tout,
                 "n_children": n_children}
+
+    @cached_property
+    def laminar(self) -> bool:
+        """Whether every two nodes' spans are nested or disjoint (an empty span is disjoint from all).
+        Children lie inside their parents (checked on construction), so it suffices that the non-empty
+        children of each node do not overlap. Then the nodes covering a token form one root path, and
+        a node is an ancestor-or-self of a token's owner exactly when the token lies in its span: what
+        lets a pattern replace the per-pair ancestor test by an interval (``outline``'s ``key_ends``)."""
+        par = self.arrays["parent"]
+        st, en = np.asarray(self.start, dtype=np.int64), np.asarray(self.end, dtype=np.int64)
+        v = np.flatnonzero(en > st)
+        v = v[v > 0]
+        v = v[np.lexsort((st[v], par[v]))]  # non-empty non-root nodes by (parent, start)
+        same = par[v][1:] == par[v][:-1]
+        return bool((en[v][:-1][same] <= st[v][1:][same]).all())
 
     def is_ancestor_or_self(self, a, b):
         """Vectorized: node a is b or an ancestor of b (a = -1 gives False)."""
@@ -157,10 +180,13 @@ class TreeRelation(Pattern):
             raise ValueError(f"{self.name}() needs a tree: compile with context={{'tree': Tree(...)}}")
         return type(self)(**{**self.__dict__, "tree": tree})
 
-    def _nodes(self, q_idx, kv_idx, geom):
+    def _bound_tree(self, geom) -> Tree:
         if self.tree is None:
             raise ValueError(f"{self.name}() is unbound: compile it with context={{'tree': ...}}")
-        t = _token_tree(self.tree, geom.q_len, geom.kv_len)
+        return _token_tree(self.tree, geom.q_len, geom.kv_len)
+
+    def _nodes(self, q_idx, kv_idx, geom):
+        t = self._bound_tree(geom)
         owner = _pad(t.arrays["owner"], max(geom.q_len, geom.kv_len), 0)  # past the tree: the root
         return t, owner[q_idx], owner[kv_idx]
 
