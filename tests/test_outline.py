@@ -59,6 +59,60 @@ def test_text_tree_follows_indentation_and_paragraphs():
     assert p.parent[_line_node(p, PROSE, "Second")] == 0
 
 
+def _text_tree_by_lines(text: str, token_offsets, n_tokens: int, tab: int = 8) -> Tree:
+    """text_tree's rule one line at a time, with a search per line: the twin of its batched form."""
+    offs = np.asarray(token_offsets, np.int64)[:n_tokens]
+    parent, start, end, kind = [-1], [0], [n_tokens], ["Document"]
+    stack, last_blank, pos = [], -1, 0
+    for li, line in enumerate(text.splitlines(keepends=True)):
+        c0, pos = pos, pos + len(line)
+        body = line.expandtabs(tab).rstrip("\r\n")
+        if not body.strip():
+            last_blank = li
+            continue
+        t0 = int(np.searchsorted(offs, c0 + len(line) - len(line.lstrip()), side="left"))
+        if t0 >= n_tokens:
+            break
+        t1 = int(np.searchsorted(offs, pos, side="left"))
+        ind = len(body) - len(body.lstrip())
+        v = len(parent)
+        while stack and stack[-1][0] > ind:
+            stack.pop()
+        if stack and stack[-1][0] == ind and last_blank < stack[-1][3]:
+            p = head = stack.pop()[2]
+            k = "Continuation"
+        else:
+            if stack and stack[-1][0] == ind:
+                stack.pop()
+            p, head, k = (stack[-1][1] if stack else 0), v, "Line"
+        stack.append((ind, v, head, li))
+        parent.append(p)
+        start.append(t0)
+        end.append(max(t0, t1))
+        kind.append(k)
+    for v in range(len(parent) - 1, 0, -1):
+        end[parent[v]] = max(end[parent[v]], end[v])
+    return Tree(tuple(parent), tuple(start), tuple(end), n_tokens, tuple(kind))
+
+
+TEXTS = st.lists(st.tuples(st.sampled_from(["", " ", "  ", "\t", "    ", " \t "]),
+                           st.sampled_from(["x = 1", "if a:", "w w", "", " ", "\x0c", "\xa0y"]),
+                           st.sampled_from(["\n", "\r\n", "\r", "\x85", ""])), max_size=20)
+
+
+@settings(max_examples=80, deadline=None)
+@given(TEXTS, st.integers(1, 4), st.integers(-8, 8))
+def test_text_tree_equals_its_line_by_line_twin(parts, step, cut):
+    """Tabs, CRLF and other line breaks, whitespace-only lines, tokens of several characters and a
+    token count cut short or past the text."""
+    text = "".join(a + b + c for a, b, c in parts)
+    offs = np.arange(0, len(text), step)
+    n = max(0, offs.size + cut) if cut < 0 else offs.size
+    got, want = text_tree(text, offs, n), _text_tree_by_lines(text, offs, n)
+    assert (got.parent, got.start, got.end, got.kind, got.n_tokens) == \
+        (want.parent, want.start, want.end, want.kind, want.n_tokens)
+
+
 def _slow_outline(t: Tree, window: int, header: int, recent: int, n: int) -> np.ndarray:
     """The definition read literally: loops over queries, enclosing nodes and their children."""
     owner = t.arrays["owner"]

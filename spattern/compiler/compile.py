@@ -6,6 +6,11 @@ Two paths that must give identical layouts:
   compositions merge sorted block lists or filter them by O(1) per-block classifiers; blocks
   whose state composition cannot decide (partial | partial, partial & partial, partial - partial)
   are resolved by evaluating the predicate on just those blocks.
+  A pattern whose every key is seen by one interval of queries (``Pattern.key_intervals``:
+  causal, full, outline on a laminar tree, and intersections of these) skips all of that: its
+  blocks and states come from the intervals (``spattern.ir.blocks.interval_blocks``), and its
+  partial blocks are grouped by their per-key row ranges so that only the distinct ones are
+  turned into bitmasks.
 - ``generic``: evaluates the predicate block row by block row (block_q x kv_len at a time, never
   N x N at once) and reduces to blocks. Works for any pattern, custom predicates included.
 
@@ -37,7 +42,7 @@ import numpy as np
 
 from spattern.ir import program as prog
 from spattern.ir.blocks import FULL as S_FULL
-from spattern.ir.blocks import UNKNOWN, Grid
+from spattern.ir.blocks import UNKNOWN, Grid, interval_blocks, interval_masks, interval_signatures
 from spattern.compiler.layout import BITMASK, FULL, PROGRAM, BlockLayout, dedupe_bitmasks, pack_bits
 from spattern.patterns.base import Geometry, Heads, Pattern
 from spattern.patterns.parse import parse
@@ -354,7 +359,11 @@ def _valid_or_none(p):
 def _compile_group(pattern: Pattern, q_len, kv_len, bq, bk, path) -> _Group:
     geom = Geometry(q_len, kv_len)
     grid = Grid(q_len, kv_len, bq, bk)
-    bs = pattern.blocks(geom, bq, bk) if path != "generic" else None
+    intervals = pattern.key_intervals(geom) if path != "generic" else None
+    if intervals is not None:  # exact blocks and states from the keys' query intervals
+        bs = interval_blocks(grid, *intervals)
+    else:
+        bs = pattern.blocks(geom, bq, bk) if path != "generic" else None
     if bs is None and path == "analytic":
         raise ValueError(f"path='analytic': pattern {pattern} has no analytic block enumerator "
                          "(custom predicates don't); use path='auto' or 'generic'")
@@ -384,11 +393,29 @@ def _compile_group(pattern: Pattern, q_len, kv_len, bq, bk, path) -> _Group:
     mask_idx = np.full(rows.size, -1, dtype=np.int64)
     W = -(-bk // 32)
     bitmasks = np.zeros((0, bq, W), dtype=np.uint32)
-    if program is None and part.size:
+    if program is None and part.size and intervals is not None:
+        bitmasks, mask_idx[part] = _interval_bitmasks(grid, rows[part], cols[part], intervals)
+    elif program is None and part.size:
         mask_idx[part] = np.arange(part.size)
         bitmasks = pack_bits(_part_masks(pattern, grid, rows[part], cols[part], masks,
                                          None if have is None else have[part]))
     return _Group(counts, cols.astype(np.int64), kinds, mask_idx, bitmasks, program)
+
+
+def _interval_bitmasks(grid: Grid, rows, cols, intervals) -> tuple[np.ndarray, np.ndarray]:
+    """(uint32 [m, block_q, W] bitmasks, int64 [n] index into them) of blocks (rows, cols) under key
+    intervals: blocks are grouped by their signatures (``interval_signatures``: O(block_k) each), and
+    only the m distinct ones are turned into token masks, in order of first use."""
+    sig = interval_signatures(grid, rows, cols, *intervals)
+    flat = np.ascontiguousarray(sig.reshape(sig.shape[0], -1))
+    keys = flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).reshape(-1)  # one bytes key per block
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    _reserve(float(first.size) * grid.block_q * grid.block_k, f"the token masks of {first.size} distinct blocks",
+             f"key intervals at q_len={grid.q_len}, kv_len={grid.kv_len}, block=({grid.block_q}, {grid.block_k})")
+    return pack_bits(interval_masks(sig[first[order]], grid.block_q)), rank[inverse.reshape(-1)]
 
 
 def _part_masks(pattern, grid, rows, cols, masks, have) -> np.ndarray:

@@ -18,7 +18,7 @@ from spattern.patterns.outline import text_tree
 def text_and_offsets(tokenizer, ids: Sequence[int]) -> tuple[str, np.ndarray]:
     """(text, start offset of each token): the concatenated bytes of ``ids`` as Latin-1."""
     pieces = tokenizer.token_bytes([int(i) for i in ids])
-    lengths = np.fromiter((len(b) for b in pieces), dtype=np.int64, count=len(pieces))
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(pieces) else np.zeros(0, np.int64)
     return b"".join(pieces).decode("latin-1"), offsets
 

@@ -271,3 +271,82 @@ def rect_blocks(grid: Grid, rect_rows: np.ndarray, rect_cols: np.ndarray, B: int
     c0, c1 = grid.col_extent(uc)
     full = covered == (r1 - r0 + 1) * (c1 - c0 + 1)
     return BlockSet(grid, ur, uc, np.where(full, FULL, PARTIAL).astype(np.int8))
+
+
+# ------------------------------------------------------------------------------------------
+# Key-interval masks: query i sees key j iff lo[j] <= i < hi[j]
+# ------------------------------------------------------------------------------------------
+def _clipped(grid: Grid, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+    if lo.shape != (grid.kv_len,) or hi.shape != (grid.kv_len,):
+        raise ValueError(f"key intervals: expected lo and hi of shape ({grid.kv_len},) (one per key), "
+                         f"got {lo.shape} and {hi.shape}")
+    return np.clip(lo, 0, grid.q_len), np.clip(hi, 0, grid.q_len)
+
+
+def interval_segments(grid: Grid, lo, hi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The block rows that the mask {lo[j] <= i < hi[j]} touches in each key column, as maximal runs:
+    (col, r0, r1) int64 arrays sorted by (col, r0), r1 inclusive. O(kv_len log kv_len): each key's
+    rows are one range, and a column's ranges are merged where they overlap or touch."""
+    lo, hi = _clipped(grid, lo, hi)
+    j = np.flatnonzero(hi > lo)
+    c, r0, r1 = j // grid.block_k, lo[j] // grid.block_q, (hi[j] - 1) // grid.block_q
+    if j.size == 0:
+        return j, j.copy(), j.copy()
+    order = np.lexsort((r0, c))
+    c, r0, r1 = c[order], r0[order], r1[order]
+    stride = grid.n_rows + 1  # r1 + c * stride grows with the column: one running max serves every column
+    reach = np.maximum.accumulate(r1 + c * stride) - c * stride
+    new = np.ones(c.size, dtype=bool)
+    new[1:] = (c[1:] != c[:-1]) | (r0[1:] > reach[:-1] + 1)
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], c.size) - 1
+    return c[starts], r0[starts], reach[ends]
+
+
+def interval_state(grid: Grid, rows, cols, lo, hi) -> np.ndarray:
+    """Exact state (-1 absent, PARTIAL, FULL) of blocks (rows, cols) under {lo[j] <= i < hi[j]}: full
+    when every key of the column has lo at or before the block's first query and hi after its last."""
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    sc, s0, s1 = interval_segments(grid, lo, hi)
+    stride = grid.n_rows + 1
+    at = np.searchsorted(sc * stride + s0, cols * stride + rows, side="right") - 1
+    a = np.maximum(at, 0)
+    present = (at >= 0) & (sc[a] == cols) & (rows <= s1[a]) if sc.size else np.zeros(rows.size, bool)
+    lo_c, hi_c = _clipped(grid, lo, hi)
+    starts = np.arange(0, grid.kv_len, grid.block_k)
+    max_lo, min_hi = np.maximum.reduceat(lo_c, starts)[cols], np.minimum.reduceat(hi_c, starts)[cols]
+    q0, q1 = grid.row_extent(rows)
+    full = present & (max_lo <= q0) & (min_hi > q1)
+    return np.where(present, np.where(full, FULL, PARTIAL), -1).astype(np.int8)
+
+
+def interval_blocks(grid: Grid, lo, hi) -> BlockSet:
+    """Blocks of {lo[j] <= i < hi[j]} (lo, hi: int64 [kv_len], clipped to [0, q_len]), classified
+    exactly, in O(kv_len log kv_len + blocks): what a pattern with ``key_intervals`` compiles to."""
+    sc, s0, s1 = interval_segments(grid, lo, hi)
+    rows, cols = rectangles_to_pairs(s0, s1, sc, sc)
+    order = np.lexsort((cols, rows))
+    rows, cols = rows[order], cols[order]
+    return BlockSet(grid, rows, cols, interval_state(grid, rows, cols, lo, hi))
+
+
+def interval_signatures(grid: Grid, rows, cols, lo, hi) -> np.ndarray:
+    """int32 [n, 2, block_k]: per block and key of its column, the first and end query row (relative
+    to the block, clipped to [0, block_q]) that sees the key; (0, 0) when none does, and for keys past
+    kv_len. Two blocks with equal signatures have equal token masks (``interval_masks``)."""
+    lo_c, hi_c = _clipped(grid, lo, hi)
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    k = cols[:, None] * grid.block_k + np.arange(grid.block_k)[None, :]
+    kk = np.minimum(k, grid.kv_len - 1)
+    q0 = (rows * grid.block_q)[:, None]
+    a = np.clip(lo_c[kk] - q0, 0, grid.block_q)
+    b = np.clip(hi_c[kk] - q0, 0, grid.block_q)
+    seen = (k < grid.kv_len) & (b > a)
+    return np.stack([np.where(seen, a, 0), np.where(seen, b, 0)], axis=1).astype(np.int32)
+
+
+def interval_masks(signatures: np.ndarray, block_q: int) -> np.ndarray:
+    """bool [m, block_q, block_k]: the token masks of ``interval_signatures`` rows."""
+    r = np.arange(block_q)[None, :, None]
+    return (r >= signatures[:, 0, None, :]) & (r < signatures[:, 1, None, :])

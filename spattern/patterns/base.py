@@ -8,6 +8,9 @@ Every pattern is a frozen, hashable value with
   broadcastable integer numpy arrays of token positions (like a FlexAttention ``mask_mod``);
 - optionally ``blocks(geom) -> BlockSet``: an O(nnz) analytic enumerator of the blocks it touches
   (the compiler's fast path; ``None`` means "no fast path, use the generic path");
+- optionally ``key_intervals(geom) -> (lo, hi)``: when each key's queries are one interval
+  ``lo[j] <= i < hi[j]`` (causal, full, outline on a laminar tree, and their intersections), the
+  compiler's fastest path: blocks, states and bitmasks from two arrays;
 - optionally ``program() -> list[(op, a, b, c)]``: a mask program a GPU kernel evaluates per
   element (``spattern.ir.program``); ``None`` means partial blocks carry bitmasks;
 - optionally ``pairs_expr(N, causal)`` / ``blocks_expr(N, b, causal)``: sympy closed forms;
@@ -63,6 +66,15 @@ class Pattern:
     def classify(self, grid, rows: np.ndarray, cols: np.ndarray):  # -> int8 array | None
         """Exact per-block state for given blocks (-1 absent, 0 partial, 1 full, 2 unknown), in
         O(1) per block; None when the pattern cannot. Intersections filter by it."""
+        return None
+
+    def key_intervals(self, geom: Geometry):  # -> (lo, hi) | None
+        """When every key's queries form one interval: int64 arrays lo, hi of shape (kv_len,) with
+        ``allowed(i, j)`` iff ``lo[j] <= i < hi[j]`` (any values; the compiler clips them to
+        [0, q_len]). The compiler then builds the blocks, their states and the partial blocks'
+        distinct bitmasks from these arrays alone (``spattern.ir.blocks.interval_blocks``), with no
+        predicate evaluated per pair. None when the pattern's columns are not single intervals or it
+        does not say; intersections of patterns that have them have them too."""
         return None
 
     #: in an intersection, prefer filtering by this pattern over enumerating it (causal, full)
@@ -269,6 +281,13 @@ class Intersection(_NAry):
     @staticmethod
     def _fold_state(a, b):
         return _intersection_state(a, b)
+
+    def key_intervals(self, geom):
+        """The parts' intervals intersected (latest start, earliest end), when every part has them."""
+        parts = [p.key_intervals(geom) for p in self.parts]
+        if any(iv is None for iv in parts):
+            return None
+        return np.maximum.reduce([lo for lo, _ in parts]), np.minimum.reduce([hi for _, hi in parts])
 
     def blocks(self, geom, block_q, block_k):
         # Enumerate one part (not a filter-first one such as causal, if any other exists), then

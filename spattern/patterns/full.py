@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 
 from spattern.ir import program as P
 from spattern.ir.blocks import INF, Grid, band_blocks, band_state
@@ -31,6 +32,9 @@ class Full(Pattern):
 
     def allowed(self, q_idx, kv_idx, geom):
         return (q_idx - kv_idx) == (q_idx - kv_idx)
+
+    def key_intervals(self, geom):
+        return np.zeros(geom.kv_len, dtype=np.int64), np.full(geom.kv_len, INF, dtype=np.int64)
 
     def blocks(self, geom, block_q, block_k):
         return band_blocks(Grid(geom.q_len, geom.kv_len, block_q, block_k), -INF, INF)
@@ -69,6 +73,9 @@ class Causal(Pattern):
 
     def allowed(self, q_idx, kv_idx, geom):
         return kv_idx <= q_idx
+
+    def key_intervals(self, geom):
+        return np.arange(geom.kv_len, dtype=np.int64), np.full(geom.kv_len, INF, dtype=np.int64)
 
     def blocks(self, geom, block_q, block_k):
         return band_blocks(Grid(geom.q_len, geom.kv_len, block_q, block_k), 0, INF)

@@ -34,6 +34,13 @@ statements before that class; in prose, the opening words of the ``recent`` para
 this one. The pattern is causal and content-dependent: it compiles with
 ``context={"tree": text_tree(...)}`` (or ``.bind``), one layout per sequence.
 
+Compiled form. On a laminar tree (spans nested or disjoint: every text tree, and the AST trees of
+``python_tree``) each clause lets key j be seen by an interval of queries starting at j, so their
+union is one interval: query i sees key j iff j <= i < E[j] (``key_ends``, O(N) per tree). The
+compiler builds the blocks, their states and the distinct bitmasks from E alone
+(``Pattern.key_intervals``); the per-pair form of the definition (``allowed_reference``) serves
+other trees and is the twin the interval form is tested against.
+
 Cost. Query i attends at most window + header + header * (d(i) + 1) * (recent + 1) keys, d(i) =
 depth of o(i); with D the tree's depth, pairs <= N * (window + header * (1 + (D + 1)(recent + 1)))
 = O(N) for bounded depth (``pairs_expr``, a bound; the compiler counts the exact pairs and
@@ -48,8 +55,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from spattern.ir.blocks import UNKNOWN, BlockSet, Grid, band_blocks, rectangles_to_pairs
-from spattern.patterns.base import check_int
+from spattern.ir.blocks import (UNKNOWN, BlockSet, Grid, band_blocks, interval_blocks, interval_state,
+                                rectangles_to_pairs)
+from spattern.patterns.base import Geometry, check_int
 from spattern.patterns.registry import register
 from spattern.patterns.tree import Tree, TreeRelation, _pad
 
@@ -65,20 +73,28 @@ def text_tree(text: str, token_offsets=None, n_tokens: int | None = None, tab: i
     offs = offs[:n_tok]
     if offs.size > 1 and (np.diff(offs) < 0).any():
         raise ValueError("token_offsets: expected ascending character offsets")
+    # per line: where it starts, its first non-blank character, its indentation (blank lines: None)
+    c0, first, indent, pos = [], [], [], 0
+    for line in text.splitlines(keepends=True):
+        body = line.expandtabs(tab).rstrip("\r\n")
+        stripped = body.lstrip()
+        c0.append(pos)
+        first.append(pos + len(line) - len(line.lstrip()) if stripped else -1)
+        indent.append(len(body) - len(stripped) if stripped else None)
+        pos += len(line)
+    ends = c0[1:] + [pos]
+    t0s = np.searchsorted(offs, first, side="left").tolist()   # each line's first word (token)
+    t1s = np.searchsorted(offs, ends, side="left").tolist()    # the first token of the next line
     parent, start, end, kind = [-1], [0], [n_tok], ["Document"]
     stack: list[tuple[int, int, int, int]] = []  # open lines: (indent, node, paragraph head, line number)
-    last_blank, pos = -1, 0
-    for li, line in enumerate(text.splitlines(keepends=True)):
-        c0, pos = pos, pos + len(line)
-        body = line.expandtabs(tab).rstrip("\r\n")
-        if not body.strip():
+    last_blank = -1
+    for li, ind in enumerate(indent):
+        if ind is None:
             last_blank = li
             continue
-        t0 = int(np.searchsorted(offs, c0 + len(line) - len(line.lstrip()), side="left"))  # its first word
+        t0 = t0s[li]
         if t0 >= n_tok:
             break
-        t1 = int(np.searchsorted(offs, pos, side="left"))
-        ind = len(body) - len(body.lstrip())
         v = len(parent)
         while stack and stack[-1][0] > ind:
             stack.pop()
@@ -92,7 +108,7 @@ def text_tree(text: str, token_offsets=None, n_tokens: int | None = None, tab: i
         stack.append((ind, v, head, li))
         parent.append(p)
         start.append(t0)
-        end.append(max(t0, t1))
+        end.append(max(t0, t1s[li]))
         kind.append(k)
     for v in range(len(parent) - 1, 0, -1):     # a node's span covers its descendants
         end[parent[v]] = max(end[parent[v]], end[v])
@@ -139,6 +155,33 @@ def hidden_from(t: Tree, header: int, recent: int) -> np.ndarray:
     return np.where(later, nxt, NEVER)
 
 
+@lru_cache(maxsize=16)
+def key_ends(t: Tree, window: int, header: int, recent: int) -> np.ndarray | None:
+    """Per key j < n_tokens: E[j], the end of the queries that see it (query q sees key j iff
+    j <= q < E[j]; NEVER for no end), or None when ``t`` is not laminar (``Tree.laminar``).
+
+    For a fixed key j every clause of the definition admits an interval of queries that starts at j:
+    the window [j, j + window); the document's start [j, inf) when j < header; and, for the header of
+    v = hn(j) with parent p, the queries that p encloses and that come before hidden_from[v]. In a
+    laminar tree p encloses exactly the queries of its span [start(p), end(p)) (every query, past the
+    tree too, for the root), which holds j. A union of intervals that all start at j is one interval,
+    so the mask is one comparison pair per (query, key) and a key block's rows are one range
+    (``Outline.blocks``). Cached per tree (trees hash by identity); read-only."""
+    if not t.laminar:
+        return None
+    n = t.n_tokens
+    j = np.arange(n, dtype=np.int64)
+    ends = np.where(j < header, NEVER, j + window)
+    hn = outline_tables(t, header)["hn"]
+    v = np.maximum(hn, 0)
+    p = np.maximum(t.arrays["parent"][v], 0)  # hn > 0 below: v is not the root, p >= 0
+    enclosed = np.where(p > 0, np.minimum(np.asarray(t.end, dtype=np.int64)[p], n), NEVER)
+    seen = np.minimum(enclosed, hidden_from(t, header, recent)[v])
+    ends = np.where(hn > 0, np.maximum(ends, seen), ends)
+    ends.setflags(write=False)
+    return ends
+
+
 @register("outline")
 @dataclass(frozen=True, repr=False, eq=False)
 class Outline(TreeRelation):
@@ -167,7 +210,26 @@ class Outline(TreeRelation):
         """The per-token and per-node arrays of ``outline_tables`` for this header length."""
         return outline_tables(t, self.header)
 
+    def ends(self, geom) -> np.ndarray | None:
+        """``key_ends`` of the bound tree over max(q_len, kv_len) keys (keys past the tree: the window
+        and the document's start only), or None when the tree is not laminar."""
+        n = max(geom.q_len, geom.kv_len)
+        E = key_ends(self._bound_tree(geom), self.window, self.header, self.recent)
+        if E is None or E.size >= n:
+            return E
+        j = np.arange(E.size, n, dtype=np.int64)
+        return np.concatenate([E, np.where(j < self.header, NEVER, j + self.window)])
+
     def allowed(self, q_idx, kv_idx, geom):
+        """j <= i < E[j] (``key_ends``) on a laminar tree, else ``allowed_reference``."""
+        E = self.ends(geom)
+        if E is None:
+            return self.allowed_reference(q_idx, kv_idx, geom)
+        return (q_idx >= kv_idx) & (q_idx < E[kv_idx])
+
+    def allowed_reference(self, q_idx, kv_idx, geom):
+        """The definition on any tree, with the ancestor test per pair: the twin ``allowed``'s interval
+        form is tested against, and the predicate for trees that are not laminar."""
         t, oi, _ = self._nodes(q_idx, kv_idx, geom)
         T = self.tables(t)
         d = q_idx - kv_idx
@@ -181,7 +243,9 @@ class Outline(TreeRelation):
         return out | ((d >= 0) & seen & t.is_ancestor_or_self(p, oi))
 
     def blocks(self, geom, block_q, block_k):
-        """Candidate blocks from the tree, without evaluating the predicate on the N x N grid: the
+        """On a laminar tree (every tree ``text_tree`` builds) the exact blocks and states from the
+        keys' query intervals (``key_ends``, ``spattern.ir.blocks.interval_blocks``): nothing is
+        evaluated per pair. On any other tree, candidate blocks, without evaluating the predicate on the N x N grid: the
         window's band (classified exactly), the document's first ``header`` keys, and per node v
         the rectangle of its header's keys [start(v), start(v) + header) against the queries that
         can see them: p = parent(v) must enclose the query (so it lies in p's span; past the tree,
@@ -190,8 +254,11 @@ class Outline(TreeRelation):
         on those (a superset), so the layout is exact."""
         if self.tree is None:
             return None
-        t = self.tree
         grid = Grid(geom.q_len, geom.kv_len, block_q, block_k)
+        iv = self.key_intervals(geom)
+        if iv is not None:
+            return interval_blocks(grid, *iv)
+        t = self.tree
         n, A = t.n_tokens, t.arrays
         st, en = np.asarray(t.start, dtype=np.int64), np.asarray(t.end, dtype=np.int64)
         v = np.arange(1, t.n_nodes, dtype=np.int64)
@@ -207,6 +274,18 @@ class Outline(TreeRelation):
         keys = np.unique(rows * grid.n_cols + cols)
         cand = BlockSet(grid, keys // grid.n_cols, keys % grid.n_cols, np.full(keys.size, UNKNOWN, dtype=np.int8))
         return band_blocks(grid, 0, self.window - 1).union(cand)
+
+    def key_intervals(self, geom):
+        """(j, ``key_ends``) over the kv_len keys on a laminar bound tree, else None."""
+        if self.tree is None:
+            return None
+        E = self.ends(geom)
+        return None if E is None else (np.arange(geom.kv_len, dtype=np.int64), E[: geom.kv_len])
+
+    def classify(self, grid, rows, cols):
+        """Exact states from the keys' query intervals on a laminar bound tree, else None."""
+        iv = self.key_intervals(Geometry(grid.q_len, grid.kv_len))
+        return None if iv is None else interval_state(grid, rows, cols, *iv)
 
     def pairs_expr(self, N, causal: bool = False):
         """An upper bound, N * (window + header * (1 + (D + 1)(recent + 1))), for the bound tree."""
