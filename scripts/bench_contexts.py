@@ -11,9 +11,9 @@ CPython standard library (8192-token BPE, as the study's training runs), the sam
 process, and times per batch and pattern: the structure contexts (token bytes -> text -> outline
 tree; built anew for each pattern, so nothing cached on a tree carries over) and the pattern's layout
 over them (``spattern.data.batch_contexts``). Reported: per source and pattern, the median ms per
-batch over all rounds and batches (contexts, layout, both), the last layout's blocks, distinct
-bitmasks and digest (``digest``), and with ``--against`` whether the two trees' layouts are the same
-and the ratio of the total medians (against / this).
+batch over all rounds and batches (contexts, layout, both), the last layout's blocks and distinct
+bitmasks, a digest chained over every batch's layout (``digest``), and with ``--against`` whether the
+two trees' layouts are all the same and the ratio of the total medians (against / this).
 """
 from __future__ import annotations
 
@@ -56,17 +56,19 @@ def measure(patterns, batch: int, seq: int, batches: int, seed: int = 0) -> dict
             if i:
                 out["contexts"][p].append(t1 - t0)
                 out["layouts"][p].append(t2 - t1)
+            seen = out["shape"].get(p, {}).get("digest", "")  # over every batch's layout, warm-up included
             out["shape"][p] = {"blocks": int(layout.col_idx.size), "bitmasks": int(layout.bitmasks.shape[0]),
-                               "digest": digest(layout)}
+                               "digest": digest(layout, seen)}
     return out
 
 
-def digest(layout) -> str:
-    """sha256 of what a layout means (CSR arrays, kinds, programs, each partial block's bits in block
-    order), independent of how its distinct bitmasks are stored: equal digests, equal layouts."""
+def digest(layout, before: str = "") -> str:
+    """sha256 of ``before`` and what a layout means (CSR arrays, kinds, programs, each partial block's
+    bits in block order), independent of how its distinct bitmasks are stored: equal digests, equal
+    layouts (chained over a process's batches, equal layouts of every batch)."""
     import hashlib
 
-    h = hashlib.sha256()
+    h = hashlib.sha256(before.encode())
     bits = layout.bitmasks[np.maximum(layout.mask_idx, 0)] * (layout.mask_idx >= 0)[:, None, None]
     for a in (layout.row_ptr, layout.col_idx, layout.block_kind, layout.programs, layout.program_len, bits):
         h.update(np.ascontiguousarray(a).tobytes())
