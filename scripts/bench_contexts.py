@@ -7,7 +7,8 @@ outline attention in study scenario 2), on the CPU, optionally A/B against anoth
 Each round runs one fresh process per source tree (this checkout, and ``--against``: another
 checkout's root, e.g. ``git worktree add /tmp/old <rev>``), in alternating order. A process builds a
 warm-up batch, then ``--batches`` batches of ``--batch`` random training sequences of the prepared
-CPython standard library (8192-token BPE, as the study's training runs), the same rows in every
+CPython standard library (8192-token BPE, as the study's training runs; ``--corpus``, ``--vocab``,
+``--max-docs`` choose another), the same rows in every
 process, and times per batch and pattern: the structure contexts (token bytes -> text -> outline
 tree; built anew for each pattern, so nothing cached on a tree carries over) and the pattern's layout
 over them (``spattern.data.batch_contexts``). Reported: per source and pattern, the median ms per
@@ -31,14 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 PATTERNS = ("outline(window=258) & causal", "outline(window=322, recent=0) & causal")
 
 
-def measure(patterns, batch: int, seq: int, batches: int, seed: int = 0) -> dict:
+def measure(patterns, batch: int, seq: int, batches: int, corpus: str = "stdlib", vocab: int = 8192,
+            max_docs: int | None = None, seed: int = 0) -> dict:
     """Per batch: seconds of the contexts and of each pattern's layout; one process, one source."""
     import spattern
     from spattern.data.batch_contexts import SequenceContexts, TokenBytes
     from spattern.data.prepare import PreparedData, prepare
     from spattern.data.structure import structure_context
 
-    d = PreparedData(prepare(corpus="stdlib", vocab_size=8192, log=lambda *a: None))
+    d = PreparedData(prepare(corpus=corpus, vocab_size=vocab, max_docs=max_docs, log=lambda *a: None))
     s = d.stream("train")
     table = TokenBytes(d.tokenizer())
     rng = np.random.default_rng(seed)
@@ -78,7 +80,8 @@ def digest(layout, before: str = "") -> str:
 def run_worker(src: Path, args) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
     cmd = [sys.executable, __file__, "--worker", "--batch", str(args.batch), "--seq", str(args.seq),
-           "--batches", str(args.batches), "--patterns", *args.patterns]
+           "--batches", str(args.batches), "--corpus", args.corpus, "--vocab", str(args.vocab),
+           *(["--max-docs", str(args.max_docs)] if args.max_docs else []), "--patterns", *args.patterns]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -98,12 +101,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seq", type=int, default=4096)
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--corpus", default="stdlib", help="a prepared corpus (spattern.data.prepare), BPE")
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--max-docs", type=int, default=None, help="its first N documents only (a quick check)")
     ap.add_argument("--against", type=Path, help="another checkout's root to compare with")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(args.patterns, args.batch, args.seq, args.batches)))
+        print(json.dumps(measure(args.patterns, args.batch, args.seq, args.batches, args.corpus, args.vocab,
+                                 args.max_docs)))
         return 0
     if args.against is not None and not (args.against / "spattern" / "__init__.py").is_file():
         ap.error(f"--against: expected a checkout's root holding spattern/, got {args.against}")
@@ -115,7 +122,8 @@ def main(argv=None) -> int:
     from spattern.utils.env import capture_env
 
     result = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-              "settings": {k: getattr(args, k) for k in ("batch", "seq", "batches", "rounds")},
+              "settings": {k: getattr(args, k) for k in ("batch", "seq", "batches", "rounds", "corpus", "vocab",
+                                                          "max_docs")},
               "env": capture_env(cpus=os.cpu_count()),
               **{name: summarize(rs, args.patterns) for name, rs in runs.items()}}
     if args.against:
