@@ -6,11 +6,12 @@ Two paths that must give identical layouts:
   compositions merge sorted block lists or filter them by O(1) per-block classifiers; blocks
   whose state composition cannot decide (partial | partial, partial & partial, partial - partial)
   are resolved by evaluating the predicate on just those blocks.
-  A pattern whose every key is seen by one interval of queries (``Pattern.key_intervals``:
-  causal, full, outline on a laminar tree, and intersections of these) skips all of that: its
-  blocks and states come from the intervals (``spattern.ir.blocks.interval_blocks``), and its
-  partial blocks are grouped by their per-key row ranges so that only the distinct ones are
-  turned into bitmasks.
+  A pattern without a mask program whose every key is seen by one interval of queries
+  (``Pattern.key_intervals``: outline on a laminar tree, and its intersections with causal or
+  full) skips all of that: its blocks and states come from the intervals
+  (``spattern.ir.blocks.interval_blocks``), and its partial blocks are grouped by their per-key
+  row ranges so that only the distinct ones are turned into bitmasks. (Causal and full have
+  intervals too, but their own band enumeration is cheaper and their programs need no bitmask.)
 - ``generic``: evaluates the predicate block row by block row (block_q x kv_len at a time, never
   N x N at once) and reduces to blocks. Works for any pattern, custom predicates included.
 
@@ -359,7 +360,9 @@ def _valid_or_none(p):
 def _compile_group(pattern: Pattern, q_len, kv_len, bq, bk, path) -> _Group:
     geom = Geometry(q_len, kv_len)
     grid = Grid(q_len, kv_len, bq, bk)
-    intervals = pattern.key_intervals(geom) if path != "generic" else None
+    # key intervals where partial blocks need bitmasks: a pattern with a mask program (causal, full)
+    # enumerates its blocks more cheaply by its own band (in order, no sort) and needs no bitmask
+    intervals = pattern.key_intervals(geom) if path != "generic" and _program_of(pattern) is None else None
     if intervals is not None:  # exact blocks and states from the keys' query intervals
         bs = interval_blocks(grid, *intervals)
     else:
