@@ -2,10 +2,10 @@
 step that needs them.
 
 A content-dependent layer compiles one layout per sequence from that sequence's structure
-(``spattern.data.structure``): about 4 ms per 4K sequence at block 64 on one CPU core of this
-2-core machine (``scripts/bench_contexts.py``; each key of outline's tree is seen by one interval of
-queries, ``Outline.key_intervals``, so its blocks and distinct bitmasks come from N numbers): about
-30 ms for a batch of 8, against about 42 ms for the study's 20M model's step on an H100. Training batches are a pure function of the step
+(``spattern.data.structure``): about 27 ms for a batch of 8 x 4K at block 64 on one core of a
+2-core CPU (``scripts/bench_contexts.py``; each key of outline's tree is seen by one interval of
+queries, ``Outline.key_intervals``, so its blocks and distinct bitmasks come from N numbers),
+against about 42 ms for the study's 20M model's whole training step on an H100. Training batches are a pure function of the step
 (``sample_indices``) and validation batches are fixed, so their contexts can be built before they
 are needed: ``ContextPrefetch`` builds each batch's ``SequenceContexts`` (the trees and every
 layout the model's layers will ask for) in worker processes, ``depth`` micro-batches ahead, and
