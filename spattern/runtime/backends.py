@@ -6,7 +6,8 @@ declaration over the normalized ``Problem`` (``runtime/problem.py``), and a ``ru
 ``choose`` implements ``backend="auto"``: the first backend in ``AUTO_ORDER`` that is available,
 supports the problem and is meant for it (``for_grad``: flex is chosen by ``auto`` only when a
 gradient is needed, as before: cupy on CUDA fp16/bf16, flex on CUDA when a gradient is needed and
-cupy cannot give one, otherwise reference).
+cupy cannot give one, otherwise reference). ``sdpa_mask`` (torch SDPA under the layout's dense token
+mask, for short sequences) runs only when asked for.
 """
 
 from __future__ import annotations
@@ -102,10 +103,24 @@ def _flex_run(q, k, v, layout, prob, cu_seqlens):
     return attention_flex(q, k, v, layout, prob.scale, prob.return_lse, cu_seqlens)
 
 
+# ---------------------------------------------------------------- sdpa_mask (torch SDPA under the token mask)
+def _sdpa_mask_supports(prob: Problem) -> str | None:
+    from spattern.runtime.sdpa_mask import supports
+
+    return supports(prob)
+
+
+def _sdpa_mask_run(q, k, v, layout, prob, cu_seqlens):
+    from spattern.runtime.sdpa_mask import attention_sdpa_mask
+
+    return attention_sdpa_mask(q, k, v, layout, prob.scale)
+
+
 BACKENDS: dict[str, Backend] = {
     "reference": Backend("reference", lambda: True, lambda prob: None, _reference_run),
     "cupy": Backend("cupy", _cupy_available, _cupy_supports, _cupy_run),
     "flex": Backend("flex", _flex_available, _flex_supports, _flex_run, auto_only_for_grad=True),
+    "sdpa_mask": Backend("sdpa_mask", lambda: True, _sdpa_mask_supports, _sdpa_mask_run),  # opt-in: not in AUTO_ORDER
 }
 AUTO_ORDER = ("cupy", "flex", "reference")
 
