@@ -44,7 +44,8 @@ import numpy as np
 from spattern.ir import program as prog
 from spattern.ir.blocks import FULL as S_FULL
 from spattern.ir.blocks import UNKNOWN, Grid, interval_blocks, interval_masks, interval_signatures
-from spattern.compiler.layout import BITMASK, FULL, PROGRAM, BlockLayout, dedupe_bitmasks, pack_bits
+from spattern.compiler.layout import (BITMASK, FULL, PROGRAM, BlockLayout, dedupe_bitmasks, first_use_unique,
+                                      pack_bits)
 from spattern.patterns.base import Geometry, Heads, Pattern
 from spattern.patterns.parse import parse
 from spattern.utils.errors import UserError
@@ -410,15 +411,10 @@ def _interval_bitmasks(grid: Grid, rows, cols, intervals) -> tuple[np.ndarray, n
     intervals: blocks are grouped by their signatures (``interval_signatures``: O(block_k) each), and
     only the m distinct ones are turned into token masks, in order of first use."""
     sig = interval_signatures(grid, rows, cols, *intervals)
-    flat = np.ascontiguousarray(sig.reshape(sig.shape[0], -1))
-    keys = flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).reshape(-1)  # one bytes key per block
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
+    first, index = first_use_unique(sig)
     _reserve(float(first.size) * grid.block_q * grid.block_k, f"the token masks of {first.size} distinct blocks",
              f"key intervals at q_len={grid.q_len}, kv_len={grid.kv_len}, block=({grid.block_q}, {grid.block_k})")
-    return pack_bits(interval_masks(sig[first[order]], grid.block_q)), rank[inverse.reshape(-1)]
+    return pack_bits(interval_masks(sig[first], grid.block_q)), index
 
 
 def _part_masks(pattern, grid, rows, cols, masks, have) -> np.ndarray:

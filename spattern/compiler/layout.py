@@ -563,6 +563,19 @@ def replace(layout: BlockLayout, **changes) -> BlockLayout:
     return dataclasses.replace(layout, **changes)
 
 
+def first_use_unique(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """rows (M, ...) -> (first, index): ``first`` the position of each distinct row's first occurrence,
+    in order of first use, and ``index`` [M] each row's place in ``first`` (rows compared by their bytes)."""
+    M = rows.shape[0]
+    flat = np.ascontiguousarray(rows).reshape(M, -1)
+    keys = flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).reshape(M)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return first[order], rank[inverse.reshape(M)]
+
+
 def dedupe_bitmasks(bitmasks: np.ndarray, mask_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(bitmasks, mask_idx) with each distinct block mask stored once, in order of first use, and
     ``mask_idx`` pointing at it (-1 entries kept). Every reader goes through ``mask_idx``, so the token
@@ -572,18 +585,13 @@ def dedupe_bitmasks(bitmasks: np.ndarray, mask_idx: np.ndarray) -> tuple[np.ndar
     M = bitmasks.shape[0]
     if M < 2:
         return bitmasks, mask_idx
-    flat = np.ascontiguousarray(bitmasks).reshape(M, -1)
-    keys = flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).reshape(M)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    first, index = first_use_unique(bitmasks)
     if first.size == M:
         return bitmasks, mask_idx
-    order = np.argsort(first)  # distinct masks in order of first occurrence
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
     new_idx = np.array(mask_idx, copy=True)
     used = new_idx >= 0
-    new_idx[used] = rank[inverse.reshape(M)[new_idx[used]]]
-    return np.ascontiguousarray(bitmasks[first[order]]), new_idx.astype(mask_idx.dtype)
+    new_idx[used] = index[new_idx[used]]
+    return np.ascontiguousarray(bitmasks[first]), new_idx.astype(mask_idx.dtype)
 
 
 def programs_as_bitmasks(layout: BlockLayout, max_blocks: int | None = None) -> BlockLayout:
