@@ -6,8 +6,8 @@ and backward (on a CPU, for study scenario 3's MQAR model at 256 tokens, about 7
 reference's float32 softmax: 32 ms against 218 ms per layer for B 64, 2 heads of 32). It is the
 reference's semantics wherever it runs: a query with no allowed key gets zeros (torch 2.13's CPU
 kernel gives zeros there by itself; the mask is widened on such rows and their output zeroed for the
-versions and kernels that give NaN), and inputs with a NaN or an Inf go to the reference itself, which keeps them local to the
-queries that attend them (SDPA's product of probabilities and values would spread them to every
+versions and kernels that give NaN), and inputs with a NaN or an Inf go to the reference itself,
+which keeps them local to the queries that attend them (SDPA's product of probabilities and values would spread them to every
 query). It returns no LSE and takes no packed input (``supports`` says so), and refuses masks above
 the reference's dense limit. Opt-in (``backend="sdpa_mask"``), never chosen by ``auto``: the
 reference stays the oracle, and this backend is tested against it.
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from spattern.compiler.layout import BlockLayout
 from spattern.runtime.problem import Problem
-from spattern.runtime.reference import DENSE_LIMIT, attention_reference
+from spattern.runtime.reference import DENSE_LIMIT, _expand_kv, attention_reference
 
 MASK_LIMIT = 4 * DENSE_LIMIT  # booleans of the token masks of all layout groups together
 
@@ -36,14 +36,17 @@ def supports(prob: Problem) -> str | None:
     return None
 
 
-def _masks(layout: BlockLayout, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask (Bg, Hg, q_len, kv_len) bool, empty (Bg, Hg, q_len, 1) bool: rows with no allowed key) on
-    ``device``, built once per layout and device."""
+def _masks(layout: BlockLayout, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(mask (Bg, Hg, q_len, kv_len) bool for SDPA, empty (Bg, Hg, q_len, 1) bool or None) on ``device``,
+    built once per layout and device: ``empty`` marks the rows with no allowed key (None when there is
+    none), whose mask is widened to every key so that no kernel divides by an empty sum."""
     key = (str(device), "sdpa_mask")
     if key not in layout._device_cache:
         Bg, Hg = layout.group_shape
-        m = torch.from_numpy(layout.to_dense()).reshape(Bg, Hg, layout.q_len, layout.kv_len).to(device)
-        layout._device_cache[key] = (m, ~m.any(-1, keepdim=True))
+        m = torch.from_numpy(layout.to_dense()).reshape(Bg, Hg, layout.q_len, layout.kv_len)
+        empty = ~m.any(-1, keepdim=True)  # on the host: no device sync per call
+        has_empty = bool(empty.any())
+        layout._device_cache[key] = ((m | empty).to(device), empty.to(device)) if has_empty else (m.to(device), None)
     return layout._device_cache[key]
 
 
@@ -53,9 +56,8 @@ def attention_sdpa_mask(q, k, v, layout: BlockLayout, scale: float) -> tuple[tor
     if not all(bool(torch.isfinite(t).all()) for t in (q, k, v)):
         return attention_reference(q, k, v, layout, scale)
     mask, empty = _masks(layout, q.device)  # the API checked that the lengths are the layout's
-    rep = q.shape[1] // k.shape[1]
-    if rep > 1:
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-    any_empty = bool(empty.any())
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | empty if any_empty else mask, scale=scale)
-    return (torch.where(empty, torch.zeros((), dtype=out.dtype, device=out.device), out) if any_empty else out), None
+    H = q.shape[1]
+    out = F.scaled_dot_product_attention(q, _expand_kv(k, H), _expand_kv(v, H), attn_mask=mask, scale=scale)
+    if empty is not None:
+        out = torch.where(empty, torch.zeros((), dtype=out.dtype, device=out.device), out)
+    return out, None
