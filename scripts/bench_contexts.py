@@ -127,8 +127,9 @@ def main(argv=None) -> int:
               "env": capture_env(cpus=os.cpu_count()),
               **{name: summarize(rs, args.patterns) for name, rs in runs.items()}}
     if args.against:
-        result["same_layouts"] = all(result["this"][p]["digest"] == result["against"][p]["digest"] for p in args.patterns)
-        result["ratio_against_over_this"] = {p: round(result["against"][p]["total_ms"] / result["this"][p]["total_ms"], 3)
+        this, other = result["this"], result["against"]
+        result["same_layouts"] = all(this[p]["digest"] == other[p]["digest"] for p in args.patterns)
+        result["ratio_against_over_this"] = {p: round(other[p]["total_ms"] / this[p]["total_ms"], 3)
                                              for p in args.patterns}
     text = json.dumps(result, indent=2)
     print(text)

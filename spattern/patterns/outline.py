@@ -36,7 +36,8 @@ this one. The pattern is causal and content-dependent: it compiles with
 
 Compiled form. On a laminar tree (spans nested or disjoint: every text tree, and the AST trees of
 ``python_tree``) each clause lets key j be seen by an interval of queries starting at j, so their
-union is one interval: query i sees key j iff j <= i < E[j] (``key_ends``, O(N) per tree). The
+union is one interval: query i sees key j iff j <= i < E[j] (``key_ends``, O(N + n log n) for N
+tokens and n nodes). The
 compiler builds the blocks, their states and the distinct bitmasks from E alone
 (``Pattern.key_intervals``); the per-pair form of the definition (``allowed_reference``) serves
 other trees and is the twin the interval form is tested against.
@@ -245,9 +246,9 @@ class Outline(TreeRelation):
     def blocks(self, geom, block_q, block_k):
         """On a laminar tree (every tree ``text_tree`` builds) the exact blocks and states from the
         keys' query intervals (``key_ends``, ``spattern.ir.blocks.interval_blocks``): nothing is
-        evaluated per pair. On any other tree, candidate blocks, without evaluating the predicate on the N x N grid: the
-        window's band (classified exactly), the document's first ``header`` keys, and per node v
-        the rectangle of its header's keys [start(v), start(v) + header) against the queries that
+        evaluated per pair. On any other tree, candidate blocks, without evaluating the predicate on
+        the N x N grid: the window's band (classified exactly), the document's first ``header`` keys,
+        and per node v the rectangle of its header's keys [start(v), start(v) + header) against the queries that
         can see them: p = parent(v) must enclose the query (so it lies in p's span; past the tree,
         only the root encloses) and no child of p at rank rank(v) + 1 + recent may start at or
         before it. Every block but the band's is UNKNOWN: the compiler evaluates the predicate
