@@ -116,7 +116,7 @@ class Tree:
         children of each node do not overlap. Then the nodes covering a token form one root path, and
         a node is an ancestor-or-self of a token's owner exactly when the token lies in its span: what
         lets a pattern replace the per-pair ancestor test by an interval (``outline``'s ``key_ends``)."""
-        par = self.arrays["parent"]
+        par = np.asarray(self.parent, dtype=np.int64)
         st, en = np.asarray(self.start, dtype=np.int64), np.asarray(self.end, dtype=np.int64)
         v = np.flatnonzero(en > st)
         v = v[v > 0]
