@@ -18,7 +18,7 @@ def cmd_run(args) -> int:
             extra = f" (grows {grown[0].name}: adds {describe(grown[1])})" if grown else ""
             print(f"{spec.label:40s} seed {spec.seed:<3d} {'grows' if grown else state:9s} {spec.dir.path}{extra}")
         return 0
-    run_experiment(cfg, only=args.only, by_seed=args.by_seed, runtime=args.runtime)
+    run_experiment(cfg, only=args.only, by_seed=args.by_seed, runtime=args.runtime, jobs=args.jobs)
     if not args.no_compare:
         _print_compare(cfg.out_dir, cfg.baseline, cfg.compare.metrics, cfg.compare.test, None)
     if cfg.report and not args.no_report:
@@ -78,6 +78,10 @@ def register(sub) -> None:
     r.add_argument("--runtime", action="append", default=[], metavar="KEY=VALUE",
                    help="train.device or train.max_seconds for the runs executed now, without changing their ids "
                         "(e.g. finish a GPU config's run on a CPU; its metrics.json records them and the device it trained on)")
+    r.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train this many runs at once, each in its own process (small models that leave a GPU "
+                        "mostly idle); each run's metrics.json records it, and the report's training-cost table "
+                        "labels their timings as measured N at a time")
     r.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="run only these run labels")
     r.add_argument("--by-seed", action="store_true",
                    help="run seed by seed (every pattern of a seed before the next seed), so that a sweep stopped "

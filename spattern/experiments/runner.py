@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 from spattern.experiments.config import ExperimentConfig
@@ -37,9 +38,11 @@ def _progress():
                     TextColumn("eta"), TimeRemainingColumn())
 
 
-def run_one(cfg: ExperimentConfig, spec: RunSpec, progress=None, log=print, runtime: list[str] = ()) -> dict:
+def run_one(cfg: ExperimentConfig, spec: RunSpec, progress=None, log=print, runtime: list[str] = (),
+            jobs: int = 1) -> dict:
     """One run: start (config, env, status running) unless resuming, execute, finish. ``runtime``:
-    checked ``--runtime`` overrides (``train`` runs only)."""
+    checked ``--runtime`` overrides (``train`` runs only); ``jobs``: how many runs shared the machine
+    (``run_experiment``'s ``jobs``), recorded in a train run's metrics.json when more than one."""
     rd = spec.dir
     if rd.metrics() is None:
         rd.start(spec.resolved, spec.seed, run={"label": spec.label, "pattern": spec.pattern})
@@ -51,10 +54,10 @@ def run_one(cfg: ExperimentConfig, spec: RunSpec, progress=None, log=print, runt
         from spattern.experiments.lm_eval import evaluate_run
 
         return evaluate_run(cfg, spec, progress)
-    return _train_run(cfg, spec, log, list(runtime))
+    return _train_run(cfg, spec, log, list(runtime), jobs)
 
 
-def _train_run(cfg: ExperimentConfig, spec: RunSpec, log, runtime: list[str]) -> dict:
+def _train_run(cfg: ExperimentConfig, spec: RunSpec, log, runtime: list[str], jobs: int = 1) -> dict:
     """A ``train`` run: the training loop writes the same run-directory files (it resumes from its
     checkpoint and recognises a finished run itself)."""
     from spattern.train.config import load_train_config
@@ -76,6 +79,8 @@ def _train_run(cfg: ExperimentConfig, spec: RunSpec, log, runtime: list[str]) ->
          "timings": {"train": summary["seconds"]}, "train": summary}
     if runtime:
         m["runtime"] = runtime
+    if jobs > 1:  # its tokens/s and step time were measured on a shared device (report: "<device>, N at a time")
+        m["jobs"] = jobs
     # step time and the indexer's statistics over training (experiments/curves.py)
     from spattern.experiments.curves import train_curves
 
@@ -99,11 +104,23 @@ def select(runs: list, only: list[str] | None = None, by_seed: bool = False) -> 
     return sorted(runs, key=lambda r: r.seed) if by_seed else runs
 
 
+def check_jobs(jobs: int, cfg: ExperimentConfig) -> int:
+    """``--jobs N``: N >= 1; more than one only for ``train`` experiments (small models that leave a GPU
+    mostly idle; an ``evaluate`` run already fills the machine it runs on)."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UserError(f"--jobs expects a whole number >= 1, got {jobs!r}")
+    if jobs > 1 and cfg.kind != "train":
+        raise UserError(f"--jobs > 1 applies to kind = \"train\" experiments; {cfg.name} is {cfg.kind!r}")
+    return jobs
+
+
 def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = None,
-                   by_seed: bool = False, runtime: list[str] = ()) -> list[dict]:
+                   by_seed: bool = False, runtime: list[str] = (), jobs: int = 1) -> list[dict]:
     """Run every run of the sweep (``select``: ``only``, ``by_seed``) that has not finished; returns every
-    run's summary. ``runtime``: ``--runtime`` overrides (``check_runtime``) for the runs executed here."""
+    run's summary. ``runtime``: ``--runtime`` overrides (``check_runtime``) for the runs executed here.
+    ``jobs``: runs executed at once, each in its own process (``_run_parallel``)."""
     runtime = check_runtime(runtime, cfg)
+    jobs = check_jobs(jobs, cfg)
     runs = select(expand(cfg), only, by_seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     from spattern.utils.io import write_json
@@ -131,12 +148,53 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
     t0 = time.perf_counter()
     with _progress() as progress:
         sweep = progress.add_task(f"{cfg.name}", total=len(todo))
-        for spec in todo:
-            summaries.append(run_one(cfg, spec, progress, log=progress.console.print, runtime=runtime))
-            progress.advance(sweep)
+        if jobs > 1 and len(todo) > 1:
+            summaries += _run_parallel(cfg, todo, runtime, jobs, progress, sweep)
+        else:
+            for spec in todo:
+                summaries.append(run_one(cfg, spec, progress, log=progress.console.print, runtime=runtime))
+                progress.advance(sweep)
     if todo:
-        log(f"[run] {cfg.name}: {len(todo)} runs in {time.perf_counter() - t0:.1f} s")
+        log(f"[run] {cfg.name}: {len(todo)} runs in {time.perf_counter() - t0:.1f} s"
+            + (f", {min(jobs, len(todo))} at a time" if jobs > 1 else ""))
     return summaries
 
 
-__all__ = ["RUNTIME_KEYS", "check_runtime", "expand", "run_experiment", "run_one", "select"]
+def _prefixed(name: str, *args, **kwargs) -> None:
+    print(f"[{name}]", *args, **kwargs, flush=True)
+
+
+def _one_in_worker(cfg: ExperimentConfig, spec: RunSpec, runtime: list[str], jobs: int) -> dict:
+    return run_one(cfg, spec, None, log=partial(_prefixed, spec.dir.path.name), runtime=runtime, jobs=jobs)
+
+
+def _run_parallel(cfg: ExperimentConfig, todo: list[RunSpec], runtime: list[str], jobs: int, progress,
+                  sweep) -> list[dict]:
+    """``todo``'s runs, ``jobs`` at a time, each in a fresh (spawned: CUDA does not survive a fork)
+    process; their log lines carry the run's folder name. Every run is attempted; the runs that raised
+    are named in one error at the end (their folders keep their checkpoints: the next call resumes them)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    summaries, failed = [], []
+    n = min(jobs, len(todo))
+    with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_one_in_worker, cfg, spec, runtime, n): spec for spec in todo}
+        try:
+            for fut in as_completed(futures):
+                spec = futures[fut]
+                try:
+                    summaries.append(fut.result())
+                except Exception as e:  # noqa: BLE001 - reported with the run's name below
+                    failed.append(f"{spec.dir.path.name}: {type(e).__name__}: {e}")
+                    progress.console.print(f"[run] {spec.dir.path.name} failed: {type(e).__name__}: {e}")
+                progress.advance(sweep)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed:\n  " + "\n  ".join(failed))
+    return summaries
+
+
+__all__ = ["RUNTIME_KEYS", "check_jobs", "check_runtime", "expand", "run_experiment", "run_one", "select"]

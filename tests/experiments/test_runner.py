@@ -216,6 +216,46 @@ overrides = ["train.steps=3", "train.eval_every=0", "data.max_docs=60", "model.b
     assert rows[("loss", "local(16) & causal")]["n"] == 2  # two seeds, paired by seed
 
 
+def test_jobs_train_runs_at_once_with_the_results_of_one_at_a_time(tmp_path, cache):
+    """``jobs = 2``: the runs train in two spawned processes; each run's losses equal those of the same
+    run trained alone (same ids, another results folder), and its metrics.json says it shared the machine."""
+    body = f'''
+kind = "train"
+[setup]
+context = 64
+[sweep]
+pattern = ["dense", "local(16) & causal"]
+seed = [0, 1]
+[train]
+config = "{ROOT / 'experiments' / 'train_tiny_cpu.toml'}"
+overrides = ["train.steps=3", "train.eval_every=0", "data.max_docs=60", "model.block=[32, 32]"]
+'''
+    outs = {}
+    for jobs in (1, 2):
+        cfg_path = tmp_path / f"j{jobs}.toml"
+        cfg_path.write_text(f'name = "jobs"\nresults = "{tmp_path / f"results{jobs}"}"\n' + body)
+        cfg = load_experiment(cfg_path)
+        summaries = run_experiment(cfg, log=lambda *a: None, jobs=jobs)
+        assert sorted(s["run_id"] for s in summaries) == sorted(spec.dir.path.name for spec in expand(cfg))
+        outs[jobs] = {spec.dir.path.name: json.loads(spec.dir.metrics_path.read_text()) for spec in expand(cfg)}
+    assert outs[1].keys() == outs[2].keys()
+    for run_id, m in outs[2].items():
+        assert m["status"] == "finished" and m["jobs"] == 2 and "jobs" not in outs[1][run_id]
+        assert m["train"]["first_loss"] == outs[1][run_id]["train"]["first_loss"]
+        assert m["metrics"]["loss"] == pytest.approx(outs[1][run_id]["metrics"]["loss"], rel=1e-6)
+
+
+def test_jobs_is_checked(tmp_path):
+    from spattern.experiments.runner import check_jobs
+
+    cfg = load_experiment(_write(tmp_path))  # kind = "evaluate"
+    assert check_jobs(1, cfg) == 1
+    with pytest.raises(UserError, match="--jobs > 1 applies to kind = \"train\""):
+        check_jobs(2, cfg)
+    with pytest.raises(UserError, match="whole number >= 1, got 0"):
+        check_jobs(0, cfg)
+
+
 def test_select_filters_labels_and_orders_seed_by_seed(tmp_path):
     from spattern.experiments.runner import select
 

@@ -14,9 +14,11 @@ from spattern.report.tables import training_table
 
 
 def _run(seed: int, loss: float, tps: float, device: str | None, machine: str = "cuda", label: str = "bigbird",
-         pattern: str = "local(8) & causal") -> Run:
+         pattern: str = "local(8) & causal", jobs: int | None = None) -> Run:
     env = {"device": machine, "name": "NVIDIA H200" if machine == "cuda" else None}
     raw = {"train": {"device": device}} if device else {}
+    if jobs is not None:
+        raw["jobs"] = jobs
     return Run(dir=Path(f"/r/s{seed}"), experiment="mqar", run_id=f"{label}-s{seed}", label=label,
                pattern=pattern, params={}, status="finished",
                metrics={"loss": loss, "tokens_per_s": tps, "step_ms": 1e6 / tps}, timings={}, env=env,
@@ -42,6 +44,18 @@ def test_one_device_keeps_the_plain_name():
     assert row["device"] == "CPU" and row["untimed"] == {} and row["timed_seeds"] == 3
     table = training_table([row], [])
     assert table.rows[0][2] == "CPU" and "another device" not in table.caption and row["tokens_per_s"] == 200.0
+
+
+def test_runs_trained_several_at_a_time_are_timed_apart_and_labelled():
+    """``spattern run --jobs 6``: a run's tokens/s was measured beside five others; its device reads
+    "H200, 6 at a time", and solo runs of the same series are the timed ones when they are the most."""
+    shared = [_run(s, 1.0, 100.0, "cuda:0", jobs=6) for s in range(3)]
+    (row,), _ = collect_training_cost(Study(roots=[Path("/r")], runs=shared))
+    assert row["device"] == "H200, 6 at a time" and row["untimed"] == {} and row["tokens_per_s"] == 100.0
+    mixed = [_run(s, 1.0, 500.0, "cuda:0") for s in range(2)] + [_run(2, 4.0, 100.0, "cuda:0", jobs=6)]
+    (row,), _ = collect_training_cost(Study(roots=[Path("/r")], runs=mixed))
+    assert row["device"] == "H200" and row["untimed"] == {"H200, 6 at a time": 1} and row["tokens_per_s"] == 500.0
+    assert row["loss"] == pytest.approx(2.0)  # every seed counts in the loss
 
 
 def test_same_call_ratios_come_from_the_experiments_throughput_file():
