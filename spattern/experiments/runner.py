@@ -57,18 +57,69 @@ def run_one(cfg: ExperimentConfig, spec: RunSpec, progress=None, log=print, runt
     return _train_run(cfg, spec, log, list(runtime), jobs)
 
 
-def _train_run(cfg: ExperimentConfig, spec: RunSpec, log, runtime: list[str], jobs: int = 1) -> dict:
-    """A ``train`` run: the training loop writes the same run-directory files (it resumes from its
-    checkpoint and recognises a finished run itself)."""
+def _train_config(cfg: ExperimentConfig, spec: RunSpec, runtime: list[str] = ()):
+    """The training config of a ``train`` run: the experiment's training TOML, its overrides (and the
+    variant's), then the run's own keys and ``runtime``."""
     from spattern.train.config import load_train_config
-    from spattern.train.loop import train
 
     t = spec.resolved["train"]
     base = Path(cfg.source).parent if cfg.source else Path(".")
     over = [*t["overrides"], f"name={_q(cfg.name + '-' + spec.dir.path.name)}",
             f"model.pattern={_q(spec.pattern)}", f"train.seed={spec.seed}",
             f"train.out_dir={_q(str(spec.dir.path))}", f"data.seq_len={spec.context}", "train.progress=false", *runtime]
-    tcfg = load_train_config(base / t["config"], over)
+    return load_train_config(base / t["config"], over)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def changed_training_config(cfg: ExperimentConfig, spec: RunSpec) -> dict[str, tuple]:
+    """A finished ``train`` run's training config (its ``config.toml``) against the one the experiment
+    gives it now: {key: (then, now)} for each key whose value differs. A run's id hashes the training
+    TOML's path and the overrides, not the file's content, so an edit of the file would otherwise leave
+    runs of the old config standing as finished. Left out: RUNTIME_KEYS, ``train.ckpt_dir`` and
+    ``train.progress``, and keys one side lacks (fields added to or removed from the config since)."""
+    import tomllib
+
+    from spattern.utils.config import to_toml
+
+    path = spec.dir.path / "config.toml"
+    if not path.is_file():
+        return {}
+    then = _flat(tomllib.loads(path.read_text()))
+    now = _flat(tomllib.loads(to_toml(_train_config(cfg, spec))))
+    skip = {*RUNTIME_KEYS, "train.ckpt_dir", "train.progress"}
+    return {k: (then[k], now[k]) for k in sorted(then.keys() & now.keys()) if k not in skip and then[k] != now[k]}
+
+
+def _check_finished_train_runs(cfg: ExperimentConfig, finished: list[RunSpec]) -> None:
+    """Refuse to skip finished runs whose training config has changed since they were trained."""
+    stale = {spec.dir.path.name: d for spec in finished if (d := changed_training_config(cfg, spec))}
+    if not stale:
+        return
+    keys = sorted({k for d in stale.values() for k in d})
+    example = next(iter(stale.values()))
+    shown = ", ".join(f"{k}: {v[0]!r} then, {v[1]!r} now" for k, v in list(example.items())[:4])
+    raise UserError(
+        f"{len(stale)} finished run(s) of {cfg.name} were trained with another training config than "
+        f"{cfg.train.config} gives now (keys {', '.join(keys)}; e.g. {next(iter(stale))}: {shown}). A run's id "
+        f"does not hash the training TOML's content: put the change in the experiment's [train] overrides "
+        f"(the runs then get new ids), or restore the file, or delete those runs to train them again.")
+
+
+def _train_run(cfg: ExperimentConfig, spec: RunSpec, log, runtime: list[str], jobs: int = 1) -> dict:
+    """A ``train`` run: the training loop writes the same run-directory files (it resumes from its
+    checkpoint and recognises a finished run itself)."""
+    from spattern.train.loop import train
+
+    tcfg = _train_config(cfg, spec, runtime)
     summary = train(tcfg, log=log)
     m = {"experiment": cfg.name, "run_id": spec.dir.path.name, "label": spec.label, "pattern": spec.pattern,
          "seed": spec.seed, "context": spec.context, "status": summary["status"],
@@ -143,6 +194,8 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
             summaries.append(spec.dir.metrics())
         else:
             todo.append(spec)
+    if cfg.kind == "train":
+        _check_finished_train_runs(cfg, [spec for spec in runs if spec not in todo])
     log(f"[run] {cfg.name}: {len(runs)} runs, {len(runs) - len(todo)} finished (skipped), {len(todo)} to run "
         f"-> {cfg.out_dir}")
     t0 = time.perf_counter()
@@ -197,4 +250,4 @@ def _run_parallel(cfg: ExperimentConfig, todo: list[RunSpec], runtime: list[str]
     return summaries
 
 
-__all__ = ["RUNTIME_KEYS", "check_jobs", "check_runtime", "expand", "run_experiment", "run_one", "select"]
+__all__ = ["RUNTIME_KEYS", "changed_training_config", "check_jobs", "check_runtime", "expand", "run_experiment", "run_one", "select"]

@@ -245,6 +245,49 @@ overrides = ["train.steps=3", "train.eval_every=0", "data.max_docs=60", "model.b
         assert m["metrics"]["loss"] == pytest.approx(outs[1][run_id]["metrics"]["loss"], rel=1e-6)
 
 
+def test_an_edited_training_toml_is_not_skipped_as_finished(tmp_path, cache):
+    """A run's id hashes the training TOML's path and the overrides, not the file's content: after an
+    edit of the file, the finished runs are refused (the key, then and now), not silently kept; the same
+    change as an override gives new ids, which train."""
+    train_toml = tmp_path / "tiny.toml"
+    train_toml.write_text(f'base = "{ROOT / "experiments" / "train_tiny_cpu.toml"}"\n[train]\nlr = 5e-3\n')
+    cfg_path = tmp_path / "exp.toml"
+    cfg_path.write_text(f'''
+name = "edited"
+kind = "train"
+results = "{tmp_path / 'results'}"
+[setup]
+context = 64
+[sweep]
+pattern = ["dense"]
+[train]
+config = "{train_toml}"
+overrides = ["train.steps=2", "train.eval_every=0", "data.max_docs=60"]
+''')
+    cfg = load_experiment(cfg_path)
+    run_experiment(cfg, log=lambda *a: None)
+    (spec,) = expand(cfg)
+    assert spec.dir.finished()
+    run_experiment(cfg, log=lambda *a: None)  # unchanged: skipped, no error
+    train_toml.write_text(train_toml.read_text().replace("lr = 5e-3", "lr = 1e-3"))
+    from spattern.experiments.runner import changed_training_config
+
+    assert changed_training_config(load_experiment(cfg_path), spec) == {"train.lr": (5e-3, 1e-3)}
+    with pytest.raises(UserError, match=r"1 finished run\(s\) of edited .*train\.lr: 0\.005 then, 0\.001 now"):
+        run_experiment(load_experiment(cfg_path), log=lambda *a: None)
+    moved = load_experiment(cfg_path, ['train.overrides=["train.steps=2", "train.eval_every=0", "data.max_docs=60", '
+                                       '"train.lr=5e-3"]'])
+    (spec2,) = expand(moved)
+    assert spec2.dir.path != spec.dir.path  # an override is hashed: a new id
+    assert changed_training_config(moved, spec2) == {}
+    run_experiment(moved, log=lambda *a: None)
+    assert spec2.dir.finished()
+    # a runtime key (where a run trained) is not a change of the config
+    runtime_cfg = load_experiment(cfg_path)
+    train_toml.write_text(train_toml.read_text().replace("lr = 1e-3", "lr = 5e-3") + "max_seconds = 30\n")
+    assert changed_training_config(runtime_cfg, spec) == {}
+
+
 def test_jobs_is_checked(tmp_path):
     from spattern.experiments.runner import check_jobs
 
