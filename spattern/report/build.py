@@ -198,6 +198,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
                 f"quality table of {e}")
     # a check of one setting of another experiment (x_draws beside x): its tables, and one sentence
     checks = {e: parent for e in q_exps if (parent := collect.member_of(e, s.experiments(), check_of)) is not None}
+    checks |= {e: parent for e, parent in check_of.items()  # a check of a trained experiment (its schedule, say)
+               if e in s.experiments() and parent in s.experiments() and parent != e}
     matched = {e: q_points[e] for e in q_exps if single_density(q_points[e]) and e not in checks}
     for e in q_exps:  # density sweeps: a figure each; experiments at one density: one figure together
         if e not in matched and e not in checks:
@@ -226,7 +228,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         syn, syn_src, xname = collect.collect_synthetic(s, e)
         syn_points[e] = (syn, xname)
         syn_srcs += syn_src
-    pairs = collect.collect_mqar_pairs(s)  # MQAR accuracy against the number of key-value pairs
+    pairs = {e: v for e, v in collect.collect_mqar_pairs(s).items() if e not in checks}  # MQAR accuracy
+    # against the number of key-value pairs (a check's runs: its sentence and the tables)
     syn_srcs += [p for _, src in pairs.values() for p in src]
     # the figure and the retrieval sentence: one panel per experiment; the members of another (a density
     # sweep's x_d50, x_d12 in its passkey panel; a check such as x_draws) have none: the table keeps them
@@ -249,6 +252,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     curves_by: dict[str, list] = {}
     train_src: list = []
     for e in collect.training_experiments(s):
+        if e in checks:  # a check's curves: in the CSV of its runs, not a panel of the figure
+            continue
         curves, cur_src, _ = collect.training_curves(s, e)
         curves_by[e] = curves
         train_src += cur_src
@@ -260,6 +265,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     else:
         b.manifest.miss("figure", "training", "training curves (no training metrics.jsonl)")
     t_rows, t_src = collect.collect_training_cost(s)
+    t_rows = [r for r in t_rows if r["experiment"] not in checks]  # a check's runs repeat its parent's model
+    t_src = [p for p in t_src if not checks.keys() & set(Path(p).parts)]
     b.table(lambda: T.training_table(t_rows, t_src) if t_rows else None, "training_cost",
             "training cost table (no run with tokens_per_s)")
     for e, (items, f_src) in collect.collect_file_losses(s).items():  # CSV and HTML (no room in the PDF)
@@ -293,8 +300,11 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     b.table(lambda: T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------
+    # the check sentences: the quality checks' (a trained check, such as MQAR's schedules, is summed up by
+    # the MQAR sentence, numbers.mqar_learnt, and keeps its tables)
     nums = numbers_mod.numbers(s, b, targets, sl_f, {e: v for e, v in q_points.items() if e not in checks},
-                               syn_shown, abl, out, title, checks=checks)
+                               syn_shown, abl, out, title, checks={e: p for e, p in checks.items() if e in q_exps},
+                               hidden=set(checks))
     num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench
                                                            + s.compile_bench]
     paths: dict[str, Path] = {"numbers": write_json(out / "data" / "numbers.json", nums),

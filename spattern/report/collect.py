@@ -271,12 +271,12 @@ def training_curves(study: Study, experiment: str | None = None) -> tuple[list[C
 def _train_device(r: Run) -> str:
     """Where a run trained: the loop's summary (``train.device``; a ``--runtime`` override can move a run
     off the machine its env.json describes), else the machine; "H200" for a CUDA device, "CPU" else;
-    ", N at a time" when ``spattern run --jobs N`` trained it beside others (its timing is not a solo one)."""
+    " xN" when ``spattern run --jobs N`` trained it with N - 1 others at once (its timing is not a solo one)."""
     env, summary = r.env or {}, r.raw.get("train") if isinstance(r.raw.get("train"), dict) else {}
     device = str(summary.get("device") or env.get("device") or "cpu")
     name = gpu_name(env) if device.startswith("cuda") else "CPU"
     jobs = r.raw.get("jobs")
-    return f"{name}, {jobs} at a time" if isinstance(jobs, int) and jobs > 1 else name
+    return f"{name} x{jobs}" if isinstance(jobs, int) and jobs > 1 else name
 
 
 def collect_training_cost(study: Study) -> tuple[list[dict], list[Path]]:

@@ -171,8 +171,30 @@ def synthetic_row(name: str, pts: list[dict], xname: str) -> dict:
     return row
 
 
+LEARNT = 0.9  # MQAR accuracy above which a dense run has learnt the task (a run on the plateau scores 0.20-0.25)
+
+
+def mqar_learnt(study) -> list[dict]:
+    """Per experiment with MQAR runs, how many seeds of each dense series (pattern "dense": the
+    baseline, or a schedule variant of it) learnt the task, accuracy >= LEARNT: MQAR is learnt in an
+    abrupt transition after a plateau, and whether a seed makes it decides its comparisons."""
+    out = []
+    for e in study.experiments():
+        runs = [r for r in study.runs if r.experiment == e and r.pattern == "dense"
+                and isinstance(r.metrics.get("mqar_accuracy"), (int, float)) and math.isfinite(r.metrics["mqar_accuracy"])]
+        series = {}
+        for r in runs:
+            series.setdefault(r.key, []).append(r.metrics["mqar_accuracy"] >= LEARNT)
+        if series:
+            out.append({"name": e, "series": ", ".join(f"{k} {sum(v)} of {len(v)}" for k, v in sorted(series.items()))})
+    return out
+
+
 def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, title: str,
-            checks: dict[str, str] | None = None) -> dict:
+            checks: dict[str, str] | None = None, hidden: set[str] | None = None) -> dict:
+    """The report's numbers (data/numbers.json). ``checks``: the check experiments that get a sentence;
+    ``hidden``: every check experiment (no headline row; default: those of ``checks``)."""
+    hidden = set(checks or {}) if hidden is None else hidden
     n: dict = {"title": title}
     runs = study.runs
     keys = sorted({r.key for r in runs} | {c.key for c in study.curves})
@@ -297,7 +319,7 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
     if rows_c:
         n["checks"] = rows_c
 
-    heads = [h for f in study.significance if f.path.parent.name not in (checks or {}) and (h := headline(f.data))]
+    heads = [h for f in study.significance if f.path.parent.name not in hidden and (h := headline(f.data))]
     if heads:
         n["headline"] = heads
 
@@ -309,6 +331,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
             g = groups.setdefault(k, {k2: r[k2] for k2 in ("x", "dense", "best_key", "best") if k2 in r} | {"names": []})
             g["names"].append({"name": r["name"], "distance": r["distance"]})
         n["synthetic"] = {"experiments": syn_rows, "groups": list(groups.values())}
+    if learnt := mqar_learnt(study):
+        n["mqar_learnt"] = {"threshold": str(LEARNT), "experiments": learnt}
     if abl:
         n["ablation"] = {"params": ", ".join(dict.fromkeys(p["param"] for p in abl)),
                          "experiments": ", ".join(dict.fromkeys(p["experiment"] for p in abl))}
@@ -352,7 +376,8 @@ def check_row(experiment: str, parent: str, docs: list[tuple[dict, Path]]) -> di
                 and r.get("run") not in CONTROLS and isinstance(r.get("diff"), (int, float))]
         diffs = sorted(r["diff"] for r in rows)
         ps = [r["p_holm"] for r in rows if isinstance(r.get("p_holm"), (int, float))]
-        return rows, (f"{diffs[0]:+.3f} to {diffs[-1]:+.3f}" if diffs else "–"), ps
+        text = "–" if not diffs else f"{diffs[0]:+.3f}" if len(diffs) == 1 else f"{diffs[0]:+.3f} to {diffs[-1]:+.3f}"
+        return rows, text, ps
 
     rows, diffs, ps = span(own)
     if not rows:

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,14 +335,18 @@ def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
     """``collect.collect_training_cost``: quality and cost of each trained pattern, side by side; with
     a same-call throughput file (``collect.same_call_ratio``), the caption gives each pattern's tokens/s
     relative to its baseline trained in the same device call (a column would not fit the report's)."""
+    # series timed only beside other runs (``spattern run --jobs N``: device "<gpu> xN") measured a share of
+    # a device, not a training cost: the CSV keeps them, the PDF's rows leave them out and say so
+    shared = [r for r in rows_in if re.search(r" x\d+$", r["device"])]
     rows = [[r["experiment"], r["key"], r["device"] + ("*" if r.get("untimed") else ""), fmt(r["seeds"]),
              fmt_ci(r["loss"], *r["loss_ci"]),
              "{} [{}, {}]".format(*(fmt(v / 1e3) for v in (r["tokens_per_s"], *r["tokens_per_s_range"]))),
-             fmt(r["step_ms"])] for r in rows_in]
+             fmt(r["step_ms"])] for r in rows_in if r not in shared]
     elsewhere = sorted({d for r in rows_in for d in r.get("untimed") or {}})
     star = (f" *: some seeds trained on another device ({', '.join(elsewhere)}); they count in the loss, not in the "
             "timing." if elsewhere else "")
-    note = ""
+    note = (f" Not shown (in the CSV): {', '.join(dict.fromkeys(r['experiment'] for r in shared))}, trained "
+            "several runs at a time (spattern run --jobs)." if shared else "")
     for exp in sorted({r["experiment"] for r in rows_in if r.get("same_call_ratio")}):
         same = [r for r in rows_in if r["experiment"] == exp and r.get("same_call_ratio")
                 and r["key"] != r["same_call_baseline"]]

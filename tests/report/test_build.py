@@ -9,6 +9,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 pypdf = pytest.importorskip("pypdf")
@@ -234,3 +235,46 @@ def test_experiment_records_name_the_checks(tmp_path):
                                                              "baseline": "dense", **extra}))
     study = load_study([r])
     assert study.check_of() == {"x_draws": "x"} and not study.skipped
+
+
+def test_a_trained_check_has_no_panel_row_or_headline_and_mqar_counts_learnt_seeds(study_root, tmp_path):
+    """A check of a trained experiment (``check_of``: MQAR's schedules beside MQAR) draws no panel in the
+    training and retrieval figures, adds no training-cost row and no headline row; the MQAR sentence
+    counts, per experiment and dense series, the seeds that learnt the task."""
+    import shutil
+
+    from spattern.report import build_report
+    from tests.report.fixtures.make_study import _curve, _run, _write
+
+    root = tmp_path / "results"
+    shutil.copytree(study_root, root)
+    for seed, acc in enumerate((1.0, 0.22, 0.99)):  # the parent's dense runs: 2 of 3 learnt
+        _run(root, "mqar_train", f"dense-s{seed}", "dense", {"seed": seed},
+             {"loss": 1.0, "mqar_accuracy": acc, "mqar_accuracy_n2": acc, "tokens_per_s": 500.0, "step_ms": 5.0},
+             curve=_curve(np.random.default_rng(seed), 1.0))
+    _write(root / "mqar_sched" / "experiment.json",
+           {"experiment": "mqar_sched", "kind": "train", "baseline": "long", "check_of": "mqar_train"})
+    for key, accs in (("long", (1.0, 1.0, 0.95)), ("slow", (0.2, 1.0, 0.21))):
+        for seed, acc in enumerate(accs):
+            _run(root, "mqar_sched", f"{key}-s{seed}", "dense", {"seed": seed},
+                 {"loss": 1.0, "mqar_accuracy": acc, "mqar_accuracy_n2": acc, "tokens_per_s": 400.0, "step_ms": 6.0},
+                 curve=_curve(np.random.default_rng(seed), 1.0), top={"label": key, "jobs": 4})
+    _write(root / "mqar_sched" / "compare.json", {"baseline": "long", "test": "wilcoxon", "rows": [
+        {"metric": "mqar_accuracy", "run": "slow", "baseline": "long", "n": 3, "mean": 0.47, "diff": -0.51,
+         "diff_ci_low": -0.8, "diff_ci_high": 0.0, "p": 0.25, "p_holm": 0.25, "effect_size": -1.0,
+         "higher_is_better": True}]})
+    out = tmp_path / "build"
+    paths = build_report([root], out, html=False)
+    items = json.loads((out / "manifest.json").read_text())["items"]
+    for name in ("training", "synthetic", "training_cost"):
+        assert not any("mqar_sched" in i["path"] for i in items[name]["inputs"]), name
+    assert any("mqar_train" in i["path"] for i in items["training"]["inputs"])
+    cost = json.loads((out / "tables" / "training_cost.json").read_text())["raw"]
+    assert {r["experiment"] for r in cost} >= {"mqar_train"} and "mqar_sched" not in {r["experiment"] for r in cost}
+    head = json.loads((out / "tables" / "headline.json").read_text())
+    assert not any("mqar_sched" in str(r) for r in head["rows"])
+    learnt = json.loads(paths["numbers"].read_text())["mqar_learnt"]
+    assert learnt["threshold"] == "0.9"
+    assert {e["name"]: e["series"] for e in learnt["experiments"]} == {
+        "mqar_train": "dense 2 of 3", "mqar_sched": "long 3 of 3, slow 1 of 3"}
+    assert "mqar_sched: long 3 of 3, slow 1 of 3" in " ".join(pdf_text(paths["pdf"])).replace("\n", " ")

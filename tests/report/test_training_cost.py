@@ -48,13 +48,17 @@ def test_one_device_keeps_the_plain_name():
 
 def test_runs_trained_several_at_a_time_are_timed_apart_and_labelled():
     """``spattern run --jobs 6``: a run's tokens/s was measured beside five others; its device reads
-    "H200, 6 at a time", and solo runs of the same series are the timed ones when they are the most."""
+    "H200 x6" (the caption says what that means), and solo runs of the same series are the timed ones
+    when they are the most."""
     shared = [_run(s, 1.0, 100.0, "cuda:0", jobs=6) for s in range(3)]
     (row,), _ = collect_training_cost(Study(roots=[Path("/r")], runs=shared))
-    assert row["device"] == "H200, 6 at a time" and row["untimed"] == {} and row["tokens_per_s"] == 100.0
+    assert row["device"] == "H200 x6" and row["untimed"] == {} and row["tokens_per_s"] == 100.0
+    table = training_table([row], [])  # the PDF leaves a series timed only beside others out; the CSV keeps it
+    assert table.rows == [] and table.raw[0]["device"] == "H200 x6"
+    assert "Not shown (in the CSV): mqar, trained several runs at a time (spattern run --jobs)." in table.caption
     mixed = [_run(s, 1.0, 500.0, "cuda:0") for s in range(2)] + [_run(2, 4.0, 100.0, "cuda:0", jobs=6)]
     (row,), _ = collect_training_cost(Study(roots=[Path("/r")], runs=mixed))
-    assert row["device"] == "H200" and row["untimed"] == {"H200, 6 at a time": 1} and row["tokens_per_s"] == 500.0
+    assert row["device"] == "H200" and row["untimed"] == {"H200 x6": 1} and row["tokens_per_s"] == 500.0
     assert row["loss"] == pytest.approx(2.0)  # every seed counts in the loss
 
 
