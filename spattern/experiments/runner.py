@@ -84,8 +84,10 @@ def changed_training_config(cfg: ExperimentConfig, spec: RunSpec) -> dict[str, t
     """A finished ``train`` run's training config (its ``config.toml``) against the one the experiment
     gives it now: {key: (then, now)} for each key whose value differs. A run's id hashes the training
     TOML's path and the overrides, not the file's content, so an edit of the file would otherwise leave
-    runs of the old config standing as finished. Left out: RUNTIME_KEYS, ``train.ckpt_dir`` and
-    ``train.progress``, and keys one side lacks (fields added to or removed from the config since)."""
+    runs of the old config standing as finished. Left out: RUNTIME_KEYS, where the run's files are
+    (``name``, ``train.out_dir``, ``train.ckpt_dir``: a results folder given another way, as a relative or an
+    absolute path), ``train.progress``, and keys one side lacks (fields added to or removed from the config
+    since)."""
     import tomllib
 
     from spattern.utils.config import to_toml
@@ -95,7 +97,7 @@ def changed_training_config(cfg: ExperimentConfig, spec: RunSpec) -> dict[str, t
         return {}
     then = _flat(tomllib.loads(path.read_text()))
     now = _flat(tomllib.loads(to_toml(_train_config(cfg, spec))))
-    skip = {*RUNTIME_KEYS, "train.ckpt_dir", "train.progress"}
+    skip = {*RUNTIME_KEYS, "name", "train.out_dir", "train.ckpt_dir", "train.progress"}
     return {k: (then[k], now[k]) for k in sorted(then.keys() & now.keys()) if k not in skip and then[k] != now[k]}
 
 

@@ -12,7 +12,7 @@ import pytest
 from spattern.experiments import expand, load_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAINED = ["study_mqar", "study_indexer", "study_code_gpu", "study_code_cpu"]
+TRAINED = ["study_mqar", "study_mqar_recipe", "study_indexer", "study_code_gpu", "study_code_cpu"]
 
 
 @pytest.mark.slow
@@ -26,6 +26,12 @@ def test_committed_runs_are_exactly_the_configs_runs(name):
     extra = sorted(folders - {s.dir.path.name for s in specs})
     assert not extra, f"{name}: run folders under results/ that the config does not produce: {extra}"
     assert len({s.seed for s in specs}) >= 3  # >= 3 seeds wherever anything is trained
+    # each run was trained with the training config its experiment gives it now (an id does not hash the
+    # training TOML's content: spattern run refuses such runs, runner.changed_training_config)
+    from spattern.experiments.runner import changed_training_config
+
+    changed = {s.dir.path.name: d for s in specs if (d := changed_training_config(cfg, s))}
+    assert not changed, f"{name}: runs trained with another training config than the current one: {changed}"
 
 
 def _configs_with_comparisons() -> list[str]:
