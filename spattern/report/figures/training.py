@@ -45,19 +45,29 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
     rows = -(-len(names) // per_row)
     fig, axes = new_figure(nrows=rows, ncols=min(per_row, len(names)), width=WIDTH_PAGE, height=1.7 * rows)
     axes = np.atleast_1d(axes).ravel()
+    handles: dict[str, object] = {}
     for ax, e in zip(axes, names):
         curves = curves_by[e]
         f = field if any(field in r for c in curves for r in c.records) else "loss"
+        counts = []
         for key in sorted({c.key for c in curves}):
             mine = [c for c in curves if c.key == key]
             steps, mean, lo, hi, n = seed_band(mine, f)
             if n:
-                band_line(ax, steps, mean, lo if n > 1 else None, hi if n > 1 else None, palette(key),
-                          f"{key} ({runs_label(mine, n)})", marker="" if len(steps) > 12 else "o")
-        ax.set_title(e, fontsize=6.5)
+                band_line(ax, steps, mean, lo if n > 1 else None, hi if n > 1 else None, palette(key), key,
+                          marker="" if len(steps) > 12 else "o")
+                counts.append((runs_label(mine, n), n))
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+        # the runs behind each series in the panel's title (one legend for the figure: a legend per panel
+        # covered the curves)
+        ns = sorted({n for _, n in counts})
+        runs = counts[0][0] if len({c for c, _ in counts}) == 1 else f"{ns[0]}-{ns[-1]} runs"
+        ax.set_title(f"{e} ({runs})", fontsize=6.0)
         ax.set_xlabel("training step")
-        ax.set_ylabel({"loss": "training loss", "val_loss": "validation loss"}.get(f, f) + " (nats/token)")
-        ax.legend(fontsize=4.8)
+        ax.set_ylabel({"loss": "train loss", "val_loss": "val. loss"}.get(f, f) + " (nats/token)")
     for ax in axes[len(names):]:
         ax.remove()
+    keys = sorted(handles, key=lambda k: (k != "dense", k))
+    fig.legend([handles[k] for k in keys], keys, loc="outside lower center", ncol=min(len(keys), 10), fontsize=5.5)
     return fig
