@@ -197,7 +197,10 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
     hidden = set(checks or {}) if hidden is None else hidden
     n: dict = {"title": title}
     runs = study.runs
-    keys = sorted({r.key for r in runs} | {c.key for c in study.curves})
+    # the series of a trained check are settings of its parent's (MQAR's schedules), not pattern families
+    trained_checks = hidden - set(checks or {})
+    keys = sorted({r.key for r in runs if r.experiment not in trained_checks}
+                  | {c.key for c in study.curves if str(c.experiment) not in trained_checks})
     n_exp = len(study.experiments())
     n["study"] = {"experiments": fmt(n_exp), "experiment_list": ", ".join(study.experiments()),
                   "experiments_phrase": f"{fmt(n_exp)} experiment{'s' if n_exp != 1 else ''}",
