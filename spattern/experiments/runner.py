@@ -219,7 +219,23 @@ def _prefixed(name: str, *args, **kwargs) -> None:
     print(f"[{name}]", *args, **kwargs, flush=True)
 
 
+def worker_threads(jobs: int, cpus: int, env: dict) -> int | None:
+    """Torch's CPU threads in each of ``jobs`` run processes on ``cpus`` CPUs: an equal share (at least
+    one), so that N processes do not each start a thread per CPU; None when ``OMP_NUM_THREADS`` is set
+    (the user's choice stands)."""
+    if env.get("OMP_NUM_THREADS"):
+        return None
+    return max(1, cpus // max(jobs, 1))
+
+
 def _one_in_worker(cfg: ExperimentConfig, spec: RunSpec, runtime: list[str], jobs: int) -> dict:
+    import os
+
+    threads = worker_threads(jobs, len(os.sched_getaffinity(0)), dict(os.environ))
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     return run_one(cfg, spec, None, log=partial(_prefixed, spec.dir.path.name), runtime=runtime, jobs=jobs)
 
 

@@ -288,6 +288,14 @@ overrides = ["train.steps=2", "train.eval_every=0", "data.max_docs=60"]
     assert changed_training_config(runtime_cfg, spec) == {}
 
 
+def test_jobs_share_the_cpus_unless_omp_num_threads_is_set():
+    from spattern.experiments.runner import worker_threads
+
+    assert worker_threads(4, 16, {}) == 4 and worker_threads(3, 16, {}) == 5
+    assert worker_threads(12, 2, {}) == 1  # at least one thread each
+    assert worker_threads(4, 16, {"OMP_NUM_THREADS": "1"}) is None
+
+
 def test_jobs_is_checked(tmp_path):
     from spattern.experiments.runner import check_jobs
 
