@@ -187,14 +187,12 @@ def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(tmp_path):
         assert b.dir.finished()
 
 
-def test_train_kind_trains_each_pattern_and_compares_by_seed(tmp_path, cache):
-    """kind = "train": one training run per (pattern, seed) in the run directory, through the one
-    training loop; with several seeds the seed is the unit of the comparison."""
-    cfg_path = tmp_path / "train_exp.toml"
-    cfg_path.write_text(f'''
-name = "trainexp"
+def _train_experiment(path: Path, name: str, results: Path) -> Path:
+    """A tiny ``kind = "train"`` experiment (dense and a window, seeds 0 and 1, 3 steps on the CPU) at ``path``."""
+    path.write_text(f'''
+name = "{name}"
 kind = "train"
-results = "{tmp_path / 'results'}"
+results = "{results}"
 [setup]
 context = 64
 [sweep]
@@ -204,7 +202,13 @@ seed = [0, 1]
 config = "{ROOT / 'experiments' / 'train_tiny_cpu.toml'}"
 overrides = ["train.steps=3", "train.eval_every=0", "data.max_docs=60", "model.block=[32, 32]"]
 ''')
-    cfg = load_experiment(cfg_path)
+    return path
+
+
+def test_train_kind_trains_each_pattern_and_compares_by_seed(tmp_path, cache):
+    """kind = "train": one training run per (pattern, seed) in the run directory, through the one
+    training loop; with several seeds the seed is the unit of the comparison."""
+    cfg = load_experiment(_train_experiment(tmp_path / "train_exp.toml", "trainexp", tmp_path / "results"))
     summaries = run_experiment(cfg, log=lambda *a: None)
     assert [s["status"] for s in summaries] == ["finished"] * 4
     for spec in expand(cfg):
@@ -219,22 +223,9 @@ overrides = ["train.steps=3", "train.eval_every=0", "data.max_docs=60", "model.b
 def test_jobs_train_runs_at_once_with_the_results_of_one_at_a_time(tmp_path, cache):
     """``jobs = 2``: the runs train in two spawned processes; each run's losses equal those of the same
     run trained alone (same ids, another results folder), and its metrics.json says it shared the machine."""
-    body = f'''
-kind = "train"
-[setup]
-context = 64
-[sweep]
-pattern = ["dense", "local(16) & causal"]
-seed = [0, 1]
-[train]
-config = "{ROOT / 'experiments' / 'train_tiny_cpu.toml'}"
-overrides = ["train.steps=3", "train.eval_every=0", "data.max_docs=60", "model.block=[32, 32]"]
-'''
     outs = {}
     for jobs in (1, 2):
-        cfg_path = tmp_path / f"j{jobs}.toml"
-        cfg_path.write_text(f'name = "jobs"\nresults = "{tmp_path / f"results{jobs}"}"\n' + body)
-        cfg = load_experiment(cfg_path)
+        cfg = load_experiment(_train_experiment(tmp_path / f"j{jobs}.toml", "jobs", tmp_path / f"results{jobs}"))
         summaries = run_experiment(cfg, log=lambda *a: None, jobs=jobs)
         assert sorted(s["run_id"] for s in summaries) == sorted(spec.dir.path.name for spec in expand(cfg))
         outs[jobs] = {spec.dir.path.name: json.loads(spec.dir.metrics_path.read_text()) for spec in expand(cfg)}
