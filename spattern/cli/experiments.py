@@ -80,8 +80,8 @@ def register(sub) -> None:
                         "(e.g. finish a GPU config's run on a CPU; its metrics.json records them and the device it trained on)")
     r.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train this many runs at once, each in its own process (small models that leave a GPU "
-                        "mostly idle); each run's metrics.json records it, and the report's training-cost table "
-                        "labels their timings as measured N at a time")
+                        "mostly idle); each run's metrics.json records it, and the report labels their timings "
+                        "'<device> xN' (a share of the device) and keeps them out of the PDF's training-cost rows")
     r.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="run only these run labels")
     r.add_argument("--by-seed", action="store_true",
                    help="run seed by seed (every pattern of a seed before the next seed), so that a sweep stopped "

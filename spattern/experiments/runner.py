@@ -132,7 +132,7 @@ def _train_run(cfg: ExperimentConfig, spec: RunSpec, log, runtime: list[str], jo
          "timings": {"train": summary["seconds"]}, "train": summary}
     if runtime:
         m["runtime"] = runtime
-    if jobs > 1:  # its tokens/s and step time were measured on a shared device (report: "<device>, N at a time")
+    if jobs > 1:  # its tokens/s and step time were measured on a shared device (report: "<device> xN")
         m["jobs"] = jobs
     # step time and the indexer's statistics over training (experiments/curves.py)
     from spattern.experiments.curves import train_curves
@@ -268,4 +268,5 @@ def _run_parallel(cfg: ExperimentConfig, todo: list[RunSpec], runtime: list[str]
     return summaries
 
 
-__all__ = ["RUNTIME_KEYS", "changed_training_config", "check_jobs", "check_runtime", "expand", "run_experiment", "run_one", "select"]
+__all__ = ["RUNTIME_KEYS", "changed_training_config", "check_jobs", "check_runtime", "expand", "run_experiment",
+           "run_one", "select", "worker_threads"]
