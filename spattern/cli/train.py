@@ -19,7 +19,24 @@ def cmd_train(args) -> int:
         return 0
     summary = train(cfg, new_run=args.new_run)
     print(dumps_strict(summary, indent=None))
+    _exit_rank_if_distributed()
     return 0
+
+
+def _exit_rank_if_distributed() -> None:
+    """Under torchrun (WORLD_SIZE > 1), a rank whose run finished leaves with ``os._exit(0)`` once its
+    output is flushed. ``train`` has destroyed the process group by then, but objects that outlive it
+    (FSDP2's pending collectives, DTensor meshes) can still hold gloo work whose C++ threads abort the
+    process while Python is torn down ("terminate called without an active exception"; CI saw rank 1
+    of the FSDP2 checkpoint test end with SIGABRT after its run had finished and written its results).
+    The test workers of tests/distributed/workers.py leave the same way. A failed run raises before
+    this and exits normally, with its traceback."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def load_model(args):
