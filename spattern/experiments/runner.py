@@ -184,7 +184,7 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
         info["check_of"] = cfg.check_of
     if not meta.is_file() or json.loads(meta.read_text()) != info:  # a finished experiment's files stay untouched
         write_json(meta, info)
-    summaries, todo = [], []
+    summaries, todo, finished = [], [], []
     if cfg.kind == "evaluate":
         prune_grown(runs, log)
     for spec in runs:
@@ -194,10 +194,11 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
                 f"examples are computed")
         if spec.dir.finished():
             summaries.append(spec.dir.metrics())
+            finished.append(spec)
         else:
             todo.append(spec)
     if cfg.kind == "train":
-        _check_finished_train_runs(cfg, [spec for spec in runs if spec not in todo])
+        _check_finished_train_runs(cfg, finished)
     log(f"[run] {cfg.name}: {len(runs)} runs, {len(runs) - len(todo)} finished (skipped), {len(todo)} to run "
         f"-> {cfg.out_dir}")
     t0 = time.perf_counter()

@@ -264,9 +264,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
                  "seed.", True, "training curves")
     else:
         b.manifest.miss("figure", "training", "training curves (no training metrics.jsonl)")
-    t_rows, t_src = collect.collect_training_cost(s)
-    t_rows = [r for r in t_rows if r["experiment"] not in checks]  # a check's runs repeat its parent's model
-    t_src = [p for p in t_src if not checks.keys() & set(Path(p).parts)]
+    t_rows, t_src = collect.collect_training_cost(s, exclude=list(checks))  # a check repeats its parent's model
     b.table(lambda: T.training_table(t_rows, t_src) if t_rows else None, "training_cost",
             "training cost table (no run with tokens_per_s)")
     for e, (items, f_src) in collect.collect_file_losses(s).items():  # CSV and HTML (no room in the PDF)

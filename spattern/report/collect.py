@@ -279,15 +279,15 @@ def _train_device(r: Run) -> str:
     return f"{name} x{jobs}" if isinstance(jobs, int) and jobs > 1 else name
 
 
-def collect_training_cost(study: Study) -> tuple[list[dict], list[Path]]:
+def collect_training_cost(study: Study, exclude: Sequence[str] = ()) -> tuple[list[dict], list[Path]]:
     """Per trained (experiment, series): seeds, final validation loss (mean with a t interval over
     seeds), and the training cost the loop measured, tokens/s (median and range over seeds) and ms per
     step (median over seeds), on the device most of the runs trained on (``device``); runs on another
     device count in the loss but not in the timing (``untimed``: device -> runs). Runs without
-    ``metrics.tokens_per_s`` are not training runs."""
+    ``metrics.tokens_per_s`` are not training runs; the experiments in ``exclude`` are left out."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in study.runs:
-        if _finite(r.metrics.get("tokens_per_s")):
+        if _finite(r.metrics.get("tokens_per_s")) and r.experiment not in exclude:
             groups.setdefault((r.experiment, r.key), []).append(r)
     rows = []
     for (exp, key), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "dense", kv[0][1])):
