@@ -391,6 +391,30 @@ def collect_ablation(study: Study) -> tuple[list[dict], list[Path]]:
     return points, sources
 
 
+def unreachable_matches(study: Study) -> tuple[list[dict], list[Path]]:
+    """The matched runs whose family could not reach its target (the matching's ``note`` in the
+    experiment's ``matches.json``: the family's fixed structure alone costs more, so it ran at the
+    cheapest setting it has, a window of one token, say): per family label and target, the cost achieved
+    in each experiment (``achieved``: experiment -> costs); runs not in the study are left out."""
+    found: dict[tuple[str, float], dict] = {}
+    sources: list[Path] = []
+    for f in sorted(study.matches, key=lambda f: str(f.path)):
+        exp = f.path.parent.name
+        for v in f.data.values():
+            m = v["match"]
+            if not m.get("note") or not _finite(m.get("achieved")) or not _finite(m.get("target")):
+                continue
+            runs = [r for r in study.runs if r.experiment == exp and r.pattern == m["pattern"]
+                    and r.target == float(m["target"])]
+            if not runs:
+                continue
+            g = found.setdefault((runs[0].key, float(m["target"])), {"key": runs[0].key, "target": float(m["target"]),
+                                                                     "achieved": {}})
+            g["achieved"].setdefault(exp, []).append(float(m["achieved"]))
+            sources += [f.path, *_sources(runs, per_example=False)]
+    return list(found.values()), list(dict.fromkeys(sources))
+
+
 def _doc_nll(r: Run) -> dict[str, float]:
     return {str(e["id"]): float(e["nll"]) for e in r.per_example if "id" in e and _finite(e.get("nll"))}
 

@@ -10,6 +10,9 @@ file system) and classifies what it finds by content, tolerating extra keys:
 - **significance tables**: JSON with ``rows`` and ``correction`` (``spattern compare --json``).
 - **experiment records** (``experiment.json``, written by ``spattern run``): ``experiment``, ``kind``,
   ``baseline`` and, for a check of another experiment's setting, ``check_of``.
+- **matching records** (``matches.json``, written by ``spattern run``): per family and setting, the
+  ``key`` it was matched under and the ``match`` found (``pattern``, ``achieved``, ``target``, ``note``:
+  set when the target was out of the family's reach).
 - **attention benchmarks**: JSON with a ``results`` list of cells holding ``N`` and ``ms``
   (``spattern bench attention``); a cell with ``"backward": true`` is forward+backward.
 - **top-k build benchmarks**: JSON with ``build_eager_ms``; **compile benchmarks**: JSON with
@@ -221,6 +224,7 @@ class Study:
     snapshots: list[Found] = field(default_factory=list)
     throughput: list[Found] = field(default_factory=list)
     meta: list[Found] = field(default_factory=list)  # each experiment folder's experiment.json (spattern run)
+    matches: list[Found] = field(default_factory=list)  # each experiment folder's matches.json (spattern run)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def check_of(self) -> dict[str, str]:
@@ -346,6 +350,9 @@ def _classify(data: Any) -> str | None:
         return "indexer_snapshot"
     if set(data) >= {"experiment", "kind", "baseline"} and not isinstance(data.get("rows"), list):
         return "meta"  # experiment.json: what spattern run records of the config beside the runs
+    if data and all(isinstance(v, dict) and isinstance(v.get("match"), dict) and "pattern" in v["match"]
+                    and "key" in v for v in data.values()):
+        return "matches"  # matches.json: what the matching found per family (spattern.experiments.inputs)
     runs = data.get("runs")
     if isinstance(runs, list) and runs and all(isinstance(r, dict) and "tok_per_s_median" in r
                                                and "ratio_to_baseline" in r for r in runs):

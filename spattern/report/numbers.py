@@ -12,6 +12,7 @@ import re
 import shlex
 from pathlib import Path
 
+from spattern.report.collect import unreachable_matches
 from spattern.report.figures.kernels import KERNEL_LABELS  # spattern's two forward kernels
 from spattern.report.figures.quality import BOUNDS  # oracle top-k: a bound, not a contender
 from spattern.report.figures.quality import REFERENCE as CONTROLS  # dense and full causal: not contenders
@@ -339,8 +340,25 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
     if abl:
         n["ablation"] = {"params": ", ".join(dict.fromkeys(p["param"] for p in abl)),
                          "experiments": ", ".join(dict.fromkeys(p["experiment"] for p in abl))}
+    if unreach := unreachable_rows(study, hidden):
+        n["unreachable"] = unreach
     n["missing"] = [f"{m['kind']} {m['name']}: {m['what']}" for m in b.manifest.missing]
     return n
+
+
+def unreachable_rows(study, hidden: set[str] = frozenset()) -> list[dict]:
+    """``collect.unreachable_matches`` for the sentence: per family, the experiments (checks left out;
+    ``where``: the one, or how many), the cost achieved (a range when several) and the target, as percentages."""
+    rows = []
+    for g in unreachable_matches(study)[0]:
+        costs = {e: v for e, v in g["achieved"].items() if e not in hidden}
+        if costs:
+            exps, every = list(costs), [c for v in costs.values() for c in v]
+            lo, hi = fmt_pct(min(every)), fmt_pct(max(every))
+            rows.append({"key": g["key"], "experiments": ", ".join(exps), "target": fmt_pct(g["target"]),
+                         "where": exps[0] if len(exps) == 1 else f"{len(exps)} experiments",
+                         "achieved": lo if lo == hi else f"{lo}-{hi}"})
+    return rows
 
 
 

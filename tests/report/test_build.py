@@ -280,3 +280,30 @@ def test_a_trained_check_has_no_panel_row_or_headline_and_mqar_counts_learnt_see
     assert "mqar_sched: long 3 of 3, slow 1 of 3" in " ".join(pdf_text(paths["pdf"])).replace("\n", " ")
     families = json.loads(paths["numbers"].read_text())["study"]["families"].split(", ")
     assert "dense" in families and "long" not in families and "slow" not in families  # settings, not patterns
+
+
+def test_runs_matched_out_of_reach_are_named(tmp_path):
+    """matches.json (spattern run) is read, not skipped; a matched run whose family could not reach its
+    target (the matching's note) is named with the cost it ran at, per family over experiments; a family
+    that reached it, a note whose pattern no run used, and a check experiment are not."""
+    from spattern.report.data import load_study
+    from spattern.report.numbers import unreachable_rows
+    from tests.report.fixtures.make_study import _run, _write
+
+    r = tmp_path / "results"
+
+    def match(pattern, achieved, note=None):
+        return {"key": {"family": "f", "target": 0.125}, "match": {"pattern": pattern, "achieved": achieved,
+                                                                   "target": 0.125, "note": note}}
+
+    far = "target 0.125 is outside the reachable range"
+    for exp, achieved in (("a", 0.166), ("b", 0.159), ("a_draws", 0.17)):
+        _write(r / exp / "matches.json", {"1": match("(local(384) | strided(384)) & causal", achieved, far),
+                                          "2": match("local(386) & causal", 0.118),
+                                          "3": match("outline(window=1) & causal", 0.10, far)})  # not run
+        for label, pattern in (("strided", "(local(384) | strided(384)) & causal"), ("window", "local(386) & causal")):
+            _run(r, exp, f"{label}-s0", pattern, {"target": 0.125, "family": label}, {"nll": 1.0})
+    study = load_study([r])
+    assert len(study.matches) == 3 and not [p for p, _ in study.skipped if p.name == "matches.json"]
+    assert unreachable_rows(study, hidden={"a_draws"}) == [
+        {"key": "strided", "experiments": "a, b", "target": "12.5%", "where": "2 experiments", "achieved": "15.9%-16.6%"}]
