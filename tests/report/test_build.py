@@ -277,7 +277,7 @@ def test_a_trained_check_has_no_panel_row_or_headline_and_mqar_counts_learnt_see
     assert learnt["threshold"] == "0.9"
     assert {e["name"]: e["series"] for e in learnt["experiments"]} == {
         "mqar_train": "dense 2 of 3", "mqar_sched": "long 3 of 3, slow 1 of 3"}
-    assert "mqar_sched: long 3 of 3, slow 1 of 3" in " ".join(pdf_text(paths["pdf"])).replace("\n", " ")
+    assert "mqar_sched: long 3 of 3, slow 1 of 3" in " ".join(" ".join(pdf_text(paths["pdf"])).split())  # line breaks
     families = json.loads(paths["numbers"].read_text())["study"]["families"].split(", ")
     assert "dense" in families and "long" not in families and "slow" not in families  # settings, not patterns
 
