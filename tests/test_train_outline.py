@@ -191,6 +191,18 @@ def test_split_cpus_keeps_the_lowest_for_the_trainer_and_the_rest_for_the_worker
     assert split_cpus({0, 1, 2, 3}, reserved=1) == (frozenset({0}), frozenset({1, 2, 3}))
 
 
+def test_split_cpus_keeps_the_trainers_cores_whole():
+    """With SMT (Linux numbers a core's second thread N/2 higher) the trainer's cores' siblings go to no worker."""
+    from spattern.train.contexts import split_cpus, thread_siblings
+
+    smt = lambda c: frozenset({c % 8, c % 8 + 8})  # noqa: E731  16 CPUs on 8 cores
+    assert split_cpus(set(range(16)), siblings=smt) == (frozenset({0, 1}), frozenset(set(range(2, 8)) | set(range(10, 16))))
+    assert split_cpus({0, 1, 8, 9}, siblings=smt) is None                        # nothing left for workers
+    assert split_cpus({0, 1, 2, 8, 9, 10}, reserved=1, siblings=smt) == (frozenset({0}), frozenset({1, 2, 9, 10}))
+    assert split_cpus({3, 11, 4, 12, 5, 13}, siblings=smt) == (frozenset({3, 4}), frozenset({5, 13}))
+    assert 0 in thread_siblings(0)  # this machine's own topology (or {0} without sysfs)
+
+
 def test_spare_placement_pins_the_trainer_and_the_workers_apart_and_builds_the_same(monkeypatch):
     """cpus="spare": this thread on the trainer's CPUs and each worker on the others while the prefetch
     lives; the same contexts as "shared"; close() gives this thread its CPUs back. (This machine may have

@@ -23,9 +23,9 @@ the token table goes to each worker once, when it starts.
 
 Where the workers run (``cpus``): ``"shared"``, anywhere (the scheduler places them and the trainer), or
 ``"spare"``: the thread that makes the prefetch (the trainer's, which launches the GPU's work) is confined
-to the ``SPARE_RESERVED`` lowest-numbered CPUs it may use, the pool's threads it starts with it, and the
-workers to the rest (``split_cpus``), so that they never take its core; ``close()`` gives the thread its
-CPUs back. Measured on an H100 machine it did not make the training step faster (notes/study.md). Where there are too few
+to one CPU of each of the ``SPARE_RESERVED`` lowest-numbered cores it may use, the pool's threads it starts
+with it, and the workers to the other cores (``split_cpus``; the trainer's cores' other hardware threads stay
+idle), so that they never take its core; ``close()`` gives the thread its CPUs back. Measured on an H100 machine it did not make the training step faster (notes/study.md). Where there are too few
 CPUs to split, ``"spare"`` is ``"shared"``.
 
 ``stats()`` says what the training batches' contexts cost: the seconds the caller waited in ``get``
@@ -61,13 +61,35 @@ PLACEMENTS = ("shared", "spare")
 SPARE_RESERVED = 2  # CPUs kept for the trainer under "spare": its launching thread and the pool's own thread
 
 
-def split_cpus(cpus: set[int], reserved: int = SPARE_RESERVED) -> tuple[frozenset[int], frozenset[int]] | None:
-    """``cpus`` split into (the trainer's: the ``reserved`` lowest, the workers': the rest); None when
-    fewer than ``reserved + 2`` CPUs would leave the workers less than two."""
-    order = sorted(cpus)
-    if len(order) < reserved + 2:
+def thread_siblings(cpu: int) -> frozenset[int]:
+    """The CPUs that share ``cpu``'s core (its SMT siblings, itself included), from Linux's sysfs; just
+    ``{cpu}`` where the file is absent or unreadable."""
+    try:
+        text = open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read().strip()
+    except OSError:
+        return frozenset({cpu})
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return frozenset(out | {cpu})
+
+
+def split_cpus(cpus: set[int], reserved: int = SPARE_RESERVED,
+               siblings=thread_siblings) -> tuple[frozenset[int], frozenset[int]] | None:
+    """``cpus`` split into (the trainer's, the workers') by core: the trainer takes one CPU of each of the
+    ``reserved`` cores with the lowest-numbered CPUs, the workers the CPUs of the other cores, and the
+    trainer's cores' other hardware threads (``siblings``: cpu -> the CPUs of its core) go to neither, so
+    that no worker shares a core with the trainer. None when that leaves the workers fewer than two CPUs."""
+    cores: dict[frozenset[int], None] = {}
+    for c in sorted(cpus):
+        cores.setdefault(frozenset(siblings(c)) & frozenset(cpus), None)
+    order = sorted(cores, key=min)
+    trainer = frozenset(min(core) for core in order[:reserved])
+    workers = frozenset(c for core in order[reserved:] for c in core)
+    if len(order) < reserved or len(workers) < 2:
         return None
-    return frozenset(order[:reserved]), frozenset(order[reserved:])
+    return trainer, workers
 
 
 def _key(rows: np.ndarray) -> str:
