@@ -25,7 +25,8 @@ Where the workers run (``cpus``): ``"shared"``, anywhere (the scheduler places t
 ``"spare"``: the thread that makes the prefetch (the trainer's, which launches the GPU's work) is confined
 to one CPU of each of the ``SPARE_RESERVED`` lowest-numbered cores it may use, the pool's threads it starts
 with it, and the workers to the other cores (``split_cpus``; the trainer's cores' other hardware threads stay
-idle), so that they never take its core; ``close()`` gives the thread its CPUs back. Measured on an H100 machine it did not make the training step faster (notes/study.md). Where there are too few
+idle), so that they never take its core; ``close()`` gives the thread its CPUs back. Measured on an H100
+machine, before it split by core, it did not make the training step faster (notes/study.md). Where there are too few
 CPUs to split, ``"spare"`` is ``"shared"``.
 
 ``stats()`` says what the training batches' contexts cost: the seconds the caller waited in ``get``
@@ -65,7 +66,8 @@ def thread_siblings(cpu: int) -> frozenset[int]:
     """The CPUs that share ``cpu``'s core (its SMT siblings, itself included), from Linux's sysfs; just
     ``{cpu}`` where the file is absent or unreadable."""
     try:
-        text = open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read().strip()
+        with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
+            text = f.read().strip()
     except OSError:
         return frozenset({cpu})
     out: set[int] = set()
