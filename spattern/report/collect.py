@@ -391,28 +391,26 @@ def collect_ablation(study: Study) -> tuple[list[dict], list[Path]]:
     return points, sources
 
 
-def unreachable_matches(study: Study) -> tuple[list[dict], list[Path]]:
+def unreachable_matches(study: Study) -> list[dict]:
     """The matched runs whose family could not reach its target (the matching's ``note`` in the
     experiment's ``matches.json``: the family's fixed structure alone costs more, so it ran at the
     cheapest setting it has, a window of one token, say): per family label and target, the cost achieved
     in each experiment (``achieved``: experiment -> costs); runs not in the study are left out."""
+    keys = {(r.experiment, r.pattern, r.target): r.key for r in study.runs  # the runs a match can name
+            if isinstance(r.pattern, str)}
     found: dict[tuple[str, float], dict] = {}
-    sources: list[Path] = []
     for f in sorted(study.matches, key=lambda f: str(f.path)):
         exp = f.path.parent.name
         for v in f.data.values():
             m = v["match"]
             if not m.get("note") or not _finite(m.get("achieved")) or not _finite(m.get("target")):
                 continue
-            runs = [r for r in study.runs if r.experiment == exp and r.pattern == m["pattern"]
-                    and r.target == float(m["target"])]
-            if not runs:
+            target = float(m["target"])
+            if (key := keys.get((exp, m["pattern"], target))) is None:
                 continue
-            g = found.setdefault((runs[0].key, float(m["target"])), {"key": runs[0].key, "target": float(m["target"]),
-                                                                     "achieved": {}})
+            g = found.setdefault((key, target), {"key": key, "target": target, "achieved": {}})
             g["achieved"].setdefault(exp, []).append(float(m["achieved"]))
-            sources += [f.path, *_sources(runs, per_example=False)]
-    return list(found.values()), list(dict.fromkeys(sources))
+    return list(found.values())
 
 
 def _doc_nll(r: Run) -> dict[str, float]:

@@ -350,7 +350,7 @@ def unreachable_rows(study, hidden: set[str] = frozenset()) -> list[dict]:
     """``collect.unreachable_matches`` for the sentence: per family, the experiments (checks left out;
     ``where``: the one, or how many), the cost achieved (a range when several) and the target, as percentages."""
     rows = []
-    for g in unreachable_matches(study)[0]:
+    for g in unreachable_matches(study):
         costs = {e: v for e, v in g["achieved"].items() if e not in hidden}
         if costs:
             exps, every = list(costs), [c for v in costs.values() for c in v]

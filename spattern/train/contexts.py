@@ -83,15 +83,12 @@ def split_cpus(cpus: set[int], reserved: int = SPARE_RESERVED,
     ``reserved`` cores with the lowest-numbered CPUs, the workers the CPUs of the other cores, and the
     trainer's cores' other hardware threads (``siblings``: cpu -> the CPUs of its core) go to neither, so
     that no worker shares a core with the trainer. None when that leaves the workers fewer than two CPUs."""
-    cores: dict[frozenset[int], None] = {}
-    for c in sorted(cpus):
-        cores.setdefault(frozenset(siblings(c)) & frozenset(cpus), None)
-    order = sorted(cores, key=min)
-    trainer = frozenset(min(core) for core in order[:reserved])
+    cpus = frozenset(cpus)
+    order = sorted({frozenset(siblings(c)) & cpus for c in cpus}, key=min)  # the cores, lowest CPU first
     workers = frozenset(c for core in order[reserved:] for c in core)
-    if len(order) < reserved or len(workers) < 2:
+    if len(workers) < 2:
         return None
-    return trainer, workers
+    return frozenset(min(core) for core in order[:reserved]), workers
 
 
 def _key(rows: np.ndarray) -> str:
