@@ -270,7 +270,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     for e, (items, f_src) in collect.collect_file_losses(s).items():  # CSV and HTML (no room in the PDF)
         b.table(lambda items=items, e=e, src=f_src: T.file_loss_table(items, e, src), f"file_loss_{e}",
                 f"validation loss per file of {e}")
-    abl, abl_src = collect.collect_ablation(s)
+    abl, abl_src = collect.collect_ablation(s, hidden=set(checks))  # a check of an ablation: tables
     b.figure("ablation", lambda: ablation_figure(abl, palette=b.palette), abl_src,
              "Ablations: one parameter varied at a time, the rest fixed (95% CI over documents; the paired tests "
              "are in the significance table). A block-size ablation is drawn against the experiment that runs the "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -357,9 +357,11 @@ def collect_file_losses(study: Study) -> dict[str, tuple[list[dict], list[Path]]
     return out
 
 
-def collect_ablation(study: Study) -> tuple[list[dict], list[Path]]:
+def collect_ablation(study: Study, hidden: Collection[str] = ()) -> tuple[list[dict], list[Path]]:
+    """The ablation figure's points: every experiment named ``*ablation*`` but those ``hidden`` (a check
+    of another ablation, ``check_of``: its tables only)."""
     points, sources = [], []
-    for exp in [e for e in study.experiments() if _is_ablation(e)]:
+    for exp in [e for e in study.experiments() if _is_ablation(e) and e not in hidden]:
         runs = [r for r in study.runs if r.experiment == exp]
         metric = next((m for m in ("ppl", "nll", "val_ppl", "loss", "val_loss", "accuracy", "kl")
                        if any(_finite(r.metrics.get(m)) for r in runs)), None)

@@ -282,6 +282,35 @@ def test_a_trained_check_has_no_panel_row_or_headline_and_mqar_counts_learnt_see
     assert "dense" in families and "long" not in families and "slow" not in families  # settings, not patterns
 
 
+def test_a_check_of_an_ablation_draws_no_panel_and_no_headline_row(study_root, tmp_path):
+    """An ablation made again elsewhere (``check_of``: the outline ablation on the GPU, 8 of the CPU
+    ablation's documents) keeps its tables: the ablation figure and the headline table leave it out."""
+    import shutil
+
+    from spattern.report import build_report
+    from tests.report.fixtures.make_study import _run, _write
+
+    root = tmp_path / "results"
+    shutil.copytree(study_root, root)
+    for w, nll in ((64, 3.4), (128, 3.2)):
+        _run(root, "ablation_window_gpu", f"w{w}", f"(local({w}) | sink(64)) & causal", {"window": w},
+             {"nll": nll, "ppl": float(np.exp(nll))}, [{"id": f"doc{i}", "nll": nll + 0.01 * i} for i in range(4)])
+    _write(root / "ablation_window_gpu" / "experiment.json",
+           {"experiment": "ablation_window_gpu", "kind": "evaluate", "baseline": "w64", "check_of": "ablation_window"})
+    _write(root / "ablation_window_gpu" / "compare.json", {"baseline": "w64", "test": "wilcoxon", "rows": [
+        {"metric": "nll", "run": "w128", "baseline": "w64", "n": 4, "mean": 3.2, "diff": -0.2,
+         "diff_ci_low": -0.25, "diff_ci_high": -0.15, "p": 0.125, "p_holm": 0.125, "effect_size": -2.0,
+         "higher_is_better": False}]})
+    out = tmp_path / "build"
+    paths = build_report([root], out, html=False)
+    items = json.loads((out / "manifest.json").read_text())["items"]
+    assert any("ablation_window/" in i["path"] for i in items["ablation"]["inputs"])
+    assert not any("ablation_window_gpu" in i["path"] for i in items["ablation"]["inputs"])
+    head = json.loads((out / "tables" / "headline.json").read_text())
+    assert not any("ablation_window_gpu" in str(r) for r in head["rows"])
+    assert json.loads(paths["numbers"].read_text())["ablation"]["experiments"] == "ablation_window"
+
+
 def test_runs_matched_out_of_reach_are_named(tmp_path):
     """matches.json (spattern run) is read, not skipped; a matched run whose family could not reach its
     target (the matching's note) is named with the cost it ran at, per family over experiments; a family
