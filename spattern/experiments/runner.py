@@ -229,9 +229,19 @@ def worker_threads(jobs: int, cpus: int, env: dict) -> int | None:
     return max(1, cpus // max(jobs, 1))
 
 
-def _one_in_worker(cfg: ExperimentConfig, spec: RunSpec, runtime: list[str], jobs: int) -> dict:
+_STOP = None  # in a worker process of _run_parallel: the sweep's stop event (set by _init_worker)
+
+
+def _init_worker(stop) -> None:
+    global _STOP
+    _STOP = stop
+
+
+def _one_in_worker(cfg: ExperimentConfig, spec: RunSpec, runtime: list[str], jobs: int) -> dict | None:
     import os
 
+    if _STOP is not None and _STOP.is_set():  # the sweep was interrupted: a run already queued is not started
+        return None
     threads = worker_threads(jobs, len(os.sched_getaffinity(0)), dict(os.environ))
     if threads is not None:
         import torch
@@ -244,13 +254,19 @@ def _run_parallel(cfg: ExperimentConfig, todo: list[RunSpec], runtime: list[str]
                   sweep) -> list[dict]:
     """``todo``'s runs, ``jobs`` at a time, each in a fresh (spawned: CUDA does not survive a fork)
     process; their log lines carry the run's folder name. Every run is attempted; the runs that raised
-    are named in one error at the end (their folders keep their checkpoints: the next call resumes them)."""
+    are named in one error at the end (their folders keep their checkpoints: the next call resumes them).
+    An interrupt (Ctrl-C, or ``timeout -s INT``: both signal the process group, so the running runs stop
+    too) starts no further run: the pool hands a worker its next run before the current one ends, so the
+    workers get a stop event and return such a run unstarted (before, they went on with it, and the
+    sweep outlived its deadline by a run's length)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     summaries, failed = [], []
     n = min(jobs, len(todo))
-    with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker, initargs=(stop,)) as pool:
         futures = {pool.submit(_one_in_worker, cfg, spec, runtime, n): spec for spec in todo}
         try:
             for fut in as_completed(futures):
@@ -262,7 +278,8 @@ def _run_parallel(cfg: ExperimentConfig, todo: list[RunSpec], runtime: list[str]
                     progress.console.print(f"[run] {spec.dir.path.name} failed: {type(e).__name__}: {e}")
                 progress.advance(sweep)
         except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed:\n  " + "\n  ".join(failed))

@@ -279,6 +279,33 @@ overrides = ["train.steps=2", "train.eval_every=0", "data.max_docs=60"]
     assert changed_training_config(runtime_cfg, spec) == {}
 
 
+def test_an_interrupt_of_jobs_starts_no_queued_run(tmp_path, cache):
+    """``--jobs 2`` over 4 long runs, interrupted as `timeout -s INT` does (SIGINT to the process group)
+    once the first runs train: the sweep exits within seconds and the 2 runs still queued never start
+    (the pool had already handed each worker its next run; before the stop event they trained it)."""
+    path = _train_experiment(tmp_path / "int.toml", "interrupted", tmp_path / "results")
+    path.write_text(path.read_text().replace("train.steps=3", "train.steps=100000"))
+    cfg = load_experiment(path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "spattern.cli", "run", str(path), "--jobs", "2", "--no-compare",
+                             "--no-report"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own process group, as under timeout(1)
+    curves = [spec.dir.path / "metrics.jsonl" for spec in expand(cfg)]
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and sum(c.is_file() for c in curves) < 2:
+        time.sleep(0.1)
+    assert proc.poll() is None and sum(c.is_file() for c in curves) == 2, "two runs did not start training"
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the interrupted sweep was still running 60 s after SIGINT")
+    started = [spec.dir.path.name for spec in expand(cfg) if spec.dir.path.is_dir()]
+    assert proc.returncode != 0 and len(started) == 2, started
+    assert not any(spec.dir.finished() for spec in expand(cfg))
+
+
 def test_jobs_share_the_cpus_unless_omp_num_threads_is_set():
     from spattern.experiments.runner import worker_threads
 
