@@ -39,6 +39,12 @@ block's ends only, so that the host may run ahead as in training) in these modes
                 launching thread's CPUs (``train.context_cpus = "spare"``): this thread on two CPUs
                 (``contexts.split_cpus``, during these modes' blocks only) and the workers on the rest.
 ``--modes a,b,..`` runs a subset (window is always among them: the ratios are to it).
+``--probe N`` also runs a fixed pure-Python loop of N iterations in the launching thread after each step's
+launches (while the GPU runs the step and the workers build) and reports its CPU time per call
+(``probe``): if it grows in a mode as the launching thread's CPU time does, that thread's core runs the
+same instructions slower there (clock, shared caches); if it stays flat, the thread does more work. Each
+block also reports the launching thread's minor page faults and voluntary/involuntary context switches
+per step (``getrusage(RUSAGE_THREAD)``) and the kernel's MHz for its CPU at the block's end.
 Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
 Prints one line per mode (median ms/step over rounds, and its ratio to window within each round).
 """
@@ -49,6 +55,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import resource
 import statistics
 import subprocess
 import sys
@@ -67,6 +74,28 @@ MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy",
          "window_poolfile", "outline_poolfile", "window_poolspare", "outline_poolspare")
 SPIN = "while True: pass"
 STREAM = "import numpy as np\na = np.ones(1 << 25); b = np.empty_like(a)\nwhile True: np.copyto(b, a)"
+
+
+def this_cpu() -> int:
+    """The CPU this thread last ran on (field 39 of /proc/thread-self/stat)."""
+    with open("/proc/thread-self/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[36])
+
+
+def cpu_mhz(cpu: int) -> float | None:
+    """The kernel's current MHz for ``cpu`` (cpufreq, else /proc/cpuinfo; virtual machines often give a
+    fixed nominal value there), None where neither says."""
+    try:
+        with open(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq") as f:
+            return int(f.read()) / 1e3
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+        return mhz[cpu] if cpu < len(mhz) else None
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def sync_upload(layout, device) -> None:
@@ -95,6 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="outline_pool's workers (default: the loop's)")
     ap.add_argument("--set", action="append", default=[], help="config overrides (a small smoke test)")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
+    ap.add_argument("--probe", type=int, default=0, help="iterations of a pure-Python loop timed after each step")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
@@ -231,6 +261,13 @@ def main(argv=None) -> int:
         opt.zero_grad(set_to_none=True)
 
     parts: dict[str, dict[str, list[float]]] = {}  # mode -> pool part -> ms per step, per block
+    counts: dict[str, dict[str, list[float]]] = {}  # mode -> page faults / context switches per step, MHz
+
+    def probe() -> None:
+        t0, s = time.thread_time(), 0
+        for k in range(a.probe):
+            s += k * k
+        host["probe"] = host.get("probe", 0.0) + time.thread_time() - t0
 
     def block(mode: str) -> float:
         model.set_pattern(WINDOW if mode.startswith("window") else OUTLINE, backend)
@@ -246,13 +283,20 @@ def main(argv=None) -> int:
             sync()
             host.clear()
             t, tt, tp = time.perf_counter(), time.thread_time(), time.process_time()
+            ru = resource.getrusage(resource.RUSAGE_THREAD)
             for i in range(a.steps):
                 step(i, mode)
+                if a.probe:
+                    probe()
             sync()
             host["cpu_main_thread"] = time.thread_time() - tt   # this thread's CPU time (launches, Python)
             host["cpu_process"] = time.process_time() - tp      # every thread of this process
+            end = resource.getrusage(resource.RUSAGE_THREAD)
             for k, v in host.items():
                 parts.setdefault(mode, {}).setdefault(k, []).append(1e3 * v / a.steps)
+            for k, f in (("minflt", "ru_minflt"), ("nvcsw", "ru_nvcsw"), ("nivcsw", "ru_nivcsw")):
+                counts.setdefault(mode, {}).setdefault(k, []).append((getattr(end, f) - getattr(ru, f)) / a.steps)
+            counts[mode].setdefault("mhz", []).append(cpu_mhz(this_cpu()))
             return 1e3 * (time.perf_counter() - t) / a.steps
         finally:
             sys.setswitchinterval(switch)
@@ -264,6 +308,7 @@ def main(argv=None) -> int:
     for mode in modes:  # warm-up: kernels compiled, warm layouts uploaded, allocator grown
         block(mode)
     parts.clear()
+    counts.clear()
     per: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(a.rounds):
         order = modes[r % len(modes):] + modes[:r % len(modes)]
@@ -280,10 +325,13 @@ def main(argv=None) -> int:
         out["modes"][mode] = {"ms_per_step": [round(v, 3) for v in per[mode]],
                               "median_ms": round(statistics.median(per[mode]), 3),
                               "median_ratio_to_window": round(statistics.median(ratios), 4),
-                              "host_ms_per_step": {k: round(statistics.median(v), 3) for k, v in parts[mode].items()}}
+                              "host_ms_per_step": {k: round(statistics.median(v), 3) for k, v in parts[mode].items()},
+                              "launching_thread_per_step": {k: statistics.median(v) for k, v in counts[mode].items()
+                                                            if None not in v}}
         print(f"{mode:>13} {statistics.median(per[mode]):7.2f} ms/step  x{statistics.median(ratios):.3f} of window"
               f"  [{min(per[mode]):.2f}-{max(per[mode]):.2f}]"
-              + "".join(f"  {k} {v:.2f}" for k, v in out["modes"][mode]["host_ms_per_step"].items()))
+              + "".join(f"  {k} {v:.2f}" for k, v in out["modes"][mode]["host_ms_per_step"].items())
+              + "".join(f"  {k} {v:.1f}" for k, v in out["modes"][mode]["launching_thread_per_step"].items()))
     print(f"contexts: built {build_ms:.1f} ms/batch here, unpickled {unpickle_ms:.2f} ms "
           f"({out['contexts_pickled_bytes'] / 1e6:.2f} MB)")
     if a.json:

@@ -146,7 +146,7 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     assert bench.main(["--device", "cpu", "--steps", "1", "--rounds", "2", "--batches", "1", "--busy", "1",
                        "--workers", "1", "--set", "data.seq_len=256", "--set", "train.batch_size=2",
                        "--set", 'model.preset="neox-tiny"', "--modes", "window_fresh,window_poolload,outline_pool,window_workload,window_echo,"
-                       "window_poolfile,outline_poolfile,window_poolspare,outline_poolspare",
+                       "window_poolfile,outline_poolfile,window_poolspare,outline_poolspare", "--probe", "1000",
                        "--json", str(out)]) == 0
     assert os.sched_getaffinity(0) == everywhere                   # this thread given back its CPUs
     got = json.loads(out.read_text())
@@ -157,9 +157,14 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
         assert len(m["ms_per_step"]) == 2 and all(v > 0 for v in m["ms_per_step"])
     assert got["modes"]["window"]["median_ratio_to_window"] == 1.0
     assert set(got["modes"]["outline_pool"]["host_ms_per_step"]) == {"ahead", "get", "upload", "cpu_main_thread",
-                                                                     "cpu_process"}
-    assert set(got["modes"]["window_fresh"]["host_ms_per_step"]) == {"cpu_main_thread", "cpu_process"}
-    assert set(got["modes"]["window_echo"]["host_ms_per_step"]) == {"ahead", "get", "cpu_main_thread", "cpu_process"}
+                                                                     "cpu_process", "probe"}
+    assert set(got["modes"]["window_fresh"]["host_ms_per_step"]) == {"cpu_main_thread", "cpu_process", "probe"}
+    assert set(got["modes"]["window_echo"]["host_ms_per_step"]) == {"ahead", "get", "cpu_main_thread", "cpu_process",
+                                                                    "probe"}
+    for m in got["modes"].values():  # the probe's CPU time is within the launching thread's
+        assert 0 < m["host_ms_per_step"]["probe"] < m["host_ms_per_step"]["cpu_main_thread"]
+        assert {"minflt", "nvcsw", "nivcsw"} <= set(m["launching_thread_per_step"])
+        assert all(v >= 0 for v in m["launching_thread_per_step"].values())
     assert got["modes"]["outline_poolfile"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
     assert got["modes"]["outline_poolspare"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
     assert got["spare_split"] == [[low], [high]]
