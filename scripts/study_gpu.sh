@@ -19,6 +19,10 @@
 # (seen: 30-210 s), so keep DEADLINE about 240 s under the budget left. Unpack it here
 # with `tar xzf results.tar.gz --keep-newer-files`, then `spattern run` the configs here (it skips the
 # finished runs, writes compare.json, and removes a run that one of them grew from there: grow.py).
+# A run stopped mid-way resumes from its checkpoint, which lives in the cache, not in results/: the
+# checkpoints of the configs' started, unfinished runs (scripts/partial_checkpoints.py) are packed into
+# $OUT/checkpoints.tar.gz with the results; copy it here to .carry/checkpoints.tar.gz and carry .carry, and
+# the next call (on a fresh machine too) restores them and resumes those runs where they stopped.
 # Before each call run scripts/stamp_source.sh here and carry .carry/source_rev, so that env.json names
 # the commit the runs came from.
 set -u -o pipefail
@@ -37,6 +41,8 @@ if [ ! -f "$gguf" ] && ls /tmp/gguf_0* >/dev/null 2>&1 && [ -f /tmp/gguf.sha256 
   else echo "GGUF: $(ls /tmp/gguf_0* | wc -l) part(s) here, not whole yet"; rm -f "$gguf.part"; fi
 fi
 [ -d .carry/sources ] && cp .carry/sources/* "$SPATTERN_CACHE/sources/"
+# a previous call's checkpoints of its unfinished runs (a warm machine's own, if newer, stay)
+[ -f .carry/checkpoints.tar.gz ] && tar xzf .carry/checkpoints.tar.gz -C "$SPATTERN_CACHE" --keep-newer-files 2>/dev/null
 mkdir -p "$SPATTERN_CACHE/data"; [ -d .carry/data ] && cp -rn .carry/data/* "$SPATTERN_CACHE/data/"
 if [ -f .carry/stdlib311.txz ] && [ ! -d /tmp/stdlib311 ]; then mkdir -p /tmp/stdlib311 && tar xJf .carry/stdlib311.txz -C /tmp/stdlib311; fi
 [ -d /tmp/stdlib311 ] && export SPATTERN_STDLIB_ROOT=/tmp/stdlib311
@@ -48,9 +54,16 @@ if [ -f .carry/linuxdocs.txz ] && [ ! -d /tmp/linuxdocs ]; then mkdir -p /tmp/li
 # only the results folders of the configs run here: other results/ folders in the copy sent over are
 # snapshots of this machine's files at send time, and unpacking them back would overwrite newer ones
 dirs=$(for cfg in "$@"; do python3 -c "import sys, tomllib; print('results/' + tomllib.load(open(sys.argv[1], 'rb'))['name'])" "$cfg"; done)
+cfgs=("$@")
 pack() {  # written whole, then renamed: a kill mid-pack leaves the previous archive
   tar czf "$OUT/.results.tar.gz" $(for d in $dirs; do [ -d "$d" ] && echo "$d"; done) 2>/dev/null \
     && mv "$OUT/.results.tar.gz" "$OUT/results.tar.gz"
+  local ck
+  ck=$(python3 scripts/partial_checkpoints.py "${cfgs[@]}" ${SETS:-} 2>/dev/null | sed "s|^$SPATTERN_CACHE/||")
+  if [ -n "$ck" ]; then
+    tar czf "$OUT/.checkpoints.tar.gz" -C "$SPATTERN_CACHE" $ck 2>/dev/null \
+      && mv "$OUT/.checkpoints.tar.gz" "$OUT/checkpoints.tar.gz"
+  else rm -f "$OUT/checkpoints.tar.gz"; fi
 }
 ( while sleep 20; do pack; done ) &
 packer=$!

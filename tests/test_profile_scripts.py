@@ -181,3 +181,31 @@ def test_pool_delivery_probe_runs_both_modes(monkeypatch):
     probe = importlib.import_module("pool_delivery_probe")
     out = probe.main(["--ops", "50", "--iters", "2", "--rounds", "2", "--sleep", "0"])
     assert set(out) == {"plain", "pool"} and all(v["ms_per_iter"] > 0 for v in out.values())
+
+
+@pytest.mark.slow
+def test_partial_checkpoints_lists_the_started_unfinished_runs_only(tmp_path, monkeypatch):
+    """scripts/partial_checkpoints.py (what study_gpu.sh packs so that a later device call resumes a run
+    stopped mid-way): a run stopped by its time guard is listed with its checkpoint folder; a finished run
+    and a run never started are not."""
+    import shutil
+
+    from spattern.cli import main as cli
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("SPATTERN_CACHE", str(tmp_path / "cache"))
+    over = [f'results="{tmp_path / "res"}"', "sweep.seed=[0]",
+            'train.overrides=["train.steps=20", "train.eval_every=0", "data.mqar.eval_sequences=8"]']
+    args = ["run", "experiments/study_mqar_long.toml", *(x for o in over for x in ("--set", o)),
+            "--runtime", "train.device=cpu", "--no-compare", "--no-report"]
+    script = _script("partial_checkpoints")
+    assert script.partial_checkpoints(["experiments/study_mqar_long.toml"], over) == []  # nothing started
+    assert cli([*args, "--only", "dense", "--runtime", "train.max_seconds=0.01"]) == 0   # stopped early
+    (stopped,) = script.partial_checkpoints(["experiments/study_mqar_long.toml"], over)
+    assert (Path(stopped) / "ckpt.pt").is_file() and "study_mqar_long-dense-s0-" in stopped
+    assert cli([*args, "--only", "window"]) == 0                                         # finished
+    (window,) = (tmp_path / "res" / "study_mqar_long").glob("window-*")
+    assert json.loads((window / "metrics.json").read_text())["status"] == "finished"
+    assert script.partial_checkpoints(["experiments/study_mqar_long.toml"], over) == [stopped]
+    shutil.rmtree(window)                                                                # never started
+    assert script.partial_checkpoints(["experiments/study_mqar_long.toml"], over) == [stopped]
