@@ -352,14 +352,13 @@ def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
                 and r["key"] != r["same_call_baseline"]]
         base = "/".join(sorted({r["same_call_baseline"] for r in same}))
         after = "/".join(sorted({str(r.get("same_call_from_step")) for r in same}))
-        note += (f" {exp} in one device call (scripts/profile_train.sh; medians of the logged intervals after step "
-                 f"{after}; min-max over the call's runs), tokens/s relative to {base}: "
+        note += (f" {exp} in one device call (scripts/profile_train.sh; medians after step {after}; min-max over "
+                 f"its runs), tokens/s relative to {base}: "
                  + ", ".join(f"{r['key']} {fmt_range(r['same_call_ratio'])}" for r in same)
-                 + ". Between calls, the same pattern's ktok/s varies more than static patterns differ.")
-    return Table("training_cost", "Training runs: final validation loss (mean over seeds, 95% t interval); "
-                 "thousands of tokens/s over each run's wall clock, start-up, evaluations and checkpoints included "
-                 "(median [min, max] over seeds); ms per training step (median over the logged intervals, then over "
-                 "seeds)." + note + star,
+                 + ". Between calls one pattern's ktok/s varies more than static patterns differ.")
+    return Table("training_cost", "Training runs: final validation loss (mean over seeds, 95% t interval); ktok/s "
+                 "over each run's wall clock, start-up, evaluations and checkpoints included (median [min, max] "
+                 "over seeds); ms per step (median over logged intervals, then seeds)." + note + star,
                  ["experiment", "pattern", "device", "seeds", "val. loss [95% CI]", "ktok/s [range]", "ms/step"],
                  rows, [dict(r) for r in rows_in], list(sources))
 
@@ -405,9 +404,8 @@ def headline_table(heads: Sequence[tuple[dict, Path]]) -> Table:
         raw.append(dict(zip(["experiment", "metric", "baseline", "n", "best", "best_diff", "best_p_holm",
                              "outline_diff", "outline_p_holm", "min_p"], rows[-1]), test=h.get("test")))
     return Table("headline", "Each experiment's primary comparison: the best contender and outline attention against "
-                 "the baseline (paired, per document or per seed; Holm-corrected over the experiment's comparisons "
-                 "of that metric); min Holm p: the smallest Holm-adjusted p the exact test (wilcoxon/permutation) can "
-                 "reach with n pairs over that many comparisons, m * 2 / 2^n.",
+                 "the baseline (paired by document or seed; Holm over the experiment's m comparisons of that "
+                 "metric); min Holm p: the least an exact test (Wilcoxon, permutation) reaches with n pairs, m * 2 / 2^n.",
                  cols, rows, raw, [p for _, p in heads])
 
 

@@ -69,5 +69,7 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
     for ax in axes[len(names):]:
         ax.remove()
     keys = sorted(handles, key=lambda k: (k != "dense", k))
-    fig.legend([handles[k] for k in keys], keys, loc="outside lower center", ncol=min(len(keys), 10), fontsize=5.5)
+    # one row for up to 12 series (the page's width holds them at this spacing), then two
+    fig.legend([handles[k] for k in keys], keys, loc="outside lower center", ncol=min(len(keys), 12) if len(keys) <= 12
+               else -(-len(keys) // 2), fontsize=5.5, columnspacing=1.0, handlelength=1.6)
     return fig
