@@ -71,7 +71,9 @@ for cfg in "$@"; do
   left=$(( ${DEADLINE:-540} - ($(date +%s) - t0) ))
   [ "$left" -gt 20 ] || { echo "=== no time left for $cfg" | tee -a "$OUT/run.log"; continue; }
   echo "=== $cfg (${left}s left)" | tee -a "$OUT/run.log"
-  timeout -s INT "$left" python3 -m spattern.cli run "$cfg" --by-seed --no-compare --no-report ${SETS:-} 2>&1 \
+  # SIGINT at the deadline (the runs stop at their next step and keep their checkpoints); KILL 90 s later
+  # if anything of the sweep still runs, so that the call returns before its limit whatever went wrong
+  timeout -s INT -k 90 "$left" python3 -m spattern.cli run "$cfg" --by-seed --no-compare --no-report ${SETS:-} 2>&1 \
     | grep --line-buffered -v "━" | tee -a "$OUT/run.log"
   echo "=== $cfg: exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 ))s" | tee -a "$OUT/run.log"
 done

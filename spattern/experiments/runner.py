@@ -250,6 +250,29 @@ def _one_in_worker(cfg: ExperimentConfig, spec: RunSpec, runtime: list[str], job
     return run_one(cfg, spec, None, log=partial(_prefixed, spec.dir.path.name), runtime=runtime, jobs=jobs)
 
 
+def _shut_down_through_interrupts(pool) -> None:
+    """``pool.shutdown`` (queued runs cancelled, the workers' running runs awaited) with further SIGINTs
+    ignored until it is done. ``timeout -s INT`` signals the command and then its process group, so the
+    sweep's process can get a second interrupt while it shuts down. On a device call (Python 3.12, 16
+    workers) one did, inside the shutdown's join; the pool's manager thread then died (``OSError: handle
+    is closed``) and the call hung to its limit with the workers alive (results/study_device_logs,
+    call 63). Not reproduced on a 2-CPU machine (Python 3.11 and 3.12.1), with or without this guard. An
+    interrupt that lands before SIGINT is ignored restarts the shutdown, which is idempotent."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        while True:
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                pool.shutdown(wait=True, cancel_futures=True)
+                return
+            except KeyboardInterrupt:
+                continue
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_parallel(cfg: ExperimentConfig, todo: list[RunSpec], runtime: list[str], jobs: int, progress,
                   sweep) -> list[dict]:
     """``todo``'s runs, ``jobs`` at a time, each in a fresh (spawned: CUDA does not survive a fork)
@@ -279,7 +302,7 @@ def _run_parallel(cfg: ExperimentConfig, todo: list[RunSpec], runtime: list[str]
                 progress.advance(sweep)
         except KeyboardInterrupt:
             stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            _shut_down_through_interrupts(pool)
             raise
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed:\n  " + "\n  ".join(failed))
