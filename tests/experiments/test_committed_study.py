@@ -12,7 +12,7 @@ import pytest
 from spattern.experiments import expand, load_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAINED = ["study_mqar", "study_mqar_recipe", "study_indexer", "study_code_gpu", "study_code_cpu"]
+TRAINED = ["study_mqar", "study_mqar_long", "study_mqar_recipe", "study_indexer", "study_code_gpu", "study_code_cpu"]
 
 
 @pytest.mark.slow
