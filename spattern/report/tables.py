@@ -342,7 +342,7 @@ def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
              fmt_ci(r["loss"], *r["loss_ci"]),
              "{} [{}, {}]".format(*(fmt(v / 1e3) for v in (r["tokens_per_s"], *r["tokens_per_s_range"]))),
              fmt(r["step_ms"])] for r in rows_in if r not in shared]
-    elsewhere = sorted({d for r in rows_in for d in r.get("untimed") or {}})
+    elsewhere = sorted({d for r in rows_in if r not in shared for d in r.get("untimed") or {}})  # rows shown only
     star = (f" *: some seeds trained on another device ({', '.join(elsewhere)}); they count in the loss, not in the "
             "timing." if elsewhere else "")
     note = (f" Not shown (in the CSV): {', '.join(dict.fromkeys(r['experiment'] for r in shared))}, trained "

@@ -62,6 +62,16 @@ def test_runs_trained_several_at_a_time_are_timed_apart_and_labelled():
     assert row["loss"] == pytest.approx(2.0)  # every seed counts in the loss
 
 
+def test_a_series_left_out_of_the_pdf_adds_no_star_note():
+    """A --jobs series (not shown) with a seed finished on a CPU: its "trained on another device" note
+    would explain a star that no shown row carries."""
+    runs = [_run(s, 1.0, 100.0, "cuda:0", jobs=16) for s in range(3)] + [_run(3, 1.0, 10.0, "cpu", jobs=2)]
+    (row,), _ = collect_training_cost(Study(roots=[Path("/r")], runs=runs))
+    assert row["untimed"] == {"CPU x2": 1}
+    table = training_table([row], [])
+    assert table.rows == [] and "another device" not in table.caption and "Not shown" in table.caption
+
+
 def test_same_call_ratios_come_from_the_experiments_throughput_file():
     runs = [_run(0, 1.0, 100.0, None, label="window", pattern="local(8) & causal"),
             _run(0, 1.0, 50.0, None, label="outline", pattern="outline(window=8) & causal"),

@@ -57,7 +57,7 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
     every = [p for pts, _ in panels.values() for p in pts]
     palette = palette or Palette(p["key"] for p in every)
     rows = -(-len(panels) // per_row)
-    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=1.2 * rows + 0.45,
+    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=1.1 * rows + 0.45,
                            sharey=True)
     axes = np.atleast_1d(axes).ravel()
     for ax, (title, (pts, xlabel)) in zip(axes, panels.items()):
@@ -65,6 +65,7 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
         name = title.removeprefix("study_")
         ax.set_title(name, fontsize=6.5 if len(name) <= 20 else 5.5)  # long names would overlap at five a row
         ax.set_ylabel("accuracy")
+        ax.set_yticks([0, 0.5, 1])  # the shared accuracy axis: at this height the default keeps 0 and 1 only
     for ax in axes[len(panels):]:
         ax.remove()
     handles = {}

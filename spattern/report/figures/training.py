@@ -43,7 +43,7 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
         raise ValueError("curves_by: expected training curves of at least one experiment, got none")
     palette = palette or Palette(c.key for e in names for c in curves_by[e])
     rows = -(-len(names) // per_row)
-    fig, axes = new_figure(nrows=rows, ncols=min(per_row, len(names)), width=WIDTH_PAGE, height=1.7 * rows)
+    fig, axes = new_figure(nrows=rows, ncols=min(per_row, len(names)), width=WIDTH_PAGE, height=1.5 * rows)
     axes = np.atleast_1d(axes).ravel()
     handles: dict[str, object] = {}
     for ax, e in zip(axes, names):
