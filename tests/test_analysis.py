@@ -203,3 +203,51 @@ def test_input_errors():
     assert isinstance(rf, ReceptiveField) and len(rf.fractions) == 2 and not rf.saturated
     with pytest.raises(ValueError, match="not computed"):
         rf.fraction(3)
+
+
+def _reach_by_bfs(mask: np.ndarray, layers: int) -> np.ndarray:
+    """[query, key]: key within ``layers`` attended edges of query (the residual a self-loop), by a
+    breadth-first walk over the token graph: the slow twin of reach_by_distance's matrix powers."""
+    n = mask.shape[0]
+    out = np.zeros((n, n), dtype=bool)
+    for q in range(n):
+        seen, frontier = {q}, {q}
+        for _ in range(layers):
+            frontier = {k for j in frontier for k in np.nonzero(mask[j])[0].tolist()} - seen
+            seen |= frontier
+        out[q, sorted(seen)] = True
+    return out
+
+
+@pytest.mark.parametrize("p,layers", [("local(6) & causal", 2), ("(local(3) | landmark(every=16)) & causal", 2),
+                                      ("(local(4) | random(2, block=16)) & causal", 3)])
+def test_reach_by_distance_against_a_walk_and_the_receptive_field(p, layers):
+    from spattern.compiler.analysis import reach_by_distance
+
+    N = 64
+    layout = compile(p, N, block=16)
+    mask = layout.to_dense(0)
+    walk = _reach_by_bfs(mask, layers)
+    rows = reach_by_distance(layout, layers, [0, 1, 2, 4, 8, 16, 32, 64])
+    d = np.subtract.outer(np.arange(N), np.arange(N))
+    for r in rows:
+        sel = (d >= r["lo"]) & (d < r["hi"])
+        assert r["pairs"] == int(sel.sum()) and r["reached"] == int(walk[sel].sum())
+        assert r["fraction"] == (r["reached"] / r["pairs"] if r["pairs"] else None)
+    assert rows[-1]["lo"] == 32 and rows[-1]["pairs"] == (N - 32) * (N - 31) // 2  # distances 32..63
+    # every pair (d >= 0) together is the receptive field at that depth
+    rf = receptive_field(layout, max_layers=layers, level="token")
+    assert sum(r["reached"] for r in rows) == rf.reached[layers - 1]
+
+
+def test_reach_by_distance_of_a_window_by_hand_and_its_errors():
+    from spattern.compiler.analysis import reach_by_distance
+
+    layout = compile("local(5) & causal", 64, block=16)  # keys up to 4 back: 2 layers reach 8 back
+    (near, far), = [reach_by_distance(layout, 2, [1, 9, 64])]
+    assert near["fraction"] == 1.0 and far["reached"] == 0
+    assert reach_by_distance(layout, 1, [4, 6])[0]["fraction"] == pytest.approx((60 + 0) / (60 + 59))
+    with pytest.raises(ValueError, match="layers: expected an int >= 1"):
+        reach_by_distance(layout, 0, [0, 1])
+    with pytest.raises(ValueError, match="edges: expected >= 2 increasing"):
+        reach_by_distance(layout, 1, [4, 4])

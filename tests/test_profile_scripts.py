@@ -209,3 +209,19 @@ def test_partial_checkpoints_lists_the_started_unfinished_runs_only(tmp_path, mo
     assert script.partial_checkpoints(["experiments/study_mqar_long.toml"], over) == [stopped]
     shutil.rmtree(window)                                                                # never started
     assert script.partial_checkpoints(["experiments/study_mqar_long.toml"], over) == [stopped]
+
+
+def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
+    """scripts/mqar_reach.py over results/study_mqar_long: dense reaches every pair; the window
+    (local(66) & causal, keys up to 65 back) reaches within its 2 layers the distances up to 130, so of
+    the bucket [128, 256) only d = 128, 129, 130: (128 + 127 + 126) of the 128 * 129 / 2 causal pairs."""
+    script = _script("mqar_reach")
+    out = script.mqar_reach(ROOT / "results" / "study_mqar_long")
+    assert out["context"] == 256 and out["layers"] == 2
+    rows = {(r["label"], r["lo"]): r for r in out["rows"]}
+    assert all(r["reach_2"] == 1.0 and r["attended"] == 1.0 for r in out["rows"] if r["label"] == "dense")
+    far = rows[("window", 128)]
+    assert far["pairs"] == 128 * 129 // 2 and far["reach_2"] == pytest.approx((128 + 127 + 126) / far["pairs"])
+    assert far["attended"] == 0.0 and rows[("window", 64)]["reach_2"] == 1.0
+    assert 0 <= far["accuracy"] <= 1 and {r["label"] for r in out["rows"]} == {
+        "dense", "window", "strided", "streaming", "longformer", "bigbird"}

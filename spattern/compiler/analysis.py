@@ -42,7 +42,7 @@ Two methods that must agree (tests check it on random layouts):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import networkx as nx
 import numpy as np
@@ -403,6 +403,37 @@ def layers_to_full_reach(layout: BlockLayout, group: int | None = 0, level: str 
                            method=method).layers_to_full_reach
 
 
+def reach_by_distance(layout: BlockLayout, layers: int, edges: Sequence[int], group: int | None = 0,
+                      max_tokens: int = MAX_TOKENS) -> list[dict[str, Any]]:
+    """Exact token-level reach by query-key distance: for each interval ``[edges[i], edges[i+1])`` of
+    ``d = query - key``, the fraction of (query, key) pairs at that distance (key <= query, both < N)
+    that a stack of ``layers`` layers connects (a path of at most ``layers`` attended edges, the
+    residual as a self-loop, as in ``receptive_field``). Rows ``{lo, hi, pairs, reached, fraction}``;
+    an interval holding no pair has fraction None. A task whose answer sits at distance d (MQAR's key
+    and its query) can use at most this fraction of its pairs without help from elsewhere."""
+    layout = _check_layout(layout)
+    groups = _groups(layout, group)
+    _check_level(layout, "token", max_tokens)
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
+        raise ValueError(f"layers: expected an int >= 1, got {layers!r}")
+    edges = [int(e) for e in edges]
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0:
+        raise ValueError(f"edges: expected >= 2 increasing distances >= 0, got {list(edges)}")
+    n = layout.q_len
+    step = _with_self_loops(_adjacency(layout, groups, "token")).astype(bool).toarray()  # [query, key]
+    reach = step.copy()
+    for _ in range(layers - 1):
+        reach = (step.astype(np.int32) @ reach.astype(np.int32)) > 0
+    q, k = np.nonzero(np.tril(np.ones((n, n), dtype=bool)))
+    d = q - k
+    rows = []
+    for lo, hi in zip(edges, edges[1:]):
+        sel = (d >= lo) & (d < hi)
+        pairs, got = int(sel.sum()), int(reach[q[sel], k[sel]].sum())
+        rows.append({"lo": lo, "hi": hi, "pairs": pairs, "reached": got, "fraction": got / pairs if pairs else None})
+    return rows
+
+
 def reach_table(patterns: Mapping[str, str], N: int, block: int | tuple[int, int] = 64,
                 level: str = "block", group: int | None = None) -> list[dict[str, Any]]:
     """Rows for a report table, one per pattern (``{name: pattern string}``), compiled at N with
@@ -426,4 +457,4 @@ def reach_table(patterns: Mapping[str, str], N: int, block: int | tuple[int, int
 
 
 __all__ = ["layout_graph", "layout_is_causal", "information_path", "receptive_field",
-           "layers_to_full_reach", "reach_table", "ReceptiveField"]
+           "layers_to_full_reach", "reach_by_distance", "reach_table", "ReceptiveField"]
