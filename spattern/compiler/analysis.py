@@ -420,10 +420,12 @@ def reach_by_distance(layout: BlockLayout, layers: int, edges: Sequence[int], gr
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0:
         raise ValueError(f"edges: expected >= 2 increasing distances >= 0, got {list(edges)}")
     n = layout.q_len
-    step = _with_self_loops(_adjacency(layout, groups, "token")).astype(bool).toarray()  # [query, key]
-    reach = step.copy()
+    # [query, key], 0/1 in float32: the products go through BLAS and count at most n paths (exact below 2^24)
+    step = _with_self_loops(_adjacency(layout, groups, "token")).toarray().astype(np.float32)
+    reach = step
     for _ in range(layers - 1):
-        reach = (step.astype(np.int32) @ reach.astype(np.int32)) > 0
+        reach = ((step @ reach) > 0).astype(np.float32)
+    reach = reach > 0
     q, k = np.nonzero(np.tril(np.ones((n, n), dtype=bool)))
     d = q - k
     rows = []
