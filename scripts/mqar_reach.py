@@ -1,51 +1,109 @@
-"""How far each pattern of a trained MQAR experiment lets information travel, against the accuracy its
-runs reached, by key-query distance:
+"""How far each pattern of a trained MQAR experiment lets a query see the value it must return, against
+the accuracy its runs reached, by number of pairs and key-query distance:
 
     python scripts/mqar_reach.py results/study_mqar_long [--json <folder>/reach_by_distance.json]
 
 For each run label, the pattern its runs trained with, compiled at their context and blocks (the run's
-config.toml), gives the exact token-level fraction of (query, key) pairs in each power-of-two distance
-bucket that one layer attends directly and that the model's layers (``model.n_layers``) connect
-(``spattern.compiler.analysis.reach_by_distance``); beside it, the MQAR accuracy in that bucket (mean over
-seeds, ``spattern.report.collect.collect_synthetic``, as the report draws it). A 2-layer model can only
-recall a key beyond its 2-layer reach by other means (e.g. ruling out values already seen)."""
+config.toml), gives the token-level reach (``spattern.compiler.analysis.reach_matrix``) at one layer and
+at the model's depth (``model.n_layers``). The held-out sequences the runs were scored on (rebuilt from
+the config's ``[data.mqar]``: ``mqar_batch(n pairs, eval_seed, 0)`` for each n of ``eval_pairs``) give
+each query's own position and that of the value it must return (its key's position + 1). Per (n_pairs,
+power-of-two distance bucket), one row: ``queries``, ``attended`` (the fraction of those queries whose
+value one layer attends directly: what an induction head needs in its last layer), ``reach_<L>`` (the
+fraction an L-layer path connects at all), ``routes_<L>`` (the median number of L-edge walks from the
+value to the query, ``walk_counts``: at 2 layers, the positions its information can pass through, the
+query and the value among them when attended directly) and ``accuracy`` (the runs' accuracy there, mean over seeds,
+from their ``per_example.jsonl`` bucket lines). Then ``by_distance``: each bucket's mean over n_pairs of
+the four, as the report's accuracy-against-distance figure averages accuracy.
+
+Why not every (query, key) pair at a distance (``reach_by_distance``): MQAR's keys all sit in the first
+2n tokens, so a pattern whose fixed keys cover the start (a sink) reaches MQAR's far keys far more often
+than it reaches an average pair at that distance."""
 from __future__ import annotations
 
 import argparse
 import json
 import tomllib
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from spattern import compile as compile_pattern
-from spattern.compiler.analysis import reach_by_distance
-from spattern.report.collect import collect_synthetic
-from spattern.report.data import load_study
+from spattern.compiler.analysis import reach_matrix, walk_counts
+from spattern.data.mqar import MQARConfig, distance_bucket, mqar_batch
+
+
+def _runs(folder: Path) -> dict[str, list[tuple[dict, Path]]]:
+    runs: dict[str, list[tuple[dict, Path]]] = defaultdict(list)
+    for f in sorted(folder.glob("*/metrics.json")):
+        m = json.loads(f.read_text())
+        if m.get("status") == "finished":
+            runs[m["label"]].append((tomllib.loads((f.parent / "config.toml").read_text()), f.parent))
+    if not runs:
+        raise SystemExit(f"{folder}: expected finished MQAR runs (*/metrics.json, status finished); found none")
+    return runs
+
+
+def _shared(configs: list[dict], what: str, get) -> object:
+    values = {json.dumps(get(c), sort_keys=True) for c in configs}
+    if len(values) != 1:
+        raise SystemExit(f"expected the runs to share {what}; got {sorted(values)}")
+    return get(configs[0])
+
+
+def _accuracy(run: Path) -> dict[tuple[int, str], float]:
+    """{(n_pairs, bucket): accuracy} from a run's per-example bucket lines (``mqar/n<n>/distance<lo>``)."""
+    out = {}
+    for line in (run / "per_example.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        if "distance_bucket" in e and "accuracy" in e:
+            out[(int(e["n_pairs"]), e["distance_bucket"])] = float(e["accuracy"])
+    return out
 
 
 def mqar_reach(folder: Path) -> dict:
-    runs = {}  # label -> (pattern, context, block, layers) of its runs (one each: the seeds share them)
-    for f in sorted(folder.glob("*/metrics.json")):
-        label = json.loads(f.read_text())["label"]
-        c = tomllib.loads((f.parent / "config.toml").read_text())
-        runs.setdefault(label, set()).add((c["model"]["pattern"], c["data"]["seq_len"], tuple(c["model"]["block"]),
-                                           c["model"]["n_layers"]))
-    if not runs or any(len(v) != 1 for v in runs.values()):
-        raise SystemExit(f"{folder}: expected runs whose seeds share pattern, context, blocks and layers; got {runs}")
-    (context, layers), = {(v[1], v[3]) for (v,) in runs.values()}
-    edges = [1 << k for k in range(context.bit_length())]  # [1, 2), [2, 4), ..., [context/2, context)
-    study = load_study([folder])
-    points, _, _ = collect_synthetic(study, folder.name)
-    accuracy = {(p["key"], int(p["distance"])): p["value"] for p in points}
-    rows = []
-    for label, ((text, _, block, _),) in runs.items():
-        layout = compile_pattern("causal" if text == "dense" else text, context, block=block)
-        one = reach_by_distance(layout, 1, edges)
-        many = reach_by_distance(layout, layers, edges)
-        for a, b in zip(one, many):
-            rows.append({"label": label, "pattern": text, "lo": a["lo"], "hi": a["hi"], "pairs": a["pairs"],
-                         "attended": a["fraction"], f"reach_{layers}": b["fraction"],
-                         "accuracy": accuracy.get((label, a["lo"]))})
-    return {"experiment": folder.name, "context": context, "layers": layers, "rows": rows}
+    runs = _runs(folder)
+    configs = [c for rs in runs.values() for c, _ in rs]
+    data = _shared(configs, "[data]", lambda c: c["data"])
+    layers = _shared(configs, "model.n_layers", lambda c: c["model"]["n_layers"])
+    block = tuple(_shared(configs, "model.block", lambda c: c["model"]["block"]))
+    T, m = data["seq_len"], data["mqar"]
+    # per n_pairs: query positions and the positions of the values they must return, flat
+    evals = {}
+    for n in m["eval_pairs"]:
+        cfg = MQARConfig(vocab_size=data["vocab_size"], seq_len=T, n_pairs=n, n_queries=m.get("n_queries"),
+                         power_a=m["power_a"], batch_size=m["eval_sequences"], random_fill=m["random_fill"])
+        b = mqar_batch(cfg, m["eval_seed"], 0)
+        q, k = b.query_pos.reshape(-1).numpy(), b.key_pos.reshape(-1).numpy()
+        evals[n] = (q, k + 1, np.array([distance_bucket(int(d)) for d in q - k]))
+    rows, by_distance = [], []
+    for label, rs in sorted(runs.items()):
+        text = _shared([c for c, _ in rs], f"{label}'s pattern", lambda c: c["model"]["pattern"])
+        layout = compile_pattern("causal" if text == "dense" else text, T, block=block)
+        one, deep, walks = reach_matrix(layout, 1), reach_matrix(layout, layers), walk_counts(layout, layers)
+        accs = [_accuracy(p) for _, p in rs]
+        cells = []
+        for n, (q, v, buckets) in evals.items():
+            for bucket in sorted(set(buckets), key=lambda s: int(s[1:].split(",")[0])):
+                sel = buckets == bucket
+                got = [a[(n, bucket)] for a in accs if (n, bucket) in a]
+                cells.append({"label": label, "pattern": text, "n_pairs": n, "bucket": bucket,
+                              "lo": int(bucket[1:].split(",")[0]), "queries": int(sel.sum()),
+                              "attended": float(one[q[sel], v[sel]].mean()),
+                              f"reach_{layers}": float(deep[q[sel], v[sel]].mean()),
+                              f"routes_{layers}": float(np.median(walks[q[sel], v[sel]])),
+                              "accuracy": float(np.mean(got)) if got else None, "runs": len(got)})
+        rows += cells
+        for lo in sorted({c["lo"] for c in cells}):
+            cs = [c for c in cells if c["lo"] == lo]
+            mean = lambda key: float(np.mean([c[key] for c in cs])) if all(c[key] is not None for c in cs) else None  # noqa: E731
+            by_distance.append({"label": label, "bucket": cs[0]["bucket"], "lo": lo, "n_pairs": [c["n_pairs"] for c in cs],
+                                "attended": mean("attended"), f"reach_{layers}": mean(f"reach_{layers}"),
+                                f"routes_{layers}": mean(f"routes_{layers}"),
+                                "accuracy": mean("accuracy")})
+    return {"experiment": folder.name, "context": T, "layers": layers, "block": list(block),
+            "eval_pairs": list(m["eval_pairs"]), "rows": rows, "by_distance": by_distance}
 
 
 if __name__ == "__main__":
@@ -57,8 +115,8 @@ if __name__ == "__main__":
     path = a.json or a.folder / "reach_by_distance.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     reach = f"reach_{out['layers']}"
-    for r in out["rows"]:
-        if r["accuracy"] is not None:
-            print(f"{r['label']:>11} [{r['lo']:>3}, {r['hi']:>3})  attended {r['attended']:.2f}  "
-                  f"reach {r[reach]:.2f}  accuracy {r['accuracy']:.2f}")
+    fmt = lambda x: "  -  " if x is None else f"{x:.2f}"  # noqa: E731
+    for r in out["by_distance"]:
+        print(f"{r['label']:>11} {r['bucket']:>10}  attended {fmt(r['attended'])}  {reach} {fmt(r[reach])}  "
+              f"routes {r['routes_' + str(out['layers'])]:5.1f}  accuracy {fmt(r['accuracy'])}")
     print(f"wrote {path}")

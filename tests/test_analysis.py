@@ -222,13 +222,15 @@ def _reach_by_bfs(mask: np.ndarray, layers: int) -> np.ndarray:
 @pytest.mark.parametrize("p,layers", [("local(6) & causal", 2), ("(local(3) | landmark(every=16)) & causal", 2),
                                       ("(local(4) | random(2, block=16)) & causal", 3)])
 def test_reach_by_distance_against_a_walk_and_the_receptive_field(p, layers):
-    from spattern.compiler.analysis import reach_by_distance
+    from spattern.compiler.analysis import reach_by_distance, reach_matrix, walk_counts
 
     N = 64
     layout = compile(p, N, block=16)
     mask = layout.to_dense(0)
     walk = _reach_by_bfs(mask, layers)
     rows = reach_by_distance(layout, layers, [0, 1, 2, 4, 8, 16, 32, 64])
+    assert np.array_equal(reach_matrix(layout, layers), walk)
+    assert np.array_equal(walk_counts(layout, layers) > 0, walk)
     d = np.subtract.outer(np.arange(N), np.arange(N))
     for r in rows:
         sel = (d >= r["lo"]) & (d < r["hi"])
@@ -238,6 +240,34 @@ def test_reach_by_distance_against_a_walk_and_the_receptive_field(p, layers):
     # every pair (d >= 0) together is the receptive field at that depth
     rf = receptive_field(layout, max_layers=layers, level="token")
     assert sum(r["reached"] for r in rows) == rf.reached[layers - 1]
+
+
+@pytest.mark.parametrize("p", ["local(6) & causal", "(local(3) | landmark(every=16)) & causal",
+                               "(local(4) | random(2, block=16)) & causal"])
+def test_walk_counts_against_enumerated_walks(p):
+    """The number of 2- and 3-edge walks (self-loops included) from key to query, counted one
+    intermediate position at a time: the slow twin of walk_counts's matrix products."""
+    from spattern.compiler.analysis import walk_counts
+
+    N = 48
+    layout = compile(p, N, block=16)
+    step = layout.to_dense(0).astype(bool) | np.eye(N, dtype=bool)
+    two = np.array([[sum(step[q, j] and step[j, k] for j in range(N)) for k in range(N)] for q in range(N)])
+    assert np.array_equal(walk_counts(layout, 2), two)
+    three = np.array([[sum(step[q, j] and two[j, k] for j in range(N)) for k in range(N)] for q in range(N)])
+    assert np.array_equal(walk_counts(layout, 3), three)
+    assert np.array_equal(walk_counts(layout, 1), step)
+
+
+def test_walk_counts_of_a_global_token_is_one_route():
+    """Longformer-like at 64 tokens: a query past the window reaches a key before the landmark at 32
+    through that one position only (the MQAR bottleneck: scripts/mqar_reach.py)."""
+    from spattern.compiler.analysis import walk_counts
+
+    layout = compile("(local(4) | landmark(every=32)) & causal", 64, block=16)
+    w = walk_counts(layout, 2)
+    assert w[60, 10] == 1 and w[33, 10] == 1  # only through 32, the landmark (0 sees nothing after it)
+    assert w[60, 58] == 3 and w[12, 10] == 3  # through the key, the query and the one between
 
 
 def test_reach_by_distance_of_a_window_by_hand_and_its_errors():

@@ -212,16 +212,34 @@ def test_partial_checkpoints_lists_the_started_unfinished_runs_only(tmp_path, mo
 
 
 def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
-    """scripts/mqar_reach.py over results/study_mqar_long: dense reaches every pair; the window
-    (local(66) & causal, keys up to 65 back) reaches within its 2 layers the distances up to 130, so of
-    the bucket [128, 256) only d = 128, 129, 130: (128 + 127 + 126) of the 128 * 129 / 2 causal pairs."""
+    """scripts/mqar_reach.py over results/study_mqar_long, against MQAR's held-out queries counted here:
+    dense attends every value; the window (local(66) & causal: keys up to 65 back) connects within its 2
+    layers a value up to 130 back, so of the bucket [128, 256) only the queries whose key is 128-131 back
+    (the value sits one after the key); streaming's sink (4 tokens: pairs 0 and 1) lets a far query see
+    its value directly exactly when it asks for pair 0 or 1; longformer's far queries have one route (the
+    landmark at 128); accuracy is the seeds' mean of each run's bucket line."""
+    import numpy as np
+
+    from spattern.data.mqar import MQARConfig, mqar_batch
+
     script = _script("mqar_reach")
-    out = script.mqar_reach(ROOT / "results" / "study_mqar_long")
-    assert out["context"] == 256 and out["layers"] == 2
-    rows = {(r["label"], r["lo"]): r for r in out["rows"]}
+    folder = ROOT / "results" / "study_mqar_long"
+    out = script.mqar_reach(folder)
+    assert out["context"] == 256 and out["layers"] == 2 and out["eval_pairs"] == [2, 4, 8, 16]
+    rows = {(r["label"], r["n_pairs"], r["lo"]): r for r in out["rows"]}
+    assert {r["label"] for r in out["rows"]} == {"dense", "window", "strided", "streaming", "longformer", "bigbird"}
     assert all(r["reach_2"] == 1.0 and r["attended"] == 1.0 for r in out["rows"] if r["label"] == "dense")
-    far = rows[("window", 128)]
-    assert far["pairs"] == 128 * 129 // 2 and far["reach_2"] == pytest.approx((128 + 127 + 126) / far["pairs"])
-    assert far["attended"] == 0.0 and rows[("window", 64)]["reach_2"] == 1.0
-    assert 0 <= far["accuracy"] <= 1 and {r["label"] for r in out["rows"]} == {
-        "dense", "window", "strided", "streaming", "longformer", "bigbird"}
+    for n in (2, 4, 8, 16):
+        b = mqar_batch(MQARConfig(vocab_size=64, seq_len=256, n_pairs=n, power_a=0.01, batch_size=128), 1_000_000, 0)
+        d, pair = (b.query_pos - b.key_pos).numpy().ravel(), b.key_pos.numpy().ravel() // 2
+        far = (d >= 128) & (d < 256)
+        window, streaming = rows[("window", n, 128)], rows[("streaming", n, 128)]
+        assert window["queries"] == far.sum() and window["attended"] == 0.0
+        assert window["reach_2"] == pytest.approx(((d >= 128) & (d <= 131)).sum() / far.sum())
+        assert streaming["attended"] == pytest.approx((pair[far] < 2).mean())
+        assert rows[("longformer", n, 128)]["routes_2"] == 1.0
+    acc = [next(json.loads(x)["accuracy"] for x in (r / "per_example.jsonl").read_text().splitlines()
+                if '"id": "mqar/n8/distance128"' in x) for r in folder.glob("window-s*")]
+    assert rows[("window", 8, 128)]["accuracy"] == pytest.approx(np.mean(acc)) and len(acc) >= 8
+    mean = next(r for r in out["by_distance"] if r["label"] == "streaming" and r["lo"] == 128)
+    assert mean["attended"] == pytest.approx(np.mean([rows[("streaming", n, 128)]["attended"] for n in (2, 4, 8, 16)]))

@@ -403,29 +403,62 @@ def layers_to_full_reach(layout: BlockLayout, group: int | None = 0, level: str 
                            method=method).layers_to_full_reach
 
 
-def reach_by_distance(layout: BlockLayout, layers: int, edges: Sequence[int], group: int | None = 0,
-                      max_tokens: int = MAX_TOKENS) -> list[dict[str, Any]]:
-    """Exact token-level reach by query-key distance: for each interval ``[edges[i], edges[i+1])`` of
-    ``d = query - key``, the fraction of (query, key) pairs at that distance (key <= query, both < N)
-    that a stack of ``layers`` layers connects (a path of at most ``layers`` attended edges, the
-    residual as a self-loop, as in ``receptive_field``). Rows ``{lo, hi, pairs, reached, fraction}``;
-    an interval holding no pair has fraction None. A task whose answer sits at distance d (MQAR's key
-    and its query) can use at most this fraction of its pairs without help from elsewhere."""
+def reach_matrix(layout: BlockLayout, layers: int, group: int | None = 0,
+                 max_tokens: int = MAX_TOKENS) -> np.ndarray:
+    """(N, N) bool ``[query, key]``: whether a stack of ``layers`` layers connects key to query at the
+    token level, by a path of at most ``layers`` attended edges (the residual a self-loop, as in
+    ``receptive_field``). ``reach_matrix(layout, 1)`` is the layout's own mask with the diagonal set.
+    A task's own (query, key) positions index it directly, e.g. MQAR's queries and the values they
+    must return (``scripts/mqar_reach.py``)."""
+    # [query, key], 0/1 in float32: the products go through BLAS and count at most n paths (exact below 2^24)
+    step = _token_step(layout, layers, group, max_tokens)
+    reach = step
+    for _ in range(layers - 1):
+        reach = ((step @ reach) > 0).astype(np.float32)
+    return reach > 0
+
+
+def _token_step(layout: BlockLayout, layers: int, group, max_tokens: int) -> np.ndarray:
+    """(N, N) float32 0/1 ``[query, key]``: one layer's token edges with the residual's self-loops,
+    after checking the arguments that ``walk_counts`` and ``reach_matrix`` share."""
     layout = _check_layout(layout)
     groups = _groups(layout, group)
     _check_level(layout, "token", max_tokens)
     if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
         raise ValueError(f"layers: expected an int >= 1, got {layers!r}")
+    # (the self-loop adds 1 where the layout attends the diagonal already: 0/1 again before counting walks)
+    return (_with_self_loops(_adjacency(layout, groups, "token")).toarray() > 0).astype(np.float32)
+
+
+def walk_counts(layout: BlockLayout, layers: int, group: int | None = 0,
+                max_tokens: int = MAX_TOKENS) -> np.ndarray:
+    """(N, N) float64 ``[query, key]``: the number of walks of exactly ``layers`` attended edges from
+    key to query (the residual a self-loop, so shorter paths count too, padded by staying put). How
+    many routes information has, not only whether it has one (``reach_matrix`` is ``walk_counts > 0``):
+    at 2 layers the count is the number of positions j with query -> j -> key, the query and the key
+    themselves among them where the query attends the key directly. A route through one position (a
+    single global token) must carry everything that crosses there. Exact while counts stay below
+    2^53."""
+    step = _token_step(layout, layers, group, max_tokens).astype(np.float64)
+    walks = step
+    for _ in range(layers - 1):
+        walks = step @ walks
+    return walks
+
+
+def reach_by_distance(layout: BlockLayout, layers: int, edges: Sequence[int], group: int | None = 0,
+                      max_tokens: int = MAX_TOKENS) -> list[dict[str, Any]]:
+    """Exact token-level reach by query-key distance: for each interval ``[edges[i], edges[i+1])`` of
+    ``d = query - key``, the fraction of (query, key) pairs at that distance (key <= query, both < N)
+    that a stack of ``layers`` layers connects (``reach_matrix``). Rows ``{lo, hi, pairs, reached,
+    fraction}``; an interval holding no pair has fraction None. Every pair at a distance counts
+    alike: a task whose pairs are not spread evenly over the positions (MQAR's keys all sit at the
+    start) needs ``reach_matrix`` at its own positions instead."""
     edges = [int(e) for e in edges]
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0:
         raise ValueError(f"edges: expected >= 2 increasing distances >= 0, got {list(edges)}")
-    n = layout.q_len
-    # [query, key], 0/1 in float32: the products go through BLAS and count at most n paths (exact below 2^24)
-    step = _with_self_loops(_adjacency(layout, groups, "token")).toarray().astype(np.float32)
-    reach = step
-    for _ in range(layers - 1):
-        reach = ((step @ reach) > 0).astype(np.float32)
-    reach = reach > 0
+    reach = reach_matrix(layout, layers, group, max_tokens)
+    n = reach.shape[0]
     q, k = np.nonzero(np.tril(np.ones((n, n), dtype=bool)))
     d = q - k
     rows = []
@@ -459,4 +492,4 @@ def reach_table(patterns: Mapping[str, str], N: int, block: int | tuple[int, int
 
 
 __all__ = ["layout_graph", "layout_is_causal", "information_path", "receptive_field",
-           "layers_to_full_reach", "reach_by_distance", "reach_table", "ReceptiveField"]
+           "layers_to_full_reach", "reach_by_distance", "reach_matrix", "reach_table", "walk_counts", "ReceptiveField"]
