@@ -241,5 +241,7 @@ def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
     acc = [next(json.loads(x)["accuracy"] for x in (r / "per_example.jsonl").read_text().splitlines()
                 if '"id": "mqar/n8/distance128"' in x) for r in folder.glob("window-s*")]
     assert rows[("window", 8, 128)]["accuracy"] == pytest.approx(np.mean(acc)) and len(acc) >= 8
+    # the committed file (the report's reach sentence reads it) is what the committed runs give now
+    assert json.loads((folder / "reach_by_distance.json").read_text()) == out
     mean = next(r for r in out["by_distance"] if r["label"] == "streaming" and r["lo"] == 128)
     assert mean["attended"] == pytest.approx(np.mean([rows[("streaming", n, 128)]["attended"] for n in (2, 4, 8, 16)]))

@@ -225,6 +225,7 @@ class Study:
     throughput: list[Found] = field(default_factory=list)
     meta: list[Found] = field(default_factory=list)  # each experiment folder's experiment.json (spattern run)
     matches: list[Found] = field(default_factory=list)  # each experiment folder's matches.json (spattern run)
+    reach: list[Found] = field(default_factory=list)  # scripts/mqar_reach.py: MQAR queries a pattern's layers connect
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def check_of(self) -> dict[str, str]:
@@ -357,6 +358,8 @@ def _classify(data: Any) -> str | None:
     if isinstance(runs, list) and runs and all(isinstance(r, dict) and "tok_per_s_median" in r
                                                and "ratio_to_baseline" in r for r in runs):
         return "throughput"  # scripts/throughput_summary.py: training runs of one device call
+    if isinstance(data.get("by_distance"), list) and "layers" in data and "experiment" in data:
+        return "reach"  # scripts/mqar_reach.py: per pattern and distance, reach and routes against accuracy
     return None
 
 

@@ -191,6 +191,33 @@ def mqar_learnt(study) -> list[dict]:
     return out
 
 
+def _count(x: float) -> str:
+    """A median count: whole as a whole number, a midpoint with its one decimal."""
+    return fmt(int(x)) if float(x).is_integer() else fmt(float(x), 2)
+
+
+def mqar_reach_rows(study, hidden: set[str] = frozenset()) -> list[dict]:
+    """Per MQAR experiment the report shows with a ``reach_by_distance.json`` (scripts/mqar_reach.py),
+    its largest distance bucket: per pattern, the share of the held-out queries whose value the
+    model's layers connect to the query, the median number of routes, and the accuracy there (means
+    over the numbers of pairs, as the accuracy figure averages), the patterns by accuracy, best first."""
+    out = []
+    for f in sorted(study.reach, key=lambda f: str(f.data.get("experiment"))):
+        if f.data["experiment"] in hidden or not f.data["by_distance"]:
+            continue
+        layers = f.data["layers"]
+        far = max(r["lo"] for r in f.data["by_distance"])
+        rows = sorted((r for r in f.data["by_distance"] if r["lo"] == far and r.get("accuracy") is not None),
+                      key=lambda r: (-r["accuracy"], r["label"]))
+        if rows:
+            out.append({"name": f.data["experiment"], "bucket": rows[0]["bucket"], "layers": fmt(int(layers)),
+                        "source": _disp(f.path),
+                        "patterns": [{"key": r["label"], "reach": f"{r[f'reach_{layers}']:.2f}",
+                                      "routes": _count(r[f"routes_{layers}"]),
+                                      "accuracy": f"{r['accuracy']:.2f}"} for r in rows]})
+    return out
+
+
 def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, title: str,
             checks: dict[str, str] | None = None, hidden: set[str] | None = None) -> dict:
     """The report's numbers (data/numbers.json). ``checks``: the check experiments that get a sentence;
@@ -337,6 +364,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
         n["synthetic"] = {"experiments": syn_rows, "groups": list(groups.values())}
     if learnt := mqar_learnt(study):
         n["mqar_learnt"] = {"threshold": str(LEARNT), "experiments": learnt}
+    if reach := mqar_reach_rows(study, hidden):
+        n["mqar_reach"] = reach
     if abl:
         n["ablation"] = {"params": ", ".join(dict.fromkeys(p["param"] for p in abl)),
                          "experiments": ", ".join(dict.fromkeys(p["experiment"] for p in abl))}

@@ -159,3 +159,30 @@ def test_commands_recompute_the_tables_against_a_second_baseline(tmp_path, monke
     monkeypatch.chdir(tmp_path / "results")
     assert "python scripts/recompute_comparisons.py e/compare_vs_window.json" in _commands(study)
     assert not any("recompute" in c for c in _commands(SimpleNamespace(**{**vars(study), "roots": [tmp_path / "e"]})))
+
+
+def test_mqar_reach_names_the_far_bucket_best_first_and_skips_hidden_experiments(tmp_path):
+    """A reach_by_distance.json (scripts/mqar_reach.py) is read by its content: the sentence takes its
+    largest bucket only, the patterns by accuracy (best first), routes as counts; a check experiment
+    (hidden) gets none."""
+    import json
+
+    from spattern.report.data import load_study
+    from spattern.report.numbers import mqar_reach_rows
+
+    def row(label, lo, reach, routes, acc):
+        return {"label": label, "bucket": f"[{lo}, {2 * lo})", "lo": lo, "n_pairs": [2, 4],
+                "attended": 0.0, "reach_2": reach, "routes_2": routes, "accuracy": acc}
+
+    for name in ("mqar", "mqar_check"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "reach_by_distance.json").write_text(json.dumps({
+            "experiment": name, "context": 256, "layers": 2, "rows": [],
+            "by_distance": [row("window", 64, 1.0, 46.75, 0.87), row("window", 128, 0.07, 0.0, 0.03),
+                            row("longformer", 128, 1.0, 1.0, 0.07), row("dense", 128, 1.0, 173.0, 0.9)]}))
+    study = load_study([tmp_path])
+    assert len(study.reach) == 2 and not study.skipped
+    (out,) = mqar_reach_rows(study, hidden={"mqar_check"})
+    assert (out["name"], out["bucket"], out["layers"]) == ("mqar", "[128, 256)", "2")
+    assert [(p["key"], p["reach"], p["routes"], p["accuracy"]) for p in out["patterns"]] == [
+        ("dense", "1.00", "173", "0.90"), ("longformer", "1.00", "1", "0.07"), ("window", "0.07", "0", "0.03")]
