@@ -23,6 +23,9 @@
 # checkpoints of the configs' started, unfinished runs (scripts/partial_checkpoints.py) are packed into
 # $OUT/checkpoints.tar.gz with the results; copy it here to .carry/checkpoints.tar.gz and carry .carry, and
 # the next call (on a fresh machine too) restores them and resumes those runs where they stopped.
+# A resumed run's metric lines before its checkpoint live in its results folder: on a warm machine the
+# folders kept in /tmp/spattern-results bring them back; on a fresh one, unpack the last call's
+# results.tar.gz here before the next call (else scripts/merge_partial_curves.py repairs the curves).
 # Before each call run scripts/stamp_source.sh here and carry .carry/source_rev, so that env.json names
 # the commit the runs came from.
 set -u -o pipefail
@@ -55,7 +58,12 @@ if [ -f .carry/linuxdocs.txz ] && [ ! -d /tmp/linuxdocs ]; then mkdir -p /tmp/li
 # snapshots of this machine's files at send time, and unpacking them back would overwrite newer ones
 dirs=$(for cfg in "$@"; do python3 -c "import sys, tomllib; print('results/' + tomllib.load(open(sys.argv[1], 'rb'))['name'])" "$cfg"; done)
 cfgs=("$@")
+# a warm machine's own copy of these folders (kept by pack): the folders of runs that an earlier call on
+# this machine stopped mid-way come back where this copy lacks them (its results.tar.gz not unpacked here
+# yet), so that they resume with their metric lines instead of a curve that begins at the checkpoint
+for d in $dirs; do [ -d "/tmp/spattern-results/$d" ] && mkdir -p "$d" && cp -rn "/tmp/spattern-results/$d/." "$d/"; done
 pack() {  # written whole, then renamed: a kill mid-pack leaves the previous archive
+  for d in $dirs; do [ -d "$d" ] && mkdir -p "/tmp/spattern-results/$d" && cp -r "$d/." "/tmp/spattern-results/$d/"; done
   tar czf "$OUT/.results.tar.gz" $(for d in $dirs; do [ -d "$d" ] && echo "$d"; done) 2>/dev/null \
     && mv "$OUT/.results.tar.gz" "$OUT/results.tar.gz"
   local ck

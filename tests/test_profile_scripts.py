@@ -245,3 +245,31 @@ def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
     assert json.loads((folder / "reach_by_distance.json").read_text()) == out
     mean = next(r for r in out["by_distance"] if r["label"] == "streaming" and r["lo"] == 128)
     assert mean["attended"] == pytest.approx(np.mean([rows[("streaming", n, 128)]["attended"] for n in (2, 4, 8, 16)]))
+
+
+def test_merge_partial_curves_prepends_the_lines_before_the_resumed_checkpoint(tmp_path):
+    """scripts/merge_partial_curves.py: a run that resumed at its step-100 checkpoint without its folder
+    began a new metrics.jsonl at step 150; the older copy's lines before 150 (those up to the checkpoint,
+    and the validation at 100) go in front, its lines from 150 on (rewritten by the resumed run) do not;
+    a run whose curve is whole, and a run the older copy lacks, stay as they are."""
+    script = _script("merge_partial_curves")
+
+    def write(path: Path, recs: list[dict]) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    early = [{"step": s, "loss": 5.0 - s / 100} for s in (50, 100)] + [{"step": 100, "val_loss": 3.1}]
+    write(old / "a", early + [{"step": 150, "loss": 9.9}])            # 150: logged before the stop
+    write(new / "a", [{"step": 150, "loss": 3.4}, {"step": 200, "loss": 3.2}, {"step": 200, "val_loss": 3.0}])
+    whole = early + [{"step": 150, "loss": 3.4}]
+    write(old / "b", whole)
+    write(new / "b", whole)
+    write(new / "c", [{"step": 150, "loss": 3.4}])
+    assert script.merge(old, new, dry_run=True) == [{"run": "a", "first_step": 150, "added": 3}]
+    assert (new / "a" / "metrics.jsonl").read_text().count("\n") == 3             # a dry run writes nothing
+    assert script.merge(old, new) == [{"run": "a", "first_step": 150, "added": 3}]
+    got = [json.loads(x) for x in (new / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert got == early + [{"step": 150, "loss": 3.4}, {"step": 200, "loss": 3.2}, {"step": 200, "val_loss": 3.0}]
+    assert [json.loads(x) for x in (new / "b" / "metrics.jsonl").read_text().splitlines()] == whole
+    assert script.merge(old, new) == []                                            # done: nothing more to add
