@@ -7,6 +7,7 @@ each run's mean is its value)."""
 from __future__ import annotations
 
 import json
+import re
 
 import tomllib
 from pathlib import Path
@@ -106,6 +107,28 @@ def metric_values(runs: list[dict], metrics: list[str] | None = None) -> dict[st
     return out
 
 
+def common_seeds(values: dict[str, dict[str, dict[str, float]]]) -> tuple[dict, dict[str, dict[str, list[str]]]]:
+    """Per metric whose units are seeds (``seed<N>``), the seeds every run of it has: a family trained on
+    more seeds than another (seeds added later, or a metric recorded from some seed on) is paired on the
+    seeds they share. Returns the values kept and ``{metric: {label: [seeds left out]}}`` (empty when
+    nothing was). Metrics with per-example units are returned as they are (their runs must match)."""
+    kept, left = {}, {}
+    for m, by_label in values.items():
+        units = [set(v) for v in by_label.values()]
+        if not all(u and all(re.fullmatch(r"seed-?\d+", str(i)) for i in u) for u in units):
+            kept[m] = by_label
+            continue
+        shared = set.intersection(*units)
+        if not shared:  # nothing to pair: left to the comparison's own error, which names the seeds
+            kept[m] = by_label
+            continue
+        kept[m] = {lb: {i: x for i, x in v.items() if i in shared} for lb, v in by_label.items()}
+        extra = {lb: sorted(set(v) - shared, key=lambda i: int(i[4:])) for lb, v in by_label.items()}
+        if any(extra.values()):
+            left[m] = {lb: e for lb, e in extra.items() if e}
+    return kept, left
+
+
 def compare_experiment(folder: str | Path, baseline: str | None = None, metrics: list[str] | None = None,
                        test: str = "wilcoxon", alpha: float = 0.05, out: str | Path | None = None,
                        family: str = "metric", only: list[str] | None = None, write: bool = True) -> dict:
@@ -132,6 +155,7 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
         runs = [r for r in runs if r["metrics"]["label"] not in left_out]
     values = metric_values(runs, metrics)
     values = {m: v for m, v in values.items() if baseline in v and len(v) > 1}
+    values, seeds_left_out = common_seeds(values)
     if not values:
         raise UserError(f"results: no metric has values for the baseline {baseline!r} and another run")
     rows = compare_many(values, baseline, {m: direction(m) for m in values}, test=test, alpha=alpha, family=family)
@@ -142,6 +166,8 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
                      for r in runs}
     if left_out:
         table["runs_left_out"] = left_out
+    if seeds_left_out:
+        table["seeds_left_out"] = seeds_left_out
     if write:
         write_json(Path(out) if out else Path(folder) / "compare.json", table)
     return table
