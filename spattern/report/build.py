@@ -259,7 +259,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         train_src += cur_src
     if curves_by:
         b.figure("training", lambda: training_panels(curves_by, palette=b.palette), train_src,
-                 "Validation loss against training step, one panel per training experiment (the training "
+                 "Validation loss (nats per token) against training step, one panel per training experiment (the training "
                  "loss where no validation was logged): mean over seeds, band from the lowest to the highest "
                  "seed.", True, "training curves")
     else:

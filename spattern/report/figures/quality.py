@@ -85,7 +85,7 @@ def quality_matched_figure(points_by_exp: dict, metrics: Sequence[str] = ("kl", 
     every = [p for e in exps for p in points_by_exp[e] if p["key"] not in REFERENCE]
     palette = palette or Palette(p["key"] for p in every)
     keys = ordered_keys(every)
-    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=0.26 * len(exps) + 0.9, sharey=True)
+    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=0.24 * len(exps) + 0.8, sharey=True)
     axes = np.atleast_1d(axes)
     step = 0.7 / max(len(keys), 1)
     for ax, m in zip(axes, present):

@@ -43,7 +43,7 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
         raise ValueError("curves_by: expected training curves of at least one experiment, got none")
     palette = palette or Palette(c.key for e in names for c in curves_by[e])
     rows = -(-len(names) // per_row)
-    fig, axes = new_figure(nrows=rows, ncols=min(per_row, len(names)), width=WIDTH_PAGE, height=1.5 * rows)
+    fig, axes = new_figure(nrows=rows, ncols=min(per_row, len(names)), width=WIDTH_PAGE, height=1.35 * rows)
     axes = np.atleast_1d(axes).ravel()
     handles: dict[str, object] = {}
     for ax, e in zip(axes, names):
@@ -65,7 +65,7 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
         runs = counts[0][0] if len({c for c, _ in counts}) == 1 else f"{ns[0]}-{ns[-1]} runs"
         ax.set_title(f"{e} ({runs})", fontsize=6.0)
         ax.set_xlabel("training step")
-        ax.set_ylabel({"loss": "train loss", "val_loss": "val. loss"}.get(f, f) + " (nats/token)")
+        ax.set_ylabel({"loss": "train loss", "val_loss": "val. loss"}.get(f, f) + " (nats)")
     for ax in axes[len(names):]:
         ax.remove()
     keys = sorted(handles, key=lambda k: (k != "dense", k))
