@@ -21,7 +21,8 @@
 # finished runs, writes compare.json, and removes a run that one of them grew from there: grow.py).
 # A run stopped mid-way resumes from its checkpoint, which lives in the cache, not in results/: the
 # checkpoints of the configs' started, unfinished runs (scripts/partial_checkpoints.py) are packed into
-# $OUT/checkpoints.tar.gz with the results; copy it here to .carry/checkpoints.tar.gz and carry .carry, and
+# $OUT/checkpoints.tar.gz.00, .01, ... (one archive in parts of 15 MiB: a call returns files of 16 MiB at
+# most, and 16 runs' checkpoints came to more) with the results; copy the parts here to .carry/ and carry .carry, and
 # the next call (on a fresh machine too) restores them and resumes those runs where they stopped.
 # A resumed run's metric lines before its checkpoint live in its results folder: on a warm machine the
 # folders kept in /tmp/spattern-results bring them back; on a fresh one, unpack the last call's
@@ -45,7 +46,12 @@ if [ ! -f "$gguf" ] && ls /tmp/gguf_0* >/dev/null 2>&1 && [ -f /tmp/gguf.sha256 
 fi
 [ -d .carry/sources ] && cp .carry/sources/* "$SPATTERN_CACHE/sources/"
 # a previous call's checkpoints of its unfinished runs (a warm machine's own, if newer, stay)
-[ -f .carry/checkpoints.tar.gz ] && tar xzf .carry/checkpoints.tar.gz -C "$SPATTERN_CACHE" --keep-newer-files 2>/dev/null
+# (the parts of one archive, joined in order; or one whole archive, as calls before the parts returned)
+if ls .carry/checkpoints.tar.gz.[0-9][0-9] >/dev/null 2>&1; then
+  cat .carry/checkpoints.tar.gz.[0-9][0-9] | tar xzf - -C "$SPATTERN_CACHE" --keep-newer-files 2>/dev/null
+elif [ -f .carry/checkpoints.tar.gz ]; then
+  tar xzf .carry/checkpoints.tar.gz -C "$SPATTERN_CACHE" --keep-newer-files 2>/dev/null
+fi
 mkdir -p "$SPATTERN_CACHE/data"; [ -d .carry/data ] && cp -rn .carry/data/* "$SPATTERN_CACHE/data/"
 if [ -f .carry/stdlib311.txz ] && [ ! -d /tmp/stdlib311 ]; then mkdir -p /tmp/stdlib311 && tar xJf .carry/stdlib311.txz -C /tmp/stdlib311; fi
 [ -d /tmp/stdlib311 ] && export SPATTERN_STDLIB_ROOT=/tmp/stdlib311
@@ -69,9 +75,13 @@ pack() {  # written whole, then renamed: a kill mid-pack leaves the previous arc
   local ck
   ck=$(python3 scripts/partial_checkpoints.py "${cfgs[@]}" ${SETS:-} 2>/dev/null | sed "s|^$SPATTERN_CACHE/||")
   if [ -n "$ck" ]; then
-    tar czf "$OUT/.checkpoints.tar.gz" -C "$SPATTERN_CACHE" $ck 2>/dev/null \
-      && mv "$OUT/.checkpoints.tar.gz" "$OUT/checkpoints.tar.gz"
-  else rm -f "$OUT/checkpoints.tar.gz"; fi
+    # whole, then split in a folder that does not come back, then the parts moved over the previous ones
+    rm -rf "$OUT/.ck" && mkdir -p "$OUT/.ck/parts" \
+      && tar czf "$OUT/.ck/all.tar.gz" -C "$SPATTERN_CACHE" $ck 2>/dev/null \
+      && split -b 15M -d -a 2 "$OUT/.ck/all.tar.gz" "$OUT/.ck/parts/checkpoints.tar.gz." \
+      && rm -f "$OUT"/checkpoints.tar.gz.[0-9][0-9] && mv "$OUT"/.ck/parts/* "$OUT"/
+    rm -rf "$OUT/.ck"
+  else rm -f "$OUT"/checkpoints.tar.gz.[0-9][0-9]; fi
 }
 ( while sleep 20; do pack; done ) &
 packer=$!
