@@ -4,8 +4,8 @@
 
 A run's checkpoint lives in the cache (``spattern.train.loop.run_paths``), not in its results folder, so a
 device call that stops mid-run returns the run's metrics but not what it needs to resume; scripts/study_gpu.sh
-packs these folders into ``$OUT/checkpoints.tar.gz`` and restores them from ``.carry/checkpoints.tar.gz``,
-so that the next call, on a fresh machine too, resumes those runs instead of starting them again. The
+packs these folders into one archive returned in 15 MiB parts (``$OUT/checkpoints.tar.gz.00``, ``.01``,
+...) and restores them from those parts carried in ``.carry/``, so that the next call, on a fresh machine too, resumes those runs instead of starting them again. The
 folder name hashes the run's results path as resolved there, so it matches when the calls run in the same
 working directory."""
 from __future__ import annotations
