@@ -33,7 +33,7 @@ def merge(old: Path, new: Path, dry_run: bool = False) -> list[dict]:
             continue
         first = _steps(here)[0]
         early = [x for x, s in zip(there, _steps(there)) if s < first]
-        if not early or _steps(here)[0] <= _steps(there)[0]:
+        if not early:  # the older copy has nothing before this curve's first step
             continue
         if not dry_run:
             path.write_text("".join(early + here))

@@ -31,7 +31,7 @@ import numpy as np
 
 from spattern import compile as compile_pattern
 from spattern.compiler.analysis import reach_matrix, walk_counts
-from spattern.data.mqar import MQARConfig, distance_bucket, mqar_batch
+from spattern.data.mqar import MQARConfig, bucket_lo, distance_bucket, mqar_batch
 
 
 def _runs(folder: Path) -> dict[str, list[tuple[dict, Path]]]:
@@ -81,15 +81,16 @@ def mqar_reach(folder: Path) -> dict:
     for label, rs in sorted(runs.items()):
         text = _shared([c for c, _ in rs], f"{label}'s pattern", lambda c: c["model"]["pattern"])
         layout = compile_pattern("causal" if text == "dense" else text, T, block=block)
-        one, deep, walks = reach_matrix(layout, 1), reach_matrix(layout, layers), walk_counts(layout, layers)
+        one, walks = reach_matrix(layout, 1), walk_counts(layout, layers)
+        deep = walks > 0  # reach_matrix(layout, layers), from the walks already counted
         accs = [_accuracy(p) for _, p in rs]
         cells = []
         for n, (q, v, buckets) in evals.items():
-            for bucket in sorted(set(buckets), key=lambda s: int(s[1:].split(",")[0])):
+            for bucket in sorted(set(buckets), key=bucket_lo):
                 sel = buckets == bucket
                 got = [a[(n, bucket)] for a in accs if (n, bucket) in a]
                 cells.append({"label": label, "pattern": text, "n_pairs": n, "bucket": bucket,
-                              "lo": int(bucket[1:].split(",")[0]), "queries": int(sel.sum()),
+                              "lo": bucket_lo(bucket), "queries": int(sel.sum()),
                               "attended": float(one[q[sel], v[sel]].mean()),
                               f"reach_{layers}": float(deep[q[sel], v[sel]].mean()),
                               f"routes_{layers}": float(np.median(walks[q[sel], v[sel]])),

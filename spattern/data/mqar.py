@@ -163,6 +163,11 @@ def distance_bucket(d: int) -> str:
     return f"[{lo}, {2 * lo})"
 
 
+def bucket_lo(bucket: str) -> int:
+    """The lower edge of a ``"[lo, hi)"`` distance bucket (``distance_bucket``'s inverse on its edge)."""
+    return int(bucket[1:].split(",")[0])
+
+
 def mqar_accuracy(records: list[dict]) -> list[dict]:
     """Rows ``{n_pairs, distance_bucket, n, accuracy}`` grouped by n_pairs and power-of-two distance
     bucket, from per-query records ``{n_pairs, distance, correct}``."""
@@ -173,5 +178,5 @@ def mqar_accuracy(records: list[dict]) -> list[dict]:
             for (n, k), v in sorted(groups.items())]
 
 
-__all__ = ["IGNORE", "MQARBatch", "MQARConfig", "distance_bucket", "mqar_accuracy", "mqar_batch", "mqar_batches",
+__all__ = ["IGNORE", "MQARBatch", "MQARConfig", "bucket_lo", "distance_bucket", "mqar_accuracy", "mqar_batch", "mqar_batches",
            "mqar_train_batch", "with_pairs"]

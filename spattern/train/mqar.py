@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data.mqar import distance_bucket, mqar_accuracy, mqar_batch, mqar_train_batch
+from ..data.mqar import bucket_lo, distance_bucket, mqar_accuracy, mqar_batch, mqar_train_batch
 from ..utils.errors import UserError
 from .config import TrainConfig
 
@@ -77,12 +77,9 @@ class MQARSource:
         rows = mqar_accuracy(queries)  # (n_pairs, distance bucket) over every query
         summary = {"mqar_accuracy": sum(e["mqar_accuracy"] for e in examples) / len(examples), **summary,
                    "mqar_by_distance": rows}
-        buckets = [{"id": f"mqar/n{r['n_pairs']}/distance{_lo(r['distance_bucket'])}", "n_pairs": r["n_pairs"],
-                    "distance": _lo(r["distance_bucket"]), "distance_bucket": r["distance_bucket"],
+        buckets = [{"id": f"mqar/n{r['n_pairs']}/distance{bucket_lo(r['distance_bucket'])}", "n_pairs": r["n_pairs"],
+                    "distance": bucket_lo(r["distance_bucket"]), "distance_bucket": r["distance_bucket"],
                     "accuracy": r["accuracy"], "n": r["n"]} for r in rows]
         return sum(e["loss"] for e in examples) / len(examples), examples + buckets, summary
 
 
-def _lo(bucket: str) -> int:
-    """The lower edge of a ``"[lo, hi)"`` distance bucket."""
-    return int(bucket[1:].split(",")[0])
