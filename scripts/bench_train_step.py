@@ -45,6 +45,13 @@ launches (while the GPU runs the step and the workers build) and reports its CPU
 same instructions slower there (clock, shared caches); if it stays flat, the thread does more work. Each
 block also reports the launching thread's minor page faults and voluntary/involuntary context switches
 per step (``getrusage(RUSAGE_THREAD)``) and the kernel's MHz for its CPU at the block's end.
+Each block also reports every thread of this process's CPU ms per step (``/proc/self/task/*/schedstat``):
+the launching thread's, the others' sum and the busiest others' (``threads``), which names the threads that
+burn CPU while the step runs (torch's OpenMP pool, autograd's device thread, the context pool's threads).
+``--pin torch`` uploads each new batch as the training loop did before 2026-12-06 (``t.pin_memory()``: a
+copy by torch's CPU thread pool, whose OpenMP threads then spin), ``--pin numpy`` (default) as it does now
+(``loop.to_device``: numpy's copy into a pinned buffer on this thread); ``--threads N`` sets torch's CPU
+threads (``torch.set_num_threads``) before anything runs.
 Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
 Prints one line per mode (median ms/step over rounds, and its ratio to window within each round).
 """
@@ -60,6 +67,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -98,6 +106,19 @@ def cpu_mhz(cpu: int) -> float | None:
         return None
 
 
+def thread_ns() -> dict[int, int]:
+    """tid -> nanoseconds on a CPU so far, for every thread of this process (``schedstat``'s first field;
+    empty where the kernel has no schedstat)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                out[int(tid)] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
 def sync_upload(layout, device) -> None:
     """The former ``BlockLayout.to_device`` + the backward's CSC: one synchronous copy per array."""
     host = {**layout._host_arrays(), **layout.csc()}
@@ -125,9 +146,14 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], help="config overrides (a small smoke test)")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
     ap.add_argument("--probe", type=int, default=0, help="iterations of a pure-Python loop timed after each step")
+    ap.add_argument("--pin", choices=("numpy", "torch"), default="numpy",
+                    help="how a new batch reaches pinned memory: loop.to_device (numpy) or t.pin_memory() (torch)")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads(N) first (0: torch's default)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     modes = tuple(dict.fromkeys(["window", *a.modes.split(",")]))
     if unknown := [m for m in modes if m not in MODES]:
         ap.error(f"--modes: unknown {unknown}; expected some of {', '.join(MODES)}")
@@ -137,6 +163,10 @@ def main(argv=None) -> int:
     from spattern.data.batch_contexts import build_seconds, init_worker, read_pickled
     from spattern.train.contexts import WORKER_NICE, ContextPrefetch, split_cpus
     from spattern.train.loop import build_from_config, context_workers, load_data, prefetch_depth, to_device
+
+    if a.pin == "torch":  # the loop's upload before 2026-12-06
+        def to_device(t, device):  # noqa: F811
+            return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
 
     cuda = a.device == "cuda"
     dev = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device(a.device)
@@ -262,6 +292,7 @@ def main(argv=None) -> int:
 
     parts: dict[str, dict[str, list[float]]] = {}  # mode -> pool part -> ms per step, per block
     counts: dict[str, dict[str, list[float]]] = {}  # mode -> page faults / context switches per step, MHz
+    threads: dict[str, list[dict]] = {}  # mode -> per block: this process's threads' CPU ms per step
 
     def probe() -> None:
         t0, s = time.thread_time(), 0
@@ -284,6 +315,7 @@ def main(argv=None) -> int:
             host.clear()
             t, tt, tp = time.perf_counter(), time.thread_time(), time.process_time()
             ru = resource.getrusage(resource.RUSAGE_THREAD)
+            me, before = threading.get_native_id(), thread_ns()
             for i in range(a.steps):
                 step(i, mode)
                 if a.probe:
@@ -292,6 +324,11 @@ def main(argv=None) -> int:
             host["cpu_main_thread"] = time.thread_time() - tt   # this thread's CPU time (launches, Python)
             host["cpu_process"] = time.process_time() - tp      # every thread of this process
             end = resource.getrusage(resource.RUSAGE_THREAD)
+            after = thread_ns()
+            spent = sorted(((after[t] - before.get(t, 0)) / 1e6 / a.steps for t in after if t != me), reverse=True)
+            threads.setdefault(mode, []).append({"main": (after.get(me, 0) - before.get(me, 0)) / 1e6 / a.steps,
+                                                 "others": sum(spent), "busy_over_1ms": sum(v > 1 for v in spent),
+                                                 "top": spent[:8]})
             for k, v in host.items():
                 parts.setdefault(mode, {}).setdefault(k, []).append(1e3 * v / a.steps)
             for k, f in (("minflt", "ru_minflt"), ("nvcsw", "ru_nvcsw"), ("nivcsw", "ru_nivcsw")):
@@ -309,6 +346,7 @@ def main(argv=None) -> int:
         block(mode)
     parts.clear()
     counts.clear()
+    threads.clear()
     per: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(a.rounds):
         order = modes[r % len(modes):] + modes[:r % len(modes)]
@@ -316,6 +354,7 @@ def main(argv=None) -> int:
             per[mode].append(block(mode))
     out = {"config": a.config, "steps_per_block": a.steps, "rounds": a.rounds, "batches": a.batches, "busy": a.busy,
            "tokens_per_step": B * cfg.data.seq_len, "workers": workers, "cpus": len(everywhere),
+           "pin": a.pin, "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
            "spare_split": [sorted(c) for c in split] if split and spare is not None else None,
            "device": torch.cuda.get_device_name(dev) if cuda else a.device,
            "contexts_build_ms": round(build_ms, 2), "contexts_unpickle_ms": round(unpickle_ms, 2),
@@ -327,11 +366,18 @@ def main(argv=None) -> int:
                               "median_ratio_to_window": round(statistics.median(ratios), 4),
                               "host_ms_per_step": {k: round(statistics.median(v), 3) for k, v in parts[mode].items()},
                               "launching_thread_per_step": {k: statistics.median(v) for k, v in counts[mode].items()
-                                                            if None not in v}}
+                                                            if None not in v},
+                              "threads_cpu_ms_per_step": {
+                                  "main": round(statistics.median(b["main"] for b in threads[mode]), 3),
+                                  "others": round(statistics.median(b["others"] for b in threads[mode]), 3),
+                                  "busy_over_1ms": statistics.median(b["busy_over_1ms"] for b in threads[mode]),
+                                  "top": [round(statistics.median(b["top"][i] for b in threads[mode]), 3)
+                                          for i in range(min(len(b["top"]) for b in threads[mode]))]}}
         print(f"{mode:>13} {statistics.median(per[mode]):7.2f} ms/step  x{statistics.median(ratios):.3f} of window"
               f"  [{min(per[mode]):.2f}-{max(per[mode]):.2f}]"
               + "".join(f"  {k} {v:.2f}" for k, v in out["modes"][mode]["host_ms_per_step"].items())
-              + "".join(f"  {k} {v:.1f}" for k, v in out["modes"][mode]["launching_thread_per_step"].items()))
+              + "".join(f"  {k} {v:.1f}" for k, v in out["modes"][mode]["launching_thread_per_step"].items())
+              + "  threads " + " ".join(f"{k}={v}" for k, v in out["modes"][mode]["threads_cpu_ms_per_step"].items()))
     print(f"contexts: built {build_ms:.1f} ms/batch here, unpickled {unpickle_ms:.2f} ms "
           f"({out['contexts_pickled_bytes'] / 1e6:.2f} MB)")
     if a.json:

@@ -143,11 +143,15 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(contexts, "split_cpus", lambda cpus: (frozenset({low}), frozenset({high})))
     bench = _script("bench_train_step")
     out = tmp_path / "step.json"
+    import torch
+
+    threads = torch.get_num_threads()  # --threads 1 sets this process's; given back below
     assert bench.main(["--device", "cpu", "--steps", "1", "--rounds", "2", "--batches", "1", "--busy", "1",
                        "--workers", "1", "--set", "data.seq_len=256", "--set", "train.batch_size=2",
                        "--set", 'model.preset="neox-tiny"', "--modes", "window_fresh,window_poolload,outline_pool,window_workload,window_echo,"
                        "window_poolfile,outline_poolfile,window_poolspare,outline_poolspare", "--probe", "1000",
-                       "--json", str(out)]) == 0
+                       "--pin", "torch", "--threads", "1", "--json", str(out)]) == 0
+    torch.set_num_threads(threads)
     assert os.sched_getaffinity(0) == everywhere                   # this thread given back its CPUs
     got = json.loads(out.read_text())
     assert list(got["modes"]) == ["window", "window_fresh", "window_poolload", "outline_pool", "window_workload",
@@ -168,6 +172,11 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     assert got["modes"]["outline_poolfile"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
     assert got["modes"]["outline_poolspare"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
     assert got["spare_split"] == [[low], [high]]
+    assert (got["pin"], got["torch_threads"]) == ("torch", 1)
+    for m in got["modes"].values():  # every thread's CPU time: the launching thread's agrees with thread_time
+        t = m["threads_cpu_ms_per_step"]
+        assert t["main"] > 0 and t["others"] >= sum(t["top"]) - 0.01 and t["top"] == sorted(t["top"], reverse=True)
+        assert abs(t["main"] - m["host_ms_per_step"]["cpu_main_thread"]) <= 0.2 * t["main"] + 1.0
     with pytest.raises(SystemExit):
         bench.main(["--modes", "nonsense"])
 

@@ -95,10 +95,26 @@ def _device(choice: str, local_rank: int) -> torch.device:
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A host batch on ``device``; on CUDA through pinned memory and without blocking (a copy from
-    pageable memory may hold the host until the GPU's queue has drained)."""
+    pageable memory may hold the host until the GPU's queue has drained).
+
+    The host copy into the pinned buffer is numpy's, on this thread. ``t.pin_memory()`` copies with
+    torch's CPU thread pool once a tensor has more than 32,768 elements (an 8 x 4,097 batch has 32,776),
+    and the pool's OpenMP threads then spin-wait on their cores for milliseconds after each copy: on a GPU
+    machine, CPU time taken from the thread that launches the step and from the context workers
+    (``scripts/bench_train_step.py --pin``). Torch's caching host allocator keeps the pinned buffer until
+    the copy has run."""
     if device.type != "cuda":
         return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
+    src = t.numpy() if t.dtype in _NUMPY_DTYPES and not t.requires_grad else None
+    if src is None:  # a dtype numpy lacks (bf16): torch's copy
+        return t.pin_memory().to(device, non_blocking=True)
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    np.copyto(host.numpy(), src)
+    return host.to(device, non_blocking=True)
+
+
+_NUMPY_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8, torch.bool, torch.float32,
+                 torch.float64, torch.float16)
 
 
 def as_config(cfg) -> TrainConfig:
