@@ -50,7 +50,9 @@ the launching thread's, the others' sum and the busiest others' (``threads``), w
 burn CPU while the step runs (torch's OpenMP pool, autograd's device thread, the context pool's threads).
 ``--pin torch`` uploads each new batch as the training loop did before 2026-12-06 (``t.pin_memory()``: a
 copy by torch's CPU thread pool, whose OpenMP threads then spin), ``--pin numpy`` (default) as it does now
-(``loop.to_device``: numpy's copy into a pinned buffer on this thread); ``--threads N`` sets torch's CPU
+(``loop.to_device``: numpy's copy into a pinned buffer on this thread); the modes ``window_fresh_tpin``,
+``window_workload_tpin`` and ``outline_pool_tpin`` are their modes with torch's copy whatever ``--pin`` says,
+so that one process compares the two uploads round by round; ``--threads N`` sets torch's CPU
 threads (``torch.set_num_threads``) before anything runs.
 Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
 Prints one line per mode (median ms/step over rounds, and its ratio to window within each round).
@@ -79,7 +81,8 @@ WINDOW = "local(386) & causal"
 OUTLINE = "outline(window=258) & causal"
 MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy", "outline_pool",
          "outline_pool_si", "window_fresh", "window_poolload", "window_poolnoup", "window_workload", "window_echo", "window_membusy",
-         "window_poolfile", "outline_poolfile", "window_poolspare", "outline_poolspare")
+         "window_poolfile", "outline_poolfile", "window_poolspare", "outline_poolspare", "window_fresh_tpin",
+         "window_workload_tpin", "outline_pool_tpin")
 SPIN = "while True: pass"
 STREAM = "import numpy as np\na = np.ones(1 << 25); b = np.empty_like(a)\nwhile True: np.copyto(b, a)"
 
@@ -162,11 +165,16 @@ def main(argv=None) -> int:
     from spattern.train.config import load_train_config
     from spattern.data.batch_contexts import build_seconds, init_worker, read_pickled
     from spattern.train.contexts import WORKER_NICE, ContextPrefetch, split_cpus
-    from spattern.train.loop import build_from_config, context_workers, load_data, prefetch_depth, to_device
+    from spattern.train.loop import build_from_config, context_workers, load_data, prefetch_depth
+    from spattern.train.loop import to_device as numpy_pin
 
-    if a.pin == "torch":  # the loop's upload before 2026-12-06
-        def to_device(t, device):  # noqa: F811
-            return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+    def torch_pin(t, device):  # the loop's upload before 2026-12-06
+        return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+    pin = {"now": a.pin}  # this block's: --pin, or torch in a mode ending in _tpin
+
+    def to_device(t, device):
+        return (torch_pin if pin["now"] == "torch" else numpy_pin)(t, device)
 
     cuda = a.device == "cuda"
     dev = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device(a.device)
@@ -216,7 +224,7 @@ def main(argv=None) -> int:
 
     host: dict[str, float] = {}  # this block's host seconds in the pool's parts (pool modes)
     aux = echo = None  # window_workload / window_echo: the pool's processes alone, and the batch they send
-    if {"window_workload", "window_echo"} & set(modes):
+    if {"window_workload", "window_echo"} & {m.removesuffix("_tpin") for m in modes}:
         aux = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
                                   initargs=(WORKER_NICE, pool.table))
         with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as echo:
@@ -260,6 +268,7 @@ def main(argv=None) -> int:
         return to_device(torch.from_numpy(seqs.batch(stream.choice(len(seqs), B, replace=False))), dev)
 
     def step(i: int, mode: str) -> None:
+        mode = mode.removesuffix("_tpin")
         j = i % len(batches)
         batch = batches[j]
         source = {"file": spooled, "spare": spare}.get(mode.removeprefix("window_pool").removeprefix("outline_pool"), pool)
@@ -301,6 +310,7 @@ def main(argv=None) -> int:
         host["probe"] = host.get("probe", 0.0) + time.thread_time() - t0
 
     def block(mode: str) -> float:
+        pin["now"] = "torch" if mode.endswith("_tpin") else a.pin
         model.set_pattern(WINDOW if mode.startswith("window") else OUTLINE, backend)
         code = SPIN if mode.endswith("_busy") else STREAM if mode.endswith("_membusy") else None
         spin = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(a.busy if code else 0)]

@@ -7,9 +7,10 @@ For each run label, the pattern its runs trained with, compiled at their context
 config.toml), gives the token-level reach (``spattern.compiler.analysis.reach_matrix``) at one layer and
 at the model's depth (``model.n_layers``). The held-out sequences the runs were scored on (rebuilt from
 the config's ``[data.mqar]``: ``mqar_batch(n pairs, eval_seed, 0)`` for each n of ``eval_pairs``) give
-each query's own position and that of the value it must return (its key's position + 1). Per (n_pairs,
+each query's own position and that of the value it must return (its key's position + 1). A run label
+whose pattern differs per layer (a list in config.toml) gets one layout per layer. Per (n_pairs,
 power-of-two distance bucket), one row: ``queries``, ``attended`` (the fraction of those queries whose
-value one layer attends directly: what an induction head needs in its last layer), ``reach_<L>`` (the
+value the last layer attends directly: what an induction head needs there), ``reach_<L>`` (the
 fraction an L-layer path connects at all), ``routes_<L>`` (the median number of L-edge walks from the
 value to the query, ``walk_counts``: at 2 layers, the positions its information can pass through, the
 query and the value among them when attended directly) and ``accuracy`` (the runs' accuracy there, mean over seeds,
@@ -80,8 +81,13 @@ def mqar_reach(folder: Path) -> dict:
     rows, by_distance = [], []
     for label, rs in sorted(runs.items()):
         text = _shared([c for c, _ in rs], f"{label}'s pattern", lambda c: c["model"]["pattern"])
-        layout = compile_pattern("causal" if text == "dense" else text, T, block=block)
-        one, walks = reach_matrix(layout, 1), walk_counts(layout, layers)
+        # one pattern for every layer, or one per layer (e.g. BigBird with a random draw per layer)
+        per_layer = [text] * layers if isinstance(text, str) else list(text)
+        if len(per_layer) != layers:
+            raise SystemExit(f"{label}: expected one pattern or {layers} (model.n_layers); got {len(per_layer)}")
+        layouts = [compile_pattern("causal" if t == "dense" else t, T, block=block) for t in per_layer]
+        # what the last layer attends directly (an induction head's read), and the walks through all of them
+        one, walks = reach_matrix(layouts[-1], 1), walk_counts(layouts, layers)
         deep = walks > 0  # reach_matrix(layout, layers), from the walks already counted
         accs = [_accuracy(p) for _, p in rs]
         cells = []

@@ -281,3 +281,30 @@ def test_reach_by_distance_of_a_window_by_hand_and_its_errors():
         reach_by_distance(layout, 0, [0, 1])
     with pytest.raises(ValueError, match="edges: expected >= 2 increasing"):
         reach_by_distance(layout, 1, [4, 4])
+
+
+def test_walk_counts_of_one_layout_per_layer_against_enumerated_walks():
+    """Layouts per layer (BigBird with a random draw per layer): walk edge i lies in layer i's layout, so
+    the count is sum_j step_2[q, j] step_1[j, k], not the other order; one layout listed per layer
+    gives what the layout and a depth give; the arguments are checked."""
+    from spattern.compiler.analysis import reach_matrix, walk_counts
+
+    N = 48
+    first, second = (compile(f"(local(3) | random(1, block=16, seed={s})) & causal", N, block=16) for s in (0, 3))
+    one = first.to_dense(0).astype(bool) | np.eye(N, dtype=bool)
+    two = second.to_dense(0).astype(bool) | np.eye(N, dtype=bool)
+    want = np.array([[sum(two[q, j] and one[j, k] for j in range(N)) for k in range(N)] for q in range(N)])
+    backwards = np.array([[sum(one[q, j] and two[j, k] for j in range(N)) for k in range(N)] for q in range(N)])
+    assert not np.array_equal(want, backwards)  # the order matters for these two draws
+    assert np.array_equal(walk_counts([first, second], None), want)
+    assert np.array_equal(walk_counts([first, second], 2), want)
+    assert np.array_equal(reach_matrix([first, second], 2), want > 0)
+    assert np.array_equal(walk_counts([first, first, first], 3), walk_counts(first, 3))
+    with pytest.raises(ValueError, match="layers: expected None or 2"):
+        walk_counts([first, second], 3)
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        reach_matrix([], None)
+    with pytest.raises(ValueError, match="one \\(q_len, kv_len\\)"):
+        walk_counts([first, compile("local(3) & causal", 32, block=16)], None)
+    with pytest.raises(ValueError, match="layers: expected an int"):
+        walk_counts(first, None)

@@ -149,14 +149,14 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     assert bench.main(["--device", "cpu", "--steps", "1", "--rounds", "2", "--batches", "1", "--busy", "1",
                        "--workers", "1", "--set", "data.seq_len=256", "--set", "train.batch_size=2",
                        "--set", 'model.preset="neox-tiny"', "--modes", "window_fresh,window_poolload,outline_pool,window_workload,window_echo,"
-                       "window_poolfile,outline_poolfile,window_poolspare,outline_poolspare", "--probe", "1000",
-                       "--pin", "torch", "--threads", "1", "--json", str(out)]) == 0
+                       "window_poolfile,outline_poolfile,window_poolspare,outline_poolspare,outline_pool_tpin", "--probe", "1000",
+                       "--pin", "numpy", "--threads", "1", "--json", str(out)]) == 0
     torch.set_num_threads(threads)
     assert os.sched_getaffinity(0) == everywhere                   # this thread given back its CPUs
     got = json.loads(out.read_text())
     assert list(got["modes"]) == ["window", "window_fresh", "window_poolload", "outline_pool", "window_workload",
                                   "window_echo", "window_poolfile", "outline_poolfile", "window_poolspare",
-                                  "outline_poolspare"]
+                                  "outline_poolspare", "outline_pool_tpin"]
     for m in got["modes"].values():
         assert len(m["ms_per_step"]) == 2 and all(v > 0 for v in m["ms_per_step"])
     assert got["modes"]["window"]["median_ratio_to_window"] == 1.0
@@ -172,7 +172,8 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     assert got["modes"]["outline_poolfile"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
     assert got["modes"]["outline_poolspare"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
     assert got["spare_split"] == [[low], [high]]
-    assert (got["pin"], got["torch_threads"]) == ("torch", 1)
+    assert (got["pin"], got["torch_threads"]) == ("numpy", 1)
+    assert got["modes"]["outline_pool_tpin"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
     for m in got["modes"].values():  # every thread's CPU time: the launching thread's agrees with thread_time
         t = m["threads_cpu_ms_per_step"]
         assert t["main"] > 0 and t["others"] >= sum(t["top"]) - 0.01 and t["top"] == sorted(t["top"], reverse=True)
@@ -236,7 +237,16 @@ def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
     out = script.mqar_reach(folder)
     assert out["context"] == 256 and out["layers"] == 2 and out["eval_pairs"] == [2, 4, 8, 16]
     rows = {(r["label"], r["n_pairs"], r["lo"]): r for r in out["rows"]}
-    assert {r["label"] for r in out["rows"]} == {"dense", "window", "strided", "streaming", "longformer", "bigbird"}
+    assert {r["label"] for r in out["rows"]} == {"dense", "window", "strided", "streaming", "longformer", "bigbird",
+                                                 "bigbird_layers"}
+    import tomllib
+
+    from spattern import compile as compile_pattern
+
+    # bigbird_layers: a random draw per layer; "attended" is what its last layer's own layout attends
+    run = next(folder.glob("bigbird-layers-s*"))
+    first, last = (compile_pattern(p, 256, block=(16, 16))
+                   for p in tomllib.loads((run / "config.toml").read_text())["model"]["pattern"])
     assert all(r["reach_2"] == 1.0 and r["attended"] == 1.0 for r in out["rows"] if r["label"] == "dense")
     for n in (2, 4, 8, 16):
         b = mqar_batch(MQARConfig(vocab_size=64, seq_len=256, n_pairs=n, power_a=0.01, batch_size=128), 1_000_000, 0)
@@ -247,6 +257,11 @@ def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
         assert window["reach_2"] == pytest.approx(((d >= 128) & (d <= 131)).sum() / far.sum())
         assert streaming["attended"] == pytest.approx((pair[far] < 2).mean())
         assert rows[("longformer", n, 128)]["routes_2"] == 1.0
+        q, v = b.query_pos.numpy().ravel()[far], b.key_pos.numpy().ravel()[far] + 1
+        assert rows[("bigbird_layers", n, 128)]["attended"] == pytest.approx(last.to_dense(0)[q, v].astype(bool).mean())
+        two = (last.to_dense(0).astype(bool) | np.eye(256, dtype=bool)).astype(int) @ \
+            (first.to_dense(0).astype(bool) | np.eye(256, dtype=bool)).astype(int)  # layer 2's edge after layer 1's
+        assert rows[("bigbird_layers", n, 128)]["routes_2"] == float(np.median(two[q, v]))
     acc = [next(json.loads(x)["accuracy"] for x in (r / "per_example.jsonl").read_text().splitlines()
                 if '"id": "mqar/n8/distance128"' in x) for r in folder.glob("window-s*")]
     assert rows[("window", 8, 128)]["accuracy"] == pytest.approx(np.mean(acc)) and len(acc) >= 8

@@ -403,45 +403,62 @@ def layers_to_full_reach(layout: BlockLayout, group: int | None = 0, level: str 
                            method=method).layers_to_full_reach
 
 
-def reach_matrix(layout: BlockLayout, layers: int, group: int | None = 0,
+def reach_matrix(layout: BlockLayout | Sequence[BlockLayout], layers: int | None, group: int | None = 0,
                  max_tokens: int = MAX_TOKENS) -> np.ndarray:
     """(N, N) bool ``[query, key]``: whether a stack of ``layers`` layers connects key to query at the
     token level, by a path of at most ``layers`` attended edges (the residual a self-loop, as in
     ``receptive_field``). ``reach_matrix(layout, 1)`` is the layout's own mask with the diagonal set.
     A task's own (query, key) positions index it directly, e.g. MQAR's queries and the values they
-    must return (``scripts/mqar_reach.py``)."""
+    must return (``scripts/mqar_reach.py``). ``layout`` may be one layout per layer, the first layer's
+    first (a per-layer pattern); ``layers`` is then their number or None."""
     # [query, key], 0/1 in float32: the products go through BLAS and count at most n paths (exact below 2^24)
-    step = _token_step(layout, layers, group, max_tokens)
-    reach = step
-    for _ in range(layers - 1):
+    steps = _token_steps(layout, layers, group, max_tokens)
+    reach = steps[0]
+    for step in steps[1:]:
         reach = ((step @ reach) > 0).astype(np.float32)
     return reach > 0
 
 
-def _token_step(layout: BlockLayout, layers: int, group, max_tokens: int) -> np.ndarray:
-    """(N, N) float32 0/1 ``[query, key]``: one layer's token edges with the residual's self-loops,
-    after checking the arguments that ``walk_counts`` and ``reach_matrix`` share."""
+def _token_steps(layout, layers, group, max_tokens: int) -> list[np.ndarray]:
+    """Per layer, the first first: (N, N) float32 0/1 ``[query, key]``, that layer's token edges with the
+    residual's self-loops, after checking the arguments that ``walk_counts`` and ``reach_matrix`` share.
+    One layout serves every layer (one array, repeated)."""
+    if isinstance(layout, BlockLayout):
+        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
+            raise ValueError(f"layers: expected an int >= 1, got {layers!r}")
+        return [_token_step(layout, group, max_tokens)] * layers
+    per_layer = list(layout)
+    if not per_layer or not all(isinstance(x, BlockLayout) for x in per_layer):
+        raise ValueError(f"layout: expected a BlockLayout or a non-empty sequence of them (one per layer), got {layout!r}")
+    if layers is not None and layers != len(per_layer):
+        raise ValueError(f"layers: expected None or {len(per_layer)} (the layouts given, one per layer), got {layers!r}")
+    if len({(x.q_len, x.kv_len) for x in per_layer}) != 1:
+        raise ValueError("layout: expected one (q_len, kv_len) for every layer, got "
+                         f"{[(x.q_len, x.kv_len) for x in per_layer]}")
+    return [_token_step(x, group, max_tokens) for x in per_layer]
+
+
+def _token_step(layout: BlockLayout, group, max_tokens: int) -> np.ndarray:
     layout = _check_layout(layout)
     groups = _groups(layout, group)
     _check_level(layout, "token", max_tokens)
-    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-        raise ValueError(f"layers: expected an int >= 1, got {layers!r}")
     # (the self-loop adds 1 where the layout attends the diagonal already: 0/1 again before counting walks)
     return (_with_self_loops(_adjacency(layout, groups, "token")).toarray() > 0).astype(np.float32)
 
 
-def walk_counts(layout: BlockLayout, layers: int, group: int | None = 0,
+def walk_counts(layout: BlockLayout | Sequence[BlockLayout], layers: int | None, group: int | None = 0,
                 max_tokens: int = MAX_TOKENS) -> np.ndarray:
     """(N, N) float64 ``[query, key]``: the number of walks of exactly ``layers`` attended edges from
     key to query (the residual a self-loop, so shorter paths count too, padded by staying put). How
     many routes information has, not only whether it has one (``reach_matrix`` is ``walk_counts > 0``):
     at 2 layers the count is the number of positions j with query -> j -> key, the query and the key
     themselves among them where the query attends the key directly. A route through one position (a
-    single global token) must carry everything that crosses there. Exact while counts stay below
+    single global token) must carry everything that crosses there. ``layout`` may be one layout per
+    layer, the first layer's first (walk edge i in layer i's layout). Exact while counts stay below
     2^53."""
-    step = _token_step(layout, layers, group, max_tokens).astype(np.float64)
-    walks = step
-    for _ in range(layers - 1):
+    steps = _token_steps(layout, layers, group, max_tokens)
+    walks = steps[0].astype(np.float64)
+    for step in steps[1:]:
         walks = step @ walks
     return walks
 
