@@ -73,5 +73,8 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     keys = [k for k in ordered_keys([{"key": k} for k in handles])]
-    fig.legend([handles[k] for k in keys], keys, loc="outside lower center", ncol=min(len(keys), 8), fontsize=6)
+    # one row for up to 12 series at the training figure's spacing (the page's width holds them), then two
+    fig.legend([handles[k] for k in keys], keys, loc="outside lower center",
+               ncol=len(keys) if len(keys) <= 12 else -(-len(keys) // 2), fontsize=5.5, columnspacing=1.0,
+               handlelength=1.6)
     return fig
