@@ -62,3 +62,18 @@ class sync_errors:
     def __exit__(self, *exc):
         torch.cuda.set_sync_debug_mode(self.before)
         return False
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float32, torch.bfloat16])
+def test_a_batch_reaches_the_gpu_without_a_host_sync_and_unchanged(dtype):
+    """``loop.to_device``: numpy's copy into pinned memory (torch's for bf16, which numpy lacks), then one
+    non-blocking copy; the values arrive unchanged, a strided batch included."""
+    from spattern.train.loop import to_device
+
+    host = torch.arange(8 * 4097, dtype=torch.float32).reshape(8, 4097).to(dtype)
+    for t in (host, host[:, ::2]):
+        with sync_errors():
+            out = to_device(t, torch.device("cuda"))
+        torch.cuda.synchronize()
+        assert out.dtype == t.dtype and out.shape == t.shape
+        assert torch.equal(out.cpu(), t)
