@@ -44,7 +44,9 @@ launches (while the GPU runs the step and the workers build) and reports its CPU
 (``probe``): if it grows in a mode as the launching thread's CPU time does, that thread's core runs the
 same instructions slower there (clock, shared caches); if it stays flat, the thread does more work. Each
 block also reports the launching thread's minor page faults and voluntary/involuntary context switches
-per step (``getrusage(RUSAGE_THREAD)``) and the kernel's MHz for its CPU at the block's end.
+per step (``getrusage(RUSAGE_THREAD)``), the kernel's MHz for its CPU at the block's end, and the whole
+machine's share of CPU time busy and stolen by the hypervisor during the block (``/proc/stat``:
+``machine_busy``, ``machine_steal``).
 Each block also reports every thread of this process's CPU ms per step (``/proc/self/task/*/schedstat``):
 the launching thread's, the others' sum and the busiest others' (``threads``), which names the threads that
 burn CPU while the step runs (torch's OpenMP pool, autograd's device thread, the context pool's threads).
@@ -107,6 +109,19 @@ def cpu_mhz(cpu: int) -> float | None:
         return mhz[cpu] if cpu < len(mhz) else None
     except (OSError, ValueError, IndexError):
         return None
+
+
+def machine_ticks() -> dict[str, int]:
+    """The machine's CPU time so far by kind, in clock ticks summed over its CPUs (/proc/stat's first line:
+    user, nice, system, idle, iowait, irq, softirq, steal); empty where there is no /proc/stat. ``steal`` is
+    time a virtual machine's CPUs were ready to run but the hypervisor ran something else."""
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return {}
+    return {n: int(v) for n, v in zip(names, fields[1:])} if fields and fields[0] == "cpu" else {}
 
 
 def thread_ns() -> dict[int, int]:
@@ -325,7 +340,7 @@ def main(argv=None) -> int:
             host.clear()
             t, tt, tp = time.perf_counter(), time.thread_time(), time.process_time()
             ru = resource.getrusage(resource.RUSAGE_THREAD)
-            me, before = threading.get_native_id(), thread_ns()
+            me, before, ticks = threading.get_native_id(), thread_ns(), machine_ticks()
             for i in range(a.steps):
                 step(i, mode)
                 if a.probe:
@@ -334,7 +349,12 @@ def main(argv=None) -> int:
             host["cpu_main_thread"] = time.thread_time() - tt   # this thread's CPU time (launches, Python)
             host["cpu_process"] = time.process_time() - tp      # every thread of this process
             end = resource.getrusage(resource.RUSAGE_THREAD)
-            after = thread_ns()
+            after, ticks_end = thread_ns(), machine_ticks()
+            total = sum(ticks_end.values()) - sum(ticks.values())
+            if total > 0:  # the whole machine during the block: busy share of its CPUs, and steal's
+                idle = sum(ticks_end[k] - ticks[k] for k in ("idle", "iowait"))
+                counts.setdefault(mode, {}).setdefault("machine_busy", []).append(1 - idle / total)
+                counts[mode].setdefault("machine_steal", []).append((ticks_end["steal"] - ticks["steal"]) / total)
             spent = sorted(((after[t] - before.get(t, 0)) / 1e6 / a.steps for t in after if t != me), reverse=True)
             threads.setdefault(mode, []).append({"main": (after.get(me, 0) - before.get(me, 0)) / 1e6 / a.steps,
                                                  "others": sum(spent), "busy_over_1ms": sum(v > 1 for v in spent),
@@ -386,7 +406,7 @@ def main(argv=None) -> int:
         print(f"{mode:>13} {statistics.median(per[mode]):7.2f} ms/step  x{statistics.median(ratios):.3f} of window"
               f"  [{min(per[mode]):.2f}-{max(per[mode]):.2f}]"
               + "".join(f"  {k} {v:.2f}" for k, v in out["modes"][mode]["host_ms_per_step"].items())
-              + "".join(f"  {k} {v:.1f}" for k, v in out["modes"][mode]["launching_thread_per_step"].items())
+              + "".join(f"  {k} {v:.3g}" for k, v in out["modes"][mode]["launching_thread_per_step"].items())
               + "  threads " + " ".join(f"{k}={v}" for k, v in out["modes"][mode]["threads_cpu_ms_per_step"].items()))
     print(f"contexts: built {build_ms:.1f} ms/batch here, unpickled {unpickle_ms:.2f} ms "
           f"({out['contexts_pickled_bytes'] / 1e6:.2f} MB)")
