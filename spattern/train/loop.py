@@ -99,11 +99,11 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
     The host copy into the pinned buffer is numpy's, on this thread. ``t.pin_memory()`` copies with
     torch's CPU thread pool once a tensor has more than 32,768 elements (an 8 x 4,097 batch has 32,776),
-    and the pool's OpenMP threads then spin-wait on their cores for milliseconds after each copy: on a GPU
-    machine, CPU time taken from the thread that launches the step and from the context workers
-    (``scripts/bench_train_step.py --pin``). Torch's caching host allocator keeps the pinned buffer until
-    the copy has run."""
-    if device.type != "cuda":
+    and the pool's OpenMP threads then spin-wait on their cores for milliseconds after each copy: 90-150 ms
+    of CPU a step of the study's 20M model, which cost outline's step 11-22% on a slow GPU host and under 2%
+    on a quiet one (``scripts/bench_train_step.py``'s ``_tpin`` modes, notes/study.md). Torch's caching host
+    allocator keeps the pinned buffer until the copy has run."""
+    if device.type != "cuda" or t.device.type != "cpu":
         return t.to(device)
     src = t.numpy() if t.dtype in _NUMPY_DTYPES and not t.requires_grad else None
     if src is None:  # a dtype numpy lacks (bf16): torch's copy
