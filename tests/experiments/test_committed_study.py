@@ -90,3 +90,19 @@ def test_committed_further_comparisons_are_current(path):
 
     f = ROOT / "results" / path
     _assert_same_rows(recompute_comparison(f, write=False), read_json(f), path)
+
+
+@pytest.mark.slow
+def test_the_committed_results_build_the_report_in_4_to_6_pages_with_nothing_missing(tmp_path):
+    """Issue 14: `spattern report` rebuilds the PDF from the committed results, 4-6 pages (a new run, row
+    or sentence can push it to 7 without any test on a synthetic study noticing)."""
+    import json
+
+    pypdf = pytest.importorskip("pypdf")
+    pytest.importorskip("typst")
+    from spattern.report.build import build_report
+
+    paths = build_report([ROOT / "results"], tmp_path / "report", html=False)
+    assert json.loads(paths["numbers"].read_text())["missing"] == []
+    pages = len(pypdf.PdfReader(paths["pdf"]).pages)
+    assert 4 <= pages <= 6, f"the report has {pages} pages"
