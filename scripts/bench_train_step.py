@@ -44,12 +44,12 @@ launches (while the GPU runs the step and the workers build) and reports its CPU
 (``probe``): if it grows in a mode as the launching thread's CPU time does, that thread's core runs the
 same instructions slower there (clock, shared caches); if it stays flat, the thread does more work. Each
 block also reports the launching thread's minor page faults and voluntary/involuntary context switches
-per step (``getrusage(RUSAGE_THREAD)``), the kernel's MHz for its CPU at the block's end, and the whole
-machine's share of CPU time busy and stolen by the hypervisor during the block (``/proc/stat``:
-``machine_busy``, ``machine_steal``).
-Each block also reports every thread of this process's CPU ms per step (``/proc/self/task/*/schedstat``):
-the launching thread's, the others' sum and the busiest others' (``threads``), which names the threads that
-burn CPU while the step runs (torch's OpenMP pool, autograd's device thread, the context pool's threads).
+per step (``getrusage(RUSAGE_THREAD)``) and the kernel's MHz for its CPU at the block's end; the whole
+machine's share of CPU time busy and stolen by the hypervisor during the block (``/proc/stat``;
+``machine_cpu_share``: ``busy``, ``steal``); and every thread of this process's CPU ms per step
+(``/proc/self/task/*/schedstat``; ``threads_cpu_ms_per_step``): the launching thread's, the others' sum and
+the busiest others', which shows how many threads burn CPU while the step runs and how much (not which:
+torch's OpenMP pool, autograd's device thread and the context pool's threads are unnamed there).
 ``--pin torch`` uploads each new batch as the training loop did before 2026-12-06 (``t.pin_memory()``: a
 copy by torch's CPU thread pool, whose OpenMP threads then spin), ``--pin numpy`` (default) as it does now
 (``loop.to_device``: numpy's copy into a pinned buffer on this thread); the modes ``window_fresh_tpin``,
@@ -317,6 +317,7 @@ def main(argv=None) -> int:
     parts: dict[str, dict[str, list[float]]] = {}  # mode -> pool part -> ms per step, per block
     counts: dict[str, dict[str, list[float]]] = {}  # mode -> page faults / context switches per step, MHz
     threads: dict[str, list[dict]] = {}  # mode -> per block: this process's threads' CPU ms per step
+    machine: dict[str, dict[str, list[float]]] = {}  # mode -> the machine's busy and stolen CPU share, per block
 
     def probe() -> None:
         t0, s = time.thread_time(), 0
@@ -353,8 +354,8 @@ def main(argv=None) -> int:
             total = sum(ticks_end.values()) - sum(ticks.values())
             if total > 0:  # the whole machine during the block: busy share of its CPUs, and steal's
                 idle = sum(ticks_end[k] - ticks[k] for k in ("idle", "iowait"))
-                counts.setdefault(mode, {}).setdefault("machine_busy", []).append(1 - idle / total)
-                counts[mode].setdefault("machine_steal", []).append((ticks_end["steal"] - ticks["steal"]) / total)
+                machine.setdefault(mode, {}).setdefault("busy", []).append(1 - idle / total)
+                machine[mode].setdefault("steal", []).append((ticks_end["steal"] - ticks["steal"]) / total)
             spent = sorted(((after[t] - before.get(t, 0)) / 1e6 / a.steps for t in after if t != me), reverse=True)
             threads.setdefault(mode, []).append({"main": (after.get(me, 0) - before.get(me, 0)) / 1e6 / a.steps,
                                                  "others": sum(spent), "busy_over_1ms": sum(v > 1 for v in spent),
@@ -377,6 +378,7 @@ def main(argv=None) -> int:
     parts.clear()
     counts.clear()
     threads.clear()
+    machine.clear()
     per: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(a.rounds):
         order = modes[r % len(modes):] + modes[:r % len(modes)]
@@ -397,6 +399,7 @@ def main(argv=None) -> int:
                               "host_ms_per_step": {k: round(statistics.median(v), 3) for k, v in parts[mode].items()},
                               "launching_thread_per_step": {k: statistics.median(v) for k, v in counts[mode].items()
                                                             if None not in v},
+                              "machine_cpu_share": {k: statistics.median(v) for k, v in machine.get(mode, {}).items()},
                               "threads_cpu_ms_per_step": {
                                   "main": round(statistics.median(b["main"] for b in threads[mode]), 3),
                                   "others": round(statistics.median(b["others"] for b in threads[mode]), 3),
@@ -407,6 +410,7 @@ def main(argv=None) -> int:
               f"  [{min(per[mode]):.2f}-{max(per[mode]):.2f}]"
               + "".join(f"  {k} {v:.2f}" for k, v in out["modes"][mode]["host_ms_per_step"].items())
               + "".join(f"  {k} {v:.3g}" for k, v in out["modes"][mode]["launching_thread_per_step"].items())
+              + "".join(f"  machine_{k} {v:.3g}" for k, v in out["modes"][mode]["machine_cpu_share"].items())
               + "  threads " + " ".join(f"{k}={v}" for k, v in out["modes"][mode]["threads_cpu_ms_per_step"].items()))
     print(f"contexts: built {build_ms:.1f} ms/batch here, unpickled {unpickle_ms:.2f} ms "
           f"({out['contexts_pickled_bytes'] / 1e6:.2f} MB)")

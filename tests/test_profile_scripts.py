@@ -169,8 +169,8 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
         assert 0 < m["host_ms_per_step"]["probe"] < m["host_ms_per_step"]["cpu_main_thread"]
         assert {"minflt", "nvcsw", "nivcsw"} <= set(m["launching_thread_per_step"])
         assert all(v >= 0 for v in m["launching_thread_per_step"].values())
-        assert 0 < m["launching_thread_per_step"]["machine_busy"] <= 1  # this process ran during the block
-        assert 0 <= m["launching_thread_per_step"]["machine_steal"] < 1
+        assert 0 < m["machine_cpu_share"]["busy"] <= 1  # this process ran during the block
+        assert 0 <= m["machine_cpu_share"]["steal"] < 1
     assert got["modes"]["outline_poolfile"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
     assert got["modes"]["outline_poolspare"]["host_ms_per_step"].keys() == got["modes"]["outline_pool"]["host_ms_per_step"].keys()
     assert got["spare_split"] == [[low], [high]]
