@@ -17,6 +17,10 @@ query and the value among them when attended directly) and ``accuracy`` (the run
 from their ``per_example.jsonl`` bucket lines). Then ``by_distance``: each bucket's mean over n_pairs of
 the four, as the report's accuracy-against-distance figure averages accuracy.
 
+``--draws TEMPLATE`` prints instead, for a random pattern with a ``{seed}`` field, the reach of each of
+``--seeds`` draws at the farthest bucket (``draw_spread``): how much the one draw a study trains with decides
+what the pattern can connect.
+
 Why not every (query, key) pair at a distance (``reach_by_distance``): MQAR's keys all sit in the first
 2n tokens, so a pattern whose fixed keys cover the start (a sink) reaches MQAR's far keys far more often
 than it reaches an average pair at that distance."""
@@ -63,14 +67,15 @@ def _accuracy(run: Path) -> dict[tuple[int, str], float]:
     return out
 
 
-def mqar_reach(folder: Path) -> dict:
+def _setting(folder: Path) -> tuple[dict, int, tuple, dict]:
+    """The runs' shared [data], depth and blocks, and per n_pairs of ``eval_pairs`` the held-out queries'
+    positions, the positions of the values they must return and their distance buckets (flat arrays)."""
     runs = _runs(folder)
     configs = [c for rs in runs.values() for c, _ in rs]
     data = _shared(configs, "[data]", lambda c: c["data"])
     layers = _shared(configs, "model.n_layers", lambda c: c["model"]["n_layers"])
     block = tuple(_shared(configs, "model.block", lambda c: c["model"]["block"]))
     T, m = data["seq_len"], data["mqar"]
-    # per n_pairs: query positions and the positions of the values they must return, flat
     evals = {}
     for n in m["eval_pairs"]:
         cfg = MQARConfig(vocab_size=data["vocab_size"], seq_len=T, n_pairs=n, n_queries=m.get("n_queries"),
@@ -78,6 +83,38 @@ def mqar_reach(folder: Path) -> dict:
         b = mqar_batch(cfg, m["eval_seed"], 0)
         q, k = b.query_pos.reshape(-1).numpy(), b.key_pos.reshape(-1).numpy()
         evals[n] = (q, k + 1, np.array([distance_bucket(int(d)) for d in q - k]))
+    return data, layers, block, evals
+
+
+def draw_spread(folder: Path, template: str, seeds: list[int], lo: int = 128) -> list[dict]:
+    """How much a random pattern's draw decides its reach at MQAR's queries of bucket ``lo`` (default the
+    farthest, 128-255 tokens), without training: ``template`` has a ``{seed}`` field (e.g. BigBird's
+    ``random(2, block=16, seed={seed})``). One row per seed with that draw in every layer, then one per
+    consecutive group of ``layers`` seeds drawn per layer (the first seed the first layer's): ``attended``
+    (the last layer attends the value directly), ``reach`` and ``routes`` as in ``mqar_reach``, each the
+    mean over n_pairs as its ``by_distance`` rows are."""
+    data, layers, block, evals = _setting(folder)
+    T = data["seq_len"]
+    layout = {s: compile_pattern(template.format(seed=s), T, block=block) for s in seeds}
+    groups = [[s] * layers for s in seeds] + [seeds[i:i + layers] for i in range(0, len(seeds) - layers + 1, layers)]
+    out = []
+    for g in groups:
+        one, walks = reach_matrix(layout[g[-1]], 1), walk_counts([layout[s] for s in g], layers)
+        cells = []
+        for q, v, buckets in evals.values():
+            sel = np.array([bucket_lo(b) == lo for b in buckets])
+            if sel.any():
+                cells.append((one[q[sel], v[sel]].mean(), (walks[q[sel], v[sel]] > 0).mean(),
+                              np.median(walks[q[sel], v[sel]])))
+        att, reach, routes = (float(np.mean(c)) for c in zip(*cells))
+        out.append({"draws": g, "attended": att, f"reach_{layers}": reach, f"routes_{layers}": routes})
+    return out
+
+
+def mqar_reach(folder: Path) -> dict:
+    runs = _runs(folder)
+    data, layers, block, evals = _setting(folder)
+    T, m = data["seq_len"], data["mqar"]
     rows, by_distance = [], []
     for label, rs in sorted(runs.items()):
         text = _shared([c for c, _ in rs], f"{label}'s pattern", lambda c: c["model"]["pattern"])
@@ -117,7 +154,14 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--draws", default=None, metavar="TEMPLATE",
+                    help="instead: the reach of each draw of a pattern with a {seed} field (draw_spread)")
+    ap.add_argument("--seeds", type=int, default=8, help="with --draws: seeds 0..N-1")
     a = ap.parse_args()
+    if a.draws:
+        for r in draw_spread(a.folder, a.draws, list(range(a.seeds))):
+            print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
+        raise SystemExit(0)
     out = mqar_reach(a.folder)
     path = a.json or a.folder / "reach_by_distance.json"
     path.write_text(json.dumps(out, indent=1) + "\n")

@@ -273,6 +273,21 @@ def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
     assert mean["attended"] == pytest.approx(np.mean([rows[("streaming", n, 128)]["attended"] for n in (2, 4, 8, 16)]))
 
 
+def test_mqar_draw_spread_agrees_with_the_trained_draws():
+    """scripts/mqar_reach.py --draws: seed 0 in both layers is study_mqar_long's bigbird, seeds (0, 1) per
+    layer its bigbird_layers; their rows equal those runs' by_distance rows at 128-255 tokens."""
+    script = _script("mqar_reach")
+    folder = ROOT / "results" / "study_mqar_long"
+    rows = script.draw_spread(folder, "(local(18) | landmark(every=128) | random(2, block=16, seed={seed})) & causal",
+                              [0, 1])
+    assert [r["draws"] for r in rows] == [[0, 0], [1, 1], [0, 1]]
+    committed = {r["label"]: r for r in json.loads((folder / "reach_by_distance.json").read_text())["by_distance"]
+                 if r["lo"] == 128}
+    for r, label in ((rows[0], "bigbird"), (rows[2], "bigbird_layers")):
+        for key in ("attended", "reach_2", "routes_2"):
+            assert r[key] == pytest.approx(committed[label][key]), (label, key)
+
+
 def test_merge_partial_curves_prepends_the_lines_before_the_resumed_checkpoint(tmp_path):
     """scripts/merge_partial_curves.py: a run that resumed at its step-100 checkpoint without its folder
     began a new metrics.jsonl at step 150; the older copy's lines before 150 (those up to the checkpoint,
