@@ -17,9 +17,11 @@ query and the value among them when attended directly) and ``accuracy`` (the run
 from their ``per_example.jsonl`` bucket lines). Then ``by_distance``: each bucket's mean over n_pairs of
 the four, as the report's accuracy-against-distance figure averages accuracy.
 
-``--draws TEMPLATE`` prints instead, for a random pattern with a ``{seed}`` field, the reach of each of
-``--seeds`` draws at the farthest bucket (``draw_spread``): how much the one draw a study trains with decides
-what the pattern can connect.
+``--draws TEMPLATE --draws-label LABEL`` adds, for the random pattern that run label trained with (written
+with a ``{seed}`` field), the reach of each of ``--seeds`` draws at the farthest bucket (``draw_spread``;
+the JSON's ``draws``): how much the one draw a study trains with decides what the pattern can connect.
+study_mqar_long's file was written with
+``--draws "(local(18) | landmark(every=128) | random(2, block=16, seed={seed})) & causal" --draws-label bigbird``.
 
 Why not every (query, key) pair at a distance (``reach_by_distance``): MQAR's keys all sit in the first
 2n tokens, so a pattern whose fixed keys cover the start (a sink) reaches MQAR's far keys far more often
@@ -111,7 +113,10 @@ def draw_spread(folder: Path, template: str, seeds: list[int], lo: int = 128) ->
     return out
 
 
-def mqar_reach(folder: Path) -> dict:
+def mqar_reach(folder: Path, draws: dict | None = None) -> dict:
+    """The rows and by_distance means (module docstring); with ``draws`` ({"label": a run label whose
+    pattern is random, "template": that pattern with a ``{seed}`` field, "seeds": N}) also a ``draws``
+    section: ``draw_spread`` over seeds 0..N-1, which the report's reach sentence reads."""
     runs = _runs(folder)
     data, layers, block, evals = _setting(folder)
     T, m = data["seq_len"], data["mqar"]
@@ -146,8 +151,14 @@ def mqar_reach(folder: Path) -> dict:
                                 "attended": mean("attended"), f"reach_{layers}": mean(f"reach_{layers}"),
                                 f"routes_{layers}": mean(f"routes_{layers}"),
                                 "accuracy": mean("accuracy")})
-    return {"experiment": folder.name, "context": T, "layers": layers, "block": list(block),
-            "eval_pairs": list(m["eval_pairs"]), "rows": rows, "by_distance": by_distance}
+    out = {"experiment": folder.name, "context": T, "layers": layers, "block": list(block),
+           "eval_pairs": list(m["eval_pairs"]), "rows": rows, "by_distance": by_distance}
+    if draws is not None:
+        if draws["label"] not in runs:
+            raise SystemExit(f"--draws-label: expected one of the run labels {sorted(runs)}, got {draws['label']!r}")
+        far = max(r["lo"] for r in by_distance)
+        out["draws"] = {**draws, "lo": far, "rows": draw_spread(folder, draws["template"], list(range(draws["seeds"])), far)}
+    return out
 
 
 if __name__ == "__main__":
@@ -155,14 +166,13 @@ if __name__ == "__main__":
     ap.add_argument("folder", type=Path)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--draws", default=None, metavar="TEMPLATE",
-                    help="instead: the reach of each draw of a pattern with a {seed} field (draw_spread)")
+                    help="also the reach of each draw of a random pattern, written with a {seed} field (draw_spread)")
+    ap.add_argument("--draws-label", default=None, help="with --draws: the run label that trained with such a draw")
     ap.add_argument("--seeds", type=int, default=8, help="with --draws: seeds 0..N-1")
     a = ap.parse_args()
-    if a.draws:
-        for r in draw_spread(a.folder, a.draws, list(range(a.seeds))):
-            print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
-        raise SystemExit(0)
-    out = mqar_reach(a.folder)
+    if bool(a.draws) != bool(a.draws_label):
+        ap.error("--draws and --draws-label go together")
+    out = mqar_reach(a.folder, {"label": a.draws_label, "template": a.draws, "seeds": a.seeds} if a.draws else None)
     path = a.json or a.folder / "reach_by_distance.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     reach = f"reach_{out['layers']}"
@@ -170,4 +180,6 @@ if __name__ == "__main__":
     for r in out["by_distance"]:
         print(f"{r['label']:>11} {r['bucket']:>10}  attended {fmt(r['attended'])}  {reach} {fmt(r[reach])}  "
               f"routes {r['routes_' + str(out['layers'])]:5.1f}  accuracy {fmt(r['accuracy'])}")
+    for r in out.get("draws", {}).get("rows", []):
+        print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
     print(f"wrote {path}")

@@ -236,7 +236,9 @@ def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
 
     script = _script("mqar_reach")
     folder = ROOT / "results" / "study_mqar_long"
-    out = script.mqar_reach(folder)
+    committed = json.loads((folder / "reach_by_distance.json").read_text())
+    out = script.mqar_reach(folder, {k: committed["draws"][k] for k in ("label", "template", "seeds")})
+    assert out["draws"]["label"] == "bigbird" and out["draws"]["seeds"] == 8 and out["draws"]["lo"] == 128
     assert out["context"] == 256 and out["layers"] == 2 and out["eval_pairs"] == [2, 4, 8, 16]
     rows = {(r["label"], r["n_pairs"], r["lo"]): r for r in out["rows"]}
     assert {r["label"] for r in out["rows"]} == {"dense", "window", "strided", "streaming", "longformer", "bigbird",
@@ -268,7 +270,7 @@ def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
                 if '"id": "mqar/n8/distance128"' in x) for r in folder.glob("window-s*")]
     assert rows[("window", 8, 128)]["accuracy"] == pytest.approx(np.mean(acc)) and len(acc) >= 8
     # the committed file (the report's reach sentence reads it) is what the committed runs give now
-    assert json.loads((folder / "reach_by_distance.json").read_text()) == out
+    assert committed == out
     mean = next(r for r in out["by_distance"] if r["label"] == "streaming" and r["lo"] == 128)
     assert mean["attended"] == pytest.approx(np.mean([rows[("streaming", n, 128)]["attended"] for n in (2, 4, 8, 16)]))
 

@@ -87,6 +87,12 @@ def _commands(study) -> list[str]:
     if extra:
         named = [str(p.relative_to(cwd)) if p.is_relative_to(cwd) else str(p) for p in extra]
         cmds.append("python scripts/recompute_comparisons.py" + ("" if extra == default else " " + " ".join(named)))
+    for f in getattr(study, "reach", []):  # MQAR's reach at its queries, from the runs (and the draws it records)
+        folder = Path(f.path).resolve().parent
+        d = f.data.get("draws")
+        cmds.append(shlex.join(["python", "scripts/mqar_reach.py", str(folder.relative_to(cwd)) if folder.is_relative_to(cwd)
+                                else str(folder)] + (["--draws", d["template"], "--draws-label", d["label"], "--seeds",
+                                                      str(d["seeds"])] if d else [])))
     return sorted(set(cmds))
 
 
@@ -214,8 +220,20 @@ def mqar_reach_rows(study, hidden: set[str] = frozenset()) -> list[dict]:
                         "source": _disp(f.path),
                         "patterns": [{"key": r["label"], "reach": f"{r[f'reach_{layers}']:.2f}",
                                       "routes": _count(r[f"routes_{layers}"]),
-                                      "accuracy": f"{r['accuracy']:.2f}"} for r in rows]})
+                                      "accuracy": f"{r['accuracy']:.2f}"} for r in rows],
+                        **_draws(f.data, far, layers)})
     return out
+
+
+def _draws(data: dict, far: int, layers: int) -> dict:
+    """The reach file's ``draws`` (scripts/mqar_reach.py --draws): over the draws of one random pattern, each
+    in every layer, the range of median routes at the far bucket; {} without it (or for another bucket)."""
+    d = data.get("draws")
+    single = [r[f"routes_{layers}"] for r in (d or {}).get("rows", []) if len(set(r["draws"])) == 1]
+    if not d or d.get("lo") != far or not single:
+        return {}
+    return {"draws": {"label": d["label"], "n": fmt(len(single)), "lo": _count(min(single)),
+                      "hi": _count(max(single))}}
 
 
 def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, title: str,

@@ -161,7 +161,7 @@ def test_commands_recompute_the_tables_against_a_second_baseline(tmp_path, monke
     assert not any("recompute" in c for c in _commands(SimpleNamespace(**{**vars(study), "roots": [tmp_path / "e"]})))
 
 
-def test_mqar_reach_names_the_far_bucket_best_first_and_skips_hidden_experiments(tmp_path):
+def test_mqar_reach_names_the_far_bucket_best_first_and_skips_hidden_experiments(tmp_path, monkeypatch):
     """A reach_by_distance.json (scripts/mqar_reach.py) is read by its content: the sentence takes its
     largest bucket only, the patterns by accuracy (best first), routes as counts; a check experiment
     (hidden) gets none."""
@@ -186,3 +186,21 @@ def test_mqar_reach_names_the_far_bucket_best_first_and_skips_hidden_experiments
     assert (out["name"], out["bucket"], out["layers"]) == ("mqar", "[128, 256)", "2")
     assert [(p["key"], p["reach"], p["routes"], p["accuracy"]) for p in out["patterns"]] == [
         ("dense", "1.00", "173", "0.90"), ("longformer", "1.00", "1", "0.07"), ("window", "0.07", "0", "0.03")]
+    assert "draws" not in out
+    from spattern.report.numbers import _commands
+
+    monkeypatch.chdir(tmp_path)
+    assert "python scripts/mqar_reach.py mqar" in _commands(study)  # how the file is made again
+    # draws (scripts/mqar_reach.py --draws): the range over the single draws only, at the far bucket only
+    data = json.loads((tmp_path / "mqar" / "reach_by_distance.json").read_text())
+    data["draws"] = {"label": "bigbird", "template": "random(2, seed={seed})", "seeds": 3, "lo": 128, "rows": [
+        {"draws": [0, 0], "routes_2": 17.0}, {"draws": [1, 1], "routes_2": 1.0}, {"draws": [2, 2], "routes_2": 7.25},
+        {"draws": [0, 1], "routes_2": 40.0}]}
+    (tmp_path / "mqar" / "reach_by_distance.json").write_text(json.dumps(data))
+    (out,) = mqar_reach_rows(load_study([tmp_path]), hidden={"mqar_check"})
+    assert out["draws"] == {"label": "bigbird", "n": "3", "lo": "1", "hi": "17"}
+    assert ("python scripts/mqar_reach.py mqar --draws 'random(2, seed={seed})' --draws-label bigbird --seeds 3"
+            in _commands(load_study([tmp_path])))
+    data["draws"]["lo"] = 64  # drawn at another bucket than the sentence's: left out
+    (tmp_path / "mqar" / "reach_by_distance.json").write_text(json.dumps(data))
+    assert "draws" not in mqar_reach_rows(load_study([tmp_path]), hidden={"mqar_check"})[0]
