@@ -69,10 +69,9 @@ def _accuracy(run: Path) -> dict[tuple[int, str], float]:
     return out
 
 
-def _setting(folder: Path) -> tuple[dict, int, tuple, dict]:
+def _setting(runs: dict) -> tuple[dict, int, tuple, dict]:
     """The runs' shared [data], depth and blocks, and per n_pairs of ``eval_pairs`` the held-out queries'
     positions, the positions of the values they must return and their distance buckets (flat arrays)."""
-    runs = _runs(folder)
     configs = [c for rs in runs.values() for c, _ in rs]
     data = _shared(configs, "[data]", lambda c: c["data"])
     layers = _shared(configs, "model.n_layers", lambda c: c["model"]["n_layers"])
@@ -95,7 +94,11 @@ def draw_spread(folder: Path, template: str, seeds: list[int], lo: int = 128) ->
     consecutive group of ``layers`` seeds drawn per layer (the first seed the first layer's): ``attended``
     (the last layer attends the value directly), ``reach`` and ``routes`` as in ``mqar_reach``, each the
     mean over n_pairs as its ``by_distance`` rows are."""
-    data, layers, block, evals = _setting(folder)
+    return _draw_rows(_setting(_runs(folder)), template, seeds, lo)
+
+
+def _draw_rows(setting: tuple, template: str, seeds: list[int], lo: int) -> list[dict]:
+    data, layers, block, evals = setting
     T = data["seq_len"]
     layout = {s: compile_pattern(template.format(seed=s), T, block=block) for s in seeds}
     groups = [[s] * layers for s in seeds] + [seeds[i:i + layers] for i in range(0, len(seeds) - layers + 1, layers)]
@@ -118,7 +121,8 @@ def mqar_reach(folder: Path, draws: dict | None = None) -> dict:
     pattern is random, "template": that pattern with a ``{seed}`` field, "seeds": N}) also a ``draws``
     section: ``draw_spread`` over seeds 0..N-1, which the report's reach sentence reads."""
     runs = _runs(folder)
-    data, layers, block, evals = _setting(folder)
+    setting = _setting(runs)
+    data, layers, block, evals = setting
     T, m = data["seq_len"], data["mqar"]
     rows, by_distance = [], []
     for label, rs in sorted(runs.items()):
@@ -157,7 +161,7 @@ def mqar_reach(folder: Path, draws: dict | None = None) -> dict:
         if draws["label"] not in runs:
             raise SystemExit(f"--draws-label: expected one of the run labels {sorted(runs)}, got {draws['label']!r}")
         far = max(r["lo"] for r in by_distance)
-        out["draws"] = {**draws, "lo": far, "rows": draw_spread(folder, draws["template"], list(range(draws["seeds"])), far)}
+        out["draws"] = {**draws, "lo": far, "rows": _draw_rows(setting, draws["template"], list(range(draws["seeds"])), far)}
     return out
 
 

@@ -85,15 +85,20 @@ def _commands(study) -> list[str]:
     extra = sorted(p.resolve() for root in study.roots for p in Path(root).glob("*/compare_vs_*.json"))
     default = sorted((cwd / "results").glob("*/compare_vs_*.json"))  # what the script takes by default
     if extra:
-        named = [str(p.relative_to(cwd)) if p.is_relative_to(cwd) else str(p) for p in extra]
-        cmds.append("python scripts/recompute_comparisons.py" + ("" if extra == default else " " + " ".join(named)))
-    for f in getattr(study, "reach", []):  # MQAR's reach at its queries, from the runs (and the draws it records)
-        folder = Path(f.path).resolve().parent
+        cmds.append("python scripts/recompute_comparisons.py"
+                    + ("" if extra == default else " " + " ".join(_arg_path(p) for p in extra)))
+    for f in study.reach:  # MQAR's reach at its queries, from the runs (and the draws it records)
         d = f.data.get("draws")
-        cmds.append(shlex.join(["python", "scripts/mqar_reach.py", str(folder.relative_to(cwd)) if folder.is_relative_to(cwd)
-                                else str(folder)] + (["--draws", d["template"], "--draws-label", d["label"], "--seeds",
-                                                      str(d["seeds"])] if d else [])))
+        cmds.append(shlex.join(["python", "scripts/mqar_reach.py", _arg_path(Path(f.path).parent)]
+                               + (["--draws", d["template"], "--draws-label", d["label"], "--seeds", str(d["seeds"])]
+                                  if d else [])))
     return sorted(set(cmds))
+
+
+def _arg_path(p: Path) -> str:
+    """A path as a command's argument: relative to the working directory where it lies below it, else whole."""
+    p, cwd = Path(p).resolve(), Path.cwd().resolve()
+    return str(p.relative_to(cwd)) if p.is_relative_to(cwd) else str(p)
 
 
 def _env(study) -> dict:

@@ -153,7 +153,7 @@ def test_commands_recompute_the_tables_against_a_second_baseline(tmp_path, monke
 
     (tmp_path / "results" / "e").mkdir(parents=True)
     (tmp_path / "results" / "e" / "compare_vs_window.json").write_text("{}")
-    study = SimpleNamespace(runs=[], bench=[], topk=[], compile_bench=[], memory=[], roots=[tmp_path / "results"])
+    study = SimpleNamespace(runs=[], bench=[], topk=[], compile_bench=[], memory=[], reach=[], roots=[tmp_path / "results"])
     monkeypatch.chdir(tmp_path)
     assert "python scripts/recompute_comparisons.py" in _commands(study)
     monkeypatch.chdir(tmp_path / "results")
