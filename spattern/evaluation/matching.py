@@ -4,7 +4,9 @@ A family is one free integer parameter ``k`` -> Pattern: a callable (``lambda w:
 or a template with one field (``"local({w}) & causal"``). A per-layer family adds the field ``{layer}``
 (``"(local({w}) | random(2, seed={layer})) & causal"``): with ``layers = L`` a member is a tuple of L
 patterns, layer l's with ``{layer}`` = l, and its cost is their mean (one parameter for every layer,
-matched on what the whole model computes). Cost measures at N tokens with blocks
+matched on what the whole model computes). An experiment's family may also have the field ``{seed}``
+(``random(2, seed={seed})``: a random draw per run); the experiment puts each run's seed in it before
+matching (``with_seed``), so matching itself never sees it. Cost measures at N tokens with blocks
 ``(bq, bk)``, from the compiled layout's exact counts (``spattern.compile``; no closed form):
 
 - ``block_density = nnz / (G * R * C)`` (computed blocks over all blocks; R, C = blocks per
@@ -57,6 +59,7 @@ class Match:
 
 
 LAYER = "layer"  # a per-layer family template's field for the layer's index
+SEED = "seed"    # an experiment family's field for the run's seed (a draw per run)
 
 
 def _fields(family: str) -> set[str]:
@@ -66,6 +69,22 @@ def _fields(family: str) -> set[str]:
 def is_per_layer(family) -> bool:
     """True for a template with a ``{layer}`` field (its members are one pattern per layer)."""
     return isinstance(family, str) and LAYER in _fields(family)
+
+
+def is_per_run(family) -> bool:
+    """True for a template with a ``{seed}`` field (each run of an experiment draws its own member)."""
+    return isinstance(family, str) and SEED in _fields(family)
+
+
+def with_seed(family: str, seed: int) -> str:
+    """``family`` with its ``{seed}`` field replaced by ``seed`` (the other fields stay, to be matched)."""
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+        raise UserError(f"seed: expected an integer >= 0 for family {family!r}, got {seed!r}")
+    odd = [f"{{{f}{'!' + c if c else ''}{':' + s if s else ''}}}" for _, f, s, c in string.Formatter().parse(family)
+           if f == SEED and (s or c)]
+    if odd:
+        raise UserError(f"family {family!r}: expected the field {{{SEED}}} as it is, with no format, got {odd[0]}")
+    return family.replace("{" + SEED + "}", str(seed))
 
 
 def family_fn(family: Callable[[int], Pattern] | str,

@@ -26,6 +26,10 @@ TOML, validated (``spattern.utils.config``: ``base = "..."`` inheritance, unknow
     measure = "block_density"
     families = { local = "local({w}) & causal", strided = "(local({w}) | strided(64)) & causal" }
 
+A family may add ``{layer}`` (one member per layer; ``[match] layers`` = the model's layer count) or
+``{seed}`` (a random draw per run: each run's seed is put in the field before matching), e.g.
+``bigbird_draws = "(local({w}) | random(2, seed={seed})) & causal"``.
+
 ``kind = "train"`` trains one model per (pattern, seed) with ``[train] config`` (a training TOML)
 and its overrides; each run's unit for comparisons is then the seed. Training variants that are
 not patterns (an indexer, another schedule) are a sweep axis of named override lists, applied
@@ -118,8 +122,14 @@ class Match(Section):
     def _needs_target(self) -> "Match":
         if self.families and self.target is None:
             raise ValueError("a target (families are matched to it)")
-        from spattern.evaluation.matching import is_per_layer  # noqa: PLC0415
+        from spattern.evaluation.matching import is_per_layer, is_per_run, with_seed  # noqa: PLC0415
 
+        for f in self.families.values():
+            if is_per_run(f):
+                try:
+                    with_seed(f, 0)  # a {seed} field with a format or conversion is refused here, not at a run
+                except Exception as e:
+                    raise ValueError(str(e)) from None
         per_layer = sorted(n for n, f in self.families.items() if is_per_layer(f))
         if per_layer and self.layers is None:
             raise ValueError(f"layers (the model's layer count): the families {per_layer} have a {{layer}} field")

@@ -22,14 +22,24 @@ class RunSpec:
     variant: str | None = None  # the sweep's training variant (None: the sweep has no variants)
 
 
-def resolve_patterns(cfg: ExperimentConfig, context: int) -> list[tuple[str, str | tuple[str, ...], dict]]:
+def resolve_patterns(cfg: ExperimentConfig, context: int,
+                     seed: int | None = None) -> list[tuple[str, str | tuple[str, ...], dict]]:
     """[(label, pattern, matching info)]: the sweep's patterns as given, then each matched family,
-    then each fitted pattern (one per layer)."""
+    then each fitted pattern (one per layer). A family with a ``{seed}`` field (a random draw per
+    run) is matched with ``seed`` in it, so it needs ``seed``."""
     out = [(p if p not in DENSE else "dense", p if p not in DENSE else "dense", {}) for p in cfg.sweep.pattern]
     if cfg.match.families:
+        from spattern.evaluation.matching import is_per_run, with_seed
         from spattern.experiments.inputs import matched
 
-        matches = {name: matched(cfg, fam, context) for name, fam in cfg.match.families.items()}
+        per_run = sorted(n for n, f in cfg.match.families.items() if is_per_run(f))
+        if per_run and seed is None:
+            from spattern.utils.errors import UserError
+
+            raise UserError(f"{cfg.source or cfg.name}: the families {per_run} have a {{seed}} field: "
+                            "expected a run's seed to put in it, got none")
+        matches = {name: matched(cfg, with_seed(fam, seed) if name in per_run else fam, context)
+                   for name, fam in cfg.match.families.items()}
         for name, m in matches.items():
             out.append((name, m.pattern, {"target": cfg.match.target, "measure": cfg.match.measure,
                                           "achieved": m.achieved, "param": m.param}))
@@ -61,17 +71,22 @@ def _drop_later_defaults(setup: dict) -> None:
 
 
 def expand(cfg: ExperimentConfig) -> list[RunSpec]:
-    """Every run of the sweep: patterns x variants x contexts x seeds, each with its directory.
+    """Every run of the sweep: patterns x variants x contexts x seeds, each with its directory. A
+    family with a ``{seed}`` field has its own member per seed (the run's seed put in the field).
 
     Without ``sweep.variants`` a run's resolved config (and so its id) has no variant entry: the
     configs written before variants existed keep their run directories."""
+    from spattern.evaluation.matching import is_per_run
+
     contexts = cfg.sweep.context or [cfg.setup.context]
     variants = list(cfg.sweep.variants.items()) if cfg.sweep.variants is not None else [(None, [])]
+    per_run = any(is_per_run(f) for f in cfg.match.families.values())
     runs = []
     for context in contexts:
-        patterns = resolve_patterns(cfg, context)
-        for (plabel, pattern, match), (variant, v_over), seed in itertools.product(patterns, variants,
-                                                                                   cfg.sweep.seed):
+        by_seed = {s: resolve_patterns(cfg, context, s) for s in cfg.sweep.seed} if per_run else None
+        patterns = by_seed[cfg.sweep.seed[0]] if per_run else resolve_patterns(cfg, context)
+        for i, (variant, v_over), seed in itertools.product(range(len(patterns)), variants, cfg.sweep.seed):
+            plabel, pattern, match = by_seed[seed][i] if per_run else patterns[i]
             label = plabel if variant is None else (variant if len(patterns) == 1 else f"{plabel}+{variant}")
             setup = cfg.setup.model_dump(mode="json")
             _drop_later_defaults(setup)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import spattern
-from spattern.evaluation.matching import match, matched_patterns, measure_cost
+from spattern.evaluation.matching import is_per_run, match, matched_patterns, measure_cost, with_seed
 from spattern.utils.errors import UserError
 
 N = 4096
@@ -112,3 +112,19 @@ def test_per_layer_family_is_one_pattern_per_layer_matched_on_their_mean():
         match("random(2, seed={layer}) & causal", target, n, layers=2)
     with pytest.raises(UserError, match=r"which has no \{layer\} field"):
         match("local({w}) & causal", target, n, layers=2)
+
+
+def test_with_seed_puts_a_runs_seed_in_the_seed_field_and_leaves_the_rest():
+    """``{seed}`` (a draw per run) is filled before matching; the other fields stay for ``match``;
+    a ``{seed}`` with a format or a conversion, or a seed that is not an integer >= 0, is refused."""
+    fam = "(local({w}) | random(2, block=16, seed={seed})) & causal"
+    assert is_per_run(fam) and not is_per_run("local({w}) & causal") and not is_per_run(lambda w: w)
+    assert with_seed(fam, 7) == "(local({w}) | random(2, block=16, seed=7)) & causal"
+    both = with_seed("(local({w}) | random(1, seed={seed}{layer})) & causal", 3)
+    assert both == "(local({w}) | random(1, seed=3{layer})) & causal"
+    m = match(with_seed(fam, 7), 0.3, 256, block=16)
+    assert spattern.parse(m.pattern) == spattern.parse(f"(local({m.param}) | random(2, block=16, seed=7)) & causal")
+    with pytest.raises(UserError, match=r"expected the field \{seed\} as it is, with no format, got \{seed:03d\}"):
+        with_seed("random(2, seed={seed:03d})", 1)
+    with pytest.raises(UserError, match=r"seed: expected an integer >= 0 .*got -1"):
+        with_seed(fam, -1)

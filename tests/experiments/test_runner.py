@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from spattern import parse
 from spattern.experiments import compare_experiment, expand, load_experiment, run_experiment
 from spattern.utils.errors import ConfigError, UserError
 
@@ -104,6 +105,33 @@ def test_per_layer_family_runs_one_pattern_per_layer(tmp_path):
     with pytest.raises(UserError, match=r"draws: expected one pattern per layer of random:neox-tiny \(2\), got 3 "
                                         r"\(from \[match\] layers\)"):
         run_experiment(load_experiment(p, [*fam[:1], "match.layers=3", 'sweep.pattern=["dense"]']), log=lambda *a: None)
+
+
+def test_seed_family_draws_its_own_member_per_run(tmp_path):
+    """A [match] family with a {seed} field: each seed's run has that seed in its pattern, matched on its
+    own (one matches.json entry per seed); the other runs keep the ids they have without it; a {seed}
+    with a format is refused when the config loads."""
+    p = _write(tmp_path)
+    base = ['sweep.pattern=["dense"]', "sweep.seed=[0, 1, 2]"]
+    fam = 'match.families={ window = "local({w}) & causal", draws = "(local({w}) | random(1, seed={seed})) & causal" }'
+    runs = expand(load_experiment(p, [*base, fam]))
+    draws = [r for r in runs if r.label == "draws"]
+    assert [r.seed for r in draws] == [0, 1, 2] and [r.label for r in runs][:3] == ["dense"] * 3
+    for r in draws:
+        w = r.resolved["match"]["param"]
+        assert parse(r.pattern) == parse(f"(local({w}) | random(1, seed={r.seed})) & causal")
+    assert len({r.dir.path for r in draws}) == 3
+    cache = json.loads((tmp_path / "results" / "tiny" / "matches.json").read_text())
+    assert sorted(v["key"]["family"] for v in cache.values() if "random" in v["key"]["family"]) == [
+        f"(local({{w}}) | random(1, seed={s})) & causal" for s in (0, 1, 2)]
+    plain = expand(load_experiment(p, [*base, 'match.families={ window = "local({w}) & causal" }']))
+    assert [r.dir.path for r in runs if r.label != "draws"] == [r.dir.path for r in plain]
+    from spattern.experiments.runs import resolve_patterns
+
+    with pytest.raises(UserError, match=r"the families \['draws'\] have a \{seed\} field: expected a run's seed"):
+        resolve_patterns(load_experiment(p, [*base, fam]), 96)
+    with pytest.raises(ConfigError, match=r"expected the field \{seed\} as it is, with no format, got \{seed:02d\}"):
+        load_experiment(p, [*base, 'match.families={ d = "(local({w}) | random(1, seed={seed:02d})) & causal" }'])
 
 
 def test_runs_finish_skip_and_compare(tmp_path):
