@@ -242,7 +242,7 @@ def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
     assert out["context"] == 256 and out["layers"] == 2 and out["eval_pairs"] == [2, 4, 8, 16]
     rows = {(r["label"], r["n_pairs"], r["lo"]): r for r in out["rows"]}
     assert {r["label"] for r in out["rows"]} == {"dense", "window", "strided", "streaming", "longformer", "bigbird",
-                                                 "bigbird_layers"}
+                                                 "bigbird_layers", "bigbird_draws"}
     import tomllib
 
     from spattern import compile as compile_pattern
@@ -273,6 +273,49 @@ def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
     assert committed == out
     mean = next(r for r in out["by_distance"] if r["label"] == "streaming" and r["lo"] == 128)
     assert mean["attended"] == pytest.approx(np.mean([rows[("streaming", n, 128)]["attended"] for n in (2, 4, 8, 16)]))
+
+
+def test_mqar_reach_of_a_draw_per_run_against_each_runs_own_draw():
+    """bigbird_draws (a random draw per run, the run's seed): per_run gives each run its own draw's reach at
+    the far bucket beside its own accuracy; seed 0's draw is bigbird's, so their reach agrees; the pooled rows
+    average the runs' draws; the rank correlation and the paired comparison with bigbird (by seed) are
+    scipy's and the toolkit's own on those numbers."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from spattern.evaluation.stats import paired_compare
+
+    from spattern import parse
+
+    script = _script("mqar_reach")
+    folder = ROOT / "results" / "study_mqar_long"
+    template = "(local(18) | landmark(every=128) | random(2, block=16, seed={seed})) & causal"
+    out = script.mqar_reach(folder)
+    (e,) = out["per_run"]
+    assert e["label"] == "bigbird_draws" and e["lo"] == 128 and [r["seed"] for r in e["rows"]] == list(range(16))
+    far = {r["label"]: r for r in out["by_distance"] if r["lo"] == 128}
+    s0 = e["rows"][0]
+    bigbird = next(r["pattern"] for r in out["rows"] if r["label"] == "bigbird")
+    assert parse(s0["pattern"]) == parse(bigbird)
+    for key in ("attended", "reach_2", "routes_2"):
+        assert s0[key] == pytest.approx(far["bigbird"][key]), key   # the same draw: the same reach
+        assert far["bigbird_draws"][key] == pytest.approx(
+            np.median([r[key] for r in e["rows"]]) if key == "routes_2" else np.mean([r[key] for r in e["rows"]]))
+    for r in e["rows"]:
+        run = next(folder.glob(f"bigbird-draws-s{r['seed']}-*"))
+        assert parse(r["pattern"]) == parse(template.format(seed=r["seed"]))
+        lines = [json.loads(x) for x in (run / "per_example.jsonl").read_text().splitlines()]
+        got = [x["accuracy"] for x in lines if x.get("distance_bucket") == "[128, 256)"]
+        assert len(got) == 4 and r["accuracy"] == pytest.approx(np.mean(got))
+    acc = [r["accuracy"] for r in e["rows"]]
+    assert e["spearman"]["routes_2"]["rho"] == pytest.approx(spearmanr([r["routes_2"] for r in e["rows"]], acc).statistic)
+    (fixed,) = e["against_fixed"]
+    assert fixed["baseline"] == "bigbird" and fixed["seeds"] == list(range(16))
+    base = [np.mean([json.loads(x)["accuracy"] for x in (next(folder.glob(f"bigbird-s{s}-*")) / "per_example.jsonl")
+                     .read_text().splitlines() if '"distance_bucket": "[128, 256)"' in x]) for s in range(16)]
+    pc = paired_compare(acc, base)
+    assert fixed["diff"] == pytest.approx(pc.diff.estimate) and fixed["p"] == pytest.approx(pc.test.p)
+    assert fixed["mean_baseline"] == pytest.approx(far["bigbird"]["accuracy"])
 
 
 def test_mqar_draw_spread_agrees_with_the_trained_draws():

@@ -226,8 +226,27 @@ def mqar_reach_rows(study, hidden: set[str] = frozenset()) -> list[dict]:
                         "patterns": [{"key": r["label"], "reach": f"{r[f'reach_{layers}']:.2f}",
                                       "routes": _count(r[f"routes_{layers}"]),
                                       "accuracy": f"{r['accuracy']:.2f}"} for r in rows],
-                        **_draws(f.data, far, layers)})
+                        **_draws(f.data, far, layers), **_per_run(f.data, far, layers)})
     return out
+
+
+def _per_run(data: dict, far: int, layers: int) -> dict:
+    """The reach file's ``per_run`` (a run label with a random draw per run): over its runs, Spearman's
+    correlation of accuracy at the far bucket with the routes of each run's own draw, and the paired
+    comparison by seed with a label that trained one of the draws in every run; {} without it."""
+    out = []
+    for e in data.get("per_run") or []:
+        c = e.get("spearman", {}).get(f"routes_{layers}")
+        if e.get("lo") != far or not c:
+            continue
+        row = {"label": e["label"], "n": fmt(int(c["n"])), "rho": f"{c['rho']:+.2f}", "p": fmt_p(c["p"])}
+        fixed = [a for a in e.get("against_fixed") or [] if a]
+        if fixed:
+            a = fixed[0]
+            row["fixed"] = {"baseline": a["baseline"], "diff": fmt_ci(a["diff"], *a["diff_ci"], sig=2),
+                            "p": fmt_p(a["p"]), "mean": f"{a['mean']:.2f}", "mean_baseline": f"{a['mean_baseline']:.2f}"}
+        out.append(row)
+    return {"per_run": out} if out else {}
 
 
 def _draws(data: dict, far: int, layers: int) -> dict:

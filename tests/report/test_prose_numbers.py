@@ -204,3 +204,15 @@ def test_mqar_reach_names_the_far_bucket_best_first_and_skips_hidden_experiments
     data["draws"]["lo"] = 64  # drawn at another bucket than the sentence's: left out
     (tmp_path / "mqar" / "reach_by_distance.json").write_text(json.dumps(data))
     assert "draws" not in mqar_reach_rows(load_study([tmp_path]), hidden={"mqar_check"})[0]
+    # per_run (a draw per run): the rank correlation with routes, and the paired comparison with the fixed draw
+    data["per_run"] = [{"label": "bigbird_draws", "lo": 128, "rows": [],
+                        "spearman": {"routes_2": {"rho": 0.8412, "p": 5.2e-5, "n": 16}, "attended": {"rho": 0.5, "p": 0.04}},
+                        "against_fixed": [{"baseline": "bigbird", "diff": -0.1801, "diff_ci": [-0.317, -0.029],
+                                           "p": 0.0654, "mean": 0.3401, "mean_baseline": 0.5202}]}]
+    (tmp_path / "mqar" / "reach_by_distance.json").write_text(json.dumps(data))
+    (out,) = mqar_reach_rows(load_study([tmp_path]), hidden={"mqar_check"})
+    assert out["per_run"] == [{"label": "bigbird_draws", "n": "16", "rho": "+0.84", "p": "< 0.001", "fixed": {
+        "baseline": "bigbird", "diff": "-0.18 [-0.32, -0.029]", "p": "0.065", "mean": "0.34", "mean_baseline": "0.52"}}]
+    data["per_run"][0]["lo"] = 64  # another bucket than the sentence's: left out
+    (tmp_path / "mqar" / "reach_by_distance.json").write_text(json.dumps(data))
+    assert "per_run" not in mqar_reach_rows(load_study([tmp_path]), hidden={"mqar_check"})[0]
