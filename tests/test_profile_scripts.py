@@ -125,7 +125,29 @@ def test_throughput_summary_medians_waits_and_same_tag_ratios(tmp_path, monkeypa
     assert a2["ctx_wait_ms_early"] == 500 * 1 + 100 * 9 + 1 * 10 and a2["ctx_wait_ms_late"] == 2 * 10  # x steps
     assert a2["ratio_to_baseline"] == 0.8 and rows["a_1"]["ratio_to_baseline"] == 1.0
     assert rows["b_1"]["ratio_to_baseline"] == 2.0  # against b's own window run, not a's
+    assert a2["tok_per_s_p90"] == pytest.approx(88)  # the fast end of 90, 80, 70 (numpy's linear percentile)
+    assert a2["ratio_p90_to_baseline"] == pytest.approx(88 / 100)
     assert "outline(window=8)" in capsys.readouterr().out
+    # two calls: each run's tag names its call, and ratios stay within a call (call2's window is twice as fast)
+    second = tmp_path / "call2"
+    second.mkdir()
+    (second / "run.log").write_text("=== a_1: local(8) & causal\n=== a_2: outline(window=8) & causal\n")
+    _plain_log(second / "a_plain_1.jsonl", [10, 20, 50, 200, 200, 200], [0] * 6)
+    _plain_log(second / "a_plain_2.jsonl", [10, 20, 50, 100, 100, 100], [0] * 6)
+    first = tmp_path / "call1"
+    first.mkdir()
+    for f in ("run.log", "a_plain_1.jsonl", "a_plain_2.jsonl"):
+        (first / f).write_text((tmp_path / f).read_text())
+    monkeypatch.setattr("sys.argv", ["x", str(first), str(second), "--baseline", "local(8) & causal", "--json", str(out)])
+    ts.main()
+    got = json.loads(out.read_text())
+    assert got["calls"] == ["call1", "call2"]
+    rows = {r["run"]: r for r in got["runs"]}
+    assert rows["call1/a_2"]["ratio_to_baseline"] == 0.8 and rows["call2/a_2"]["ratio_to_baseline"] == 0.5
+    assert rows["call2/a_2"]["tag"] == "call2/a_"
+    monkeypatch.setattr("sys.argv", ["x", str(first), str(tmp_path / "x" / "call1")])
+    with pytest.raises(SystemExit):  # two folders of one name: their runs' tags would collide
+        ts.main()
 
 
 @pytest.mark.slow

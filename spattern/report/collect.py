@@ -309,8 +309,8 @@ def collect_training_cost(study: Study, exclude: Sequence[str] = ()) -> tuple[li
 
 def same_call_ratio(study: Study, experiment: str, runs: list[Run]) -> dict:
     """Tokens/s of the runs' pattern relative to a baseline pattern trained in the same device call
-    (``scripts/throughput_summary.py``'s JSON in the experiment's results folder; min and max over the
-    call's runs of the pattern): throughput drifts between calls more than it differs between static
+    (``scripts/throughput_summary.py``'s JSON in the experiment's results folder, of one call or several,
+    each ratio within one call and order; min and max over the file's runs of the pattern): throughput drifts between calls more than it differs between static
     patterns, so only a same-call ratio compares patterns. {} when there is none."""
     pattern = runs[0].pattern
     for f in study.throughput:
@@ -322,7 +322,8 @@ def same_call_ratio(study: Study, experiment: str, runs: list[Run]) -> dict:
             base = f.data.get("baseline")
             name = next((r.key for r in study.runs if r.experiment == experiment and r.pattern == base), base)
             return {"same_call_ratio": [float(min(ratios)), float(max(ratios))], "same_call_baseline": name,
-                    "same_call_from_step": f.data.get("from_step"), "same_call_source": str(f.path)}
+                    "same_call_from_step": f.data.get("from_step"), "same_call_source": str(f.path),
+                    "same_call_calls": len(f.data.get("calls") or [None])}  # a file of several calls names them
     return {}
 
 

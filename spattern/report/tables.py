@@ -352,7 +352,9 @@ def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
                 and r["key"] != r["same_call_baseline"]]
         base = "/".join(sorted({r["same_call_baseline"] for r in same}))
         after = "/".join(sorted({str(r.get("same_call_from_step")) for r in same}))
-        note += (f" {exp} in one device call (scripts/profile_train.sh; medians after step {after}; min-max over "
+        calls = max(r.get("same_call_calls", 1) for r in same)
+        where = "in one device call" if calls == 1 else f"in {fmt(calls)} device calls, each run against {base}'s of its call"
+        note += (f" {exp} {where} (scripts/profile_train.sh; medians after step {after}; min-max over "
                  f"its runs), tokens/s relative to {base}: "
                  + ", ".join(f"{r['key']} {fmt_range(r['same_call_ratio'])}" for r in same)
                  + ". Between calls one pattern's ktok/s varies more than static patterns differ.")

@@ -93,3 +93,7 @@ def test_same_call_ratios_come_from_the_experiments_throughput_file():
     assert "same_call_ratio" not in by["dense"] and here in sources
     caption = training_table(rows, sources).caption
     assert "relative to window: outline 0.70-0.80." in caption and "after step 20" in caption
+    assert "in one device call" in caption
+    study.throughput = [Found("throughput", {**data, "calls": ["call77", "call79"]}, here)]  # two calls' runs
+    caption = training_table(*collect_training_cost(study)).caption
+    assert "mqar in 2 device calls, each run against window's of its call" in caption
