@@ -23,6 +23,8 @@ block's ends only, so that the host may run ahead as in training) in these modes
   outline_pool_si  outline_pool with the interpreter's thread switch interval at 0.2 ms (5 ms by default):
                 if the pool's threads in this process delay the launching thread through the GIL, this is faster;
   window_fresh  window with a new batch of rows each step, uploaded through pinned memory (as in training);
+  dense_fresh   window_fresh with dense causal attention (torch SDPA, no spattern kernel): how much of
+                window's host work per step (the launching thread's CPU, the other threads') is spattern's;
   window_poolload  window_fresh while the pool builds and delivers outline contexts for every step (received,
                 uploaded and not used): the pool's cost without outline's kernels;
   window_poolnoup  window_poolload without the upload of the delivered layouts;
@@ -55,7 +57,9 @@ copy by torch's CPU thread pool, whose OpenMP threads then spin), ``--pin numpy`
 (``loop.to_device``: numpy's copy into a pinned buffer on this thread); the modes ``window_fresh_tpin``,
 ``window_workload_tpin`` and ``outline_pool_tpin`` are their modes with torch's copy whatever ``--pin`` says,
 so that one process compares the two uploads round by round; ``--threads N`` sets torch's CPU
-threads (``torch.set_num_threads``) before anything runs.
+threads (``torch.set_num_threads``) before anything runs. ``--cprofile MODES`` runs one more block of each of
+those modes under cProfile after the rounds (the launching thread's Python and the C calls it makes; the
+autograd engine's thread, which runs the backward, is not seen) and writes the functions by own time.
 Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
 Prints one line per mode (median ms/step over rounds, and its ratio to window within each round).
 """
@@ -84,7 +88,7 @@ OUTLINE = "outline(window=258) & causal"
 MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy", "outline_pool",
          "outline_pool_si", "window_fresh", "window_poolload", "window_poolnoup", "window_workload", "window_echo", "window_membusy",
          "window_poolfile", "outline_poolfile", "window_poolspare", "outline_poolspare", "window_fresh_tpin",
-         "window_workload_tpin", "outline_pool_tpin")
+         "window_workload_tpin", "outline_pool_tpin", "dense_fresh")
 SPIN = "while True: pass"
 STREAM = "import numpy as np\na = np.ones(1 << 25); b = np.empty_like(a)\nwhile True: np.copyto(b, a)"
 
@@ -169,11 +173,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads(N) first (0: torch's default)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--cprofile", default=None, metavar="MODES",
+                    help="after the rounds, one more block of each of these modes under cProfile (the launching "
+                         "thread only); the functions by own time, ms per step, go to --cprofile-out")
+    ap.add_argument("--cprofile-out", default="cprofile.txt")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     modes = tuple(dict.fromkeys(["window", *a.modes.split(",")]))
-    if unknown := [m for m in modes if m not in MODES]:
+    profiled = tuple(a.cprofile.split(",")) if a.cprofile else ()
+    if unknown := [m for m in (*modes, *profiled) if m not in MODES]:
         ap.error(f"--modes: unknown {unknown}; expected some of {', '.join(MODES)}")
 
     from spattern.data.packing import PackedSequences
@@ -294,7 +303,7 @@ def main(argv=None) -> int:
             _, batch = pool_batch(upload=mode != "window_poolnoup", source=source)
         elif mode in ("window_workload", "window_echo"):
             batch = aux_batch(mode)
-        elif mode == "window_fresh":
+        elif mode in ("window_fresh", "dense_fresh"):
             batch = fresh_batch()
         elif not mode.startswith("window"):
             ctx = ctxs[j]
@@ -327,7 +336,8 @@ def main(argv=None) -> int:
 
     def block(mode: str) -> float:
         pin["now"] = "torch" if mode.endswith("_tpin") else a.pin
-        model.set_pattern(WINDOW if mode.startswith("window") else OUTLINE, backend)
+        model.set_pattern("dense" if mode.startswith("dense") else WINDOW if mode.startswith("window") else OUTLINE,
+                          backend)
         code = SPIN if mode.endswith("_busy") else STREAM if mode.endswith("_membusy") else None
         spin = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(a.busy if code else 0)]
         switch = sys.getswitchinterval()
@@ -417,6 +427,24 @@ def main(argv=None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
+    if profiled:
+        import cProfile
+        import io
+        import pstats
+
+        with open(a.cprofile_out, "w") as f:
+            for mode in profiled:
+                prof = cProfile.Profile()
+                prof.enable()
+                ms = block(mode)
+                prof.disable()
+                text = io.StringIO()
+                st = pstats.Stats(prof, stream=text).strip_dirs().sort_stats("tottime")
+                st.print_stats(45)
+                total = sum(v[2] for v in st.stats.values())  # tottime over every function: the profiled CPU time
+                f.write(f"=== {mode}: {a.steps} steps at {ms:.2f} ms/step under the profiler; functions' own time "
+                        f"{1e3 * total / a.steps:.2f} ms/step (divide the table's seconds by {a.steps} for per step)\n")
+                f.write(text.getvalue())
     pool.close()
     for extra in (spooled, spare):
         if extra is not None:
