@@ -222,3 +222,42 @@ def test_auto_picks_cuda_kernels_for_training_and_compile_works():
     sp.attention(q, k, v, lay).sum().backward()
     for a, b in zip(g_c, (q.grad, k.grad, v.grad)):
         assert torch.equal(a, b), "compiled and eager gradients differ (the kernels are deterministic)"
+
+
+@pytest.mark.parametrize("case", ["gqa_groups", "packed"])
+def test_eager_function_and_custom_ops_agree_bit_for_bit(case, monkeypatch):
+    """cupy_autograd.DISPATCH: eager mode's autograd.Function and the custom ops run the same kernels with
+    the same arguments: identical outputs and gradients (GQA with layout groups; packed varlen), and the
+    function path is the one taken by default."""
+    from spattern.runtime import cupy_autograd
+
+    assert cupy_autograd.DISPATCH == "function"
+    if case == "packed":
+        lens, H, Hkv, D = [130, 257, 1, 0, 200], 4, 2, 64
+        mask = _mask(FAMILIES["landmark"], max(lens), max(lens))
+        lay = layout_from_masks(mask[None], 64, 64, programs=[FAMILIES["landmark"]], bitmask_every=2)
+        g = torch.Generator(device="cuda").manual_seed(9)
+        q, k, v = (torch.randn(sum(lens), h, D, device="cuda", generator=g).bfloat16() for h in (H, Hkv, Hkv))
+        cu = torch.tensor(np.concatenate([[0], np.cumsum(lens)]), dtype=torch.int32, device="cuda")
+    else:
+        names = sorted(FAMILIES)
+        progs = [FAMILIES[names[i]] for i in range(4)]
+        lay = layout_from_masks(np.stack([_mask(p, 190, 190) for p in progs]), 64, 64, group_shape=(2, 2),
+                                programs=progs, bitmask_every=3)
+        q, k, v = _qkv(2, 4, 2, 190, 128, torch.float16, seed=12)
+        cu = None
+    dout = torch.randn_like(q)
+    got, kinds = {}, {}
+    for dispatch in ("function", "custom_op"):
+        monkeypatch.setattr(cupy_autograd, "DISPATCH", dispatch)
+        a, b, c = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+        out = sp.attention(a, b, c, lay, backend="cupy", cu_seqlens=cu)
+        kinds[dispatch] = type(out.grad_fn).__name__
+        out.backward(dout)
+        got[dispatch] = (out.detach(), a.grad, b.grad, c.grad)
+    assert "_Attention" in kinds["function"] and "_Attention" not in kinds["custom_op"], kinds
+    for name, x, y in zip(("out", "dq", "dk", "dv"), got["function"], got["custom_op"]):
+        assert torch.equal(x, y), f"{name}: the two dispatch paths differ"
+    monkeypatch.setattr(cupy_autograd, "DISPATCH", "nope")
+    with pytest.raises(ValueError, match="DISPATCH: expected 'function' or 'custom_op'"):
+        sp.attention(q.requires_grad_(True), k, v, lay, backend="cupy", cu_seqlens=cu)
