@@ -241,8 +241,8 @@ def test_eager_function_and_custom_ops_agree_bit_for_bit(case, monkeypatch):
         cu = torch.tensor(np.concatenate([[0], np.cumsum(lens)]), dtype=torch.int32, device="cuda")
     else:
         names = sorted(FAMILIES)
-        progs = [FAMILIES[names[i]] for i in range(4)]
-        lay = layout_from_masks(np.stack([_mask(p, 190, 190) for p in progs]), 64, 64, group_shape=(2, 2),
+        progs = [FAMILIES[names[i % len(names)]] for i in range(8)]
+        lay = layout_from_masks(np.stack([_mask(p, 190, 190) for p in progs]), 64, 64, group_shape=(2, 4),
                                 programs=progs, bitmask_every=3)
         q, k, v = _qkv(2, 4, 2, 190, 128, torch.float16, seed=12)
         cu = None
