@@ -25,9 +25,6 @@ block's ends only, so that the host may run ahead as in training) in these modes
   window_fresh  window with a new batch of rows each step, uploaded through pinned memory (as in training);
   dense_fresh   window_fresh with dense causal attention (torch SDPA, no spattern kernel): how much of
                 window's host work per step (the launching thread's CPU, the other threads') is spattern's;
-  window_fresh_op  window_fresh with spattern's kernels called through its torch.library custom ops in
-                eager mode too (``cupy_autograd.DISPATCH = "custom_op"``, as before 2026-12-06), where the
-                other modes call them through one autograd.Function (the default now);
   window_poolload  window_fresh while the pool builds and delivers outline contexts for every step (received,
                 uploaded and not used): the pool's cost without outline's kernels;
   window_poolnoup  window_poolload without the upload of the delivered layouts;
@@ -91,7 +88,7 @@ OUTLINE = "outline(window=258) & causal"
 MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy", "outline_new_busy", "outline_pool",
          "outline_pool_si", "window_fresh", "window_poolload", "window_poolnoup", "window_workload", "window_echo", "window_membusy",
          "window_poolfile", "outline_poolfile", "window_poolspare", "outline_poolspare", "window_fresh_tpin",
-         "window_workload_tpin", "outline_pool_tpin", "dense_fresh", "window_fresh_op")
+         "window_workload_tpin", "outline_pool_tpin", "dense_fresh")
 SPIN = "while True: pass"
 STREAM = "import numpy as np\na = np.ones(1 << 25); b = np.empty_like(a)\nwhile True: np.copyto(b, a)"
 
@@ -295,7 +292,7 @@ def main(argv=None) -> int:
         return to_device(torch.from_numpy(seqs.batch(stream.choice(len(seqs), B, replace=False))), dev)
 
     def step(i: int, mode: str) -> None:
-        mode = mode.removesuffix("_tpin").removesuffix("_op")
+        mode = mode.removesuffix("_tpin")
         j = i % len(batches)
         batch = batches[j]
         source = {"file": spooled, "spare": spare}.get(mode.removeprefix("window_pool").removeprefix("outline_pool"), pool)
@@ -339,10 +336,6 @@ def main(argv=None) -> int:
 
     def block(mode: str) -> float:
         pin["now"] = "torch" if mode.endswith("_tpin") else a.pin
-        if cuda:
-            from spattern.runtime import cupy_autograd
-
-            cupy_autograd.DISPATCH = "custom_op" if mode.endswith("_op") else "function"
         model.set_pattern("dense" if mode.startswith("dense") else WINDOW if mode.startswith("window") else OUTLINE,
                           backend)
         code = SPIN if mode.endswith("_busy") else STREAM if mode.endswith("_membusy") else None

@@ -171,7 +171,7 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     assert bench.main(["--device", "cpu", "--steps", "1", "--rounds", "2", "--batches", "1", "--busy", "1",
                        "--workers", "1", "--set", "data.seq_len=256", "--set", "train.batch_size=2",
                        "--set", 'model.preset="neox-tiny"', "--modes", "window_fresh,window_poolload,outline_pool,window_workload,window_echo,"
-                       "window_poolfile,outline_poolfile,window_poolspare,outline_poolspare,outline_pool_tpin,dense_fresh,window_fresh_op",
+                       "window_poolfile,outline_poolfile,window_poolspare,outline_poolspare,outline_pool_tpin,dense_fresh",
                        "--probe", "1000", "--pin", "numpy", "--threads", "1", "--json", str(out),
                        "--cprofile", "window_fresh,dense_fresh", "--cprofile-out", str(tmp_path / "prof.txt")]) == 0
     torch.set_num_threads(threads)
@@ -179,7 +179,7 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
     got = json.loads(out.read_text())
     assert list(got["modes"]) == ["window", "window_fresh", "window_poolload", "outline_pool", "window_workload",
                                   "window_echo", "window_poolfile", "outline_poolfile", "window_poolspare",
-                                  "outline_poolspare", "outline_pool_tpin", "dense_fresh", "window_fresh_op"]
+                                  "outline_poolspare", "outline_pool_tpin", "dense_fresh"]
     prof = (tmp_path / "prof.txt").read_text()  # one profiled block per mode: the window's runs spattern's attention
     window_part, dense_part = prof.split("=== dense_fresh")
     assert window_part.startswith("=== window_fresh: 1 steps") and "ms/step" in window_part

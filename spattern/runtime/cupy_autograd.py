@@ -1,16 +1,6 @@
-"""Autograd through the CUDA kernels: two ``torch.library`` custom ops paired by ``register_autograd``,
-and, in eager mode, one ``torch.autograd.Function`` over the same kernels.
+"""Autograd through the CUDA kernels: two ``torch.library`` custom ops paired by ``register_autograd``.
 
     out, lse = attention_cupy_autograd(q, k, v, layout, prob, cu_seqlens)
-
-Which one runs (``DISPATCH``): under ``torch.compile`` always the custom ops (below); in eager mode the
-``autograd.Function`` (``"function"``, the default), or the custom ops there too (``"custom_op"``). Both call
-the same forward and backward functions with the same arguments, so their outputs and gradients are
-identical (a GPU test checks it bit for bit). Why two: a custom op's every call passes through torch's
-dispatcher and ``torch.library``'s Python wrappers (the autograd wrapper, the device's implementation
-and its checks on the outputs), about 0.5 ms of host time per call on the study's H100 hosts (cProfile,
-device call 80), 16 calls per training step of the study's 8-layer model, in a step that is bound by its
-host time (scripts/bench_train_step.py: dense's step took as long as its two host threads' CPU time).
 
 ``spattern::bs_attn_fwd(q, k, v, layout_id, scale, cu_seqlens) -> (out, lse)`` runs the forward
 kernel (``hopper_backend.forward``: the Hopper or the mma.sync kernel) and always returns the LSE (the backward needs it);
@@ -104,40 +94,12 @@ def _backward(ctx, dout, _dlse):
 bs_attn_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-class _Attention(torch.autograd.Function):
-    """The eager twin of ``bs_attn_fwd`` + ``bs_attn_bwd``: the same forward and backward calls, without
-    the dispatcher (the layout is passed itself, not its id)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, layout, scale: float, cu_seqlens):
-        prob = cupy_backend.check(q, k, v, layout, scale, True, cu_seqlens, trusted=True)
-        out, lse = hopper_backend.forward(q, k, v, layout, prob, cu_seqlens, True)  # Hopper or mma.sync kernel
-        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens)
-        ctx.layout, ctx.scale = layout, scale
-        ctx.mark_non_differentiable(lse)
-        return out, lse
-
-    @staticmethod
-    def backward(ctx, dout, _dlse):
-        q, k, v, out, lse, cu = ctx.saved_tensors
-        dq, dk, dv = cupy_bwd.attention_backward_cupy(dout, q, k, v, out, lse, ctx.layout, ctx.scale, cu)
-        return dq, dk, dv, None, None, None
-
-
-DISPATCH = "function"  # eager mode's path: "function" (_Attention) or "custom_op" (bs_attn_fwd); see the docstring
-
-
 def attention_cupy_autograd(q, k, v, layout, prob, cu_seqlens):
     """Differentiable block-sparse attention through the CUDA kernels; (out, lse if prob.return_lse)."""
     reason = cupy_bwd.supports(prob)
     if reason is not None:
         raise ValueError(reason)
-    if DISPATCH not in ("function", "custom_op"):
-        raise ValueError(f"cupy_autograd.DISPATCH: expected 'function' or 'custom_op', got {DISPATCH!r}")
     if cu_seqlens is not None and cu_seqlens.dtype != torch.int32:
         cu_seqlens = cu_seqlens.to(torch.int32)
-    if DISPATCH == "function" and not torch.compiler.is_compiling():
-        out, lse = _Attention.apply(q, k, v, layout, float(prob.scale), cu_seqlens)
-    else:
-        out, lse = bs_attn_fwd(q, k, v, layout_id(layout), float(prob.scale), cu_seqlens)
+    out, lse = bs_attn_fwd(q, k, v, layout_id(layout), float(prob.scale), cu_seqlens)
     return out, (lse if prob.return_lse else None)
