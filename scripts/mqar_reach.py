@@ -261,7 +261,8 @@ def mqar_reach(folder: Path, draws: dict | None = None) -> dict:
             drawn = {json.dumps(c["model"]["pattern"]) for c, _ in groups}
             for twin, rs in sorted(runs.items()):  # a label that trained one of these draws in every run
                 if twin != label and {json.dumps(c["model"]["pattern"]) for c, _ in rs} <= drawn:
-                    entry.setdefault("against_fixed", []).append(against_fixed(entry, twin, rs, far_buckets))
+                    if paired := against_fixed(entry, twin, rs, far_buckets):  # {}: fewer than 2 seeds in common
+                        entry.setdefault("against_fixed", []).append(paired)
             out["per_run"].append(entry)
     if draws is not None:
         if draws["label"] not in runs:

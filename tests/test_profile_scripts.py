@@ -326,8 +326,14 @@ def test_mqar_reach_of_a_draw_per_run_against_each_runs_own_draw():
     assert parse(s0["pattern"]) == parse(bigbird)
     for key in ("attended", "reach_2", "routes_2"):
         assert s0[key] == pytest.approx(far["bigbird"][key]), key   # the same draw: the same reach
-        assert far["bigbird_draws"][key] == pytest.approx(
-            np.median([r[key] for r in e["rows"]]) if key == "routes_2" else np.mean([r[key] for r in e["rows"]]))
+    for key in ("attended", "reach_2", "accuracy"):                 # pooled: means over the runs' draws
+        assert far["bigbird_draws"][key] == pytest.approx(np.mean([r[key] for r in e["rows"]])), key
+    # pooled routes: per number of pairs the median over the runs' own cells, then the mean over numbers of pairs
+    runs = script._runs(folder)
+    setting = script._setting(runs)
+    own = [script._cells("x", c["model"]["pattern"], [(c, p)], setting) for c, p in runs["bigbird_draws"]]
+    want = np.mean([np.median([cs[i]["routes_2"] for cs in own]) for i, c in enumerate(own[0]) if c["lo"] == 128])
+    assert far["bigbird_draws"]["routes_2"] == pytest.approx(want)
     for r in e["rows"]:
         run = next(folder.glob(f"bigbird-draws-s{r['seed']}-*"))
         assert parse(r["pattern"]) == parse(template.format(seed=r["seed"]))
