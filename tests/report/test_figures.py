@@ -376,3 +376,23 @@ def test_a_block_size_ablation_is_drawn_against_its_companion_at_another_block(t
     fig = rendered(ablation_figure(pts))
     assert fig.axes[0].get_title() == "block_ablation (2 shared documents)" and fig.axes[0].get_xlabel() == "block"
     assert collect.block_companion(s, "code") is None  # an ablation is never the companion; "other" is at 64 too
+
+
+def test_bottom_legend_takes_as_few_rows_as_fit_the_figure():
+    """Few short labels: one row; many long ones: more rows, each no wider than the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from spattern.report.figures._common import bottom_legend
+
+    def legend(labels):
+        fig = Figure(figsize=(6.5, 2), layout="constrained")
+        ax = fig.subplots()
+        lines = [ax.plot([0, 1], [i, i])[0] for i in range(len(labels))]
+        leg = bottom_legend(fig, lines, labels, fontsize=5.5)
+        return leg, fig.bbox.width, leg.get_window_extent(FigureCanvasAgg(fig).get_renderer()).width
+
+    leg, fig_w, w = legend(["dense", "window"])
+    assert leg._ncols == 2 and w <= fig_w
+    long = [f"a_rather_long_series_name_{i}" for i in range(12)]
+    leg, fig_w, w = legend(long)
+    assert leg._ncols < 12 and w <= fig_w and len(leg.get_texts()) == 12

@@ -32,3 +32,18 @@ def ordered_keys(points: Sequence[dict]) -> list[str]:
     """Series keys with dense first, then sorted."""
     keys = sorted({p["key"] for p in points})
     return (["dense"] if "dense" in keys else []) + [k for k in keys if k != "dense"]
+
+
+def bottom_legend(fig, handles: Sequence, labels: Sequence[str], **kw):
+    """One legend for the figure under its panels, in as few rows as fit the figure's width: one row if it
+    fits (measured with the figure's renderer), else two, three, ... (a label cut at the page edge is lost)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    n = len(labels)
+    renderer = (fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)).get_renderer()
+    for rows in range(1, n + 1):
+        leg = fig.legend(handles, labels, loc="outside lower center", ncol=-(-n // rows), **kw)
+        if rows == n or leg.get_window_extent(renderer).width <= fig.bbox.width:
+            return leg
+        leg.remove()
+    return None

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from spattern.report.figures._common import band_line, finite, ordered_keys
+from spattern.report.figures._common import band_line, bottom_legend, finite, ordered_keys
 from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
 
 XLABEL = "distance between key and query (tokens)"
@@ -74,7 +74,5 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
             handles.setdefault(lab, h)
     keys = [k for k in ordered_keys([{"key": k} for k in handles])]
     # one row for up to 12 series at the training figure's spacing (the page's width holds them), then two
-    fig.legend([handles[k] for k in keys], keys, loc="outside lower center",
-               ncol=len(keys) if len(keys) <= 12 else -(-len(keys) // 2), fontsize=5.5, columnspacing=1.0,
-               handlelength=1.6)
+    bottom_legend(fig, [handles[k] for k in keys], keys, fontsize=5.5, columnspacing=1.0, handlelength=1.6)
     return fig

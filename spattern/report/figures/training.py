@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from spattern.report.figures._common import band_line
+from spattern.report.figures._common import band_line, bottom_legend
 from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
 
 
@@ -69,7 +69,5 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
     for ax in axes[len(names):]:
         ax.remove()
     keys = sorted(handles, key=lambda k: (k != "dense", k))
-    # one row for up to 12 series (the page's width holds them at this spacing), then two
-    fig.legend([handles[k] for k in keys], keys, loc="outside lower center", ncol=min(len(keys), 12) if len(keys) <= 12
-               else -(-len(keys) // 2), fontsize=5.5, columnspacing=1.0, handlelength=1.6)
+    bottom_legend(fig, [handles[k] for k in keys], keys, fontsize=5.5, columnspacing=1.0, handlelength=1.6)
     return fig
