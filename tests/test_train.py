@@ -74,6 +74,36 @@ def test_resume_is_exact(cache, tmp_path):
     assert steps == sorted(set(steps))  # no duplicated lines after the resume
 
 
+def test_a_relative_run_directory_resumes_in_another_checkout(cache, tmp_path, monkeypatch):
+    """A run stopped in one checkout (a relative train.out_dir, as an experiment's results/<exp>/<run>; its
+    checkpoint in the cache) resumes in a copy of the project elsewhere once its folder is there (as
+    scripts/study_gpu.sh brings a run and its checkpoint to a fresh machine): the checkpoint is keyed by the
+    run directory as written. Absolute run directories keep one key each."""
+    import shutil
+
+    from spattern.train.loop import run_paths
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    over = ['name="moved"', 'train.out_dir="results/x/run"', "train.progress=false", "train.steps=12",
+            "train.eval_every=0"]
+    monkeypatch.chdir(a)
+    here = run_paths(load_config(TINY, over))[1]
+    first = train(load_config(TINY, [*over, "train.max_seconds=1e-9"]), log=lambda *x: None)
+    assert first["step"] == 1 and here.is_file()
+    shutil.copytree(a / "results", b / "results")
+    monkeypatch.chdir(b)
+    assert run_paths(load_config(TINY, over))[1] == here
+    logs = []
+    resumed = train(load_config(TINY, over), log=logs.append)
+    assert resumed["step"] == 12 and any("resumed moved at step 1 " in str(x) for x in logs), logs
+    steps = [r["step"] for r in _metrics(b / "results" / "x" / "run" / "metrics.jsonl") if "loss" in r]
+    assert steps[0] == 1 and steps == sorted(set(steps))  # the first segment's lines kept, none twice
+    one, two = (run_paths(load_config(TINY, ['name="n"', f'train.out_dir="{d / "r"}"']))[1] for d in (a, b))
+    assert one != two
+
+
 def test_schedule_and_config_errors(tmp_path):
     assert lr_at(0, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
     assert lr_at(9, 100, 10, 1.0, 0.1) == pytest.approx(1.0)

@@ -246,14 +246,22 @@ def indexer_collect(model):
     return collect_stats(model)
 
 
+def _dir_key(out_dir: Path) -> str:
+    """A run directory as its checkpoint's key: a relative one normalised as written, an absolute one resolved."""
+    return os.path.normpath(out_dir) if not out_dir.is_absolute() else str(out_dir.resolve())
+
+
 def run_paths(cfg: TrainConfig) -> tuple[Path, Path]:
     """(run directory, checkpoint file) of a config."""
     t = cfg.train
     out_dir = Path(t.out_dir or cache_dir("runs", cfg.name, create=False))
     # default checkpoints: per name, and per run directory when one is given (two runs of one name in
-    # different directories must not resume from each other's checkpoint)
+    # different directories must not resume from each other's checkpoint). A relative run directory (an
+    # experiment's results/<experiment>/<run>) is keyed as written, so that the same project checked out
+    # elsewhere, or on another machine with the checkpoint carried over (scripts/study_gpu.sh), resumes it;
+    # an absolute one by its resolved path.
     where = cfg.name if not t.out_dir else \
-        f"{cfg.name}-{hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:10]}"
+        f"{cfg.name}-{hashlib.sha256(_dir_key(out_dir).encode()).hexdigest()[:10]}"
     ckpt_dir = Path(t.ckpt_dir or cache_dir("checkpoints", where, create=False))
     return out_dir, ckpt_dir / "ckpt.pt"
 
