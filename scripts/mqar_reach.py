@@ -255,7 +255,7 @@ def mqar_reach(folder: Path, draws: dict | None = None) -> dict:
     far = max(r["lo"] for r in by_distance)
     if runs_apart:
         out["per_run"] = []
-        far_buckets = {r["n_pairs"]: r["bucket"] for r in rows if r["lo"] == far and r["label"] == rows[0]["label"]}
+        far_buckets = {n: b for n, (_, _, buckets) in evals.items() for b in set(buckets) if bucket_lo(b) == far}
         for label, groups in runs_apart:
             entry = per_run(label, groups, layers, far)
             drawn = {json.dumps(c["model"]["pattern"]) for c, _ in groups}
