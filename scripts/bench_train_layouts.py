@@ -2,14 +2,17 @@
 of the same block density), one process, on a GPU.
 
     python scripts/bench_train_layouts.py DIR [--batch 8] [--heads 6] [--head-dim 64] [--json out.json]
+    python scripts/bench_train_layouts.py --pattern NAME=PATTERN [--pattern ...] [--seq 4096] [...]
 
 DIR holds layouts written by ``BlockLayout.save`` (``make``: the layouts of one batch of training
-sequences for each pattern, built on any machine). For each layout, median ms of the forward and of
+sequences for each pattern, built on any machine), or static patterns compiled here (``--pattern``, 64 x 64 blocks). For each layout, median ms of the forward and of
 forward + backward (autograd.grad of q, k, v) through ``spattern.attention`` (backend cupy), bf16:
   as is       the layout as trained (its device arrays built once, then reused);
   fresh       a copy without device caches every call: adds what a training step pays for a new
               layout (upload, work order, the backward's column order);
-  all full    the same blocks with every block FULL (no token masks): the masks' share of the time.
+  all full    the same blocks with every block FULL (no token masks): the masks' share of the time;
+  as bitmask  the same token mask with its PROGRAM blocks stored as BITMASK blocks (only where it has
+              PROGRAM blocks): what evaluating the mask program per element costs against reading bits.
 """
 from __future__ import annotations
 
@@ -37,6 +40,21 @@ def make(out: Path, patterns: dict[str, str], corpus_folder: Path, batch: int = 
         ctx.layout(p, seq, seq, (64, 64)).save(out / f"{name}.npz")
 
 
+def layouts(folder: str | None, patterns: list[str], seq: int, error) -> list[tuple[str, object]]:
+    """(name, BlockLayout) for each saved layout in ``folder`` (sorted by file name), then each NAME=PATTERN
+    compiled at ``seq`` x ``seq`` with 64 x 64 blocks."""
+    from spattern import compile as compile_pattern
+    from spattern.compiler.layout import BlockLayout
+
+    out = [(p.stem, BlockLayout.load(p)) for p in sorted(Path(folder).glob("*.npz"))] if folder else []
+    for spec in patterns:
+        name, eq, pattern = spec.partition("=")
+        if not eq or not name or not pattern.strip():
+            error(f"--pattern: expected NAME=PATTERN, got {spec!r}")
+        out.append((name, compile_pattern(pattern.strip(), seq, seq, block=(64, 64))))
+    return out
+
+
 def all_full(layout):
     from spattern.compiler.layout import FULL, replace
 
@@ -47,30 +65,36 @@ def all_full(layout):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("dir")
+    ap.add_argument("dir", nargs="?", default=None)
+    ap.add_argument("--pattern", action="append", default=[], metavar="NAME=PATTERN",
+                    help="a static pattern to compile here (64 x 64 blocks) instead of, or beside, DIR's layouts")
+    ap.add_argument("--seq", type=int, default=4096, help="--pattern's sequence length")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--heads", type=int, default=6)
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    if a.dir is None and not a.pattern:
+        ap.error("give a folder of saved layouts, or --pattern NAME=PATTERN")
     import torch
 
-    from spattern.compiler.layout import BlockLayout, replace
+    from spattern.compiler.layout import PROGRAM, BlockLayout, programs_as_bitmasks, replace
     from spattern.evaluation.timing import median_ms
     from spattern.runtime.api import attention
 
     rows = []
-    for path in sorted(Path(a.dir).glob("*.npz")):
-        lay = BlockLayout.load(path)
+    for name, lay in layouts(a.dir, a.pattern, a.seq, ap.error):
         g = torch.Generator(device="cuda").manual_seed(0)
         mk = lambda: torch.randn(a.batch, a.heads, lay.q_len, a.head_dim, device="cuda", dtype=torch.bfloat16,  # noqa: E731
                                  generator=g).requires_grad_(True)
         q, k, v, do = mk(), mk(), mk(), mk().detach()
-        row = dict(name=path.stem, pattern=lay.pattern, groups=lay.n_groups, nnz=int(lay.nnz),
+        row = dict(name=name, pattern=lay.pattern, groups=lay.n_groups, nnz=int(lay.nnz),
                    kinds=np.bincount(lay.block_kind, minlength=3).tolist(), ms={})
-        for variant, get in (("as_is", lambda L=lay: L), ("fresh", lambda L=lay: replace(L)),
-                             ("all_full", lambda F=all_full(lay): F)):
+        variants = [("as_is", lambda L=lay: L), ("fresh", lambda L=lay: replace(L)), ("all_full", lambda F=all_full(lay): F)]
+        if (lay.block_kind == PROGRAM).any():
+            variants.append(("as_bitmask", lambda M=programs_as_bitmasks(lay): M))
+        for variant, get in variants:
             def fwd(get=get):
                 return attention(q, k, v, get(), backend="cupy", trusted=True)
 

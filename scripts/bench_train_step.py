@@ -57,7 +57,13 @@ copy by torch's CPU thread pool, whose OpenMP threads then spin), ``--pin numpy`
 (``loop.to_device``: numpy's copy into a pinned buffer on this thread); the modes ``window_fresh_tpin``,
 ``window_workload_tpin`` and ``outline_pool_tpin`` are their modes with torch's copy whatever ``--pin`` says,
 so that one process compares the two uploads round by round; ``--threads N`` sets torch's CPU
-threads (``torch.set_num_threads``) before anything runs. ``--cprofile MODES`` runs one more block of each of
+threads (``torch.set_num_threads``) before anything runs. ``--static NAME=PATTERN`` (repeatable) adds a mode
+``NAME_fresh``: window_fresh with another static pattern (one layout, uploaded once; a new batch each step), to
+compare static patterns' steps in one process (e.g. longformer's extra blocks against window's). ``--gpu-time``
+runs one more block of every mode under torch's profiler after the rounds and records the GPU's time per step
+(``gpu_ms_per_step``: every kernel, copy and fill on the device summed; ``attention_kernels``: spattern's CUDA
+kernels alone; ``top``: the longest kernels by name): against the step's wall time it says whether the GPU
+or the host sets the pace. ``--cprofile MODES`` runs one more block of each of
 those modes under cProfile after the rounds (the launching thread's Python and the C calls it makes; the
 autograd engine's thread, which runs the backward, is not seen) and writes the functions by own time.
 Also the host cost of receiving a batch's contexts from a worker process (pickle round trip).
@@ -89,6 +95,7 @@ MODES = ("window", "outline_warm", "outline_new", "outline_sync", "window_busy",
          "outline_pool_si", "window_fresh", "window_poolload", "window_poolnoup", "window_workload", "window_echo", "window_membusy",
          "window_poolfile", "outline_poolfile", "window_poolspare", "outline_poolspare", "window_fresh_tpin",
          "window_workload_tpin", "outline_pool_tpin", "dense_fresh")
+SPATTERN_KERNELS = ("sp_",)  # the entry points of spattern/runtime/kernels/*.cu (sp_block_sparse_fwd, sp_bwd_dq, ...)
 SPIN = "while True: pass"
 STREAM = "import numpy as np\na = np.ones(1 << 25); b = np.empty_like(a)\nwhile True: np.copyto(b, a)"
 
@@ -157,6 +164,31 @@ def fresh(ctx):
     return c
 
 
+def gpu_block(block, mode: str, steps: int) -> tuple[float, dict]:
+    """One ``block(mode)`` under torch's profiler: its wall ms per step and the device's time per step: every
+    device event summed (kernels, copies, fills), spattern's own kernels (the ``.cu`` files' entry points,
+    named ``sp_*``: launched through CuPy, seen by the profiler's CUPTI tracing) and the
+    12 longest kernels by name. On a machine without CUDA the device times are 0."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        ms = block(mode)
+    by_name: dict[str, list[float]] = {}
+    for e in prof.events():
+        if str(e.device_type).endswith("CUDA"):
+            t = by_name.setdefault(e.name, [0.0, 0])
+            t[0] += e.device_time_total / 1e3  # µs -> ms over the block
+            t[1] += 1
+    ours = {n: t for n, t in by_name.items() if n.startswith(SPATTERN_KERNELS)}
+    top = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:12]
+    return ms, {"gpu_ms_per_step": round(sum(t[0] for t in by_name.values()) / steps, 3),
+                "attention_kernels": {"ms_per_step": round(sum(t[0] for t in ours.values()) / steps, 3),
+                                      "launches_per_step": sum(t[1] for t in ours.values()) / steps},
+                "top": [{"name": n[:90], "ms_per_step": round(t[0] / steps, 3), "calls_per_step": t[1] / steps}
+                        for n, t in top]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="experiments/study_code_gpu_train.toml")
@@ -177,12 +209,24 @@ def main(argv=None) -> int:
                     help="after the rounds, one more block of each of these modes under cProfile (the launching "
                          "thread only); the functions by own time, ms per step, go to --cprofile-out")
     ap.add_argument("--cprofile-out", default="cprofile.txt")
+    ap.add_argument("--static", action="append", default=[], metavar="NAME=PATTERN",
+                    help="a mode NAME_fresh: window_fresh with this static pattern instead of the window")
+    ap.add_argument("--gpu-time", action="store_true",
+                    help="after the rounds, one block of each mode under torch's profiler: the GPU's ms per step")
     a = ap.parse_args(argv)
+    static = {}  # mode -> pattern
+    for spec in a.static:
+        name, eq, pattern = spec.partition("=")
+        if not eq or not name.isidentifier() or not pattern.strip():
+            ap.error(f"--static: expected NAME=PATTERN with NAME an identifier, got {spec!r}")
+        if f"{name}_fresh" in MODES or f"{name}_fresh" in static:
+            ap.error(f"--static: the mode {name}_fresh exists already; choose another NAME")
+        static[f"{name}_fresh"] = pattern.strip()
     if a.threads:
         torch.set_num_threads(a.threads)
-    modes = tuple(dict.fromkeys(["window", *a.modes.split(",")]))
+    modes = tuple(dict.fromkeys(["window", *a.modes.split(","), *static]))
     profiled = tuple(a.cprofile.split(",")) if a.cprofile else ()
-    if unknown := [m for m in (*modes, *profiled) if m not in MODES]:
+    if unknown := [m for m in (*modes, *profiled) if m not in MODES and m not in static]:
         ap.error(f"--modes: unknown {unknown}; expected some of {', '.join(MODES)}")
 
     from spattern.data.packing import PackedSequences
@@ -303,7 +347,7 @@ def main(argv=None) -> int:
             _, batch = pool_batch(upload=mode != "window_poolnoup", source=source)
         elif mode in ("window_workload", "window_echo"):
             batch = aux_batch(mode)
-        elif mode in ("window_fresh", "dense_fresh"):
+        elif mode in ("window_fresh", "dense_fresh") or mode in static:
             batch = fresh_batch()
         elif not mode.startswith("window"):
             ctx = ctxs[j]
@@ -336,8 +380,8 @@ def main(argv=None) -> int:
 
     def block(mode: str) -> float:
         pin["now"] = "torch" if mode.endswith("_tpin") else a.pin
-        model.set_pattern("dense" if mode.startswith("dense") else WINDOW if mode.startswith("window") else OUTLINE,
-                          backend)
+        model.set_pattern(static.get(mode) or ("dense" if mode.startswith("dense") else WINDOW if mode.startswith("window")
+                                               else OUTLINE), backend)
         code = SPIN if mode.endswith("_busy") else STREAM if mode.endswith("_membusy") else None
         spin = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(a.busy if code else 0)]
         switch = sys.getswitchinterval()
@@ -400,7 +444,7 @@ def main(argv=None) -> int:
            "spare_split": [sorted(c) for c in split] if split and spare is not None else None,
            "device": torch.cuda.get_device_name(dev) if cuda else a.device,
            "contexts_build_ms": round(build_ms, 2), "contexts_unpickle_ms": round(unpickle_ms, 2),
-           "contexts_pickled_bytes": int(np.median([len(p) for p in pickled])), "modes": {}}
+           "contexts_pickled_bytes": int(np.median([len(p) for p in pickled])), "static": static, "modes": {}}
     for mode in modes:
         ratios = [m / w for m, w in zip(per[mode], per["window"])]
         out["modes"][mode] = {"ms_per_step": [round(v, 3) for v in per[mode]],
@@ -424,6 +468,14 @@ def main(argv=None) -> int:
               + "  threads " + " ".join(f"{k}={v}" for k, v in out["modes"][mode]["threads_cpu_ms_per_step"].items()))
     print(f"contexts: built {build_ms:.1f} ms/batch here, unpickled {unpickle_ms:.2f} ms "
           f"({out['contexts_pickled_bytes'] / 1e6:.2f} MB)")
+    if a.gpu_time:
+        out["gpu_time"] = {}
+        for mode in modes:
+            ms, gpu = gpu_block(block, mode, a.steps)
+            out["gpu_time"][mode] = {"ms_per_step": round(ms, 3), **gpu}
+            print(f"{mode:>13} under the profiler {ms:7.2f} ms/step: GPU busy {gpu['gpu_ms_per_step']:.2f} ms/step, "
+                  f"spattern's kernels {gpu['attention_kernels']['ms_per_step']:.2f} ms in "
+                  f"{gpu['attention_kernels']['launches_per_step']:.0f} launches")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

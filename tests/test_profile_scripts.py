@@ -173,13 +173,18 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
                        "--set", 'model.preset="neox-tiny"', "--modes", "window_fresh,window_poolload,outline_pool,window_workload,window_echo,"
                        "window_poolfile,outline_poolfile,window_poolspare,outline_poolspare,outline_pool_tpin,dense_fresh",
                        "--probe", "1000", "--pin", "numpy", "--threads", "1", "--json", str(out),
-                       "--cprofile", "window_fresh,dense_fresh", "--cprofile-out", str(tmp_path / "prof.txt")]) == 0
+                       "--cprofile", "window_fresh,dense_fresh", "--cprofile-out", str(tmp_path / "prof.txt"),
+                       "--static", "lf=(local(32) | landmark(every=128) | sink(16)) & causal", "--gpu-time"]) == 0
     torch.set_num_threads(threads)
     assert os.sched_getaffinity(0) == everywhere                   # this thread given back its CPUs
     got = json.loads(out.read_text())
     assert list(got["modes"]) == ["window", "window_fresh", "window_poolload", "outline_pool", "window_workload",
                                   "window_echo", "window_poolfile", "outline_poolfile", "window_poolspare",
-                                  "outline_poolspare", "outline_pool_tpin", "dense_fresh"]
+                                  "outline_poolspare", "outline_pool_tpin", "dense_fresh", "lf_fresh"]
+    assert got["static"] == {"lf_fresh": "(local(32) | landmark(every=128) | sink(16)) & causal"}
+    assert list(got["gpu_time"]) == list(got["modes"])  # one profiled block per mode; no CUDA here: no device time
+    for g in got["gpu_time"].values():
+        assert g["ms_per_step"] > 0 and g["gpu_ms_per_step"] == 0 and g["attention_kernels"]["launches_per_step"] == 0
     prof = (tmp_path / "prof.txt").read_text()  # one profiled block per mode: the window's runs spattern's attention
     window_part, dense_part = prof.split("=== dense_fresh")
     assert window_part.startswith("=== window_fresh: 1 steps") and "ms/step" in window_part
@@ -209,6 +214,9 @@ def test_bench_train_step_runs_its_modes_on_a_cpu(tmp_path, monkeypatch):
         assert abs(t["main"] - m["host_ms_per_step"]["cpu_main_thread"]) <= 0.2 * t["main"] + 1.0
     with pytest.raises(SystemExit):
         bench.main(["--modes", "nonsense"])
+    for bad in ("lf", "window=local(8) & causal", "=local(8)", "lf="):  # no NAME=PATTERN, or a mode that exists
+        with pytest.raises(SystemExit):
+            bench.main(["--static", bad])
 
 
 @pytest.mark.slow
@@ -392,3 +400,24 @@ def test_merge_partial_curves_prepends_the_lines_before_the_resumed_checkpoint(t
     assert got == early + [{"step": 150, "loss": 3.4}, {"step": 200, "loss": 3.2}, {"step": 200, "val_loss": 3.0}]
     assert [json.loads(x) for x in (new / "b" / "metrics.jsonl").read_text().splitlines()] == whole
     assert script.merge(old, new) == []                                            # done: nothing more to add
+
+
+def test_bench_train_layouts_takes_saved_layouts_and_compiled_patterns(tmp_path):
+    """scripts/bench_train_layouts.py's inputs (its timing needs a GPU): a folder's saved layouts, sorted by
+    name, then each --pattern compiled here; a spec without NAME=PATTERN is refused."""
+    import spattern as sp
+
+    bench = _script("bench_train_layouts")
+    sp.compile("local(100) & causal", 512, 512).save(tmp_path / "b_window.npz")
+    sp.compile("(local(64) | sink(16)) & causal", 512, 512).save(tmp_path / "a_sink.npz")
+    errors = []
+    got = bench.layouts(str(tmp_path), ["lf=(local(64) | landmark(every=256)) & causal"], 512, errors.append)
+    assert [n for n, _ in got] == ["a_sink", "b_window", "lf"] and not errors
+    assert got[2][1].equals(sp.compile("(local(64) | landmark(every=256)) & causal", 512, 512))
+
+    def error(msg):
+        raise SystemExit(msg)
+    with pytest.raises(SystemExit, match="--pattern: expected NAME=PATTERN, got 'nonsense'"):
+        bench.layouts(None, ["nonsense"], 512, error)
+    with pytest.raises(SystemExit):
+        bench.main([])
