@@ -64,3 +64,65 @@ def test_dedupe_bitmasks_stores_each_mask_once_and_keeps_the_token_mask():
     assert 0 < lay.bitmasks.shape[0] < int((lay.block_kind == BITMASK).sum())
     lay.validate()
     np.testing.assert_array_equal(lay.to_dense()[0], spattern.parse(text).dense_mask(2048))
+
+
+@pytest.mark.parametrize("pattern,n,block", [p for p in PATTERNS if "random" not in p[0]] + [
+    ("(local(322) | landmark(every=512) | sink(64)) & causal", 2048, (64, 64)),
+    ("heads(dilated(64, 3) & causal, (local(30) | strided(50)) & causal)", 777, (64, 128)),
+])
+def test_each_program_block_gets_its_own_evaluated_mask(pattern, n, block):
+    """The slow twin of the per-class evaluation: every PROGRAM block's mask evaluated on its own and
+    packed equals the bits its BITMASK block points at in the twin."""
+    from spattern.compiler.layout import pack_bits
+
+    lay = spattern.compile(pattern, n, block=block)
+    out = programs_as_bitmasks(lay)
+    idx = np.flatnonzero(lay.block_kind == PROGRAM)
+    assert idx.size
+    np.testing.assert_array_equal(out.bitmasks[out.mask_idx[idx]], pack_bits(lay.block_masks(idx)))
+    keep = lay.block_kind != PROGRAM  # the other blocks' kinds and masks as they were
+    np.testing.assert_array_equal(out.block_kind[keep], lay.block_kind[keep])
+    bm = np.flatnonzero(lay.block_kind == BITMASK)
+    np.testing.assert_array_equal(out.bitmasks[out.mask_idx[bm]], lay.bitmasks[lay.mask_idx[bm]])
+
+
+def test_a_long_band_converts_by_block_classes_not_blocks():
+    """64K tokens of a band with landmarks: 17K PROGRAM blocks of 128 x 128 but a dozen distinct masks;
+    evaluated per block this took 34 s on this CPU, per class it is a fraction of a second."""
+    import time
+
+    lay = spattern.compile("(local(322) | landmark(every=2048) | sink(64)) & causal", 65536, block=(128, 128))
+    assert (lay.block_kind == PROGRAM).sum() > 17000
+    t = time.perf_counter()
+    out = programs_as_bitmasks(lay)
+    assert time.perf_counter() - t < 5.0
+    assert out.bitmasks.shape[0] <= 16 and not (out.block_kind == PROGRAM).any()
+
+
+def test_the_mma_kernels_read_programs_beyond_bands_as_bits(monkeypatch):
+    """cupy_backend.kernel_layout's policy (no GPU needed: the twin is built on the host and cached on
+    the layout under any device key): auto keeps a causal window's bands and reads a sink's, a
+    landmark's or a stride's PROGRAM blocks as bits; 1 reads every PROGRAM block as bits, 0 none."""
+    from spattern.runtime import cupy_backend as cb
+
+    def lay(text):
+        return spattern.compile(text, 1024, block=(64, 64))
+
+    window, sink = lay("local(200) & causal"), lay("(local(160) | sink(64)) & causal")
+    landmark, strided = lay("(local(160) | landmark(every=512)) & causal"), lay("(local(64) | strided(128)) & causal")
+    bits_only = lay("(local(100) | random(2, seed=1)) & causal")  # its partial blocks are bitmasks already
+    assert [cb.reads_as_bits(x) for x in (window, sink, landmark, strided, bits_only)] == [False, True, True, True, False]
+    assert cb.reads_as_bits(window, "1") and not cb.reads_as_bits(sink, "0") and not cb.reads_as_bits(bits_only, "1")
+    monkeypatch.delenv(cb.ENV_BITMASK, raising=False)
+    assert cb.kernel_layout(window, "cpu") is window
+    twin = cb.kernel_layout(sink, "cpu")
+    assert twin is not sink and not (twin.block_kind == PROGRAM).any()
+    np.testing.assert_array_equal(twin.to_dense(), sink.to_dense())
+    assert cb.kernel_layout(sink, "cpu") is twin  # built once per layout
+    monkeypatch.setenv(cb.ENV_BITMASK, "0")
+    assert cb.kernel_layout(sink, "cpu") is sink
+    monkeypatch.setenv(cb.ENV_BITMASK, "1")
+    assert cb.kernel_layout(window, "cpu") is not window
+    monkeypatch.setenv(cb.ENV_BITMASK, "sometimes")
+    with pytest.raises(ValueError, match="SPATTERN_MMA_BITMASK: expected one of"):
+        cb.kernel_layout(window, "cpu")

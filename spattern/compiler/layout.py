@@ -595,20 +595,34 @@ def dedupe_bitmasks(bitmasks: np.ndarray, mask_idx: np.ndarray) -> tuple[np.ndar
 
 
 def programs_as_bitmasks(layout: BlockLayout, max_blocks: int | None = None) -> BlockLayout:
-    """The same token mask with every PROGRAM block stored as a BITMASK block (its mask evaluated here,
-    once, on the host: block_q x ceil(block_k / 32) words per block). A kernel then reads bits instead of
-    running the program per tile and head. Returns ``layout`` itself when it has no PROGRAM block or more
-    than ``max_blocks`` of them (the evaluation and the memory grow with their number)."""
+    """The same token mask with every PROGRAM block stored as a BITMASK block. A kernel then reads bits
+    instead of running the program per tile and head. Returns ``layout`` itself when it has no PROGRAM
+    block or more than ``max_blocks`` of them.
+
+    The masks are evaluated here, on the host, once per class of blocks with the same mask (the blocks'
+    ``_program_block_keys``, as ``pair_counts`` does): every diagonal block of a band is one class, so the
+    work grows with the number of distinct block shapes, not of blocks. Each distinct mask is stored once
+    (``dedupe_bitmasks``)."""
     prog_idx = np.flatnonzero(layout.block_kind == PROGRAM)
     if prog_idx.size == 0 or (max_blocks is not None and prog_idx.size > max_blocks):
         return layout
-    words = pack_bits(layout.block_masks(prog_idx))  # [n, block_q, words_per_row]
+    rows, groups, cols, h, w, _ = layout._block_extents()
+    bq, bk = layout.block_q, layout.block_k
     kind = layout.block_kind.copy()
-    kind[prog_idx] = BITMASK
     mask_idx = layout.mask_idx.copy()
-    mask_idx[prog_idx] = layout.bitmasks.shape[0] + np.arange(prog_idx.size, dtype=mask_idx.dtype)
-    bitmasks = np.concatenate([layout.bitmasks, words.astype(np.uint32)], axis=0)
-    bitmasks, mask_idx = dedupe_bitmasks(bitmasks, mask_idx)
+    words = [layout.bitmasks]
+    stored = layout.bitmasks.shape[0]
+    for g in np.unique(groups[prog_idx]):
+        idx = prog_idx[groups[prog_idx] == g]
+        program = layout.programs[g, : layout.program_len[g]]
+        keys = _program_block_keys(program, rows[idx] * bq, cols[idx] * bk, h[idx], w[idx], bq, bk)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        reps = idx[first]
+        words += [pack_bits(layout.block_masks(reps[s : s + 2048])).astype(np.uint32) for s in range(0, reps.size, 2048)]
+        mask_idx[idx] = stored + inverse.reshape(-1)
+        stored += reps.size
+    kind[prog_idx] = BITMASK
+    bitmasks, mask_idx = dedupe_bitmasks(np.concatenate(words, axis=0), mask_idx)
     return replace(layout, block_kind=kind, mask_idx=mask_idx, bitmasks=bitmasks)
 
 

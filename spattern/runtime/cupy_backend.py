@@ -22,6 +22,7 @@ import numpy as np
 
 from spattern.utils.io import atomic_save
 
+from spattern.compiler.layout import PROGRAM, programs_as_bitmasks
 from spattern.ir import program as _program
 
 try:  # torch is a hard dependency of the runtime, but keep import errors readable
@@ -37,6 +38,15 @@ SUPPORTED_HEAD_DIMS = (64, 128)
 SUPPORTED_BLOCKS = ((64, 64), (64, 128), (128, 64), (128, 128))
 MAX_PROGRAM = _program.MAX_PROGRAM
 TILE_K = 64  # keys per kernel tile (kernel constant BK)
+
+# How the mma.sync kernels (this forward and cupy_bwd's backward) read PROGRAM blocks (``kernel_layout``):
+# "auto" reads a layout's PROGRAM blocks as bits when some mask program does more than intersect bands
+# (a sink's key range, a landmark's or a stride's modulo), "1" whenever it has PROGRAM blocks, "0" never.
+ENV_BITMASK = "SPATTERN_MMA_BITMASK"
+BITMASK_MODES = ("auto", "0", "1")
+# mask-program ops the kernels evaluate in a few integer compares per element: layouts whose programs
+# use only these keep them (a causal window: no faster as bits, results/study_device_logs/call85_h100)
+CHEAP_OPS = frozenset({_program.TRUE, _program.FALSE, _program.BAND, _program.AND})
 
 # Which compile route produced the last module ("nvrtc" or "nvcc"), for logs and tests.
 last_compile_route: str | None = None
@@ -86,6 +96,43 @@ def check(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, trusted=Fal
     if reason is not None:
         raise (TypeError if "dtype" in reason else ValueError)(reason)
     return prob
+
+
+# --------------------------------------------------------------------------- what the kernels read
+def bitmask_mode() -> str:
+    """``SPATTERN_MMA_BITMASK`` (default "auto"); one of ``BITMASK_MODES``."""
+    mode = os.environ.get(ENV_BITMASK, "auto").strip().lower() or "auto"
+    if mode not in BITMASK_MODES:
+        raise ValueError(f"{ENV_BITMASK}: expected one of {BITMASK_MODES}, got {mode!r}")
+    return mode
+
+
+def reads_as_bits(layout, mode: str = "auto") -> bool:
+    """Whether the mma.sync kernels read ``layout``'s PROGRAM blocks as bits under ``mode``: it has
+    PROGRAM blocks, and mode "1", or "auto" with some group's program using an op outside ``CHEAP_OPS``.
+
+    Why: the kernels run a block's mask program per element, for every tile and head. On one attention
+    layer of the study's training model at 4K on an H100 (results/study_device_logs/call85_h100), forward
+    + backward through a window-and-landmark program (two modulos) took 1.63-1.71x the time of the same
+    blocks read as bits, a window-and-sink program 1.12x, and a causal window's bands 0.97x."""
+    if mode == "0" or not (np.asarray(layout.block_kind) == PROGRAM).any():
+        return False
+    if mode == "1":
+        return True
+    plen = np.asarray(layout.program_len)
+    ops = {int(op) for g in range(plen.size) for op in np.asarray(layout.programs)[g, : plen[g], 0]}
+    return not ops <= CHEAP_OPS
+
+
+def kernel_layout(layout, device):
+    """The layout the mma.sync kernels read on ``device``: with ``reads_as_bits``, its twin with every
+    PROGRAM block stored as a BITMASK block (``programs_as_bitmasks``: the same token mask, the same
+    CSR), built once and kept in the layout's cache; else the layout itself. The forward and the
+    backward both go through here, so they read the same twin."""
+    mode = bitmask_mode()
+    twin = layout.cached(device, "mma_bitmask_twin",
+                         lambda: programs_as_bitmasks(layout) if reads_as_bits(layout, mode) else None, mode)
+    return layout if twin is None else twin
 
 
 # --------------------------------------------------------------------------- compilation
@@ -402,6 +449,7 @@ def attention_cupy(q, k, v, layout, scale, return_lse=False, cu_seqlens=None, *,
     prob = problem if problem is not None else check(q, k, v, layout, scale, return_lse, cu_seqlens)
     if prob.packed and cu_seqlens.dtype != torch.int32:
         cu_seqlens = cu_seqlens.to(torch.int32)
+    layout = kernel_layout(layout, q.device)
     info = dict(packed=prob.packed, B=prob.B, H=prob.H, Hkv=prob.Hkv, D=prob.D, Nq=prob.Nq, Nk=prob.Nk,
                 R=prob.R, Bg=prob.Bg, Hg=prob.Hg, block_q=prob.block_q, block_k=prob.block_k,
                 bf16=prob.dtype == torch.bfloat16)

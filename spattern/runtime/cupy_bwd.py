@@ -120,6 +120,7 @@ def attention_backward_cupy(dout, q, k, v, out, lse, layout, scale, cu_seqlens=N
     dv = torch.empty_like(v)
     if q.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
+    layout = cb.kernel_layout(layout, dev)  # the forward's twin: the same blocks read the same way
     Bg, Hg = (int(x) for x in layout.group_shape)
     R, C = layout.n_rows, layout.n_cols
     lt = cb._layout_tensors(layout, dev)

@@ -9,7 +9,8 @@ device, so the CPU counts what a GPU would hold.
     state_bytes(layout, "cpu", B=1, H=16, head_dim=128)               -> {"mma_sync": 12345, ...}
 
 Per path (keys of ``state_bytes``):
-- ``mma_sync``: the CSR arrays as the forward launcher uploads them and its work order
+- ``mma_sync``: the CSR arrays as the forward launcher uploads them (those of the layout's bitmask twin
+  where ``cupy_backend.kernel_layout`` reads its PROGRAM blocks as bits) and its work order
   (B*H*R*split int32 items, longest row first);
 - ``hopper``: the same for the Hopper launcher, whose layout has its PROGRAM blocks turned into bitmasks;
 - ``backward``: what the backward kernels add (the transposed CSR and their two work orders);
@@ -82,19 +83,21 @@ def kernel_state(layout: BlockLayout, device, kernel: str, B: int = 1, H: int = 
     device = _device(device)
     Bg, Hg, R = _shape(layout, B, H)
     if kernel == "mma_sync":
-        lt = _cb._layout_tensors(layout, device)
+        lay = _cb.kernel_layout(layout, device)
+        lt = _cb._layout_tensors(lay, device)
         split = layout.block_q // _cb.kernel_config(layout.block_q, head_dim)[0]
-        return {"layout": lt, "work": _cb._work_order(layout, lt, B, H, R, Bg, Hg, device, split)}
+        return {"layout": lt, "work": _cb._work_order(lay, lt, B, H, R, Bg, Hg, device, split)}
     if kernel == "hopper":
         plen = layout.program_len
         lay = _hb.kernel_layout(layout, device, int(plen.max()) if plen.size else 0)
         lt = _cb._layout_tensors(lay, device)
         return {"layout": lt, "work": _cb._work_order(lay, lt, B, H, R, Bg, Hg, device, 1)}
     if kernel == "backward":
-        lt = _cb._layout_tensors(layout, device)
-        csc = _bwd._csc_tensors(layout, device)
-        return {"csc": csc, "dq_work": _bwd._dq_work(layout, lt, B, H, R, Bg, Hg, device),
-                "dkdv_work": _bwd._dkdv_work(layout, csc, B, H, Hkv or H, layout.n_cols, Bg, Hg, device)}
+        lay = _cb.kernel_layout(layout, device)  # the forward's twin, as cupy_bwd reads it
+        lt = _cb._layout_tensors(lay, device)
+        csc = _bwd._csc_tensors(lay, device)
+        return {"csc": csc, "dq_work": _bwd._dq_work(lay, lt, B, H, R, Bg, Hg, device),
+                "dkdv_work": _bwd._dkdv_work(lay, csc, B, H, Hkv or H, layout.n_cols, Bg, Hg, device)}
     raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
 
 

@@ -102,7 +102,11 @@ def _qkv(B, H, Hkv, N, D, dtype, seed):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_program_families(family, D, dtype):
+@pytest.mark.parametrize("reads", ["0", "1"], ids=["programs", "bits"])
+def test_program_families(family, D, dtype, reads, monkeypatch):
+    """Each mask-program family, its PROGRAM blocks run by the kernels (SPATTERN_MMA_BITMASK=0) and read
+    as their bitmask twin (=1; the default, auto, takes one or the other by the program's ops)."""
+    monkeypatch.setenv(cupy_backend.ENV_BITMASK, reads)
     n = 231
     prog = FAMILIES[family]
     mask = _mask(prog, n, n)
@@ -185,6 +189,28 @@ def test_compiled_patterns(text, block):
     lay = sp.compile(text, n, block=block)
     q, k, v = _qkv(1, 2, 2, n, 128, torch.bfloat16, seed=3)
     check_grads(q, k, v, lay, lay.to_dense())
+
+
+@pytest.mark.parametrize("text", ["(local(322) | landmark(every=512) | sink(64)) & causal",
+                                  "(local(64) | strided(128)) & causal", "local(200) & causal"])
+def test_programs_and_their_bits_give_identical_outputs_and_gradients(text, monkeypatch):
+    """SPATTERN_MMA_BITMASK: the forward and the backward read a layout's PROGRAM blocks as the kernels'
+    programs (0) or as the bitmask twin (1, and auto where the program is more than bands): the same token
+    mask, so the same outputs and gradients to the bit. Each mode's twin is built once per layout."""
+    n = 1024
+    lay = sp.compile(text, n, block=(64, 64))
+    q, k, v = _qkv(2, 4, 4, n, 64, torch.bfloat16, seed=11)
+    dout = torch.randn_like(q)
+    got = {}
+    for mode in ("0", "1", "auto"):
+        monkeypatch.setenv(cupy_backend.ENV_BITMASK, mode)
+        got[mode] = _grads(lambda a, b, c: sp.attention(a, b, c, lay, backend="cupy"), q, k, v, dout)
+    for mode in ("1", "auto"):
+        for name, x, y in zip(("out", "dq", "dk", "dv"), got["0"], got[mode]):
+            assert torch.equal(x, y), f"{text}, mode {mode}: {name} differs by {(x - y).abs().max().item()}"
+    twin = cupy_backend.kernel_layout(lay, q.device)
+    assert (twin is lay) == (not cupy_backend.reads_as_bits(lay, "auto"))
+    assert cupy_backend.kernel_layout(lay, q.device) is twin  # cached on the layout
 
 
 def test_poisoned_outputs_overwritten():

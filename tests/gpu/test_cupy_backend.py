@@ -115,7 +115,11 @@ HDS = [64, 128]
 @pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
 @pytest.mark.parametrize("D", HDS)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_program_families(family, D, dtype):
+@pytest.mark.parametrize("reads", ["0", "1"], ids=["programs", "bits"])
+def test_program_families(family, D, dtype, reads, monkeypatch):
+    """Each mask-program family, its PROGRAM blocks run by the kernels (SPATTERN_MMA_BITMASK=0) and read
+    as their bitmask twin (=1; the default, auto, takes one or the other by the program's ops)."""
+    monkeypatch.setenv(cupy_backend.ENV_BITMASK, reads)
     n = 200 if family != "empty_rows" else 230
     prog = FAMILIES[family]
     mask = _mask_from_program(prog, n, n)
