@@ -2,10 +2,10 @@
 of the same block density), one process, on a GPU.
 
     python scripts/bench_train_layouts.py DIR [--batch 8] [--heads 6] [--head-dim 64] [--json out.json]
-    python scripts/bench_train_layouts.py --pattern NAME=PATTERN [--pattern ...] [--seq 4096] [...]
+    python scripts/bench_train_layouts.py --pattern NAME=PATTERN [--pattern ...] [--seq 4096] [--block 64 64] [...]
 
 DIR holds layouts written by ``BlockLayout.save`` (``make``: the layouts of one batch of training
-sequences for each pattern, built on any machine), or static patterns compiled here (``--pattern``, 64 x 64 blocks). For each layout, median ms of the forward and of
+sequences for each pattern, built on any machine), or static patterns compiled here (``--pattern``, ``--block`` blocks). For each layout, median ms of the forward and of
 forward + backward (autograd.grad of q, k, v) through ``spattern.attention`` (backend cupy), bf16:
   as is       the layout as trained (its device arrays built once, then reused);
   fresh       a copy without device caches every call: adds what a training step pays for a new
@@ -40,9 +40,9 @@ def make(out: Path, patterns: dict[str, str], corpus_folder: Path, batch: int = 
         ctx.layout(p, seq, seq, (64, 64)).save(out / f"{name}.npz")
 
 
-def layouts(folder: str | None, patterns: list[str], seq: int, error) -> list[tuple[str, object]]:
+def layouts(folder: str | None, patterns: list[str], seq: int, error, block=(64, 64)) -> list[tuple[str, object]]:
     """(name, BlockLayout) for each saved layout in ``folder`` (sorted by file name), then each NAME=PATTERN
-    compiled at ``seq`` x ``seq`` with 64 x 64 blocks."""
+    compiled at ``seq`` x ``seq`` with ``block`` blocks."""
     from spattern import compile as compile_pattern
     from spattern.compiler.layout import BlockLayout
 
@@ -51,7 +51,7 @@ def layouts(folder: str | None, patterns: list[str], seq: int, error) -> list[tu
         name, eq, pattern = spec.partition("=")
         if not eq or not name or not pattern.strip():
             error(f"--pattern: expected NAME=PATTERN, got {spec!r}")
-        out.append((name, compile_pattern(pattern.strip(), seq, seq, block=(64, 64))))
+        out.append((name, compile_pattern(pattern.strip(), seq, seq, block=tuple(block))))
     return out
 
 
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pattern", action="append", default=[], metavar="NAME=PATTERN",
                     help="a static pattern to compile here (64 x 64 blocks) instead of, or beside, DIR's layouts")
     ap.add_argument("--seq", type=int, default=4096, help="--pattern's sequence length")
+    ap.add_argument("--block", type=int, nargs=2, default=(64, 64), metavar=("BQ", "BK"), help="--pattern's blocks")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--heads", type=int, default=6)
     ap.add_argument("--head-dim", type=int, default=64)
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     from spattern.runtime.api import attention
 
     rows = []
-    for name, lay in layouts(a.dir, a.pattern, a.seq, ap.error):
+    for name, lay in layouts(a.dir, a.pattern, a.seq, ap.error, tuple(a.block)):
         g = torch.Generator(device="cuda").manual_seed(0)
         mk = lambda: torch.randn(a.batch, a.heads, lay.q_len, a.head_dim, device="cuda", dtype=torch.bfloat16,  # noqa: E731
                                  generator=g).requires_grad_(True)

@@ -101,8 +101,8 @@ def test_a_long_band_converts_by_block_classes_not_blocks():
 
 def test_the_mma_kernels_read_programs_beyond_bands_as_bits(monkeypatch):
     """cupy_backend.kernel_layout's policy (no GPU needed: the twin is built on the host and cached on
-    the layout under any device key): auto keeps a causal window's bands and reads a sink's, a
-    landmark's or a stride's PROGRAM blocks as bits; 1 reads every PROGRAM block as bits, 0 none."""
+    the layout under any device key): auto keeps a causal window's bands as programs and reads a sink's
+    range, a landmark's or a stride's modulo as bits; 1 reads every PROGRAM block as bits, 0 none."""
     from spattern.runtime import cupy_backend as cb
 
     def lay(text):
@@ -112,15 +112,16 @@ def test_the_mma_kernels_read_programs_beyond_bands_as_bits(monkeypatch):
     landmark, strided = lay("(local(160) | landmark(every=512)) & causal"), lay("(local(64) | strided(128)) & causal")
     bits_only = lay("(local(100) | random(2, seed=1)) & causal")  # its partial blocks are bitmasks already
     assert [cb.reads_as_bits(x) for x in (window, sink, landmark, strided, bits_only)] == [False, True, True, True, False]
-    assert cb.reads_as_bits(window, "1") and not cb.reads_as_bits(sink, "0") and not cb.reads_as_bits(bits_only, "1")
+    assert cb.reads_as_bits(window, "1") and not cb.reads_as_bits(landmark, "0") and not cb.reads_as_bits(bits_only, "1")
     monkeypatch.delenv(cb.ENV_BITMASK, raising=False)
     assert cb.kernel_layout(window, "cpu") is window
-    twin = cb.kernel_layout(sink, "cpu")
-    assert twin is not sink and not (twin.block_kind == PROGRAM).any()
-    np.testing.assert_array_equal(twin.to_dense(), sink.to_dense())
-    assert cb.kernel_layout(sink, "cpu") is twin  # built once per layout
+    assert not (cb.kernel_layout(sink, "cpu").block_kind == PROGRAM).any()
+    twin = cb.kernel_layout(landmark, "cpu")
+    assert twin is not landmark and not (twin.block_kind == PROGRAM).any()
+    np.testing.assert_array_equal(twin.to_dense(), landmark.to_dense())
+    assert cb.kernel_layout(landmark, "cpu") is twin  # built once per layout
     monkeypatch.setenv(cb.ENV_BITMASK, "0")
-    assert cb.kernel_layout(sink, "cpu") is sink
+    assert cb.kernel_layout(landmark, "cpu") is landmark
     monkeypatch.setenv(cb.ENV_BITMASK, "1")
     assert cb.kernel_layout(window, "cpu") is not window
     monkeypatch.setenv(cb.ENV_BITMASK, "sometimes")

@@ -44,8 +44,8 @@ TILE_K = 64  # keys per kernel tile (kernel constant BK)
 # (a sink's key range, a landmark's or a stride's modulo), "1" whenever it has PROGRAM blocks, "0" never.
 ENV_BITMASK = "SPATTERN_MMA_BITMASK"
 BITMASK_MODES = ("auto", "0", "1")
-# mask-program ops the kernels evaluate in a few integer compares per element: layouts whose programs
-# use only these keep them (a causal window: no faster as bits, results/study_device_logs/call85_h100)
+# mask-program ops the kernels evaluate in a compare or two per element: layouts whose programs use only
+# these keep them (a causal window reads no faster as bits: results/study_device_logs/call85_h100, call86_91_h100)
 CHEAP_OPS = frozenset({_program.TRUE, _program.FALSE, _program.BAND, _program.AND})
 
 # Which compile route produced the last module ("nvrtc" or "nvcc"), for logs and tests.
@@ -111,10 +111,15 @@ def reads_as_bits(layout, mode: str = "auto") -> bool:
     """Whether the mma.sync kernels read ``layout``'s PROGRAM blocks as bits under ``mode``: it has
     PROGRAM blocks, and mode "1", or "auto" with some group's program using an op outside ``CHEAP_OPS``.
 
-    Why: the kernels run a block's mask program per element, for every tile and head. On one attention
-    layer of the study's training model at 4K on an H100 (results/study_device_logs/call85_h100), forward
-    + backward through a window-and-landmark program (two modulos) took 1.63-1.71x the time of the same
-    blocks read as bits, a window-and-sink program 1.12x, and a causal window's bands 0.97x."""
+    Why: the kernels run a block's mask program per element, for every tile and head. Forward + backward
+    on an H100 (results/study_device_logs/call85_h100 and call86_91_h100), the same blocks read as bits
+    against run as programs:
+    - with a modulo, 0.51-0.69x the time: one layer of the study's training model at 4K (64 x 64
+      blocks, D 64) with landmarks every 2048; at 16K (128 x 128 blocks, D 128) window + landmarks + sink,
+      window + stride, and a dilation;
+    - with a key range (window + sink, D 64) 0.89x per layer, and about 2-5% more training tokens/s;
+      with landmark positions (ranges, D 128) 0.93-1.07x, faster in 4 of 5 benchmark cells;
+    - a causal window (bands only) 0.97-1.03x: no gain, so its programs stay."""
     if mode == "0" or not (np.asarray(layout.block_kind) == PROGRAM).any():
         return False
     if mode == "1":

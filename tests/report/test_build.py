@@ -336,3 +336,16 @@ def test_runs_matched_out_of_reach_are_named(tmp_path):
     assert len(study.matches) == 3 and not [p for p, _ in study.skipped if p.name == "matches.json"]
     assert unreachable_rows(study, hidden={"a_draws"}) == [
         {"key": "strided", "experiments": "a, b", "target": "12.5%", "where": "2 experiments", "achieved": "15.9%-16.6%"}]
+
+
+def test_the_committed_device_logs_feed_no_benchmark_into_the_report():
+    """results/study_device_logs keeps each device call's evidence (A/B runs, probes) beside the results;
+    the report reads `spattern bench attention` JSON anywhere under results/, so none of those may look
+    like one (an A/B there would enter the performance section's cells: keep both arms in one file)."""
+    from pathlib import Path
+
+    from spattern.report.data import load_study
+
+    root = Path(__file__).resolve().parents[2] / "results"
+    benches = [f.path for f in load_study([root]).bench]
+    assert benches and not [p for p in benches if "study_device_logs" in p.parts]
