@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from kernel_fixtures import AND, BAND, INF, layout_dense_mask, layout_from_masks  # noqa: E402
+import spattern as sp  # noqa: E402
 from spattern.runtime import cupy_backend, hopper_backend  # noqa: E402
 from test_cupy_backend import (  # noqa: E402  (the one oracle of the forward kernels, and the shared checks)
     COMPILED_PATTERNS, DTYPES, FAMILIES, FLOOR, HDS, _compiled, _mask_from_program, _qkv, check_gqa,
@@ -160,6 +161,25 @@ def test_structured_layout_large():
 @pytest.mark.parametrize("n,H", [(65536, 16), (131072, 1)])
 def test_long_sequences(n, H):
     check_long_sequences(hopper_backend.attention_hopper, n, H)
+
+
+def test_a_layout_of_many_program_blocks_is_read_as_bits():
+    """dilated(1024, 4) & causal at 8K in 128 x 64 blocks: 3,168 PROGRAM blocks, over the cap the Hopper
+    launcher had (2,048) before their bitmasks were evaluated per class of blocks. It reads them as bits
+    now; sampled rows against float64 over the dense mask."""
+    n, D, H = 8192, 64, 2
+    lay = sp.compile("dilated(1024, 4) & causal", n, block=(128, 64))
+    assert (lay.block_kind == 1).sum() > 2048
+    kl = hopper_backend.kernel_layout(lay, torch.device("cuda", torch.cuda.current_device()), int(lay.program_len.max()))
+    assert kl is not lay and not (kl.block_kind == 1).any()
+    q, k, v = _qkv(1, H, H, n, n, D, torch.bfloat16)
+    o, _ = hopper_backend.attention_hopper(q, k, v, lay, 1 / math.sqrt(D), True, None)
+    rows = torch.cat([torch.randint(0, n, (48,), device="cuda"), torch.tensor([0, n - 1], device="cuda")])
+    m = torch.from_numpy(lay.to_dense(0)).cuda()[rows]  # (rows, n)
+    for h in range(H):
+        s = (q[0, h, rows].double() @ k[0, h].double().T) / math.sqrt(D)
+        ref = torch.softmax(s.masked_fill(~m, -math.inf), -1) @ v[0, h].double()
+        assert float((o[0, h, rows].double() - ref).abs().max()) < 1.5e-2
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=str)
