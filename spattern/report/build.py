@@ -211,7 +211,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         b.figure("quality_matched", lambda: quality_matched_figure(matched, palette=b.palette),
                  [p for e in matched for p in q_src[e]],
                  "Quality at one matched density, one row per experiment: KL to dense, top-1 agreement and "
-                 "dense attention mass kept of each pattern family with its 95% CI (dense: 0, 1 and 1).",
+                 "dense attention mass kept of each pattern family with its 95% CI; dense, not drawn, is the "
+                 "reference (0, 1 and 1 by definition).",
                  True, "quality at matched density")
     shown_q = [e for e in q_exps if e not in checks]
     b.table(lambda: T.quality_summary_table([numbers_mod.quality_row(e, q_points[e]) for e in shown_q],

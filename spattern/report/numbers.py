@@ -379,7 +379,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
         if finite:
             top = max(finite, key=lambda r: abs(r["effect_size"]))
             n["significance"]["largest"] = {"comparison": f"{top.get('run')} vs {top.get('baseline')}",
-                                            "metric": str(top.get("metric")),
+                                            "metric": str(top.get("metric")), "experiment": top["experiment"],
+                                            "n": fmt(top.get("n")),
                                             "diff": fmt_ci(top.get("diff"), top.get("diff_ci_low"), top.get("diff_ci_high")),
                                             "p_holm": fmt_p(top.get("p_holm")), "effect": fmt(top["effect_size"], 2)}
 
@@ -394,6 +395,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
     heads = [h for f in study.significance if f.path.parent.name not in hidden and (h := headline(f.data))]
     if heads:
         n["headline"] = heads
+    if verdict := pattern_verdict([(f.data, f.path) for f in study.significance if f.path.parent.name not in hidden]):
+        n["verdict"] = verdict
 
     syn_rows = [synthetic_row(e, pts, xname) for e, (pts, xname) in syn.items()]
     if syn_rows:  # experiments with the same outcome in one clause: "a (distance 3 941), b (...): dense 1.00 vs ..."
@@ -414,6 +417,39 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
         n["unreachable"] = unreach
     n["missing"] = [f"{m['kind']} {m['name']}: {m['what']}" for m in b.manifest.missing]
     return n
+
+
+def pattern_verdict(docs: list[tuple[dict, Path]], run: str = "outline") -> dict | None:
+    """The study's own pattern (``run``, and its variants ``run_*``) in one place: the experiments whose
+    primary comparison against their baseline (``compare.json``'s ``headline``) has it, those where it is the
+    best contender, and each direct comparison with another sparse pattern (a ``compare_vs_<baseline>.json``
+    row of ``run`` on the primary metric): difference [CI], Holm p and the verdict, better, worse or null
+    (not significant)."""
+    from spattern.report.tables import primary_metric
+
+    mine = lambda name: name == run or str(name).startswith(run + "_")  # noqa: E731
+    heads = [h for doc, path in sorted(docs, key=lambda d: str(d[1])) if path.name == "compare.json"
+             and (h := headline(doc))]
+    present = [h["experiment"] for h in heads if mine(h["best"]["run"]) or run in h]
+    if not present:
+        return None
+    best = [f"{h['experiment']} ({h['best']['run']})" for h in heads if mine(h["best"]["run"])]
+    direct = []
+    for doc, path in sorted(docs, key=lambda d: str(d[1])):
+        base = str(doc.get("baseline"))
+        if path.name == "compare.json" or base == "dense" or mine(base):
+            continue
+        metric = primary_metric(doc)
+        for r in doc.get("rows", []):
+            if r.get("run") != run or r.get("metric") != metric or not isinstance(r.get("diff"), (int, float)):
+                continue
+            good = r["diff"] > 0 if r.get("higher_is_better") else r["diff"] < 0
+            direct.append({"experiment": str(doc.get("experiment") or path.parent.name), "baseline": base,
+                           "metric": str(metric), "diff": fmt_ci(r["diff"], r.get("diff_ci_low"), r.get("diff_ci_high")),
+                           "p_holm": fmt_p(r.get("p_holm")), "n": fmt(r.get("n")),
+                           "verdict": ("better" if good else "worse") if r.get("significant") else "null"})
+    return {"run": run, "experiments": fmt(len(present)), "best": best, "direct": direct,
+            "counts": {v: fmt(sum(d["verdict"] == v for d in direct)) for v in ("better", "worse", "null")}}
 
 
 def unreachable_rows(study, hidden: set[str] = frozenset()) -> list[dict]:
@@ -446,7 +482,7 @@ def distinct_comparisons(files) -> list[dict]:
             key = (str(f.path.parent), r.get("metric"), frozenset((str(r.get("run")), str(r.get("baseline")))))
             if key not in seen:
                 seen.add(key)
-                out.append(r)
+                out.append({"experiment": str(f.data.get("experiment") or f.path.parent.name), **r})
     return out
 
 
@@ -488,7 +524,7 @@ def headline(doc: dict) -> dict | None:
     outline attention's row (difference [CI], Holm p); the smallest Holm-adjusted p an exact paired
     test can reach with n pairs over the m comparisons of the metric (m * 2 / 2^n, at most 1) tells
     whether n could show significance after correction."""
-    from spattern.report.tables import primary_metric
+    from spattern.report.tables import DISAGREE, disagrees, primary_metric
 
     metric = primary_metric(doc)
     rows = [r for r in doc.get("rows", []) if r.get("metric") == metric and r.get("run") != r.get("baseline")
@@ -499,7 +535,7 @@ def headline(doc: dict) -> dict | None:
     contenders = [r for r in rows if r.get("run") not in CONTROLS and r.get("run") not in BOUNDS] or rows
     best = max(contenders, key=lambda r: sign * r["diff"])
     row = lambda r: {"run": str(r.get("run")), "diff": fmt_ci(r["diff"], r.get("diff_ci_low"), r.get("diff_ci_high")),  # noqa: E731
-                     "p_holm": fmt_p(r.get("p_holm")), "effect": fmt(r.get("effect_size"), 2),
+                     "p_holm": fmt_p(r.get("p_holm")) + DISAGREE * disagrees(r), "effect": fmt(r.get("effect_size"), 2),
                      "significant": "significant" if r.get("significant") else "not significant"}
     n_pairs = max(int(r.get("n") or 0) for r in rows)
     out = {"experiment": str(doc.get("experiment")), "metric": metric, "baseline": str(doc.get("baseline")),

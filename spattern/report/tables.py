@@ -106,6 +106,19 @@ def write_table(t: Table, folder: str | Path) -> list[Path]:
 PRIMARY_METRICS = ("nll", "mqar_accuracy", "loss")
 
 
+#: appended to a significant result whose mean difference's 95% CI includes 0
+DISAGREE = "†"
+DISAGREE_NOTE = "†: the rank test rejects while the mean difference's CI includes 0 (skewed differences)."
+
+
+def disagrees(r: dict) -> bool:
+    """A comparison row (``compare --json``) judged significant whose bootstrap CI of the mean difference
+    still includes 0: the rank test and the interval of the mean disagree."""
+    lo, hi = r.get("diff_ci_low"), r.get("diff_ci_high")
+    return bool(r.get("significant")) and isinstance(lo, (int, float)) and isinstance(hi, (int, float)) \
+        and lo <= 0 <= hi
+
+
 def primary_metric(doc: dict, metrics: Sequence[str] = PRIMARY_METRICS) -> str | None:
     have = {r.get("metric") for r in doc.get("rows", [])}
     return next((m for m in metrics if m in have), None)
@@ -134,12 +147,13 @@ def significance_table(docs: Sequence[tuple[dict, Path]], primary: Sequence[str]
                          fmt_ci(r.get("diff"), r.get("diff_ci_low"), r.get("diff_ci_high")),
                          "–" if is_base else fmt_p(r.get("p_holm")), f"{fmt(r.get('effect_size'), 2)} {r.get('effect_size_name', '')}".strip(),
                          "–" if better is None else ("higher" if better else "lower"),
-                         "baseline" if is_base else ("yes" if r.get("significant") else "no")])
+                         "baseline" if is_base else ("yes" + DISAGREE * disagrees(r) if r.get("significant") else "no")])
     alpha = ", ".join(f"{a:g}" for a in sorted(a for a in alphas if a is not None))
+    flagged = any(disagrees(r) for r in raw)
     return Table(name, f"{'Primary metric of each experiment. ' if primary else ''}"
                  f"Paired comparisons against the baseline: mean with 95% CI, paired difference "
                  f"with 95% CI, Holm-adjusted p-value, effect size; significant at alpha = {alpha} after Holm "
-                 f"correction; better: the direction in which the metric improves.",
+                 f"correction; better: the direction in which the metric improves." + (" " + DISAGREE_NOTE if flagged else ""),
                  ["experiment", "metric", "comparison", "n", "mean [CI]", "difference [CI]", "p (Holm)",
                   "effect size", "better", "significant"], rows, raw, sources)
 
@@ -405,9 +419,11 @@ def headline_table(heads: Sequence[tuple[dict, Path]]) -> Table:
                      h.get("min_p", "–")])
         raw.append(dict(zip(["experiment", "metric", "baseline", "n", "best", "best_diff", "best_p_holm",
                              "outline_diff", "outline_p_holm", "min_p"], rows[-1]), test=h.get("test")))
+    flagged = any(DISAGREE in str(v) for r in rows for v in r)
     return Table("headline", "Each experiment's primary comparison: the best contender and outline attention against "
                  "the baseline (paired by document or seed; Holm over the experiment's m comparisons of that "
-                 "metric); min Holm p: the least an exact test (Wilcoxon, permutation) reaches with n pairs, m * 2 / 2^n.",
+                 "metric); min Holm p: the least an exact test (Wilcoxon, permutation) reaches with n pairs, m * 2 / 2^n."
+                 + (" " + DISAGREE_NOTE if flagged else ""),
                  cols, rows, raw, [p for _, p in heads])
 
 

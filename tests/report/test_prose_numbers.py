@@ -90,6 +90,7 @@ def test_a_pair_compared_against_two_baselines_counts_once():
     assert len(rows) == 4
     assert [(r["run"], r["baseline"], r["significant"]) for r in rows[:3]] == [
         ("window", "dense", True), ("outline", "dense", True), ("outline", "window", False)]
+    assert [r["experiment"] for r in rows] == ["e", "e", "e", "f"]  # a file without one: its folder's name
 
 
 def test_a_benchmark_command_is_the_spattern_command_writing_that_file():
@@ -216,3 +217,60 @@ def test_mqar_reach_names_the_far_bucket_best_first_and_skips_hidden_experiments
     data["per_run"][0]["lo"] = 64  # another bucket than the sentence's: left out
     (tmp_path / "mqar" / "reach_by_distance.json").write_text(json.dumps(data))
     assert "per_run" not in mqar_reach_rows(load_study([tmp_path]), hidden={"mqar_check"})[0]
+
+
+def test_a_significant_result_whose_mean_interval_includes_zero_is_marked():
+    """The rank test can reject while the bootstrap CI of the mean difference still includes 0 (skewed
+    differences: study_mqar_long's strided against dense, where dense's one plateaued seed makes the
+    mean's interval reach +0.12). Such a result is marked † in the headline and significance tables,
+    whose captions then say what the mark means; a plain significant or null result is not."""
+    from pathlib import Path
+
+    from spattern.report.numbers import headline
+    from spattern.report.tables import DISAGREE, disagrees, headline_table, significance_table
+
+    skewed = {**_row("strided", diff=-0.05), "diff_ci_low": -0.12, "diff_ci_high": 0.12, "higher_is_better": True}
+    plain = {**_row("window", diff=-0.16), "higher_is_better": True}
+    null = {**_row("streaming", diff=-0.01, significant=False), "diff_ci_low": -0.1, "higher_is_better": True}
+    assert [disagrees(r) for r in (skewed, plain, null)] == [True, False, False]
+    doc = {"experiment": "e", "baseline": "dense", "alpha": 0.05, "rows": [skewed, plain, null]}
+    for r in doc["rows"]:
+        r["metric"] = "mqar_accuracy"
+    h = headline(doc)
+    assert h["best"]["run"] == "streaming" and DISAGREE not in h["best"]["p_holm"]
+    sig = significance_table([(doc, Path("e/compare.json"))])
+    assert [row[-1] for row in sig.rows] == ["yes" + DISAGREE, "yes", "no"] and DISAGREE in sig.caption
+    doc["rows"] = [skewed]
+    h = headline(doc)
+    assert h["best"]["p_holm"].endswith(DISAGREE)
+    assert DISAGREE in headline_table([(h, Path("e/compare.json"))]).caption
+    doc["rows"] = [plain]
+    assert DISAGREE not in significance_table([(doc, Path("e/compare.json"))]).caption
+
+
+def test_the_verdict_on_the_studys_pattern_counts_its_direct_comparisons():
+    """pattern_verdict: experiments whose comparison with dense has outline, where outline (or a variant)
+    is the best contender, and each compare_vs_<static pattern> row of outline as better / worse / null;
+    a table against dense or against an outline variant is not a direct comparison."""
+    from pathlib import Path
+
+    from spattern.report.numbers import pattern_verdict
+
+    def doc(exp, base, rows):
+        return {"experiment": exp, "baseline": base, "rows": rows}
+
+    a = doc("a", "dense", [_row("window", diff=0.2), _row("outline", diff=0.1)])         # outline best
+    b = doc("b", "dense", [_row("streaming", diff=0.1), _row("outline", diff=0.3)])
+    c = doc("c", "dense", [_row("window", diff=0.2)])                                    # no outline
+    b_vs = doc("b", "streaming", [_row("outline", baseline="streaming", diff=0.2)])        # worse
+    a_vs = doc("a", "window", [_row("outline", baseline="window", diff=-0.01, significant=False)])  # null
+    variant = doc("a", "outline_r0", [_row("outline", baseline="outline_r0", diff=0.05)])  # an ablation
+    docs = [(a, Path("r/a/compare.json")), (b, Path("r/b/compare.json")), (c, Path("r/c/compare.json")),
+            (b_vs, Path("r/b/compare_vs_streaming.json")), (a_vs, Path("r/a/compare_vs_window.json")),
+            (variant, Path("r/a/compare_vs_outline_r0.json"))]
+    v = pattern_verdict(docs)
+    assert v["experiments"] == "2" and v["best"] == ["a (outline)"]
+    assert [(d["experiment"], d["baseline"], d["verdict"]) for d in v["direct"]] == [
+        ("a", "window", "null"), ("b", "streaming", "worse")]
+    assert v["counts"] == {"better": "0", "worse": "1", "null": "1"}
+    assert pattern_verdict([(c, Path("r/c/compare.json"))]) is None

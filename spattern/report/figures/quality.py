@@ -31,7 +31,7 @@ def quality_figure(points: Sequence[dict],
     if not present:
         raise ValueError(f"points: no values for any of {list(metrics)}")
     palette = palette or Palette(p["key"] for p in points)
-    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=2.3)
+    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=2.0)
     axes = np.atleast_1d(axes)
     for ax, m in zip(axes, present):
         pts = [p for p in points if p["metric"] == m and finite(p["value"]) and finite(p["density"])]

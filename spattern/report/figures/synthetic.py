@@ -57,7 +57,7 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
     every = [p for pts, _ in panels.values() for p in pts]
     palette = palette or Palette(p["key"] for p in every)
     rows = -(-len(panels) // per_row)
-    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=1.0 * rows + 0.45,
+    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=0.9 * rows + 0.45,
                            sharey=True)
     axes = np.atleast_1d(axes).ravel()
     for ax, (title, (pts, xlabel)) in zip(axes, panels.items()):
