@@ -1,6 +1,7 @@
 """Training throughput of the plain runs of scripts/profile_train.sh, one row per run.
 
     python scripts/throughput_summary.py DIR [DIR ...] [--from-step 20] [--baseline PATTERN] [--json OUT]
+                                         [--logged-by "CMD" ...]
 
 Each DIR (one device call's output) holds the runs' logs (<tag>plain_<i>.jsonl, each line a 10-step interval of the training loop) and
 run.log (which names the pattern of each). Per run: the median and quartiles of the intervals' tokens/s
@@ -14,12 +15,18 @@ Also the 90th percentile of the intervals' tokens/s and its ratio to the baselin
 on a host whose other load slows some intervals (the study's device calls 71, 77 and 79: one run's intervals
 spread over 435-841K tokens/s) the disturbance only ever slows a step, so the fast end of a run's intervals
 estimates its undisturbed rate; the 90th percentile rather than the maximum, so that no single interval decides.
+
+The JSON records its own command (``command``, without its ``--logged-by``) and, with ``--logged-by`` (repeatable), the commands that wrote
+the folders' logs on the device (``logged_by``: e.g. profile_train.sh with its settings), which the report lists
+among the commands that reproduce its tables.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +62,29 @@ def summarize(path: Path, from_step: int) -> dict:
             "ctx_wait_ms_late": round(sum(r["waited_ms"] for r in late), 2)}
 
 
-def main() -> None:
+def without_logged_by(argv: list[str]) -> list[str]:
+    """The arguments without ``--logged-by CMD`` (recorded apart: the command stays readable)."""
+    out, skip = [], False
+    for w in argv:
+        if skip:
+            skip = False
+        elif w == "--logged-by":
+            skip = True
+        elif not w.startswith("--logged-by="):
+            out.append(w)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", type=Path, nargs="+", help="one folder per device call")
     ap.add_argument("--from-step", type=int, default=20)
     ap.add_argument("--baseline", default=None, help="the pattern whose run of each tag the others are divided by")
     ap.add_argument("--json", type=Path)
-    a = ap.parse_args()
+    ap.add_argument("--logged-by", action="append", default=[], metavar="CMD",
+                    help="a command that wrote the folders' logs on the device (recorded in the JSON)")
+    argv = sys.argv[1:] if argv is None else argv
+    a = ap.parse_args(argv)
     if len({d.name for d in a.dir}) != len(a.dir):
         ap.error(f"DIR: expected folders of distinct names (a run's tag names its call), got {[str(d) for d in a.dir]}")
     rows = []
@@ -85,7 +108,10 @@ def main() -> None:
               f"wait {r['ctx_wait_ms_early']:.0f}/{r['ctx_wait_ms_late']:.1f} ms  {r['pattern']}")
     if a.json:
         a.json.write_text(json.dumps({"from_step": a.from_step, "baseline": a.baseline,
-                                      "calls": [d.name for d in a.dir], "runs": rows}, indent=1) + "\n")
+                                      "calls": [d.name for d in a.dir], "runs": rows,
+                                      "command": shlex.join(["python", "scripts/throughput_summary.py",
+                                                             *without_logged_by(argv)]),
+                                      "logged_by": a.logged_by}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

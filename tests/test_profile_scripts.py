@@ -117,9 +117,15 @@ def test_throughput_summary_medians_waits_and_same_tag_ratios(tmp_path, monkeypa
     _plain_log(tmp_path / "b_plain_1.jsonl", [10, 20, 50, 60, 60, 60], [0] * 6)
     _plain_log(tmp_path / "b_plain_2.jsonl", [10, 20, 50, 30, 30, 30], [0] * 6)
     out = tmp_path / "t.json"
-    monkeypatch.setattr("sys.argv", ["x", str(tmp_path), "--baseline", "local(8) & causal", "--json", str(out)])
+    monkeypatch.setattr("sys.argv", ["x", str(tmp_path), "--baseline", "local(8) & causal", "--json", str(out),
+                                     "--logged-by", "OUT=o TAG=a_ bash scripts/profile_train.sh 'local(8) & causal'"])
     ts.main()
-    rows = {r["run"]: r for r in json.loads(out.read_text())["runs"]}
+    got = json.loads(out.read_text())
+    rows = {r["run"]: r for r in got["runs"]}
+    assert got["logged_by"] == ["OUT=o TAG=a_ bash scripts/profile_train.sh 'local(8) & causal'"]
+    import shlex
+    assert shlex.split(got["command"]) == ["python", "scripts/throughput_summary.py", str(tmp_path), "--baseline",
+                                           "local(8) & causal", "--json", str(out)]  # logged_by apart
     a2 = rows["a_2"]
     assert a2["tok_per_s_median"] == 80 and a2["intervals"] == 3 and a2["ms_per_step_median"] == 1000 * 100 / 80
     assert a2["ctx_wait_ms_early"] == 500 * 1 + 100 * 9 + 1 * 10 and a2["ctx_wait_ms_late"] == 2 * 10  # x steps

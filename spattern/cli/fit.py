@@ -17,6 +17,8 @@ Settings come from a TOML (``--config``) and/or the options (an option given win
 """
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -102,8 +104,9 @@ def _load(cfg: FitSettings):
                                          pattern=None, backend=cfg.backend, device=cfg.device, obtain=cfg.obtain))
 
 
-def run_fit(cfg: FitSettings, log=print) -> dict:
-    """Fit on `docs` documents of `fit_split`, evaluate on `eval_docs` of `eval_split`; the record."""
+def run_fit(cfg: FitSettings, log=print, command: str | None = None) -> dict:
+    """Fit on `docs` documents of `fit_split`, evaluate on `eval_docs` of `eval_split`; the record
+    (with ``command``, the command line that asked for it, which the report lists to reproduce it)."""
     from spattern.evaluation.fit import Family, evaluate_fitted, expand_space, fit_patterns, load_documents
     from spattern.utils.env import capture_env
     from spattern.utils.io import write_json
@@ -136,6 +139,8 @@ def run_fit(cfg: FitSettings, log=print) -> dict:
             f"vs global {h['global']['recall']:.4f}; KL fitted {h['fitted']['kl']:.4g} vs global {h['global']['kl']:.4g}")
     record["seconds"] = {"total": time.perf_counter() - t0, "fit": t2 - t1}
     record["env"] = capture_env()
+    if command:
+        record["command"] = command
     out = Path(cfg.out or f"results/fit/{cfg.name}.json")
     write_json(out, record)
     log(f"[fit] wrote {out}")
@@ -143,7 +148,8 @@ def run_fit(cfg: FitSettings, log=print) -> dict:
 
 
 def cmd_fit(args) -> int:
-    run_fit(settings_from_args(args))
+    argv = sys.argv[sys.argv.index("fit") + 1:] if "fit" in sys.argv else []
+    run_fit(settings_from_args(args), command=shlex.join(["spattern", "fit", *argv]))
     return 0
 
 

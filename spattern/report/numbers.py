@@ -87,12 +87,69 @@ def _commands(study) -> list[str]:
     if extra:
         cmds.append("python scripts/recompute_comparisons.py"
                     + ("" if extra == default else " " + " ".join(_arg_path(p) for p in extra)))
+    for f in study.throughput:  # a training-cost table's same-call ratios: the device logs, then the summary
+        if f.path.parent.name in study.experiments():
+            cmds += [c for c in f.data.get("logged_by") or [] if isinstance(c, str)]
+            if isinstance(f.data.get("command"), str):
+                cmds.append(f.data["command"])
+    cmds += [c for root in study.roots for c in fit_commands(Path(root))]
     for f in study.reach:  # MQAR's reach at its queries, from the runs (and the draws it records)
         d = f.data.get("draws")
         cmds.append(shlex.join(["python", "scripts/mqar_reach.py", _arg_path(Path(f.path).parent)]
                                + (["--draws", d["template"], "--draws-label", d["label"], "--seeds", str(d["seeds"])]
                                   if d else [])))
-    return sorted(set(cmds))
+    return collapse_repeats(sorted(set(cmds)))
+
+
+_REPEAT = re.compile(r"_r(\d+)\.json\b")
+
+
+def collapse_repeats(cmds: list[str]) -> list[str]:
+    """Commands that differ only in a repeat's number in an output file (``..._r<k>.json``, the files a
+    merged benchmark is made of) as one shell loop over the numbers; the others as they are."""
+    groups: dict[str, list[str]] = {}
+    for c in cmds:
+        found = _REPEAT.findall(c)
+        if len(set(found)) == 1:
+            groups.setdefault(_REPEAT.sub("_r$r.json", c), []).append(found[0])
+    out = []
+    for c in cmds:
+        found = _REPEAT.findall(c)
+        key = _REPEAT.sub("_r$r.json", c) if len(set(found)) == 1 else None
+        if key is None or len(groups[key]) < 2:
+            out.append(c)
+        elif groups[key][0] == found[0]:  # the group's first: its loop, once
+            out.append(f"for r in {' '.join(groups[key])}; do {key}; done")
+    return out
+
+
+def fit_commands(root: Path, configs: Path = Path("experiments")) -> list[str]:
+    """The ``spattern fit`` command of each fitted pattern under ``root``/fit (what the study's ``fitted``
+    runs read): the one it records, else ``--config`` of the fit configuration in ``configs`` whose ``out``
+    is that file (fits written before the record had its command)."""
+    import tomllib
+
+    outs = {}
+    for c in sorted(Path(configs).glob("fit_*.toml")):
+        try:
+            out = tomllib.loads(c.read_text()).get("out")
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        if isinstance(out, str):
+            outs[Path(out).resolve()] = c
+    cmds = []
+    for f in sorted((Path(root) / "fit").glob("*.json")):
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not (isinstance(d, dict) and "fit" in d):
+            continue
+        if isinstance(d.get("command"), str):
+            cmds.append(d["command"])
+        elif (c := outs.get(f.resolve())) is not None:
+            cmds.append(f"spattern fit --config {_arg_path(c)}")
+    return cmds
 
 
 def _arg_path(p: Path) -> str:

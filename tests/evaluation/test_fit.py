@@ -221,8 +221,10 @@ def test_cli_run_writes_the_record(tmp_path, monkeypatch):
     args = _cli_args("--corpus", f"local:{tmp_path}", "--window", str(N), "--docs", "2", "--eval-docs", "2",
                      "--block", "16", "--tolerance", str(TOL), "--family", LOCAL, "--family", SINK, "--grid", "s=1",
                      "--backend", "reference", "--out", str(out))
+    monkeypatch.setattr("sys.argv", ["spattern", "fit", "--corpus", f"local:{tmp_path}", "--out", str(out)])
     assert fit_cli.cmd_fit(args) == 0
     rec = read_json(out)
+    assert rec["command"] == f"spattern fit --corpus local:{tmp_path} --out {out}"  # what the report lists
     assert rec["corpus"] == f"local:{tmp_path}" and rec["target"] == TARGET and rec["model"] == "smollm2"
     assert [f["template"] for f in rec["settings"]["family"]] == [LOCAL, SINK]
     assert len(rec["fit"]["docs"]) == 2 and not set(rec["fit"]["docs"]) & set(rec["heldout"]["docs"])

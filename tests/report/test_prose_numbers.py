@@ -154,9 +154,17 @@ def test_commands_recompute_the_tables_against_a_second_baseline(tmp_path, monke
 
     (tmp_path / "results" / "e").mkdir(parents=True)
     (tmp_path / "results" / "e" / "compare_vs_window.json").write_text("{}")
-    study = SimpleNamespace(runs=[], bench=[], topk=[], compile_bench=[], memory=[], reach=[], roots=[tmp_path / "results"])
+    same_call = SimpleNamespace(path=tmp_path / "results" / "e" / "throughput.json",  # a training-cost table's
+                                data={"command": "python scripts/throughput_summary.py d --json x",  # ratios
+                                      "logged_by": ["OUT=d bash scripts/profile_train.sh 'local(8)'"]})
+    logs = SimpleNamespace(path=tmp_path / "results" / "logs" / "call1" / "throughput.json",   # device logs:
+                           data={"command": "python scripts/throughput_summary.py call1", "logged_by": []})  # not
+    study = SimpleNamespace(runs=[], bench=[], topk=[], compile_bench=[], memory=[], reach=[], roots=[tmp_path / "results"],
+                            throughput=[same_call, logs], experiments=lambda: ["e"])
     monkeypatch.chdir(tmp_path)
     assert "python scripts/recompute_comparisons.py" in _commands(study)
+    assert {"python scripts/throughput_summary.py d --json x", "OUT=d bash scripts/profile_train.sh 'local(8)'"} \
+        <= set(_commands(study)) and "python scripts/throughput_summary.py call1" not in _commands(study)
     monkeypatch.chdir(tmp_path / "results")
     assert "python scripts/recompute_comparisons.py e/compare_vs_window.json" in _commands(study)
     assert not any("recompute" in c for c in _commands(SimpleNamespace(**{**vars(study), "roots": [tmp_path / "e"]})))
@@ -274,3 +282,36 @@ def test_the_verdict_on_the_studys_pattern_counts_its_direct_comparisons():
         ("a", "window", "null"), ("b", "streaming", "worse")]
     assert v["counts"] == {"better": "0", "worse": "1", "null": "1"}
     assert pattern_verdict([(c, Path("r/c/compare.json"))]) is None
+
+
+def test_fitted_patterns_are_reproduced_by_their_fit_command(tmp_path):
+    """fit_commands: a fit record's own command, else the fit configuration whose ``out`` is the record;
+    other JSON under fit/ (not a fit record) and records no configuration writes give nothing."""
+    import json
+
+    from spattern.report.numbers import fit_commands
+
+    (tmp_path / "fit").mkdir()
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "fit" / "a.json").write_text(json.dumps({"fit": {}, "command": "spattern fit --docs 2"}))
+    (tmp_path / "fit" / "b.json").write_text(json.dumps({"fit": {}}))
+    (tmp_path / "fit" / "c.json").write_text(json.dumps({"fit": {}}))
+    (tmp_path / "fit" / "notes.json").write_text(json.dumps({"other": 1}))
+    (tmp_path / "cfg" / "fit_b.toml").write_text(f'model = "smollm2"\nout = "{tmp_path / "fit" / "b.json"}"\n')
+    (tmp_path / "cfg" / "broken.toml").write_text("out = ")  # not a fit_*.toml: not read
+    got = fit_commands(tmp_path, tmp_path / "cfg")
+    assert got == ["spattern fit --docs 2", f"spattern fit --config {tmp_path / 'cfg' / 'fit_b.toml'}"]
+
+
+def test_repeated_benchmark_runs_are_one_loop():
+    """collapse_repeats: commands equal but for a repeat's number in their output file become one loop;
+    a lone repeat, another command and a command naming two repeats stay as they are."""
+    from spattern.report.numbers import collapse_repeats
+
+    cmds = ["spattern bench attention --json raw/b_r1.json --iters 20", "spattern bench attention --json raw/b_r2.json --iters 20",
+            "spattern bench attention --json raw/b_r3.json --iters 9", "python merge.py raw/b_r1.json raw/b_r2.json",
+            "spattern run x.toml"]
+    assert collapse_repeats(cmds) == [
+        "for r in 1 2; do spattern bench attention --json raw/b_r$r.json --iters 20; done",
+        "spattern bench attention --json raw/b_r3.json --iters 9", "python merge.py raw/b_r1.json raw/b_r2.json",
+        "spattern run x.toml"]

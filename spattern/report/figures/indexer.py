@@ -43,7 +43,7 @@ def indexer_figure(snapshot: dict | None, curves: Sequence = (), max_heads: int 
     palette = palette or Palette(c.key for c in with_recall)
     rows = max(len(heads), 1)
     width = WIDTH_PAGE if heads else WIDTH_COLUMN  # the recall curve alone fits a column
-    fig = Figure(figsize=(width, 1.75 * rows + 0.4 if heads else 1.15), layout="constrained")  # recall alone: short
+    fig = Figure(figsize=(width, 1.75 * rows + 0.4 if heads else 1.0), layout="constrained")  # recall alone: short
     gs = fig.add_gridspec(rows, 4 if heads and with_recall else (3 if heads else 1))
     for h, head in enumerate(heads):
         panels = (("scores", "raw index scores", "magma", "query position"),
