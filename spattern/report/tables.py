@@ -436,18 +436,21 @@ def env_table(envs: Sequence[tuple[dict, Path]]) -> Table:
             or ("CPU" if env.get("device") == "cpu" else str(env.get("device")))
         git = env.get("git") or {}
         rev = (git.get("revision") or "")[:10] + (" (dirty)" if git.get("dirty") else "")
+        cupy = next((str(v) for k, v in sorted(pk.items()) if k.startswith("cupy")), "–")  # cupy-cuda13x: 14.2.0
         key = (str(dev), str(env.get("python", "–")), str(pk.get("torch", env.get("torch", "–"))),
-               str(pk.get("numpy", "–")), str(pk.get("spattern", "–")), rev or "–")
+               str(env.get("cuda") or "–"), cupy, str(pk.get("numpy", "–")), str(pk.get("spattern", "–")), rev or "–")
         seen.setdefault(key, []).append(path)
     # the PDF: one row per machine and software; the revisions counted (each is in the CSV / HTML)
     revs: dict[tuple, list[str]] = {}
     for k in sorted(seen):
-        revs.setdefault(k[:5], []).append(k[5])
+        revs.setdefault(k[:-1], []).append(k[-1])
     rows = [[*k, v[0] if len(v) == 1 else f"{len(v)} revisions"] for k, v in revs.items()]
-    raw = [dict(zip(["device", "python", "torch", "numpy", "spattern", "git"], k), files=len(seen[k])) for k in sorted(seen)]
+    names = ["device", "python", "torch", "cuda", "cupy", "numpy", "spattern", "git"]
+    raw = [dict(zip(names, k), files=len(seen[k])) for k in sorted(seen)]
     return Table("environment", "Hardware and software the results were produced with (from each result's env.json; "
-                 "the git revision of each result is in tables/environment.csv).",
-                 ["device", "Python", "torch", "numpy", "spattern", "git revision"], rows, raw,
+                 "CUDA: the runtime torch was built for, on GPU runs; the git revision of each result is in "
+                 "tables/environment.csv).",
+                 ["device", "Python", "torch", "CUDA", "CuPy", "numpy", "spattern", "git revision"], rows, raw,
                  [p for k in sorted(seen) for p in seen[k]])
 
 

@@ -315,3 +315,21 @@ def test_repeated_benchmark_runs_are_one_loop():
         "for r in 1 2; do spattern bench attention --json raw/b_r$r.json --iters 20; done",
         "spattern bench attention --json raw/b_r3.json --iters 9", "python merge.py raw/b_r1.json raw/b_r2.json",
         "spattern run x.toml"]
+
+
+def test_the_environment_table_names_cuda_and_cupy_of_gpu_results():
+    """env_table: one row per machine and software, CUDA (torch's) and CuPy (any cupy-cudaXYx package) beside
+    torch; a CPU result has neither; the revisions of one row are counted."""
+    from pathlib import Path
+
+    from spattern.report.tables import env_table
+
+    gpu = {"name": "NVIDIA H200", "device": "cuda", "cuda": "13.0", "python": "3.12.3",
+           "packages": {"torch": "2.11.0", "cupy-cuda13x": "14.2.0", "numpy": "2.5.2"}, "git": {"revision": "a" * 40}}
+    cpu = {"device": "cpu", "python": "3.11.7", "packages": {"torch": "2.13.0+cpu", "numpy": "2.4.6"},
+           "git": {"revision": "b" * 40, "dirty": True}}
+    t = env_table([(gpu, Path("g/env.json")), (cpu, Path("c/env.json")), ({**gpu, "git": {"revision": "c" * 40}},
+                                                                          Path("g2/env.json"))])
+    assert t.columns == ["device", "Python", "torch", "CUDA", "CuPy", "numpy", "spattern", "git revision"]
+    assert sorted(t.rows) == [["CPU", "3.11.7", "2.13.0+cpu", "–", "–", "2.4.6", "–", "b" * 10 + " (dirty)"],
+                              ["NVIDIA H200", "3.12.3", "2.11.0", "13.0", "14.2.0", "2.5.2", "–", "2 revisions"]]
