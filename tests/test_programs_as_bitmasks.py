@@ -127,3 +127,17 @@ def test_the_mma_kernels_read_programs_beyond_bands_as_bits(monkeypatch):
     monkeypatch.setenv(cb.ENV_BITMASK, "sometimes")
     with pytest.raises(ValueError, match="SPATTERN_MMA_BITMASK: expected one of"):
         cb.kernel_layout(window, "cpu")
+
+
+def test_the_hopper_launcher_reads_any_number_of_program_blocks_as_bits():
+    """hopper_backend.kernel_layout (host side, no GPU needed): a layout of 3,168 PROGRAM blocks, over the
+    2,048 the launcher used to cap its bitmask conversion at, is read as bits, with the same token mask."""
+    from spattern.runtime import hopper_backend
+
+    lay = spattern.compile("dilated(1024, 4) & causal", 8192, block=(128, 64))
+    assert (lay.block_kind == PROGRAM).sum() > 2048
+    out = hopper_backend.kernel_layout(lay, "cpu", int(lay.program_len.max()))
+    assert out is not lay and not (out.block_kind == PROGRAM).any()
+    idx = np.flatnonzero(lay.block_kind == PROGRAM)[::97]  # a sample of the blocks, against their own masks
+    from spattern.compiler.layout import pack_bits
+    np.testing.assert_array_equal(out.bitmasks[out.mask_idx[idx]], pack_bits(lay.block_masks(idx)))
