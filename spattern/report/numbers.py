@@ -106,21 +106,19 @@ _REPEAT = re.compile(r"_r(\d+)\.json\b")
 
 def collapse_repeats(cmds: list[str]) -> list[str]:
     """Commands that differ only in a repeat's number in an output file (``..._r<k>.json``, the files a
-    merged benchmark is made of) as one shell loop over the numbers; the others as they are."""
-    groups: dict[str, list[str]] = {}
+    merged benchmark is made of) as one shell loop over the numbers, where the first of them was; the
+    others as they are."""
+    groups: dict[str, list[tuple[str, str]]] = {}  # the command with $r -> (number, command) of its repeats
+    slots: list[str] = []  # each command, or a group's key at its first command's place
     for c in cmds:
-        found = _REPEAT.findall(c)
-        if len(set(found)) == 1:
-            groups.setdefault(_REPEAT.sub("_r$r.json", c), []).append(found[0])
-    out = []
-    for c in cmds:
-        found = _REPEAT.findall(c)
-        key = _REPEAT.sub("_r$r.json", c) if len(set(found)) == 1 else None
-        if key is None or len(groups[key]) < 2:
-            out.append(c)
-        elif groups[key][0] == found[0]:  # the group's first: its loop, once
-            out.append(f"for r in {' '.join(groups[key])}; do {key}; done")
-    return out
+        found = set(_REPEAT.findall(c))
+        key = _REPEAT.sub("_r$r.json", c) if len(found) == 1 else None
+        if key is None or key not in groups:
+            slots.append(key or c)
+        if key is not None:
+            groups.setdefault(key, []).append((found.pop(), c))
+    return [s if s not in groups else groups[s][0][1] if len(groups[s]) == 1
+            else f"for r in {' '.join(n for n, _ in groups[s])}; do {s}; done" for s in slots]
 
 
 def fit_commands(root: Path, configs: Path = Path("experiments")) -> list[str]:
@@ -485,14 +483,14 @@ def pattern_verdict(docs: list[tuple[dict, Path]], run: str = "outline") -> dict
     from spattern.report.tables import primary_metric
 
     mine = lambda name: name == run or str(name).startswith(run + "_")  # noqa: E731
-    heads = [h for doc, path in sorted(docs, key=lambda d: str(d[1])) if path.name == "compare.json"
-             and (h := headline(doc))]
+    docs = sorted(docs, key=lambda d: str(d[1]))
+    heads = [h for doc, path in docs if path.name == "compare.json" and (h := headline(doc))]
     present = [h["experiment"] for h in heads if mine(h["best"]["run"]) or run in h]
     if not present:
         return None
     best = [f"{h['experiment']} ({h['best']['run']})" for h in heads if mine(h["best"]["run"])]
     direct = []
-    for doc, path in sorted(docs, key=lambda d: str(d[1])):
+    for doc, path in docs:
         base = str(doc.get("baseline"))
         if path.name == "compare.json" or base == "dense" or mine(base):
             continue

@@ -129,15 +129,19 @@ def reads_as_bits(layout, mode: str = "auto") -> bool:
     return not ops <= CHEAP_OPS
 
 
+def bitmask_twin(layout, device, max_blocks: int | None = None):
+    """The layout with every PROGRAM block stored as a BITMASK block (``programs_as_bitmasks``: the same
+    token mask, the same CSR), built once per layout and kept in its cache, so that every kernel reading
+    bits (the mma.sync forward and backward here, the Hopper forward) shares one twin and its uploads."""
+    return layout.cached(device, "bitmask_twin", lambda: programs_as_bitmasks(layout, max_blocks), max_blocks)
+
+
 def kernel_layout(layout, device):
-    """The layout the mma.sync kernels read on ``device``: with ``reads_as_bits``, its twin with every
-    PROGRAM block stored as a BITMASK block (``programs_as_bitmasks``: the same token mask, the same
-    CSR), built once and kept in the layout's cache; else the layout itself. The forward and the
-    backward both go through here, so they read the same twin."""
+    """The layout the mma.sync kernels read on ``device``: with ``reads_as_bits``, its ``bitmask_twin``;
+    else the layout itself. The forward and the backward both go through here, so they read the same."""
     mode = bitmask_mode()
-    twin = layout.cached(device, "mma_bitmask_twin",
-                         lambda: programs_as_bitmasks(layout) if reads_as_bits(layout, mode) else None, mode)
-    return layout if twin is None else twin
+    bits = layout.cached(device, "mma_reads_as_bits", lambda: reads_as_bits(layout, mode), mode)
+    return bitmask_twin(layout, device) if bits else layout
 
 
 # --------------------------------------------------------------------------- compilation

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from spattern.compiler.layout import programs_as_bitmasks
 from spattern.runtime import cupy_backend as _cb
 
 try:
@@ -220,8 +219,7 @@ def kernel_layout(layout, device, max_program: int):
     """The layout the kernel reads on ``device``: with ``bitmask()`` on and PROGRAM blocks present
     (``max_program`` > 0), their host-evaluated BITMASK twin, cached on the layout; else the layout."""
     if bitmask() and max_program > 0:
-        return layout.cached(device, "hopper_programs_as_bitmasks",
-                             lambda: programs_as_bitmasks(layout, MAX_BITMASK_BLOCKS))
+        return _cb.bitmask_twin(layout, device, MAX_BITMASK_BLOCKS)  # the mma.sync kernels' twin too
     return layout
 
 
