@@ -28,7 +28,8 @@ TOML, validated (``spattern.utils.config``: ``base = "..."`` inheritance, unknow
 
 A family may add ``{layer}`` (one member per layer; ``[match] layers`` = the model's layer count) or
 ``{seed}`` (a random draw per run: each run's seed is put in the field before matching), e.g.
-``bigbird_draws = "(local({w}) | random(2, seed={seed})) & causal"``.
+``bigbird_draws = "(local({w}) | random(2, seed={seed})) & causal"``. A file that inherits families it
+does not run lists them in ``[match] drop`` (a density-sweep member whose target a family cannot reach).
 
 ``kind = "train"`` trains one model per (pattern, seed) with ``[train] config`` (a training TOML)
 and its overrides; each run's unit for comparisons is then the seed. Training variants that are
@@ -114,6 +115,22 @@ class Match(Section):
     target: Optional[float] = Field(None, gt=0, le=1)
     measure: Literal["block_density", "density", "flops"] = "block_density"
     families: dict[str, str] = {}
+    # families that a base file names and this file does not run (inheritance merges tables, so a
+    # key cannot be removed otherwise): a density-sweep member where a family cannot reach its target
+    drop: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_families(cls, data):
+        if not isinstance(data, dict) or not data.get("drop"):
+            return data
+        fams, drop = dict(data.get("families") or {}), data["drop"]
+        if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
+            return data  # the field's own check says what came
+        unknown = sorted(set(drop) - set(fams))
+        if unknown:
+            raise ValueError(f"drop: names of families ({', '.join(sorted(fams)) or 'none'}), got {unknown}")
+        return {**data, "families": {k: v for k, v in fams.items() if k not in drop}}
     # the model's layer count, for per-layer families (a {layer} field: one pattern per layer,
     # spattern.evaluation.matching); None where no family has one
     layers: Optional[int] = Field(None, ge=1)

@@ -81,6 +81,22 @@ def test_expand_gives_stable_ids_and_matched_patterns(tmp_path):
     assert all(r.resolved["setup"]["passkey"]["boundaries"] == "line" for r in lines)
 
 
+def test_drop_removes_an_inherited_family_and_keeps_the_others_ids(tmp_path):
+    base = _write(tmp_path)
+    base.write_text(base.read_text().replace(
+        'families = { window = "local({w}) & causal" }',
+        'families = { window = "local({w}) & causal", sink = "(local({w}) | sink(32)) & causal" }'))
+    member = tmp_path / "member.toml"
+    member.write_text(f'base = "{base.name}"\n[match]\ndrop = ["sink"]\n')
+    full, dropped = expand(load_experiment(base)), expand(load_experiment(member))
+    assert [r.label for r in full][-2:] == ["window", "sink"]
+    assert [r.label for r in dropped] == ["dense", "local(16) & causal", "window"]
+    assert [r.dir.path for r in dropped] == [r.dir.path for r in full[:3]]  # drop is not in a run's id
+    member.write_text(f'base = "{base.name}"\n[match]\ndrop = ["sinks"]\n')
+    with pytest.raises(ConfigError, match=r"drop: names of families \(sink, window\), got \['sinks'\]"):
+        load_experiment(member)
+
+
 def test_per_layer_family_runs_one_pattern_per_layer(tmp_path):
     """A [match] family with a {layer} field: one pattern per layer of the model (layers = 2 for
     neox-tiny), one window for both, cached in matches.json and read back as the same tuple; the run
