@@ -89,7 +89,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         indexer_caption,
         indexer_figure,
         kernel_figure,
-        quality_figure,
+        quality_sweeps_figure,
         quality_matched_figure,
         single_density,
         synthetic_panels,
@@ -201,12 +201,13 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     checks |= {e: parent for e, parent in check_of.items()  # a check of a trained experiment (its schedule, say)
                if e in s.experiments() and parent in s.experiments() and parent != e}
     matched = {e: q_points[e] for e in q_exps if single_density(q_points[e]) and e not in checks}
-    for e in q_exps:  # density sweeps: a figure each; experiments at one density: one figure together
-        if e not in matched and e not in checks:
-            b.figure(f"quality_{e}", lambda pts=q_points[e]: quality_figure(pts, palette=b.palette), q_src[e],
-                     f"Quality against density in {e}: each pattern family's value with its 95% CI band "
-                     "(passkey: the fraction of trials retrieved, where scored); dense attention dashed.", True,
-                     f"quality curves of {e}")
+    sweeps = {e: q_points[e] for e in q_exps if e not in matched and e not in checks}
+    if sweeps:  # density sweeps: one figure, a row each; experiments at one density: one figure together
+        b.figure("quality_density", lambda: quality_sweeps_figure(sweeps, palette=b.palette),
+                 [p for e in sweeps for p in q_src[e]],
+                 f"Quality against density, one row per density sweep ({', '.join(sweeps)}): each pattern "
+                 "family's value with its 95% CI band (passkey: the fraction of trials retrieved, where scored); "
+                 "dense attention dashed.", True, "quality curves against density")
     if matched:
         b.figure("quality_matched", lambda: quality_matched_figure(matched, palette=b.palette),
                  [p for e in matched for p in q_src[e]],

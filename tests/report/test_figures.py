@@ -275,6 +275,29 @@ def test_a_density_sweep_is_one_quality_figure():
     assert [ax.get_ylabel() for ax in fig.axes] == ["KL(dense || sparse) (nats)", "passkey retrieved (fraction)"]
 
 
+def test_density_sweeps_share_one_figure_a_row_each():
+    """Two sweeps: one row each, named; the same metric in the same column (an absent metric leaves its
+    panel empty); one legend for every family of both."""
+    from spattern.report.figures import quality_sweeps_figure
+
+    def pts(keys, metrics, dens=(0.0625, 0.125, 0.25)):
+        return [dict(key=k, density=d, metric=m, value=0.5 - d if k != "dense" else 0.1, lo=0.3 - d, hi=0.6 - d,
+                     measure="block_density") for k in keys for d in (dens if k != "dense" else (1.0,)) for m in metrics]
+
+    groups = {"study_a": pts(["dense", "window", "outline"], ["ppl", "kl", "passkey_correct"]),
+              "study_b": pts(["dense", "window", "streaming"], ["ppl", "kl"])}
+    fig = rendered(quality_sweeps_figure(groups))
+    axes = [ax for ax in fig.axes]
+    assert len(axes) == 6
+    assert [ax.get_title(loc="left") for ax in axes[::3]] == ["a", "b"]
+    assert [ax.get_ylabel() for ax in axes[:3]] == ["perplexity", "KL(dense || sparse) (nats)",
+                                                    "passkey retrieved (fraction)"]
+    assert [ax.get_ylabel() for ax in axes[3:5]] == ["perplexity", "KL(dense || sparse) (nats)"]
+    assert not axes[5].axison  # study_b scored no passkey
+    (legend,) = fig.legends
+    assert {t.get_text() for t in legend.get_texts()} == {"dense", "window", "outline", "streaming"}
+
+
 def test_hopper_table_rows_ratios_and_targets():
     """The Hopper table holds only cells that timed the Hopper kernel; its ratios are the cell's own
     times divided, and a cell at a Project C (N, density) carries that target with its verdict."""

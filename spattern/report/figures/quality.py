@@ -19,6 +19,42 @@ REFERENCE = ("dense", "causal")  # full attention (bidirectional / causal): the 
 BOUNDS = ("oracle",)
 
 
+def _metric_panel(ax, points: Sequence[dict], m: str, palette: Palette) -> None:
+    """One metric's panel: a line per pattern family (colour) and context (line style) over density with
+    its CI band; dense as a horizontal reference."""
+    pts = [p for p in points if p["metric"] == m and finite(p["value"]) and finite(p["density"])]
+    contexts = sorted({p.get("context") or 0 for p in pts})
+    for key in ordered_keys(pts):
+        for series in sorted({p.get("series", key) for p in pts if p["key"] == key}):
+            ps = sorted((p for p in pts if p["key"] == key and p.get("series", key) == series),
+                        key=lambda p: p["density"])
+            ls = DASHES[contexts.index(ps[0].get("context") or 0) % len(DASHES)]
+            if key == "dense":  # the reference; KL to itself is zero by definition (not drawn on a log axis)
+                if m not in LOG_Y:
+                    ax.axhline(ps[0]["value"], color=palette(key), ls=":" if ls != "-" else "--", lw=0.9,
+                               label=series)
+                continue
+            band_line(ax, [p["density"] for p in ps], [p["value"] for p in ps], [p["lo"] for p in ps],
+                      [p["hi"] for p in ps], palette(key), series, ls=ls)
+    xs = [p["density"] for p in pts if p["density"] > 0 and p["key"] != "dense"]  # dense is a line, not a point
+    if xs and max(xs) >= 2 * min(xs):  # log2 only when the densities span a factor of two
+        ax.set_xscale("log", base=2)
+    sparse = [p["value"] for p in pts if p["key"] != "dense"]
+    if m in LOG_Y and sparse and min(sparse) > 0 and max(sparse) >= 10 * min(sparse):
+        ax.set_yscale("log")
+    ax.set_xlabel("block density" if pts and pts[0].get("measure") == "block_density" else "density")
+    ax.set_ylabel(LABELS.get(m, m))
+
+
+def _legend(fig, axes) -> None:
+    handles: dict = {}
+    for ax in np.ravel(axes):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 8),
+               fontsize=6)
+
+
 @styled
 def quality_figure(points: Sequence[dict],
                    metrics: Sequence[str] = ("ppl", "kl", "top1_agreement", "recall", "passkey_correct"),
@@ -34,31 +70,34 @@ def quality_figure(points: Sequence[dict],
     fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=2.0)
     axes = np.atleast_1d(axes)
     for ax, m in zip(axes, present):
-        pts = [p for p in points if p["metric"] == m and finite(p["value"]) and finite(p["density"])]
-        contexts = sorted({p.get("context") or 0 for p in pts})
-        for key in ordered_keys(pts):
-            for series in sorted({p.get("series", key) for p in pts if p["key"] == key}):
-                ps = sorted((p for p in pts if p["key"] == key and p.get("series", key) == series),
-                            key=lambda p: p["density"])
-                ls = DASHES[contexts.index(ps[0].get("context") or 0) % len(DASHES)]
-                if key == "dense":  # the reference; KL to itself is zero by definition (not drawn on a log axis)
-                    if m not in LOG_Y:
-                        ax.axhline(ps[0]["value"], color=palette(key), ls=":" if ls != "-" else "--", lw=0.9,
-                                   label=series)
-                    continue
-                band_line(ax, [p["density"] for p in ps], [p["value"] for p in ps], [p["lo"] for p in ps],
-                          [p["hi"] for p in ps], palette(key), series, ls=ls)
-        xs = [p["density"] for p in pts if p["density"] > 0 and p["key"] != "dense"]  # dense is a line, not a point
-        if xs and max(xs) >= 2 * min(xs):  # log2 only when the densities span a factor of two
-            ax.set_xscale("log", base=2)
-        sparse = [p["value"] for p in pts if p["key"] != "dense"]
-        if m in LOG_Y and sparse and min(sparse) > 0 and max(sparse) >= 10 * min(sparse):
-            ax.set_yscale("log")
-        ax.set_xlabel("block density" if pts and pts[0].get("measure") == "block_density" else "density")
-        ax.set_ylabel(LABELS.get(m, m))
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=6, fontsize=6)
+        _metric_panel(ax, points, m, palette)
+    _legend(fig, axes)
     if title:
         fig.suptitle(title, fontsize=8)
+    return fig
+
+
+@styled
+def quality_sweeps_figure(groups: dict[str, Sequence[dict]],
+                          metrics: Sequence[str] = ("ppl", "kl", "top1_agreement", "recall", "passkey_correct"),
+                          palette: Palette | None = None):
+    """Density sweeps one row each (``groups``: experiment -> points as for ``quality_figure``), the row's
+    experiment named at its left; the same metric in the same column, one legend for all rows."""
+    names = [e for e, pts in groups.items() if any(p["metric"] in metrics for p in pts)]
+    present = [m for m in metrics if any(p["metric"] == m for e in names for p in groups[e])]
+    if not names:
+        raise ValueError(f"groups: no values for any of {list(metrics)}")
+    palette = palette or Palette(p["key"] for e in names for p in groups[e])
+    fig, axes = new_figure(ncols=len(present), nrows=len(names), width=WIDTH_PAGE, height=1.5 * len(names) + 0.35)
+    axes = np.asarray(axes).reshape(len(names), len(present))
+    for row, e in zip(axes, names):
+        for ax, m in zip(row, present):
+            if any(p["metric"] == m for p in groups[e]):
+                _metric_panel(ax, groups[e], m, palette)
+            else:
+                ax.set_axis_off()
+        row[0].set_title(e.removeprefix("study_"), fontsize=7, loc="left")
+    _legend(fig, axes)
     return fig
 
 
