@@ -159,7 +159,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     sel_f, sl_f = select_cells(cells, backward=False)
     sel_b, sl_b = select_cells(cells, backward=True)
     b.figure("kernels", lambda: kernel_figure(cells, backward=False), bench_src,
-             "Forward attention: time against N, TFLOP/s against density at the largest N, and speed-up over "
+             "Forward attention: time against N, TFLOP/s against density at the N with the most densities timed, and speed-up over "
              "dense SDPA against density with the Project C targets (stars); the speed-up is the Hopper kernel's "
              "where a cell timed it (what auto runs on the H200), else the mma.sync kernel's. Each series is one "
              f"GPU's ({' and '.join(sorted({str(c.get('device')) for c in sel_f})) or 'none'}; where there are two, "
