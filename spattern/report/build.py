@@ -259,11 +259,17 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
         curves, cur_src, _ = collect.training_curves(s, e)
         curves_by[e] = curves
         train_src += cur_src
+    snap, idx_curves, idx_src = collect.collect_indexer(s)
+    # the indexer's recall over training: a panel of the training figure unless a snapshot (its scores and
+    # selections) makes it a figure of its own
+    recall = {"indexer recall": (idx_curves, "indexer_mass_recall")} if idx_curves and snap is None else {}
     if curves_by:
-        b.figure("training", lambda: training_panels(curves_by, palette=b.palette), train_src,
+        b.figure("training", lambda: training_panels(curves_by, palette=b.palette, extra=recall),
+                 train_src + (idx_src if recall else []),
                  "Validation loss (nats per token) against training step, one panel per training experiment (the training "
                  "loss where no validation was logged): mean over seeds, band from the lowest to the highest "
-                 "seed.", True, "training curves")
+                 "seed" + ("; last panel: the top-k indexer's recall of dense attention mass over training "
+                           "(mean over seeds, band = range)." if recall else "."), True, "training curves")
     else:
         b.manifest.miss("figure", "training", "training curves (no training metrics.jsonl)")
     t_rows, t_src = collect.collect_training_cost(s, exclude=list(checks))  # a check repeats its parent's model
@@ -278,10 +284,10 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
              "are in the significance table). A block-size ablation is drawn against the experiment that runs the "
              "same patterns at another block size, on the documents both scored.", False,
              "ablations (no experiment named ablation*)")
-    snap, idx_curves, idx_src = collect.collect_indexer(s)
-    b.figure("indexer", lambda: indexer_figure(snap, idx_curves, palette=b.palette), idx_src,
-             indexer_caption(snap, idx_curves), snap is not None,
-             "top-k indexer results (no snapshot and no indexer recall logged)")
+    if not (recall and curves_by):
+        b.figure("indexer", lambda: indexer_figure(snap, idx_curves, palette=b.palette), idx_src,
+                 indexer_caption(snap, idx_curves), snap is not None,
+                 "top-k indexer results (no snapshot and no indexer recall logged)")
 
     # --- tables from other results -------------------------------------------------------------------
     sig_docs = [(f.data, f.path) for f in s.significance]

@@ -30,7 +30,7 @@ def test_complete_study_builds_everything(built):
     for name in ("pdf", "html", "manifest", "numbers"):
         assert paths[name].exists(), name
     figs = json.loads((out / "data" / "figures.json").read_text())
-    assert {"heatmap", "cost", "kernels", "kernels_backward", "quality_quality", "synthetic",
+    assert {"heatmap", "cost", "kernels", "kernels_backward", "quality_density", "synthetic",
             "ablation", "indexer", "training"} <= set(figs)
     for f in figs.values():
         assert (out / f["file"]).stat().st_size > 0 and (out / f["png"]).stat().st_size > 0

@@ -152,7 +152,8 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ax = axes[1]
     # the N with the most densities timed (the largest among ties): a curve, not one point, where the
     # slice's largest N timed a single density (the forward+backward benchmark's 32K cell)
-    per_n = Counter(int(c["N"]) for c in cs if float(c.get("density_target", c["density"])) < 1)
+    per_n = Counter(int(c["N"]) for c in cs if float(c.get("density_target", c["density"])) < 1
+                    and any(isinstance(v, (int, float)) for v in (c.get("tflops") or {}).values()))
     n_max = max(ns, key=lambda n: (per_n.get(n, 0), n))
     at_max = [c for c in cs if c["N"] == n_max]
     devs_max = sorted({str(c.get("device")) for c in at_max})

@@ -33,22 +33,29 @@ def runs_label(curves: Sequence, n: int) -> str:
     return f"{n} run{'s' if n != 1 else ''}"
 
 
+PANEL_FIELDS = {"indexer_mass_recall": ("dense mass recalled", (0.0, 1.02))}  # extra panels: y label, limits
+
+
 @styled
-def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette | None = None, per_row: int = 6):
+def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette | None = None, per_row: int = 6,
+                    extra: dict | None = None):
     """One panel per experiment (``curves_by``: experiment -> curves): ``field`` (validation loss,
     else the training loss where an experiment logged no validation) against step, mean over seeds
-    with the seeds' range as a band; a page-wide figure, ``per_row`` panels a row."""
-    names = [e for e, cs in curves_by.items() if cs]
-    if not names:
+    with the seeds' range as a band; a page-wide figure, ``per_row`` panels a row. ``extra``: more
+    panels after those, title -> (curves, field of ``PANEL_FIELDS``), e.g. the top-k indexer's recall of
+    dense attention mass over training."""
+    panels = [(e, cs, None) for e, cs in curves_by.items() if cs]
+    panels += [(t, cs, f) for t, (cs, f) in (extra or {}).items()
+               if any(f in r for c in cs for r in c.records)]
+    if not panels:
         raise ValueError("curves_by: expected training curves of at least one experiment, got none")
-    palette = palette or Palette(c.key for e in names for c in curves_by[e])
-    rows = -(-len(names) // per_row)
-    fig, axes = new_figure(nrows=rows, ncols=min(per_row, len(names)), width=WIDTH_PAGE, height=1.35 * rows)
+    palette = palette or Palette(c.key for _, cs, _ in panels for c in cs)
+    rows = -(-len(panels) // per_row)
+    fig, axes = new_figure(nrows=rows, ncols=min(per_row, len(panels)), width=WIDTH_PAGE, height=1.35 * rows)
     axes = np.atleast_1d(axes).ravel()
     handles: dict[str, object] = {}
-    for ax, e in zip(axes, names):
-        curves = curves_by[e]
-        f = field if any(field in r for c in curves for r in c.records) else "loss"
+    for ax, (e, curves, fixed) in zip(axes, panels):
+        f = fixed or (field if any(field in r for c in curves for r in c.records) else "loss")
         counts = []
         for key in sorted({c.key for c in curves}):
             mine = [c for c in curves if c.key == key]
@@ -65,8 +72,12 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
         runs = counts[0][0] if len({c for c, _ in counts}) == 1 else f"{ns[0]}-{ns[-1]} runs"
         ax.set_title(f"{e} ({runs})", fontsize=6.0)
         ax.set_xlabel("training step")
-        ax.set_ylabel({"loss": "train loss", "val_loss": "val. loss"}.get(f, f) + " (nats)")
-    for ax in axes[len(names):]:
+        if fixed:
+            ax.set_ylabel(PANEL_FIELDS[fixed][0])
+            ax.set_ylim(*PANEL_FIELDS[fixed][1])
+        else:
+            ax.set_ylabel({"loss": "train loss", "val_loss": "val. loss"}.get(f, f) + " (nats)")
+    for ax in axes[len(panels):]:
         ax.remove()
     keys = sorted(handles, key=lambda k: (k != "dense", k))
     bottom_legend(fig, [handles[k] for k in keys], keys, fontsize=5.5, columnspacing=1.0, handlelength=1.6)
