@@ -172,6 +172,12 @@ def test_synthetic_training_ablation_indexer(study):
     assert sum(bool(ax.images) for ax in fig.axes) == 6  # 2 heads x (scores, selection, attention)
     assert "topk (3 seeds)" in legend_labels(fig)
     rendered(indexer_figure(None, icurves))  # recall only
+    # without a snapshot the recall is the training figure's last panel; an extra without the field is skipped
+    fig = rendered(training_panels({exp: curves}, extra={"indexer recall": (icurves, "indexer_mass_recall"),
+                                                         "nothing": (curves, "indexer_mass_recall")}))
+    assert [ax.get_title().split(" (")[0] for ax in fig.axes] == [exp, "indexer recall"]
+    assert fig.axes[1].get_ylabel() == "dense mass recalled" and fig.axes[1].get_ylim() == (0.0, 1.02)
+    assert "topk" in {t.get_text() for t in fig.legends[0].get_texts()}
     with pytest.raises(ValueError):
         indexer_figure(None, [])
     from spattern.report.figures import indexer_caption  # the caption names only what is drawn
