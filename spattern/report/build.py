@@ -41,8 +41,9 @@ class _Builder:
         self.manifest = Manifest(study.roots, out)
         self.figs: dict[str, dict] = {}
         self.tables: dict[str, T.Table] = {}
-        keys = [r.key for r in study.runs] + [c.key for c in study.curves]
-        self.palette = Palette(keys)
+        # one key per experiment that has it: the keys of many experiments take the most distinct colours
+        keys = {(r.experiment, r.key) for r in study.runs} | {(c.experiment, c.key) for c in study.curves}
+        self.palette = Palette(k for _, k in keys)
 
     def figure(self, name: str, make, inputs, caption: str, wide: bool, what: str, derived: str | None = None):
         """Build one figure; a ValueError (no data) or an empty input becomes a 'missing' record."""

@@ -11,13 +11,17 @@ creation date, PNG without software metadata, so the same figure gives the same 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# Okabe-Ito (colour-blind safe) then Tableau extras; black is reserved for dense attention.
+# Okabe-Ito (colour-blind safe), Tableau extras, then Paul Tol's muted set: 25 colours, so that a study's
+# keys (26 with dense in this study) do not wrap around onto each other; black is reserved for dense.
 CYCLE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
-         "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD")
+         "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD",
+         "#332288", "#117733", "#882255", "#44AA99", "#999933", "#AA4499", "#DDCC77", "#88CCEE",
+         "#6699CC", "#EE8866", "#BBCC33", "#FFAABB", "#AA3377")
 FIXED = {"dense": "#000000", "sdpa_flash": "#4D4D4D", "sdpa_cudnn": "#8C8C8C", "flex": "#9467BD",
          "flex_native": "#9467BD", "spattern": "#0072B2"}
 METHOD_LABELS = {"sdpa_flash": "SDPA flash (dense)", "sdpa_cudnn": "SDPA cuDNN (dense)",
@@ -38,12 +42,15 @@ WIDTH_PAGE = 6.9     # inches: a figure across both columns
 
 
 class Palette:
-    """Colour per series key; build it once from every key of the study."""
+    """Colour per series key; build it once from every key of the study. ``keys`` may repeat a key (once
+    per experiment that has it): the most frequent keys (the study's main families, in many experiments)
+    take the first, most distinct colours; ties in name order. The order of ``keys`` does not matter."""
 
     def __init__(self, keys: Iterable[str] = ()):
         self._colours: dict[str, str] = {}
         free = [c for c in CYCLE]
-        for k in sorted(set(keys)):
+        counts = Counter(keys)
+        for k in sorted(counts, key=lambda k: (-counts[k], k)):
             if k in FIXED:
                 continue
             self._colours[k] = free[len(self._colours) % len(free)]

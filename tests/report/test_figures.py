@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from spattern.report import collect, tables
 from spattern.report.data import family, load_study, mean_ci
-from spattern.report.style import Palette
+from spattern.report.style import CYCLE, Palette
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,10 @@ def test_family_keys_and_palette():
     pal = Palette(["local", "strided", "dense"])
     assert pal("dense") == "#000000" and pal("local") != pal("strided")
     assert Palette(["strided", "local"])("local") == pal("local")  # order of discovery does not matter
+    many = [f"k{i:02d}" for i in range(25)]  # as many keys as the cycle has colours: none shares one
+    assert len({Palette(many)(k) for k in many}) == 25
+    freq = Palette(["rare", "window", "window", "streaming", "streaming", "streaming"])
+    assert [freq(k) for k in ("streaming", "window", "rare")] == list(CYCLE[:3])  # most frequent first
 
 
 def test_mean_ci_t_interval():
