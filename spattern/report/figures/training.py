@@ -70,7 +70,7 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
         # covered the curves)
         ns = sorted({n for _, n in counts})
         runs = counts[0][0] if len({c for c, _ in counts}) == 1 else f"{ns[0]}-{ns[-1]} runs"
-        ax.set_title(f"{e} ({runs})", fontsize=6.0)
+        ax.set_title(f"{e.removeprefix('study_')} ({runs})", fontsize=5.5)  # six panels a row: short titles
         ax.set_xlabel("training step")
         if fixed:
             ax.set_ylabel(PANEL_FIELDS[fixed][0])
