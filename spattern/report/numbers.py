@@ -6,6 +6,8 @@ A value that the results do not provide is left out (the typst ``val`` helper th
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import math
 import re
@@ -205,6 +207,7 @@ def quality_row(name: str, pts: list[dict]) -> dict:
     if at:
         bestp = min(at, key=lambda p: p["value"])
         worst = max(at, key=lambda p: p["value"])
+        row["contenders"] = sorted({str(p.get("series", p["key"])) for p in at})
         row.update(lowest_density=where, best_key=bestp.get("series", bestp["key"]),
                    best_kl=fmt_ci(bestp["value"], bestp["lo"], bestp["hi"]), worst_key=worst.get("series", worst["key"]),
                    worst_kl=fmt_ci(worst["value"], worst["lo"], worst["hi"]))
@@ -217,6 +220,22 @@ def quality_row(name: str, pts: list[dict]) -> dict:
     if dense:
         row["dense_ppl"] = fmt(dense[0]["value"])
     return row
+
+
+def quality_summary(rows: list[dict], pattern: str = "outline") -> dict:
+    """The quality rows (``quality_row``) in one sentence's numbers: how often each pattern had the lowest
+    KL at its experiment's lowest cost ("streaming in 6, fitted in 2"), and in how many of the experiments
+    that ran ``pattern`` at that cost it was the lowest or within the lowest's interval (not ranked)."""
+    ranked = [r for r in rows if r.get("best_key") is not None]
+    counts = Counter(str(r["best_key"]) for r in ranked)
+    ran = [r for r in ranked if pattern in r.get("contenders", ())]
+    top = [r for r in ran if r["best_key"] == pattern
+           or pattern in [k.strip() for k in str(r.get("best_overlap", "")).split(",")]]
+    out = {"n": str(len(ranked)), "best": ", ".join(f"{k} in {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+           "pattern": pattern, "pattern_top": str(len(top)), "pattern_ran": str(len(ran))}
+    if top:
+        out["pattern_top_names"] = ", ".join(r["name"].removeprefix("study_") for r in top)
+    return out
 
 
 def synthetic_row(name: str, pts: list[dict], xname: str) -> dict:
@@ -422,7 +441,7 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
 
     qs = [quality_row(e, pts) for e, pts in q_points.items()]
     if qs:
-        n["quality"] = {"experiments": qs}
+        n["quality"] = {"experiments": qs, "summary": quality_summary(qs)}
 
     if study.significance:
         rows = distinct_comparisons(study.significance)

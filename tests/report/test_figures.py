@@ -299,10 +299,8 @@ def test_density_sweeps_share_one_figure_a_row_each():
     fig = rendered(quality_sweeps_figure(groups))
     axes = [ax for ax in fig.axes]
     assert len(axes) == 6
-    assert [ax.get_title(loc="left") for ax in axes[::3]] == ["a", "b"]
-    assert [ax.get_ylabel() for ax in axes[:3]] == ["perplexity", "KL(dense || sparse) (nats)",
-                                                    "passkey retrieved (fraction)"]
-    assert [ax.get_ylabel() for ax in axes[3:5]] == ["perplexity", "KL(dense || sparse) (nats)"]
+    assert [ax.get_title(loc="left") for ax in axes[::3]] == ["a", "b"]  # each row named by its experiment
+    assert [ax.get_ylabel() for ax in axes[:3]] == ["perplexity", "KL to dense (nats)", "passkey retrieved"]
     assert not axes[5].axison  # study_b scored no passkey
     (legend,) = fig.legends
     assert {t.get_text() for t in legend.get_texts()} == {"dense", "window", "outline", "streaming"}

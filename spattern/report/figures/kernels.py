@@ -116,7 +116,7 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     # filled and lines solid, the others' hollow (mfc none) with dense lines marked x
     sfx = (lambda dv: f" ({dv})") if len(devices) > 1 else (lambda dv: "")  # noqa: E731
     hollow = lambda dv: {} if dv == devices[0] else {"mfc": "none"}  # noqa: E731
-    fig, axes = new_figure(ncols=3, width=WIDTH_PAGE, height=2.6)  # legends by factor: shorter than one entry per series
+    fig, axes = new_figure(ncols=3, width=WIDTH_PAGE, height=2.4)  # legends by factor: shorter than one entry per series
     dens = sorted({float(c.get("density_target", c["density"])) for c in cs if c.get("density_target", c.get("density")) < 1})
     ns = sorted({int(c["N"]) for c in cs})
     cmap = colormaps["viridis"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from spattern.report.figures._common import band_line, finite, ordered_keys
 from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
@@ -77,26 +78,41 @@ def quality_figure(points: Sequence[dict],
     return fig
 
 
+SHORT = {"ppl": "perplexity", "nll": "NLL", "kl": "KL to dense (nats)", "top1_agreement": "top-1 agreement",
+         "recall": "dense mass kept", "passkey_correct": "passkey retrieved"}
+
+
 @styled
 def quality_sweeps_figure(groups: dict[str, Sequence[dict]],
                           metrics: Sequence[str] = ("ppl", "kl", "top1_agreement", "recall", "passkey_correct"),
-                          palette: Palette | None = None):
-    """Density sweeps one row each (``groups``: experiment -> points as for ``quality_figure``), the row's
-    experiment named at its left; the same metric in the same column, one legend for all rows."""
+                          palette: Palette | None = None, row_height: float = 0.95):
+    """Density sweeps one row each (``groups``: experiment -> points as for ``quality_figure``): short
+    metric names as y labels, the experiment's name above the row's first panel; one legend for all rows. Perplexity goes on a log axis where a row's
+    values span more than 10x (a collapsed pattern beside intact ones)."""
+    # dense is each row's reference line; causal (full causal attention through spattern's kernel, the
+    # numerical control) sits at the causal density, far off the sweep: its value is in the tables
+    groups = {e: [p for p in pts if p["key"] != "causal"] for e, pts in groups.items()}
     names = [e for e, pts in groups.items() if any(p["metric"] in metrics for p in pts)]
     present = [m for m in metrics if any(p["metric"] == m for e in names for p in groups[e])]
     if not names:
         raise ValueError(f"groups: no values for any of {list(metrics)}")
     palette = palette or Palette(p["key"] for e in names for p in groups[e])
-    fig, axes = new_figure(ncols=len(present), nrows=len(names), width=WIDTH_PAGE, height=1.5 * len(names) + 0.35)
+    fig, axes = new_figure(ncols=len(present), nrows=len(names), width=WIDTH_PAGE,
+                           height=row_height * len(names) + 0.45)
     axes = np.asarray(axes).reshape(len(names), len(present))
-    for row, e in zip(axes, names):
+    for r, (row, e) in enumerate(zip(axes, names)):
         for ax, m in zip(row, present):
-            if any(p["metric"] == m for p in groups[e]):
-                _metric_panel(ax, groups[e], m, palette)
-            else:
+            if not any(p["metric"] == m for p in groups[e]):
                 ax.set_axis_off()
-        row[0].set_title(e.removeprefix("study_"), fontsize=7, loc="left")
+                continue
+            _metric_panel(ax, groups[e], m, palette)
+            vals = [p["value"] for p in groups[e] if p["metric"] == m and finite(p["value"]) and p["value"] > 0]
+            if m in ("ppl", "nll") and vals and max(vals) > 10 * min(vals):
+                ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())  # a log axis within a decade: no 6x10^-1 labels
+            ax.set_ylabel(SHORT.get(m, m), fontsize=6)
+            ax.set_xlabel("block density" if ax.get_xlabel() == "block density" else "density", fontsize=6)
+        row[0].set_title(e.removeprefix("study_"), fontsize=6.5, loc="left", fontweight="bold")
     _legend(fig, axes)
     return fig
 
