@@ -14,7 +14,7 @@ def register(sub) -> None:
                    help="results folders to read (default: results)")
     p.add_argument("--out", default="report/build", help="output folder (default: report/build)")
     p.add_argument("--no-pdf", action="store_true", help="skip compiling the typst PDF")
-    p.add_argument("--no-html", action="store_true", help="skip the HTML page")
+    p.add_argument("--no-html", action="store_true", help="skip the HTML page and the slides")
     p.add_argument("--title", default="Sparse attention patterns with spattern", help="the report's title")
     p.add_argument("--highlight", nargs="+", default=[], metavar="FAMILY",
                    help="pattern families (e.g. local+landmark) drawn first in the heatmap and cost figures")
@@ -41,7 +41,7 @@ def build_and_print(dirs: list[Path], out, *, pdf: bool = True, html: bool = Tru
         warnings.simplefilter("always")
         paths = build_report(dirs, out, pdf=pdf, html=html, title=title, highlight=list(highlight))
     missing = [str(w.message) for w in caught if str(w.message).startswith("report: missing")]
-    for name in ("pdf", "html", "manifest"):
+    for name in ("pdf", "html", "slides", "manifest"):
         if name in paths:
             print(f"{name:9s} {paths[name]}")
     n_fig = sum(k.startswith("figure:") for k in paths)

@@ -8,7 +8,9 @@ Out folder::
     data/numbers.json           every number the prose shows, formatted (and ``missing``)
     data/figures.json           figure index (file, caption, width) the typst source reads
     typst/*.typ, refs.bib       a copy of ``report/`` (the prose), compiled with the out folder as root
-    report.pdf, report.html, manifest.json
+    report.pdf, report.html       the PDF and the one-page HTML
+    slides.html                 the same figures and tables as full-screen slides (a presentation)
+    manifest.json
 
 Whatever cannot be built (no such results) is recorded as missing: a Python warning, a
 ``missing: <what>`` box in the PDF and the HTML, never an old number.
@@ -330,6 +332,10 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
 
         paths["html"] = build_html(out, nums, b.figs, b.tables)
         b.manifest.add("document", "report.html", [], [paths["html"]], "figures (PNG) and tables above")
+        from spattern.report.slides import build_slides
+
+        paths["slides"] = build_slides(out, nums, b.figs, b.tables)
+        b.manifest.add("document", "slides.html", [], [paths["slides"]], "figures (PNG) and tables above")
     paths["manifest"] = b.manifest.write({"build_seconds_note": "not recorded (keeps the manifest reproducible)"})
     for name, f in b.figs.items():
         paths[f"figure:{name}"] = out / f["file"]

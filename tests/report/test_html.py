@@ -1,5 +1,5 @@
-"""The one-page HTML: self-contained, and in a real headless browser (skipped without chromium):
-no console messages, no broken images, a screenshot that is not blank."""
+"""The one-page HTML and the slides: self-contained, and in a real headless browser (skipped without
+chromium): no console messages, no broken images, a screenshot that is not blank."""
 
 from __future__ import annotations
 
@@ -52,3 +52,33 @@ def test_html_in_a_headless_browser(built, tmp_path):
     not_white = (img < 0.95).any(axis=-1)
     assert not_white.mean() > 0.05, f"screenshot almost blank ({not_white.mean():.3f} of pixels drawn)"
     assert len(np.unique(img.reshape(-1, 3).round(2), axis=0)) > 50  # figures, not a flat page
+
+
+def test_slides_are_self_contained_one_figure_a_slide(built):
+    from spattern.report.slides import FIGURES, OPTIONAL, TABLES
+
+    html = built["paths"]["slides"].read_text()
+    figs = json.loads((built["out"] / "data" / "figures.json").read_text())
+    shown = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', html)
+    assert sorted(shown) == sorted(figs)  # every figure of the build, each once
+    assert not re.search(r'(src|href)="(?!data:)', html), "an external reference"
+    slides = re.findall(r"<section>", html)
+    n_fig_slides = sum(1 for name, _ in FIGURES if name not in OPTIONAL or name in figs)
+    assert len(slides) == 1 + n_fig_slides + len(TABLES) + 1  # title, figures, tables, reproduce
+    assert "missing:" not in html and "spattern report" in html and "@media print" in html
+
+
+@pytest.mark.skipif(browser() is None, reason="no chromium/google-chrome on PATH (CI: apt-get install -y chromium)")
+def test_slides_in_a_headless_browser(built, tmp_path):
+    """Opened at its fourth slide (#4): images decode, nothing logged, the slide counter says 4 / N."""
+    exe, page = browser(), built["paths"]["slides"].resolve().as_uri() + "#4"
+    run = subprocess.run([exe, "--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=5000",
+                          "--enable-logging=stderr", "--v=0", "--window-size=1280,800", "--dump-dom", page],
+                         check=False, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not [ln for ln in run.stderr.splitlines() if ":CONSOLE" in ln]
+    body = re.search(r"<body[^>]*>", run.stdout).group(0)
+    n_figs = len(json.loads((built["out"] / "data" / "figures.json").read_text()))
+    assert 'data-images-broken="0"' in body and f'data-images-ok="{n_figs}"' in body, body
+    n = run.stdout.count("<section>")
+    assert f'<div class="count">4 / {n}</div>' in run.stdout
