@@ -116,7 +116,9 @@ class Match(Section):
     measure: Literal["block_density", "density", "flops"] = "block_density"
     families: dict[str, str] = {}
     # families that a base file names and this file does not run (inheritance merges tables, so a
-    # key cannot be removed otherwise): a density-sweep member where a family cannot reach its target
+    # key cannot be removed otherwise): a density-sweep member where a family cannot reach its target.
+    # Applied once, when the file is read: the validated config holds the remaining families and an
+    # empty drop (so it validates again as it is). A file's drop replaces its base's, as any list does.
     drop: list[str] = []
 
     @model_validator(mode="before")
@@ -124,13 +126,15 @@ class Match(Section):
     def _drop_families(cls, data):
         if not isinstance(data, dict) or not data.get("drop"):
             return data
-        fams, drop = dict(data.get("families") or {}), data["drop"]
-        if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
-            return data  # the field's own check says what came
+        fams, drop = data.get("families") or {}, data["drop"]
+        if not isinstance(fams, dict) or not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
+            return data  # the fields' own checks say what came
         unknown = sorted(set(drop) - set(fams))
         if unknown:
-            raise ValueError(f"drop: names of families ({', '.join(sorted(fams)) or 'none'}), got {unknown}")
-        return {**data, "families": {k: v for k, v in fams.items() if k not in drop}}
+            raise ValueError(f"match.drop naming families of this file or its base "
+                             f"({', '.join(sorted(fams)) or 'none'}), not {unknown}")
+        return {**data, "families": {k: v for k, v in fams.items() if k not in drop}, "drop": []}
+
     # the model's layer count, for per-layer families (a {layer} field: one pattern per layer,
     # spattern.evaluation.matching); None where no family has one
     layers: Optional[int] = Field(None, ge=1)

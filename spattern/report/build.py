@@ -273,6 +273,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
                  "loss where no validation was logged): mean over seeds, band from the lowest to the highest "
                  "seed" + ("; last panel: the top-k indexer's recall of dense attention mass over training "
                            "(mean over seeds, band = range)." if recall else "."), True, "training curves")
+        if recall and "training" in b.figs:  # the PDF and the HTML then place no indexer figure of its own
+            b.figs["training"]["indexer_panel"] = True
     else:
         b.manifest.miss("figure", "training", "training curves (no training metrics.jsonl)")
     t_rows, t_src = collect.collect_training_cost(s, exclude=list(checks))  # a check repeats its parent's model
@@ -287,7 +289,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
              "are in the significance table). A block-size ablation is drawn against the experiment that runs the "
              "same patterns at another block size, on the documents both scored.", False,
              "ablations (no experiment named ablation*)")
-    if not (recall and curves_by):
+    if not b.figs.get("training", {}).get("indexer_panel"):
         b.figure("indexer", lambda: indexer_figure(snap, idx_curves, palette=b.palette), idx_src,
                  indexer_caption(snap, idx_curves), snap is not None,
                  "top-k indexer results (no snapshot and no indexer recall logged)")

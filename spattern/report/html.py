@@ -126,7 +126,7 @@ def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
               _figure(out, figs, "training", "training curves"), _table(tables, "training_cost", "training cost"),
               *[_table(tables, k, k) for k in sorted(tables) if k.startswith("file_loss_")],
               _figure(out, figs, "ablation", "ablations"),
-              *([_figure(out, figs, "indexer", "top-k indexer")] if "indexer" in figs or "training" not in figs else [])]
+              *([] if figs.get("training", {}).get("indexer_panel") else [_figure(out, figs, "indexer", "top-k indexer")])]
     parts += ["<h2>Significance</h2>", _table(tables, "significance", "significance table")]
     parts += ["<h2>Environment and reproduction</h2>", _table(tables, "environment", "environment"),
               "<pre>" + escape("\n".join(n.get("commands", []) + [n["report_command"]])) + "</pre>"]

@@ -6,12 +6,11 @@ A value that the results do not provide is left out (the typst ``val`` helper th
 
 from __future__ import annotations
 
-from collections import Counter
-
 import json
 import math
 import re
 import shlex
+from collections import Counter
 from pathlib import Path
 
 from spattern.report.collect import unreachable_matches
@@ -207,7 +206,11 @@ def quality_row(name: str, pts: list[dict]) -> dict:
     if at:
         bestp = min(at, key=lambda p: p["value"])
         worst = max(at, key=lambda p: p["value"])
-        row["contenders"] = sorted({str(p.get("series", p["key"])) for p in at})
+        # families (keys, not the series labels a multi-context experiment shows) for quality_summary
+        row["contenders"] = sorted({str(p["key"]) for p in at})
+        row["best_family"] = str(bestp["key"])
+        row["overlap_families"] = sorted({str(p["key"]) for p in at if p is not bestp
+                                          and p["lo"] <= bestp["hi"] and bestp["lo"] <= p["hi"]})
         row.update(lowest_density=where, best_key=bestp.get("series", bestp["key"]),
                    best_kl=fmt_ci(bestp["value"], bestp["lo"], bestp["hi"]), worst_key=worst.get("series", worst["key"]),
                    worst_kl=fmt_ci(worst["value"], worst["lo"], worst["hi"]))
@@ -222,19 +225,23 @@ def quality_row(name: str, pts: list[dict]) -> dict:
     return row
 
 
-def quality_summary(rows: list[dict], pattern: str = "outline") -> dict:
-    """The quality rows (``quality_row``) in one sentence's numbers: how often each pattern had the lowest
+def quality_summary(rows: list[dict], pattern: str = "outline") -> dict | None:
+    """The quality rows (``quality_row``) in one sentence's numbers: how often each family had the lowest
     KL at its experiment's lowest cost ("streaming in 6, fitted in 2"), and in how many of the experiments
-    that ran ``pattern`` at that cost it was the lowest or within the lowest's interval (not ranked)."""
-    ranked = [r for r in rows if r.get("best_key") is not None]
-    counts = Counter(str(r["best_key"]) for r in ranked)
+    that ran ``pattern`` at that cost it was the lowest or within the lowest's interval (not ranked).
+    None without a ranked row; no ``pattern_*`` keys where no experiment ran ``pattern`` at its lowest cost."""
+    ranked = [r for r in rows if r.get("best_family") is not None]
+    if not ranked:
+        return None
+    counts = Counter(r["best_family"] for r in ranked)
+    out = {"n": str(len(ranked)), "experiments": "experiment" if len(ranked) == 1 else "experiments",
+           "best": ", ".join(f"{k} in {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))}
     ran = [r for r in ranked if pattern in r.get("contenders", ())]
-    top = [r for r in ran if r["best_key"] == pattern
-           or pattern in [k.strip() for k in str(r.get("best_overlap", "")).split(",")]]
-    out = {"n": str(len(ranked)), "best": ", ".join(f"{k} in {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-           "pattern": pattern, "pattern_top": str(len(top)), "pattern_ran": str(len(ran))}
-    if top:
-        out["pattern_top_names"] = ", ".join(r["name"].removeprefix("study_") for r in top)
+    if ran:
+        top = [r for r in ran if r["best_family"] == pattern or pattern in r.get("overlap_families", ())]
+        out.update(pattern=pattern, pattern_top=str(len(top)), pattern_ran=str(len(ran)))
+        if top:
+            out["pattern_top_names"] = ", ".join(r["name"] for r in top)
     return out
 
 
@@ -441,7 +448,9 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
 
     qs = [quality_row(e, pts) for e, pts in q_points.items()]
     if qs:
-        n["quality"] = {"experiments": qs, "summary": quality_summary(qs)}
+        n["quality"] = {"experiments": qs}
+        if (summary := quality_summary(qs)) is not None:
+            n["quality"]["summary"] = summary
 
     if study.significance:
         rows = distinct_comparisons(study.significance)

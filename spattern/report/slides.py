@@ -26,7 +26,7 @@ FIGURES = (("outline", "Outline attention: the study's own pattern"), ("heatmap"
            ("quality_matched", "Quality at one matched density (pretrained SmolLM2)"),
            ("quality_density", "Quality against density"), ("synthetic", "Long-range retrieval"),
            ("training", "Training from scratch"), ("ablation", "Ablations"), ("indexer", "The top-k indexer"))
-OPTIONAL = frozenset({"quality_matched", "quality_density", "indexer"})
+OPTIONAL = frozenset({"quality_matched", "quality_density"})
 TABLES = (("targets", "Project C speed-up targets", "kernels"), ("headline", "Headline comparisons", "ablation"))
 
 CSS = """
@@ -103,7 +103,7 @@ def build_slides(out: Path, n: dict, figs: dict, tables: dict) -> Path:
                            f'<code>{escape(n["report_command"])}</code>: {escape(n["study"]["runs_phrase"])} in '
                            f'{escape(n["study"]["experiments_phrase"])}.</p><div class="cards">{cards}</div>')]
     for name, title in FIGURES:
-        if name in OPTIONAL and name not in figs:
+        if name in OPTIONAL and name not in figs or name == "indexer" and figs.get("training", {}).get("indexer_panel"):
             continue
         slides.append(_slide(title, _figure(out, figs, name, title)))
         for t_name, t_title, after in TABLES:

@@ -349,3 +349,22 @@ def test_the_committed_device_logs_feed_no_benchmark_into_the_report():
     root = Path(__file__).resolve().parents[2] / "results"
     benches = [f.path for f in load_study([root]).bench]
     assert benches and not [p for p in benches if "study_device_logs" in p.parts]
+
+
+def test_without_a_snapshot_the_indexer_recall_is_a_training_panel(study_root, tmp_path):
+    """No indexer snapshot: the recall curve is the training figure's last panel (figures.json marks it),
+    and neither the PDF, the HTML nor the slides show an indexer figure or a "missing" box for one."""
+    import shutil
+
+    from spattern.report import build_report
+
+    root = tmp_path / "results"
+    shutil.copytree(study_root, root)
+    for snap in root.rglob("indexer_snapshot.json"):
+        snap.unlink()
+    paths = build_report([root], tmp_path / "build")
+    figs = json.loads((tmp_path / "build" / "data" / "figures.json").read_text())
+    assert "indexer" not in figs and figs["training"].get("indexer_panel") is True
+    assert "missing:" not in " ".join(pdf_text(paths["pdf"]))
+    for doc in ("html", "slides"):
+        assert "missing:" not in paths[doc].read_text()

@@ -180,7 +180,7 @@ def test_synthetic_training_ablation_indexer(study):
     fig = rendered(training_panels({exp: curves}, extra={"indexer recall": (icurves, "indexer_mass_recall"),
                                                          "nothing": (curves, "indexer_mass_recall")}))
     assert [ax.get_title().split(" (")[0] for ax in fig.axes] == [exp, "indexer recall"]
-    assert fig.axes[1].get_ylabel() == "dense mass recalled" and fig.axes[1].get_ylim() == (0.0, 1.02)
+    assert fig.axes[1].get_ylabel() == "dense mass\nrecalled" and fig.axes[1].get_ylim() == (0.0, 1.02)
     assert "topk" in {t.get_text() for t in fig.legends[0].get_texts()}
     with pytest.raises(ValueError):
         indexer_figure(None, [])
@@ -299,7 +299,7 @@ def test_density_sweeps_share_one_figure_a_row_each():
     fig = rendered(quality_sweeps_figure(groups))
     axes = [ax for ax in fig.axes]
     assert len(axes) == 6
-    assert [ax.get_title(loc="left") for ax in axes[::3]] == ["a", "b"]  # each row named by its experiment
+    assert [sf._suptitle.get_text() for sf in fig.subfigs] == ["a", "b"]  # each row named by its experiment
     assert [ax.get_ylabel() for ax in axes[:3]] == ["perplexity", "KL to dense (nats)", "passkey retrieved"]
     assert not axes[5].axison  # study_b scored no passkey
     (legend,) = fig.legends

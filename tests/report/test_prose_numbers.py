@@ -145,6 +145,26 @@ def test_the_quality_summary_is_one_row_per_experiment():
                        "window 0.560 [0.550, 0.570]", "–", "–"]]
 
 
+def test_the_quality_summary_sentence_counts_families_not_series():
+    """Which family had the lowest KL, counted over experiments, and where outline was lowest or within
+    the lowest's interval; a two-context experiment's series labels ("outline (N=2048)") count as their
+    family; no outline clause where no experiment ran it; nothing without a ranked row."""
+    from spattern.report.numbers import quality_summary
+
+    a = quality_row("a", [_kl("window", 0.12, 0.56), _kl("outline", 0.12, 0.15), _kl("streaming", 0.12, 0.146)])
+    b = quality_row("b", [_kl("window", 0.12, 0.5), _kl("streaming", 0.12, 0.2)])
+    two = [{**_kl("outline", 0.12, 0.1), "series": "outline (N=2048)"},
+           {**_kl("streaming", 0.12, 0.3), "series": "streaming (N=2048)"}]
+    c = quality_row("c", two)
+    assert c["best_key"] == "outline (N=2048)" and c["best_family"] == "outline"
+    s = quality_summary([a, b, c])
+    assert s["best"] == "streaming in 2, outline in 1" and s["n"] == "3"
+    assert (s["pattern_top"], s["pattern_ran"], s["pattern_top_names"]) == ("2", "2", "a, c")  # a: overlap
+    s = quality_summary([b])
+    assert s == {"n": "1", "experiments": "experiment", "best": "streaming in 1"}  # outline never ran
+    assert quality_summary([{"name": "x"}]) is None
+
+
 def test_commands_recompute_the_tables_against_a_second_baseline(tmp_path, monkeypatch):
     """Each compare_vs_<run>.json is reproduced by scripts/recompute_comparisons.py: named when it is not
     what the script finds by default (results/ of the working directory), bare when it is."""

@@ -116,7 +116,7 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     # filled and lines solid, the others' hollow (mfc none) with dense lines marked x
     sfx = (lambda dv: f" ({dv})") if len(devices) > 1 else (lambda dv: "")  # noqa: E731
     hollow = lambda dv: {} if dv == devices[0] else {"mfc": "none"}  # noqa: E731
-    fig, axes = new_figure(ncols=3, width=WIDTH_PAGE, height=2.4)  # legends by factor: shorter than one entry per series
+    fig, axes = new_figure(ncols=3, width=WIDTH_PAGE, height=2.6)  # legends by factor: shorter than one entry per series
     dens = sorted({float(c.get("density_target", c["density"])) for c in cs if c.get("density_target", c.get("density")) < 1})
     ns = sorted({int(c["N"]) for c in cs})
     cmap = colormaps["viridis"]
@@ -152,9 +152,10 @@ def kernel_figure(cells: Sequence[dict], backward: bool = False, head_dim: int |
     ax = axes[1]
     # the N with the most densities timed (the largest among ties): a curve, not one point, where the
     # slice's largest N timed a single density (the forward+backward benchmark's 32K cell)
-    per_n = Counter(int(c["N"]) for c in cs if float(c.get("density_target", c["density"])) < 1
-                    and any(isinstance(v, (int, float)) for v in (c.get("tflops") or {}).values()))
-    n_max = max(ns, key=lambda n: (per_n.get(n, 0), n))
+    timed = lambda c: any(isinstance(v, (int, float)) for v in (c.get("tflops") or {}).values())  # noqa: E731
+    per_n = {n: len({float(c.get("density_target", c.get("density"))) for c in cs if int(c["N"]) == n and timed(c)
+                     and float(c.get("density_target", c.get("density"))) < 1}) for n in ns}
+    n_max = max(ns, key=lambda n: (per_n[n], n))
     at_max = [c for c in cs if c["N"] == n_max]
     devs_max = sorted({str(c.get("device")) for c in at_max})
     for dv in devs_max:

@@ -85,10 +85,13 @@ SHORT = {"ppl": "perplexity", "nll": "NLL", "kl": "KL to dense (nats)", "top1_ag
 @styled
 def quality_sweeps_figure(groups: dict[str, Sequence[dict]],
                           metrics: Sequence[str] = ("ppl", "kl", "top1_agreement", "recall", "passkey_correct"),
-                          palette: Palette | None = None, row_height: float = 0.95):
-    """Density sweeps one row each (``groups``: experiment -> points as for ``quality_figure``): short
-    metric names as y labels, the experiment's name above the row's first panel; one legend for all rows. Perplexity goes on a log axis where a row's
-    values span more than 10x (a collapsed pattern beside intact ones)."""
+                          palette: Palette | None = None, row_height: float = 1.05):
+    """Density sweeps one row each (``groups``: experiment -> points as for ``quality_figure``), each row a
+    subfigure titled with its experiment; short metric names as y labels, one legend for all rows.
+    Perplexity goes on a log axis where a row's values span more than 10x (a collapsed pattern beside
+    intact ones)."""
+    from matplotlib.figure import Figure
+
     # dense is each row's reference line; causal (full causal attention through spattern's kernel, the
     # numerical control) sits at the causal density, far off the sweep: its value is in the tables
     groups = {e: [p for p in pts if p["key"] != "causal"] for e, pts in groups.items()}
@@ -97,10 +100,13 @@ def quality_sweeps_figure(groups: dict[str, Sequence[dict]],
     if not names:
         raise ValueError(f"groups: no values for any of {list(metrics)}")
     palette = palette or Palette(p["key"] for e in names for p in groups[e])
-    fig, axes = new_figure(ncols=len(present), nrows=len(names), width=WIDTH_PAGE,
-                           height=row_height * len(names) + 0.45)
-    axes = np.asarray(axes).reshape(len(names), len(present))
-    for r, (row, e) in enumerate(zip(axes, names)):
+    fig = Figure(figsize=(WIDTH_PAGE, row_height * len(names) + 0.45), layout="constrained")
+    rows = np.atleast_1d(fig.subfigures(len(names), 1))
+    axes = []
+    for sub, e in zip(rows, names):
+        row = np.atleast_1d(sub.subplots(1, len(present)))
+        axes.append(row)
+        sub.suptitle(e.removeprefix("study_"), x=0.0, ha="left", fontsize=6.5, fontweight="bold")
         for ax, m in zip(row, present):
             if not any(p["metric"] == m for p in groups[e]):
                 ax.set_axis_off()
@@ -112,8 +118,7 @@ def quality_sweeps_figure(groups: dict[str, Sequence[dict]],
             ax.yaxis.set_minor_formatter(NullFormatter())  # a log axis within a decade: no 6x10^-1 labels
             ax.set_ylabel(SHORT.get(m, m), fontsize=6)
             ax.set_xlabel("block density" if ax.get_xlabel() == "block density" else "density", fontsize=6)
-        row[0].set_title(e.removeprefix("study_"), fontsize=6.5, loc="left", fontweight="bold")
-    _legend(fig, axes)
+    _legend(fig, np.concatenate(axes))
     return fig
 
 

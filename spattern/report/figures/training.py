@@ -33,7 +33,7 @@ def runs_label(curves: Sequence, n: int) -> str:
     return f"{n} run{'s' if n != 1 else ''}"
 
 
-PANEL_FIELDS = {"indexer_mass_recall": ("dense mass recalled", (0.0, 1.02))}  # extra panels: y label, limits
+PANEL_FIELDS = {"indexer_mass_recall": ("dense mass\nrecalled", (0.0, 1.02))}  # extra panels: y label, limits
 
 
 @styled
@@ -72,9 +72,11 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
         runs = counts[0][0] if len({c for c, _ in counts}) == 1 else f"{ns[0]}-{ns[-1]} runs"
         ax.set_title(f"{e.removeprefix('study_')} ({runs})", fontsize=5.5)  # six panels a row: short titles
         ax.set_xlabel("training step")
-        if fixed:
-            ax.set_ylabel(PANEL_FIELDS[fixed][0])
-            ax.set_ylim(*PANEL_FIELDS[fixed][1])
+        if fixed:  # a field of PANEL_FIELDS has its label and limits; another, its name and free limits
+            label, lim = PANEL_FIELDS.get(fixed, (fixed, None))
+            ax.set_ylabel(label)
+            if lim:
+                ax.set_ylim(*lim)
         else:
             ax.set_ylabel({"loss": "train loss", "val_loss": "val. loss"}.get(f, f) + " (nats)")
     for ax in axes[len(panels):]:
