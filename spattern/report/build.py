@@ -265,7 +265,7 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     snap, idx_curves, idx_src = collect.collect_indexer(s)
     # the indexer's recall over training: a panel of the training figure unless a snapshot (its scores and
     # selections) makes it a figure of its own
-    recall = {"indexer recall": (idx_curves, "indexer_mass_recall")} if idx_curves and snap is None else {}
+    recall = {"recall": (idx_curves, "indexer_mass_recall")} if idx_curves and snap is None else {}  # short: 6 a row
     if curves_by:
         b.figure("training", lambda: training_panels(curves_by, palette=b.palette, extra=recall),
                  train_src + (idx_src if recall else []),
