@@ -125,7 +125,8 @@ def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5,
                 ) -> tuple[list[tuple[str, str]], list[Path], int]:
     """One static pattern per family: of the runs at the study's most common sequence length
     (``Run.context``, else 4096) where a family has any, the one whose run density is nearest
-    ``target_density``; the ``highlight`` families first, then the rest in sorted order, at most
+    ``target_density``; the ``highlight`` families first, then the rest by how many experiments ran them
+    (most first; ties by name), at most
     ``limit``. ``skip``: dense and the causal control are not pattern families to draw, nor the runs of
     a check experiment (``Study.check_of``: BigBird's other draws). Patterns that
     need a document (outline, the oracle) or one per layer (fitted) are not static and not drawn.
@@ -147,7 +148,10 @@ def patterns_of(study: Study, target_density: float = 0.25, limit: int = 5,
             except Exception:  # noqa: BLE001, S112 - a pattern that cannot compile alone (needs context) is not drawn
                 continue
             best[r.key] = (score, r.pattern, r)
-    keys = ([k for k in highlight if k in best] + [k for k in sorted(best) if k not in highlight])[:limit]
+    # the families most experiments ran first (the study's main baselines over its variants), ties by name
+    n_exp = {k: len({r.experiment for r in study.runs if r.key == k}) for k in best}
+    rest = sorted((k for k in best if k not in highlight), key=lambda k: (-n_exp[k], k))
+    keys = ([k for k in highlight if k in best] + rest)[:limit]
     return [(k, best[k][1]) for k in keys], [best[k][2].dir / "metrics.json" for k in keys], n
 
 
