@@ -14,9 +14,20 @@ from pathlib import Path
 
 from spattern.utils.io import atomic_write_text
 
-CSS = """
+SHARED_CSS = """
 :root { --fg: #1a1a1a; --muted: #5a5a5a; --accent: #0072B2; --bad: #b00020; }
 * { box-sizing: border-box; }
+.card { border: 1px solid #ddd; border-radius: 8px; padding: 10px 14px; }
+.card .v { font-size: 1.5rem; font-weight: 600; color: var(--accent); }
+.card .k { font-size: 0.85rem; color: var(--muted); }
+table { border-collapse: collapse; font-size: 0.8rem; width: 100%; margin: 8px 0; }
+th, td { padding: 3px 8px; border-bottom: 1px solid #e3e3e3; text-align: left; white-space: nowrap; }
+th { border-bottom: 2px solid #999; }
+.missing { color: var(--bad); background: #ffe8ea; border: 1px dashed var(--bad); padding: 6px 10px;
+           border-radius: 4px; display: inline-block; margin: 6px 0; }
+"""  # the page's and the slides' common rules
+
+CSS = SHARED_CSS + """
 body { font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; color: var(--fg); margin: 0;
        line-height: 1.45; background: #fff; }
 main { max-width: 1100px; margin: 0 auto; padding: 24px 32px 64px; }
@@ -24,18 +35,10 @@ h1 { font-size: 1.9rem; margin: 0.2em 0; } h2 { font-size: 1.3rem; border-bottom
   padding-bottom: 4px; margin-top: 2em; }
 .sub { color: var(--muted); margin-top: 0; }
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 12px; margin: 16px 0; }
-.card { border: 1px solid #ddd; border-radius: 8px; padding: 10px 14px; }
-.card .v { font-size: 1.5rem; font-weight: 600; color: var(--accent); }
-.card .k { font-size: 0.85rem; color: var(--muted); }
 figure { margin: 16px 0; page-break-inside: avoid; break-inside: avoid; }
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figcaption { font-size: 0.85rem; color: var(--muted); margin-top: 4px; }
-table { border-collapse: collapse; font-size: 0.8rem; width: 100%; margin: 8px 0; }
-th, td { padding: 3px 8px; border-bottom: 1px solid #e3e3e3; text-align: left; white-space: nowrap; }
-th { border-bottom: 2px solid #999; }
 .scroll { overflow-x: auto; }
-.missing { color: var(--bad); background: #ffe8ea; border: 1px dashed var(--bad); padding: 6px 10px;
-           border-radius: 4px; display: inline-block; margin: 6px 0; }
 code, pre { font-family: "DejaVu Sans Mono", monospace; font-size: 0.8rem; }
 pre { background: #f6f6f6; padding: 8px 12px; overflow-x: auto; }
 @media print { main { max-width: none; padding: 0 8mm; } h2 { page-break-after: avoid; }

@@ -13,7 +13,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from spattern.report.html import SCRIPT, _card, _figure, _missing, _table
+from spattern.report.html import SCRIPT, SHARED_CSS, _card, _figure, _missing, _table
 from spattern.utils.io import atomic_write_text
 
 # (figure, slide title), in the order of the PDF; a figure absent from the build gets a "missing" slide,
@@ -29,9 +29,7 @@ FIGURES = (("outline", "Outline attention: the study's own pattern"), ("heatmap"
 OPTIONAL = frozenset({"quality_matched", "quality_density"})
 TABLES = (("targets", "Project C speed-up targets", "kernels"), ("headline", "Headline comparisons", "ablation"))
 
-CSS = """
-:root { --fg: #1a1a1a; --muted: #5a5a5a; --accent: #0072B2; --bad: #b00020; }
-* { box-sizing: border-box; }
+CSS = SHARED_CSS + """
 html, body { margin: 0; height: 100%; }
 body { font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; color: var(--fg); background: #fff; }
 .deck { height: 100vh; overflow-y: auto; scroll-snap-type: y mandatory; }
@@ -41,17 +39,11 @@ h1 { font-size: 2.4rem; margin: 18vh 0 0.3em; } h2 { font-size: 1.6rem; margin: 
   border-bottom: 3px solid var(--accent); padding-bottom: 4px; }
 .sub { color: var(--muted); font-size: 0.95rem; }
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(220px, 1fr)); gap: 14px; margin-top: 4vh; }
-.card { border: 1px solid #ddd; border-radius: 8px; padding: 12px 16px; }
 .card .v { font-size: 1.8rem; font-weight: 600; color: var(--accent); } .card .k { color: var(--muted); }
 figure { margin: 0; flex: 1; display: flex; flex-direction: column; min-height: 0; }
 figure img { width: 100%; height: auto; max-height: 72vh; object-fit: contain; margin: 0 auto; display: block; }
 figcaption { font-size: 0.85rem; color: var(--muted); margin-top: 1vh; }
-table { border-collapse: collapse; font-size: 0.8rem; width: 100%; }
-th, td { padding: 3px 8px; border-bottom: 1px solid #e3e3e3; text-align: left; white-space: nowrap; }
-th { border-bottom: 2px solid #999; }
 .scroll { overflow: auto; max-height: 78vh; }
-.missing { color: var(--bad); background: #ffe8ea; border: 1px dashed var(--bad); padding: 6px 10px;
-           border-radius: 4px; display: inline-block; }
 pre { font-family: "DejaVu Sans Mono", monospace; font-size: 0.62rem; background: #f6f6f6; padding: 8px 12px;
       overflow: auto; flex: 1; white-space: pre-wrap; }
 .count { position: fixed; right: 14px; bottom: 10px; color: var(--muted); font-size: 0.8rem; }
