@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -202,7 +203,7 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
     log(f"[run] {cfg.name}: {len(runs)} runs, {len(runs) - len(todo)} finished (skipped), {len(todo)} to run "
         f"-> {cfg.out_dir}")
     t0 = time.perf_counter()
-    with _progress() as progress:
+    with _stoppable(log), _progress() as progress:
         sweep = progress.add_task(f"{cfg.name}", total=len(todo))
         if jobs > 1 and len(todo) > 1:
             summaries += _run_parallel(cfg, todo, runtime, jobs, progress, sweep)
@@ -232,9 +233,42 @@ def worker_threads(jobs: int, cpus: int, env: dict) -> int | None:
 _STOP = None  # in a worker process of _run_parallel: the sweep's stop event (set by _init_worker)
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def _stoppable(log):
+    """While a sweep runs, SIGTERM stops it as SIGINT does (the runs stop at their next step and keep
+    their last checkpoints; ``spattern run`` again resumes them): ``timeout``'s default signal, a batch
+    scheduler's notice before it kills a job. A process started with SIGINT ignored (a background job of a
+    non-interactive shell: ``cmd &`` in a script) cannot be stopped by Ctrl-C or ``timeout -s INT``;
+    Python keeps the inherited SIG_IGN, so this is said once, at the start. Only in the main thread
+    (signal handlers can be set nowhere else); the previous handler is put back after the sweep."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        log("[run] SIGINT is ignored in this process (it was started with SIGINT ignored, e.g. as a "
+            "background job of a script): Ctrl-C and `timeout -s INT` will not stop the sweep; SIGTERM will")
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _init_worker(stop) -> None:
+    """A run process of ``_run_parallel``: the sweep's stop event; SIGTERM (sent to the process group
+    by ``timeout``, or by a scheduler to every process of the job) stops its run as SIGINT does."""
+    import signal
+
     global _STOP
     _STOP = stop
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def _one_in_worker(cfg: ExperimentConfig, spec: RunSpec, runtime: list[str], jobs: int) -> dict | None:
@@ -278,8 +312,9 @@ def _run_parallel(cfg: ExperimentConfig, todo: list[RunSpec], runtime: list[str]
     """``todo``'s runs, ``jobs`` at a time, each in a fresh (spawned: CUDA does not survive a fork)
     process; their log lines carry the run's folder name. Every run is attempted; the runs that raised
     are named in one error at the end (their folders keep their checkpoints: the next call resumes them).
-    An interrupt (Ctrl-C, or ``timeout -s INT``: both signal the process group, so the running runs stop
-    too) starts no further run: the pool hands a worker its next run before the current one ends, so the
+    An interrupt (Ctrl-C, ``timeout -s INT``, or SIGTERM: ``_stoppable``; Ctrl-C and ``timeout`` signal
+    the process group, so the running runs stop too; a signal to this process alone lets them finish)
+    starts no further run: the pool hands a worker its next run before the current one ends, so the
     workers get a stop event and return such a run unstarted (before, they went on with it, and the
     sweep outlived its deadline by a run's length)."""
     import multiprocessing as mp
