@@ -176,7 +176,10 @@ def test_indexer_two_stages_through_the_training_loop(cache, tmp_path):
     cfg = _cfg(tmp_path, "idx", "train.steps=12", "train.log_every=1", "train.eval_every=0",
                "indexer.k=3", "indexer.block=[32, 32]", "indexer.warmup_steps=6", "indexer.n_heads=2",
                "indexer.head_dim=16")
-    s = train(cfg, log=lambda *a: None)
+    lines = []
+    s = train(cfg, log=lambda *a: lines.append(" ".join(map(str, a))))
+    # the LM is frozen in this warm-up (warmup_train_lm unset) while it starts from scratch: said once
+    assert sum("warm-up of 6 steps with the LM frozen" in line for line in lines) == 1
     recs = [r for r in _metrics(tmp_path / "idx" / "metrics.jsonl") if "loss" in r]
     stages = [r["indexer_stage"] for r in recs]
     assert stages[:6] == ["dense-warmup"] * 6 and stages[6:] == ["sparse"] * 6
