@@ -395,20 +395,35 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
         n["kernel"] = k
     if "kernels_hopper" in b.tables:  # the sm_90a kernel beside the mma.sync one (tables.hopper_table)
         raw = b.tables["kernels_hopper"].raw
-        rng = lambda key: [r[key] for r in raw if isinstance(r.get(key), (int, float))]  # noqa: E731
         with_t = [r for r in raw if r.get("target_vs_cudnn") and r.get("hopper_vs_cudnn")]
         shown = b.tables.get("kernels_hopper_main", b.tables["kernels_hopper"]).raw  # the PDF's table
         h = {"cells": fmt(len(raw)), "D": ", ".join(sorted({fmt(r["D"]) for r in raw})),
              "table_D": ", ".join(sorted({fmt(r["D"]) for r in shown})),
              "n_targets": fmt(len(with_t)),
              "met": fmt(sum(r["hopper_vs_cudnn"] >= r["target_vs_cudnn"] for r in with_t))}
-        for key, name in (("hopper_vs_mma_sync", "vs_mma_sync"), ("hopper_vs_flex_native", "vs_flex"),
-                          ("hopper_vs_cudnn", "vs_cudnn"), ("tflops_hopper", "tflops")):
-            v = rng(key)
-            if v:
-                lo, hi = (fmt(min(v), 3), fmt(max(v), 3)) if key == "tflops_hopper" else (fmt_x(min(v)), fmt_x(max(v)))
-                h[name] = {"min": lo, "max": hi}
-        h["missed"] = [{"D": fmt(r["D"]), "layout": str(r.get("family")), "causal": "causal" if r["causal"] else "non-causal",
+        def ranges(rows) -> dict:
+            out = {}
+            for key, name in (("hopper_vs_mma_sync", "vs_mma_sync"), ("hopper_vs_flex_native", "vs_flex"),
+                              ("hopper_vs_cudnn", "vs_cudnn"), ("tflops_hopper", "tflops")):
+                v = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+                if v:
+                    lo, hi = (fmt(min(v), 3), fmt(max(v), 3)) if key == "tflops_hopper" else (fmt_x(min(v)), fmt_x(max(v)))
+                    out[name] = {"min": lo, "max": hi}
+            return out
+
+        h.update(ranges(raw))
+        # one GPU at a time: the kernels and the baselines differ between GPUs, so their ranges are per GPU
+        shown_gpus = {r.get("device") for r in shown}
+        h["by_device"] = []
+        for gpu in sorted({str(r.get("device") or "–") for r in raw}):
+            rows = [r for r in raw if str(r.get("device") or "–") == gpu]
+            tg = [r for r in rows if r.get("target_vs_cudnn") and r.get("hopper_vs_cudnn")]
+            h["by_device"].append({"device": gpu, "cells": fmt(len(rows)), "D": ", ".join(sorted({fmt(r["D"]) for r in rows})),
+                                   "in_table": gpu in shown_gpus, "n_targets": fmt(len(tg)),
+                                   "met": fmt(sum(r["hopper_vs_cudnn"] >= r["target_vs_cudnn"] for r in tg)),
+                                   **ranges(rows)})
+        h["missed"] = [{"device": str(r.get("device") or "–"), "D": fmt(r["D"]), "layout": str(r.get("family")),
+                        "causal": "causal" if r["causal"] else "non-causal",
                         "N": fmt(r["N"]), "density": fmt_pct(r["density"]), "measured": fmt_x(r["hopper_vs_cudnn"]),
                         "target": fmt_x(r["target_vs_cudnn"])}
                        for r in sorted(with_t, key=lambda r: r["hopper_vs_cudnn"] / r["target_vs_cudnn"])

@@ -187,48 +187,58 @@ def kernel_table(cells: Sequence[dict], slice_desc: str, sources: Sequence[Path]
 LAYOUT_NAMES = {"lrs": "lrs", "band+landmark": "b+l"}  # family names as data.bench_cells gives them
 
 
+def hopper_cells(cells: Sequence[dict], head_dim: int | None = None, device: str | None = None) -> list[dict]:
+    """The forward cells that timed the Hopper kernel (``spattern_hopper``), of one head dim / GPU if given."""
+    return [c for c in cells if not c.get("backward") and isinstance((c.get("ms") or {}).get("spattern_hopper"), (int, float))
+            and (head_dim is None or c.get("D") == head_dim) and (device is None or c.get("device") == device)]
+
+
 def hopper_table(cells: Sequence[dict], sources: Sequence[Path], targets=None, head_dim: int | None = None,
-                 name: str = "kernels_hopper") -> Table | None:
+                 name: str = "kernels_hopper", device: str | None = None) -> Table | None:
     """The two forward kernels side by side on the cells that timed the Hopper kernel
-    (``spattern_hopper``): times, the Hopper kernel's TFLOP/s on computed blocks and its speed-up over
-    native FlexAttention and dense SDPA cuDNN (causal when the cell is), with the Project C target of
-    the cell's (N, density) where there is one. ``head_dim``: only those cells. None without such cells."""
+    (``spattern_hopper``), one row per GPU and cell: times, the Hopper kernel's TFLOP/s on computed blocks
+    and its speed-up over native FlexAttention and dense SDPA cuDNN (causal when the cell is), with the
+    Project C target of the cell's (N, density) where there is one. ``head_dim``, ``device``: only those
+    cells. None without such cells."""
     from spattern.report.figures.kernels import TARGETS
 
     targets = TARGETS if targets is None else targets
-    hop = [c for c in cells if not c.get("backward") and isinstance((c.get("ms") or {}).get("spattern_hopper"), (int, float))
-           and (head_dim is None or c.get("D") == head_dim)]
+    hop = hopper_cells(cells, head_dim, device)
     if not hop:
         return None
+    gpus = sorted({str(c.get("device") or "–") for c in hop})
     rows, raw = [], []
-    for c in sorted(hop, key=lambda c: (c.get("D") or 0, str(c.get("family")), bool(c.get("causal")), c["N"],
-                                        -float(c.get("density_target", 1)))):
+    for c in sorted(hop, key=lambda c: (str(c.get("device") or ""), c.get("D") or 0, str(c.get("family")),
+                                        bool(c.get("causal")), c["N"], -float(c.get("density_target", 1)))):
         ms = c["ms"]
         h, m, nat, cu = ms.get("spattern_hopper"), ms.get("spattern"), ms.get("flex_native"), ms.get("sdpa_cudnn")
         t = next((t["speedup"] for t in targets if t["N"] == c["N"]
                   and abs(t["density"] - float(c.get("density_target", -1))) < 1e-9), None)
         vs_cu = cu / h if cu and h else None
-        raw.append({"N": c["N"], "D": c.get("D"), "causal": bool(c.get("causal")), "family": c.get("family"),
+        raw.append({"device": str(c.get("device") or "–"), "N": c["N"], "D": c.get("D"), "causal": bool(c.get("causal")),
+                    "family": c.get("family"),
                     "density": c.get("density"), "ms_mma_sync": m, "ms_hopper": h, "ms_flex_native": nat,
                     "ms_sdpa_cudnn": cu, "tflops_hopper": (c.get("tflops") or {}).get("spattern_hopper"),
                     "hopper_vs_cudnn": vs_cu, "hopper_vs_flex_native": nat / h if nat and h else None,
                     "hopper_vs_mma_sync": m / h if m and h else None, "target_vs_cudnn": t})
-        rows.append([fmt(c.get("D")), LAYOUT_NAMES.get(str(c.get("family")), str(c.get("family"))),
+        rows.append([str(c.get("device") or "–"), fmt(c.get("D")), LAYOUT_NAMES.get(str(c.get("family")), str(c.get("family"))),
                      "yes" if c.get("causal") else "no", fmt(c["N"]), fmt_pct(c.get("density")),
                      fmt(m), fmt(h), fmt(nat), fmt(cu), fmt((c.get("tflops") or {}).get("spattern_hopper")),
                      fmt_x(m / h if m and h else None), fmt_x(nat / h if nat and h else None), fmt_x(vs_cu),
                      "–" if t is None else (f"{fmt_x(t)}: " + ("met" if vs_cu and vs_cu >= t else
                                                                f"missed by {fmt_pct(1 - (vs_cu or 0) / t)}"))])
-    only = "" if head_dim is None else (f"Head dim {head_dim} (the issue's targets; every head dim: "
-                                        "tables/kernels_hopper.csv and the HTML page). ")
-    return Table(name, only + "Forward kernels on the H200 (bf16, batch 1, 16 heads, 128 x 128 blocks, "
+    scope = ", ".join(x for x in (f"head dim {head_dim} (the issue's targets)" if head_dim else "",
+                                  f"the {device} only" if device else "") if x)
+    only = f"{scope[:1].upper()}{scope[1:]} (every cell of every GPU: tables/kernels_hopper.csv and the HTML page). " \
+        if scope else ""
+    return Table(name, only + f"Forward kernels on the {' and the '.join(gpus)} (bf16, batch 1, 16 heads, 128 x 128 blocks, "
                  "layouts lrs = local | random | sink and b+l = band + landmark): the mma.sync kernel and the sm_90a "
                  "Hopper kernel (wgmma, TMA, "
                  "warp-specialised) against FlexAttention with its own mask_mod and dense SDPA cuDNN (causal "
                  "when the layout is), do_bench medians, ratios within one run (or medians over repeated runs where the "
                  "benchmark file merges them); times in ms; TFLOP/s on computed blocks; the Project C target "
                  "is a speed-up over cuDNN.",
-                 ["D", "layout", "causal", "N", "density", "mma.sync", "Hopper", "Flex", "cuDNN", "Hopper TF/s",
+                 ["GPU", "D", "layout", "causal", "N", "density", "mma.sync", "Hopper", "Flex", "cuDNN", "Hopper TF/s",
                   "vs mma.sync", "vs Flex", "vs cuDNN", "target"], rows, raw, list(sources))
 
 

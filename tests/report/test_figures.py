@@ -23,9 +23,14 @@ def rendered(fig) -> Figure:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert buf.tell() > 1000
-    for ax in fig.axes:
-        if ax.get_visible() and (ax.lines or ax.images or ax.collections):
-            assert ax.get_xlabel() and ax.get_ylabel(), f"unlabelled axes: {ax.get_title()!r}"
+    # a y label may be given once a row (panels of one quantity side by side): an axes without one needs a
+    # labelled axes in its row of the same figure (or subfigure)
+    drawn = [ax for ax in fig.axes if ax.get_visible() and (ax.lines or ax.images or ax.collections)]
+    row = lambda ax: (id(ax.get_figure()), round(ax.get_position().y0, 2))  # noqa: E731
+    labelled_rows = {row(ax) for ax in drawn if ax.get_ylabel()}
+    for ax in drawn:
+        assert ax.get_xlabel(), f"no x label: {ax.get_title()!r}"
+        assert ax.get_ylabel() or row(ax) in labelled_rows, f"no y label in its row: {ax.get_title()!r}"
     return fig
 
 
@@ -162,7 +167,9 @@ def test_synthetic_training_ablation_indexer(study):
     assert all(ax.get_legend() is None for ax in fig.axes)
     assert {t.get_text() for t in fig.legends[0].get_texts()} == {"dense", "local", "local+landmark"}
     first3 = {c.key for c in curves[:3]}
-    assert [ax.get_title() for ax in fig.axes] == [f"{exp} (3 seeds)", f"other ({'3 seeds' if len(first3) == 1 else '1 run'})"]
+    assert [ax.get_title() for ax in fig.axes] == [f"{exp}\n(3 seeds)", f"other\n({'3 seeds' if len(first3) == 1 else '1 run'})"]
+    # one quantity in the row: its y label on the first panel only
+    assert [ax.get_ylabel() for ax in fig.axes] == ["val. loss (nats)", ""]
     with pytest.raises(ValueError):
         training_panels({exp: []})
 
@@ -179,7 +186,7 @@ def test_synthetic_training_ablation_indexer(study):
     # without a snapshot the recall is the training figure's last panel; an extra without the field is skipped
     fig = rendered(training_panels({exp: curves}, extra={"indexer recall": (icurves, "indexer_mass_recall"),
                                                          "nothing": (curves, "indexer_mass_recall")}))
-    assert [ax.get_title().split(" (")[0] for ax in fig.axes] == [exp, "indexer recall"]
+    assert [ax.get_title().split("\n(")[0] for ax in fig.axes] == [exp, "indexer recall"]
     assert fig.axes[1].get_ylabel() == "dense mass\nrecalled" and fig.axes[1].get_ylim() == (0.0, 1.02)
     assert "topk" in {t.get_text() for t in fig.legends[0].get_texts()}
     with pytest.raises(ValueError):
@@ -329,6 +336,14 @@ def test_hopper_table_rows_ratios_and_targets():
     cells[0]["ms"]["sdpa_cudnn"] = 0.25  # 1.25x of a 1.5x target
     assert T.hopper_table(cells, []).rows[0][-1] == "1.50x: missed by 16.7%"
     assert T.hopper_table(cells[2:], []) is None
+    # one row per GPU and cell, the GPU named in its column and the caption; ``device`` keeps one GPU's
+    cells[1]["device"] = "H100"
+    cells[0]["device"] = "H200"
+    both = T.hopper_table(cells, [])
+    assert [r[0] for r in both.rows] == ["H100", "H200"] and [r["device"] for r in both.raw] == ["H100", "H200"]
+    assert "on the H100 and the H200" in both.caption
+    one = T.hopper_table(cells, [], device="H200", head_dim=128)
+    assert [r[0] for r in one.rows] == ["H200"] and one.caption.startswith("Head dim 128 (the issue's targets), the H200 only")
 
 
 def test_targets_are_judged_on_the_kernel_auto_runs():

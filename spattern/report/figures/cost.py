@@ -43,7 +43,7 @@ def cost_figure(rows: Sequence[dict], palette: Palette | None = None, causal_den
         raise ValueError("rows: expected cost rows (cost_points), got none")
     keys = list(dict.fromkeys(r["key"] for r in rows))
     palette = palette or Palette(keys)
-    fig, ax = new_figure()
+    fig, ax = new_figure(height=2.0)
     ns = np.array(sorted({r["N"] for r in rows}), dtype=np.float64)
     if causal_dense:
         ax.plot(ns, ns * (ns + 1) / 2, color=palette("dense"), lw=0.9, ls=":", label="dense causal N(N+1)/2")
@@ -61,5 +61,5 @@ def cost_figure(rows: Sequence[dict], palette: Palette | None = None, causal_den
     ax.set_yscale("log")
     ax.set_xlabel("sequence length N (tokens)")
     ax.set_ylabel("attended (query, key) pairs")
-    ax.legend(ncols=1, loc="upper left")
+    ax.legend(ncols=2, loc="upper left", fontsize=4.5, columnspacing=0.8, handlelength=1.6)  # two columns: the figure is short
     return fig

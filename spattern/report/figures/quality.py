@@ -85,7 +85,7 @@ SHORT = {"ppl": "perplexity", "nll": "NLL", "kl": "KL to dense (nats)", "top1_ag
 @styled
 def quality_sweeps_figure(groups: dict[str, Sequence[dict]],
                           metrics: Sequence[str] = ("ppl", "kl", "top1_agreement", "recall", "passkey_correct"),
-                          palette: Palette | None = None, row_height: float = 1.05):
+                          palette: Palette | None = None, row_height: float = 0.95):
     """Density sweeps one row each (``groups``: experiment -> points as for ``quality_figure``), each row a
     subfigure titled with its experiment; short metric names as y labels, one legend for all rows.
     Perplexity goes on a log axis where a row's values span more than 10x (a collapsed pattern beside
@@ -145,7 +145,7 @@ def quality_matched_figure(points_by_exp: dict, metrics: Sequence[str] = ("kl", 
     every = [p for e in exps for p in points_by_exp[e] if p["key"] not in REFERENCE]
     palette = palette or Palette(p["key"] for p in every)
     keys = ordered_keys(every)
-    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=0.24 * len(exps) + 0.8, sharey=True)
+    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=0.21 * len(exps) + 0.8, sharey=True)
     axes = np.atleast_1d(axes)
     step = 0.7 / max(len(keys), 1)
     for ax, m in zip(axes, present):

@@ -47,7 +47,7 @@ def synthetic_figure(points: Sequence[dict], palette: Palette | None = None, tit
 
 @styled
 def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: Palette | None = None,
-                     per_row: int = 5):
+                     per_row: int = 6):
     """One panel per experiment (``panels``: title -> (points, x label)), ``per_row`` panels a row,
     the y axis shared and one legend for every series: the experiments' retrieval curves in one figure."""
     panels = {t: (_valid(pts), x) for t, (pts, x) in panels.items()}
@@ -60,11 +60,12 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
     fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=0.9 * rows + 0.45,
                            sharey=True)
     axes = np.atleast_1d(axes).ravel()
-    for ax, (title, (pts, xlabel)) in zip(axes, panels.items()):
+    for i, (ax, (title, (pts, xlabel))) in enumerate(zip(axes, panels.items())):
         _draw(ax, pts, palette, xlabel)
         name = title.removeprefix("study_")
-        ax.set_title(name, fontsize=6.5 if len(name) <= 20 else 5.5)  # long names would overlap at five a row
-        ax.set_ylabel("accuracy")
+        ax.set_title(name, fontsize=6.5 if len(name) <= 18 else 5)  # long names would overlap at six a row
+        if i % per_row == 0:  # the axis is shared: its label once a row
+            ax.set_ylabel("accuracy")
         ax.set_yticks([0, 0.5, 1])  # the shared accuracy axis: at this height the default keeps 0 and 1 only
     for ax in axes[len(panels):]:
         ax.remove()

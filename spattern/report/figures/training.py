@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from spattern.report.figures._common import band_line, bottom_legend
 from spattern.report.style import WIDTH_PAGE, Palette, new_figure, styled
@@ -37,7 +38,7 @@ PANEL_FIELDS = {"indexer_mass_recall": ("dense mass\nrecalled", (0.0, 1.02))}  #
 
 
 @styled
-def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette | None = None, per_row: int = 6,
+def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette | None = None, per_row: int = 7,
                     extra: dict | None = None):
     """One panel per experiment (``curves_by``: experiment -> curves): ``field`` (validation loss,
     else the training loss where an experiment logged no validation) against step, mean over seeds
@@ -54,7 +55,10 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
     fig, axes = new_figure(nrows=rows, ncols=min(per_row, len(panels)), width=WIDTH_PAGE, height=1.35 * rows)
     axes = np.atleast_1d(axes).ravel()
     handles: dict[str, object] = {}
-    for ax, (e, curves, fixed) in zip(axes, panels):
+    labelled: set[str] = set()  # each y label once a row (the panels of a row share their quantity)
+    for i, (ax, (e, curves, fixed)) in enumerate(zip(axes, panels)):
+        if i % per_row == 0:
+            labelled.clear()
         f = fixed or (field if any(field in r for c in curves for r in c.records) else "loss")
         counts = []
         for key in sorted({c.key for c in curves}):
@@ -70,15 +74,20 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
         # covered the curves)
         ns = sorted({n for _, n in counts})
         runs = counts[0][0] if len({c for c, _ in counts}) == 1 else f"{ns[0]}-{ns[-1]} runs"
-        ax.set_title(f"{e.removeprefix('study_')} ({runs})", fontsize=5.5)  # six panels a row: short titles
+        # up to seven panels a row: the name and the runs on two lines, few step ticks
+        ax.set_title(f"{e.removeprefix('study_')}\n({runs})", fontsize=5.5)
         ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=2, integer=True))
+        ax.tick_params(labelsize=5)
         if fixed:  # a field of PANEL_FIELDS has its label and limits; another, its name and free limits
             label, lim = PANEL_FIELDS.get(fixed, (fixed, None))
-            ax.set_ylabel(label)
             if lim:
                 ax.set_ylim(*lim)
         else:
-            ax.set_ylabel({"loss": "train loss", "val_loss": "val. loss"}.get(f, f) + " (nats)")
+            label = {"loss": "train loss", "val_loss": "val. loss"}.get(f, f) + " (nats)"
+        if label not in labelled:
+            ax.set_ylabel(label)
+            labelled.add(label)
     for ax in axes[len(panels):]:
         ax.remove()
     keys = sorted(handles, key=lambda k: (k != "dense", k))
