@@ -12,7 +12,8 @@ import pytest
 from spattern.experiments import expand, load_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAINED = ["study_mqar", "study_mqar_long", "study_mqar_recipe", "study_indexer", "study_code_gpu", "study_code_cpu"]
+TRAINED = ["study_mqar", "study_mqar_long", "study_mqar_recipe", "study_indexer", "study_code_gpu", "study_code_cpu",
+           "study_code_cpu_indexer"]
 
 
 @pytest.mark.slow
