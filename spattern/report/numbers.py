@@ -11,6 +11,7 @@ import math
 import re
 import shlex
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from spattern.report.collect import unreachable_matches
@@ -394,43 +395,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
                          "kernel": KERNEL_LABELS[m], "device": str(r.get("device") or "–")}
         n["kernel"] = k
     if "kernels_hopper" in b.tables:  # the sm_90a kernel beside the mma.sync one (tables.hopper_table)
-        raw = b.tables["kernels_hopper"].raw
-        with_t = [r for r in raw if r.get("target_vs_cudnn") and r.get("hopper_vs_cudnn")]
-        shown = b.tables.get("kernels_hopper_main", b.tables["kernels_hopper"]).raw  # the PDF's table
-        h = {"cells": fmt(len(raw)), "D": ", ".join(sorted({fmt(r["D"]) for r in raw})),
-             "table_D": ", ".join(sorted({fmt(r["D"]) for r in shown})),
-             "n_targets": fmt(len(with_t)),
-             "met": fmt(sum(r["hopper_vs_cudnn"] >= r["target_vs_cudnn"] for r in with_t))}
-        def ranges(rows) -> dict:
-            out = {}
-            for key, name in (("hopper_vs_mma_sync", "vs_mma_sync"), ("hopper_vs_flex_native", "vs_flex"),
-                              ("hopper_vs_cudnn", "vs_cudnn"), ("tflops_hopper", "tflops")):
-                v = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
-                if v:
-                    lo, hi = (fmt(min(v), 3), fmt(max(v), 3)) if key == "tflops_hopper" else (fmt_x(min(v)), fmt_x(max(v)))
-                    out[name] = {"min": lo, "max": hi}
-            return out
-
-        h.update(ranges(raw))
-        # one GPU at a time: the kernels and the baselines differ between GPUs, so their ranges are per GPU
-        shown_gpus = {r.get("device") for r in shown}
-        h["by_device"] = []
-        for gpu in sorted({str(r.get("device") or "–") for r in raw}):
-            rows = [r for r in raw if str(r.get("device") or "–") == gpu]
-            tg = [r for r in rows if r.get("target_vs_cudnn") and r.get("hopper_vs_cudnn")]
-            h["by_device"].append({"device": gpu, "cells": fmt(len(rows)), "D": ", ".join(sorted({fmt(r["D"]) for r in rows})),
-                                   "in_table": gpu in shown_gpus, "n_targets": fmt(len(tg)),
-                                   "met": fmt(sum(r["hopper_vs_cudnn"] >= r["target_vs_cudnn"] for r in tg)),
-                                   **ranges(rows)})
-        h["missed"] = [{"device": str(r.get("device") or "–"), "D": fmt(r["D"]), "layout": str(r.get("family")),
-                        "causal": "causal" if r["causal"] else "non-causal",
-                        "N": fmt(r["N"]), "density": fmt_pct(r["density"]), "measured": fmt_x(r["hopper_vs_cudnn"]),
-                        "target": fmt_x(r["target_vs_cudnn"])}
-                       for r in sorted(with_t, key=lambda r: r["hopper_vs_cudnn"] / r["target_vs_cudnn"])
-                       if r["hopper_vs_cudnn"] < r["target_vs_cudnn"]]  # furthest from its target first
-        h["missed_count"] = fmt(len(h["missed"]))
-        h["missed_worst"] = h["missed"][:2]  # the prose names these; every cell is in tables/kernels_hopper.csv
-        n["hopper"] = h
+        n["hopper"] = hopper_numbers(b.tables["kernels_hopper"].raw,
+                                     b.tables.get("kernels_hopper_main", b.tables["kernels_hopper"]).raw)
     if "memory" in b.tables:  # bytes kept per layout (tables.memory_table), at the largest N per family
         raw = b.tables["memory"].raw
         big = max(r["N"] for r in raw)
@@ -654,3 +620,45 @@ def _disp(p: Path) -> str:
         return str(p.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return p.name
+
+
+def _ranges(rows: Sequence[dict], fill: bool = False) -> dict:
+    """min-max of the Hopper kernel's ratios and TFLOP/s over ``rows`` (``tables.hopper_table``'s raw);
+    ``fill``: "–" for a value no row has (the prose reads every key)."""
+    dash = {"min": "–", "max": "–"}
+    out = {"vs_mma_sync": dash, "vs_flex": dash, "vs_cudnn": dash, "tflops": dash} if fill else {}
+    for key, name in (("hopper_vs_mma_sync", "vs_mma_sync"), ("hopper_vs_flex_native", "vs_flex"),
+                      ("hopper_vs_cudnn", "vs_cudnn"), ("tflops_hopper", "tflops")):
+        v = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        if v:
+            lo, hi = (fmt(min(v), 3), fmt(max(v), 3)) if key == "tflops_hopper" else (fmt_x(min(v)), fmt_x(max(v)))
+            out[name] = {"min": lo, "max": hi}
+    return out
+
+
+def hopper_numbers(raw: Sequence[dict], shown: Sequence[dict]) -> dict:
+    """The Hopper kernel's sentence: over every cell (``raw``: tables.hopper_table's rows, any GPU) and per
+    GPU (``by_device``: the kernels and the baselines differ between GPUs, so ranges are per GPU; ``in_table``
+    where ``shown``, the PDF's table, has its cells), and the Project C targets it missed, furthest first."""
+    with_t = [r for r in raw if r.get("target_vs_cudnn") and r.get("hopper_vs_cudnn")]
+    met = lambda rows: fmt(sum(r["hopper_vs_cudnn"] >= r["target_vs_cudnn"] for r in rows))  # noqa: E731
+    dims = lambda rows: ", ".join(sorted({fmt(r["D"]) for r in rows}))  # noqa: E731
+    gpu = lambda r: str(r.get("device") or "–")  # noqa: E731
+    h = {"cells": fmt(len(raw)), "D": dims(raw), "table_D": dims(shown), "n_targets": fmt(len(with_t)),
+         "met": met(with_t), **_ranges(raw)}
+    shown_gpus = {gpu(r) for r in shown}
+    h["by_device"] = []
+    for g in sorted({gpu(r) for r in raw}):
+        rows = [r for r in raw if gpu(r) == g]
+        tg = [r for r in rows if r in with_t]
+        h["by_device"].append({"device": g, "cells": fmt(len(rows)), "D": dims(rows), "in_table": g in shown_gpus,
+                               "n_targets": fmt(len(tg)), "met": met(tg), **_ranges(rows, fill=True)})
+    h["missed"] = [{"device": gpu(r), "D": fmt(r["D"]), "layout": str(r.get("family")),
+                    "causal": "causal" if r["causal"] else "non-causal", "N": fmt(r["N"]),
+                    "density": fmt_pct(r["density"]), "measured": fmt_x(r["hopper_vs_cudnn"]),
+                    "target": fmt_x(r["target_vs_cudnn"])}
+                   for r in sorted(with_t, key=lambda r: r["hopper_vs_cudnn"] / r["target_vs_cudnn"])
+                   if r["hopper_vs_cudnn"] < r["target_vs_cudnn"]]  # furthest from its target first
+    h["missed_count"] = fmt(len(h["missed"]))
+    h["missed_worst"] = h["missed"][:2]  # the prose names these; every cell is in tables/kernels_hopper.csv
+    return h

@@ -353,3 +353,23 @@ def test_the_environment_table_names_cuda_and_cupy_of_gpu_results():
     assert t.columns == ["device", "Python", "torch", "CUDA", "CuPy", "numpy", "spattern", "git revision"]
     assert sorted(t.rows) == [["CPU", "3.11.7", "2.13.0+cpu", "–", "–", "2.4.6", "–", "b" * 10 + " (dirty)"],
                               ["NVIDIA H200", "3.12.3", "2.11.0", "13.0", "14.2.0", "2.5.2", "–", "2 revisions"]]
+
+
+def test_hopper_numbers_are_per_gpu_and_name_the_gpu_of_each_missed_target():
+    """The Hopper sentence's ranges are per GPU (each GPU's kernels and baselines are its own), a GPU without
+    a value reads "–", and each missed target names its GPU, furthest from its target first."""
+    from spattern.report.numbers import hopper_numbers
+
+    def row(device, N, vs_cudnn, target, flex=None):
+        return {"device": device, "N": N, "D": 128, "causal": False, "family": "lrs", "density": 0.5,
+                "hopper_vs_mma_sync": 1.5, "hopper_vs_flex_native": flex, "hopper_vs_cudnn": vs_cudnn,
+                "tflops_hopper": 400.0, "target_vs_cudnn": target}
+
+    raw = [row("H100", 4096, 1.49, 1.5, flex=1.2), row("H100", 8192, 3.0, 2.5, flex=2.0), row("H200", 4096, 1.0, 1.5)]
+    h = hopper_numbers(raw, raw[2:])
+    assert [(d["device"], d["cells"], d["met"], d["n_targets"], d["in_table"]) for d in h["by_device"]] == \
+        [("H100", "2", "1", "2", False), ("H200", "1", "0", "1", True)]
+    assert h["by_device"][0]["vs_flex"] == {"min": "1.20x", "max": "2.00x"}
+    assert h["by_device"][1]["vs_flex"] == {"min": "–", "max": "–"}  # no Flex time on that GPU
+    assert [(m["device"], m["measured"]) for m in h["missed"]] == [("H200", "1.00x"), ("H100", "1.49x")]
+    assert h["met"] == "1" and h["n_targets"] == "3" and h["missed_count"] == "2"
