@@ -239,9 +239,11 @@ def _raise_interrupt(signum, frame) -> None:
 
 @contextmanager
 def _stoppable(log):
-    """While a sweep runs, SIGTERM stops it as SIGINT does (the runs stop at their next step and keep
-    their last checkpoints; ``spattern run`` again resumes them): ``timeout``'s default signal, a batch
-    scheduler's notice before it kills a job. A process started with SIGINT ignored (a background job of a
+    """While a sweep runs, SIGTERM stops it as SIGINT does: ``timeout``'s default signal, a batch
+    scheduler's notice before it kills a job. Both send it to every process of the sweep, so its ``--jobs``
+    workers end at once (SIGTERM's default: they keep their last checkpoints, as after a SIGKILL, and
+    ``spattern run`` again resumes them); a worker with a handler of its own would go on to the next queued
+    run when a crashed pool terminates it. A process started with SIGINT ignored (a background job of a
     non-interactive shell: ``cmd &`` in a script) cannot be stopped by Ctrl-C or ``timeout -s INT``;
     Python keeps the inherited SIG_IGN, so this is said once, at the start. Only in the main thread
     (signal handlers can be set nowhere else); the previous handler is put back after the sweep."""
@@ -254,21 +256,17 @@ def _stoppable(log):
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         log("[run] SIGINT is ignored in this process (it was started with SIGINT ignored, e.g. as a "
             "background job of a script): Ctrl-C and `timeout -s INT` will not stop the sweep; SIGTERM will")
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.getsignal(signal.SIGTERM)
     try:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)  # None: set from C
 
 
 def _init_worker(stop) -> None:
-    """A run process of ``_run_parallel``: the sweep's stop event; SIGTERM (sent to the process group
-    by ``timeout``, or by a scheduler to every process of the job) stops its run as SIGINT does."""
-    import signal
-
     global _STOP
     _STOP = stop
-    signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def _one_in_worker(cfg: ExperimentConfig, spec: RunSpec, runtime: list[str], jobs: int) -> dict | None:
@@ -286,25 +284,29 @@ def _one_in_worker(cfg: ExperimentConfig, spec: RunSpec, runtime: list[str], job
 
 def _shut_down_through_interrupts(pool) -> None:
     """``pool.shutdown`` (queued runs cancelled, the workers' running runs awaited) with further SIGINTs
-    ignored until it is done. ``timeout -s INT`` signals the command and then its process group, so the
-    sweep's process can get a second interrupt while it shuts down. On a device call (Python 3.12, 16
-    workers) one did, inside the shutdown's join; the pool's manager thread then died (``OSError: handle
-    is closed``) and the call hung to its limit with the workers alive (results/study_device_logs,
-    call 63). Not reproduced on a 2-CPU machine (Python 3.11 and 3.12.1), with or without this guard. An
-    interrupt that lands before SIGINT is ignored restarts the shutdown, which is idempotent."""
+    and SIGTERMs ignored until it is done. ``timeout`` signals the command and then its process group, so
+    the sweep's process can get a second signal while it shuts down. On a device call (Python 3.12, 16
+    workers) a second SIGINT did, inside the shutdown's join; the pool's manager thread then died
+    (``OSError: handle is closed``) and the call hung to its limit with the workers alive
+    (results/study_device_logs, call 63). Not reproduced on a 2-CPU machine (Python 3.11 and 3.12.1), with
+    or without this guard. An interrupt that lands before the signals are ignored restarts the shutdown,
+    which is idempotent."""
     import signal
 
-    previous = signal.getsignal(signal.SIGINT)
+    both = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in both}
     try:
         while True:
             try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                for s in both:
+                    signal.signal(s, signal.SIG_IGN)
                 pool.shutdown(wait=True, cancel_futures=True)
                 return
             except KeyboardInterrupt:
                 continue
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s in both:
+            signal.signal(s, signal.SIG_DFL if previous[s] is None else previous[s])
 
 
 def _run_parallel(cfg: ExperimentConfig, todo: list[RunSpec], runtime: list[str], jobs: int, progress,

@@ -275,7 +275,8 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     # selections) makes it a figure of its own
     # (short title: 7 panels a row); one series per experiment where several logged it (their settings differ)
     if len({c.experiment for c in idx_curves}) > 1:
-        idx_curves = [replace(c, key=f"recall: {str(c.experiment).removeprefix('study_')}") for c in idx_curves]
+        idx_curves = [replace(c, key=f"{c.key}: {str(c.experiment).removeprefix('study_')}") if c.experiment else c
+                      for c in idx_curves]
     recall = {"recall": (idx_curves, "indexer_mass_recall")} if idx_curves and snap is None else {}
     if curves_by:
         b.figure("training", lambda: training_panels(curves_by, palette=b.palette, extra=recall),

@@ -535,10 +535,10 @@ def _train(cfg, log, new_run: bool, closing: ExitStack) -> dict:
         log(f"[train] {name}: {run_info['params'] / 1e6:.2f}M params, backend {backend}, device {device}, "
             f"world {world}, {tokens_per_step} tokens/step, train {n_train} seqs of {seq_len}; "
             f"writing {out_dir}")
-        if indexed and i_cfg.warmup_steps and not i_cfg.warmup_train_lm:
+        if indexed and step < i_cfg.warmup_steps and not i_cfg.warmup_train_lm:  # (not when resumed past it)
             log(f"[train] indexer warm-up of {i_cfg.warmup_steps} steps with the LM frozen (indexer.warmup_train_lm "
-                "unset): DeepSeek's warm-up of a pretrained model; this model starts from its initialisation, so "
-                "its loss will not move until the sparse stage: set indexer.warmup_train_lm = true to train it")
+                "is not true): DeepSeek's warm-up of a pretrained model; this model starts from its initialisation, "
+                "so its loss will not move until the sparse stage: set indexer.warmup_train_lm = true to train it")
 
     t_start = time.time()
 

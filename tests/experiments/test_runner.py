@@ -337,7 +337,7 @@ def _signals_at_start(ignore_int: bool):
     return lambda: signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_int else signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("how", ["group", "command-then-group", "term-with-int-ignored"])
+@pytest.mark.parametrize("how", ["group", "command-then-group", "term-with-int-ignored", "term-command-then-group"])
 def test_an_interrupt_of_jobs_starts_no_queued_run(tmp_path, cache, how):
     """``--jobs 2`` over 4 long runs, interrupted once the first runs train, as Ctrl-C does (SIGINT to the
     process group), as `timeout -s INT` can (SIGINT to the command, then to its group: the sweep's
@@ -352,7 +352,7 @@ def test_an_interrupt_of_jobs_starts_no_queued_run(tmp_path, cache, how):
     path.write_text(path.read_text().replace("train.steps=3", "train.steps=100000"))
     cfg = load_experiment(path)
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    term = how == "term-with-int-ignored"
+    term = how.startswith("term")
     out = tmp_path / "sweep.log"
     with out.open("w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "spattern.cli", "run", str(path), "--jobs", "2", "--no-compare",
@@ -365,12 +365,12 @@ def test_an_interrupt_of_jobs_starts_no_queued_run(tmp_path, cache, how):
         time.sleep(0.1)
     assert proc.poll() is None and sum(c.is_file() for c in curves) == 2, "two runs did not start training"
     os.killpg(proc.pid, signal.SIGTERM if term else signal.SIGINT)
-    if how == "command-then-group":  # more, while the sweep shuts its pool down (sent at once, two would merge)
+    if how.endswith("command-then-group"):  # more, while the sweep shuts its pool down (sent at once, two merge)
         for _ in range(50):
             time.sleep(0.02)
             if proc.poll() is not None:
                 break
-            os.kill(proc.pid, signal.SIGINT)
+            os.kill(proc.pid, signal.SIGTERM if term else signal.SIGINT)
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
@@ -398,13 +398,14 @@ def test_sigterm_stops_a_sweep_as_sigint_does():
     from spattern.experiments.runner import _stoppable
 
     before, lines = signal.getsignal(signal.SIGTERM), []
-    with pytest.raises(KeyboardInterrupt):
-        with _stoppable(lines.append):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # the handler runs at the next bytecode; never reached
-    assert signal.getsignal(signal.SIGTERM) is before and lines == []
-    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest may run with SIGINT ignored
     try:
+        with pytest.raises(KeyboardInterrupt):
+            with _stoppable(lines.append):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler runs at the next bytecode; never reached
+        assert signal.getsignal(signal.SIGTERM) is before and lines == []
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         with _stoppable(lines.append):
             pass
     finally:

@@ -55,10 +55,10 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
     fig, axes = new_figure(nrows=rows, ncols=min(per_row, len(panels)), width=WIDTH_PAGE, height=1.35 * rows)
     axes = np.atleast_1d(axes).ravel()
     handles: dict[str, object] = {}
-    labelled: set[str] = set()  # each y label once a row (the panels of a row share their quantity)
+    previous = None  # a y label where it changes along a row (neighbours of one quantity share it)
     for i, (ax, (e, curves, fixed)) in enumerate(zip(axes, panels)):
         if i % per_row == 0:
-            labelled.clear()
+            previous = None
         f = fixed or (field if any(field in r for c in curves for r in c.records) else "loss")
         counts = []
         for key in sorted({c.key for c in curves}):
@@ -85,9 +85,9 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
                 ax.set_ylim(*lim)
         else:
             label = {"loss": "train loss", "val_loss": "val. loss"}.get(f, f) + " (nats)"
-        if label not in labelled:
+        if label != previous:
             ax.set_ylabel(label)
-            labelled.add(label)
+        previous = label
     for ax in axes[len(panels):]:
         ax.remove()
     keys = sorted(handles, key=lambda k: (k != "dense", k))
