@@ -237,6 +237,13 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _restore_signal(sig, handler) -> None:
+    """Put back a handler ``signal.getsignal`` returned (None: one set from C, restored as the default)."""
+    import signal
+
+    signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
 @contextmanager
 def _stoppable(log):
     """While a sweep runs, SIGTERM stops it as SIGINT does: ``timeout``'s default signal, a batch
@@ -261,7 +268,7 @@ def _stoppable(log):
         signal.signal(signal.SIGTERM, _raise_interrupt)
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)  # None: set from C
+        _restore_signal(signal.SIGTERM, previous)
 
 
 def _init_worker(stop) -> None:
@@ -306,7 +313,7 @@ def _shut_down_through_interrupts(pool) -> None:
                 continue
     finally:
         for s in both:
-            signal.signal(s, signal.SIG_DFL if previous[s] is None else previous[s])
+            _restore_signal(s, previous[s])
 
 
 def _run_parallel(cfg: ExperimentConfig, todo: list[RunSpec], runtime: list[str], jobs: int, progress,

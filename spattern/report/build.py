@@ -21,8 +21,8 @@ from __future__ import annotations
 import shutil
 import warnings
 from collections import Counter
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from spattern.report import collect

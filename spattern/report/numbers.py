@@ -640,7 +640,8 @@ def hopper_numbers(raw: Sequence[dict], shown: Sequence[dict]) -> dict:
     """The Hopper kernel's sentence: over every cell (``raw``: tables.hopper_table's rows, any GPU) and per
     GPU (``by_device``: the kernels and the baselines differ between GPUs, so ranges are per GPU; ``in_table``
     where ``shown``, the PDF's table, has its cells), and the Project C targets it missed, furthest first."""
-    with_t = [r for r in raw if r.get("target_vs_cudnn") and r.get("hopper_vs_cudnn")]
+    targeted = lambda r: bool(r.get("target_vs_cudnn") and r.get("hopper_vs_cudnn"))  # noqa: E731
+    with_t = [r for r in raw if targeted(r)]
     met = lambda rows: fmt(sum(r["hopper_vs_cudnn"] >= r["target_vs_cudnn"] for r in rows))  # noqa: E731
     dims = lambda rows: ", ".join(sorted({fmt(r["D"]) for r in rows}))  # noqa: E731
     gpu = lambda r: str(r.get("device") or "–")  # noqa: E731
@@ -650,7 +651,7 @@ def hopper_numbers(raw: Sequence[dict], shown: Sequence[dict]) -> dict:
     h["by_device"] = []
     for g in sorted({gpu(r) for r in raw}):
         rows = [r for r in raw if gpu(r) == g]
-        tg = [r for r in rows if r in with_t]
+        tg = [r for r in rows if targeted(r)]
         h["by_device"].append({"device": g, "cells": fmt(len(rows)), "D": dims(rows), "in_table": g in shown_gpus,
                                "n_targets": fmt(len(tg)), "met": met(tg), **_ranges(rows, fill=True)})
     h["missed"] = [{"device": gpu(r), "D": fmt(r["D"]), "layout": str(r.get("family")),

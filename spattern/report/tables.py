@@ -206,22 +206,23 @@ def hopper_table(cells: Sequence[dict], sources: Sequence[Path], targets=None, h
     hop = hopper_cells(cells, head_dim, device)
     if not hop:
         return None
-    gpus = sorted({str(c.get("device") or "–") for c in hop})
+    gpu = lambda c: str(c.get("device") or "–")  # noqa: E731
+    gpus = sorted({gpu(c) for c in hop})
     rows, raw = [], []
-    for c in sorted(hop, key=lambda c: (str(c.get("device") or ""), c.get("D") or 0, str(c.get("family")),
-                                        bool(c.get("causal")), c["N"], -float(c.get("density_target", 1)))):
+    for c in sorted(hop, key=lambda c: (gpu(c), c.get("D") or 0, str(c.get("family")), bool(c.get("causal")), c["N"],
+                                        -float(c.get("density_target", 1)))):
         ms = c["ms"]
         h, m, nat, cu = ms.get("spattern_hopper"), ms.get("spattern"), ms.get("flex_native"), ms.get("sdpa_cudnn")
         t = next((t["speedup"] for t in targets if t["N"] == c["N"]
                   and abs(t["density"] - float(c.get("density_target", -1))) < 1e-9), None)
         vs_cu = cu / h if cu and h else None
-        raw.append({"device": str(c.get("device") or "–"), "N": c["N"], "D": c.get("D"), "causal": bool(c.get("causal")),
+        raw.append({"device": gpu(c), "N": c["N"], "D": c.get("D"), "causal": bool(c.get("causal")),
                     "family": c.get("family"),
                     "density": c.get("density"), "ms_mma_sync": m, "ms_hopper": h, "ms_flex_native": nat,
                     "ms_sdpa_cudnn": cu, "tflops_hopper": (c.get("tflops") or {}).get("spattern_hopper"),
                     "hopper_vs_cudnn": vs_cu, "hopper_vs_flex_native": nat / h if nat and h else None,
                     "hopper_vs_mma_sync": m / h if m and h else None, "target_vs_cudnn": t})
-        rows.append([str(c.get("device") or "–"), fmt(c.get("D")), LAYOUT_NAMES.get(str(c.get("family")), str(c.get("family"))),
+        rows.append([gpu(c), fmt(c.get("D")), LAYOUT_NAMES.get(str(c.get("family")), str(c.get("family"))),
                      "yes" if c.get("causal") else "no", fmt(c["N"]), fmt_pct(c.get("density")),
                      fmt(m), fmt(h), fmt(nat), fmt(cu), fmt((c.get("tflops") or {}).get("spattern_hopper")),
                      fmt_x(m / h if m and h else None), fmt_x(nat / h if nat and h else None), fmt_x(vs_cu),
