@@ -265,6 +265,25 @@ def synthetic_row(name: str, pts: list[dict], xname: str) -> dict:
     return row
 
 
+def synthetic_groups(rows: list[dict]) -> list[dict]:
+    """``synthetic_row`` rows with the same sparse outcome (axis, best pattern, its value) in one clause,
+    and within it the experiments with the same dense value together: "every sparse pattern 0 [0, 0]
+    against dense 1.00 [...] (a, 2 048-4 095; b, ...), 0.5 [...] (c, ...)". Each group: x, best_key and
+    best where the rows have them; ``dense``: a list of {"dense" (absent where the rows have none),
+    "names": [{"name", "distance"}]}, in the rows' order; ``single``: the group is one experiment."""
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        g = groups.setdefault((r["x"], r.get("best_key"), r.get("best")),
+                              {k: r[k] for k in ("x", "best_key", "best") if k in r} | {"dense": []})
+        sub = next((d for d in g["dense"] if d.get("dense") == r.get("dense")), None)
+        if sub is None:
+            sub = {"dense": r["dense"]} if "dense" in r else {}
+            g["dense"].append(sub | {"names": []})
+            sub = g["dense"][-1]
+        sub["names"].append({"name": r["name"], "distance": r["distance"]})
+    return [g | {"single": len(g["dense"]) == 1 and len(g["dense"][0]["names"]) == 1} for g in groups.values()]
+
+
 LEARNT = 0.9  # MQAR accuracy above which a dense run has learnt the task (a run on the plateau scores 0.20-0.25)
 
 
@@ -463,13 +482,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
         n["verdict"] = verdict
 
     syn_rows = [synthetic_row(e, pts, xname) for e, (pts, xname) in syn.items()]
-    if syn_rows:  # experiments with the same outcome in one clause: "a (distance 3 941), b (...): dense 1.00 vs ..."
-        groups: dict[tuple, dict] = {}
-        for r in syn_rows:
-            k = (r["x"], r.get("dense"), r.get("best_key"), r.get("best"))
-            g = groups.setdefault(k, {k2: r[k2] for k2 in ("x", "dense", "best_key", "best") if k2 in r} | {"names": []})
-            g["names"].append({"name": r["name"], "distance": r["distance"]})
-        n["synthetic"] = {"experiments": syn_rows, "groups": list(groups.values())}
+    if syn_rows:
+        n["synthetic"] = {"experiments": syn_rows, "groups": synthetic_groups(syn_rows)}
     if learnt := mqar_learnt(study):
         n["mqar_learnt"] = {"threshold": str(LEARNT), "experiments": learnt}
     if reach := mqar_reach_rows(study, hidden):

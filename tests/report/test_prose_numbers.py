@@ -2,7 +2,7 @@
 what the retrieval sentence names, on hand-made points."""
 from __future__ import annotations
 
-from spattern.report.numbers import quality_row, synthetic_row
+from spattern.report.numbers import quality_row, synthetic_groups, synthetic_row
 from spattern.report.tables import fmt_p
 
 
@@ -46,6 +46,23 @@ def test_retrieval_names_dense_and_the_best_sparse_pattern():
     assert tie["best_key"] == "every sparse pattern"
     one = synthetic_row("q", [_acc("window", 9, 0.0)], "depth")
     assert one["best_key"] == "window" and "dense" not in one
+
+
+def test_retrieval_clauses_group_one_sparse_outcome_and_within_it_one_dense_value():
+    """One clause per sparse outcome; the experiments in it with the same dense value named together, in
+    the rows' order; an experiment alone is marked single (its clause reads "name (distance): dense vs")."""
+    row = lambda name, d, dense, best: synthetic_row(  # noqa: E731
+        name, [_acc("dense", d, dense), _acc("window", d, best), _acc("outline", d, best)], "distance")
+    rows = [row("m", 128, 0.9, 0.5), row("a", 2048, 1.0, 0.0), row("b", 1024, 0.5, 0.0), row("c", 1024, 1.0, 0.0)]
+    groups = synthetic_groups(rows)
+    assert [g["single"] for g in groups] == [True, False]
+    assert groups[0]["dense"] == [{"dense": rows[0]["dense"], "names": [{"name": "m", "distance": "128"}]}]
+    alike = groups[1]
+    assert (alike["best_key"], alike["best"]) == ("every sparse pattern", rows[1]["best"])
+    assert [(s["dense"], [e["name"] for e in s["names"]]) for s in alike["dense"]] == [
+        (rows[1]["dense"], ["a", "c"]), (rows[2]["dense"], ["b"])]
+    no_dense = synthetic_groups([synthetic_row("q", [_acc("window", 9, 0.0)], "depth")])
+    assert no_dense[0]["dense"] == [{"names": [{"name": "q", "distance": "9"}]}] and no_dense[0]["single"]
 
 
 def test_a_bucketed_distance_is_named_as_its_range():

@@ -85,9 +85,10 @@ SHORT = {"ppl": "perplexity", "nll": "NLL", "kl": "KL to dense (nats)", "top1_ag
 @styled
 def quality_sweeps_figure(groups: dict[str, Sequence[dict]],
                           metrics: Sequence[str] = ("ppl", "kl", "top1_agreement", "recall", "passkey_correct"),
-                          palette: Palette | None = None, row_height: float = 0.95):
+                          palette: Palette | None = None, row_height: float = 0.85):
     """Density sweeps one row each (``groups``: experiment -> points as for ``quality_figure``), each row a
-    subfigure titled with its experiment; short metric names as y labels, one legend for all rows.
+    subfigure titled with its experiment; short metric names as y labels, the x label under a column's
+    last panel only where all panels share it, one legend for all rows.
     Perplexity goes on a log axis where a row's values span more than 10x (a collapsed pattern beside
     intact ones)."""
     from matplotlib.figure import Figure
@@ -118,6 +119,12 @@ def quality_sweeps_figure(groups: dict[str, Sequence[dict]],
             ax.yaxis.set_minor_formatter(NullFormatter())  # a log axis within a decade: no 6x10^-1 labels
             ax.set_ylabel(SHORT.get(m, m), fontsize=6)
             ax.set_xlabel("block density" if ax.get_xlabel() == "block density" else "density", fontsize=6)
+    # the x label once a column, under its last drawn panel, where every panel shares it (each row keeps
+    # its ticks: the rows' density ranges differ)
+    if len({ax.get_xlabel() for row in axes for ax in row if ax.axison}) == 1:
+        for j in range(len(present)):
+            for ax in [row[j] for row in axes if row[j].axison][:-1]:
+                ax.set_xlabel("")
     _legend(fig, np.concatenate(axes))
     return fig
 
@@ -145,7 +152,7 @@ def quality_matched_figure(points_by_exp: dict, metrics: Sequence[str] = ("kl", 
     every = [p for e in exps for p in points_by_exp[e] if p["key"] not in REFERENCE]
     palette = palette or Palette(p["key"] for p in every)
     keys = ordered_keys(every)
-    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=0.21 * len(exps) + 0.8, sharey=True)
+    fig, axes = new_figure(ncols=len(present), width=WIDTH_PAGE, height=0.2 * len(exps) + 0.75, sharey=True)
     axes = np.atleast_1d(axes)
     step = 0.7 / max(len(keys), 1)
     for ax, m in zip(axes, present):
