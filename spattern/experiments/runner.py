@@ -168,6 +168,22 @@ def check_jobs(jobs: int, cfg: ExperimentConfig) -> int:
     return jobs
 
 
+def write_record(cfg: ExperimentConfig, planned: list) -> None:
+    """``<out_dir>/experiment.json``: what `spattern compare <folder>` needs from the config (its
+    baseline), beside the runs, and the run folders the config expands to (``planned``, whatever --only
+    runs now): the report names those not finished. Rewritten only when it changes (a finished
+    experiment's files stay untouched)."""
+    from spattern.utils.io import write_json
+
+    meta = cfg.out_dir / "experiment.json"
+    info = {"experiment": cfg.name, "kind": cfg.kind, "baseline": cfg.baseline,
+            "runs": [s.dir.path.name for s in planned]}
+    if cfg.check_of:  # only when set: the experiment.json of every other experiment stays as it was
+        info["check_of"] = cfg.check_of
+    if not meta.is_file() or json.loads(meta.read_text()) != info:
+        write_json(meta, info)
+
+
 def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = None,
                    by_seed: bool = False, runtime: list[str] = (), jobs: int = 1) -> list[dict]:
     """Run every run of the sweep (``select``: ``only``, ``by_seed``) that has not finished; returns every
@@ -175,16 +191,10 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
     ``jobs``: runs executed at once, each in its own process (``_run_parallel``)."""
     runtime = check_runtime(runtime, cfg)
     jobs = check_jobs(jobs, cfg)
-    runs = select(expand(cfg), only, by_seed)
+    planned = expand(cfg)
+    runs = select(planned, only, by_seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    from spattern.utils.io import write_json
-
-    # what `spattern compare <folder>` needs from the config (its baseline), beside the runs
-    meta, info = cfg.out_dir / "experiment.json", {"experiment": cfg.name, "kind": cfg.kind, "baseline": cfg.baseline}
-    if cfg.check_of:  # only when set: the experiment.json of every other experiment stays as it was
-        info["check_of"] = cfg.check_of
-    if not meta.is_file() or json.loads(meta.read_text()) != info:  # a finished experiment's files stay untouched
-        write_json(meta, info)
+    write_record(cfg, planned)
     summaries, todo, finished = [], [], []
     if cfg.kind == "evaluate":
         prune_grown(runs, log)

@@ -9,7 +9,8 @@ file system) and classifies what it finds by content, tolerating extra keys:
   whose ``status`` is not ``finished`` (one in progress, or stopped) is skipped until it is.
 - **significance tables**: JSON with ``rows`` and ``correction`` (``spattern compare --json``).
 - **experiment records** (``experiment.json``, written by ``spattern run``): ``experiment``, ``kind``,
-  ``baseline`` and, for a check of another experiment's setting, ``check_of``.
+  ``baseline``, ``runs`` (the run folders the config expands to; absent in records written before it
+  was kept) and, for a check of another experiment's setting, ``check_of``.
 - **matching records** (``matches.json``, written by ``spattern run``): per family and setting, the
   ``key`` it was matched under and the ``match`` found (``pattern``, ``achieved``, ``target``, ``note``:
   set when the target was out of the family's reach).
@@ -227,6 +228,7 @@ class Study:
     matches: list[Found] = field(default_factory=list)  # each experiment folder's matches.json (spattern run)
     reach: list[Found] = field(default_factory=list)  # scripts/mqar_reach.py: MQAR queries a pattern's layers connect
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    unfinished: list[tuple[Path, dict]] = field(default_factory=list)  # run folders not finished, their metrics.json
 
     def check_of(self) -> dict[str, str]:
         """experiment -> the experiment it checks one setting of (``check_of`` in its config)."""
@@ -300,6 +302,7 @@ def _load_run(d: Path, study: Study) -> bool:
         return False
     if m.get("status") not in ("finished", None):  # a run in progress (or stopped) has partial results
         study.skipped.append((mpath, f"run not finished (status {m.get('status')!r}): left out until it is"))
+        study.unfinished.append((d, m))
         return True
     sources = [mpath]
     env = None

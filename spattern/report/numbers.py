@@ -493,6 +493,8 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
                          "experiments": ", ".join(dict.fromkeys(p["experiment"] for p in abl))}
     if unreach := unreachable_rows(study, hidden):
         n["unreachable"] = unreach
+    if unfinished := unfinished_rows(study):
+        n["unfinished"] = unfinished
     n["missing"] = [f"{m['kind']} {m['name']}: {m['what']}" for m in b.manifest.missing]
     return n
 
@@ -543,6 +545,33 @@ def unreachable_rows(study, hidden: set[str] = frozenset()) -> list[dict]:
                          "where": exps[0] if len(exps) == 1 else f"{len(exps)} experiments",
                          "achieved": lo if lo == hi else f"{lo}-{hi}"})
     return rows
+
+
+_RUN_HASH = re.compile(r"-[0-9a-f]{10}$")
+
+
+def unfinished_rows(study) -> list[dict]:
+    """Per experiment, its runs that are left out because they have not finished: the run folders its
+    config expands to (``experiment.json``'s ``runs``) without a finished run, and every run folder found
+    with another status. Each run named by its folder without the id's hash, with how far it got
+    ("stopped after k examples", its status, or "not started"); in the experiments' order."""
+    finished = {(r.experiment, r.dir.name) for r in study.runs}
+    stopped: dict[tuple[str, str], str] = {}
+    for d, m in study.unfinished:
+        ex = d / "per_example.jsonl"
+        n = sum(1 for line in ex.read_text().splitlines() if line.strip()) if ex.is_file() else None
+        stopped[(str(m["experiment"]), d.name)] = (f"stopped after {n} examples" if n is not None
+                                                   else f"status {m.get('status')}")
+    out: dict[str, dict[str, str]] = {}
+    for f in study.meta:
+        e, planned = str(f.data.get("experiment")), f.data.get("runs")
+        for name in planned if isinstance(planned, list) else ():
+            if (e, name) not in finished:
+                out.setdefault(e, {})[name] = stopped.get((e, name), "not started")
+    for (e, name), how in stopped.items():
+        out.setdefault(e, {}).setdefault(name, how)
+    return [{"experiment": e, "runs": ", ".join(f"{_RUN_HASH.sub('', name)} ({how})" for name, how in runs.items())}
+            for e, runs in sorted(out.items())]
 
 
 

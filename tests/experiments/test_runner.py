@@ -164,7 +164,11 @@ def test_runs_finish_skip_and_compare(tmp_path):
     before = _tree_digest(cfg.out_dir)
     run_experiment(cfg, log=lambda *a: None)  # everything finished: nothing on disk changes
     assert _tree_digest(cfg.out_dir) == before
-    assert "check_of" not in json.loads((cfg.out_dir / "experiment.json").read_text())
+    record = json.loads((cfg.out_dir / "experiment.json").read_text())
+    assert "check_of" not in record
+    assert record["runs"] == [r.dir.path.name for r in expand(cfg)]  # every run of the config, in order
+    run_experiment(cfg, log=lambda *a: None, only=["dense"])  # a part of the sweep: the record still lists all
+    assert json.loads((cfg.out_dir / "experiment.json").read_text()) == record
     check = load_experiment(_write(tmp_path), ['check_of="other"'])  # not in the run ids: the same runs
     assert [r.dir.path for r in expand(check)] == [r.dir.path for r in expand(cfg)]
     run_experiment(check, log=lambda *a: None)

@@ -157,6 +157,11 @@ def test_synthetic_training_ablation_indexer(study):
     quality = collect.collect_synthetic(study, "quality")
     fig = rendered(synthetic_panels({"mqar": (syn, "distance"), "quality": (quality[0], quality[2])}))
     assert [ax.get_title() for ax in fig.axes] == ["mqar", "quality"]
+    three = {"a": (syn, "distance"), "b": (syn, "distance"), "c": (syn, "pairs")}  # two a row: a above c
+    fig = rendered(synthetic_panels(three, per_row=2))
+    assert [ax.get_xlabel() for ax in fig.axes] == ["distance", "distance", "pairs"]
+    fig = rendered(synthetic_panels({"a": (syn, "distance"), "b": (syn, "distance"), "c": (syn, "distance")}, per_row=2))
+    assert [ax.get_xlabel() for ax in fig.axes] == ["", "distance", "distance"]  # once, below
     assert {t.get_text() for t in fig.legends[0].get_texts()} >= {"dense", "local", "local+landmark"}
     pairs = collect.collect_mqar_pairs(study)  # accuracy by number of key-value pairs, over the 3 seeds
     assert list(pairs) == ["mqar"]

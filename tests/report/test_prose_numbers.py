@@ -390,3 +390,31 @@ def test_hopper_numbers_are_per_gpu_and_name_the_gpu_of_each_missed_target():
     assert h["by_device"][1]["vs_flex"] == {"min": "–", "max": "–"}  # no Flex time on that GPU
     assert [(m["device"], m["measured"]) for m in h["missed"]] == [("H200", "1.00x"), ("H100", "1.49x")]
     assert h["met"] == "1" and h["n_targets"] == "3" and h["missed_count"] == "2"
+
+
+def test_runs_not_finished_are_named_with_how_far_they_got(tmp_path):
+    """The report names the runs it leaves out: a config's runs (experiment.json's ``runs``) without a
+    finished folder ("not started"), and a folder in progress ("stopped after k examples"), per experiment."""
+    import json
+
+    from spattern.report.data import load_study
+    from spattern.report.numbers import unfinished_rows
+
+    e = tmp_path / "results" / "x"
+    names = ["dense-s0-0123456789", "window-s0-abcdef0123", "outline-s0-fedcba9876"]
+    e.mkdir(parents=True)
+    (e / "experiment.json").write_text(json.dumps({"experiment": "x", "kind": "evaluate", "baseline": "dense",
+                                                   "runs": names}))
+    for name, status in ((names[0], "finished"), (names[1], "running")):
+        (e / name).mkdir()
+        (e / name / "metrics.json").write_text(json.dumps({"experiment": "x", "run_id": name, "label": name[:-14],
+                                                           "status": status, "metrics": {"nll": 1.0}}))
+    (e / names[1] / "per_example.jsonl").write_text('{"nll": 1.0}\n{"nll": 2.0}\n')
+    study = load_study([tmp_path / "results"])
+    assert [r.dir.name for r in study.runs] == [names[0]]
+    assert unfinished_rows(study) == [{"experiment": "x",
+                                       "runs": "window-s0 (stopped after 2 examples), outline-s0 (not started)"}]
+    (e / names[1] / "metrics.json").write_text(json.dumps({"experiment": "x", "run_id": names[1], "status": "finished",
+                                                           "metrics": {"nll": 1.0}}))
+    (e / "experiment.json").write_text(json.dumps({"experiment": "x", "kind": "evaluate", "baseline": "dense"}))
+    assert unfinished_rows(load_study([tmp_path / "results"])) == []  # an older record names no runs: nothing to say

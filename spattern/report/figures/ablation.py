@@ -22,7 +22,7 @@ def ablation_figure(points: Sequence[dict], palette: Palette | None = None):
         raise ValueError("points: no ablation values")
     palette = palette or Palette(p["key"] for p in pts)
     panels = list(dict.fromkeys((p.get("experiment", ""), p["param"]) for p in pts))
-    fig, axes = new_figure(ncols=len(panels), width=min(WIDTH_PAGE, 2.6 * len(panels) + 0.6), height=1.75)
+    fig, axes = new_figure(ncols=len(panels), width=min(WIDTH_PAGE, 2.6 * len(panels) + 0.6), height=1.6)
     axes = np.atleast_1d(axes)
     for ax, (exp, name) in zip(axes, panels):
         ps = [p for p in pts if p["param"] == name and p.get("experiment", "") == exp]

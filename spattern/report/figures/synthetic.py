@@ -49,7 +49,8 @@ def synthetic_figure(points: Sequence[dict], palette: Palette | None = None, tit
 def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: Palette | None = None,
                      per_row: int = 6):
     """One panel per experiment (``panels``: title -> (points, x label)), ``per_row`` panels a row,
-    the y axis shared and one legend for every series: the experiments' retrieval curves in one figure."""
+    the y axis shared (its label once a row), an x label the panel below repeats given once, and one
+    legend for every series: the experiments' retrieval curves in one figure."""
     panels = {t: (_valid(pts), x) for t, (pts, x) in panels.items()}
     panels = {t: v for t, v in panels.items() if v[0]}
     if not panels:
@@ -57,7 +58,7 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
     every = [p for pts, _ in panels.values() for p in pts]
     palette = palette or Palette(p["key"] for p in every)
     rows = -(-len(panels) // per_row)
-    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=0.9 * rows + 0.45,
+    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=0.8 * rows + 0.45,
                            sharey=True)
     axes = np.atleast_1d(axes).ravel()
     for i, (ax, (title, (pts, xlabel))) in enumerate(zip(axes, panels.items())):
@@ -67,6 +68,9 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
         if i % per_row == 0:  # the axis is shared: its label once a row
             ax.set_ylabel("accuracy")
         ax.set_yticks([0, 0.5, 1])  # the shared accuracy axis: at this height the default keeps 0 and 1 only
+    for i in range(len(panels) - per_row):  # a label the panel below repeats: once, under the lower one
+        if axes[i].get_xlabel() == axes[i + per_row].get_xlabel():
+            axes[i].set_xlabel("")
     for ax in axes[len(panels):]:
         ax.remove()
     handles = {}
