@@ -171,8 +171,8 @@ def check_jobs(jobs: int, cfg: ExperimentConfig) -> int:
 def write_record(cfg: ExperimentConfig, planned: list) -> None:
     """``<out_dir>/experiment.json``: what `spattern compare <folder>` needs from the config (its
     baseline), beside the runs, and the run folders the config expands to (``planned``, whatever --only
-    runs now): the report names those not finished. Rewritten only when it changes (a finished
-    experiment's files stay untouched)."""
+    runs now): the report names those not finished. Rewritten only when it changes: a finished
+    experiment's record stays as it is unless its config changed (or the record is older than ``runs``)."""
     from spattern.utils.io import write_json
 
     meta = cfg.out_dir / "experiment.json"

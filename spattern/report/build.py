@@ -329,7 +329,9 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
                                syn_shown, abl, out, title, checks={e: p for e, p in checks.items() if e in q_exps},
                                hidden=set(checks))
     num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench
-                                                           + s.compile_bench]
+                                                           + s.compile_bench + s.meta]
+    # the runs not finished, which the sentence on them names (numbers.unfinished_rows)
+    num_inputs += [p for d, _ in s.unfinished for p in (d / "metrics.json", d / "per_example.jsonl") if p.is_file()]
     paths: dict[str, Path] = {"numbers": write_json(out / "data" / "numbers.json", nums),
                               "figures_index": write_json(out / "data" / "figures.json", b.figs)}
     b.manifest.add("data", "numbers.json", num_inputs, [paths["numbers"]],

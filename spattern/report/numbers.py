@@ -553,27 +553,42 @@ _RUN_HASH = re.compile(r"-[0-9a-f]{10}$")
 def unfinished_rows(study) -> list[dict]:
     """Per experiment, its runs that are left out because they have not finished: the run folders its
     config expands to (``experiment.json``'s ``runs``) without a finished run, and every run folder found
-    with another status. Each run named by its folder without the id's hash, with how far it got
-    ("stopped after k examples", its status, or "not started"); in the experiments' order."""
+    with another status (keyed by its metrics' ``run_id``: a folder being adopted under a grown id,
+    ``grow.adopt``, stands for that id). Each run named by its folder without the id's hash (kept where
+    two names would read alike), with how far it got: "stopped after k examples" (distinct example ids
+    of a run in progress), "status <s>" (one that failed, say), "not started", or, where a finished run of
+    the same label and seed under another id is shown instead (the config changed since, or a run not yet
+    grown), "not run; an earlier version is shown". In the experiments' order."""
     finished = {(r.experiment, r.dir.name) for r in study.runs}
     stopped: dict[tuple[str, str], str] = {}
     for d, m in study.unfinished:
         ex = d / "per_example.jsonl"
-        n = sum(1 for line in ex.read_text().splitlines() if line.strip()) if ex.is_file() else None
-        stopped[(str(m["experiment"]), d.name)] = (f"stopped after {n} examples" if n is not None
-                                                   else f"status {m.get('status')}")
+        ids = set()
+        if m.get("status") == "running" and ex.is_file():
+            for line in ex.read_text().splitlines():
+                try:
+                    ids.add(str(json.loads(line).get("id", line)))
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+        stopped[(str(m["experiment"]), str(m.get("run_id") or d.name))] = (
+            f"stopped after {len(ids)} examples" if ids else f"status {m.get('status')}")
+    shown = {(e, _RUN_HASH.sub("", name)) for e, name in finished}
     out: dict[str, dict[str, str]] = {}
     for f in study.meta:
         e, planned = str(f.data.get("experiment")), f.data.get("runs")
         for name in planned if isinstance(planned, list) else ():
             if (e, name) not in finished:
-                out.setdefault(e, {})[name] = stopped.get((e, name), "not started")
+                earlier = (e, _RUN_HASH.sub("", name)) in shown
+                out.setdefault(e, {})[name] = stopped.get(
+                    (e, name), "not run; an earlier version is shown" if earlier else "not started")
     for (e, name), how in stopped.items():
         out.setdefault(e, {}).setdefault(name, how)
-    return [{"experiment": e, "runs": ", ".join(f"{_RUN_HASH.sub('', name)} ({how})" for name, how in runs.items())}
-            for e, runs in sorted(out.items())]
-
-
+    rows = []
+    for e, runs in sorted(out.items()):
+        short = [_RUN_HASH.sub("", name) for name in runs]
+        named = [s if short.count(s) == 1 else name for s, name in zip(short, runs)]
+        rows.append({"experiment": e, "runs": ", ".join(f"{n} ({how})" for n, how in zip(named, runs.values()))})
+    return rows
 
 
 def distinct_comparisons(files) -> list[dict]:

@@ -43,6 +43,16 @@ def _recorded() -> list[str]:
             if (r := ROOT / "results" / p.stem / "experiment.json").is_file() and "runs" in json.loads(r.read_text())]
 
 
+def test_every_study_record_lists_its_runs():
+    """Each study experiment's record (experiment.json) names its config's runs, which the report's
+    sentence on unfinished runs and the test below need."""
+    import json
+
+    missing = [p.stem for p in sorted((ROOT / "experiments").glob("study_*.toml"))
+               if (r := ROOT / "results" / p.stem / "experiment.json").is_file() and "runs" not in json.loads(r.read_text())]
+    assert not missing and len(_recorded()) >= 20, missing
+
+
 # runs a device call left unfinished, named in the session notes; `spattern run` resumes them on a GPU
 IN_PROGRESS = {"study_pretrained_code_8k_d50": {"bigbird-s0-b9721229c4", "outline-s0-7eb215b2fd"}}
 

@@ -409,11 +409,36 @@ def test_runs_not_finished_are_named_with_how_far_they_got(tmp_path):
         (e / name).mkdir()
         (e / name / "metrics.json").write_text(json.dumps({"experiment": "x", "run_id": name, "label": name[:-14],
                                                            "status": status, "metrics": {"nll": 1.0}}))
-    (e / names[1] / "per_example.jsonl").write_text('{"nll": 1.0}\n{"nll": 2.0}\n')
+    # two examples so far, one of them written twice (a repeated trial): distinct ids count
+    (e / names[1] / "per_example.jsonl").write_text('{"id": "a", "nll": 1.0}\n{"id": "b", "nll": 2.0}\n'
+                                                     '{"id": "b", "nll": 2.0}\n')
     study = load_study([tmp_path / "results"])
     assert [r.dir.name for r in study.runs] == [names[0]]
     assert unfinished_rows(study) == [{"experiment": "x",
                                        "runs": "window-s0 (stopped after 2 examples), outline-s0 (not started)"}]
+
+    def run(folder, run_id, status):
+        (e / folder).mkdir(exist_ok=True)
+        (e / folder / "metrics.json").write_text(json.dumps({"experiment": "x", "run_id": run_id, "status": status,
+                                                             "metrics": {"nll": 1.0}}))
+
+    # the config changed (a new id for outline): its run under the old id is finished and shown; window failed
+    old = "outline-s0-0000000000"
+    run(old, old, "finished")
+    run(names[1], names[1], "failed")
+    assert unfinished_rows(load_study([tmp_path / "results"])) == [
+        {"experiment": "x", "runs": "window-s0 (status failed), outline-s0 (not run; an earlier version is shown)"}]
+    # the old folder being adopted under the new id (grow.adopt: its metrics name the new run_id): one row
+    run(old, names[2], "running")
+    (e / old / "per_example.jsonl").write_text('{"id": "a"}\n')
+    assert unfinished_rows(load_study([tmp_path / "results"]))[0]["runs"] == \
+        "window-s0 (status failed), outline-s0 (stopped after 1 examples)"
+    # two names that read alike keep their hashes
+    (e / "experiment.json").write_text(json.dumps({"experiment": "x", "kind": "evaluate", "baseline": "dense",
+                                                   "runs": ["w-s0-aaaaaaaaaa", "w-s0-bbbbbbbbbb"]}))
+    assert unfinished_rows(load_study([tmp_path / "results"]))[0]["runs"].startswith(
+        "w-s0-aaaaaaaaaa (not started), w-s0-bbbbbbbbbb (not started)")
+    (e / old / "metrics.json").unlink()
     (e / names[1] / "metrics.json").write_text(json.dumps({"experiment": "x", "run_id": names[1], "status": "finished",
                                                            "metrics": {"nll": 1.0}}))
     (e / "experiment.json").write_text(json.dumps({"experiment": "x", "kind": "evaluate", "baseline": "dense"}))
