@@ -202,6 +202,20 @@ def test_synthetic_training_ablation_indexer(study):
     assert [ax.get_title().split("\n(")[0] for ax in fig.axes] == [exp, "indexer recall"]
     assert fig.axes[1].get_ylabel() == "dense mass\nrecalled" and fig.axes[1].get_ylim() == (0.0, 1.02)
     assert "topk" in {t.get_text() for t in fig.legends[0].get_texts()}
+    # one pattern's recall in two experiments ("<pattern>: <experiment>"): the pattern's colour, a line
+    # style each
+    from dataclasses import replace
+
+    from spattern.report.figures.training import series_style
+    from spattern.report.style import Palette
+
+    two = [replace(c, key=f"{c.key}: a") for c in icurves] + [replace(c, key=f"{c.key}: b") for c in icurves]
+    pal = Palette(["topk", "local"])
+    fig = rendered(training_panels({exp: curves}, palette=pal, extra={"recall": (two, "indexer_mass_recall")}))
+    lines = {ln.get_label(): ln for ln in fig.axes[1].lines}
+    assert {lab: (ln.get_color(), ln.get_linestyle()) for lab, ln in lines.items()} == {
+        "topk: a": (pal("topk"), "-"), "topk: b": (pal("topk"), "--")}
+    assert series_style("local", ["local", "topk: a"], pal) == (pal("local"), "-")
     with pytest.raises(ValueError):
         indexer_figure(None, [])
     from spattern.report.figures import indexer_caption  # the caption names only what is drawn

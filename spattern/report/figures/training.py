@@ -34,6 +34,20 @@ def runs_label(curves: Sequence, n: int) -> str:
     return f"{n} run{'s' if n != 1 else ''}"
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def series_style(key: str, keys: Sequence[str], palette: Palette) -> tuple[object, str]:
+    """(colour, line style) of a panel's series: a key "<pattern>: <experiment>" (one pattern's series of
+    several experiments) takes its pattern's colour, as in every other figure, and a line style of its
+    own among the panel's keys of that pattern; any other key its own colour and a solid line."""
+    base, sep, _ = key.partition(": ")
+    if not sep:
+        return palette(key), "-"
+    same = [k for k in keys if k.partition(": ")[0] == base and k.partition(": ")[1]]
+    return palette(base), LINESTYLES[same.index(key) % len(LINESTYLES)]
+
+
 PANEL_FIELDS = {"indexer_mass_recall": ("dense mass\nrecalled", (0.0, 1.02))}  # extra panels: y label, limits
 
 
@@ -61,12 +75,14 @@ def training_panels(curves_by: dict, field: str = "val_loss", palette: Palette |
             previous = None
         f = fixed or (field if any(field in r for c in curves for r in c.records) else "loss")
         counts = []
-        for key in sorted({c.key for c in curves}):
+        keys = sorted({c.key for c in curves})
+        for key in keys:
             mine = [c for c in curves if c.key == key]
             steps, mean, lo, hi, n = seed_band(mine, f)
             if n:
-                band_line(ax, steps, mean, lo if n > 1 else None, hi if n > 1 else None, palette(key), key,
-                          marker="" if len(steps) > 12 else "o")
+                colour, ls = series_style(key, keys, palette)
+                band_line(ax, steps, mean, lo if n > 1 else None, hi if n > 1 else None, colour, key,
+                          marker="" if len(steps) > 12 else "o", ls=ls)
                 counts.append((runs_label(mine, n), n))
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
