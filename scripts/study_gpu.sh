@@ -2,7 +2,7 @@
 # The study's GPU runs, one device call at a time:
 #   OUT=<dir> [SETS="--set k=v ..."] [DEADLINE=540] bash scripts/study_gpu.sh experiments/<a>.toml ...
 # Runs go seed by seed (--by-seed), so that a call stopped at its deadline leaves complete paired sets.
-# Installs the carried wheels (.whl/) into /tmp/site once per machine; points SPATTERN_CACHE at
+# Installs the carried wheels (.whl/) into /tmp/site once per machine; points SPATTERN_CACHE (unless set) at
 # /tmp/spattern-cache; the SmolLM2 GGUF (98 MB, over what one call carries) arrives in parts
 # (.carry/gguf_00 in one call, .carry/gguf_01 in the next, ...) and is joined here once the parts
 # that have arrived hash to .carry/gguf.sha256
@@ -34,7 +34,8 @@ OUT=${OUT:?set OUT}
 mkdir -p "$OUT"
 t0=$(date +%s)
 source scripts/device_env.sh  # wheels into /tmp/site, PYTHONPATH, the source revision
-export SPATTERN_CACHE=/tmp/spattern-cache
+export SPATTERN_CACHE=${SPATTERN_CACHE:-/tmp/spattern-cache}  # (a test points it elsewhere)
+kept=${SPATTERN_KEPT_RESULTS:-/tmp/spattern-results}  # a warm machine's copy of the results folders
 mkdir -p "$SPATTERN_CACHE/models" "$SPATTERN_CACHE/sources"
 for part in .carry/gguf_0*; do [ -f "$part" ] && cp "$part" /tmp/; done
 [ -f .carry/gguf.sha256 ] && cp .carry/gguf.sha256 /tmp/
@@ -67,9 +68,9 @@ cfgs=("$@")
 # a warm machine's own copy of these folders (kept by pack): the folders of runs that an earlier call on
 # this machine stopped mid-way come back where this copy lacks them (its results.tar.gz not unpacked here
 # yet), so that they resume with their metric lines instead of a curve that begins at the checkpoint
-for d in $dirs; do [ -d "/tmp/spattern-results/$d" ] && mkdir -p "$d" && cp -rn "/tmp/spattern-results/$d/." "$d/"; done
+for d in $dirs; do [ -d "$kept/$d" ] && mkdir -p "$d" && cp -rn "$kept/$d/." "$d/"; done
 pack() {  # written whole, then renamed: a kill mid-pack leaves the previous archive
-  for d in $dirs; do [ -d "$d" ] && mkdir -p "/tmp/spattern-results/$d" && cp -r "$d/." "/tmp/spattern-results/$d/"; done
+  for d in $dirs; do [ -d "$d" ] && mkdir -p "$kept/$d" && cp -r "$d/." "$kept/$d/"; done
   tar czf "$OUT/.results.tar.gz" $(for d in $dirs; do [ -d "$d" ] && echo "$d"; done) 2>/dev/null \
     && mv "$OUT/.results.tar.gz" "$OUT/results.tar.gz"
   local ck

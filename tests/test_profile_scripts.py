@@ -264,6 +264,58 @@ def test_partial_checkpoints_lists_the_started_unfinished_runs_only(tmp_path, mo
     assert script.partial_checkpoints(["experiments/study_mqar_long.toml"], over) == [stopped]
 
 
+@pytest.mark.slow
+def test_a_run_stopped_in_one_device_call_resumes_from_its_carried_checkpoint_in_a_fresh_one(tmp_path):
+    """scripts/study_gpu.sh end to end on the CPU, as two device calls on two machines: the first stops a
+    training run mid-way (its time guard) and returns the run's folder and its checkpoint in parts; the
+    cache and the warm machine's copies are then wiped (a fresh machine), the parts are carried in .carry/,
+    and the second call restores them and resumes the run at its checkpoint's step, then finishes it."""
+    import os
+    import shutil
+    import subprocess
+    import tarfile
+
+    if shutil.which("bash") is None or shutil.which("split") is None:
+        pytest.skip("needs bash and coreutils")
+    repo = tmp_path / "repo"  # the tree a call carries (no results/: the runs start here)
+    for part in ("spattern", "scripts", "experiments"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    cache, kept = tmp_path / "cache", tmp_path / "kept"
+    sets = ("--only dense --set sweep.seed=[0] "
+            '--set train.overrides=["train.steps=20","train.eval_every=0","data.mqar.eval_sequences=8"] '
+            "--runtime train.device=cpu")
+
+    def call(out, extra=""):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the copy's spattern, not ours
+        env.update(OUT=str(out), SETS=f"{sets} {extra}", DEADLINE="240", SPATTERN_CACHE=str(cache),
+                   SPATTERN_KEPT_RESULTS=str(kept), OMP_NUM_THREADS="1")
+        p = subprocess.run(["bash", "scripts/study_gpu.sh", "experiments/study_mqar_long.toml"], cwd=repo, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+        return (out / "run.log").read_text()
+
+    first = call(tmp_path / "out1", "--runtime train.max_seconds=0.01")
+    assert "stopping at step" in first
+    parts = sorted((tmp_path / "out1").glob("checkpoints.tar.gz.[0-9][0-9]"))
+    assert parts, first
+    (run,) = (repo / "results" / "study_mqar_long").glob("dense-*")
+    assert json.loads((run / "metrics.json").read_text())["status"] != "finished"
+    # here: unpack the call's results (as after any call); there: a fresh machine, the parts carried
+    shutil.rmtree(repo / "results")
+    with tarfile.open(tmp_path / "out1" / "results.tar.gz") as tar:
+        tar.extractall(repo, filter="data")
+    shutil.rmtree(cache)
+    shutil.rmtree(kept)
+    (repo / ".carry").mkdir()
+    for p in parts:
+        shutil.copy(p, repo / ".carry" / p.name)
+    second = call(tmp_path / "out2")
+    step = int(first.split("stopping at step ")[1].split(":")[0])
+    assert step > 0 and "resumed study_mqar_long-dense-s0" in second and f"at step {step} from" in second, second
+    assert json.loads((run / "metrics.json").read_text())["status"] == "finished"
+    assert not list((tmp_path / "out2").glob("checkpoints.tar.gz.*"))  # nothing left unfinished to carry
+
+
 def test_mqar_reach_on_the_committed_runs_by_hand(tmp_path):
     """scripts/mqar_reach.py over results/study_mqar_long, against MQAR's held-out queries counted here:
     dense attends every value; the window (local(66) & causal: keys up to 65 back) connects within its 2
