@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .carry
 rev=$(git rev-parse HEAD)
-[ -n "$(git status --porcelain --untracked-files=no)" ] && rev="$rev+dirty"
+# (results/ aside: its files are data, not the code the runs come from; scripts/carry_aside.sh moves them)
+[ -n "$(git status --porcelain --untracked-files=no -- . ':!results')" ] && rev="$rev+dirty"
 echo "$rev" > .carry/source_rev
 echo "$rev"
