@@ -7,7 +7,8 @@
 # (.carry/gguf_00 in one call, .carry/gguf_01 in the next, ...) and is joined here once the parts
 # that have arrived hash to .carry/gguf.sha256
 # (the tracked tree, .whl/ and one half come to more than one call carries: carry the halves without
-# .whl/ on a machine kept warm since a call that installed the wheels, which stay in /tmp/site);
+# .whl/ on a machine kept warm since a call that installed the wheels, which stay in /tmp/site;
+# scripts/carry_set.sh makes each call's .carry/ and checks its size, after scripts/carry_aside.sh);
 # .carry/sources/* (corpus tarballs) and .carry/data/* (prepared corpora: a copy of
 # $SPATTERN_CACHE/data/<key>, which skips the preparation there) go to the cache; .carry/stdlib311.txz (the .py files of the
 # CPython 3.11 standard library this machine has, so both machines read the same corpus) is
