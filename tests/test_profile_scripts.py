@@ -479,3 +479,19 @@ def test_bench_train_layouts_takes_saved_layouts_and_compiled_patterns(tmp_path)
         bench.layouts(None, ["nonsense"], 512, error)
     with pytest.raises(SystemExit):
         bench.main([])
+
+
+def test_tree_agreement_of_the_text_and_ast_trees():
+    """scripts/tree_agreement.py: the longest prefix that parses ends before a top-level line; code with a
+    blank line between statements gives the text tree the AST's statement structure (outline's pairs all
+    but identical: the spans differ only at line ends), while statements in one paragraph become its head's
+    continuations in the text tree, pairs that the AST tree's outline does not have."""
+    script = _script("tree_agreement")
+    assert script.parsed_prefix("x = (1,\n 2)\ny = 3\nz = (\n") == len("x = (1,\n 2)\ny = 3\n")
+    assert script.parsed_prefix("    return 1\n") == 0  # a window that starts inside a block: nothing parses
+    spaced = "".join(f"def f{i}():\n    x = {i}\n\n    y = {i}\n\n\n" for i in range(40)) + "z = ("
+    dense = "".join(f"def f{i}():\n    x = {i}\n    y = {i}\n    w = {i}\n" for i in range(40)) + "z = ("
+    a, b = script.agreement(spaced, 16, 8, 1), script.agreement(dense, 16, 8, 1)
+    assert a["chars"] == len(spaced) - len("z = (") and a["jaccard"] > 0.99
+    assert b["jaccard"] < a["jaccard"] - 0.02 and b["text_beyond_window_in_ast"] < 0.95 < b["ast_beyond_window_in_text"]
+    assert script.agreement("x = 1\n", 16, 8, 1) is None  # shorter than the window: nothing to compare
