@@ -96,6 +96,15 @@ def _card(n: dict, path: str, label: str) -> str:
     return f'<div class="card"><div class="v">{value}</div><div class="k">{escape(label)}</div></div>'
 
 
+def _unfinished(n: dict) -> list[str]:
+    """The runs the report leaves out as not finished (``numbers.unfinished_rows``), as the PDF names them."""
+    rows = n.get("unfinished") or []
+    if not rows:
+        return []
+    items = "".join(f"<li>{escape(u['experiment'])}: {escape(u['runs'])}</li>" for u in rows)
+    return ["<h2>Runs not finished</h2>", f"<p>Left out of every figure and table:</p><ul>{items}</ul>"]
+
+
 def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
     """Write ``out/report.html`` and return its path."""
     parts = [f"<h1>{escape(n['title'])}</h1>",
@@ -133,6 +142,7 @@ def build_html(out: Path, n: dict, figs: dict, tables: dict) -> Path:
     parts += ["<h2>Significance</h2>", _table(tables, "significance", "significance table")]
     parts += ["<h2>Environment and reproduction</h2>", _table(tables, "environment", "environment"),
               "<pre>" + escape("\n".join(n.get("commands", []) + [n["report_command"]])) + "</pre>"]
+    parts += _unfinished(n)
     if n.get("missing"):
         parts += ["<h2>Missing results</h2>"] + [_missing(m) for m in n["missing"]]
     body = "\n".join(parts)

@@ -443,3 +443,8 @@ def test_runs_not_finished_are_named_with_how_far_they_got(tmp_path):
                                                            "metrics": {"nll": 1.0}}))
     (e / "experiment.json").write_text(json.dumps({"experiment": "x", "kind": "evaluate", "baseline": "dense"}))
     assert unfinished_rows(load_study([tmp_path / "results"])) == []  # an older record names no runs: nothing to say
+    from spattern.report.html import _unfinished  # the HTML names them as the PDF does
+
+    html = "".join(_unfinished({"unfinished": [{"experiment": "x", "runs": "w-s0 (status <failed>)"}]}))
+    assert "Runs not finished" in html and "<li>x: w-s0 (status &lt;failed&gt;)</li>" in html
+    assert _unfinished({}) == []
