@@ -277,9 +277,8 @@ def synthetic_groups(rows: list[dict]) -> list[dict]:
                               {k: r[k] for k in ("x", "best_key", "best") if k in r} | {"dense": []})
         sub = next((d for d in g["dense"] if d.get("dense") == r.get("dense")), None)
         if sub is None:
-            sub = {"dense": r["dense"]} if "dense" in r else {}
-            g["dense"].append(sub | {"names": []})
-            sub = g["dense"][-1]
+            sub = ({"dense": r["dense"]} if "dense" in r else {}) | {"names": []}
+            g["dense"].append(sub)
         sub["names"].append({"name": r["name"], "distance": r["distance"]})
     return [g | {"single": len(g["dense"]) == 1 and len(g["dense"][0]["names"]) == 1} for g in groups.values()]
 
