@@ -5,6 +5,8 @@
 #   .carry/gguf_00, _01   the SmolLM2 GGUF in GGUF_PARTS parts (default 2; one call carries at most 64 MiB;
 #                         3 parts let a fresh machine's first call carry one with .whl/) + gguf.sha256
 #   .carry/stdlib311.txz  the CPython 3.11 standard library .py files this machine reads (same corpus there)
+#   .carry/pydocs.txz     the Python docs' reST sources (html/_sources/**/*.txt) when Debian's python3.X-doc is
+#                         installed here (about 2.5 MB): study_gpu.sh points SPATTERN_PYTHON_DOCS_ROOT at them
 #   .carry/sources/       corpus tarballs from the cache (State of the Union, ...)
 #   .carry/linuxdocs.txz  Linux docs' Documentation/**/*.rst[.gz] (English) when Debian's linux-doc-6.1 is
 #                         installed here (7.5 MB): the GPU machine has no apt; study_gpu.sh points
@@ -26,6 +28,8 @@ stdlib=$(python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
 docs=/usr/share/doc/linux-doc-6.1
 [ -d "$docs/Documentation" ] && (cd "$docs" && find Documentation \( -name '*.rst' -o -name '*.rst.gz' \) \
     -not -path 'Documentation/translations/*' -print0 | tar --null -cJf - -T -) > .carry/linuxdocs.txz
+pydocs=$(python -c "from spattern.data.sources import python_docs_root as r; print(r())" 2>/dev/null || true)
+[ -n "$pydocs" ] && [ -d "$pydocs" ] && (cd "$pydocs" && find . -name '*.txt' -print0 | tar --null -cJf - -T -) > .carry/pydocs.txz
 cache=${SPATTERN_CACHE:-$HOME/.cache/spattern}
 [ -d "$cache/sources" ] && find "$cache/sources" -maxdepth 1 -name '*.tgz' -exec cp {} .carry/sources/ \;
 du -sh .whl .carry .carry/* | sed 's/^/[carry] /'

@@ -12,7 +12,8 @@
 # .carry/sources/* (corpus tarballs) and .carry/data/* (prepared corpora: a copy of
 # $SPATTERN_CACHE/data/<key>, which skips the preparation there) go to the cache; .carry/stdlib311.txz (the .py files of the
 # CPython 3.11 standard library this machine has, so both machines read the same corpus) is
-# unpacked once and becomes SPATTERN_STDLIB_ROOT, .carry/linuxdocs.txz SPATTERN_LINUX_DOCS_ROOT. PRE="command" runs first (e.g. GPU tests). Each config runs with `spattern run` (finished runs are skipped,
+# unpacked once and becomes SPATTERN_STDLIB_ROOT, .carry/linuxdocs.txz SPATTERN_LINUX_DOCS_ROOT, .carry/pydocs.txz
+# SPATTERN_PYTHON_DOCS_ROOT. PRE="command" runs first (e.g. GPU tests). Each config runs with `spattern run` (finished runs are skipped,
 # interrupted ones resume) within DEADLINE seconds in all; then the configs' own results/<name> folders
 # are packed into $OUT/results.tar.gz (a call returns at most 8 files, 2 folders deep), also every 20 s
 # while the runs go, so that a call killed at its limit (the device tool kills the whole command, no signal
@@ -59,6 +60,8 @@ if [ -f .carry/stdlib311.txz ] && [ ! -d /tmp/stdlib311 ]; then mkdir -p /tmp/st
 [ -d /tmp/stdlib311 ] && export SPATTERN_STDLIB_ROOT=/tmp/stdlib311
 if [ -f .carry/linuxdocs.txz ] && [ ! -d /tmp/linuxdocs ]; then mkdir -p /tmp/linuxdocs && tar xJf .carry/linuxdocs.txz -C /tmp/linuxdocs; fi
 [ -d /tmp/linuxdocs/Documentation ] && export SPATTERN_LINUX_DOCS_ROOT=/tmp/linuxdocs/Documentation
+if [ -f .carry/pydocs.txz ] && [ ! -d /tmp/pydocs ]; then mkdir -p /tmp/pydocs && tar xJf .carry/pydocs.txz -C /tmp/pydocs; fi
+[ -d /tmp/pydocs ] && export SPATTERN_PYTHON_DOCS_ROOT=/tmp/pydocs
 [ -n "${PRE:-}" ] && { echo "=== $PRE"; bash -c "$PRE"; } 2>&1 | tee -a "$OUT/run.log"
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"; } 2>&1 | tee -a "$OUT/run.log"

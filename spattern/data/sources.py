@@ -59,7 +59,14 @@ def _apt_install(package: str) -> tuple[bool, str]:
 
 
 def python_docs_root(obtain: bool = False) -> Path:
-    """/usr/share/doc/python3.X/html/_sources from Debian's python3.X-doc."""
+    """/usr/share/doc/python3.X/html/_sources from Debian's python3.X-doc, or the folder
+    ``$SPATTERN_PYTHON_DOCS_ROOT`` when set (the same files on a machine without the package:
+    scripts/make_carry.sh packs them)."""
+    env = os.environ.get("SPATTERN_PYTHON_DOCS_ROOT")
+    if env:
+        if not Path(env).is_dir():
+            raise SourceMissing(f"python-docs: $SPATTERN_PYTHON_DOCS_ROOT={env} is not a folder")
+        return Path(env)
     ver = f"{sys.version_info.major}.{sys.version_info.minor}"
     preferred = Path(f"/usr/share/doc/python{ver}/html/_sources")
     candidates = [preferred] + [Path(p) for p in sorted(glob.glob("/usr/share/doc/python3*/html/_sources"))]
