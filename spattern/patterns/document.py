@@ -21,6 +21,8 @@ Run ``python -m spattern.patterns.document`` to draw it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +35,7 @@ from spattern.patterns.registry import register
 def context_value(context, key):
     if context is None:
         return None
-    if isinstance(context, dict):
+    if isinstance(context, Mapping):
         return context.get(key)
     return getattr(context, key, None)
 

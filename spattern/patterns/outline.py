@@ -183,6 +183,12 @@ def key_ends(t: Tree, window: int, header: int, recent: int) -> np.ndarray | Non
     return ends
 
 
+# the trees outline can read, and their keys in a compile context (``spattern.data.structure`` builds them
+# from token ids): the text tree (lines and indentation, any text) or the Python statement tree of the
+# window (``spattern.patterns.fragment.python_fragment_tree``: ``ast`` on source cut anywhere)
+STRUCTURES = {"text": "tree", "python": "python_tree"}
+
+
 @register("outline")
 @dataclass(frozen=True, repr=False, eq=False)
 class Outline(TreeRelation):
@@ -193,6 +199,7 @@ class Outline(TreeRelation):
     window: int = 64
     header: int = 8
     recent: int = 2
+    structure: str = "text"
     tree: Tree | None = None
     name = "outline"
     claims_causal = True
@@ -201,10 +208,19 @@ class Outline(TreeRelation):
         check_int(self.window, "outline(window)", minimum=1)
         check_int(self.header, "outline(header)", minimum=1)
         check_int(self.recent, "outline(recent)", minimum=0)
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"outline(structure): expected one of {', '.join(map(repr, STRUCTURES))}, "
+                             f"got {self.structure!r}")
+
+    @property
+    def context_key(self) -> str:
+        return STRUCTURES[self.structure]
 
     def __str__(self):
         args = [f"{f}={getattr(self, f)}" for f, d in (("window", 64), ("header", 8), ("recent", 2))
                 if getattr(self, f) != d]
+        if self.structure != "text":
+            args.append(f"structure={self.structure!r}")
         return f"outline({', '.join(args)})"
 
     def tables(self, t: Tree) -> dict:

@@ -172,12 +172,15 @@ class TreeRelation(Pattern):
     def is_static(self):
         return self.tree is not None
 
+    context_key = "tree"  # where the tree is in a compile context
+
     def bind(self, context):
         if self.tree is not None:
             return self
-        tree = context_value(context, "tree")
+        key = self.context_key
+        tree = context_value(context, key)
         if tree is None:
-            raise ValueError(f"{self.name}() needs a tree: compile with context={{'tree': Tree(...)}}")
+            raise ValueError(f"{self.name}() needs a tree: compile with context={{{key!r}: Tree(...)}}")
         return type(self)(**{**self.__dict__, "tree": tree})
 
     def _bound_tree(self, geom) -> Tree:
