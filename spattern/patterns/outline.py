@@ -34,6 +34,12 @@ statements before that class; in prose, the opening words of the ``recent`` para
 this one. The pattern is causal and content-dependent: it compiles with
 ``context={"tree": text_tree(...)}`` (or ``.bind``), one layout per sequence.
 
+Structure. ``structure='text'`` (the default) reads the text tree above from the compile context's
+``"tree"``; ``structure='python'`` reads ``"python_tree"``, the Python statement tree of the window
+(``spattern.patterns.fragment.python_fragment_tree``: ``ast`` on source cut anywhere), where a node is a
+statement, so a multi-line call is one node and each statement of a block is a sibling. The definition
+is the same on either tree.
+
 Compiled form. On a laminar tree (spans nested or disjoint: every text tree, and the AST trees of
 ``python_tree``) each clause lets key j be seen by an interval of queries starting at j, so their
 union is one interval: query i sees key j iff j <= i < E[j] (``key_ends``, O(N + n log n) for N
