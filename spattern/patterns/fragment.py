@@ -32,6 +32,7 @@ are the ast class names ("FunctionDef", "If", ...), "Module" and the text tree's
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,7 +112,9 @@ def _parse(lines: list[str], indents: list[int | None], close: str = "") -> tupl
     if lines and not lines[-1].endswith(("\n", "\r")):
         src += "\n"
     src += close
-    return ast.parse(src), len(openers), src
+    with warnings.catch_warnings():  # a fragment's odd literals ("invalid escape sequence", ...) are not news
+        warnings.simplefilter("ignore")
+        return ast.parse(src), len(openers), src
 
 
 _BODIES = ("body", "handlers", "orelse", "finalbody", "cases")  # in source order
