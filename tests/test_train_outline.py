@@ -14,19 +14,21 @@ from spattern.models.decoder import build_model
 from spattern.patterns import parse
 
 PATTERN = "outline(window=8, header=4, recent=1) & causal"
+PY_PATTERN = "outline(window=8, header=4, recent=1, structure='python') & causal"  # the statement tree
 TEXTS = ["def f(x):\n    y = x + 1\n    return y\n\nclass C:\n    def g(self):\n        pass\n" * 2,
          "A title\n\nThe first paragraph is here.\nIt wraps.\n\nThe second one.\n" * 3]
 
 
-def _model():
+def _model(pattern: str = PATTERN):
     tok = ByteTokenizer()
     torch.manual_seed(0)
-    cfg = get_config("neox-tiny", vocab_size=tok.vocab_size, max_seq_len=256, pattern=PATTERN, block=(16, 16))
+    cfg = get_config("neox-tiny", vocab_size=tok.vocab_size, max_seq_len=256, pattern=pattern, block=(16, 16))
     return build_model(cfg).eval(), tok
 
 
-def test_a_batch_attends_each_sequence_by_its_own_structure():
-    model, tok = _model()
+@pytest.mark.parametrize("pattern", [PATTERN, PY_PATTERN])
+def test_a_batch_attends_each_sequence_by_its_own_structure(pattern):
+    model, tok = _model(pattern)
     n = 96
     x = torch.tensor([tok.encode(t)[:n] for t in TEXTS])                       # (2, n)
     assert model.needs_contexts
@@ -34,12 +36,14 @@ def test_a_batch_attends_each_sequence_by_its_own_structure():
     batched = model(x)[0]
     for b, row in enumerate(x.tolist()):
         model.set_contexts(None)
-        model.set_pattern(parse(PATTERN).bind(structure_context(tok, row)))     # the twin: one bound pattern
+        model.set_pattern(parse(pattern).bind(structure_context(tok, row)))     # the twin: one bound pattern
         alone = model(x[b : b + 1])[0]
-        model.set_pattern(PATTERN)
+        model.set_pattern(pattern)
         torch.testing.assert_close(batched[b], alone[0], rtol=1e-5, atol=1e-5)
     model.set_contexts([structure_context(tok, row) for row in x.flip(0).tolist()])  # other structures: other logits
     assert not torch.allclose(model(x)[0], batched)
+    if "python" in pattern:  # the code's statement tree (the prose parses as none and keeps its text tree)
+        assert "FunctionDef" in structure_context(tok, x[0].tolist())["python_tree"].kind
 
 
 def test_a_forward_without_contexts_says_what_it_needs():
@@ -134,15 +138,15 @@ def test_every_micro_batch_is_queued_once_and_ahead(tmp_path, monkeypatch):
     assert summary["context_wait_s"] >= 0
 
 
-@pytest.mark.parametrize("transport", ["pipe", "file"])
-def test_context_prefetch_builds_what_the_forward_would(transport):
+@pytest.mark.parametrize("transport, pattern", [("pipe", PATTERN), ("file", PATTERN), ("pipe", PY_PATTERN)])
+def test_context_prefetch_builds_what_the_forward_would(transport, pattern):
     """ContextPrefetch (workers, queued ahead, kept; results through the pool or spooled to files)
-    against building the contexts in the forward."""
+    against building the contexts in the forward; for either tree outline reads."""
     import numpy as np
 
     from spattern.train.contexts import WORKER_NICE, ContextPrefetch
 
-    model, tok = _model()
+    model, tok = _model(pattern)
     rows = np.array([tok.encode(t)[:96] for t in TEXTS])                           # (2, 96)
     x = torch.from_numpy(rows)
     model.set_contexts([structure_context(tok, r) for r in rows.tolist()])
