@@ -586,8 +586,48 @@ def unfinished_rows(study) -> list[dict]:
     for e, runs in sorted(out.items()):
         short = [_RUN_HASH.sub("", name) for name in runs]
         named = [s if short.count(s) == 1 else name for s, name in zip(short, runs)]
-        rows.append({"experiment": e, "runs": ", ".join(f"{n} ({how})" for n, how in zip(named, runs.values()))})
+        rows.append({"experiment": e, "runs": ", ".join(_seed_groups(list(zip(named, runs.values()))))})
     return rows
+
+
+_SEEDED = re.compile(r"^(?P<label>.+)-s(?P<seed>\d+)$")
+
+
+def _seed_groups(runs: list[tuple[str, str]]) -> list[str]:
+    """"name (how)" per run, where the runs of one label (``<label>-s<seed>``) that got equally far are one
+    entry, "label seeds 0-8 (how)", at the first one's place."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    order: list[tuple[str, str] | str] = []
+    for name, how in runs:
+        m = _SEEDED.match(name)
+        if m is None:
+            order.append(f"{name} ({how})")
+            continue
+        key = (m["label"], how)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(int(m["seed"]))
+    out = []
+    for item in order:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        seeds = sorted(groups[item])
+        label, how = item
+        out.append(f"{label}-s{seeds[0]} ({how})" if len(seeds) == 1 else f"{label} seeds {_seed_spans(seeds)} ({how})")
+    return out
+
+
+def _seed_spans(xs: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8"."""
+    spans: list[list[int]] = []
+    for x in xs:
+        if spans and x == spans[-1][1] + 1:
+            spans[-1][1] = x
+        else:
+            spans.append([x, x])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
 
 
 def distinct_comparisons(files) -> list[dict]:

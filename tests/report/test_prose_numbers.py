@@ -438,6 +438,12 @@ def test_runs_not_finished_are_named_with_how_far_they_got(tmp_path):
                                                    "runs": ["w-s0-aaaaaaaaaa", "w-s0-bbbbbbbbbb"]}))
     assert unfinished_rows(load_study([tmp_path / "results"]))[0]["runs"].startswith(
         "w-s0-aaaaaaaaaa (not started), w-s0-bbbbbbbbbb (not started)")
+    # one label's runs that got equally far read as one entry, their seeds as ranges
+    (e / "experiment.json").write_text(json.dumps({"experiment": "x", "kind": "evaluate", "baseline": "dense",
+                                                   "runs": [f"ast-s{k}-{k:010d}" for k in (0, 1, 2, 4, 5)]
+                                                   + ["w-s0-aaaaaaaaaa"]}))
+    assert unfinished_rows(load_study([tmp_path / "results"]))[0]["runs"].startswith(
+        "ast seeds 0-2, 4-5 (not started), w-s0 (not started)")
     (e / old / "metrics.json").unlink()
     (e / names[1] / "metrics.json").write_text(json.dumps({"experiment": "x", "run_id": names[1], "status": "finished",
                                                            "metrics": {"nll": 1.0}}))
