@@ -363,7 +363,7 @@ def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
     # series timed only beside other runs (``spattern run --jobs N``: device "<gpu> xN") measured a share of
     # a device, not a training cost: the CSV keeps them, the PDF's rows leave them out and say so
     shared = [r for r in rows_in if re.search(r" x\d+$", r["device"])]
-    rows = [[r["experiment"], r["key"], r["device"] + ("*" if r.get("untimed") else ""), fmt(r["seeds"]),
+    rows = [[r["experiment"].removeprefix("study_"), r["key"], r["device"] + ("*" if r.get("untimed") else ""), fmt(r["seeds"]),
              fmt_ci(r["loss"], *r["loss_ci"]),
              "{} [{}, {}]".format(*(fmt(v / 1e3) for v in (r["tokens_per_s"], *r["tokens_per_s_range"]))),
              fmt(r["step_ms"])] for r in rows_in if r not in shared]
@@ -383,7 +383,8 @@ def training_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
                  f"its runs), tokens/s relative to {base}: "
                  + ", ".join(f"{r['key']} {fmt_range(r['same_call_ratio'])}" for r in same)
                  + ". Between calls one pattern's ktok/s varies more than static patterns differ.")
-    return Table("training_cost", "Training runs: final validation loss (mean over seeds, 95% t interval); ktok/s "
+    return Table("training_cost", "Training runs (experiments without their study_ prefix): final validation "
+                 "loss (mean over seeds, 95% t interval); ktok/s "
                  "over each run's wall clock, start-up, evaluations and checkpoints included (median [min, max] "
                  "over seeds); ms per step (median over logged intervals, then seeds)." + note + star,
                  ["experiment", "pattern", "device", "seeds", "val. loss [95% CI]", "ktok/s [range]", "ms/step"],

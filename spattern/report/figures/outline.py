@@ -53,7 +53,7 @@ def outline_figure(window: int = 24, header: int = 8, recent: int = 2, block: in
     from spattern.patterns.outline import text_tree
 
     p = parse(f"outline(window={window}, header={header}, recent={recent}) & causal")
-    fig = Figure(figsize=(WIDTH_PAGE, 2.3), layout="constrained")
+    fig = Figure(figsize=(WIDTH_PAGE, 2.05), layout="constrained")
     subs = fig.subfigures(1, 2, wspace=0.02)
     cmap = ListedColormap([(1, 1, 1, 1), to_rgba("#1f5fa8")])
     for sub, (name, text) in zip(subs, (("code", CODE), ("prose", PROSE))):
