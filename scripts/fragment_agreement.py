@@ -26,22 +26,7 @@ import numpy as np
 
 from spattern.patterns.fragment import FragmentStats, python_fragment_tree
 from spattern.patterns.outline import key_ends, text_tree
-from spattern.patterns.tree import Tree, python_tree
-
-
-def clipped(t: Tree) -> Tree:
-    """``t`` without its empty nodes (statements outside the window), their children re-parented."""
-    keep = [v for v in range(t.n_nodes) if v == 0 or t.end[v] > t.start[v]]
-    new = {v: i for i, v in enumerate(keep)}
-
-    def up(v):
-        p = t.parent[v]
-        while p not in new:
-            p = t.parent[p]
-        return new[p]
-
-    return Tree.from_parents([-1] + [up(v) for v in keep[1:]], [t.start[v] for v in keep],
-                             [t.end[v] for v in keep], t.n_tokens, [t.kind[v] for v in keep])
+from spattern.patterns.tree import python_tree, without_empty
 
 
 def pair_agreement(e_tree: np.ndarray, e_ref: np.ndarray, window: int) -> dict:
@@ -82,7 +67,7 @@ def windows(root: str, files: int, per_file: int, chars: int, seed: int):
 
 def measure(src: str, a: int, chars: int, window: int, header: int, recent: int, stats: FragmentStats) -> dict:
     text = src[a:a + chars]
-    ref = clipped(python_tree(src, np.arange(a, a + chars), n_tokens=chars))
+    ref = without_empty(python_tree(src, np.arange(a, a + chars), n_tokens=chars))
     e_ref = key_ends(ref, window, header, recent)
     out = {}
     for name, t in (("fragment", python_fragment_tree(text, stats=stats)), ("text", text_tree(text))):

@@ -17,7 +17,7 @@ from spattern.data.structure import StructureContext, structure_context
 from spattern.data.tokenizer import BPETokenizer, ByteTokenizer
 from spattern.patterns.fragment import FragmentStats, python_fragment_tree
 from spattern.patterns.outline import Outline, key_ends
-from spattern.patterns.tree import Tree, python_tree
+from spattern.patterns.tree import Tree, python_tree, without_empty
 
 SRC = textwrap.dedent('''
     import os
@@ -56,18 +56,7 @@ SRC = textwrap.dedent('''
 def clipped(src: str, a: int, b: int) -> Tree:
     """The whole source's statement tree restricted to characters [a, b) (one token per character):
     statements outside dropped, those that cross an edge cut at it."""
-    t = python_tree(src, np.arange(a, b), n_tokens=b - a)
-    keep = [v for v in range(t.n_nodes) if v == 0 or t.end[v] > t.start[v]]
-    new = {v: i for i, v in enumerate(keep)}
-
-    def up(v):
-        p = t.parent[v]
-        while p not in new:
-            p = t.parent[p]
-        return new[p]
-
-    return Tree.from_parents([-1] + [up(v) for v in keep[1:]], [t.start[v] for v in keep],
-                             [t.end[v] for v in keep], t.n_tokens, [t.kind[v] for v in keep])
+    return without_empty(python_tree(src, np.arange(a, b), n_tokens=b - a))
 
 
 def spans(t: Tree, text: str) -> list[tuple]:

@@ -495,3 +495,28 @@ def test_tree_agreement_of_the_text_and_ast_trees():
     assert a["chars"] == len(spaced) - len("z = (") and a["jaccard"] > 0.99
     assert b["jaccard"] < a["jaccard"] - 0.02 and b["text_beyond_window_in_ast"] < 0.95 < b["ast_beyond_window_in_text"]
     assert script.agreement("x = 1\n", 16, 8, 1) is None  # shorter than the window: nothing to compare
+
+
+def test_fragment_agreement_of_a_window_tree_and_the_whole_files(tmp_path):
+    """scripts/fragment_agreement.py: identical key ends agree fully; windows of a file cut anywhere give the
+    fragment tree a higher agreement with the whole file's statement tree than the text tree has; the
+    JSON holds a row per window."""
+    import json
+
+    script = _script("fragment_agreement")
+    import numpy as np
+
+    e = np.array([5, 9, 9, 10])
+    assert script.pair_agreement(e, e, 2) == {"jaccard": 1.0, "recall_beyond_window": 1.0,
+                                              "precision_beyond_window": 1.0}
+    body = "".join(f"def f{i}(a,\n       b):\n    x = [a,\n         b]\n    y = x\n    return y\n\n"
+                   for i in range(60))
+    (tmp_path / "m.py").write_text(body)
+    out = tmp_path / "a.json"
+    assert script.main(["--root", str(tmp_path), "--files", "1", "--per-file", "4", "--chars", "600",
+                        "--window", "16", "--header", "8", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["windows"] == 4 and len(got["rows"]) == 4
+    s = got["summary"]
+    assert s["fragment"]["jaccard"]["median"] > s["text"]["jaccard"]["median"]
+    assert script.main(["--root", str(tmp_path / "none")]) == 1  # no file: says so

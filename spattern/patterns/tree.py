@@ -390,6 +390,22 @@ def python_tree(source: str, token_offsets, n_tokens: int | None = None) -> Tree
     return Tree(tuple(parent), tuple(start), tuple(end), n_tok, tuple(kind))
 
 
+def without_empty(t: Tree) -> Tree:
+    """``t`` without its empty nodes (e.g. the statements outside a window, when ``python_tree`` maps a whole
+    file onto that window's tokens), each kept node under its nearest kept ancestor."""
+    keep = [v for v in range(t.n_nodes) if v == 0 or t.end[v] > t.start[v]]
+    new = {v: i for i, v in enumerate(keep)}
+
+    def up(v):
+        p = t.parent[v]
+        while p not in new:
+            p = t.parent[p]
+        return new[p]
+
+    return Tree.from_parents([-1] + [up(v) for v in keep[1:]], [t.start[v] for v in keep],
+                             [t.end[v] for v in keep], t.n_tokens, [t.kind[v] for v in keep] if t.kind else ())
+
+
 def char_tree(source: str) -> Tree:
     """``python_tree`` for a character-level view (one token per character)."""
     return python_tree(source, range(len(source)))
