@@ -14,10 +14,7 @@ from spattern.experiments import expand, load_experiment
 ROOT = Path(__file__).resolve().parents[2]
 # runs a device call left unfinished or not yet started, named in the session notes; `spattern run` runs
 # (or resumes) them on a GPU
-IN_PROGRESS = {"study_pretrained_code_8k_d50": {"bigbird-s0-b9721229c4", "outline-s0-7eb215b2fd"},
-               "study_code_gpu": {f"outline-ast-s{s}-{h}" for s, h in enumerate(
-                   ["d843a51883", "d027dca3df", "f0cb7caf99", "28f2b8d17a", "4e5c9bf8dc", "fff8c1a49c", "efac9bd5b3",
-                    "dabfb151e8", "a1d8c407ff"])}}
+IN_PROGRESS: dict[str, set[str]] = {}
 TRAINED = ["study_mqar", "study_mqar_long", "study_mqar_recipe", "study_indexer", "study_code_gpu", "study_code_cpu",
            "study_code_cpu_indexer"]
 
