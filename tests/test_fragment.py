@@ -113,6 +113,20 @@ def test_window_that_starts_or_stops_inside_a_docstring():
     assert cut.kind[cut.arrays["owner"][b - 2]] == "Expr"
 
 
+def test_text_the_parser_refuses_still_gets_a_tree():
+    """A NUL byte (the parser refuses the whole source) counts as a space; nesting deeper than the parser
+    goes falls to the text tree; prose gets the text tree."""
+    nul = SRC.replace("z = x + y", "z = x +\0y")
+    t = python_fragment_tree(nul)
+    assert t.kind[t.arrays["owner"][nul.index("def f")]] == "FunctionDef"
+    for deep in ("x = " + "(" * 300 + ")" * 300 + "\ny = 1\n",  # SyntaxError: too many nested parentheses
+                 "x = " + "-" * 200_000 + "1\ny = 1\n"):         # MemoryError in the parser
+        t = python_fragment_tree(deep)
+        assert t.laminar and t.n_tokens == len(deep)
+    prose = "A title\n\nThe first paragraph is here.\nIt wraps.\n"
+    assert set(python_fragment_tree(prose).kind) <= {"Module", "Line", "Continuation"}
+
+
 def test_documents_split_at_breaks():
     text = SRC + SRC
     got = python_fragment_tree(text, breaks=[len(SRC)])

@@ -114,7 +114,8 @@ def _parse(lines: list[str], indents: list[int | None], close: str = "") -> tupl
     src += close
     with warnings.catch_warnings():  # a fragment's odd literals ("invalid escape sequence", ...) are not news
         warnings.simplefilter("ignore")
-        return ast.parse(src), len(openers), src
+        # (a NUL byte, which the parser refuses outright, as a space: the same length, so the same offsets)
+        return ast.parse(src.replace("\0", " ")), len(openers), src
 
 
 _BODIES = ("body", "handlers", "orelse", "finalbody", "cases")  # in source order
@@ -155,6 +156,8 @@ def _recover(lines: list[str], indents: list[int | None], s: int, max_tries: int
         try:
             module, n_open, src = _parse(lines[s:e], indents[s:e], close)
             return module, n_open, src, s, e, tries
+        except (RecursionError, MemoryError):  # nesting too deep for the parser: the text tree takes it all
+            return None, 0, "", e, e, tries
         except SyntaxError as err:
             n_open = len(_openers(lines[s:e], indents[s:e]))
             at = s + max(0, min((err.lineno or 1) - 1 - n_open, e - s - 1))
