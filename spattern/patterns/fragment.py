@@ -16,8 +16,11 @@ string) and stops inside another, and it may hold the ends and starts of several
    ``def``, a ``class``), clipped to it, as the whole file's tree restricted to the window has it.
 3. Recovery. While the span does not parse, the line the ``SyntaxError`` names is dropped from the
    nearer end: lines from the start up to it (a window that begins in the middle of a statement or
-   a string), or lines from it to the end (a window that ends inside a statement). At most
-   ``max_tries`` parses per segment.
+   a string), or lines from it to the end (a window that ends inside a statement); a window that
+   ends inside a triple-quoted string gets its quotes closed instead, and one that ends right after a
+   block's opening line a ``pass``. Where the start did not parse, a second recovery assumes the
+   window began inside a triple-quoted string (it resumes after the first line that holds three
+   double quotes, or three single quotes); the recovery that parses more lines is kept. At most ``max_tries`` parses per recovery.
 4. What does not parse (the dropped lines at either end) gets the outline tree of its text
    (``spattern.patterns.outline.text_tree``: lines and indentation), grafted under the segment, so
    every token belongs to a node either way.
