@@ -87,8 +87,8 @@ def test_window_inside_blocks_gives_the_clipped_whole_file_tree(start, stop, exa
     if exact:
         assert spans(got, SRC[a:b]) == spans(ref, SRC[a:b])
     for window, header, recent in [(4, 4, 0), (8, 6, 1), (2, 12, 2)]:
-        mask = lambda t: Outline(window=window, header=header, recent=recent).bind({"tree": t}).dense_mask(b - a)  # noqa: E731
-        assert np.array_equal(mask(got), mask(ref))
+        o = Outline(window=window, header=header, recent=recent)
+        assert np.array_equal(o.bind({"tree": got}).dense_mask(b - a), o.bind({"tree": ref}).dense_mask(b - a))
 
 
 def test_window_that_stops_mid_statement_keeps_what_parses():
@@ -152,7 +152,8 @@ SOURCES = _stdlib_sources(6)
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, len(SOURCES) - 1), st.floats(0, 1), st.integers(200, 5000), st.integers(1, 6), st.integers(0, 2**31))
+@given(st.integers(0, len(SOURCES) - 1), st.floats(0, 1), st.integers(200, 5000), st.integers(1, 6),
+       st.integers(0, 2**31))
 def test_any_window_gives_a_laminar_tree_over_its_tokens(k, where, chars, tok_len, seed):
     """Windows cut anywhere in real files, with tokens of 1..tok_len characters: a valid, laminar tree
     over exactly the tokens given, that agrees with the clipped whole-file tree on most pairs."""

@@ -20,7 +20,8 @@ string) and stops inside another, and it may hold the ends and starts of several
    ends inside a triple-quoted string gets its quotes closed instead, and one that ends right after a
    block's opening line a ``pass``. Where the start did not parse, a second recovery assumes the
    window began inside a triple-quoted string (it resumes after the first line that holds three
-   double quotes, or three single quotes); the recovery that parses more lines is kept. At most ``max_tries`` parses per recovery.
+   double quotes, or three single quotes); the recovery that parses more lines is kept. At most
+   ``max_tries`` parses per recovery.
 4. What does not parse (the dropped lines at either end) gets the outline tree of its text
    (``spattern.patterns.outline.text_tree``: lines and indentation), grafted under the segment, so
    every token belongs to a node either way.
