@@ -8,10 +8,9 @@ restricted to the window, against the text tree (lines and indentation) as the b
 Windows of ``--chars`` characters start at random offsets (seeded) of standard-library files that parse,
 one token per character, so they begin and end mid-statement as packed training windows do. The reference
 is ``python_tree`` of the whole file with its statements clipped to the window and those outside it
-dropped. Outline's keys j see the queries j <= i < E[j] (``outline.key_ends``) on every tree, so per key
-the pairs two trees share are min(E) - j and those of either max(E) - j: the Jaccard index of two
-patterns' pairs is exact, and so is the share of the reference's pairs beyond the window that a tree
-also has (its recall) and of the tree's own that the reference has (its precision).
+dropped. The comparison is exact (``outline.pair_overlap``): the Jaccard index of two patterns' pairs, the
+share of the reference's pairs beyond the window that a tree also has (its recall) and of the tree's own
+that the reference has (its precision).
 """
 from __future__ import annotations
 
@@ -25,24 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from spattern.patterns.fragment import FragmentStats, python_fragment_tree
-from spattern.patterns.outline import key_ends, text_tree
+from spattern.patterns.outline import key_ends, pair_overlap, text_tree
 from spattern.patterns.tree import python_tree, without_empty
 
 
 def pair_agreement(e_tree: np.ndarray, e_ref: np.ndarray, window: int) -> dict:
     """Jaccard of two outline patterns' pairs (key ends ``e_tree``, ``e_ref`` over one window), and the
     shares of the pairs beyond the local window: the reference's that the tree has, the tree's that the
-    reference has."""
-    n = e_ref.size
-    j = np.arange(n)
-    a, b = np.minimum(e_tree, n), np.minimum(e_ref, n)
-    both, either = (np.minimum(a, b) - j).sum(), (np.maximum(a, b) - j).sum()
-    band = np.minimum(j + window, n) - j
-    beyond_tree, beyond_ref = (a - j - band).clip(0).sum(), (b - j - band).clip(0).sum()
-    beyond_both = (np.minimum(a, b) - j - band).clip(0).sum()
-    return {"jaccard": float(both / either),
-            "recall_beyond_window": float(beyond_both / beyond_ref) if beyond_ref else 1.0,
-            "precision_beyond_window": float(beyond_both / beyond_tree) if beyond_tree else 1.0}
+    reference has (``outline.pair_overlap``)."""
+    o = pair_overlap(e_tree, e_ref, window)
+    return {"jaccard": o["jaccard"], "recall_beyond_window": o["b_beyond_in_a"],
+            "precision_beyond_window": o["a_beyond_in_b"]}
 
 
 def windows(root: str, files: int, per_file: int, chars: int, seed: int):

@@ -6,10 +6,8 @@ outline on Python's AST statement tree (``python_tree``), on the opening window 
 
 One token per character. A window cuts a file mid-statement, where ``ast`` cannot parse it, so the AST tree
 is built on the window's longest prefix that parses, ending before a line at indentation 0 (a top-level
-statement's start); the comparison covers the keys in that prefix. Outline's keys j see the queries
-j <= i < E[j] (``outline.key_ends``) on both trees, so per key the pairs in common are min(E) - j and in
-either max(E) - j: the Jaccard index of the two patterns' pairs is exact, and so is the share of each
-pattern's pairs beyond its window that the other also has.
+statement's start); the comparison covers the keys in that prefix, exactly (``outline.pair_overlap``: the Jaccard index of the
+two patterns' pairs, and the share of each one's pairs beyond the window that the other also has).
 """
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spattern.patterns.outline import key_ends, text_tree
+from spattern.patterns.outline import key_ends, pair_overlap, text_tree
 from spattern.patterns.tree import python_tree
 
 
@@ -50,16 +48,9 @@ def agreement(text: str, window: int, header: int, recent: int) -> dict | None:
     e_ast = key_ends(python_tree(text[:cut], range(cut), n_tokens=n), window, header, recent)
     if e_text is None or e_ast is None:
         return None
-    j = np.arange(cut)
-    a, b = np.minimum(e_text[:cut], n), np.minimum(e_ast[:cut], n)
-    both, either = (np.minimum(a, b) - j).sum(), (np.maximum(a, b) - j).sum()
-    band = np.minimum(j + window, n) - j  # the window's pairs, in both
-    extra_text, extra_ast = (a - j - band).clip(0).sum(), (b - j - band).clip(0).sum()
-    extra_both = (np.minimum(a, b) - j - band).clip(0).sum()
-    return {"chars": cut, "jaccard": float(both / either),
-            "text_beyond_window_in_ast": float(extra_both / extra_text) if extra_text else 1.0,
-            "ast_beyond_window_in_text": float(extra_both / extra_ast) if extra_ast else 1.0,
-            "pairs_text": int((a - j).sum()), "pairs_ast": int((b - j).sum())}
+    o = pair_overlap(e_text[:cut], e_ast[:cut], window, n)
+    return {"chars": cut, "jaccard": o["jaccard"], "text_beyond_window_in_ast": o["a_beyond_in_b"],
+            "ast_beyond_window_in_text": o["b_beyond_in_a"], "pairs_text": o["pairs_a"], "pairs_ast": o["pairs_b"]}
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import spattern as sp
 from spattern.data.structure import structure_context, text_and_offsets
 from spattern.data.tokenizer import BPETokenizer, ByteTokenizer
-from spattern.patterns.outline import Outline, text_tree
+from spattern.patterns.outline import Outline, pair_overlap, text_tree
 from spattern.patterns.tree import Tree, python_tree
 from spattern.testing import check_pattern
 
@@ -226,3 +226,35 @@ def test_structure_from_ids_matches_structure_from_text(tok):
     # the same lines and parents as the character-level tree of the same text (bytes, one per char here)
     lines = lambda tree: [(tree.kind[v], tree.parent[v]) for v in range(tree.n_nodes)]  # noqa: E731
     assert lines(t) == lines(text_tree(joined))
+
+
+def test_pair_overlap_by_hand():
+    """Four keys, window 2: a's key ends (5, 9, 9, 10) clipped at 4 give 4+3+2+1 = 10 pairs; b's (2, 3, 9,
+    4) give 2+2+2+1 = 7, all of them a's: Jaccard 0.7. Beyond the window (band 2, 2, 2, 1) a has 2+1 = 3
+    pairs, b none."""
+    a, b = np.array([5, 9, 9, 10]), np.array([2, 3, 9, 4])
+    assert pair_overlap(a, b, 2) == {"jaccard": 0.7, "a_beyond_in_b": 0.0, "b_beyond_in_a": 1.0,
+                                     "pairs_a": 10, "pairs_b": 7}
+    assert pair_overlap(a, a, 2)["jaccard"] == 1.0
+    with pytest.raises(ValueError, match="one length"):
+        pair_overlap(a, b[:3], 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 24), st.integers(1, 6), st.integers(0, 8), st.data())
+def test_pair_overlap_matches_the_pair_sets(n, window, cut, data):
+    """The slow twin: the two patterns' (query, key) pairs as boolean masks over the keys j < k of a
+    sequence of n queries."""
+    k = max(1, n - cut)
+    ends = st.lists(st.integers(0, 2 * n), min_size=k, max_size=k)
+    ea = np.maximum(np.array(data.draw(ends)), np.minimum(np.arange(k) + window, n))  # each holds its window
+    eb = np.maximum(np.array(data.draw(ends)), np.minimum(np.arange(k) + window, n))
+    q, j = np.arange(n)[:, None], np.arange(k)[None, :]
+    ma, mb = (j <= q) & (q < ea[None, :]), (j <= q) & (q < eb[None, :])
+    band = (j <= q) & (q < j + window)
+    got = pair_overlap(ea, eb, window, n)
+    assert got["jaccard"] == pytest.approx((ma & mb).sum() / (ma | mb).sum())
+    assert (got["pairs_a"], got["pairs_b"]) == (ma.sum(), mb.sum())
+    extra_a, extra_b = ma & ~band, mb & ~band
+    assert got["a_beyond_in_b"] == pytest.approx((extra_a & mb).sum() / extra_a.sum() if extra_a.any() else 1.0)
+    assert got["b_beyond_in_a"] == pytest.approx((extra_b & ma).sum() / extra_b.sum() if extra_b.any() else 1.0)

@@ -189,6 +189,30 @@ def key_ends(t: Tree, window: int, header: int, recent: int) -> np.ndarray | Non
     return ends
 
 
+def pair_overlap(ends_a: np.ndarray, ends_b: np.ndarray, window: int, n: int | None = None) -> dict:
+    """How far two outline patterns over one sequence of ``n`` queries agree, exactly, from their key ends
+    (``key_ends``) over the keys j < len(ends_a) (a prefix of the sequence, or all of it; ``n`` defaults to
+    its length). Key j's pairs are the queries j <= q < min(E[j], n), so two patterns share
+    min(E_a, E_b) - j of them and either has max(E_a, E_b) - j; beyond the local window [j, j + window),
+    which both hold, the same minima less the window's pairs. Returns ``jaccard`` (shared pairs over
+    either's), ``a_beyond_in_b`` (the share of a's pairs beyond the window that b has; 1.0 when a has
+    none), ``b_beyond_in_a`` and the pair counts ``pairs_a``, ``pairs_b``."""
+    ends_a, ends_b = np.asarray(ends_a, dtype=np.int64), np.asarray(ends_b, dtype=np.int64)
+    if ends_a.shape != ends_b.shape or ends_a.ndim != 1:
+        raise ValueError(f"pair_overlap: expected two key-end vectors of one length, got shapes "
+                         f"{ends_a.shape} and {ends_b.shape}")
+    n = ends_a.size if n is None else n
+    j = np.arange(ends_a.size)
+    a, b = np.minimum(ends_a, n), np.minimum(ends_b, n)
+    band = np.minimum(j + window, n) - j
+    beyond_a, beyond_b = (a - j - band).clip(0).sum(), (b - j - band).clip(0).sum()
+    beyond_both = (np.minimum(a, b) - j - band).clip(0).sum()
+    return {"jaccard": float((np.minimum(a, b) - j).sum() / (np.maximum(a, b) - j).sum()),
+            "a_beyond_in_b": float(beyond_both / beyond_a) if beyond_a else 1.0,
+            "b_beyond_in_a": float(beyond_both / beyond_b) if beyond_b else 1.0,
+            "pairs_a": int((a - j).sum()), "pairs_b": int((b - j).sum())}
+
+
 # the trees outline can read, and their keys in a compile context (``spattern.data.structure`` builds them
 # from token ids): the text tree (lines and indentation, any text) or the Python statement tree of the
 # window (``spattern.patterns.fragment.python_fragment_tree``: ``ast`` on source cut anywhere)
