@@ -557,7 +557,8 @@ def unfinished_rows(study) -> list[dict]:
     two names would read alike), with how far it got: "stopped after k examples" (distinct example ids
     of a run in progress), "status <s>" (one that failed, say), "not started", or, where a finished run of
     the same label and seed under another id is shown instead (the config changed since, or a run not yet
-    grown), "not run; an earlier version is shown". In the experiments' order."""
+    grown), "not run; an earlier version is shown". In the experiments' order; experiments whose runs read
+alike (a family added to several configs, not yet run) share one row, their names joined by commas."""
     finished = {(r.experiment, r.dir.name) for r in study.runs}
     stopped: dict[tuple[str, str], str] = {}
     for d, m in study.unfinished:
@@ -582,12 +583,12 @@ def unfinished_rows(study) -> list[dict]:
                     (e, name), "not run; an earlier version is shown" if earlier else "not started")
     for (e, name), how in stopped.items():
         out.setdefault(e, {}).setdefault(name, how)
-    rows = []
+    said: dict[str, list[str]] = {}  # what is said -> the experiments it is said of (one row each)
     for e, runs in sorted(out.items()):
         short = [_RUN_HASH.sub("", name) for name in runs]
         named = [s if short.count(s) == 1 else name for s, name in zip(short, runs)]
-        rows.append({"experiment": e, "runs": ", ".join(_seed_groups(list(zip(named, runs.values()))))})
-    return rows
+        said.setdefault(", ".join(_seed_groups(list(zip(named, runs.values())))), []).append(e)
+    return [{"experiment": ", ".join(es), "runs": runs} for runs, es in said.items()]
 
 
 _SEEDED = re.compile(r"^(?P<label>.+)-s(?P<seed>\d+)$")

@@ -449,6 +449,17 @@ def test_runs_not_finished_are_named_with_how_far_they_got(tmp_path):
                                                            "metrics": {"nll": 1.0}}))
     (e / "experiment.json").write_text(json.dumps({"experiment": "x", "kind": "evaluate", "baseline": "dense"}))
     assert unfinished_rows(load_study([tmp_path / "results"])) == []  # an older record names no runs: nothing to say
+    # two experiments whose unfinished runs read alike (a family added to both): one row names both
+    e2 = tmp_path / "results" / "y"
+    e2.mkdir()
+    for d, h in ((e, 0), (e2, 1)):
+        (d / "experiment.json").write_text(json.dumps({"experiment": d.name, "kind": "evaluate", "baseline": "dense",
+                                                       "runs": [f"ast-s{k}-{k + h:010d}" for k in (0, 1, 2)]}))
+    assert unfinished_rows(load_study([tmp_path / "results"])) == [{"experiment": "x, y",
+                                                                    "runs": "ast seeds 0-2 (not started)"}]
+    (e2 / "experiment.json").write_text(json.dumps({"experiment": "y", "kind": "evaluate", "baseline": "dense",
+                                                    "runs": ["ast-s0-0000000001"]}))
+    assert [r["experiment"] for r in unfinished_rows(load_study([tmp_path / "results"]))] == ["x", "y"]
     from spattern.report.html import _unfinished  # the HTML names them as the PDF does
 
     html = "".join(_unfinished({"unfinished": [{"experiment": "x", "runs": "w-s0 (status <failed>)"}]}))
