@@ -6,8 +6,9 @@ outline on Python's AST statement tree (``python_tree``), on the opening window 
 
 One token per character. A window cuts a file mid-statement, where ``ast`` cannot parse it, so the AST tree
 is built on the window's longest prefix that parses, ending before a line at indentation 0 (a top-level
-statement's start); the comparison covers the keys in that prefix, exactly (``outline.pair_overlap``: the Jaccard index of the
-two patterns' pairs, and the share of each one's pairs beyond the window that the other also has).
+statement's start); the comparison covers the keys in that prefix, exactly (``outline.pair_overlap``: the
+Jaccard index of the two patterns' pairs, and the share of each one's pairs beyond the window that the
+other also has).
 """
 from __future__ import annotations
 

@@ -204,10 +204,10 @@ def pair_overlap(ends_a: np.ndarray, ends_b: np.ndarray, window: int, n: int | N
     n = ends_a.size if n is None else n
     j = np.arange(ends_a.size)
     a, b = np.minimum(ends_a, n), np.minimum(ends_b, n)
+    both = np.minimum(a, b)
     band = np.minimum(j + window, n) - j
-    beyond_a, beyond_b = (a - j - band).clip(0).sum(), (b - j - band).clip(0).sum()
-    beyond_both = (np.minimum(a, b) - j - band).clip(0).sum()
-    return {"jaccard": float((np.minimum(a, b) - j).sum() / (np.maximum(a, b) - j).sum()),
+    beyond_a, beyond_b, beyond_both = ((e - j - band).clip(0).sum() for e in (a, b, both))
+    return {"jaccard": float((both - j).sum() / (np.maximum(a, b) - j).sum()),
             "a_beyond_in_b": float(beyond_both / beyond_a) if beyond_a else 1.0,
             "b_beyond_in_a": float(beyond_both / beyond_b) if beyond_b else 1.0,
             "pairs_a": int((a - j).sum()), "pairs_b": int((b - j).sum())}

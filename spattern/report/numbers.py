@@ -557,8 +557,8 @@ def unfinished_rows(study) -> list[dict]:
     two names would read alike), with how far it got: "stopped after k examples" (distinct example ids
     of a run in progress), "status <s>" (one that failed, say), "not started", or, where a finished run of
     the same label and seed under another id is shown instead (the config changed since, or a run not yet
-    grown), "not run; an earlier version is shown". In the experiments' order; experiments whose runs read
-alike (a family added to several configs, not yet run) share one row, their names joined by commas."""
+        grown), "not run; an earlier version is shown". In the experiments' order; experiments whose runs read
+    alike (a family added to several configs, not yet run) share one row, their names joined by commas."""
     finished = {(r.experiment, r.dir.name) for r in study.runs}
     stopped: dict[tuple[str, str], str] = {}
     for d, m in study.unfinished:

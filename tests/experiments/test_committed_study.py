@@ -14,7 +14,8 @@ from spattern.experiments import expand, load_experiment
 ROOT = Path(__file__).resolve().parents[2]
 # runs a device call left unfinished or not yet started, named in the session notes; `spattern run` runs
 # (or resumes) them on a GPU
-IN_PROGRESS: dict[str, set[str]] = {  # outline_ast joined scenario 1's GPU code configs; no device machine started since
+# (outline_ast joined scenario 1's GPU code configs; no device machine started since)
+IN_PROGRESS: dict[str, set[str]] = {
     "study_pretrained_code": {"outline-ast-s0-4a60972965"},
     "study_pretrained_code_8k": {"outline-ast-s0-9a83276aba"},
     "study_pretrained_code_d50": {"outline-ast-s0-742aef74bd"},
