@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from spattern.compiler.layout import BlockLayout
 from spattern.data.packing import eval_windows, window_tokens
-from spattern.models.attention import compiled_layout, oracle_layout, per_layer_patterns, self_scored
+from spattern.models.attention import (compiled_layout, indexer_contexts, indexer_scored, oracle_layout,
+                                       pattern_block, per_layer_patterns, self_scored)
 from spattern.runtime.api import attention
 
 
@@ -214,14 +215,18 @@ def information_loss(model: torch.nn.Module, stream: np.ndarray, offsets: np.nda
         raise ValueError(f"information_loss: no document has more than window={window} tokens")
     saved = ([(l.attn.pattern, l.attn.block) for l in layers], model.cfg.pattern, model.training)
     docs: dict[int, _Doc] = {}
+    held: dict[int, torch.Tensor] = {}  # an indexed layer's input in the dense run
+    hooks = [layer.attn.register_forward_pre_hook(functools.partial(_hold_input, held, i))
+             for i, (layer, p) in enumerate(zip(layers, pats)) if indexer_scored(p)]
     model.eval()
     try:
         for w in wins:
             full = torch.from_numpy(window_tokens(stream, offsets, w, window)).to(device)[None]  # (1, n+1)
             toks, tgt = full[:, :-1], full[0, 1 + w.score_from:]                  # (1, n), (n - score_from,)
             n, acc = toks.shape[1], docs.setdefault(w.doc, _Doc(L, H))
-            # an oracle layer's layout comes from the dense run's own q, k (in _observe)
-            layouts = [None if p is None else p if self_scored(p) else compiled_layout(p, n, n, block) for p in pats]
+            # a self-scored layer's layout is chosen in the dense run (in _observe): the oracle's from its q, k,
+            # an indexed layer's from its indexer's scores of its input (held by a hook)
+            layouts = [_layout_of(p, layers[i].attn, held, i, n, block) for i, p in enumerate(pats)]
             model.set_pattern(None)
             for i, layer in enumerate(layers):
                 layer.attn.observer = functools.partial(_observe, acc, layouts[i], i, w.score_from,
@@ -242,6 +247,8 @@ def information_loss(model: torch.nn.Module, stream: np.ndarray, offsets: np.nda
                 acc.kl_tokens += kl.tolist()
                 acc.top1_tokens += [int(a) for a in top1.tolist()]
     finally:
+        for h in hooks:
+            h.remove()
         for layer, (p, b) in zip(layers, saved[0]):
             layer.attn.pattern, layer.attn.block, layer.attn.observer = p, b, None
         model.cfg.pattern = saved[1]
@@ -257,14 +264,35 @@ def information_loss(model: torch.nn.Module, stream: np.ndarray, offsets: np.nda
             "docs": {d: acc.summary(per_token) for d, acc in docs.items()}}
 
 
+def _hold_input(held: dict, layer: int, module, args) -> None:
+    held[layer] = args[0]
+
+
+def _layout_of(pattern, attn, held: dict, layer: int, n: int, block):
+    """A layer's layout at n tokens: None (dense), a BlockLayout, or for a self-scored pattern a function
+    of the dense run's (q, k) that chooses it there: the oracle from q and k, ``indexed`` from the layer's
+    indexer's scores of the layer's input."""
+    if pattern is None:
+        return None
+    if indexer_scored(pattern):
+        if getattr(attn, "indexer", None) is None:
+            raise ValueError(f"pattern {str(pattern)!r}: expected a lightning indexer on layer {layer} "
+                             "(model.set_indexers), got none")
+        return lambda q, k: compiled_layout(pattern, n, n, block, context=indexer_contexts(
+            attn.indexer, held[layer], pattern_block(pattern)))
+    if self_scored(pattern):
+        return lambda q, k: oracle_layout(pattern, q, k, block)
+    return compiled_layout(pattern, n, n, block)
+
+
 def _observe(acc: _Doc, layout, layer: int, score_from: int, q_chunk: int, backend: str, block,
              q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> None:
     """Observer of one layer in the dense run: adds its scored positions to the document's sums.
-    ``layout``: a BlockLayout, None (a dense layer), or a self-scored pattern (``oracle``), whose layout
-    is chosen here from the dense run's q and k: its recall is the dense mass the oracle's choice keeps
-    (the sparse run chooses from its own q and k, which differ from layer two on)."""
+    ``layout``: a BlockLayout, None (a dense layer), or for a self-scored pattern (``oracle``, ``indexed``)
+    a function choosing it here from the dense run (``_layout_of``): its recall is the dense mass that
+    choice keeps (the sparse run chooses from its own states, which differ from layer two on)."""
     if layout is not None and not isinstance(layout, BlockLayout):
-        layout = oracle_layout(layout, q, k, block)
+        layout = layout(q, k)
     if layout is None:  # a dense layer of a per-layer pattern: everything kept, no error
         acc.recall[layer] += y.shape[2] - score_from
         acc.ref_sq[layer] += y[0, :, score_from:].double().pow(2).sum((-1, -2)).cpu().numpy()

@@ -62,6 +62,28 @@ class PasskeySection(Section):
                                                           # which has too few sentence ends (tasks/passkey.py)
 
 
+class IndexerWarmup(Section):
+    """``[setup.indexer]``: how the lightning indexers of an ``indexed(...)`` pattern are warmed up
+    (``spattern.experiments.indexers``): the model frozen with dense attention, one indexer per layer
+    trained on KL against its dense attention, on ``split`` windows of the setup's corpus."""
+    split: Literal["train", "validation", "test"] = "train"
+    steps: int = Field(300, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    context: int = Field(1024, ge=8)      # tokens per warm-up window
+    batch: int = Field(1, ge=1)           # windows per step
+    per_doc: int = Field(8, ge=1)         # at most this many windows from one document
+    heads: int = Field(4, ge=1)           # index heads H_I
+    head_dim: int = Field(32, ge=2)       # d_I
+    rope_dim: int = Field(16, ge=0)       # index dimensions that rotate with position (0: none)
+
+    @model_validator(mode="after")
+    def _rope_dim(self) -> "IndexerWarmup":
+        if self.rope_dim % 2 or self.rope_dim > self.head_dim:
+            raise ValueError(f"rope_dim: expected an even number of at most head_dim ({self.head_dim}), "
+                             f"got {self.rope_dim}")
+        return self
+
+
 class Setup(Section):
     model: str = "smollm2"
     corpus: str = "sotu"
@@ -77,7 +99,9 @@ class Setup(Section):
     metrics: list[Literal["perplexity", "info_loss"]] = ["perplexity"]
     tasks: list[Literal["passkey"]] = []   # what an evaluate run scores besides the documents
     passkey: PasskeySection = PasskeySection()
+    indexer: IndexerWarmup = IndexerWarmup()  # only for indexed(...) patterns (in their runs' ids only)
     obtain: bool = False
+
 
 
 # set by the runner for each run (a variant must not change them: they are sweep axes or the run's own)

@@ -14,7 +14,7 @@ from spattern.experiments.config import ExperimentConfig
 from spattern.experiments.inputs import _load, documents
 from spattern.experiments.results import DIRECTION
 from spattern.experiments.runs import RunSpec
-from spattern.models.attention import cost_contexts, self_scored
+from spattern.models.attention import cost_contexts, indexer_scored, self_scored
 
 
 def _dense(pattern) -> bool:
@@ -89,6 +89,8 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
 
         check_held_out(spec.label, spec.resolved["match"], [d for d, _, _ in docs])
     timings: dict[str, float] = {}
+    if isinstance(pattern, str) and indexer_scored(pattern):
+        timings.update(_set_indexers(model, tok, setup, spec, progress))
     n_tasks = len(setup.passkey.context_lengths) * len(setup.passkey.depths) * len(setup.passkey.seeds) \
         if "passkey" in setup.tasks else 0
     total = len(docs) + n_tasks
@@ -160,9 +162,34 @@ def evaluate_run(cfg: ExperimentConfig, spec: RunSpec, progress=None) -> dict:
             tick()
         model.set_pattern(None)
         timings["passkey"] = time.perf_counter() - t
+    model.set_indexers(None)  # the loaded model is shared by the experiment's runs
     if progress is not None:
         progress.remove_task(task_id)
     return summarize(cfg, spec, timings)
+
+
+def _set_indexers(model, tok, setup, spec: RunSpec, progress=None) -> dict[str, float]:
+    """Give the model the warmed-up indexers of an ``indexed(..., seed=s)`` run (trained now unless the
+    cache has them, ``spattern.experiments.indexers``) and write their record to the run's folder.
+    Returns the warm-up's time when it ran here (none when the indexers came from the cache)."""
+    from spattern.experiments.indexers import RECORD, warmed_indexers
+    from spattern.patterns import parse
+    from spattern.utils.io import write_json
+
+    seed = parse(spec.pattern).seed
+    steps = setup.indexer.steps
+    task = progress.add_task(f"  {spec.label}: indexer warm-up", total=steps) if progress else None
+
+    def log(rec):
+        if progress is not None:
+            progress.advance(task)
+
+    indexers, record, trained = warmed_indexers(model, tok, setup, seed, log)
+    if progress is not None:
+        progress.remove_task(task)
+    model.set_indexers(indexers)
+    write_json(spec.dir.path / RECORD, record)
+    return {"indexer_warmup": record["seconds"]} if trained else {}
 
 
 def summarize(cfg: ExperimentConfig, spec: RunSpec, timings: dict) -> dict:

@@ -70,6 +70,12 @@ def _drop_later_defaults(setup: dict) -> None:
             del d[key]
 
 
+def _indexer_scored(pattern) -> bool:
+    from spattern.models.attention import indexer_scored
+
+    return isinstance(pattern, str) and indexer_scored(pattern)
+
+
 def expand(cfg: ExperimentConfig) -> list[RunSpec]:
     """Every run of the sweep: patterns x variants x contexts x seeds, each with its directory. A
     family with a ``{seed}`` field has its own member per seed (the run's seed put in the field).
@@ -90,6 +96,8 @@ def expand(cfg: ExperimentConfig) -> list[RunSpec]:
             label = plabel if variant is None else (variant if len(patterns) == 1 else f"{plabel}+{variant}")
             setup = cfg.setup.model_dump(mode="json")
             _drop_later_defaults(setup)
+            if not _indexer_scored(pattern):  # the warm-up is part of an indexed run only
+                del setup["indexer"]
             setup["context"] = context
             resolved = {"experiment": cfg.name, "kind": cfg.kind, "label": label,
                         "pattern": list(pattern) if isinstance(pattern, tuple) else pattern, "seed": seed,

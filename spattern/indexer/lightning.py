@@ -34,6 +34,7 @@ class LightningIndexer(nn.Module):
         if x.dim() != 3:
             raise ValueError(f"x: expected (batch, seq, d_model), got {tuple(x.shape)}")
         B, N, _ = x.shape
+        x = x.to(self.wq.weight.dtype)  # a float32 indexer on a bfloat16 model's hidden states
         q = self.wq(x).view(B, N, self.n_heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
         k = self.wk(x)[:, None]  # (B, 1, N, d)
         if self.rotary is not None:

@@ -75,25 +75,26 @@ class IndexedAttention(nn.Module):
 
     def __init__(self, attn: nn.Module, d_model: int, k: int, block: tuple[int, int] = (64, 64),
                  n_heads: int = 4, head_dim: int = 32, sink: int = 1, local: int = 1, mode: str = "dense",
-                 backend: str = "auto"):
+                 backend: str = "auto", rotary: nn.Module | None = None):
         super().__init__()
         for name in ("q_proj", "k_proj", "v_proj", "o_proj", "n_heads", "n_kv_heads", "head_dim"):
             if not hasattr(attn, name):
                 raise TypeError(f"IndexedAttention: the wrapped layer needs .{name} (a spattern.models SelfAttention)")
         self.attn = attn
-        self.indexer = LightningIndexer(d_model, n_heads, head_dim)
+        self.indexer = LightningIndexer(d_model, n_heads, head_dim, rotary=rotary)
         self.k, self.block, self.sink, self.local = k, tuple(block), sink, local
         self.mode, self.backend = mode, backend
         self.aux_loss: torch.Tensor | None = None
         self.collect: list[dict] | None = None  # set by collect_stats: every forward's stats
         self._stats: dict = {}
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # (target, select) not yet measured
+        self._pending: tuple | None = None  # (target, select or a function making it) not yet measured
 
     @property
     def stats(self) -> dict:
         """The last forward's selection statistics (computed on first read)."""
         if self._pending is not None:
-            self._stats, self._pending = selection_stats(*self._pending), None
+            target, select = self._pending
+            self._stats, self._pending = selection_stats(target, select() if callable(select) else select), None
         return self._stats
 
     def _qkv(self, x):
@@ -121,19 +122,24 @@ class IndexedAttention(nn.Module):
             target = dense_attention_target(q, k)  # (B, N, N)
         scores = self.indexer(x.detach())  # (B, N, N), -inf in the future
         bs = block_scores(scores.detach(), *self.block)
-        select = selection_token_mask(bs, self.k, N, N, self.block, True, self.sink, self.local)
-        if self.mode == "dense":
+
+        def selection():
+            return selection_token_mask(bs, self.k, N, N, self.block, True, self.sink, self.local)
+
+        if self.mode == "dense":  # the selection only for the statistics, made when they are read
             H, Hkv = q.shape[1], k.shape[1]
             kk, vv = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
             y = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)
             self.aux_loss = indexer_kl(scores, target)
+            self._pending = (target, selection)
         elif self.mode == "sparse":
+            select = selection()
             layout = topk_block_layout(bs, self.k, N, N, self.block, True, self.sink, self.local)
             y = attention(q, k, v, layout, backend=self.backend, trusted=True)
             self.aux_loss = indexer_kl(scores, target, select)
+            self._pending = (target, select)
         else:
             raise ValueError(f"mode: expected 'dense' or 'sparse', got {self.mode!r}")
-        self._pending = (target, select)
         if self.collect is not None:
             self.collect.append(self.stats)
         return self.attn.o_proj(y.transpose(1, 2).reshape(B, N, -1))
@@ -149,6 +155,17 @@ def attach_indexers(model: nn.Module, k: int, layers=None, **kwargs) -> list[Ind
         if not isinstance(layer.attn, IndexedAttention):
             layer.attn = IndexedAttention(layer.attn, d_model, k, **kwargs)
         out.append(layer.attn)
+    return out
+
+
+def detach_indexers(model: nn.Module) -> list[LightningIndexer]:
+    """Undo ``attach_indexers``: each wrapped layer gets its own attention back; returns the
+    indexers, one per layer that had one (e.g. for ``DecoderLM.set_indexers`` after a warm-up)."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer.attn, IndexedAttention):
+            out.append(layer.attn.indexer)
+            layer.attn = layer.attn.attn
     return out
 
 
@@ -190,11 +207,13 @@ def collect_stats(model: nn.Module):
             m.collect = None
 
 
-def warmup_indexers(model: nn.Module, batches, steps: int, lr: float = 1e-3, log=None) -> list[dict]:
+def warmup_indexers(model: nn.Module, batches, steps: int, lr: float = 1e-3, log=None,
+                    stats: bool = True) -> list[dict]:
     """Dense warm-up: the model frozen with dense attention, only the indexers learn (KL).
 
     ``batches``: an iterable of (B, N) token tensors. Returns one record per step:
-    {step, kl, density, mass_recall, top_mass_overlap}.
+    {step, kl, density, mass_recall, top_mass_overlap} (``stats=False``: {step, kl}, without the
+    selection statistics, which cost a sort of every layer's (N, N) target at each step).
     """
     mods = indexer_modules(model)
     if not mods:
@@ -217,7 +236,7 @@ def warmup_indexers(model: nn.Module, batches, steps: int, lr: float = 1e-3, log
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            rec = {"step": step, "kl": float(loss.detach()), **mean_stats(model)}
+            rec = {"step": step, "kl": float(loss.detach()), **(mean_stats(model) if stats else {})}
             history.append(rec)
             if log:
                 log(rec)

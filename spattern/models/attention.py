@@ -28,33 +28,46 @@ def is_dense(pattern) -> bool:
 
 def needs_context(pattern) -> bool:
     """True for a content-dependent pattern (e.g. outline): it compiles per sequence, from a context.
-    False for a self-scored one (``oracle``): attention computes its scores from q and k."""
+    False for a self-scored one (``oracle``, ``indexed``): the attention layer computes its scores."""
     if is_dense(pattern) or self_scored(pattern):
         return False
     return _string_needs_context(pattern) if isinstance(pattern, str) else not pattern.is_static
 
 
 def self_scored(pattern) -> bool:
-    """True for ``oracle(...)``: a top-k pattern whose block scores each attention call computes
-    from its own queries and keys (``oracle_contexts``)."""
+    """True for a top-k pattern whose block scores each attention layer computes at every call:
+    ``oracle(...)`` from its own queries and keys (``oracle_contexts``), ``indexed(...)`` from its
+    input through the layer's lightning indexer (``indexer_contexts``)."""
     if is_dense(pattern):
         return False
     if isinstance(pattern, str):
         return _string_self_scored(pattern)
-    from spattern.patterns.topk import Oracle  # noqa: PLC0415
+    from spattern.patterns.topk import Indexed, Oracle  # noqa: PLC0415
 
-    return isinstance(pattern, Oracle)
+    return isinstance(pattern, Oracle | Indexed)
+
+
+def indexer_scored(pattern) -> bool:
+    """True for ``indexed(...)``: the layer's indexer scores it (``SelfAttention.indexer``)."""
+    return self_scored(pattern) and _string_indexer_scored(pattern if isinstance(pattern, str) else str(pattern))
 
 
 @functools.lru_cache(maxsize=256)
 def _string_self_scored(text: str) -> bool:
-    from spattern.patterns import Oracle, parse  # noqa: PLC0415
+    from spattern.patterns import Indexed, Oracle, parse  # noqa: PLC0415
 
-    return isinstance(parse(text), Oracle)
+    return isinstance(parse(text), Oracle | Indexed)
+
+
+@functools.lru_cache(maxsize=256)
+def _string_indexer_scored(text: str) -> bool:
+    from spattern.patterns import Indexed, parse  # noqa: PLC0415
+
+    return isinstance(parse(text), Indexed)
 
 
 def cost_contexts(pattern, n: int) -> list[dict] | None:
-    """None, or for ``oracle`` one context of zero scores at n tokens: each of its rows holds
+    """None, or for ``oracle`` and ``indexed`` one context of zero scores at n tokens: each of its rows holds
     min(k, available) blocks whatever the scores, so its cost compiles exactly without a model."""
     if not self_scored(pattern):
         return None
@@ -85,6 +98,25 @@ def oracle_contexts(q: torch.Tensor, k: torch.Tensor, block: int, chunk: int = 1
             parts.append(block_scores(s, block, block).mean(0))                   # (n / block, C)
         out.append({"block_scores": torch.cat(parts).cpu().numpy(), "q_len": Nq, "kv_len": Nk})
     return out
+
+
+def indexer_contexts(indexer, x: torch.Tensor, block: int) -> list[dict]:
+    """The contexts ``indexed`` binds to, one per sequence, as ``oracle_contexts`` gives them: the
+    softmax of a lightning indexer's causal scores of x (B, N, C) (``indexer(x)``: (B, N, N), -inf in the
+    future), its mass per (block x block) cell averaged over the block's query rows (pooling "mass")."""
+    from spattern.indexer.select import block_scores  # noqa: PLC0415
+
+    if x.dim() != 3:
+        raise ValueError(f"x: expected (batch, seq, d_model), got {tuple(x.shape)}")
+    with torch.no_grad():  # the selection is not differentiable: the indexer learns from its own loss
+        bs = block_scores(indexer(x), block, block)                               # (B, R, R)
+    N = x.shape[1]
+    return [{"block_scores": b, "q_len": N, "kv_len": N} for b in bs.cpu().numpy()]
+
+
+def pattern_block(pattern) -> int:
+    """The block of a self-scored pattern's selection (its scores are pooled at it)."""
+    return _parse(pattern).block
 
 
 def oracle_layout(pattern, q: torch.Tensor, k: torch.Tensor, block: tuple[int, int]):
@@ -143,7 +175,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str | Non
 
     if context is not None and len(context) != q.shape[0]:
         raise ValueError(f"context: expected one per sequence ({q.shape[0]}), got {len(context)}")
-    if self_scored(pattern):
+    if indexer_scored(pattern):
+        if context is None:
+            raise ValueError(f"pattern {str(pattern)!r} is scored by the layer's lightning indexer: expected the "
+                             "contexts of spattern.models.attention.indexer_contexts (a SelfAttention with "
+                             ".indexer set computes them), got none")
+        layout = compiled_layout(pattern, q.shape[2], k.shape[2], block, context=context)
+    elif self_scored(pattern):
         layout = oracle_layout(pattern, q, k, block)
     elif not needs_context(pattern):
         layout = compiled_layout(pattern, q.shape[2], k.shape[2], block)

@@ -100,6 +100,16 @@ class DecoderLM(nn.Module):
         for layer in self.layers:
             layer.attn.contexts = shared
 
+    def set_indexers(self, indexers) -> None:
+        """Give each layer's attention a lightning indexer (a list, one module per layer; None removes
+        them): an ``indexed(...)`` pattern selects its blocks from their scores. They become submodules
+        (they follow ``.to()``; ``state_dict`` holds them while set)."""
+        mods = [None] * len(self.layers) if indexers is None else list(indexers)
+        if len(mods) != len(self.layers):
+            raise ValueError(f"indexers: expected one per layer ({len(self.layers)}), got {len(mods)}")
+        for layer, m in zip(self.layers, mods):
+            layer.attn.indexer = m
+
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:

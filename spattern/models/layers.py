@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import attend
+from .attention import attend, indexer_contexts, indexer_scored, pattern_block
 from .rotary import Rotary
 
 
@@ -26,7 +26,10 @@ class SelfAttention(nn.Module):
     `observer` (default None, then free): a callable run after attention as observer(q, k, v, y)
     with q (B, H, N, D) and k (B, Hkv, T, D) after rotary, v (B, Hkv, T, D), y (B, H, N, D) before
     o_proj (T = N, or past + N with a cache). Evaluation reads the layer through it (e.g.
-    `spattern.evaluation.infoloss`); it must not modify the tensors."""
+    `spattern.evaluation.infoloss`); it must not modify the tensors.
+
+    `indexer` (default None): a lightning indexer (`spattern.indexer.LightningIndexer`) that scores
+    this layer's input for an `indexed(...)` pattern (`DecoderLM.set_indexers`)."""
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, bias: bool, rotary: Rotary | None,
                  pattern: str | None, backend: str, block: tuple[int, int]) -> None:
@@ -41,6 +44,7 @@ class SelfAttention(nn.Module):
         self.observer = None
         self.cp = None  # a ContextParallel while training with context parallelism (spattern.train)
         self.contexts = None  # one per sequence of the batch, for a content-dependent pattern (set_contexts)
+        self.indexer = None   # scores x for an indexed(...) pattern (set_indexers)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         """x (B, N, C) -> (B, N, C). `cache` (dense layers, generation): a dict holding this layer's
@@ -60,7 +64,13 @@ class SelfAttention(nn.Module):
             if self.rotary is not None:
                 q, k = self.rotary(q, past), self.rotary(k, past)
             if cache is None:
-                y = attend(q, k, v, self.pattern, self.backend, self.block, self.contexts)  # (B, H, N, D)
+                contexts = self.contexts
+                if indexer_scored(self.pattern):  # the selection of this call, from this layer's indexer
+                    if self.indexer is None:
+                        raise ValueError(f"pattern {str(self.pattern)!r}: expected a lightning indexer on the "
+                                         "layer (model.set_indexers), got none")
+                    contexts = indexer_contexts(self.indexer, x, pattern_block(self.pattern))
+                y = attend(q, k, v, self.pattern, self.backend, self.block, contexts)  # (B, H, N, D)
             else:
                 if self.pattern is not None:
                     raise ValueError(f"cache: expected a dense layer, got pattern {self.pattern!r} "

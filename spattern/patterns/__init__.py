@@ -23,7 +23,7 @@ from spattern.patterns.parse import PatternSyntaxError, parse
 from spattern.patterns.random import Random, random
 from spattern.patterns.registry import REGISTRY, register, register_predicate
 from spattern.patterns.sink import Sink, sink
-from spattern.patterns.topk import BlockSelection, Oracle, TopK, oracle, topk
+from spattern.patterns.topk import BlockSelection, Indexed, Oracle, TopK, indexed, oracle, topk
 from spattern.patterns.tree import (
     AstScope,
     Tree,

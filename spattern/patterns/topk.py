@@ -127,8 +127,31 @@ class Oracle(TopK):
     name = "oracle"
 
 
+@register("indexed")
+@dataclass(frozen=True, repr=False)
+class Indexed(TopK):
+    """indexed(k, sink, local, block, seed): ``topk`` with the block scores of a trained lightning indexer.
+
+    Each attention layer that runs it holds a ``spattern.indexer.LightningIndexer`` (``layer.attn.indexer``)
+    and scores its own input x at every forward (``spattern.models.attention.indexer_contexts``): the
+    indexer's distribution over keys, pooled per (query block, key block) as the oracle's exact mass is,
+    one selection shared by all heads. ``seed`` names the indexers' training run (their warm-up, e.g.
+    ``spattern.experiments.indexers``), so two warm-ups are two patterns. As ``oracle``: no context,
+    every row holds exactly min(k, available) blocks, so its cost does not depend on the scores; unlike
+    it, the scores cost O(N^2 * H_I * d_I) of a small indexer, not the layer's dense QK^T."""
+
+    seed: int = 0
+
+    name = "indexed"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int(self.seed, "indexed(seed)", minimum=0)
+
+
 topk = TopK
 oracle = Oracle
+indexed = Indexed
 
 NEG = -3.0e38  # a finite floor for valid blocks, so that invalid ones always sort last
 
