@@ -103,7 +103,6 @@ class Setup(Section):
     obtain: bool = False
 
 
-
 # set by the runner for each run (a variant must not change them: they are sweep axes or the run's own)
 RUN_KEYS = ("name", "model.pattern", "train.seed", "train.out_dir", "data.seq_len", "train.progress")
 

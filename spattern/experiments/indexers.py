@@ -79,8 +79,7 @@ def make_indexers(model, w: IndexerWarmup, seed: int) -> list[torch.nn.Module]:
 
     base = next((layer.attn.rotary.base for layer in model.layers if layer.attn.rotary is not None), 10000.0)
     rotary = Rotary(w.head_dim, w.rope_dim, base) if w.rope_dim else None
-    gen = torch.random.fork_rng(devices=[])
-    with gen:
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
         torch.manual_seed(seed)
         return [LightningIndexer(model.cfg.d_model, w.heads, w.head_dim, rotary=rotary) for _ in model.layers]
 
@@ -94,9 +93,10 @@ def train_indexers(model, tokenizer, setup: Setup, seed: int, log=None) -> tuple
     x, docs = warmup_windows(setup, tokenizer, w.steps * w.batch, seed)
     fresh = make_indexers(model, w, seed)
     device = next(model.parameters()).device
+    # the wrapper's selection settings only shape statistics the warm-up does not read
     mods = attach_indexers(model, k=1, block=(64, 64), sink=0, local=1, n_heads=w.heads, head_dim=w.head_dim)
     try:
-        for m, ix in zip(mods, fresh):
+        for m, ix in zip(mods, fresh):  # the seeded indexers, with their rotary, in place of the wrapper's own
             m.indexer = ix.to(device)
         batches = (x[i * w.batch:(i + 1) * w.batch].to(device) for i in range(w.steps))
         history = warmup_indexers(model, batches, w.steps, lr=w.lr, log=log, stats=False)

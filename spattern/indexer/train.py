@@ -75,13 +75,13 @@ class IndexedAttention(nn.Module):
 
     def __init__(self, attn: nn.Module, d_model: int, k: int, block: tuple[int, int] = (64, 64),
                  n_heads: int = 4, head_dim: int = 32, sink: int = 1, local: int = 1, mode: str = "dense",
-                 backend: str = "auto", rotary: nn.Module | None = None):
+                 backend: str = "auto"):
         super().__init__()
         for name in ("q_proj", "k_proj", "v_proj", "o_proj", "n_heads", "n_kv_heads", "head_dim"):
             if not hasattr(attn, name):
                 raise TypeError(f"IndexedAttention: the wrapped layer needs .{name} (a spattern.models SelfAttention)")
         self.attn = attn
-        self.indexer = LightningIndexer(d_model, n_heads, head_dim, rotary=rotary)
+        self.indexer = LightningIndexer(d_model, n_heads, head_dim)
         self.k, self.block, self.sink, self.local = k, tuple(block), sink, local
         self.mode, self.backend = mode, backend
         self.aux_loss: torch.Tensor | None = None
