@@ -170,6 +170,10 @@ def test_an_experiment_warms_up_caches_and_scores_the_indexer(tmp_path, monkeypa
     assert i["metrics"]["block_density"] == o["metrics"]["block_density"]
     assert 0 < i["metrics"]["recall"] <= o["metrics"]["recall"] + 1e-9
     assert i["timings"]["indexer_warmup"] > 0
+    from spattern.experiments.results import compare_experiment
+
+    table = compare_experiment(cfg.out_dir)  # the warm-up's settings are not a different setup
+    assert {"indexed", "oracle"} <= {r["run"] for r in table["rows"]}
     rec = json.loads((runs["indexed"].dir.path / "indexer_warmup.json").read_text())
     assert len(rec["kl"]) == 4 and rec["key"]["seed"] == 1 and rec["key"]["warmup"]["split"] == "train"
     from spattern.data import split_of

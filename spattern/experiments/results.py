@@ -55,11 +55,13 @@ def load_runs(folder: str | Path) -> list[dict]:
 
 
 def _same_data(runs: list[dict]) -> None:
-    """Runs compared must have scored the same data: equal setups except pattern, label, seed."""
+    """Runs compared must have scored the same data: equal setups except pattern, label, seed (and an
+    indexed run's indexer warm-up, which is how its pattern was made, not what it scored)."""
     def key(r):
         c = dict(r["config"])
         if "setup" in c:  # an evaluate run: its resolved experiment config
-            return repr((c.get("kind"), c.get("context"), sorted(c["setup"].items()), c.get("train")))
+            setup = sorted((k, v) for k, v in c["setup"].items() if k != "indexer")
+            return repr((c.get("kind"), c.get("context"), setup, c.get("train")))
         # a train run: the training loop's config.toml; its validation data decide the examples
         return repr(("train", sorted(c.get("data", {}).items()), c.get("train", {}).get("eval_batches")))
 
