@@ -204,3 +204,18 @@ def test_the_warmup_split_must_not_be_the_scored_one(tmp_path, monkeypatch):
         p.write_text(tiny_config("indexed_rope", SWEEP.replace("rope_dim = 8", "rope_dim = 7"))
                      .format(results=tmp_path / "results"))
         load_experiment(p)
+
+
+def test_a_family_that_starts_above_one_is_matched_from_its_first_member():
+    """indexed(k, sink=1, local=3) needs k >= 4: matching starts there instead of failing at k = 1."""
+    from spattern.evaluation.matching import family_fn, match, smallest_param
+    from spattern.utils.errors import UserError
+
+    fam = "indexed({w}, sink=1, local=3, block=32)"
+    assert smallest_param(family_fn(fam)[0]) == 4 and smallest_param(family_fn("local({w}) & causal")[0]) == 1
+    m = match(fam, 0.3, 512, (32, 32), contexts=cost_contexts("indexed(4, sink=1, local=3, block=32)", 512))
+    free = match("indexed({w}, sink=0, local=1, block=32)", 0.3, 512, (32, 32),
+                 contexts=cost_contexts("indexed(4, block=32)", 512))
+    assert m.param == free.param >= 4 and m.achieved == free.achieved  # a row's count ignores which blocks
+    with pytest.raises(UserError, match="no parameter"):
+        smallest_param(family_fn("indexed({w}, sink=40, local=40, block=32)")[0])

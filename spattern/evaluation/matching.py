@@ -153,14 +153,31 @@ def _monotone(values: list[float]) -> int:
     return 0
 
 
-def match(family, target: float, N: int, block=(64, 64), measure: str = "block_density", lo: int = 1,
+def smallest_param(fn, lo: int = 1, hi: int | None = None, reach: int = 64) -> int:
+    """The first k >= ``lo`` (within ``reach`` of it, at most ``hi``) at which the family builds a pattern:
+    most families start at 1, a top-k one at its forced blocks (``indexed(k, sink=1, local=3)``: k >= 4)."""
+    last = lo + reach if hi is None else min(hi, lo + reach)
+    err = None
+    for k in range(lo, last + 1):
+        try:
+            fn(k)
+            return k
+        except ValueError as e:  # a PatternSyntaxError says which argument was refused
+            err = e
+    raise UserError(f"family: no parameter in [{lo}, {last}] builds a pattern (at {last}: {err})")
+
+
+def match(family, target: float, N: int, block=(64, 64), measure: str = "block_density", lo: int | None = None,
           hi: int | None = None, head_dim: int = 64, tolerance: float | None = None, max_scan: int = 4096,
           contexts=None, layers: int | None = None) -> Match:
-    """The k in ``[lo, hi]`` (default ``[1, N]``) whose compiled cost is closest to ``target``
-    (for a content-dependent family, its mean cost over ``contexts``; for a per-layer family and
-    ``layers``, the mean over the layers, and the pattern is one string per layer)."""
+    """The k in ``[lo, hi]`` (default: from the family's first member, ``smallest_param``, to N) whose
+    compiled cost is closest to ``target`` (for a content-dependent family, its mean cost over
+    ``contexts``; for a per-layer family and ``layers``, the mean over the layers, and the pattern is
+    one string per layer)."""
     fn, name = family_fn(family, layers)
     hi = N if hi is None else hi
+    if lo is None:
+        lo = smallest_param(fn, 1, hi)
     if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi):
         raise UserError(f"lo, hi: expected integers 0 <= lo <= hi, got {lo!r}, {hi!r}")
     if not (isinstance(target, (int, float)) and target > 0):

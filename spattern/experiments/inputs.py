@@ -87,11 +87,12 @@ def matched(cfg: ExperimentConfig, family: str, context: int):
     family, target, measure, length, block and, for a content-dependent family, a digest of the
     scored tokens), so a finished experiment expands again in seconds on any machine, and a
     change of documents is a new match, never a stale one."""
-    from spattern.evaluation.matching import Match, family_fn, is_per_layer, match
+    from spattern.evaluation.matching import Match, family_fn, is_per_layer, match, smallest_param
     from spattern.utils.io import write_json
 
     layers = cfg.match.layers if is_per_layer(family) else None
-    member = family_fn(family, layers)[0](1)
+    fn = family_fn(family, layers)[0]
+    member = fn(smallest_param(fn))
     probes = member if isinstance(member, tuple) else (member,)
     probe = probes[0]
     scored = self_scored(probe)  # oracle: content-dependent, but its cost does not depend on the content
