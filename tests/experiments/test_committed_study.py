@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 IN_PROGRESS: dict[str, set[str]] = {
     "study_pretrained_code_indexer_seeds": {"indexed-s1-s0-57f2800340", "indexed-s2-s0-f233e9d188"},
     "study_pretrained_pydocs_cpu": {"indexed-forced-s0-0b36ebd123"},
-    "study_pretrained_sotu_cpu": {"indexed-forced-s0-71e1328f7d"},
 }
 TRAINED = ["study_mqar", "study_mqar_long", "study_mqar_recipe", "study_indexer", "study_code_gpu", "study_code_cpu",
            "study_code_cpu_indexer"]
