@@ -17,7 +17,7 @@ from spattern.evaluation.infoloss import information_loss
 from spattern.experiments import load_experiment, run_experiment
 from spattern.experiments.runs import expand
 from spattern.indexer.lightning import LightningIndexer
-from spattern.indexer.train import IndexedAttention, warmup_indexers, attach_indexers, detach_indexers
+from spattern.indexer.train import IndexedAttention, attach_indexers, detach_indexers, warmup_indexers
 from spattern.models.attention import compiled_layout, cost_contexts, indexer_contexts, indexer_scored, self_scored
 from spattern.models.config import get_config
 from spattern.models.decoder import build_model
@@ -80,7 +80,6 @@ def test_a_layer_attends_the_blocks_its_indexer_chooses(model):
                              backend="reference")
     torch.testing.assert_close(seen["y"], ref)
     # k covering every block: dense causal attention
-    attn.pattern = "indexed(10, sink=0, block=32)"
     attn.pattern = None
     dense = attn(x)
     attn.pattern = "indexed(10, sink=0, block=32)"
