@@ -14,11 +14,9 @@ from spattern.experiments import expand, load_experiment
 ROOT = Path(__file__).resolve().parents[2]
 # runs a device call left unfinished or not yet started, named in the session notes; `spattern run` runs
 # (or resumes) them on a GPU
-# (the trained indexer's seeds 1 and 2 on code at 4K: the device budget ran out; its forced-block ablation at
-# 2K runs on the CPU)
+# (the trained indexer's seeds 1 and 2 on code at 4K: the device budget ran out)
 IN_PROGRESS: dict[str, set[str]] = {
     "study_pretrained_code_indexer_seeds": {"indexed-s1-s0-57f2800340", "indexed-s2-s0-f233e9d188"},
-    "study_pretrained_pydocs_cpu": {"indexed-forced-s0-0b36ebd123"},
 }
 TRAINED = ["study_mqar", "study_mqar_long", "study_mqar_recipe", "study_indexer", "study_code_gpu", "study_code_cpu",
            "study_code_cpu_indexer"]
