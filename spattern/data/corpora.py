@@ -198,6 +198,18 @@ BUILDERS: dict[str, Callable[..., Iterator[Document]]] = {
 }
 
 
+# the named corpora that are Python source (a structure='python' pattern reads its statement tree; on the
+# others nearly nothing parses and it falls back to the text tree: spattern.patterns.fragment)
+CODE_CORPORA = frozenset({"stdlib"})
+
+
+def known_non_code(spec: str) -> bool:
+    """Whether every part of a corpus spec is a named corpus (or the generated ``mqar`` task) that is not
+    Python source. ``local:`` and ``hf:`` parts are unknown, so a spec with one is not."""
+    parts = spec.split("+") if isinstance(spec, str) and spec else []
+    return bool(parts) and all((p in BUILDERS or p == "mqar") and p not in CODE_CORPORA for p in parts)
+
+
 class CorpusError(UserError, ValueError):
     """A corpus spec that names no corpus (the CLI prints it as one line)."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from spattern.experiments.config import ExperimentConfig
 from spattern.experiments.grow import adopt, describe, grown_from, prune_grown
-from spattern.experiments.runs import RunSpec, expand
+from spattern.experiments.runs import RunSpec, corpus_of, expand, python_structure_off_code
 from spattern.utils.errors import UserError
 
 # training-config keys that say where and how long a run executes, not what it computes: `--runtime`
@@ -191,6 +191,10 @@ def run_experiment(cfg: ExperimentConfig, log=print, only: list[str] | None = No
     ``jobs``: runs executed at once, each in its own process (``_run_parallel``)."""
     runtime = check_runtime(runtime, cfg)
     jobs = check_jobs(jobs, cfg)
+    if off := python_structure_off_code(cfg):
+        log(f"[run] warning: {', '.join(off)} read the Python statement tree (structure='python') of corpus "
+            f"{corpus_of(cfg)!r}, which is not Python source: where a line does not parse the tree falls back to "
+            f"the text tree, so these runs are structure='text' in all but name (drop them in [match] drop)")
     planned = expand(cfg)
     runs = select(planned, only, by_seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from spattern.experiments.config import ExperimentConfig
 from spattern.experiments.rundir import RunDir
@@ -74,6 +76,35 @@ def _indexer_scored(pattern) -> bool:
     from spattern.models.attention import indexer_scored
 
     return isinstance(pattern, str) and indexer_scored(pattern)
+
+
+_PYTHON_STRUCTURE = re.compile(r"structure\s*=\s*['\"]python['\"]")
+
+
+def corpus_of(cfg: ExperimentConfig) -> str:
+    """The corpus spec an experiment's runs read: ``setup.corpus``, or a ``train`` experiment's training
+    config's ``data.corpus`` (with the experiment's overrides)."""
+    if cfg.kind != "train":
+        return cfg.setup.corpus
+    from spattern.train.config import load_train_config
+
+    base = Path(cfg.source).parent if cfg.source else Path(".")
+    return load_train_config(base / cfg.train.config, list(cfg.train.overrides)).data.corpus
+
+
+def python_structure_off_code(cfg: ExperimentConfig) -> list[str]:
+    """The sweep patterns and families (as written, before matching) that read the Python statement tree
+    (``structure='python'``) while the corpus is a named corpus that is not Python source, where it is
+    nearly all the text tree's fallback (``spattern.patterns.fragment``): a mistake more often than not,
+    e.g. a prose config whose base is a code config. Empty when the corpus is code or unknown."""
+    named = [*cfg.sweep.pattern, *cfg.match.families.values()]
+    labels = [*cfg.sweep.pattern, *cfg.match.families]
+    hits = [lab for lab, p in zip(labels, named) if _PYTHON_STRUCTURE.search(p)]
+    if not hits:
+        return []
+    from spattern.data.corpora import known_non_code
+
+    return hits if known_non_code(corpus_of(cfg)) else []
 
 
 def expand(cfg: ExperimentConfig) -> list[RunSpec]:
