@@ -106,3 +106,15 @@ def test_dense_target_rows_sum_to_one_and_are_causal():
     p = dense_attention_target(q, k)
     assert torch.allclose(p.sum(-1), torch.ones(1, 10))
     assert (p.triu(1) == 0).all()
+
+
+def test_attach_uses_the_indexers_given_and_checks_them():
+    model = _identity_attention_model()
+    mine = [LightningIndexer(model.cfg.d_model, n_heads=2, head_dim=8)]
+    (mod,) = attach_indexers(model, k=3, layers=[0], block=(16, 16), n_heads=2, head_dim=8, indexers=mine)
+    assert mod.indexer is mine[0]
+    other = _identity_attention_model()
+    with pytest.raises(ValueError, match="one indexer per wrapped layer"):
+        attach_indexers(other, k=3, layers=[0], n_heads=2, head_dim=8, indexers=mine * 2)
+    with pytest.raises(ValueError, match="n_heads=4"):
+        attach_indexers(other, k=3, layers=[0], n_heads=4, head_dim=8, indexers=mine)

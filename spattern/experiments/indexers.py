@@ -94,10 +94,9 @@ def train_indexers(model, tokenizer, setup: Setup, seed: int, log=None) -> tuple
     fresh = make_indexers(model, w, seed)
     device = next(model.parameters()).device
     # the wrapper's selection settings only shape statistics the warm-up does not read
-    mods = attach_indexers(model, k=1, block=(64, 64), sink=0, local=1, n_heads=w.heads, head_dim=w.head_dim)
+    attach_indexers(model, k=1, block=(64, 64), sink=0, local=1, n_heads=w.heads, head_dim=w.head_dim,
+                    indexers=[ix.to(device) for ix in fresh])
     try:
-        for m, ix in zip(mods, fresh):  # the seeded indexers, with their rotary, in place of the wrapper's own
-            m.indexer = ix.to(device)
         batches = (x[i * w.batch:(i + 1) * w.batch].to(device) for i in range(w.steps))
         history = warmup_indexers(model, batches, w.steps, lr=w.lr, log=log, stats=False)
     finally:

@@ -75,13 +75,16 @@ class IndexedAttention(nn.Module):
 
     def __init__(self, attn: nn.Module, d_model: int, k: int, block: tuple[int, int] = (64, 64),
                  n_heads: int = 4, head_dim: int = 32, sink: int = 1, local: int = 1, mode: str = "dense",
-                 backend: str = "auto"):
+                 backend: str = "auto", indexer: LightningIndexer | None = None):
         super().__init__()
         for name in ("q_proj", "k_proj", "v_proj", "o_proj", "n_heads", "n_kv_heads", "head_dim"):
             if not hasattr(attn, name):
                 raise TypeError(f"IndexedAttention: the wrapped layer needs .{name} (a spattern.models SelfAttention)")
         self.attn = attn
-        self.indexer = LightningIndexer(d_model, n_heads, head_dim)
+        if indexer is not None and (indexer.wq.in_features, indexer.n_heads, indexer.head_dim) != (d_model, n_heads, head_dim):
+            raise ValueError(f"IndexedAttention: expected an indexer of d_model={d_model}, n_heads={n_heads}, "
+                             f"head_dim={head_dim}, got {indexer.wq.in_features}, {indexer.n_heads}, {indexer.head_dim}")
+        self.indexer = indexer if indexer is not None else LightningIndexer(d_model, n_heads, head_dim)
         self.k, self.block, self.sink, self.local = k, tuple(block), sink, local
         self.mode, self.backend = mode, backend
         self.aux_loss: torch.Tensor | None = None
@@ -145,15 +148,19 @@ class IndexedAttention(nn.Module):
         return self.attn.o_proj(y.transpose(1, 2).reshape(B, N, -1))
 
 
-def attach_indexers(model: nn.Module, k: int, layers=None, **kwargs) -> list[IndexedAttention]:
-    """Wrap the attention of ``model.layers[i].attn`` (all layers by default) with indexers."""
+def attach_indexers(model: nn.Module, k: int, layers=None, indexers=None, **kwargs) -> list[IndexedAttention]:
+    """Wrap the attention of ``model.layers[i].attn`` (all layers by default) with indexers: new ones, or
+    ``indexers``, one per wrapped layer in order (e.g. seeded ones, with rotary)."""
+    chosen = [i for i in range(len(model.layers)) if layers is None or i in layers]
+    if indexers is not None and len(indexers) != len(chosen):
+        raise ValueError(f"attach_indexers: expected one indexer per wrapped layer ({len(chosen)}), got {len(indexers)}")
     out = []
     d_model = model.cfg.d_model
-    for i, layer in enumerate(model.layers):
-        if layers is not None and i not in layers:
-            continue
+    for j, i in enumerate(chosen):
+        layer = model.layers[i]
         if not isinstance(layer.attn, IndexedAttention):
-            layer.attn = IndexedAttention(layer.attn, d_model, k, **kwargs)
+            given = None if indexers is None else indexers[j]
+            layer.attn = IndexedAttention(layer.attn, d_model, k, indexer=given, **kwargs)
         out.append(layer.attn)
     return out
 

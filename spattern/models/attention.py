@@ -49,7 +49,13 @@ def self_scored(pattern) -> bool:
 
 def indexer_scored(pattern) -> bool:
     """True for ``indexed(...)``: the layer's indexer scores it (``SelfAttention.indexer``)."""
-    return self_scored(pattern) and _string_indexer_scored(pattern if isinstance(pattern, str) else str(pattern))
+    if is_dense(pattern):
+        return False
+    if isinstance(pattern, str):
+        return _string_indexer_scored(pattern)
+    from spattern.patterns.topk import Indexed  # noqa: PLC0415
+
+    return isinstance(pattern, Indexed)
 
 
 @functools.lru_cache(maxsize=256)
