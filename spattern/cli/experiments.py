@@ -29,13 +29,14 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _print_compare(folder, baseline, metrics, test, out, family="metric", only=None, write=True) -> dict:
+def _print_compare(folder, baseline, metrics, test, out, family="metric", only=None, write=True, also=None) -> dict:
     from rich.console import Console
 
     from spattern.evaluation.compare import render_table, to_rows
     from spattern.experiments.results import compare_experiment
 
-    table = compare_experiment(folder, baseline, metrics, test=test, out=out, family=family, only=only, write=write)
+    table = compare_experiment(folder, baseline, metrics, test=test, out=out, family=family, only=only, write=write,
+                               also=also)
     Console(width=160).print(render_table(to_rows(table), title=f"{Path(folder).name}: each run vs "
                                           f"{table['baseline']} (paired, Holm-corrected per {family})"))
     return table
@@ -51,7 +52,7 @@ def cmd_compare(args) -> int:
     from spattern.utils.io import write_json
 
     table = _print_compare(args.folder, args.baseline, args.metric, args.test, None, args.family, args.runs,
-                           write=False)
+                           write=False, also=args.also)
     path = Path(args.json) if args.json else Path(args.folder) / "compare.json"
     if not args.json and path.is_file():
         try:
@@ -106,4 +107,7 @@ def register(sub) -> None:
                    help="Holm family: the runs of each metric (default) or every (run, metric) comparison")
     c.add_argument("--runs", nargs="+", default=None, metavar="LABEL",
                    help="compare only these run labels with the baseline (the table lists the others as left out)")
+    c.add_argument("--also", nargs="+", default=None, metavar="EXPERIMENT",
+                   help="other experiments' folders beside FOLDER (their names) whose runs join the table as "
+                        "EXPERIMENT:LABEL, when they scored the same data (e.g. another indexer warm-up)")
     c.set_defaults(func=cmd_compare)

@@ -133,15 +133,24 @@ def common_seeds(values: dict[str, dict[str, dict[str, float]]]) -> tuple[dict, 
 
 def compare_experiment(folder: str | Path, baseline: str | None = None, metrics: list[str] | None = None,
                        test: str = "wilcoxon", alpha: float = 0.05, out: str | Path | None = None,
-                       family: str = "metric", only: list[str] | None = None, write: bool = True) -> dict:
+                       family: str = "metric", only: list[str] | None = None, write: bool = True,
+                       also: list[str] | None = None) -> dict:
     """The significance table of an experiment's runs against ``baseline`` (default: the config's),
     Holm-corrected over the runs of each metric (``family="metric"``, the default) or over every
     (run, metric) comparison (``"all"``); written to ``<folder>/compare.json``. ``only``: compare
     these run labels (and the baseline) and no other; the table records the labels it left out
-    (``runs_left_out``), e.g. runs whose seeds are not all finished. ``write=False``: return it only."""
+    (``runs_left_out``), e.g. runs whose seeds are not all finished. ``write=False``: return it only.
+    ``also``: other experiments' folders beside ``folder`` (their names) whose runs join the table as
+    ``<experiment>:<label>``, when they scored the same data (``_same_data``: e.g. the same documents with
+    another indexer warm-up); the table records them (``also``)."""
     from spattern.evaluation.compare import compare_many, to_json
 
     runs = load_runs(folder)
+    for name in also or []:
+        other = Path(folder).parent / name
+        if Path(name).name != name or other.resolve() == Path(folder).resolve():
+            raise UserError(f"--also: expected the name of another experiment's folder beside {folder}, got {name!r}")
+        runs += [{**r, "metrics": {**r["metrics"], "label": f"{name}:{r['metrics']['label']}"}} for r in load_runs(other)]
     _same_data(runs)
     labels = sorted({r["metrics"]["label"] for r in runs})
     meta = Path(folder) / "experiment.json"  # written by spattern run: the config's baseline
@@ -168,6 +177,8 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
                      for r in runs}
     if left_out:
         table["runs_left_out"] = left_out
+    if also:
+        table["also"] = list(also)
     if seeds_left_out:
         table["seeds_left_out"] = seeds_left_out
     if write:
@@ -182,7 +193,7 @@ def comparison_settings(table: dict) -> dict:
     return {"baseline": table.get("baseline"), "family": table.get("family"),
             "tests": sorted({str(r.get("test")) for r in rows if r.get("run") != r.get("baseline")}),
             "metrics": sorted({str(r.get("metric")) for r in rows}),
-            "runs_left_out": sorted(table.get("runs_left_out", []))}
+            "runs_left_out": sorted(table.get("runs_left_out", [])), "also": list(table.get("also", []))}
 
 
 def recompute_comparison(path: str | Path, write: bool = True) -> dict:
@@ -198,11 +209,12 @@ def recompute_comparison(path: str | Path, write: bool = True) -> dict:
         raise UserError(f"{path}: expected one test for every row, got {s['tests']}")
     compared = set(old.get("runs") or {r["run"] for r in old["rows"]})  # runs added since are not its
     present = {r["metrics"]["label"] for r in load_runs(path.parent)}
+    present |= {f"{name}:{r['metrics']['label']}" for name in s["also"] for r in load_runs(path.parent.parent / name)}
     if missing := sorted(compared - present):
         raise UserError(f"{path}: the table compared runs that are no longer in its folder: {missing}")
     new = compare_experiment(path.parent, s["baseline"], s["metrics"], test=(s["tests"] or ["wilcoxon"])[0],
                              alpha=float(old.get("alpha", 0.05)), family=s["family"] or "metric",
-                             only=sorted(compared - {s["baseline"]}), write=False)
+                             only=sorted(compared - {s["baseline"]}), write=False, also=s["also"] or None)
     pairs = {(r["metric"], r["run"]) for r in old["rows"]}
     if (got := {(r["metric"], r["run"]) for r in new["rows"]}) != pairs:
         raise UserError(f"{path}: the runs now give other (metric, run) pairs: lost {sorted(pairs - got)}, "

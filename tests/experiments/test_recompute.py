@@ -51,3 +51,29 @@ def test_recompute_refuses_what_it_cannot_reproduce(tmp_path):
     (tmp_path / "window-s0-0000000000" / "metrics.json").unlink()  # a compared run gone
     with pytest.raises(UserError, match="no longer in its folder: \\['window'\\]"):
         recompute_comparison(path)
+
+
+def test_runs_of_another_experiment_on_the_same_data_join_the_table(tmp_path):
+    a, b, c = tmp_path / "short", tmp_path / "long", tmp_path / "other"
+    _run(a, "dense", [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6])
+    short, long = [1.5, 1.6, 1.8, 1.7, 1.9, 2.2, 2.0], [1.2, 1.3, 1.3, 1.5, 1.6, 1.7, 1.8]
+    _run(a, "indexed", short)
+    _run(b, "dense", [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6])
+    _run(b, "indexed", long)
+    path = b / "compare_vs_short_indexed.json"
+    table = compare_experiment(b, "short:indexed", ["nll"], test="t", only=["indexed"], out=path, also=["short"])
+    (row,) = [r for r in table["rows"] if r["run"] == "indexed"]
+    # the same documents, paired: long minus short, document by document
+    assert row["diff"] == pytest.approx(sum(x - y for x, y in zip(long, short)) / 7) and row["n"] == 7
+    assert table["also"] == ["short"] and table["runs_left_out"] == ["dense", "short:dense"]
+    assert recompute_comparison(path, write=False)["rows"] == table["rows"]
+    _run(c, "dense", [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6])
+    rd = RunDir(c / "dense-s0-0000000000")  # scored other documents (another setup)
+    rd.start({"kind": "evaluate", "setup": {"docs": 8}}, seed=0)
+    rd.write_metrics({"status": "finished", "label": "dense", "seed": 0, "pattern": "dense"})
+    with pytest.raises(UserError, match="did not score the same data"):
+        compare_experiment(b, "dense", ["nll"], also=["other"], write=False)
+    with pytest.raises(UserError, match="--also: expected the name of another experiment's folder"):
+        compare_experiment(b, "dense", ["nll"], also=["long"], write=False)
+    with pytest.raises(UserError, match="--also: expected the name"):
+        compare_experiment(b, "dense", ["nll"], also=["../x"], write=False)
