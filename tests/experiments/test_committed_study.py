@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # (the trained indexer's seeds 1 and 2 on code at 4K: the device budget ran out)
 IN_PROGRESS: dict[str, set[str]] = {
     "study_pretrained_code_indexer_seeds": {"indexed-s1-s0-57f2800340", "indexed-s2-s0-f233e9d188"},
-    "study_pretrained_shakespeare_cpu": {"indexed-s0-233907d89d", "indexed-forced-s0-f25c8d1e66"},
 }
 TRAINED = ["study_mqar", "study_mqar_long", "study_mqar_recipe", "study_indexer", "study_code_gpu", "study_code_cpu",
            "study_code_cpu_indexer"]
