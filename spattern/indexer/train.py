@@ -150,7 +150,8 @@ class IndexedAttention(nn.Module):
 
 def attach_indexers(model: nn.Module, k: int, layers=None, indexers=None, **kwargs) -> list[IndexedAttention]:
     """Wrap the attention of ``model.layers[i].attn`` (all layers by default) with indexers: new ones, or
-    ``indexers``, one per wrapped layer in order (e.g. seeded ones, with rotary)."""
+    ``indexers``, one per wrapped layer in order (e.g. seeded ones, with rotary). A layer wrapped already
+    keeps its wrapper and indexer."""
     chosen = [i for i in range(len(model.layers)) if layers is None or i in layers]
     if indexers is not None and len(indexers) != len(chosen):
         raise ValueError(f"attach_indexers: expected one indexer per wrapped layer ({len(chosen)}), got {len(indexers)}")
