@@ -97,9 +97,8 @@ def python_structure_off_code(cfg: ExperimentConfig) -> list[str]:
     (``structure='python'``) while the corpus is a named corpus that is not Python source, where it is
     nearly all the text tree's fallback (``spattern.patterns.fragment``): a mistake more often than not,
     e.g. a prose config whose base is a code config. Empty when the corpus is code or unknown."""
-    named = [*cfg.sweep.pattern, *cfg.match.families.values()]
-    labels = [*cfg.sweep.pattern, *cfg.match.families]
-    hits = [lab for lab, p in zip(labels, named) if _PYTHON_STRUCTURE.search(p)]
+    written = [(p, p) for p in cfg.sweep.pattern] + list(cfg.match.families.items())  # (label, pattern)
+    hits = [label for label, p in written if _PYTHON_STRUCTURE.search(p)]
     if not hits:
         return []
     from spattern.data.corpora import known_non_code

@@ -38,38 +38,30 @@ def self_scored(pattern) -> bool:
     """True for a top-k pattern whose block scores each attention layer computes at every call:
     ``oracle(...)`` from its own queries and keys (``oracle_contexts``), ``indexed(...)`` from its
     input through the layer's lightning indexer (``indexer_contexts``)."""
-    if is_dense(pattern):
-        return False
-    if isinstance(pattern, str):
-        return _string_self_scored(pattern)
     from spattern.patterns.topk import Indexed, Oracle  # noqa: PLC0415
 
-    return isinstance(pattern, Oracle | Indexed)
+    return _is_a(pattern, (Oracle, Indexed))
 
 
 def indexer_scored(pattern) -> bool:
     """True for ``indexed(...)``: the layer's indexer scores it (``SelfAttention.indexer``)."""
-    if is_dense(pattern):
-        return False
-    if isinstance(pattern, str):
-        return _string_indexer_scored(pattern)
     from spattern.patterns.topk import Indexed  # noqa: PLC0415
 
-    return isinstance(pattern, Indexed)
+    return _is_a(pattern, Indexed)
+
+
+def _is_a(pattern, kinds) -> bool:
+    """Whether a pattern (a Pattern, or DSL text parsed once per text) is an instance of ``kinds``."""
+    if is_dense(pattern):
+        return False
+    return issubclass(_string_type(pattern) if isinstance(pattern, str) else type(pattern), kinds)
 
 
 @functools.lru_cache(maxsize=256)
-def _string_self_scored(text: str) -> bool:
-    from spattern.patterns import Indexed, Oracle, parse  # noqa: PLC0415
+def _string_type(text: str) -> type:
+    from spattern.patterns import parse  # noqa: PLC0415
 
-    return isinstance(parse(text), Oracle | Indexed)
-
-
-@functools.lru_cache(maxsize=256)
-def _string_indexer_scored(text: str) -> bool:
-    from spattern.patterns import Indexed, parse  # noqa: PLC0415
-
-    return isinstance(parse(text), Indexed)
+    return type(parse(text))
 
 
 def cost_contexts(pattern, n: int) -> list[dict] | None:
