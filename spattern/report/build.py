@@ -321,12 +321,18 @@ def build_report(results_dirs, out_dir, *, pdf: bool = True, html: bool = True,
     b.table(lambda: T.headline_table(heads) if heads else None, "headline",
             "headline comparisons (no spattern compare --json output)")
     b.table(lambda: T.env_table(s.envs()) if s.envs() else None, "environment", "environment (no env.json)")
+    q_checks = {e: p for e, p in checks.items() if e in q_exps}  # (a trained check: the MQAR sentence, its tables)
+    check_docs = {e: [(f.data, f.path) for f in s.significance if f.path.parent.name == e] for e in q_checks}
+    check_rows = [r for e, p in q_checks.items() if (r := numbers_mod.check_row(e, p, check_docs[e])) is not None]
+    if q_checks:  # (no check experiment: no table, nothing missing)
+        b.table(lambda: T.checks_table(check_rows, [p for d in check_docs.values() for _, p in d]) if check_rows else None,
+                "checks", "check experiments (no spattern compare --json output)")
 
     # --- numbers, figure index, typst, html, manifest -------------------------------------------------
     # the check sentences: the quality checks' (a trained check, such as MQAR's schedules, is summed up by
     # the MQAR sentence, numbers.mqar_learnt, and keeps its tables)
     nums = numbers_mod.numbers(s, b, targets, sl_f, {e: v for e, v in q_points.items() if e not in checks},
-                               syn_shown, abl, out, title, checks={e: p for e, p in checks.items() if e in q_exps},
+                               syn_shown, abl, out, title, checks=q_checks,
                                hidden=set(checks))
     num_inputs = [p for r in s.runs for p in r.sources] + [f.path for f in s.topk + s.significance + s.bench
                                                            + s.compile_bench + s.meta]

@@ -361,8 +361,9 @@ def _draws(data: dict, far: int, layers: int) -> dict:
 
 def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, title: str,
             checks: dict[str, str] | None = None, hidden: set[str] | None = None) -> dict:
-    """The report's numbers (data/numbers.json). ``checks``: the check experiments that get a sentence;
-    ``hidden``: every check experiment (no headline row; default: those of ``checks``)."""
+    """The report's numbers (data/numbers.json). ``checks``: the quality check experiments (their rows:
+    the checks table, ``check_row``); ``hidden``: every check experiment (no headline row; default: those
+    of ``checks``)."""
     hidden = set(checks or {}) if hidden is None else hidden
     n: dict = {"title": title}
     runs = study.runs
@@ -465,14 +466,6 @@ def numbers(study, b, targets, kernel_slice, q_points, syn, abl, out: Path, titl
                                             "n": fmt(top.get("n")),
                                             "diff": fmt_ci(top.get("diff"), top.get("diff_ci_low"), top.get("diff_ci_high")),
                                             "p_holm": fmt_p(top.get("p_holm")), "effect": fmt(top["effect_size"], 2)}
-
-    rows_c = []
-    for e, parent in (checks or {}).items():  # check experiments: one sentence each, not a figure row
-        docs = [(f.data, f.path) for f in study.significance if f.path.parent.name == e]
-        if (row := check_row(e, parent, docs)) is not None:
-            rows_c.append(row)
-    if rows_c:
-        n["checks"] = rows_c
 
     heads = [h for f in study.significance if f.path.parent.name not in hidden and (h := headline(f.data))]
     if heads:
@@ -649,36 +642,36 @@ def distinct_comparisons(files) -> list[dict]:
 
 
 def check_row(experiment: str, parent: str, docs: list[tuple[dict, Path]]) -> dict | None:
-    """The sentence of a check experiment (``check_of`` in its config: ``x_draws`` checks ``x``), from its
-    comparison files: on the primary metric, its runs' differences from its baseline (range) and the
-    largest Holm p; with a second table against one of its runs (``compare_vs_<run>.json``), the other
-    runs' differences from that run and the smallest Holm p. None without a comparison."""
+    """A check experiment's row (``check_of`` in its config: ``x_draws`` checks ``x``), from its comparison
+    files: on the primary metric of its own table (``compare.json``), each run's difference from its
+    baseline and the range of their Holm p; then, for each further table against one of its runs
+    (``compare_vs_<run>.json``, another experiment's run with ``--also``), the same against that run (the own
+    baseline left out). Names without the ``study_`` prefix. None without a comparison."""
     from spattern.report.tables import primary_metric
 
     own = next((d for d, p in docs if p.name == "compare.json"), None)
     metric = primary_metric(own) if own else None
     if metric is None:
         return None
+    short = lambda name: str(name).removeprefix("study_")  # noqa: E731  (x:label keeps its experiment's name)
 
-    def span(doc):
-        rows = [r for r in doc.get("rows", []) if r.get("metric") == metric and r.get("run") != r.get("baseline")
-                and r.get("run") not in CONTROLS and isinstance(r.get("diff"), (int, float))]
-        diffs = sorted(r["diff"] for r in rows)
-        ps = [r["p_holm"] for r in rows if isinstance(r.get("p_holm"), (int, float))]
-        text = "–" if not diffs else f"{diffs[0]:+.3f}" if len(diffs) == 1 else f"{diffs[0]:+.3f} to {diffs[-1]:+.3f}"
-        return rows, text, ps
+    def against(doc, skip=()):
+        rows = sorted((r for r in doc.get("rows", []) if r.get("metric") == metric and r.get("run") != r.get("baseline")
+                       and r.get("run") not in CONTROLS and r.get("run") not in skip
+                       and isinstance(r.get("diff"), (int, float))), key=lambda r: str(r["run"]))
+        if not rows:
+            return None
+        ps = sorted((r["p_holm"] for r in rows if isinstance(r.get("p_holm"), (int, float))))
+        p = "–" if not ps else fmt_p(ps[0]) if fmt_p(ps[0]) == fmt_p(ps[-1]) else f"{fmt_p(ps[0])} to {fmt_p(ps[-1])}"
+        return {"baseline": short(doc.get("baseline")), "runs": ", ".join(f"{short(r['run'])} {r['diff']:+.3f}" for r in rows),
+                "p_holm": p}
 
-    rows, diffs, ps = span(own)
-    if not rows:
+    first = against(own)
+    if first is None:
         return None
-    out = {"name": experiment, "parent": parent, "metric": metric, "baseline": str(own.get("baseline")),
-           "runs": ", ".join(sorted(str(r["run"]) for r in rows)), "diffs": diffs, "p_max": fmt_p(max(ps))}
-    other = next((d for d, p in docs if p.name.startswith("compare_vs_")), None)
-    if other is not None:  # the runs against one of them, the own baseline left out
-        rows2, diffs2, ps2 = span({"rows": [r for r in other.get("rows", []) if r.get("run") != own.get("baseline")]})
-        if rows2:
-            out["within"] = {"baseline": str(other.get("baseline")), "diffs": diffs2, "p_min": fmt_p(min(ps2))}
-    return out
+    more = [c for d, p in sorted(docs, key=lambda dp: dp[1].name) if p.name.startswith("compare_vs_")
+            if (c := against(d, skip=(own.get("baseline"),))) is not None]
+    return {"name": short(experiment), "parent": short(parent), "metric": metric, "comparisons": [first, *more]}
 
 
 def headline(doc: dict) -> dict | None:

@@ -439,6 +439,24 @@ def headline_table(heads: Sequence[tuple[dict, Path]]) -> Table:
                  cols, rows, raw, [p for _, p in heads])
 
 
+def checks_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
+    """One row per comparison of each check experiment (``numbers.check_row``): the check, the experiment
+    it checks a setting of, the metric (in the caption when every check has the same), the run compared
+    against, each run's paired difference and the range of their Holm-adjusted p."""
+    metrics = list(dict.fromkeys(r["metric"] for r in rows_in))
+    one = len(metrics) == 1
+    rows = [[r["name"] if i == 0 else "", r["parent"] if i == 0 else "", *([] if one else [r["metric"] if i == 0 else ""]),
+             c["baseline"], c["runs"], c["p_holm"]]
+            for r in rows_in for i, c in enumerate(r["comparisons"])]
+    return Table("checks", "Check experiments: each varies one setting of another, or two (the device, the "
+                 "indexer's warm-up, a random draw, more seeds), on the same documents. Per run, the mean paired difference"
+                 + (f" in {metrics[0]}" if one else "") + " from the run it is compared against (x:run: a run of "
+                 "experiment x, paired document by document); Holm p: the range over the table's runs. CIs and "
+                 "effect sizes: tables/significance.csv.",
+                 ["check", "of", *([] if one else ["metric"]), "against", "difference per run", "Holm p"],
+                 rows, [dict(r) for r in rows_in], list(sources))
+
+
 def env_table(envs: Sequence[tuple[dict, Path]]) -> Table:
     """Hardware and software of the results: one row per distinct (device, Python, torch, git)."""
     seen: dict[tuple, list[Path]] = {}

@@ -131,12 +131,14 @@ def test_a_benchmark_command_is_the_spattern_command_writing_that_file():
     assert bench_command(["scripts/gpu_suite.sh", "--a"], f) == "scripts/gpu_suite.sh --a"
 
 
-def test_a_check_experiment_is_one_sentence_from_its_tables():
-    """x_draws checks BigBird's random draw: against dense every draw's NLL difference (range, largest
-    Holm p); against draw 0 (compare_vs_bigbird.json) the other draws' differences (smallest Holm p)."""
+def test_a_check_experiment_is_one_row_per_comparison_from_its_tables():
+    """x_draws checks BigBird's random draw: against dense each draw's NLL difference (the range of Holm p);
+    against draw 0 (compare_vs_bigbird.json) the other draws' differences, dense left out; a table
+    against another experiment's run (x:bigbird) keeps that name, the study_ prefix dropped."""
     from pathlib import Path
 
     from spattern.report.numbers import check_row
+    from spattern.report.tables import checks_table
 
     base = {"run": "dense", "baseline": "dense", "metric": "nll", "note": "baseline"}
     own = {"baseline": "dense", "rows": [base] + [{**_row(r, diff=d), "p_holm": p} for r, d, p in
@@ -145,12 +147,23 @@ def test_a_check_experiment_is_one_sentence_from_its_tables():
     vs = {"baseline": "bigbird", "rows": [{**_row(r, baseline="bigbird", diff=d), "p_holm": p} for r, d, p in
                                           (("dense", -0.385, 0.006), ("bigbird_draw1", -0.012, 0.21),
                                            ("bigbird_draw2", 0.008, 0.28))]}
-    row = check_row("x_draws", "x", [(own, Path("r/x_draws/compare.json")),
-                                     (vs, Path("r/x_draws/compare_vs_bigbird.json"))])
-    assert row["runs"] == "bigbird, bigbird_draw1, bigbird_draw2" and row["diffs"] == "+0.372 to +0.393"
-    assert row["p_max"] == fmt_p(0.006) and row["within"] == {"baseline": "bigbird", "diffs": "-0.012 to +0.008",
-                                                               "p_min": fmt_p(0.21)}
+    also = {"baseline": "study_x:bigbird", "rows": [{**_row("bigbird_draw1", baseline="study_x:bigbird", diff=0.01),
+                                                     "p_holm": 0.5}]}
+    row = check_row("study_x_draws", "study_x", [(own, Path("r/study_x_draws/compare.json")),
+                                                 (vs, Path("r/study_x_draws/compare_vs_bigbird.json")),
+                                                 (also, Path("r/study_x_draws/compare_vs_x.json"))])
+    assert (row["name"], row["parent"], row["metric"]) == ("x_draws", "x", "nll")
+    assert row["comparisons"] == [
+        {"baseline": "dense", "runs": "bigbird +0.385, bigbird_draw1 +0.372, bigbird_draw2 +0.393",
+         "p_holm": f"{fmt_p(0.004)} to {fmt_p(0.006)}"},
+        {"baseline": "bigbird", "runs": "bigbird_draw1 -0.012, bigbird_draw2 +0.008", "p_holm": f"{fmt_p(0.21)} to {fmt_p(0.28)}"},
+        {"baseline": "x:bigbird", "runs": "bigbird_draw1 +0.010", "p_holm": fmt_p(0.5)}]
     assert check_row("x_draws", "x", []) is None
+    t = checks_table([row], [])  # the check named once, on its first row; one metric: in the caption
+    assert [r[:3] for r in t.rows] == [["x_draws", "x", "dense"], ["", "", "bigbird"], ["", "", "x:bigbird"]]
+    assert "metric" not in t.columns and "difference in nll" in t.caption
+    t = checks_table([row, {**row, "name": "y", "metric": "kl"}], [])
+    assert t.columns[2] == "metric" and [r[2] for r in t.rows[:4]] == ["nll", "", "", "kl"]
 
 
 def test_the_quality_summary_is_one_row_per_experiment():

@@ -45,10 +45,14 @@ def synthetic_figure(points: Sequence[dict], palette: Palette | None = None, tit
     return fig
 
 
+MAX_PER_ROW = 7  # panels a row of the page-wide figure
+
+
 @styled
 def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: Palette | None = None,
-                     per_row: int = 6):
-    """One panel per experiment (``panels``: title -> (points, x label)), ``per_row`` panels a row,
+                     per_row: int | None = None):
+    """One panel per experiment (``panels``: title -> (points, x label)), ``per_row`` panels a row (default:
+    the fewest rows of at most 7, shared out evenly: 12 panels two rows of 6, 13 two of 7),
     the y axis shared (its label once a row), an x label the panel below repeats given once, and one
     legend for every series: the experiments' retrieval curves in one figure."""
     panels = {t: (_valid(pts), x) for t, (pts, x) in panels.items()}
@@ -57,14 +61,19 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
         raise ValueError("panels: no (distance, accuracy) values")
     every = [p for pts, _ in panels.values() for p in pts]
     palette = palette or Palette(p["key"] for p in every)
+    if per_row is None:
+        per_row = -(-len(panels) // -(-len(panels) // MAX_PER_ROW))
     rows = -(-len(panels) // per_row)
-    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=0.8 * rows + 0.45,
+    fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=0.72 * rows + 0.42,
                            sharey=True)
     axes = np.atleast_1d(axes).ravel()
     for i, (ax, (title, (pts, xlabel))) in enumerate(zip(axes, panels.items())):
         _draw(ax, pts, palette, xlabel)
+        if per_row > 6:  # seven labels a row at the default size run into each other
+            ax.xaxis.label.set_fontsize(5.5)
         name = title.removeprefix("study_")
-        ax.set_title(name, fontsize=6.5 if len(name) <= 18 else 5)  # long names would overlap at six a row
+        # long names would overlap at six a row, sooner at seven
+        ax.set_title(name, fontsize=6.5 if len(name) <= 18 else 5 if per_row <= 6 or len(name) <= 22 else 4.4)
         if i % per_row == 0:  # the axis is shared: its label once a row
             ax.set_ylabel("accuracy")
         ax.set_yticks([0, 0.5, 1])  # the shared accuracy axis: at this height the default keeps 0 and 1 only
