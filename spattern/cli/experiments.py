@@ -1,4 +1,4 @@
-"""``spattern run <config>`` and ``spattern compare <results/experiment>``."""
+"""``spattern run <config>``, ``spattern compare <results/experiment>`` and ``spattern pool <results/a> <results/b> ...``."""
 
 from __future__ import annotations
 
@@ -70,6 +70,22 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_pool(args) -> int:
+    """Prints one line per (metric, run) with each experiment's mean difference, and writes the table."""
+    from spattern.experiments.pooled import pool_experiments
+    from spattern.report.tables import fmt_ci, fmt_p
+
+    table = pool_experiments(args.folders, args.baseline, args.metric, args.runs, alpha=args.alpha, out=args.json,
+                             name=args.name)
+    for r in table["rows"]:
+        each = ", ".join(f"{e} {s['diff']:+.4g} (n={s['n']})" for e, s in r["strata"].items())
+        print(f"{r['metric']:<16} {r['run']} - {r['baseline']}: {fmt_ci(r['diff'], r['diff_ci_low'], r['diff_ci_high'])}"
+              f"  p {fmt_p(r['p'])}  Holm p {fmt_p(r['p_holm'])}  [{each}]")
+    if args.json:
+        print(f"wrote {args.json} ({len(table['rows'])} rows)")
+    return 0
+
+
 def register(sub) -> None:
     r = sub.add_parser("run", help="run an experiment config: every run of its sweep into results/<name>/ "
                                    "(finished runs are skipped, interrupted ones resume)")
@@ -111,3 +127,16 @@ def register(sub) -> None:
                    help="other experiments' folders beside FOLDER (their names) whose runs join the table as "
                         "EXPERIMENT:LABEL, when they scored the same data (e.g. another indexer warm-up)")
     c.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("pool", help="runs against a baseline pooled over experiments on different data (each "
+                                    "a stratum, weighted equally): stratified bootstrap CI, sign-flip permutation "
+                                    "test, Holm over the runs of each metric")
+    p.add_argument("folders", nargs="+", help="two or more results/<experiment> folders (e.g. one per corpus)")
+    p.add_argument("--baseline", required=True, help="the baseline run label, in every experiment")
+    p.add_argument("--runs", nargs="+", required=True, metavar="LABEL", help="run labels to compare, in every experiment")
+    p.add_argument("--metric", nargs="+", default=["nll"], help="metrics (default: nll)")
+    p.add_argument("--alpha", type=float, default=0.05, help="level of the CIs and of Holm's rule (default 0.05)")
+    p.add_argument("--name", default=None, help="the table's name (its 'experiment'; default: pooled)")
+    p.add_argument("--json", default=None, help="write the table here (results/pooled/<name>.json: the report "
+                                                "reads it, scripts/recompute_comparisons.py recomputes it)")
+    p.set_defaults(func=cmd_pool)

@@ -281,3 +281,78 @@ def per_seed_means(values: Mapping[tuple, float], require_same_examples: bool = 
                 raise StatsInputError(f"values: seed {s!r} covers {len(ex)} examples, seed {first!r} "
                                       f"{len(sets[first])}; {len(ex ^ sets[first])} ids differ")
     return {s: float(np.mean(list(groups[s].values()))) for s in sorted(groups)}
+
+
+@dataclass(frozen=True)
+class StratifiedComparison:
+    """A paired difference pooled over strata (e.g. corpora), each stratum weighted equally."""
+
+    n: int
+    mean_x: float          # the strata's mean of x, each stratum weighted equally
+    mean_y: float
+    diff: Interval         # mean over strata of mean(d) in the stratum, with its stratified BCa CI
+    test: TestResult
+    strata: dict           # name -> {"n", "mean_x", "mean_y", "diff"}
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def stratified_compare(strata: Mapping[str, tuple], level: float = 0.95, n_resamples: int = N_RESAMPLES,
+                       seed: int = 0, alternative: str = "two-sided") -> StratifiedComparison:
+    """``strata``: name -> ``(x, y)``, values paired by position within the stratum (documents of one corpus);
+    values of different strata are never paired. The pooled effect is ``mean_s mean(d_s)``: every stratum
+    weighs the same whatever its size (a corpus with more documents does not dominate).
+
+    CI: stratified BCa bootstrap, ``scipy.stats.bootstrap`` with one sample per stratum (``paired=False``:
+    each stratum's differences resampled within it, its size kept). Test: the sign-flip permutation test
+    of the pooled statistic (``scipy.stats.permutation_test`` on the differences, one sample,
+    ``permutation_type="samples"``: each d_i's sign flipped at random, exact when 2^n <= n_resamples),
+    ``H0: every stratum's d is symmetric about 0``. Every stratum needs two pairs or more."""
+    if len(strata) < 2:
+        raise StatsInputError(f"strata: expected two or more, got {len(strata)} ({', '.join(map(str, strata))})")
+    ds, per = [], {}
+    for name, xy in strata.items():
+        if not (isinstance(xy, tuple) and len(xy) == 2):
+            raise StatsInputError(f"strata[{name!r}]: expected a pair (x, y), got {type(xy).__name__}")
+        x, y = _pair(*xy, xname=f"{name}/x", yname=f"{name}/y")
+        if x.size < 2:
+            raise StatsInputError(f"strata[{name!r}]: expected at least 2 pairs, got {x.size}")
+        ds.append(x - y)
+        per[str(name)] = {"n": int(x.size), "mean_x": float(x.mean()), "mean_y": float(y.mean()),
+                          "diff": float((x - y).mean())}
+    k = len(ds)
+    estimate = float(np.mean([d.mean() for d in ds]))
+    d_all = np.concatenate(ds)
+    weights = np.concatenate([np.full(d.size, 1.0 / (k * d.size)) for d in ds])
+
+    def pooled(*samples, axis=-1):
+        return np.mean([np.mean(s, axis=axis) for s in samples], axis=0)
+
+    if not d_all.any():
+        ci = Interval(0.0, 0.0, 0.0, level, int(d_all.size), "all differences are zero: zero-width interval")
+        test = TestResult("stratified_permutation", 0.0, 1.0, int(d_all.size), "all differences are zero: p = 1")
+    else:
+        spread = np.concatenate([d - d.mean() for d in ds])  # constant within every stratum: nothing to resample
+        if not spread.any():
+            ci = Interval(estimate, estimate, estimate, level, int(d_all.size), "constant values: zero-width interval")
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                res = scipy.stats.bootstrap(tuple(ds), pooled, paired=False, vectorized=True, method="BCa",
+                                            confidence_level=level, n_resamples=n_resamples,
+                                            rng=np.random.default_rng(seed))
+            lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+            ok = math.isfinite(lo) and math.isfinite(hi)
+            why = "; ".join(sorted({str(w.message).split(".")[0] for w in caught})) or "non-finite bounds"
+            ci = Interval(estimate, lo if ok else None, hi if ok else None, level, int(d_all.size),
+                          None if ok else f"BCa interval undefined ({why})")
+        perm = scipy.stats.permutation_test((d_all,), lambda d, axis: np.sum(d * weights, axis=axis),
+                                            permutation_type="samples", vectorized=True, alternative=alternative,
+                                            n_resamples=n_resamples, batch=_batch(int(d_all.size)),
+                                            rng=np.random.default_rng(seed))
+        test = TestResult("stratified_permutation", float(perm.statistic), float(perm.pvalue), int(d_all.size))
+    notes = tuple(s for s in (ci.reason, test.note) if s)
+    return StratifiedComparison(int(d_all.size), float(np.mean([p["mean_x"] for p in per.values()])),
+                                float(np.mean([p["mean_y"] for p in per.values()])), ci, test, per, notes)

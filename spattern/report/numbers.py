@@ -495,8 +495,8 @@ def pattern_verdict(docs: list[tuple[dict, Path]], run: str = "outline") -> dict
     """The study's own pattern (``run``, and its variants ``run_*``) in one place: the experiments whose
     primary comparison against their baseline (``compare.json``'s ``headline``) has it, those where it is the
     best contender, and each direct comparison with another sparse pattern (a ``compare_vs_<baseline>.json``
-    row of ``run`` on the primary metric): difference [CI], Holm p and the verdict, better, worse or null
-    (not significant)."""
+    row of ``run`` on the primary metric; not a table pooled over experiments, whose own rows count):
+    difference [CI], Holm p and the verdict, better, worse or null (not significant)."""
     from spattern.report.tables import primary_metric
 
     mine = lambda name: name == run or str(name).startswith(run + "_")  # noqa: E731
@@ -509,8 +509,8 @@ def pattern_verdict(docs: list[tuple[dict, Path]], run: str = "outline") -> dict
     direct = []
     for doc, path in docs:
         base = str(doc.get("baseline"))
-        if path.name == "compare.json" or base == "dense" or mine(base):
-            continue
+        if path.name == "compare.json" or base == "dense" or mine(base) or doc.get("pooled"):
+            continue  # (a table pooled over experiments, spattern pool, repeats their own comparisons)
         metric = primary_metric(doc)
         for r in doc.get("rows", []):
             if r.get("run") != run or r.get("metric") != metric or not isinstance(r.get("diff"), (int, float)):

@@ -149,3 +149,37 @@ def test_paired_t_test_is_scipy_ttest_rel_with_explicit_degenerate_cases():
     shift = paired_test(y + 0.1, y, test="t")
     assert shift.p == 0.0 and "sd(d) = 0" in shift.note
     assert paired_test(y, y, test="t").p == 1.0
+
+
+def test_stratified_compare_weighs_each_stratum_equally_and_pairs_only_within_one():
+    """Two pairs shifted by 1 and twenty unshifted: the pooled difference is 0.5, not 1/11; the CI holds
+    it; a clear shift in every stratum gets a small p, none at all p = 1."""
+    from spattern.evaluation.stats import stratified_compare
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, 2)
+    b = rng.normal(0, 1, 20)
+    c = stratified_compare({"a": (a + 1.0, a), "b": (b, b.copy())})
+    assert c.diff.estimate == pytest.approx(0.5) and c.n == 22
+    assert c.strata == {"a": {"n": 2, "mean_x": pytest.approx(a.mean() + 1), "mean_y": pytest.approx(a.mean()),
+                              "diff": pytest.approx(1.0)},
+                        "b": {"n": 20, "mean_x": pytest.approx(b.mean()), "mean_y": pytest.approx(b.mean()),
+                              "diff": 0.0}}
+    x1, x2 = rng.normal(1, 0.1, 10), rng.normal(2, 0.1, 16)
+    shifted = stratified_compare({"p": (x1 + 0.2 + rng.normal(0, 0.05, 10), x1),
+                                  "q": (x2 + 0.1 + rng.normal(0, 0.05, 16), x2)})
+    assert shifted.test.test == "stratified_permutation" and shifted.test.p < 0.001
+    assert shifted.diff.low < shifted.diff.estimate < shifted.diff.high and shifted.diff.low > 0.1
+    null = stratified_compare({"p": (x1, x1.copy()), "q": (x2, x2.copy())})
+    assert null.test.p == 1.0 and (null.diff.low, null.diff.high) == (0.0, 0.0) and null.notes
+
+
+def test_stratified_compare_refuses_what_it_cannot_pool():
+    from spattern.evaluation.stats import StatsInputError, stratified_compare
+
+    with pytest.raises(StatsInputError, match="two or more"):
+        stratified_compare({"only": ([1.0, 2.0], [1.0, 1.0])})
+    with pytest.raises(StatsInputError, match=r"strata\['b'\]: expected at least 2 pairs, got 1"):
+        stratified_compare({"a": ([1.0, 2.0], [1.0, 1.0]), "b": ([1.0], [0.0])})
+    with pytest.raises(StatsInputError, match="expected a pair"):
+        stratified_compare({"a": ([1.0, 2.0], [1.0, 1.0]), "b": [1.0, 0.0]})

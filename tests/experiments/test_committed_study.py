@@ -141,6 +141,18 @@ def test_committed_further_comparisons_are_current(path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT / "results").as_posix()
+                                        for p in (ROOT / "results" / "pooled").glob("*.json")))
+def test_committed_pooled_tables_are_current(path):
+    """A table pooled over experiments (``spattern pool``) says what the experiments it names give now."""
+    from spattern.experiments.pooled import recompute_pooled
+    from spattern.utils.io import read_json
+
+    f = ROOT / "results" / path
+    _assert_same_rows(recompute_pooled(f, write=False), read_json(f), path)
+
+
+@pytest.mark.slow
 def test_the_committed_results_build_the_report_in_4_to_6_pages_with_nothing_missing(tmp_path):
     """Issue 14: `spattern report` rebuilds the PDF from the committed results, 4-6 pages (a new run, row
     or sentence can push it to 7 without any test on a synthetic study noticing)."""

@@ -323,9 +323,10 @@ def test_the_verdict_on_the_studys_pattern_counts_its_direct_comparisons():
     b_vs = doc("b", "streaming", [_row("outline", baseline="streaming", diff=0.2)])        # worse
     a_vs = doc("a", "window", [_row("outline", baseline="window", diff=-0.01, significant=False)])  # null
     variant = doc("a", "outline_r0", [_row("outline", baseline="outline_r0", diff=0.05)])  # an ablation
+    pooled = {**doc("p", "streaming", [_row("outline", baseline="streaming", diff=0.1)]), "pooled": ["a", "b"]}
     docs = [(a, Path("r/a/compare.json")), (b, Path("r/b/compare.json")), (c, Path("r/c/compare.json")),
             (b_vs, Path("r/b/compare_vs_streaming.json")), (a_vs, Path("r/a/compare_vs_window.json")),
-            (variant, Path("r/a/compare_vs_outline_r0.json"))]
+            (variant, Path("r/a/compare_vs_outline_r0.json")), (pooled, Path("r/pooled/p.json"))]  # (counted in a, b)
     v = pattern_verdict(docs)
     assert v["experiments"] == "2" and v["best"] == ["a (outline)"]
     assert [(d["experiment"], d["baseline"], d["verdict"]) for d in v["direct"]] == [
