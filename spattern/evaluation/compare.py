@@ -101,7 +101,8 @@ def _rows_for_metric(values, baseline, metric, higher_is_better, test, alpha, n_
                  n_resamples, seed) for r in runs]
 
 
-def _apply_holm(rows: list[Row], alpha: float) -> list[Row]:
+def apply_holm(rows: list[Row], alpha: float) -> list[Row]:
+    """Holm over the rows that are not the baseline's own (``p_holm``, ``significant`` set in place)."""
     family = [r for r in rows if r.run != r.baseline]
     adj, reject = stats.holm([r.p for r in family], alpha)
     for r, pa, rej in zip(family, adj, reject):
@@ -114,7 +115,7 @@ def compare(values: Mapping[str, Mapping[str, float]], baseline: str, metric: st
             seed: int = 0) -> list[Row]:
     """Rows for one metric: the baseline first, then each run (sorted), Holm over the runs."""
     rows = _rows_for_metric(values, baseline, metric, higher_is_better, test, alpha, n_resamples, seed)
-    return _apply_holm(rows, alpha)
+    return apply_holm(rows, alpha)
 
 
 def compare_many(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], baseline: str,
@@ -131,8 +132,8 @@ def compare_many(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], basel
     per_metric = [_rows_for_metric(metrics[m], baseline, m, bool(higher_is_better[m]), test, alpha, n_resamples,
                                    seed) for m in metrics]
     if family == "metric":
-        return [r for rows in per_metric for r in _apply_holm(rows, alpha)]
-    return _apply_holm([r for rows in per_metric for r in rows], alpha)
+        return [r for rows in per_metric for r in apply_holm(rows, alpha)]
+    return apply_holm([r for rows in per_metric for r in rows], alpha)
 
 
 FAMILIES = ("all", "metric")

@@ -100,8 +100,10 @@ class Interval:
 
 
 def _bootstrap(data: tuple, statistic, level: float, n_resamples: int, seed: int, paired: bool,
-               estimate: float, spread: np.ndarray) -> Interval:
-    n = int(data[0].size)
+               estimate: float, spread: np.ndarray, n: int | None = None) -> Interval:
+    """BCa interval of ``statistic`` over ``data``; ``spread``: values whose constancy makes every resample
+    the same; ``n``: the count the interval reports (default: the first sample's size)."""
+    n = int(data[0].size) if n is None else n
     if n < 2:
         return Interval(estimate, None, None, level, n, f"n = {n} < 2: no confidence interval")
     if np.ptp(spread) == 0:  # constant: every resample gives the same statistic
@@ -350,24 +352,12 @@ def stratified_compare(strata: Mapping[str, tuple], level: float = 0.95, n_resam
     def pooled(*samples, axis=-1):
         return np.mean([np.mean(s, axis=axis) for s in samples], axis=0)
 
+    # within-stratum deviations: constant in every stratum, every resample gives the same statistic
+    spread = np.concatenate([d - d.mean() for d in ds])
+    ci = _bootstrap(tuple(ds), pooled, level, n_resamples, seed, False, estimate, spread, n=int(d_all.size))
     if not d_all.any():
-        ci = Interval(0.0, 0.0, 0.0, level, int(d_all.size), "all differences are zero: zero-width interval")
         test = TestResult("stratified_permutation", 0.0, 1.0, int(d_all.size), "all differences are zero: p = 1")
     else:
-        spread = np.concatenate([d - d.mean() for d in ds])  # constant within every stratum: nothing to resample
-        if not spread.any():
-            ci = Interval(estimate, estimate, estimate, level, int(d_all.size), "constant values: zero-width interval")
-        else:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                res = scipy.stats.bootstrap(tuple(ds), pooled, paired=False, vectorized=True, method="BCa",
-                                            confidence_level=level, n_resamples=n_resamples,
-                                            rng=np.random.default_rng(seed))
-            lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-            ok = math.isfinite(lo) and math.isfinite(hi)
-            why = "; ".join(sorted({str(w.message).split(".")[0] for w in caught})) or "non-finite bounds"
-            ci = Interval(estimate, lo if ok else None, hi if ok else None, level, int(d_all.size),
-                          None if ok else f"BCa interval undefined ({why})")
         perm = scipy.stats.permutation_test((d_all,), lambda d, axis: np.sum(d * weights, axis=axis),
                                             permutation_type="samples", vectorized=True, alternative=alternative,
                                             n_resamples=n_resamples, batch=_batch(int(d_all.size)),

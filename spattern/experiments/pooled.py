@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from spattern.evaluation import stats
+from spattern.evaluation.compare import Row, apply_holm
 from spattern.experiments.results import direction, load_runs, metric_values
 from spattern.utils.errors import UserError
 from spattern.utils.io import write_json
@@ -61,19 +62,11 @@ def pool_experiments(folders: list[str | Path], baseline: str, metrics: list[str
     per = {f.name: metric_values(load_runs(f), metrics) for f in folders}
     rows = []
     for m in metrics:
-        family = []
-        for run in runs:
-            c = stats.stratified_compare(_strata(per, m, run, baseline), 1 - alpha)
-            family.append({"metric": m, "run": run, "baseline": baseline, "n": c.n, "mean": c.mean_x,
-                           "ci_low": None, "ci_high": None, "baseline_mean": c.mean_y, "diff": c.diff.estimate,
-                           "diff_ci_low": c.diff.low, "diff_ci_high": c.diff.high, "p": c.test.p,
-                           "p_holm": c.test.p, "effect_size": None, "effect_size_name": "none", "test": TEST,
-                           "higher_is_better": bool(direction(m)), "significant": False,
-                           "note": "; ".join(c.notes) or None, "strata": c.strata})
-        adj, reject = stats.holm([r["p"] for r in family], alpha)
-        for r, pa, rej in zip(family, adj, reject):
-            r["p_holm"], r["significant"] = pa, bool(rej)
-        rows += family
+        pooled = {run: stats.stratified_compare(_strata(per, m, run, baseline), 1 - alpha) for run in runs}
+        family = [Row(m, run, baseline, c.n, c.mean_x, None, None, c.mean_y, c.diff.estimate, c.diff.low,
+                      c.diff.high, c.test.p, c.test.p, None, "none", TEST, bool(direction(m)), False,
+                      "; ".join(c.notes) or None) for run, c in pooled.items()]
+        rows += [{**r.as_dict(), "strata": pooled[r.run].strata} for r in apply_holm(family, alpha)]
     table = {"experiment": name or "pooled", "baseline": baseline, "alpha": alpha, "correction": "holm",
              "family": "metric", "pooled": [f.name for f in folders], "weighting": "each experiment equally",
              "rows": rows}

@@ -113,9 +113,9 @@ def test_significant_follows_holm_not_the_raw_p():
                     diff=0.1, diff_ci_low=0.0, diff_ci_high=0.2, p=p, p_holm=p, effect_size=None,
                     effect_size_name="cohen_dz", test="wilcoxon", higher_is_better=False, significant=True, note=None)
             for r, p in (("a", 0.03), ("b", 0.04))]
-    out = cmp._apply_holm(rows, 0.05)
+    out = cmp.apply_holm(rows, 0.05)
     assert [r.p_holm for r in out] == pytest.approx([0.06, 0.06]) and not any(r.significant for r in out)
-    edge = cmp._apply_holm([cmp.Row(**{**vars(rows[0]), "p": 0.025}), cmp.Row(**{**vars(rows[1]), "p": 0.025})], 0.05)
+    edge = cmp.apply_holm([cmp.Row(**{**vars(rows[0]), "p": 0.025}), cmp.Row(**{**vars(rows[1]), "p": 0.025})], 0.05)
     assert [r.p_holm for r in edge] == pytest.approx([0.05, 0.05]) and all(r.significant for r in edge)
 
 

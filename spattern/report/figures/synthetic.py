@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -61,8 +62,8 @@ def synthetic_panels(panels: Mapping[str, tuple[Sequence[dict], str]], palette: 
         raise ValueError("panels: no (distance, accuracy) values")
     every = [p for pts, _ in panels.values() for p in pts]
     palette = palette or Palette(p["key"] for p in every)
-    if per_row is None:
-        per_row = -(-len(panels) // -(-len(panels) // MAX_PER_ROW))
+    if per_row is None:  # the fewest rows of at most MAX_PER_ROW, the panels shared out evenly over them
+        per_row = math.ceil(len(panels) / math.ceil(len(panels) / MAX_PER_ROW))
     rows = -(-len(panels) // per_row)
     fig, axes = new_figure(ncols=min(per_row, len(panels)), nrows=rows, width=WIDTH_PAGE, height=0.72 * rows + 0.42,
                            sharey=True)
