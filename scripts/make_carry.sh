@@ -31,5 +31,5 @@ docs=/usr/share/doc/linux-doc-6.1
 pydocs=$(python -c "from spattern.data.sources import python_docs_root as r; print(r())" 2>/dev/null || true)
 [ -n "$pydocs" ] && [ -d "$pydocs" ] && (cd "$pydocs" && find . -name '*.txt' -print0 | tar --null -cJf - -T -) > .carry/pydocs.txz
 cache=${SPATTERN_CACHE:-$HOME/.cache/spattern}
-[ -d "$cache/sources" ] && find "$cache/sources" -maxdepth 1 -name '*.tgz' -exec cp {} .carry/sources/ \;
+[ -d "$cache/sources" ] && find "$cache/sources" -maxdepth 1 \( -name '*.tgz' -o -name '*.tar.gz' \) -exec cp {} .carry/sources/ \;
 du -sh .whl .carry .carry/* | sed 's/^/[carry] /'
