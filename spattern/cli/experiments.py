@@ -29,17 +29,31 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _print_compare(folder, baseline, metrics, test, out, family="metric", only=None, write=True, also=None) -> dict:
+def _print_compare(folder, baseline, metrics, test, out, family="metric", only=None, write=True, also=None,
+                   average=None) -> dict:
     from rich.console import Console
 
     from spattern.evaluation.compare import render_table, to_rows
     from spattern.experiments.results import compare_experiment
 
     table = compare_experiment(folder, baseline, metrics, test=test, out=out, family=family, only=only, write=write,
-                               also=also)
+                               also=also, average=average)
     Console(width=160).print(render_table(to_rows(table), title=f"{Path(folder).name}: each run vs "
                                           f"{table['baseline']} (paired, Holm-corrected per {family})"))
     return table
+
+
+def _averages(specs: list[str] | None) -> dict[str, list[str]] | None:
+    """``--average NAME=L1,L2,...`` (repeated) as ``{NAME: [L1, L2, ...]}``."""
+    from spattern.utils.errors import UserError
+
+    out: dict[str, list[str]] = {}
+    for spec in specs or []:
+        name, sep, members = spec.partition("=")
+        if not sep or not name or name in out or not all(members.split(",")):
+            raise UserError(f"--average: expected NAME=LABEL,LABEL,... with a new NAME each time, got {spec!r}")
+        out[name] = members.split(",")
+    return out or None
 
 
 def cmd_compare(args) -> int:
@@ -52,7 +66,7 @@ def cmd_compare(args) -> int:
     from spattern.utils.io import write_json
 
     table = _print_compare(args.folder, args.baseline, args.metric, args.test, None, args.family, args.runs,
-                           write=False, also=args.also)
+                           write=False, also=args.also, average=_averages(args.average))
     path = Path(args.json) if args.json else Path(args.folder) / "compare.json"
     if not args.json and path.is_file():
         try:
@@ -126,6 +140,9 @@ def register(sub) -> None:
     c.add_argument("--also", nargs="+", default=None, metavar="EXPERIMENT",
                    help="other experiments' folders beside FOLDER (their names) whose runs join the table as "
                         "EXPERIMENT:LABEL, when they scored the same data (e.g. another indexer warm-up)")
+    c.add_argument("--average", nargs="+", default=None, metavar="NAME=LABEL,LABEL",
+                   help="a run NAME whose value on each example is the mean of those runs' (e.g. an indexer's "
+                        "warm-up seeds: the example stays the unit); usable as --baseline and in --runs")
     c.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("pool", help="runs against a baseline pooled over experiments on different data (each "

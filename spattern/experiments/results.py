@@ -134,7 +134,7 @@ def common_seeds(values: dict[str, dict[str, dict[str, float]]]) -> tuple[dict, 
 def compare_experiment(folder: str | Path, baseline: str | None = None, metrics: list[str] | None = None,
                        test: str = "wilcoxon", alpha: float = 0.05, out: str | Path | None = None,
                        family: str = "metric", only: list[str] | None = None, write: bool = True,
-                       also: list[str] | None = None) -> dict:
+                       also: list[str] | None = None, average: dict[str, list[str]] | None = None) -> dict:
     """The significance table of an experiment's runs against ``baseline`` (default: the config's),
     Holm-corrected over the runs of each metric (``family="metric"``, the default) or over every
     (run, metric) comparison (``"all"``); written to ``<folder>/compare.json``. ``only``: compare
@@ -142,7 +142,11 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
     (``runs_left_out``), e.g. runs whose seeds are not all finished. ``write=False``: return it only.
     ``also``: other experiments' folders beside ``folder`` (their names) whose runs join the table as
     ``<experiment>:<label>``, when they scored the same data (``_same_data``: e.g. the same documents with
-    another indexer warm-up); the table records them (``also``)."""
+    another indexer warm-up); the table records them (``also``). ``average``: ``{name: [label, ...]}``, a
+    run named ``name`` whose value on each example is the mean of those runs' (e.g. one pattern's indexer
+    warm-up seeds, so that the example stays the unit and the seeds' noise averages out); it can be the
+    baseline or one of ``only``, its runs are compared only when named themselves, and the table records it
+    (``average``)."""
     from spattern.evaluation.compare import compare_many, to_json
 
     runs = load_runs(folder)
@@ -153,6 +157,12 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
         runs += [{**r, "metrics": {**r["metrics"], "label": f"{name}:{r['metrics']['label']}"}} for r in load_runs(other)]
     _same_data(runs)
     labels = sorted({r["metrics"]["label"] for r in runs})
+    average = {str(k): list(v) for k, v in (average or {}).items()}
+    for name, members in average.items():
+        if name in labels or len(members) < 2 or len(set(members)) != len(members) or not set(members) <= set(labels):
+            raise UserError(f"--average: expected a new name (not one of the runs' labels) and two or more distinct "
+                            f"labels among {labels}, got {name}={','.join(members)}")
+    labels = sorted(set(labels) | set(average))
     meta = Path(folder) / "experiment.json"  # written by spattern run: the config's baseline
     baseline = baseline or (json.loads(meta.read_text()).get("baseline") if meta.is_file() else None) or "dense"
     if baseline not in labels:
@@ -163,8 +173,20 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
         if unknown:
             raise UserError(f"--runs: expected labels among {labels}, got {unknown}")
         left_out = [lb for lb in labels if lb not in only and lb != baseline]
-        runs = [r for r in runs if r["metrics"]["label"] not in left_out]
+    wanted = {lb for lb in labels if lb not in left_out}
+    needed = wanted | {lb for name in wanted & set(average) for lb in average[name]}
+    runs = [r for r in runs if r["metrics"]["label"] in needed]
     values = metric_values(runs, metrics)
+    for name in sorted(wanted & set(average)):
+        for m, by_label in values.items():
+            if not all(lb in by_label for lb in average[name]):
+                continue
+            units = [by_label[lb] for lb in average[name]]
+            if any(set(u) != set(units[0]) for u in units):
+                raise UserError(f"--average {name}: expected runs {average[name]} to have {m!r} values on the same "
+                                f"examples, got {sorted(len(u) for u in units)} examples")
+            by_label[name] = {i: float(np.mean([u[i] for u in units])) for i in units[0]}
+    values = {m: {lb: v for lb, v in by.items() if lb in wanted} for m, by in values.items()}
     values = {m: v for m, v in values.items() if baseline in v and len(v) > 1}
     values, seeds_left_out = common_seeds(values)
     if not values:
@@ -174,11 +196,16 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
     table["runs"] = {r["metrics"]["label"]: {"pattern": r["metrics"].get("pattern"),
                                              "density": r["metrics"].get("metrics", {}).get("density"),
                                              "block_density": r["metrics"].get("metrics", {}).get("block_density")}
-                     for r in runs}
+                     for r in runs if r["metrics"]["label"] in wanted}
+    for name in sorted(wanted & set(average)):
+        patterns = [r["metrics"].get("pattern") for lb in average[name] for r in runs if r["metrics"]["label"] == lb]
+        table["runs"][name] = {"pattern": " / ".join(dict.fromkeys(map(str, patterns))), "mean_of": average[name]}
     if left_out:
         table["runs_left_out"] = left_out
     if also:
         table["also"] = list(also)
+    if average:
+        table["average"] = {name: average[name] for name in sorted(average)}
     if seeds_left_out:
         table["seeds_left_out"] = seeds_left_out
     if write:
@@ -193,7 +220,8 @@ def comparison_settings(table: dict) -> dict:
     return {"baseline": table.get("baseline"), "family": table.get("family"),
             "tests": sorted({str(r.get("test")) for r in rows if r.get("run") != r.get("baseline")}),
             "metrics": sorted({str(r.get("metric")) for r in rows}),
-            "runs_left_out": sorted(table.get("runs_left_out", [])), "also": list(table.get("also", []))}
+            "runs_left_out": sorted(table.get("runs_left_out", [])), "also": list(table.get("also", [])),
+            "average": dict(table.get("average", {}))}
 
 
 def recompute_comparison(path: str | Path, write: bool = True) -> dict:
@@ -210,11 +238,13 @@ def recompute_comparison(path: str | Path, write: bool = True) -> dict:
     compared = set(old.get("runs") or {r["run"] for r in old["rows"]})  # runs added since are not its
     present = {r["metrics"]["label"] for r in load_runs(path.parent)}
     present |= {f"{name}:{r['metrics']['label']}" for name in s["also"] for r in load_runs(path.parent.parent / name)}
+    present |= {name for name, members in s["average"].items() if set(members) <= present}
     if missing := sorted(compared - present):
         raise UserError(f"{path}: the table compared runs that are no longer in its folder: {missing}")
     new = compare_experiment(path.parent, s["baseline"], s["metrics"], test=(s["tests"] or ["wilcoxon"])[0],
                              alpha=float(old.get("alpha", 0.05)), family=s["family"] or "metric",
-                             only=sorted(compared - {s["baseline"]}), write=False, also=s["also"] or None)
+                             only=sorted(compared - {s["baseline"]}), write=False, also=s["also"] or None,
+                             average=s["average"] or None)
     pairs = {(r["metric"], r["run"]) for r in old["rows"]}
     if (got := {(r["metric"], r["run"]) for r in new["rows"]}) != pairs:
         raise UserError(f"{path}: the runs now give other (metric, run) pairs: lost {sorted(pairs - got)}, "
