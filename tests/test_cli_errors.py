@@ -30,6 +30,8 @@ CASES = [
     (["generate", "--prompt", "hi"], "one of the arguments --checkpoint --smollm2 is required"),
     (["run", "/nonexistent/x.toml"], "no such file"),
     (["compare", "/nonexistent/results"], "no such folder"),
+    (["compare", "/nonexistent/results", "--average", "mean"], "--average: expected NAME=LABEL,LABEL"),
+    (["compare", "/nonexistent/results", "--average", "m=a,b", "m=c,d"], "with a new NAME each time"),
     (["bench", "compile", "--repeats", "3"], "--repeats: expected >= 7"),
     (["nosuchcommand"], "invalid choice"),
 ]
