@@ -663,7 +663,9 @@ def check_row(experiment: str, parent: str, docs: list[tuple[dict, Path]]) -> di
             return None
         ps = sorted((r["p_holm"] for r in rows if isinstance(r.get("p_holm"), (int, float))))
         p = "–" if not ps else fmt_p(ps[0]) if fmt_p(ps[0]) == fmt_p(ps[-1]) else f"{fmt_p(ps[0])} to {fmt_p(ps[-1])}"
-        return {"baseline": short(doc.get("baseline")), "runs": ", ".join(f"{short(r['run'])} {r['diff']:+.3f}" for r in rows),
+        mean_of = doc.get("average") or {}  # compare --average: a run that is the mean of several (seeds)
+        name = lambda x: short(x) + (f" (mean of {len(mean_of[x])})" if x in mean_of else "")  # noqa: E731
+        return {"baseline": name(doc.get("baseline")), "runs": ", ".join(f"{name(r['run'])} {r['diff']:+.3f}" for r in rows),
                 "p_holm": p}
 
     first = against(own)

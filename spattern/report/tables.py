@@ -451,7 +451,8 @@ def checks_table(rows_in: Sequence[dict], sources: Sequence[Path]) -> Table:
     return Table("checks", "Check experiments: each varies one setting of another, or two (the device, the "
                  "indexer's warm-up, a random draw, more seeds), on the same documents. Per run, the mean paired difference"
                  + (f" in {metrics[0]}" if one else "") + " from the run it is compared against (x:run: a run of "
-                 "experiment x, paired document by document); Holm p: the range over the table's runs. CIs and "
+                 "experiment x, paired document by document; mean of n: per document, the mean of n runs, the indexer's warm-up "
+                 "seeds); Holm p: the range over the table's runs. CIs and "
                  "effect sizes: tables/significance.csv.",
                  ["check", "of", *([] if one else ["metric"]), "against", "difference per run", "Holm p"],
                  rows, [dict(r) for r in rows_in], list(sources))

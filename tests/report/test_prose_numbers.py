@@ -159,6 +159,14 @@ def test_a_check_experiment_is_one_row_per_comparison_from_its_tables():
         {"baseline": "bigbird", "runs": "bigbird_draw1 -0.012, bigbird_draw2 +0.008", "p_holm": f"{fmt_p(0.21)} to {fmt_p(0.28)}"},
         {"baseline": "x:bigbird", "runs": "bigbird_draw1 +0.010", "p_holm": fmt_p(0.5)}]
     assert check_row("x_draws", "x", []) is None
+    # compare --average: a run that is the mean of several (warm-up seeds) is named with their number
+    seeds = {"baseline": "short", "average": {"short": ["study_x:indexed", "study_x:indexed_s1"],
+                                              "ctx": ["indexed", "indexed_s1"]},
+             "rows": [{**_row("ctx", baseline="short", diff=-0.28), "p_holm": 0.006}]}
+    avg = check_row("study_x_ctx", "study_x", [(own, Path("r/study_x_ctx/compare.json")),
+                                               (seeds, Path("r/study_x_ctx/compare_vs_short.json"))])
+    assert avg["comparisons"][1] == {"baseline": "short (mean of 2)", "runs": "ctx (mean of 2) -0.280",
+                                     "p_holm": fmt_p(0.006)}
     t = checks_table([row], [])  # the check named once, on its first row; one metric: in the caption
     assert [r[:3] for r in t.rows] == [["x_draws", "x", "dense"], ["", "", "bigbird"], ["", "", "x:bigbird"]]
     assert "metric" not in t.columns and "difference in nll" in t.caption
