@@ -180,11 +180,11 @@ def paired_test(x, y, test: str = "wilcoxon", alternative: str = "two-sided",
         note = f"{zeros} zero difference(s) dropped" if zeros else None
         if nz.size == 1:
             return TestResult(test, 0.0, 1.0, n, f"{note}; one nonzero difference: p = 1")
-        if 13 < nz.size <= 50 and np.unique(np.abs(nz)).size < nz.size:  # ties: sign flips, not the normal approx.
-            flips = 2 ** int(nz.size)
+        if nz.size <= 50 and np.unique(np.abs(nz)).size < nz.size:  # ties: sign flips, not the normal approx.
+            flips = 2 ** int(nz.size)  # up to 13 differences every flip, as scipy's own method="auto" does
             exact = flips <= max(n_resamples, 2 ** 15)
             return _wilcoxon_flips(nz, alternative, flips if exact else n_resamples, seed, n, note)
-        # exact without ties (n <= 50); with ties, scipy's own exhaustive sign flips up to 13
+        # exact without ties (n <= 50)
         res = scipy.stats.wilcoxon(nz, zero_method="wilcox", alternative=alternative, method="auto")
         return TestResult(test, float(res.statistic), float(res.pvalue), n, note)
     res = scipy.stats.permutation_test((x, y), lambda a, b, axis: np.mean(a - b, axis=axis),

@@ -185,17 +185,22 @@ def test_stratified_compare_refuses_what_it_cannot_pool():
         stratified_compare({"a": ([1.0, 2.0], [1.0, 1.0]), "b": [1.0, 0.0]})
 
 
-@pytest.mark.parametrize("n, alternative", [(15, "two-sided"), (16, "greater"), (20, "less"), (30, "two-sided")])
+@pytest.mark.parametrize("n, alternative", [(8, "two-sided"), (10, "greater"), (13, "two-sided"), (15, "two-sided"),
+                                            (16, "greater"), (20, "less"), (30, "two-sided")])
 def test_the_vectorized_wilcoxon_sign_flips_equal_scipys_permutation_method(n, alternative):
-    """With ties and 14-50 nonzero differences the Wilcoxon p comes from sign flips; stats evaluates T+
+    """With ties and up to 50 nonzero differences the Wilcoxon p comes from sign flips; stats evaluates T+
     over all flips at once. Its slow twin, scipy.stats.wilcoxon with a PermutationMethod (the same flips,
-    exhaustive up to 2^15, else the same seeded draws), gives the same p and statistic."""
+    exhaustive up to 2^15, else the same seeded draws; up to 13 what its method="auto" does), gives the same
+    p and statistic."""
     rng = np.random.default_rng(n)
     x = np.round(rng.normal(0.3, 1.0, n), 1)  # one decimal: ties
     y = np.zeros(n)
     nz = x[x != 0]
-    assert 13 < nz.size and np.unique(np.abs(nz)).size < nz.size
+    assert nz.size >= 2 and np.unique(np.abs(nz)).size < nz.size
     got = stats.paired_test(x, y, "wilcoxon", alternative=alternative, seed=7)
+    if nz.size <= 13:
+        auto = scipy.stats.wilcoxon(nz, zero_method="wilcox", alternative=alternative, method="auto")
+        assert got.p == float(auto.pvalue) and got.statistic == float(auto.statistic)
     flips = 2 ** nz.size
     method = scipy.stats.PermutationMethod(n_resamples=flips if flips <= 2 ** 15 else stats.N_RESAMPLES,
                                            rng=np.random.default_rng(7))
