@@ -50,9 +50,10 @@ def _averages(specs: list[str] | None) -> dict[str, list[str]] | None:
     out: dict[str, list[str]] = {}
     for spec in specs or []:
         name, sep, members = spec.partition("=")
-        if not sep or not name or name in out or not all(members.split(",")):
+        labels = members.split(",")
+        if not sep or not name or name in out or not all(labels):
             raise UserError(f"--average: expected NAME=LABEL,LABEL,... with a new NAME each time, got {spec!r}")
-        out[name] = members.split(",")
+        out[name] = labels
     return out or None
 
 

@@ -174,10 +174,11 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
             raise UserError(f"--runs: expected labels among {labels}, got {unknown}")
         left_out = [lb for lb in labels if lb not in only and lb != baseline]
     wanted = {lb for lb in labels if lb not in left_out}
-    needed = wanted | {lb for name in wanted & set(average) for lb in average[name]}
+    averaged = sorted(wanted & set(average))  # the averages this table compares (or takes as its baseline)
+    needed = wanted | {lb for name in averaged for lb in average[name]}
     runs = [r for r in runs if r["metrics"]["label"] in needed]
     values = metric_values(runs, metrics)
-    for name in sorted(wanted & set(average)):
+    for name in averaged:
         for m, by_label in values.items():
             if not all(lb in by_label for lb in average[name]):
                 continue
@@ -197,7 +198,7 @@ def compare_experiment(folder: str | Path, baseline: str | None = None, metrics:
                                              "density": r["metrics"].get("metrics", {}).get("density"),
                                              "block_density": r["metrics"].get("metrics", {}).get("block_density")}
                      for r in runs if r["metrics"]["label"] in wanted}
-    for name in sorted(wanted & set(average)):
+    for name in averaged:
         patterns = [r["metrics"].get("pattern") for lb in average[name] for r in runs if r["metrics"]["label"] == lb]
         table["runs"][name] = {"pattern": " / ".join(dict.fromkeys(map(str, patterns))), "mean_of": average[name]}
     if left_out:
